@@ -1,0 +1,30 @@
+"""snntorch-egru: the Event-based GRU (EGRU) for the spiking-network ecosystem.
+
+Subramoney et al., "Efficient recurrent architectures through activity sparsity
+and sparse back-propagation through time", ICLR 2023.
+
+Example::
+
+    >>> import torch, snntorch_egru as se
+    >>> rnn = se.EGRU(input_size=16, hidden_size=64)
+    >>> out, state = rnn(torch.randn(100, 8, 16))   # [T, B, I] -> [T, B, H]
+"""
+
+from . import backends, convert, functional, surrogate, utils
+from .modules import EGRU, EGRUCell
+from .state import EGRURecord, EGRUState
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EGRU",
+    "EGRUCell",
+    "EGRUState",
+    "EGRURecord",
+    "functional",
+    "surrogate",
+    "utils",
+    "convert",
+    "backends",
+    "__version__",
+]

@@ -1,0 +1,126 @@
+"""Argument checks shared by the modules: every message names the argument,
+what was expected and what was given."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Sequence
+
+import torch
+
+from .functional import RESET_MECHANISMS
+
+
+def positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a positive int, got {type(value).__name__} {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive int (> 0), got {value}")
+    return value
+
+
+def probability(name: str, value: Any) -> float:
+    """A probability in [0, 1) (1 would drop or freeze everything)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float in [0, 1), got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not (0.0 <= value < 1.0):
+        raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
+    return value
+
+
+def open_unit(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float in (0, 1), got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not (0.0 < value < 1.0):
+        raise ValueError(f"{name} must lie strictly between 0 and 1, got {value!r}")
+    return value
+
+
+def positive_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a positive float, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0.0:
+        raise ValueError(f"{name} must be a finite float > 0, got {value!r}")
+    return value
+
+
+def reset_mechanism(value: Any) -> str:
+    if not isinstance(value, str) or value not in RESET_MECHANISMS:
+        raise ValueError(
+            f"reset_mechanism must be one of {', '.join(repr(r) for r in RESET_MECHANISMS)}, got {value!r}"
+        )
+    return value
+
+
+def choice(name: str, value: Any, options: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"{name} must be one of {', '.join(repr(o) for o in options)}, got {value!r}")
+    return value
+
+
+def spike_grad(value: Any) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(
+            "spike_grad must be None or a callable f(v) -> H(v) such as "
+            f"snntorch_egru.surrogate.pseudo_derivative() or snntorch.surrogate.atan(), got {type(value).__name__}"
+        )
+
+
+def tensor_input(name: str, x: Any, ranks: Sequence[int], feature_size: int, ref: torch.Tensor,
+                 layout: str) -> torch.Tensor:
+    """Check an input tensor's type, rank, last dimension, dtype and device against a parameter ``ref``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {layout}, got {type(x).__name__}")
+    if x.dim() not in ranks:
+        raise ValueError(
+            f"{name} must have {' or '.join(str(r) for r in ranks)} dimensions ({layout}), "
+            f"got {x.dim()} dimensions with shape {tuple(x.shape)}"
+        )
+    if x.shape[-1] != feature_size:
+        raise ValueError(
+            f"{name} must have input_size={feature_size} features in its last dimension ({layout}), "
+            f"got shape {tuple(x.shape)}"
+        )
+    same_dtype(name, x, ref)
+    same_device(name, x, ref)
+    return x
+
+
+def same_dtype(name: str, x: torch.Tensor, ref: torch.Tensor) -> None:
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor ({ref.dtype}), got dtype {x.dtype}")
+    if x.dtype != ref.dtype:
+        raise TypeError(
+            f"{name} has dtype {x.dtype} but the module's parameters are {ref.dtype}; "
+            f"convert one of them (e.g. module.to({ref.dtype}) or {name}.to({ref.dtype}))"
+        )
+
+
+def same_device(name: str, x: torch.Tensor, ref: torch.Tensor) -> None:
+    if x.device != ref.device:
+        raise ValueError(
+            f"{name} is on device {x.device} but the module's parameters are on {ref.device}; "
+            f"move one of them (e.g. module.to({str(x.device)!r}))"
+        )
+
+
+def state_tensor(name: str, s: Any, expected_shape: tuple[int, ...], ref: torch.Tensor) -> torch.Tensor:
+    if not isinstance(s, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {list(expected_shape)}, got {type(s).__name__}")
+    if tuple(s.shape) != tuple(expected_shape):
+        raise ValueError(
+            f"{name} must have shape {list(expected_shape)} to match the input's batch size and hidden_size, "
+            f"got {list(s.shape)}"
+        )
+    same_dtype(name, s, ref)
+    same_device(name, s, ref)
+    return s
+
+
+def optional_generator(value: Optional[torch.Generator]) -> Optional[torch.Generator]:
+    if value is not None and not isinstance(value, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(value).__name__}")
+    return value

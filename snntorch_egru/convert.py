@@ -1,0 +1,110 @@
+"""Conversion between the official EvNN checkpoint layout and ours.
+
+EvNN stores, per layer, ``kernel`` ``[I, 3H]`` and ``recurrent_kernel`` ``[H, 3H]``
+(used as ``x @ W``), ``bias`` and ``recurrent_bias`` ``[3H]`` and ``thr`` ``[H]``,
+with the 3H axis chunked ``[z | r | g]``. Ours is ``torch.nn.GRU``'s: ``[3H, I]``
+rows in order ``(r, z, n)``. Conversion is a reorder plus a transpose; the
+inverse restores the original tensors bit for bit.
+
+Example::
+
+    >>> import torch
+    >>> from snntorch_egru.convert import evnn_to_torch, torch_to_evnn
+    >>> H, I = 4, 3
+    >>> evnn = {"kernel": torch.randn(I, 3 * H), "recurrent_kernel": torch.randn(H, 3 * H),
+    ...         "bias": torch.randn(3 * H), "recurrent_bias": torch.randn(3 * H), "thr": torch.rand(H)}
+    >>> ours = evnn_to_torch(evnn)
+    >>> back = torch_to_evnn(ours)
+    >>> all(torch.equal(back[k], evnn[k]) for k in evnn)
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Mapping
+
+import torch
+
+__all__ = ["evnn_to_torch", "torch_to_evnn", "load_evnn_state_dict"]
+
+_EVNN_KEYS = ("kernel", "recurrent_kernel", "bias", "recurrent_bias")
+
+
+def _zrg_to_rzn(t: torch.Tensor, H: int) -> torch.Tensor:
+    # last axis [z | r | g] -> [r | z | n]
+    return torch.cat([t[..., H:2 * H], t[..., 0:H], t[..., 2 * H:3 * H]], dim=-1)
+
+
+def _rzn_to_zrg(t: torch.Tensor, H: int) -> torch.Tensor:
+    return torch.cat([t[..., H:2 * H], t[..., 0:H], t[..., 2 * H:3 * H]], dim=-1)
+
+
+def _hidden(evnn: Mapping[str, torch.Tensor], key: str) -> int:
+    t = evnn[key]
+    if t.shape[-1] % 3:
+        raise ValueError(f"{key} must have a last dimension of 3*hidden_size, got shape {tuple(t.shape)}")
+    return t.shape[-1] // 3
+
+
+def evnn_to_torch(evnn: Mapping[str, torch.Tensor], prefix: str = "", suffix: str = "") -> Dict[str, torch.Tensor]:
+    """Convert one EvNN layer's tensors to ours.
+
+    Args:
+        evnn: mapping with ``{prefix}kernel``, ``{prefix}recurrent_kernel``,
+            ``{prefix}bias``, ``{prefix}recurrent_bias`` and ``{prefix}thr`` (or
+            ``{prefix}thr_reparam`` of v0.1.0 checkpoints, converted by a sigmoid).
+        prefix: key prefix in ``evnn`` (e.g. ``"rnns.0."``).
+        suffix: suffix for our names (``""`` for :class:`EGRUCell`, ``"_l0"`` for :class:`EGRU`).
+
+    Returns:
+        ``{weight_ih, weight_hh, bias_ih, bias_hh, threshold}`` with ``suffix`` appended.
+    """
+    missing = [prefix + k for k in _EVNN_KEYS if prefix + k not in evnn]
+    if missing:
+        raise KeyError(f"EvNN state is missing {missing}; expected keys {[prefix + k for k in _EVNN_KEYS]}")
+    H = _hidden(evnn, prefix + "recurrent_kernel")
+    out = {
+        "weight_ih": _zrg_to_rzn(evnn[prefix + "kernel"], H).T.contiguous(),
+        "weight_hh": _zrg_to_rzn(evnn[prefix + "recurrent_kernel"], H).T.contiguous(),
+        "bias_ih": _zrg_to_rzn(evnn[prefix + "bias"], H).clone(),
+        "bias_hh": _zrg_to_rzn(evnn[prefix + "recurrent_bias"], H).clone(),
+    }
+    if prefix + "thr" in evnn:
+        out["threshold"] = evnn[prefix + "thr"].clone()
+    elif prefix + "thr_reparam" in evnn:
+        out["threshold"] = torch.sigmoid(evnn[prefix + "thr_reparam"])
+    else:
+        raise KeyError(f"EvNN state has neither {prefix}thr nor {prefix}thr_reparam")
+    return {k + suffix: v for k, v in out.items()}
+
+
+def torch_to_evnn(ours: Mapping[str, torch.Tensor], suffix: str = "") -> Dict[str, torch.Tensor]:
+    """Inverse of :func:`evnn_to_torch` for one layer (``thr`` layout of EvNN v0.2.0)."""
+    H = ours["weight_hh" + suffix].shape[1]
+    return {
+        "kernel": _rzn_to_zrg(ours["weight_ih" + suffix].T, H).contiguous(),
+        "recurrent_kernel": _rzn_to_zrg(ours["weight_hh" + suffix].T, H).contiguous(),
+        "bias": _rzn_to_zrg(ours["bias_ih" + suffix], H).clone(),
+        "recurrent_bias": _rzn_to_zrg(ours["bias_hh" + suffix], H).clone(),
+        "thr": ours["threshold" + suffix].clone(),
+    }
+
+
+def load_evnn_state_dict(module: torch.nn.Module, evnn_layers: list[Mapping[str, torch.Tensor]]) -> None:
+    """Load EvNN per-layer tensors into an :class:`~snntorch_egru.EGRU` (one mapping per layer)
+    or an :class:`~snntorch_egru.EGRUCell` (a list of one mapping)."""
+    from .modules import EGRU, EGRUCell
+
+    if isinstance(module, EGRU):
+        if len(evnn_layers) != module.num_layers:
+            raise ValueError(f"evnn_layers must hold {module.num_layers} layers, got {len(evnn_layers)}")
+        sd: Dict[str, torch.Tensor] = {}
+        for k, layer in enumerate(evnn_layers):
+            sd.update(evnn_to_torch(layer, suffix=f"_l{k}"))
+    elif isinstance(module, EGRUCell):
+        if len(evnn_layers) != 1:
+            raise ValueError(f"an EGRUCell takes one EvNN layer, got {len(evnn_layers)}")
+        sd = evnn_to_torch(evnn_layers[0])
+    else:
+        raise TypeError(f"module must be an EGRU or EGRUCell, got {type(module).__name__}")
+    module.load_state_dict(sd, strict=True)

@@ -1,0 +1,568 @@
+"""EGRU modules: the snnTorch-style single-step :class:`EGRUCell` and the
+``torch.nn.GRU``-shaped sequence layer :class:`EGRU`.
+
+Both hold parameters and state only; the math lives in
+:mod:`snntorch_egru.functional`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+from . import _checks
+from . import functional as F
+from .backends import LayerCall, get_backend, resolve_backend
+from .state import EGRURecord, EGRUState
+from .surrogate import EGRUSurrogate, heaviside
+
+__all__ = ["EGRUCell", "EGRU"]
+
+SpikeFn = Callable[[torch.Tensor], torch.Tensor]
+_INITS = ("evnn", "torch")
+
+
+def _make_spike_fn(spike_grad: Optional[SpikeFn], surrogate_disable: bool, gamma: float, eps: float) -> SpikeFn:
+    if surrogate_disable:
+        return heaviside()
+    if spike_grad is None:
+        return EGRUSurrogate(gamma, eps)
+    return spike_grad
+
+
+def _init_weights(weight_ih: torch.Tensor, weight_hh: torch.Tensor, biases: list[Optional[torch.Tensor]],
+                  hidden_size: int, init: str) -> None:
+    with torch.no_grad():
+        if init == "evnn":
+            # The official code: xavier-normal on each whole matrix, zero biases.
+            nn.init.xavier_normal_(weight_ih)
+            nn.init.xavier_normal_(weight_hh)
+            for b in biases:
+                if b is not None:
+                    b.zero_()
+        else:  # "torch": torch.nn.GRU's U(-1/sqrt(H), 1/sqrt(H)) for every tensor
+            bound = 1.0 / math.sqrt(hidden_size)
+            for w in [weight_ih, weight_hh, *biases]:
+                if w is not None:
+                    w.uniform_(-bound, bound)
+
+
+class _EGRUBase(nn.Module):
+    """Hyper-parameter handling shared by the cell and the layer."""
+
+    def _setup_common(
+        self, *, input_size: int, hidden_size: int, bias: bool, dropconnect: float, zoneout: float,
+        dampening_factor: float, pseudo_derivative_support: float, thr_mean: float, reset_mechanism: str,
+        learn_threshold: bool, spike_grad: Optional[SpikeFn], surrogate_disable: bool,
+        threshold_clamp: bool, init: str,
+    ) -> None:
+        self.input_size = _checks.positive_int("input_size", input_size)
+        self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
+        if not isinstance(bias, bool):
+            raise TypeError(f"bias must be a bool, got {type(bias).__name__} {bias!r}")
+        self.bias = bias
+        self.dropconnect = _checks.probability("dropconnect", dropconnect)
+        self.zoneout = _checks.probability("zoneout", zoneout)
+        self.dampening_factor = _checks.positive_float("dampening_factor", dampening_factor)
+        self.pseudo_derivative_support = _checks.positive_float(
+            "pseudo_derivative_support", pseudo_derivative_support
+        )
+        self.thr_mean = _checks.open_unit("thr_mean", thr_mean)
+        self.reset_mechanism = _checks.reset_mechanism(reset_mechanism)
+        self.learn_threshold = bool(learn_threshold)
+        _checks.spike_grad(spike_grad)
+        self.surrogate_disable = bool(surrogate_disable)
+        self.spike_grad = _make_spike_fn(
+            spike_grad, self.surrogate_disable, self.dampening_factor, self.pseudo_derivative_support
+        )
+        self.threshold_clamp = bool(threshold_clamp)
+        self.init = _checks.choice("init", init, _INITS)
+
+    def _register_layer(self, suffix: str, input_size: int) -> None:
+        H = self.hidden_size
+        w_ih = nn.Parameter(torch.empty(3 * H, input_size))
+        w_hh = nn.Parameter(torch.empty(3 * H, H))
+        self.register_parameter(f"weight_ih{suffix}", w_ih)
+        self.register_parameter(f"weight_hh{suffix}", w_hh)
+        if self.bias:
+            self.register_parameter(f"bias_ih{suffix}", nn.Parameter(torch.empty(3 * H)))
+            self.register_parameter(f"bias_hh{suffix}", nn.Parameter(torch.empty(3 * H)))
+        else:
+            self.register_parameter(f"bias_ih{suffix}", None)
+            self.register_parameter(f"bias_hh{suffix}", None)
+        theta = F.beta_threshold_init(H, self.thr_mean)
+        if self.learn_threshold:
+            self.register_parameter(f"threshold{suffix}", nn.Parameter(theta))
+        else:
+            self.register_buffer(f"threshold{suffix}", theta)
+
+    def _reset_layer(self, suffix: str) -> None:
+        _init_weights(
+            getattr(self, f"weight_ih{suffix}"), getattr(self, f"weight_hh{suffix}"),
+            [getattr(self, f"bias_ih{suffix}"), getattr(self, f"bias_hh{suffix}")],
+            self.hidden_size, self.init,
+        )
+        theta = getattr(self, f"threshold{suffix}")
+        with torch.no_grad():
+            theta.copy_(F.beta_threshold_init(self.hidden_size, self.thr_mean, dtype=theta.dtype,
+                                              device=theta.device))
+
+    def _effective_threshold(self, theta: torch.Tensor) -> torch.Tensor:
+        # Thresholds are kept in [0, 1] (as the official code does) by a clamp in the forward
+        # pass, visible to autograd: values inside [0, 1] get their exact gradient.
+        return theta.clamp(0.0, 1.0) if self.threshold_clamp else theta
+
+    def _common_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if not self.bias:
+            s += ", bias=False"
+        if self.dropconnect:
+            s += f", dropconnect={self.dropconnect}"
+        if self.zoneout:
+            s += f", zoneout={self.zoneout}"
+        s += f", reset_mechanism={self.reset_mechanism!r}, spike_grad={self.spike_grad!r}"
+        return s
+
+
+class EGRUCell(_EGRUBase):
+    """Event-based GRU neuron, one time step per call (snnTorch conventions).
+
+    A GRU whose units communicate only through sparse graded events: a unit emits
+    ``y = c_hat`` when its internal state ``c_hat`` crosses its trainable threshold
+    ``theta`` and is then reset; otherwise it sends 0. See
+    :mod:`snntorch_egru.functional` for the equations.
+
+    Like ``snn.RLeaky``, the state is kept on the module: passing ``y``/``c``
+    stores them, omitting them continues from the stored state (re-zeroed when
+    the batch size changes). With ``init_hidden=True`` the cell returns only
+    ``y`` so it fits into ``torch.nn.Sequential``.
+
+    Args:
+        input_size: number of input features ``I``.
+        hidden_size: number of units ``H``.
+        bias: use ``bias_ih`` and ``bias_hh``. Default: True.
+        dropconnect: probability of dropping each recurrent weight in training
+            (mask drawn when the state is reset, scaled by ``1/(1-p)``). Default: 0.
+        zoneout: probability that a unit keeps its previous state in training
+            (expectation ``p c_prev + (1-p) c_hat`` in eval). Default: 0.
+        dampening_factor: peak ``gamma`` of the triangular pseudo-derivative. Default: 0.7.
+        pseudo_derivative_support: inverse half-width ``epsilon`` of it. Default: 1.0.
+        thr_mean: mean of the Beta-distributed initial thresholds, in (0, 1). Default: 0.3.
+        reset_mechanism: ``"subtract"`` (c = c_hat - o theta), ``"zero"`` or ``"none"``.
+        learn_threshold: thresholds are an ``nn.Parameter`` (else a buffer). Default: True.
+        spike_grad: surrogate spike function ``f(v) -> H(v)``; ``None`` means the
+            paper's pseudo-derivative. Any snnTorch surrogate works.
+        surrogate_disable: plain Heaviside without gradient. Default: False.
+        init_hidden: keep the state on the module and return only ``y``. Default: False.
+        output: with ``init_hidden=True``, return ``(y, c)`` instead of ``y``. Default: False.
+        threshold_clamp: clamp thresholds to [0, 1] in the forward pass. Default: True.
+        init: ``"evnn"`` (xavier-normal weights, zero biases; the official code)
+            or ``"torch"`` (``torch.nn.GRU``'s uniform init). Default: ``"evnn"``.
+
+    Inputs: ``input_, y, c``
+        - **input_** of shape ``[B, I]`` (or ``[I]``): input at this step.
+        - **y** of shape ``[B, H]``: previous events (optional).
+        - **c** of shape ``[B, H]``: previous internal state (optional).
+
+    Outputs: ``y, c``
+        - **y** ``[B, H]``: graded events of this step.
+        - **c** ``[B, H]``: internal state after the reset.
+
+    Parameters: ``weight_ih [3H, I]``, ``weight_hh [3H, H]``, ``bias_ih [3H]``,
+    ``bias_hh [3H]``, ``threshold [H]`` (rows in gate order r, z, n).
+
+    Example::
+
+        >>> import torch, snntorch as snn, snntorch_egru as se
+        >>> net = torch.nn.Sequential(
+        ...     torch.nn.Linear(10, 32),
+        ...     se.EGRUCell(32, 64, init_hidden=True),
+        ...     torch.nn.Linear(64, 5),
+        ...     snn.Leaky(beta=0.9, init_hidden=True, output=True),
+        ... )
+        >>> se.utils.reset(net)
+        >>> x = torch.randn(25, 8, 10)                  # [T, B, I]
+        >>> spk = torch.stack([net(x_t)[0] for x_t in x])
+        >>> spk.shape
+        torch.Size([25, 8, 5])
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        dropconnect: float = 0.0,
+        zoneout: float = 0.0,
+        dampening_factor: float = 0.7,
+        pseudo_derivative_support: float = 1.0,
+        thr_mean: float = 0.3,
+        reset_mechanism: str = "subtract",
+        learn_threshold: bool = True,
+        spike_grad: Optional[SpikeFn] = None,
+        surrogate_disable: bool = False,
+        init_hidden: bool = False,
+        output: bool = False,
+        *,
+        threshold_clamp: bool = True,
+        init: str = "evnn",
+    ) -> None:
+        super().__init__()
+        self._setup_common(
+            input_size=input_size, hidden_size=hidden_size, bias=bias, dropconnect=dropconnect,
+            zoneout=zoneout, dampening_factor=dampening_factor,
+            pseudo_derivative_support=pseudo_derivative_support, thr_mean=thr_mean,
+            reset_mechanism=reset_mechanism, learn_threshold=learn_threshold, spike_grad=spike_grad,
+            surrogate_disable=surrogate_disable, threshold_clamp=threshold_clamp, init=init,
+        )
+        self.init_hidden = bool(init_hidden)
+        self.output = bool(output)
+        self._register_layer("", self.input_size)
+        # States live in non-persistent buffers (follow .to(), not in state_dict), as in snnTorch.
+        self.register_buffer("y", torch.zeros(0), persistent=False)
+        self.register_buffer("c", torch.zeros(0), persistent=False)
+        self.register_buffer("trace", torch.zeros(0), persistent=False)
+        self._dropconnect_mask: Optional[torch.Tensor] = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Re-draw weights (per ``init``), zero the biases and re-draw thresholds."""
+        self._reset_layer("")
+
+    # -- state handling -------------------------------------------------------------------------
+
+    def reset_mem(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Zero the stored state (``y``, ``c``, ``trace``) and re-draw the DropConnect mask.
+
+        Call it before each new sequence (``snntorch_egru.utils.reset(model)`` does it
+        for every neuron in a model). Returns the zeroed ``(y, c)``.
+        """
+        self.y = torch.zeros_like(self.y)
+        self.c = torch.zeros_like(self.c)
+        self.trace = torch.zeros_like(self.trace)
+        self._dropconnect_mask = None
+        return self.y, self.c
+
+    reset_hidden = reset_mem
+
+    def detach_hidden(self) -> None:
+        """Detach the stored state from the autograd graph (truncated BPTT)."""
+        self.y = self.y.detach()
+        self.c = self.c.detach()
+        self.trace = self.trace.detach()
+
+    def _state_shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        return (self.hidden_size,) if x.dim() == 1 else (x.shape[0], self.hidden_size)
+
+    def forward(
+        self, input_: torch.Tensor, y: Optional[torch.Tensor] = None, c: Optional[torch.Tensor] = None
+    ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+        if self.init_hidden and (y is not None or c is not None):
+            raise TypeError(
+                "EGRUCell with init_hidden=True keeps its own state: call it as cell(input_) "
+                "without y or c, or build it with init_hidden=False to pass the state explicitly"
+            )
+        w = self.weight_ih
+        _checks.tensor_input("input_", input_, (1, 2), self.input_size, w, "[B, input_size] or [input_size]")
+        shape = self._state_shape(input_)
+        if y is not None:
+            self.y = _checks.state_tensor("y", y, shape, w)
+        if c is not None:
+            self.c = _checks.state_tensor("c", c, shape, w)
+        # Stored states of another shape (first call, new batch size) start from zero.
+        # The check is against (B, hidden_size), never against the input's shape.
+        for name in ("y", "c", "trace"):
+            s = getattr(self, name)
+            if tuple(s.shape) != shape or s.dtype != w.dtype or s.device != w.device:
+                setattr(self, name, torch.zeros(shape, dtype=w.dtype, device=w.device))
+
+        w_hh = self.weight_hh
+        if self.training and self.dropconnect > 0.0:
+            if self._dropconnect_mask is None or self._dropconnect_mask.shape != w_hh.shape \
+                    or self._dropconnect_mask.device != w_hh.device:
+                self._dropconnect_mask = F.dropconnect_mask(w_hh.detach(), self.dropconnect)
+            w_hh = w_hh * self._dropconnect_mask
+        zo_mask = None
+        zo_p = 0.0
+        if self.zoneout > 0.0:
+            if self.training:
+                zo_mask = F.zoneout_masks(shape, self.zoneout, dtype=w.dtype, device=w.device)
+            else:
+                zo_p = self.zoneout
+        step = F.egru_step(
+            input_, self.y, self.c, self.trace, self.weight_ih, w_hh, self.bias_ih, self.bias_hh,
+            self._effective_threshold(self.threshold), spike_fn=self.spike_grad,
+            reset=self.reset_mechanism, zoneout_mask=zo_mask, zoneout_p=zo_p,
+        )
+        self.y, self.c, self.trace = step.y, step.c, step.trace
+        if self.init_hidden and not self.output:
+            return step.y
+        return step.y, step.c
+
+    def extra_repr(self) -> str:
+        s = self._common_repr()
+        if self.init_hidden:
+            s += ", init_hidden=True"
+        if self.output:
+            s += ", output=True"
+        return s
+
+
+class EGRU(_EGRUBase):
+    """Multi-layer Event-based GRU over whole sequences, shaped like ``torch.nn.GRU``.
+
+    Each layer is an EGRU (see :mod:`snntorch_egru.functional`); layer ``k+1``
+    receives the graded events of layer ``k`` (with ``dropout`` in between, as in
+    ``torch.nn.GRU``). The state ``(y, c, trace)`` of every layer is returned and
+    can be passed back to continue the sequence exactly (streaming, truncated BPTT).
+
+    Args:
+        input_size: number of input features ``I``.
+        hidden_size: number of units ``H`` in every layer.
+        num_layers: number of stacked layers. Default: 1.
+        bias: use ``bias_ih_l{k}`` and ``bias_hh_l{k}``. Default: True.
+        batch_first: input and output are ``[B, T, *]`` instead of ``[T, B, *]``.
+        dropout: dropout on the events between layers (training only). Default: 0.
+        dropconnect: DropConnect on ``weight_hh_l{k}``, one mask per call. Default: 0.
+        zoneout: per-unit, per-step probability of keeping the old state in training;
+            eval uses the expectation ``p c_prev + (1-p) c_hat``. Default: 0.
+        dampening_factor: peak ``gamma`` of the pseudo-derivative. Default: 0.7.
+        pseudo_derivative_support: inverse half-width ``epsilon``. Default: 1.0.
+        thr_mean: mean of the Beta(alpha, 3) initial thresholds, in (0, 1). Default: 0.3.
+        reset_mechanism: ``"subtract"`` (default), ``"zero"`` or ``"none"``.
+        learn_threshold: thresholds are trainable parameters (else buffers). Default: True.
+        spike_grad: surrogate spike function; ``None`` = the paper's triangle.
+        surrogate_disable: plain Heaviside, no surrogate gradient. Default: False.
+        threshold_clamp: clamp thresholds to [0, 1] in the forward pass, as the
+            official code keeps them (the clamp is part of the autograd graph;
+            the stored parameter is never mutated). Default: True.
+        init: ``"evnn"`` (default) or ``"torch"`` weight initialisation.
+        backend: ``"auto"`` (default), ``"reference"`` (step-by-step autograd) or
+            any registered fast backend (see :mod:`snntorch_egru.backends`).
+
+    Inputs: ``x, state``
+        - **x**: ``[T, B, I]`` (``[B, T, I]`` with ``batch_first``; ``[T, I]`` unbatched).
+        - **state**: :class:`~snntorch_egru.EGRUState` with fields ``[num_layers, B, H]``,
+          or ``None`` for zeros.
+
+    Outputs: ``out, state`` (plus ``record`` with ``return_internals=True``)
+        - **out**: ``[T, B, H]`` events ``y`` of the last layer (batch-first if set).
+        - **state**: :class:`~snntorch_egru.EGRUState` after the last step.
+        - **record**: :class:`~snntorch_egru.EGRURecord` of ``y, c, o, trace`` for every
+          layer and step, ``[num_layers, T, B, H]`` (``[num_layers, B, T, H]`` with
+          ``batch_first``), still in the autograd graph.
+
+    Example::
+
+        >>> import torch, snntorch_egru as se
+        >>> rnn = se.EGRU(16, 64, num_layers=2, dropout=0.1)
+        >>> x = torch.randn(50, 8, 16)
+        >>> out, state = rnn(x)
+        >>> out.shape, state.c.shape
+        (torch.Size([50, 8, 64]), torch.Size([2, 8, 64]))
+        >>> out, state, rec = rnn(x, return_internals=True)
+        >>> activity = rec.o.mean()          # fraction of units firing
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        dropconnect: float = 0.0,
+        zoneout: float = 0.0,
+        dampening_factor: float = 0.7,
+        pseudo_derivative_support: float = 1.0,
+        thr_mean: float = 0.3,
+        reset_mechanism: str = "subtract",
+        learn_threshold: bool = True,
+        spike_grad: Optional[SpikeFn] = None,
+        *,
+        surrogate_disable: bool = False,
+        threshold_clamp: bool = True,
+        init: str = "evnn",
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        self._setup_common(
+            input_size=input_size, hidden_size=hidden_size, bias=bias, dropconnect=dropconnect,
+            zoneout=zoneout, dampening_factor=dampening_factor,
+            pseudo_derivative_support=pseudo_derivative_support, thr_mean=thr_mean,
+            reset_mechanism=reset_mechanism, learn_threshold=learn_threshold, spike_grad=spike_grad,
+            surrogate_disable=surrogate_disable, threshold_clamp=threshold_clamp, init=init,
+        )
+        self.num_layers = _checks.positive_int("num_layers", num_layers)
+        if not isinstance(batch_first, bool):
+            raise TypeError(f"batch_first must be a bool, got {type(batch_first).__name__} {batch_first!r}")
+        self.batch_first = batch_first
+        self.dropout = _checks.probability("dropout", dropout)
+        if backend != "auto":
+            get_backend(backend)
+        self.backend = backend
+        for k in range(self.num_layers):
+            self._register_layer(f"_l{k}", self.input_size if k == 0 else self.hidden_size)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Re-draw every layer's weights, biases and thresholds."""
+        for k in range(self.num_layers):
+            self._reset_layer(f"_l{k}")
+
+    def layer_tensors(self, k: int) -> dict[str, Optional[torch.Tensor]]:
+        """The five tensors of layer ``k``: ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``, ``threshold``."""
+        if not 0 <= k < self.num_layers:
+            raise IndexError(f"layer index must be in [0, {self.num_layers}), got {k}")
+        return {name: getattr(self, f"{name}_l{k}")
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "threshold")}
+
+    def _check_state(self, state: Any, batch_shape: tuple[int, ...], ref: torch.Tensor) -> EGRUState:
+        if isinstance(state, torch.Tensor):
+            raise TypeError(
+                "state must be an EGRUState(y, c, trace), got a single Tensor; "
+                "to start from a torch.nn.GRU hidden state h0 pass EGRUState.from_gru_hidden(h0)"
+            )
+        if not isinstance(state, tuple) or len(state) != 3:
+            raise TypeError(
+                f"state must be an EGRUState(y, c, trace) (or None), got {type(state).__name__}"
+            )
+        expected = (self.num_layers, *batch_shape, self.hidden_size)
+        y, c, tr = (_checks.state_tensor(f"state.{n}", s, expected, ref)
+                    for n, s in zip(("y", "c", "trace"), state))
+        return EGRUState(y, c, tr)
+
+    def forward(
+        self, x: torch.Tensor, state: Optional[EGRUState] = None, *, return_internals: bool = False
+    ) -> Union[Tuple[torch.Tensor, EGRUState], Tuple[torch.Tensor, EGRUState, EGRURecord]]:
+        ref = self.weight_ih_l0
+        layout = "[B, T, input_size]" if self.batch_first else "[T, B, input_size]"
+        _checks.tensor_input("x", x, (2, 3), self.input_size, ref, layout + " or [T, input_size] unbatched")
+        unbatched = x.dim() == 2
+        if unbatched:
+            x = x.unsqueeze(1)
+        elif self.batch_first:
+            x = x.transpose(0, 1)
+        T, B = x.shape[0], x.shape[1]
+        if state is None:
+            zeros = x.new_zeros(self.num_layers, B, self.hidden_size)
+            state = EGRUState(zeros, zeros, zeros)
+        else:
+            state = self._check_state(state, () if unbatched else (B,), ref)
+            if unbatched:
+                state = EGRUState(*(s.unsqueeze(1) for s in state))
+
+        layer_in = x
+        finals_y, finals_c, finals_tr = [], [], []
+        recs = []
+        for k in range(self.num_layers):
+            p = self.layer_tensors(k)
+            dc_mask = None
+            if self.training and self.dropconnect > 0.0:
+                dc_mask = F.dropconnect_mask(p["weight_hh"].detach(), self.dropconnect)
+            zo_mask, zo_p = None, 0.0
+            if self.zoneout > 0.0:
+                if self.training:
+                    zo_mask = F.zoneout_masks((T, B, self.hidden_size), self.zoneout, dtype=x.dtype,
+                                              device=x.device)
+                else:
+                    zo_p = self.zoneout
+            call = LayerCall(
+                x=layer_in, y0=state.y[k], c0=state.c[k], trace0=state.trace[k],
+                weight_ih=p["weight_ih"], weight_hh=p["weight_hh"], bias_ih=p["bias_ih"],
+                bias_hh=p["bias_hh"], threshold=self._effective_threshold(p["threshold"]),
+                spike_fn=self.spike_grad, reset=self.reset_mechanism, dropconnect_mask=dc_mask,
+                zoneout_mask=zo_mask, zoneout_p=zo_p, input_is_events=k > 0, layer_index=k,
+                counters=getattr(self, "_counters", None),
+            )
+            seq = resolve_backend(self.backend, call).run(call)
+            if T > 0:
+                finals_y.append(seq.y[-1])
+                finals_c.append(seq.c[-1])
+                finals_tr.append(seq.trace[-1])
+            else:
+                finals_y.append(state.y[k])
+                finals_c.append(state.c[k])
+                finals_tr.append(state.trace[k])
+            if return_internals:
+                recs.append(seq)
+            layer_in = seq.y
+            if k < self.num_layers - 1 and self.dropout > 0.0 and self.training:
+                layer_in = nn.functional.dropout(layer_in, self.dropout, training=True)
+
+        out = layer_in  # the last layer's events (dropout acts only between layers)
+        new_state = EGRUState(torch.stack(finals_y), torch.stack(finals_c), torch.stack(finals_tr))
+        record = None
+        if return_internals:
+            record = EGRURecord(*(torch.stack([getattr(r, f) for r in recs]) for f in ("y", "c", "o", "trace")))
+        if unbatched:
+            out = out.squeeze(1)
+            new_state = EGRUState(*(s.squeeze(1) for s in new_state))
+            if record is not None:
+                record = EGRURecord(*(r.squeeze(2) for r in record))
+        elif self.batch_first:
+            out = out.transpose(0, 1)
+            if record is not None:
+                record = EGRURecord(*(r.transpose(1, 2) for r in record))
+        if return_internals:
+            return out, new_state, record
+        return out, new_state
+
+    @classmethod
+    def from_gru(cls, gru: nn.GRU, **kwargs: Any) -> "EGRU":
+        """An EGRU whose outputs equal ``gru``'s.
+
+        Uses ``reset_mechanism="none"`` and thresholds of -2 (no clamp), so every
+        unit fires at every step (``|c_hat| <= 1 < 2``) and ``y = c = h``; the
+        pseudo-derivative is then zero, so gradients equal the GRU's too. Start
+        it from a GRU hidden state ``h0`` with
+        ``EGRUState.from_gru_hidden(h0)``. To fine-tune as a sparse EGRU, raise the
+        thresholds and switch ``reset_mechanism`` afterwards.
+
+        Args:
+            gru: a ``torch.nn.GRU`` (unidirectional, no projections).
+            **kwargs: further EGRU options (e.g. ``backend``).
+
+        Example::
+
+            >>> import torch, snntorch_egru as se
+            >>> gru = torch.nn.GRU(4, 8, num_layers=2)
+            >>> egru = se.EGRU.from_gru(gru)
+            >>> x = torch.randn(10, 3, 4)
+            >>> torch.allclose(egru(x)[0], gru(x)[0], atol=1e-6)
+            True
+        """
+        if not isinstance(gru, nn.GRU):
+            raise TypeError(f"gru must be a torch.nn.GRU, got {type(gru).__name__}")
+        if gru.bidirectional or getattr(gru, "proj_size", 0):
+            raise ValueError("gru must be unidirectional without projections (bidirectional=False)")
+        options = dict(
+            num_layers=gru.num_layers, bias=gru.bias, batch_first=gru.batch_first, dropout=gru.dropout,
+            reset_mechanism="none", threshold_clamp=False,
+        )
+        options.update(kwargs)
+        ref = gru.weight_ih_l0
+        egru = cls(gru.input_size, gru.hidden_size, **options).to(dtype=ref.dtype, device=ref.device)
+        with torch.no_grad():
+            for k in range(gru.num_layers):
+                for name in ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if gru.bias else ()):
+                    getattr(egru, f"{name}_l{k}").copy_(getattr(gru, f"{name}_l{k}"))
+                getattr(egru, f"threshold_l{k}").fill_(-2.0)
+        return egru
+
+    def extra_repr(self) -> str:
+        s = self._common_repr()
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if self.backend != "auto":
+            s += f", backend={self.backend!r}"
+        return s
+

@@ -1,0 +1,66 @@
+"""State containers of the sequence layer."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+__all__ = ["EGRUState", "EGRURecord"]
+
+
+class EGRUState(NamedTuple):
+    """Recurrent state of :class:`~snntorch_egru.EGRU`, carried between calls.
+
+    Each field is ``[num_layers, B, H]`` (``[num_layers, H]`` for unbatched input).
+
+    Attributes:
+        y: last graded events of each layer (the recurrent input of the next step).
+        c: internal state of each layer, after its reset.
+        trace: exponential moving average (0.9 / 0.1) of each layer's events.
+
+    Example::
+
+        >>> import torch, snntorch_egru as se
+        >>> layer = se.EGRU(3, 8, num_layers=2)
+        >>> x = torch.randn(20, 4, 3)
+        >>> out1, s = layer(x[:10])
+        >>> out2, _ = layer(x[10:], s)          # continues the sequence exactly
+        >>> s.y.shape
+        torch.Size([2, 4, 8])
+    """
+
+    y: torch.Tensor
+    c: torch.Tensor
+    trace: torch.Tensor
+
+    @classmethod
+    def from_gru_hidden(cls, h0: torch.Tensor) -> "EGRUState":
+        """State equivalent to a ``torch.nn.GRU`` hidden state ``h0``: ``y = c = h0``, zero trace.
+
+        Use it with an EGRU built by :meth:`~snntorch_egru.EGRU.from_gru`.
+        """
+        return cls(h0, h0, torch.zeros_like(h0))
+
+    def detach(self) -> "EGRUState":
+        """A copy with every tensor detached from the autograd graph (truncated BPTT)."""
+        return EGRUState(self.y.detach(), self.c.detach(), self.trace.detach())
+
+
+class EGRURecord(NamedTuple):
+    """Per-step internals of every layer, returned by ``EGRU(..., return_internals=True)``.
+
+    Each field is ``[num_layers, T, B, H]`` (batch dimension dropped for unbatched input).
+    They stay in the autograd graph, so activity and voltage regularisers can use them.
+
+    Attributes:
+        y: graded events of each layer and step.
+        c: internal state after the reset (the "voltage" of voltage regularisers).
+        o: binary events ``H(c_hat - theta)`` (differentiable through the surrogate).
+        trace: output trace of each layer and step.
+    """
+
+    y: torch.Tensor
+    c: torch.Tensor
+    o: torch.Tensor
+    trace: torch.Tensor

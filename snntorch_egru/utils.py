@@ -1,0 +1,96 @@
+"""Model-wide state helpers for EGRU cells and snnTorch neurons.
+
+``snntorch.utils.reset(net)`` only looks at the *direct* children of ``net`` and
+only at snnTorch's own classes; :func:`reset` here walks the whole module tree
+and handles :class:`~snntorch_egru.EGRUCell` as well as every snnTorch neuron.
+
+Example::
+
+    >>> import torch, snntorch as snn, snntorch_egru as se
+    >>> net = torch.nn.Sequential(torch.nn.Sequential(se.EGRUCell(3, 8, init_hidden=True)),
+    ...                           snn.Leaky(beta=0.9, init_hidden=True))
+    >>> _ = net(torch.randn(2, 3))
+    >>> se.utils.reset(net)       # nested cells are reset too
+    >>> se.utils.detach_hidden(net)
+"""
+
+from __future__ import annotations
+
+from typing import Any, List
+
+import torch
+from torch import nn
+
+__all__ = ["reset", "detach_hidden", "detach_state", "stateful_modules", "clamp_thresholds_"]
+
+
+def _is_stateful(m: nn.Module) -> bool:
+    from .modules import EGRUCell
+
+    if isinstance(m, EGRUCell):
+        return True
+    try:
+        from snntorch._neurons.neurons import SpikingNeuron  # snnTorch's base class of all neurons
+    except ImportError:  # pragma: no cover - snntorch is a core dependency
+        return False
+    return isinstance(m, SpikingNeuron)
+
+
+def stateful_modules(module: nn.Module) -> List[nn.Module]:
+    """Every EGRU cell and snnTorch neuron inside ``module`` (itself included), at any depth."""
+    return [m for m in module.modules() if _is_stateful(m)]
+
+
+def reset(module: nn.Module) -> nn.Module:
+    """Zero the stored state of every EGRU cell and snnTorch neuron in ``module``, nested ones too.
+
+    Call it before each new batch of sequences. Returns ``module``.
+    """
+    for m in stateful_modules(module):
+        m.reset_mem()
+    return module
+
+
+def detach_hidden(module: nn.Module) -> nn.Module:
+    """Detach the stored state of every EGRU cell and snnTorch neuron in ``module`` (truncated BPTT).
+
+    The values are kept; only the autograd history is cut. snnTorch's own
+    ``detach_hidden`` classmethods act on every instance of a class in the
+    process; this acts on the given model only. Returns ``module``.
+    """
+    for m in stateful_modules(module):
+        for name, buf in list(m._buffers.items()):
+            if name in m._non_persistent_buffers_set and isinstance(buf, torch.Tensor):
+                m._buffers[name] = buf.detach()
+        # snnTorch neurons may also keep states as plain tensor attributes.
+        for name in ("mem", "syn", "spk"):
+            v = m.__dict__.get(name)
+            if isinstance(v, torch.Tensor):
+                m.__dict__[name] = v.detach()
+    return module
+
+
+def detach_state(state: Any) -> Any:
+    """Detach every tensor in a (nested) state: a tensor, tuple, NamedTuple, list or dict."""
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    if isinstance(state, tuple) and hasattr(state, "_fields"):
+        return type(state)(*(detach_state(s) for s in state))
+    if isinstance(state, (list, tuple)):
+        return type(state)(detach_state(s) for s in state)
+    if isinstance(state, dict):
+        return {k: detach_state(v) for k, v in state.items()}
+    return state
+
+
+@torch.no_grad()
+def clamp_thresholds_(module: nn.Module, low: float = 0.0, high: float = 1.0) -> nn.Module:
+    """Project every EGRU threshold in ``module`` into ``[low, high]`` in place.
+
+    An alternative to the forward-pass clamp (``threshold_clamp=True``): call it
+    after ``optimizer.step()`` to keep the stored parameters themselves in range.
+    """
+    for name, p in module.named_parameters():
+        if name == "threshold" or name.endswith(".threshold") or "threshold_l" in name.rsplit(".", 1)[-1]:
+            p.clamp_(low, high)
+    return module
