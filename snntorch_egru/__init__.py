@@ -11,6 +11,7 @@ Example::
 """
 
 from . import backends, convert, functional, surrogate, utils
+from . import metrics, sparse  # registers the "torch" backend (event-driven CPU path)
 from .modules import EGRU, EGRUCell
 from .state import EGRURecord, EGRUState
 

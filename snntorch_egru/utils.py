@@ -90,7 +90,13 @@ def clamp_thresholds_(module: nn.Module, low: float = 0.0, high: float = 1.0) ->
     An alternative to the forward-pass clamp (``threshold_clamp=True``): call it
     after ``optimizer.step()`` to keep the stored parameters themselves in range.
     """
-    for name, p in module.named_parameters():
-        if name == "threshold" or name.endswith(".threshold") or "threshold_l" in name.rsplit(".", 1)[-1]:
-            p.clamp_(low, high)
+    from .modules import EGRU, EGRUCell
+
+    # Only EGRU thresholds: snnTorch neurons also call their parameter ``threshold``.
+    for m in module.modules():
+        if isinstance(m, EGRUCell):
+            m.threshold.clamp_(low, high)
+        elif isinstance(m, EGRU):
+            for k in range(m.num_layers):
+                getattr(m, f"threshold_l{k}").clamp_(low, high)
     return module

@@ -1,0 +1,139 @@
+// Shared definitions for the EGRU CUDA kernels (compiled at run time with NVRTC).
+//
+// The loader (snntorch_egru/cupy_backend.py) inlines this file into every kernel
+// source before compiling, so the kernels need no include path and no CUDA
+// toolkit headers. Compile-time configuration (set with -D by the loader):
+//   EGRU_REAL    float | double      arithmetic and state type (default float)
+//   EGRU_WSTORE  0 | 1 | 2           storage of the recurrent weights:
+//                                    0 = EGRU_REAL, 1 = fp16, 2 = bf16 (always
+//                                    converted to EGRU_REAL before use)
+//   EGRU_UNITS   32 | 64 | 128 | 256 units per block in the forward gather
+// Block size is fixed: EGRU_BLOCK = 256 threads (8 warps).
+#ifndef EGRU_COMMON_CUH
+#define EGRU_COMMON_CUH
+
+#ifndef EGRU_REAL
+#define EGRU_REAL float
+#endif
+#ifndef EGRU_WSTORE
+#define EGRU_WSTORE 0
+#endif
+#ifndef EGRU_UNITS
+#define EGRU_UNITS 32
+#endif
+
+#define EGRU_BLOCK 256
+#define EGRU_NWARPS (EGRU_BLOCK / 32)
+#define EGRU_KSPLIT (EGRU_BLOCK / EGRU_UNITS)
+// Maximum number of recurrent inputs compacted into shared memory at once.
+#define EGRU_TILE 2048
+
+#if (EGRU_BLOCK % EGRU_UNITS) != 0 || (EGRU_UNITS % 32) != 0
+#error "EGRU_UNITS must be a multiple of 32 that divides EGRU_BLOCK"
+#endif
+
+typedef EGRU_REAL real;
+
+// ---------------------------------------------------------------- weights
+#if EGRU_WSTORE == 0
+typedef real wstore;
+__device__ __forceinline__ real wload(const wstore* p) { return *p; }
+#elif EGRU_WSTORE == 1
+typedef unsigned short wstore;
+__device__ __forceinline__ real wload(const wstore* p) {
+    float f;
+    unsigned short h = *p;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return (real)f;
+}
+#elif EGRU_WSTORE == 2
+typedef unsigned short wstore;
+__device__ __forceinline__ real wload(const wstore* p) {
+    return (real)__uint_as_float(((unsigned int)(*p)) << 16);
+}
+#else
+#error "EGRU_WSTORE must be 0, 1 or 2"
+#endif
+
+// ---------------------------------------------------------------- math
+__device__ __forceinline__ float egru_exp(float x) { return expf(x); }
+__device__ __forceinline__ double egru_exp(double x) { return exp(x); }
+__device__ __forceinline__ float egru_tanh(float x) { return tanhf(x); }
+__device__ __forceinline__ double egru_tanh(double x) { return tanh(x); }
+__device__ __forceinline__ float egru_abs(float x) { return fabsf(x); }
+__device__ __forceinline__ double egru_abs(double x) { return fabs(x); }
+__device__ __forceinline__ real egru_sigmoid(real x) { return (real)1 / ((real)1 + egru_exp(-x)); }
+
+// Loads of values written by OTHER blocks during the same (persistent) launch
+// bypass L1 (".cg" = cache in L2 only), so a stale L1 line can never be read.
+__device__ __forceinline__ float ld_cg(const float* p) {
+    float v;
+    asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
+    return v;
+}
+__device__ __forceinline__ double ld_cg(const double* p) {
+    double v;
+    asm volatile("ld.global.cg.f64 %0, [%1];" : "=d"(v) : "l"(p));
+    return v;
+}
+
+// Grid-wide barrier for persistent launches (cuLaunchCooperativeKernel
+// guarantees all blocks are resident). `counter` starts at 0 for the launch and
+// only grows: the k-th barrier (k = 1, 2, ...) waits until it reaches
+// k * gridDim.x. Release/acquire through __threadfence around the counter;
+// the CTA barriers extend the ordering to the whole block.
+__device__ __forceinline__ void grid_barrier(unsigned int* counter, unsigned int k) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        const unsigned int target = k * gridDim.x;
+        __threadfence();
+        atomicAdd(counter, 1u);
+        while (*((volatile unsigned int*)counter) < target) {
+            __nanosleep(32);
+        }
+        __threadfence();
+    }
+    __syncthreads();
+}
+
+// Block-wide stream compaction of src[0:len) (len <= EGRU_TILE): writes the
+// indices (offset by gbase) and values of the non-zero entries, in ascending
+// index order, to s_idx / s_val and returns their number (the same value in
+// every thread). Must be called by all threads of the block (uniform control
+// flow). Ends with __syncthreads(), so the lists are ready on return.
+// s_scan needs EGRU_NWARPS + 1 ints.
+__device__ __forceinline__ int block_compact(const real* src, int len, int gbase,
+                                             int* s_idx, real* s_val, int* s_scan) {
+    const int tid = threadIdx.x;
+    const int lane = tid & 31;
+    const int warp = tid >> 5;
+    int total = 0;
+    for (int off = 0; off < len; off += EGRU_BLOCK) {
+        const int k = off + tid;
+        const real v = (k < len) ? ld_cg(src + k) : (real)0;
+        const bool flag = (v != (real)0);
+        const unsigned int mask = __ballot_sync(0xffffffffu, flag);
+        if (lane == 0) s_scan[warp] = __popc(mask);
+        __syncthreads();
+        if (tid == 0) {
+            int acc = 0;
+            for (int w = 0; w < EGRU_NWARPS; ++w) {
+                const int cnt = s_scan[w];
+                s_scan[w] = acc;
+                acc += cnt;
+            }
+            s_scan[EGRU_NWARPS] = acc;
+        }
+        __syncthreads();
+        if (flag) {
+            const int pos = total + s_scan[warp] + __popc(mask & ((1u << lane) - 1u));
+            s_idx[pos] = gbase + k;
+            s_val[pos] = v;
+        }
+        total += s_scan[EGRU_NWARPS];
+        __syncthreads();
+    }
+    return total;
+}
+
+#endif  // EGRU_COMMON_CUH

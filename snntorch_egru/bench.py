@@ -1,0 +1,350 @@
+"""``snntorch-egru bench``: EGRU against ``torch.nn.GRU`` and a dense EGRU, side by side.
+
+For every cell (hidden size, batch, activity, forward or forward+backward) the
+same input is run through
+
+* ``torch.nn.GRU`` (the fastest dense baseline on this device),
+* the EGRU with the event-driven ``"torch"`` backend (``"cupy"`` with ``--device cuda``
+  when installed; ``--backend`` overrides), and
+* the same EGRU layer with every sparse product disabled
+  (:class:`snntorch_egru.sparse.force_dense`): the "dense EGRU".
+
+Activity is controlled by calibrating the thresholds: ``theta_i`` is set to the
+``(1 - s)`` quantile of unit ``i``'s pre-reset state ``c_hat`` on a warm-up run
+(repeated a few times because the dynamics depend on the thresholds); the
+achieved activity, batch-union activity and backward density are measured on the
+timed input with :mod:`snntorch_egru.metrics` and reported next to the target.
+
+Timings are medians of ``--repeats`` (>= 5) runs after one warm-up. Results are
+printed as a table and written as CSV and Markdown (with date, machine, torch
+version, command and git commit) into ``--out`` (default ``benchmarks/results``).
+
+Example (shell)::
+
+    snntorch-egru bench --quick                      # target cells, < 3 min on 2 CPU cores
+    snntorch-egru bench --hidden 1024 --batch 1 --activity 0.1 --mode fwd
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as _dt
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+
+__all__ = ["main", "Cell", "calibrate_thresholds", "run_cell"]
+
+FULL_HIDDEN = (256, 1024, 2048)
+FULL_BATCH = (1, 16, 128)
+FULL_ACTIVITY = (0.01, 0.05, 0.10, 0.20, 0.50)
+MODES = ("fwd", "fwdbwd")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One benchmark configuration."""
+
+    hidden: int
+    batch: int
+    activity: float
+    mode: str  # "fwd" (no_grad) or "fwdbwd"
+    input_size: int = 1024
+    steps: int = 100
+    layers: int = 1
+
+
+QUICK_CELLS = (
+    Cell(1024, 1, 0.10, "fwd", steps=100),     # streaming target: >= 2x nn.GRU
+    Cell(256, 1, 0.10, "fwd", steps=200),      # small layer: >= 0.8x nn.GRU
+    Cell(1024, 1, 0.01, "fwd", steps=100),     # 1 %: how close to the events' share
+    Cell(1024, 16, 0.10, "fwdbwd", steps=50),  # training target: >= 1x nn.GRU
+    Cell(1024, 1, 0.01, "fwdbwd", steps=50),
+)
+
+
+def _egru(cell: Cell, device: torch.device, backend: str):
+    from .modules import EGRU
+
+    torch.manual_seed(0)
+    return EGRU(cell.input_size, cell.hidden, num_layers=cell.layers, threshold_clamp=False,
+                backend=backend).to(device)
+
+
+def calibrate_thresholds(model: torch.nn.Module, x: torch.Tensor, activity: float, rounds: int = 3) -> None:
+    """Set each layer's thresholds to the ``1 - activity`` quantile of its ``c_hat`` on ``x``.
+
+    Args:
+        model: an :class:`~snntorch_egru.EGRU` (built with ``threshold_clamp=False``).
+        x: ``[T, B, I]`` warm-up input.
+        activity: target fraction of (step, sample, unit) events, in (0, 1).
+        rounds: calibration passes (the dynamics depend on the thresholds).
+
+    Example::
+
+        >>> import torch, snntorch_egru as se
+        >>> rnn = se.EGRU(4, 32, threshold_clamp=False)
+        >>> x = torch.randn(50, 2, 4)
+        >>> calibrate_thresholds(rnn, x, 0.2)
+        >>> 0.1 < rnn(x, return_internals=True)[2].o.mean().item() < 0.3
+        True
+    """
+    if not 0.0 < activity < 1.0:
+        raise ValueError(f"activity must lie strictly between 0 and 1, got {activity!r}")
+    with torch.no_grad():
+        for _ in range(rounds):
+            _, _, rec = model(x, return_internals=True)
+            for k in range(model.num_layers):
+                c_hat = torch.where(rec.o[k] > 0, rec.y[k], rec.c[k])  # [T, B, H]
+                flat = c_hat.reshape(-1, c_hat.shape[-1]).float()
+                q = torch.quantile(flat, 1.0 - activity, dim=0)
+                getattr(model, f"threshold_l{k}").copy_(q.to(c_hat.dtype))
+
+
+def _time(fn: Callable[[], None], repeats: int, sync: Callable[[], None]) -> float:
+    fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def run_cell(cell: Cell, *, device: torch.device, backend: str, repeats: int) -> Dict[str, object]:
+    """Time one cell for ``torch.nn.GRU``, the event-driven EGRU and the dense EGRU.
+
+    Returns a dict of the CSV columns (times in ms per sequence, speed-ups, measured activities).
+    """
+    from . import metrics
+    from .sparse import force_dense
+
+    sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(cell.steps, cell.batch, cell.input_size, generator=g).to(device)
+    warm = torch.randn(cell.steps, cell.batch, cell.input_size, generator=g).to(device)
+    egru = _egru(cell, device, backend)
+    calibrate_thresholds(egru, warm, cell.activity)
+    gru = torch.nn.GRU(cell.input_size, cell.hidden, num_layers=cell.layers).to(device)
+    with torch.no_grad(), metrics.track(egru) as tracker:
+        egru(x)
+    stats = tracker.summary()
+
+    def fwd(model: torch.nn.Module, dense: bool = False) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad():
+                if dense:
+                    with force_dense():
+                        model(x)
+                else:
+                    model(x)
+        return run
+
+    def fwdbwd(model: torch.nn.Module, dense: bool = False) -> Callable[[], None]:
+        def run() -> None:
+            model.zero_grad(set_to_none=True)
+            if dense:
+                with force_dense():
+                    out = model(x)[0]
+                    out.sum().backward()
+            else:
+                out = model(x)[0]
+                out.sum().backward()
+        return run
+
+    make = fwd if cell.mode == "fwd" else fwdbwd
+    t_gru = _time(make(gru), repeats, sync)
+    t_egru = _time(make(egru), repeats, sync)
+    t_dense = _time(make(egru, dense=True), repeats, sync)
+    fwd_frac = stats["effective_macs"] / max(stats["dense_macs"], 1)
+    bwd_frac = (stats["effective_macs"] + stats["backward_macs"]) / max(
+        stats["dense_macs"] + stats["dense_backward_macs"], 1)
+    return {
+        "hidden": cell.hidden, "input": cell.input_size, "batch": cell.batch, "steps": cell.steps,
+        "layers": cell.layers, "mode": cell.mode, "target_activity": cell.activity,
+        "activity": round(stats["activity"], 4),
+        "union_activity": round(stats["batch_union_activity"], 4),
+        "backward_density": round(stats["backward_density"], 4),
+        "mac_fraction": round(fwd_frac if cell.mode == "fwd" else bwd_frac, 4),
+        "gru_ms": round(t_gru * 1e3, 3), "egru_ms": round(t_egru * 1e3, 3),
+        "dense_egru_ms": round(t_dense * 1e3, 3),
+        "us_per_step_egru": round(t_egru * 1e6 / cell.steps, 1),
+        "speedup_vs_gru": round(t_gru / t_egru, 3),
+        "speedup_vs_dense": round(t_dense / t_egru, 3),
+        "time_fraction_of_dense": round(t_egru / t_dense, 4),
+    }
+
+
+def _peak_memory_child(backend: str, hidden: int, batch: int, steps: int, input_size: int, activity: float) -> int:
+    """Peak RSS increase (bytes) of one forward+backward (run in a fresh process)."""
+    import resource
+
+    cell = Cell(hidden, batch, activity, "fwdbwd", input_size=input_size, steps=steps)
+    egru = _egru(cell, torch.device("cpu"), backend)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(steps, batch, input_size, generator=g)
+    calibrate_thresholds(egru, x, activity)
+    egru.zero_grad()
+    # one small warm-up so that allocator/BLAS buffers exist before the baseline
+    _egru(Cell(8, 1, 0.1, "fwdbwd", input_size=4, steps=2), torch.device("cpu"), backend)(
+        torch.randn(2, 1, 4))[0].sum().backward()
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = egru(x)[0]
+    out.sum().backward()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return (peak - base) * 1024
+
+
+def peak_memory(backend: str, hidden: int, batch: int, steps: int, input_size: int, activity: float) -> Optional[int]:
+    """Peak resident-memory increase of one training step in a fresh Python process (Linux; else None)."""
+    code = (f"from snntorch_egru.bench import _peak_memory_child as f; "
+            f"print(f({backend!r}, {hidden}, {batch}, {steps}, {input_size}, {activity}))")
+    try:
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+        return int(res.stdout.strip().splitlines()[-1])
+    except Exception:  # noqa: BLE001 - memory figures are optional
+        return None
+
+
+def _machine(device: torch.device) -> Dict[str, str]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu, "cores": str(os.cpu_count()), "torch": torch.__version__,
+        "threads": str(torch.get_num_threads()), "python": platform.python_version(),
+        "device": "cpu" if device.type == "cpu" else torch.cuda.get_device_name(device),
+    }
+    return info
+
+
+def _git_commit() -> str:
+    try:
+        here = Path(__file__).resolve().parent
+        res = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (res.stdout.strip() or "unknown") + ("+dirty" if dirty else "")
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+COLUMNS = ("hidden", "input", "batch", "steps", "layers", "mode", "target_activity", "activity", "union_activity",
+           "backward_density", "mac_fraction", "gru_ms", "egru_ms", "dense_egru_ms", "us_per_step_egru",
+           "speedup_vs_gru", "speedup_vs_dense", "time_fraction_of_dense")
+
+
+def _markdown(rows: Sequence[Dict[str, object]], meta: Dict[str, str], memory: List[Dict[str, object]]) -> str:
+    lines = ["# snntorch-egru bench", ""]
+    for k, v in meta.items():
+        lines.append(f"- **{k}**: {v}")
+    lines += ["", "Times: median ms per sequence; speed-up > 1 means EGRU is faster. `mac_fraction` = effective "
+              "MACs / dense MACs (fwd) or (fwd + bwd MACs) / dense (fwdbwd); compare it with "
+              "`time_fraction_of_dense`.", ""]
+    lines.append("| " + " | ".join(COLUMNS) + " |")
+    lines.append("|" + "---|" * len(COLUMNS))
+    for r in rows:
+        lines.append("| " + " | ".join(str(r[c]) for c in COLUMNS) + " |")
+    if memory:
+        lines += ["", "## Peak training memory (RSS increase of one forward+backward, fresh process)", "",
+                  "| backend | hidden | batch | steps | input | activity | peak MiB |", "|---|---|---|---|---|---|---|"]
+        for m in memory:
+            mib = "n/a" if m["bytes"] is None else f"{m['bytes'] / 2**20:.1f}"
+            lines.append(f"| {m['backend']} | {m['hidden']} | {m['batch']} | {m['steps']} | {m['input']} | "
+                         f"{m['activity']} | {mib} |")
+    return "\n".join(lines) + "\n"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="snntorch-egru bench", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="only the target cells (< 3 min on 2 CPU cores)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--backend", default=None, help="EGRU backend (default: 'torch' on CPU, 'auto' on CUDA)")
+    p.add_argument("--hidden", type=int, nargs="+", default=list(FULL_HIDDEN))
+    p.add_argument("--batch", type=int, nargs="+", default=list(FULL_BATCH))
+    p.add_argument("--activity", type=float, nargs="+", default=list(FULL_ACTIVITY))
+    p.add_argument("--mode", choices=MODES, nargs="+", default=list(MODES))
+    p.add_argument("--input-size", type=int, default=1024)
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--layers", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats per model and cell (>= 5 recommended)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--memory", action="store_true", help="also measure peak training memory vs the reference")
+    p.add_argument("--out", default=os.path.join("benchmarks", "results"), help="output folder")
+    p.add_argument("--no-write", action="store_true", help="print only, write no files")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the benchmark (``snntorch-egru bench [options]``); returns the exit status."""
+    args = _parser().parse_args(list(argv) if argv is not None else None)
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    for a in args.activity:
+        if not 0.0 < a < 1.0:
+            raise ValueError(f"--activity values must lie strictly between 0 and 1, got {a}")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("snntorch-egru bench: --device cuda requested but CUDA is not available", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    backend = args.backend or ("torch" if device.type == "cpu" else "auto")
+    if args.quick:
+        cells = list(QUICK_CELLS)
+    else:
+        cells = [Cell(h, b, a, m, input_size=args.input_size, steps=args.steps, layers=args.layers)
+                 for m in args.mode for h in args.hidden for b in args.batch for a in args.activity]
+    from tqdm.auto import tqdm
+
+    rows = []
+    for cell in tqdm(cells, desc="bench", unit="cell", file=sys.stderr):
+        rows.append(run_cell(cell, device=device, backend=backend, repeats=args.repeats))
+    memory: List[Dict[str, object]] = []
+    if args.memory and device.type == "cpu":
+        for be in ("reference", backend):
+            spec = dict(hidden=1024, batch=16, steps=50, input=args.input_size, activity=0.1)
+            memory.append({"backend": be, **spec,
+                           "bytes": peak_memory(be, spec["hidden"], spec["batch"], spec["steps"], spec["input"],
+                                                spec["activity"])})
+    now = _dt.datetime.now(_dt.timezone.utc)
+    meta = {"date": now.strftime("%Y-%m-%d %H:%M UTC"), **_machine(device), "backend": backend,
+            "repeats": str(args.repeats), "commit": _git_commit(),
+            "command": "snntorch-egru bench " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))}
+    md = _markdown(rows, meta, memory)
+    print(md)
+    if not args.no_write:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = f"bench-{now.strftime('%Y%m%d-%H%M%S')}-{device.type}"
+        with open(out / f"{stem}.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(COLUMNS) + list(meta))
+            w.writeheader()
+            for r in rows:
+                w.writerow({**{c: r[c] for c in COLUMNS}, **meta})
+        (out / f"{stem}.md").write_text(md)
+        print(f"wrote {out / (stem + '.csv')} and {out / (stem + '.md')}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""Opt-in efficiency counters for EGRU models (activity, backward sparsity, effective MACs).
+
+Nothing is counted unless a :class:`Tracker` is active, so the cost when off is
+nil. While ``with metrics.track(model) as tracker:`` is open, every
+:class:`~snntorch_egru.EGRU` layer call inside ``model`` is recorded, whatever
+backend runs it (the counts are computed from the layer's input and output
+sequences, so they are exact and identical for every backend).
+
+Definitions (per layer, following NeuroBench's activation sparsity and
+effective-MAC conventions, and ``egru-model.md`` section 4; ``H`` hidden size,
+``I`` input size, ``x_t`` the layer input, ``y_t`` the events, ``y_0`` the
+initial events, ``o_t`` the binary events, ``c_hat_t`` the pre-reset state):
+
+* ``activity`` = mean of ``o_t`` over steps, samples and units (1 - activation sparsity).
+* ``batch_union_activity`` = mean over steps of the fraction of units that fired
+  in at least one sample of the batch (what a batch-union gather must read).
+* ``backward_density`` = mean of ``1[o_t = 1 or |c_hat_t - theta| < support]``,
+  ``support = surrogate_support(spike_fn)`` (``None``: every unit, as the gradient
+  never vanishes); ``backward_sparsity = 1 - backward_density``.
+* ``effective_macs`` = per sample, ``sum_t 3H (nnz(x_t) + nnz(y_{t-1}))``;
+  ``dense_macs`` = ``T 3H (I + H)`` (a dense GRU layer of the same size).
+* ``backward_macs`` = per sample, ``sum_t 3H (#G_{t-1} + nnz(y_{t-1}) + nnz(x_t) + I)``:
+  the recurrent gradient ``q_t W_hh`` only on the units ``G_{t-1}`` that absorb
+  gradient (``G_0`` = all ``H``, the initial-state gradient is dense), ``dW_hh``
+  from the events ``y_{t-1}``, ``dW_ih`` from the input non-zeros and a dense
+  input gradient ``q_t W_ih``; ``dense_backward_macs`` = ``T 3H (2H + 2I)``.
+
+The model-level figures in :meth:`Tracker.summary` are element-weighted means for
+the fractions and sums over layers for the MACs (per sample).
+
+Example::
+
+    >>> import torch, snntorch_egru as se
+    >>> from snntorch_egru import metrics
+    >>> model = se.EGRU(4, 16, num_layers=2)
+    >>> with metrics.track(model) as tracker:
+    ...     out, _ = model(torch.randn(10, 3, 4))
+    >>> s = tracker.summary()
+    >>> len(s["layers"]), 0.0 <= s["activity"] <= 1.0, s["dense_macs"] == 10 * 48 * (4 + 16) + 10 * 48 * 32
+    (2, True, True)
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from . import backends as _backends
+from .surrogate import surrogate_support
+
+__all__ = ["Tracker", "track", "layer_counts"]
+
+_KEYS = ("activity", "batch_union_activity", "backward_density", "backward_sparsity", "effective_macs",
+         "dense_macs", "backward_macs", "dense_backward_macs")
+
+
+def layer_counts(
+    x: torch.Tensor,
+    y0: torch.Tensor,
+    y: torch.Tensor,
+    c: torch.Tensor,
+    o: torch.Tensor,
+    threshold: torch.Tensor,
+    support: Optional[float],
+) -> Dict[str, float]:
+    """Raw counts of one layer call (sums over the whole call, not yet averaged).
+
+    Args:
+        x: ``[T, B, I]`` layer input. y0: ``[B, H]`` initial events.
+        y, c, o: ``[T, B, H]`` events, post-reset state and binary events.
+        threshold: ``[H]`` thresholds. support: surrogate half-width (``None`` = unbounded).
+
+    Returns:
+        dict with ``elements``, ``active``, ``union_active``, ``union_elements``,
+        ``absorbing``, ``samples``, ``effective_macs``, ``dense_macs``,
+        ``backward_macs``, ``dense_backward_macs`` (MACs summed over samples).
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru.metrics import layer_counts
+        >>> o = torch.tensor([[[1., 0.]]]); y = o * 0.5; c = torch.zeros(1, 1, 2)
+        >>> layer_counts(torch.ones(1, 1, 3), torch.zeros(1, 2), y, c, o, torch.zeros(2), 0.0)["effective_macs"]
+        18
+    """
+    with torch.no_grad():
+        T, B, H = y.shape
+        I = x.shape[-1]
+        fired = o > 0
+        active = int(fired.sum())
+        union_active = int(fired.any(1).sum())
+        if support is None:
+            absorbing = T * B * H
+            g_prev = torch.full((T,), B * H, dtype=torch.long)
+        else:
+            c_hat = torch.where(fired, y, c)
+            g = fired | ((c_hat - threshold).abs() < support)
+            absorbing = int(g.sum())
+            g_prev = torch.cat([torch.tensor([B * H], device=g.device), g[:-1].sum((1, 2))]).cpu()
+        y_prev = torch.cat([y0.unsqueeze(0), y[:-1]], 0) if T > 0 else y
+        nnz_y_prev = int((y_prev != 0).sum())
+        nnz_x = int((x != 0).sum())
+        g_sum = int(g_prev.sum()) if T > 0 else 0
+        h3 = 3 * H
+        return {
+            "elements": T * B * H,
+            "active": active,
+            "union_active": union_active,
+            "union_elements": T * H,
+            "absorbing": absorbing,
+            "samples": B,
+            "effective_macs": h3 * (nnz_x + nnz_y_prev),
+            "dense_macs": h3 * (I + H) * T * B,
+            "backward_macs": h3 * (g_sum + nnz_y_prev + nnz_x + I * T * B),
+            "dense_backward_macs": h3 * (2 * H + 2 * I) * T * B,
+        }
+
+
+class _LayerAccumulator:
+    def __init__(self, name: str, index: int, input_size: int, hidden_size: int) -> None:
+        self.name, self.index = name, index
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.calls = 0
+        self.totals: Dict[str, float] = {}
+
+    def add(self, counts: Dict[str, float]) -> None:
+        self.calls += 1
+        for k, v in counts.items():
+            self.totals[k] = self.totals.get(k, 0) + v
+
+    def summary(self) -> Dict[str, Any]:
+        t = self.totals
+        samples = max(t.get("samples", 0), 1)
+        elements = max(t.get("elements", 0), 1)
+        density = t.get("absorbing", 0) / elements
+        return {
+            "name": self.name,
+            "layer": self.index,
+            "input_size": self.input_size,
+            "hidden_size": self.hidden_size,
+            "calls": self.calls,
+            "samples": int(t.get("samples", 0)),
+            "activity": t.get("active", 0) / elements,
+            "batch_union_activity": t.get("union_active", 0) / max(t.get("union_elements", 0), 1),
+            "backward_density": density,
+            "backward_sparsity": 1.0 - density,
+            "effective_macs": t.get("effective_macs", 0) / samples,
+            "dense_macs": t.get("dense_macs", 0) / samples,
+            "backward_macs": t.get("backward_macs", 0) / samples,
+            "dense_backward_macs": t.get("dense_backward_macs", 0) / samples,
+            "_totals": dict(t),
+        }
+
+
+class _ModuleCounters:
+    """What ``EGRU`` passes to backends as ``LayerCall.counters`` while a tracker is active."""
+
+    def __init__(self, tracker: "Tracker", name: str, module: nn.Module) -> None:
+        self.tracker = tracker
+        self.name = name
+        self.module = module
+        self._last: Optional[weakref.ReferenceType] = None
+
+    def record(self, call: Any, out: Any) -> None:
+        """Record one layer call (``call``: :class:`~snntorch_egru.backends.LayerCall`,
+        ``out``: its ``[T, B, H]`` output sequences). Recording the same call twice is a no-op."""
+        if self._last is not None and self._last() is call:
+            return
+        self._last = weakref.ref(call)
+        self.tracker._record(self, call, out)
+
+
+class Tracker:
+    """Counters of every EGRU layer inside a model; use via :func:`track`.
+
+    Methods:
+        summary(): dict with ``"layers"`` (one dict per layer, keys as below plus
+            ``name``, ``layer``, ``calls``, ``samples``) and the model-level
+            ``activity``, ``batch_union_activity``, ``backward_density``,
+            ``backward_sparsity``, ``effective_macs``, ``dense_macs``,
+            ``backward_macs``, ``dense_backward_macs``.
+        reset(): forget everything recorded so far.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        from .modules import EGRU
+
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self._modules: List[Tuple[str, nn.Module]] = [
+            (name or type(m).__name__, m) for name, m in model.named_modules() if isinstance(m, EGRU)
+        ]
+        if not self._modules:
+            raise ValueError("model must contain at least one snntorch_egru.EGRU module, found none")
+        self._layers: Dict[Tuple[str, int], _LayerAccumulator] = {}
+        self._saved: List[Tuple[nn.Module, Any, bool]] = []
+        self._active = False
+
+    # -- context management ------------------------------------------------------------------
+    def __enter__(self) -> "Tracker":
+        if self._active:
+            raise RuntimeError("this Tracker is already active")
+        for name, m in self._modules:
+            had = "_counters" in m.__dict__
+            self._saved.append((m, m.__dict__.get("_counters"), had))
+            m._counters = _ModuleCounters(self, name, m)
+        _install_wrappers()
+        self._active = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for m, prev, had in reversed(self._saved):
+            if had:
+                m._counters = prev
+            else:
+                m.__dict__.pop("_counters", None)
+        self._saved.clear()
+        _remove_wrappers()
+        self._active = False
+
+    # -- recording ---------------------------------------------------------------------------
+    def _record(self, mc: _ModuleCounters, call: Any, out: Any) -> None:
+        key = (mc.name, int(call.layer_index))
+        acc = self._layers.get(key)
+        if acc is None:
+            acc = self._layers[key] = _LayerAccumulator(mc.name, int(call.layer_index), call.x.shape[-1],
+                                                        call.y0.shape[-1])
+        acc.add(layer_counts(call.x.detach(), call.y0.detach(), out.y.detach(), out.c.detach(),
+                             out.o.detach(), call.threshold.detach(), surrogate_support(call.spike_fn)))
+
+    def reset(self) -> None:
+        """Forget all recorded calls."""
+        self._layers.clear()
+
+    def summary(self) -> Dict[str, Any]:
+        """Per-layer and model-level counters (see the module docstring for definitions)."""
+        layers = [self._layers[k].summary() for k in sorted(self._layers, key=lambda k: (k[0], k[1]))]
+        totals: Dict[str, float] = {}
+        for acc in self._layers.values():
+            for k, v in acc.totals.items():
+                totals[k] = totals.get(k, 0) + v
+        elements = max(totals.get("elements", 0), 1)
+        density = totals.get("absorbing", 0) / elements
+        out: Dict[str, Any] = {
+            "layers": [{k: v for k, v in layer.items() if k != "_totals"} for layer in layers],
+            "activity": totals.get("active", 0) / elements,
+            "batch_union_activity": totals.get("union_active", 0) / max(totals.get("union_elements", 0), 1),
+            "backward_density": density,
+            "backward_sparsity": 1.0 - density,
+        }
+        for k in ("effective_macs", "dense_macs", "backward_macs", "dense_backward_macs"):
+            out[k] = sum(layer[k] for layer in layers)
+        return out
+
+
+def track(model: nn.Module) -> Tracker:
+    """Count activity, backward sparsity and effective MACs of every EGRU in ``model``.
+
+    Args:
+        model: any ``nn.Module`` containing :class:`~snntorch_egru.EGRU` modules.
+
+    Returns:
+        a :class:`Tracker`; use it as a context manager. Calls made inside the
+        ``with`` block are recorded; ``tracker.summary()`` works inside and after it.
+
+    Example::
+
+        >>> import torch, snntorch_egru as se
+        >>> from snntorch_egru import metrics
+        >>> rnn = se.EGRU(8, 32)
+        >>> with metrics.track(rnn) as tracker:
+        ...     _ = rnn(torch.randn(20, 4, 8))
+        >>> sorted(k for k in tracker.summary() if k != "layers")[:3]
+        ['activity', 'backward_density', 'backward_macs']
+    """
+    return Tracker(model)
+
+
+# ------------------------------------------------------------------------------------------
+# backend wrappers: record every layer call whatever backend runs it
+
+_depth = 0
+_originals: Dict[str, Any] = {}
+
+
+def _wrap(run: Any) -> Any:
+    def wrapped(call: Any) -> Any:
+        out = run(call)
+        counters = getattr(call, "counters", None)
+        if isinstance(counters, _ModuleCounters):
+            counters.record(call, out)
+        return out
+
+    wrapped.__wrapped__ = run  # type: ignore[attr-defined]
+    return wrapped
+
+
+def _install_wrappers() -> None:
+    global _depth
+    if _depth == 0:
+        for name, backend in _backends._REGISTRY.items():
+            _originals[name] = backend.run
+            backend.run = _wrap(backend.run)
+    _depth += 1
+
+
+def _remove_wrappers() -> None:
+    global _depth
+    _depth -= 1
+    if _depth == 0:
+        for name, run in _originals.items():
+            if name in _backends._REGISTRY:
+                _backends._REGISTRY[name].run = run
+        _originals.clear()

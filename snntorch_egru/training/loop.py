@@ -1,0 +1,558 @@
+"""The training loop of ``snntorch-egru train``: parse, build, train, evaluate, record."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from torch.utils.data.distributed import DistributedSampler
+
+from . import distributed as D
+from .data import batchify, collate_time_first, load_classification, load_corpus
+from .models import FrameCNN, LanguageModel, SequenceClassifier, build_egru
+from .tasks import TASKS, TrainConfig, preset
+
+__all__ = ["build_parser", "parse_config", "run", "main"]
+
+LM_TASKS = ("ptb", "wikitext2")
+
+_HELP = {
+    "data_dir": "folder with the dataset files (MNIST/, DVSGesture/, SHD/, ptb.*.txt, wiki.*.tokens)",
+    "out": "run folder (default runs/<task>-<timestamp>)",
+    "download": "allow torchvision/tonic to download missing datasets",
+    "hidden_sizes": "LM: size of every EGRU layer (the last one is the embedding size)",
+    "input_encoder": "width of a Linear encoder before the EGRU (0 = none)",
+    "readout": "'last' trace or 'mean' trace over steps",
+    "schedule": "none | cosine | step | cosine_tail",
+    "activity_reg": "weight of (mean(o) - activity_target)^2, differentiable through the surrogate",
+    "voltage_reg": "weight of mean((c - voltage_target)^2)",
+    "limit_train": "use only the first N training samples (0 = all)",
+    "limit_test": "use only the first N test samples (0 = all)",
+    "stop_after": "stop after N epochs of this invocation, as if interrupted (resume later)",
+    "device": "cpu or cuda",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Argument parser; every :class:`TrainConfig` field is a flag (default: the task's preset)."""
+    p = argparse.ArgumentParser(
+        prog="snntorch-egru train",
+        description="Train an EGRU on a task (default: scikit-learn digits, offline). Every setting "
+                    "defaults to the task's preset (the paper's recipe) and can be overridden.",
+    )
+    p.add_argument("--task", choices=TASKS, default=argparse.SUPPRESS, help="task (default: digits)")
+    p.add_argument("--resume", default=None, metavar="PATH",
+                   help="continue from a run folder or checkpoint.pt (its settings, plus any flags given)")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "task":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_ = _HELP.get(f.name, "")
+        default = f.default
+        if isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_)
+        elif f.name == "hidden_sizes":
+            p.add_argument(flag, type=int, nargs="+", default=argparse.SUPPRESS, help=help_)
+        elif f.name == "device":
+            p.add_argument(flag, choices=("cpu", "cuda"), default=argparse.SUPPRESS, help=help_)
+        else:
+            typ = str if default is None else type(default)
+            p.add_argument(flag, type=typ, default=argparse.SUPPRESS, help=help_)
+    return p
+
+
+def parse_config(argv: Sequence[str]) -> Tuple[TrainConfig, Optional[str], Dict[str, Any]]:
+    """``(config, resume_path, explicit_flags)`` from command-line arguments."""
+    ns = vars(build_parser().parse_args(list(argv)))
+    resume = ns.pop("resume", None)
+    task = ns.get("task", "digits")
+    cfg = preset(task)
+    for k, v in ns.items():
+        setattr(cfg, k, v)
+    return cfg, resume, ns
+
+
+def _validate(cfg: TrainConfig, world: int) -> None:
+    for name in ("epochs", "batch_size", "eval_batch_size", "hidden_size", "num_layers", "bptt"):
+        v = getattr(cfg, name)
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
+    if cfg.batch_size % world:
+        raise ValueError(
+            f"--batch-size is the global batch and must be divisible by the number of processes ({world}), "
+            f"got {cfg.batch_size}"
+        )
+    if cfg.readout not in ("last", "mean"):
+        raise ValueError(f"--readout must be 'last' or 'mean', got {cfg.readout!r}")
+    if cfg.schedule not in ("none", "cosine", "step", "cosine_tail"):
+        raise ValueError(f"--schedule must be one of none, cosine, step, cosine_tail, got {cfg.schedule!r}")
+    if cfg.optimizer not in ("adam", "adamw", "sgd"):
+        raise ValueError(f"--optimizer must be adam, adamw or sgd, got {cfg.optimizer!r}")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was given but torch.cuda.is_available() is False on this machine")
+
+
+# ----------------------------------------------------------------------------- building blocks
+def _lr_factor(cfg: TrainConfig):
+    E = cfg.epochs
+
+    def factor(epoch: int) -> float:
+        if cfg.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(epoch, E) / E))
+        if cfg.schedule == "step":
+            return cfg.step_gamma ** (epoch // max(cfg.step_size, 1))
+        if cfg.schedule == "cosine_tail":
+            start = int(cfg.cosine_start * E)
+            if epoch < start:
+                return 1.0
+            return 0.5 * (1 + math.cos(math.pi * min(epoch - start, E - start) / max(E - start, 1)))
+        return 1.0
+
+    return factor
+
+
+def _optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, 0.999), weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, 0.999), weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.beta1, weight_decay=cfg.weight_decay)
+
+
+def regularisers(cfg: TrainConfig, records: Sequence[Any]) -> torch.Tensor:
+    """Activity term ``activity_reg * (mean(o) - activity_target)^2`` (through the surrogate) plus the
+    voltage term ``voltage_reg * mean((c - voltage_target)^2)``, over all layers' records."""
+    total = records[0].o.new_zeros(())
+    if cfg.activity_reg:
+        o = torch.cat([r.o.reshape(-1) for r in records])
+        total = total + cfg.activity_reg * (o.mean() - cfg.activity_target) ** 2
+    if cfg.voltage_reg:
+        c = torch.cat([r.c.reshape(-1) for r in records])
+        total = total + cfg.voltage_reg * ((c - cfg.voltage_target) ** 2).mean()
+    return total
+
+
+class _EventsHead(nn.Module):
+    """Per-step export view of a classifier: front end -> EGRU -> head on the events."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        if isinstance(model, SequenceClassifier):
+            self.front = model.frontend.net if isinstance(model.frontend, FrameCNN) else model.frontend
+            self.egrus = nn.ModuleList([model.egru])
+            self.head = model.head
+        else:  # LanguageModel: the EGRU stack only (embedding and tied decoder stay in PyTorch)
+            self.front = None
+            self.egrus = model.layers
+            self.head = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.front is not None:
+            x = self.front(x)
+        for m in self.egrus:
+            x = m(x)[0]
+        if self.head is not None:
+            x = self.head(x)
+        return x
+
+
+def _export_nir(model: nn.Module, sample_step: torch.Tensor, path: str) -> Tuple[Optional[str], Optional[str]]:
+    try:
+        from .. import nir as se_nir
+    except ImportError as err:
+        return None, f"snntorch_egru.nir is not available ({err})"
+    try:
+        view = _EventsHead(model).cpu().eval()
+        graph = se_nir.export_to_nir(view, sample_step.cpu())
+        se_nir.write(path, graph)
+        return path, None
+    except Exception as err:  # export is a by-product: report, never fail the run
+        return None, f"NIR export failed: {type(err).__name__}: {err}"
+
+
+def _plot(path: str, raster: Optional[torch.Tensor], history: List[Dict[str, Any]], title: str) -> Optional[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    if raster is not None:
+        t, u = torch.nonzero(raster > 0, as_tuple=True)
+        axes[0].scatter(t.numpy(), u.numpy(), s=2, marker="|", color="k")
+        axes[0].set_xlim(-0.5, raster.shape[0] - 0.5)
+        axes[0].set_ylim(-0.5, raster.shape[1] - 0.5)
+    axes[0].set_xlabel("step")
+    axes[0].set_ylabel("unit (last EGRU layer)")
+    axes[0].set_title("events of one test sample")
+    ep = [h["epoch"] for h in history]
+    axes[1].plot(ep, [100 * h["train_activity"] for h in history], "o-", label="train")
+    axes[1].plot(ep, [100 * h["eval_activity"] for h in history], "s-", label="eval")
+    axes[1].set_xlabel("epoch")
+    axes[1].set_ylabel("units active per step (%)")
+    axes[1].set_title("activity")
+    axes[1].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _save_checkpoint(path: str, state: Dict[str, Any]) -> None:
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- the run
+class _Run:
+    def __init__(self, cfg: TrainConfig, info: D.DistInfo, command: str) -> None:
+        self.cfg, self.info, self.command = cfg, info, command
+        if cfg.device == "cuda":
+            self.device = torch.device("cuda", info.local_rank if info.enabled else torch.cuda.current_device())
+        else:
+            self.device = torch.device("cpu")
+        self.is_lm = cfg.task in LM_TASKS
+        self.raster: Optional[torch.Tensor] = None
+
+    # -- data and model ------------------------------------------------------------------------
+    def build(self) -> None:
+        cfg, info = self.cfg, self.info
+        torch.manual_seed(cfg.seed)
+        if self.is_lm:
+            corpus = load_corpus(cfg.task, cfg.data_dir)
+            self.corpus = corpus
+            model: nn.Module = LanguageModel(cfg, len(corpus.vocab))
+            lb = cfg.batch_size // info.world_size
+            train = batchify(corpus.train, cfg.batch_size)
+            self.train_data = train[:, info.rank * lb:(info.rank + 1) * lb]
+            self.valid_data = self._eval_columns(batchify(corpus.valid, cfg.eval_batch_size))
+            self.test_data = self._eval_columns(batchify(corpus.test, cfg.eval_batch_size))
+            self.sample_step = torch.zeros(1, cfg.emb_size)
+        else:
+            data = load_classification(cfg.task, cfg.data_dir, frame_size=cfg.frame_size,
+                                       time_bins=cfg.time_bins, download=cfg.download)
+            train, test = data.train, data.test
+            if cfg.limit_train:
+                train = Subset(train, range(min(cfg.limit_train, len(train))))
+            if cfg.limit_test:
+                test = Subset(test, range(min(cfg.limit_test, len(test))))
+            self.sampler = DistributedSampler(train, num_replicas=info.world_size, rank=info.rank,
+                                              shuffle=True, seed=cfg.seed, drop_last=False)
+            self.train_loader = DataLoader(train, batch_size=cfg.batch_size // info.world_size,
+                                           sampler=self.sampler, collate_fn=collate_time_first,
+                                           num_workers=cfg.num_workers)
+            shard = Subset(test, range(info.rank, len(test), info.world_size))
+            self.test_loader = DataLoader(shard, batch_size=cfg.eval_batch_size, shuffle=False,
+                                          collate_fn=collate_time_first, num_workers=cfg.num_workers)
+            self.n_train, self.n_test = len(train), len(test)
+            frontend: Optional[nn.Module] = None
+            in_size = int(torch.tensor(data.input_shape).prod())
+            if len(data.input_shape) == 3:  # frames
+                frontend = FrameCNN(data.input_shape[0], 256)
+                in_size = 256
+            elif cfg.input_encoder:
+                frontend = nn.Linear(in_size, cfg.input_encoder)
+                in_size = cfg.input_encoder
+            egru = build_egru(cfg, in_size, cfg.hidden_size, cfg.num_layers)
+            model = SequenceClassifier(egru, data.num_classes, frontend=frontend, readout=cfg.readout,
+                                       dropout=cfg.dropout)
+            self.sample_step = torch.zeros((1,) + tuple(data.input_shape))
+        self.model = model.to(self.device)
+        self.net: nn.Module = self.model
+        if info.enabled:
+            ids = [info.local_rank] if self.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.optimizer = _optimizer(cfg, [p for p in self.model.parameters() if p.requires_grad])
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_factor(cfg))
+
+    def _eval_columns(self, data: torch.Tensor) -> torch.Tensor:
+        return data[:, self.info.rank::self.info.world_size]
+
+    # -- epochs ----------------------------------------------------------------------------------
+    def _bar(self, it, total: int, desc: str):
+        from tqdm.auto import tqdm
+
+        return tqdm(it, total=total, desc=desc, leave=False, dynamic_ncols=True,
+                    disable=not (self.cfg.progress and self.info.is_main))
+
+    def _step(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+
+    def train_epoch(self, epoch: int) -> Dict[str, float]:
+        cfg = self.cfg
+        self.net.train()
+        torch.manual_seed(cfg.seed + 7919 * (epoch + 1) + self.info.rank)  # exact resume, per-rank masks
+        sums = [0.0, 0.0, 0.0, 0.0]  # loss*n, correct (or tokens), activity*n, n
+        desc = f"epoch {epoch + 1}/{cfg.epochs}"
+        if self.is_lm:
+            data = self.train_data
+            states = None
+            starts = list(range(0, data.shape[0] - 1, cfg.bptt))
+            bar = self._bar(starts, len(starts), desc)
+            for i in bar:
+                seq = min(cfg.bptt, data.shape[0] - 1 - i)
+                x = data[i:i + seq].to(self.device)
+                y = data[i + 1:i + 1 + seq].to(self.device)
+                if states is not None:
+                    states = [s.detach() for s in states]  # truncated BPTT: carry the state, cut the graph
+                logits, states, recs = self.net(x, states)
+                ce = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+                self._step(ce + regularisers(cfg, recs))
+                n = y.numel()
+                act = torch.cat([r.o.detach().reshape(-1) for r in recs]).mean().item()
+                sums[0] += ce.item() * n
+                sums[2] += act * n
+                sums[3] += n
+                bar.set_postfix(loss=f"{ce.item():.3f}", ppl=f"{math.exp(min(ce.item(), 50)):.1f}",
+                                act=f"{act:.3f}")
+        else:
+            self.sampler.set_epoch(epoch)
+            bar = self._bar(self.train_loader, len(self.train_loader), desc)
+            for x, y in bar:
+                x, y = x.to(self.device), y.to(self.device)
+                logits, rec = self.net(x)
+                ce = nn.functional.cross_entropy(logits, y)
+                self._step(ce + regularisers(cfg, [rec]))
+                n = y.numel()
+                act = rec.o.detach().mean().item()
+                sums[0] += ce.item() * n
+                sums[1] += (logits.argmax(1) == y).sum().item()
+                sums[2] += act * n
+                sums[3] += n
+                bar.set_postfix(loss=f"{ce.item():.3f}", acc=f"{sums[1] / sums[3]:.3f}", act=f"{act:.3f}")
+        self.scheduler.step()
+        s = D.all_reduce_sum(sums, self.info, self.device)
+        out = {"train_loss": s[0] / s[3], "train_activity": s[2] / s[3]}
+        if not self.is_lm:
+            out["train_accuracy"] = s[1] / s[3]
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, split: str = "test", keep_raster: bool = False) -> Dict[str, float]:
+        cfg = self.cfg
+        self.net.eval()
+        sums = [0.0, 0.0, 0.0, 0.0]
+        if self.is_lm:
+            data = self.valid_data if split == "valid" else self.test_data
+            states = None
+            for i in range(0, data.shape[0] - 1, cfg.bptt):
+                seq = min(cfg.bptt, data.shape[0] - 1 - i)
+                x = data[i:i + seq].to(self.device)
+                y = data[i + 1:i + 1 + seq].to(self.device)
+                logits, states, recs = self.model(x, states)
+                n = y.numel()
+                sums[0] += nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                                       reduction="sum").item()
+                sums[2] += torch.cat([r.o.reshape(-1) for r in recs]).mean().item() * n
+                sums[3] += n
+                if keep_raster and self.raster is None and data.shape[1] > 0:
+                    self.raster = recs[-1].o[-1, :, 0].cpu()
+        else:
+            for x, y in self.test_loader:
+                x, y = x.to(self.device), y.to(self.device)
+                logits, rec = self.model(x)
+                n = y.numel()
+                sums[0] += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+                sums[1] += (logits.argmax(1) == y).sum().item()
+                sums[2] += rec.o.mean().item() * n
+                sums[3] += n
+                if keep_raster and self.raster is None:
+                    self.raster = rec.o[-1, :, 0].cpu()
+        s = D.all_reduce_sum(sums, self.info, self.device)
+        n = max(s[3], 1.0)
+        out = {"loss": s[0] / n, "activity": s[2] / n}
+        if self.is_lm:
+            out["perplexity"] = math.exp(min(out["loss"], 50.0))
+        else:
+            out["accuracy"] = s[1] / n
+        return out
+
+    def efficiency(self) -> Tuple[Dict[str, Any], Dict[str, str]]:
+        """Tracker figures on the test set, reduced over ranks (weighted by samples)."""
+        try:
+            from .. import metrics
+        except ImportError as err:
+            reason = f"snntorch_egru.metrics is not available ({err})"
+            return {}, {k: reason for k in ("backward_sparsity", "effective_macs", "dense_macs")}
+        with metrics.track(self.model) as tracker:
+            self.evaluate("test", keep_raster=True)
+        summ = tracker.summary()
+        keys = ("activity", "batch_union_activity", "backward_sparsity", "effective_macs", "dense_macs",
+                "backward_macs", "dense_backward_macs")
+        calls = sum(layer.get("samples", 1) for layer in summ.get("layers", [])) or 1
+        reduced = D.all_reduce_sum([summ[k] * calls for k in keys] + [calls], self.info, self.device)
+        out = {k: reduced[i] / reduced[-1] for i, k in enumerate(keys)}
+        out["layers"] = summ.get("layers", [])
+        return out, {}
+
+
+def _summary_line(task: str, m: Dict[str, Any]) -> str:
+    parts = [f"{task}:"]
+    if "test_accuracy" in m:
+        parts.append(f"test accuracy {100 * m['test_accuracy']:.2f}%")
+    if "test_perplexity" in m:
+        parts.append(f"test perplexity {m['test_perplexity']:.2f}")
+    parts.append(f"activity {100 * m['activity']:.1f}% of units per step")
+    if m.get("backward_sparsity") is not None:
+        parts.append(f"backward sparsity {100 * m['backward_sparsity']:.1f}%")
+    if m.get("effective_macs") is not None and m.get("dense_macs"):
+        parts.append(f"effective MACs {m['effective_macs'] / m['dense_macs']:.2f}x of a dense GRU")
+    parts.append(f"{m['wall_time_s']:.0f} s")
+    parts.append(f"-> {m['run_dir']}")
+    return " | ".join(parts)
+
+
+def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[str, Any]] = None,
+        command: str = "snntorch-egru train") -> Dict[str, Any]:
+    """Train, evaluate and record one run; returns the metrics written to ``metrics.json``.
+
+    Args:
+        cfg: the settings (a preset plus overrides).
+        resume: a run folder or checkpoint file to continue from; its saved settings are
+            used, updated with ``explicit`` (the flags given on this command line).
+        explicit: flags given on the command line (used with ``resume``).
+        command: the command line recorded in ``metrics.json``.
+    """
+    t_start = time.perf_counter()
+    ckpt = None
+    if resume is not None:
+        path = os.path.join(resume, "checkpoint.pt") if os.path.isdir(resume) else resume
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"--resume: no checkpoint at {path} (expected a run folder or checkpoint.pt)")
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        cfg = TrainConfig.from_dict(ckpt["config"])
+        for k, v in (explicit or {}).items():
+            setattr(cfg, k, v)
+        if not (explicit or {}).get("out"):
+            cfg.out = os.path.dirname(os.path.abspath(path))
+    info = D.setup(cfg.device)
+    try:
+        _validate(cfg, info.world_size)
+        if cfg.out is None:
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            cfg.out = D.broadcast_object(os.path.join("runs", f"{cfg.task}-{stamp}"), info)
+        if info.is_main:
+            os.makedirs(cfg.out, exist_ok=True)
+        r = _Run(cfg, info, command)
+        r.build()
+        history: List[Dict[str, Any]] = []
+        start_epoch, wall_before = 0, 0.0
+        if ckpt is not None:
+            r.model.load_state_dict(ckpt["model"])
+            r.optimizer.load_state_dict(ckpt["optimizer"])
+            r.scheduler.load_state_dict(ckpt["scheduler"])
+            history = list(ckpt["history"])
+            start_epoch = int(ckpt["epoch"])
+            wall_before = float(ckpt.get("wall_time_s", 0.0))
+        t_run = time.perf_counter()
+        ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
+        done_here = 0
+        for epoch in range(start_epoch, cfg.epochs):
+            if cfg.stop_after and done_here >= cfg.stop_after:
+                break
+            tr = r.train_epoch(epoch)
+            ev = r.evaluate("valid" if r.is_lm else "test")
+            row = {"epoch": epoch + 1, **tr, "eval_loss": ev["loss"], "eval_activity": ev["activity"],
+                   "lr": r.optimizer.param_groups[0]["lr"]}
+            row.update({"eval_accuracy": ev["accuracy"]} if "accuracy" in ev else {"eval_perplexity": ev["perplexity"]})
+            history.append(row)
+            done_here += 1
+            if info.is_main:
+                msg = f"epoch {epoch + 1}/{cfg.epochs}: train loss {tr['train_loss']:.4f}"
+                msg += (f", test acc {100 * ev['accuracy']:.2f}%" if "accuracy" in ev
+                        else f", valid ppl {ev['perplexity']:.2f}")
+                msg += f", activity {100 * ev['activity']:.1f}%"
+                if cfg.progress:
+                    print(msg, flush=True)
+                _save_checkpoint(ckpt_path, {
+                    "config": cfg.to_dict(), "epoch": epoch + 1, "model": r.model.state_dict(),
+                    "optimizer": r.optimizer.state_dict(), "scheduler": r.scheduler.state_dict(),
+                    "history": history, "wall_time_s": wall_before + time.perf_counter() - t_run,
+                })
+            D.barrier(info)
+        completed = history[-1]["epoch"] if history else 0
+        wall = wall_before + time.perf_counter() - t_run
+        final = r.evaluate("test")
+        eff, absent = r.efficiency()
+        if r.raster is None:
+            r.evaluate("test", keep_raster=True)
+        metrics: Dict[str, Any] = {"task": cfg.task}
+        if r.is_lm:
+            metrics["test_perplexity"] = final["perplexity"]
+            if history:
+                metrics["valid_perplexity"] = history[-1]["eval_perplexity"]
+        else:
+            metrics["test_accuracy"] = final["accuracy"]
+        metrics["test_loss"] = final["loss"]
+        metrics["activity"] = eff.get("activity", final["activity"])
+        metrics["activity_sparsity"] = 1.0 - metrics["activity"]
+        for k in ("batch_union_activity", "backward_sparsity", "effective_macs", "dense_macs", "backward_macs",
+                  "dense_backward_macs"):
+            metrics[k] = eff.get(k)
+        if eff.get("dense_macs"):
+            metrics["effective_mac_fraction"] = eff["effective_macs"] / eff["dense_macs"]
+        metrics["layers"] = eff.get("layers", [])
+        metrics.update({
+            "epochs_completed": completed, "epochs": cfg.epochs,
+            "parameters": sum(p.numel() for p in r.model.parameters()),
+            "wall_time_s": wall, "process_time_s": time.perf_counter() - t_start,
+            "command": command, "argv": sys.argv, "world_size": info.world_size, "device": str(r.device),
+            "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
+            "cpu_count": os.cpu_count(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "run_dir": cfg.out, "history": history, "config": cfg.to_dict(),
+        })
+        if not r.is_lm:
+            metrics.update({"train_samples": r.n_train, "test_samples": r.n_test})
+        files: Dict[str, Optional[str]] = {"checkpoint": ckpt_path if completed else None}
+        if info.is_main:
+            if cfg.nir:
+                nir_path, why = _export_nir(r.model, r.sample_step, os.path.join(cfg.out, "model.nir"))
+                files["nir"] = nir_path
+                if why:
+                    absent["nir"] = why
+            if cfg.plot:
+                files["plot"] = _plot(os.path.join(cfg.out, "activity.png"), r.raster, history,
+                                      f"{cfg.task}: EGRU({cfg.hidden_size})")
+        metrics["files"] = files
+        if absent:
+            metrics["absent"] = absent
+        if info.is_main:
+            with open(os.path.join(cfg.out, "metrics.json"), "w") as f:
+                json.dump(metrics, f, indent=2)
+            print(_summary_line(cfg.task, metrics), flush=True)
+        return metrics
+    finally:
+        D.cleanup(info)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``snntorch-egru train [options]``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cfg, resume, explicit = parse_config(argv)
+    command = "snntorch-egru train" + ("" if not argv else " " + shlex.join(argv))
+    try:
+        run(cfg, resume=resume, explicit=explicit, command=command)
+    except (FileNotFoundError, ValueError, ImportError) as err:
+        print(f"snntorch-egru train: error: {err}", file=sys.stderr)
+        return 2
+    return 0
