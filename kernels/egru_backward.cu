@@ -1,12 +1,13 @@
 // EGRU backward pass (sparse BPTT, egru-model.md section 3), one launch for all
 // steps, walking t = t_begin-1 down to t_end.
 //
-// Per step t two phases (mirrored by snntorch_egru/_kernel_emulator.py):
+// Per step t two phases (mirrored by snntorch_egru/cuda/_emulator.py):
 //   phase 1 (pointwise, thread per (b, i), items (b, chunk of EGRU_BLOCK units)):
 //     reads the carried gradients dy[b, i] (= delta y_t, written by phase 2 of
 //     step t+1), dc[b, i] (delta c_t), tb[b, i] (trace carry) and the upstream
-//     gradients; writes the gate gradients a_t = [a_r, a_z, a_n] and
-//     q_t = [a_r, a_z, r * a_n] ([T, B, 3H]), delta c_{t-1} into dc, the trace
+//     gradients; writes the gate gradients a_t = [a_r, a_z, a_n] ([T, B, 3H])
+//     and q_n = r * a_n ([T, B, H]; the recurrent-side gradient is
+//     q_t = [a_r, a_z, q_n]), delta c_{t-1} into dc, the trace
 //     carry into tb and accumulates the threshold gradient of (b, i) into dth
 //     (each (b, i) is owned by one thread for the whole launch: no atomics,
 //     deterministic; the host sums dth over b).
@@ -15,10 +16,12 @@
 //     dy[b, j] = sum_k q_t[b, k] * W_hh[k, j] (row j of W_hh^T, coalesced,
 //     fixed-order shuffle reduction); otherwise dy[b, j] = 0 (never needed:
 //     it is multiplied by o = 0 and psi = 0).
-// Weight, bias and input gradients are dense GEMMs / reductions over a and q
+// Weight, bias and input gradients are dense GEMMs / reductions over a and q_n
 // done by the host after the loop; grad y0 = q_0 W_hh likewise.
 // Persistent mode: grid barriers between phases; step mode: the host launches
-// phase 1 and phase 2 of one step separately (phases = 1 or 2).
+// phase 1 and phase 2 of one step separately (phases = 1 or 2). Dense mode
+// (large batches): the host replaces phase 2 by dy = q_t W_hh (two GEMMs,
+// all units), which is equal on G_{t-1} and harmless elsewhere.
 #include "egru_common.cuh"
 
 extern "C" __global__ void __launch_bounds__(EGRU_BLOCK)
@@ -42,7 +45,7 @@ egru_backward(const wstore* __restrict__ whh_t,  // [H, 3H] (masked W_hh)^T
               const real* __restrict__ g_o,
               const real* __restrict__ g_tr,
               real* ga,                          // [T, B, 3H] out: a_t
-              real* gq,                          // [T, B, 3H] out: q_t
+              real* gqn,                         // [T, B, H]  out: q_n = r * a_n
               real* dy,                          // [B, H] carry (zero at start)
               real* dc,                          // [B, H] carry (zero at start); grad c0 at the end
               real* tb,                          // [B, H] trace carry (zero at start)
@@ -124,9 +127,7 @@ egru_backward(const wstore* __restrict__ whh_t,  // [H, 3H] (masked W_hh)^T
                 ga[row3 + i] = ar;
                 ga[row3 + H + i] = az;
                 ga[row3 + 2 * H + i] = an;
-                gq[row3 + i] = ar;
-                gq[row3 + H + i] = az;
-                gq[row3 + 2 * H + i] = r * an;
+                gqn[idx] = r * an;
             }
         }
         if (barrier != 0) grid_barrier(barrier, ++nbar);
@@ -142,9 +143,13 @@ egru_backward(const wstore* __restrict__ whh_t,  // [H, 3H] (masked W_hh)^T
                 real acc = 0;
                 if (in_g) {  // warp-uniform branch
                     const wstore* row = whh_t + (size_t)j * H3;
-                    const real* q = gq + ((size_t)t * B + b) * H3;
+                    // q_t[b, :] = [a_r, a_z | q_n]: the first 2H entries from ga, the last H from gqn
+                    const real* qa = ga + ((size_t)t * B + b) * H3;
+                    const real* qn = gqn + ((size_t)t * B + b) * H;
+                    const size_t H2 = (size_t)2 * H;
                     for (size_t k = lane; k < H3; k += 32) {
-                        acc += ld_cg(q + k) * wload(row + k);
+                        const real qk = (k < H2) ? ld_cg(qa + k) : ld_cg(qn + (k - H2));
+                        acc += qk * wload(row + k);
                     }
                     for (int off = 16; off > 0; off >>= 1) {
                         acc += __shfl_xor_sync(0xffffffffu, acc, off);

@@ -1,6 +1,6 @@
 // Shared definitions for the EGRU CUDA kernels (compiled at run time with NVRTC).
 //
-// The loader (snntorch_egru/cupy_backend.py) inlines this file into every kernel
+// The loader (snntorch_egru/cuda/_sources.py) inlines this file into every kernel
 // source before compiling, so the kernels need no include path and no CUDA
 // toolkit headers. Compile-time configuration (set with -D by the loader):
 //   EGRU_REAL    float | double      arithmetic and state type (default float)

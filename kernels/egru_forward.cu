@@ -1,7 +1,7 @@
 // EGRU forward pass over a whole sequence: event-driven recurrent gather,
 // gates, threshold, reset and trace, one launch for all steps.
 //
-// Work decomposition (mirrored line by line by snntorch_egru/_kernel_emulator.py):
+// Work decomposition (mirrored line by line by snntorch_egru/cuda/_emulator.py):
 //   item   = (b, chunk): sample b, units [chunk*EGRU_UNITS, (chunk+1)*EGRU_UNITS)
 //   thread = (g, u) with u = tid % EGRU_UNITS (unit in the chunk),
 //            g = tid / EGRU_UNITS (k-group, 0 .. EGRU_KSPLIT-1)
@@ -18,6 +18,10 @@
 // Persistent mode (barrier != 0, cooperative launch): a grid-wide barrier
 // separates steps. Step mode (barrier == 0): the host launches one step per
 // launch (t_end = t_begin + 1); stream order separates steps.
+// Dense mode (gh != 0, step mode only; for large batches, where nearly every
+// recurrent row is needed by some sample): the host computes
+// gh = y_{t-1} W_hh^T ([B, 3H], one cuBLAS GEMM) before each launch and
+// steps 1-3 are skipped.
 #include "egru_common.cuh"
 
 extern "C" __global__ void __launch_bounds__(EGRU_BLOCK)
@@ -38,6 +42,7 @@ egru_forward(const real* __restrict__ gi,       // [T, B, 3H]  x W_ih^T + b_ih
              real* s_r, real* s_z, real* s_n, real* s_hn,  // [T, B, H] or all null
              const int T, const int B, const int H,
              const int t_begin, const int t_end,
+             const real* gh,                    // [B, 3H] dense recurrent product or null
              unsigned int* barrier) {
     __shared__ real s_val[EGRU_TILE];
     __shared__ real s_red[3 * EGRU_BLOCK];
@@ -62,7 +67,7 @@ egru_forward(const real* __restrict__ gi,       // [T, B, 3H]  x W_ih^T + b_ih
             const real* yprev = (t == 0) ? (y0 + (size_t)b * H)
                                          : (y + ((size_t)(t - 1) * B + b) * H);
             real acc_r = 0, acc_z = 0, acc_n = 0;
-            for (int base = 0; base < H; base += EGRU_TILE) {
+            for (int base = 0; gh == 0 && base < H; base += EGRU_TILE) {  // gh: uniform
                 const int len = min(EGRU_TILE, H - base);
                 const int count = block_compact(yprev + base, len, base, s_idx, s_val, s_scan);
                 if (valid) {
@@ -82,11 +87,18 @@ egru_forward(const real* __restrict__ gi,       // [T, B, 3H]  x W_ih^T + b_ih
             __syncthreads();
             if (g == 0 && valid) {
                 real hr = 0, hz = 0, hn = 0;
-                for (int gg = 0; gg < EGRU_KSPLIT; ++gg) {
-                    const int s = gg * EGRU_UNITS + u;
-                    hr += s_red[s];
-                    hz += s_red[EGRU_BLOCK + s];
-                    hn += s_red[2 * EGRU_BLOCK + s];
+                if (gh == 0) {
+                    for (int gg = 0; gg < EGRU_KSPLIT; ++gg) {
+                        const int s = gg * EGRU_UNITS + u;
+                        hr += s_red[s];
+                        hz += s_red[EGRU_BLOCK + s];
+                        hn += s_red[2 * EGRU_BLOCK + s];
+                    }
+                } else {
+                    const real* ghb = gh + (size_t)b * H3;
+                    hr = ghb[i];
+                    hz = ghb[H + i];
+                    hn = ghb[2 * H + i];
                 }
                 if (bhh != 0) {
                     hr += bhh[i];
@@ -99,7 +111,8 @@ egru_forward(const real* __restrict__ gi,       // [T, B, 3H]  x W_ih^T + b_ih
                 const real n = egru_tanh(gi[row3 + 2 * H + i] + r * hn);
                 const size_t idx = ((size_t)t * B + b) * H + i;
                 const size_t bi = (size_t)b * H + i;
-                // c_{t-1} and trace_{t-1} of (b, i) were written by this very thread.
+                // c_{t-1}, trace_{t-1} of (b, i): written by this same thread (persistent mode)
+                // or by the previous launch (step mode), so plain loads are coherent.
                 const real cp = (t == 0) ? c0[bi] : c[idx - BH];
                 const real tp = (t == 0) ? tr0[bi] : tr[idx - BH];
                 real ch = n + z * (cp - n);

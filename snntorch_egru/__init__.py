@@ -12,8 +12,10 @@ Example::
 
 from . import backends, convert, functional, surrogate, utils
 from . import metrics, sparse  # registers the "torch" backend (event-driven CPU path)
+from . import cuda  # registers the "cupy" backend (GPU kernels; CuPy is imported lazily)
 from .modules import EGRU, EGRUCell
 from .state import EGRURecord, EGRUState
+from . import interop, norse  # Norse flavour (Norse itself is imported only for Norse threshold methods)
 
 __version__ = "0.1.0"
 

@@ -39,6 +39,19 @@ class LayerCall:
         input_is_events: the input is the (sparse) event output of a lower EGRU layer.
         layer_index: index of the layer in its stack (for counters).
         counters: a :class:`snntorch_egru.metrics`-style recorder or ``None``.
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru import backends, surrogate
+        >>> T, B, I, H = 5, 2, 3, 4
+        >>> z = torch.zeros(B, H)
+        >>> call = backends.LayerCall(x=torch.randn(T, B, I), y0=z, c0=z, trace0=z,
+        ...                           weight_ih=torch.randn(3 * H, I), weight_hh=torch.randn(3 * H, H),
+        ...                           bias_ih=None, bias_hh=None, threshold=torch.full((H,), 0.2),
+        ...                           spike_fn=surrogate.EGRUSurrogate())
+        >>> backends.get_backend("reference").run(call).y.shape   # [T, B, H]
+        torch.Size([5, 2, 4])
     """
 
     x: torch.Tensor
@@ -84,12 +97,43 @@ def register_backend(
         run: function ``LayerCall -> EGRUStepOutput`` of ``[T, B, H]`` sequences.
         available: predicate telling ``"auto"`` whether this backend handles a call.
         priority: ``"auto"`` tries higher priorities first.
+
+    Registering an existing name replaces that backend. A new backend should
+    match :func:`snntorch_egru.functional.egru_sequence` (values and gradients).
+
+    Example::
+
+        >>> import torch, snntorch_egru as se
+        >>> from snntorch_egru import backends
+        >>> def my_backend(call):             # LayerCall -> EGRUStepOutput of [T, B, H] sequences
+        ...     return backends.get_backend("reference").run(call)
+        >>> backends.register_backend("doc_example", my_backend, available=lambda call: False)
+        >>> out, _ = se.EGRU(3, 8, backend="doc_example")(torch.randn(5, 2, 3))
+        >>> out.shape
+        torch.Size([5, 2, 8])
     """
     _REGISTRY[name] = _Backend(name, run, available or (lambda call: True), priority)
 
 
 def get_backend(name: str) -> _Backend:
-    """The registered backend ``name`` (``ValueError`` listing the known names otherwise)."""
+    """The registered backend ``name``.
+
+    Args:
+        name: a name from :func:`available_backends` (not ``"auto"``; see :func:`resolve_backend`).
+
+    Returns:
+        The backend record, with attributes ``name``, ``run``, ``available`` and ``priority``.
+
+    Raises:
+        ValueError: ``name`` is not registered (the message lists the known names).
+
+    Example::
+
+        >>> from snntorch_egru import backends
+        >>> b = backends.get_backend("reference")
+        >>> b.name, callable(b.run)
+        ('reference', True)
+    """
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -99,12 +143,46 @@ def get_backend(name: str) -> _Backend:
 
 
 def available_backends() -> List[str]:
-    """Names of the registered backends."""
+    """Names of the registered backends, sorted.
+
+    ``"reference"`` is always there; the package also registers ``"torch"``
+    (event-driven CPU path) and ``"cupy"`` (GPU kernels). Whether a backend can
+    run a given call is decided by its ``available`` predicate.
+
+    Example::
+
+        >>> from snntorch_egru import backends
+        >>> {"reference", "torch", "cupy"} <= set(backends.available_backends())
+        True
+    """
     return sorted(_REGISTRY)
 
 
 def resolve_backend(name: str, call: LayerCall) -> _Backend:
-    """The backend that runs ``call``: ``name`` itself, or the best available one for ``"auto"``."""
+    """The backend that runs ``call``: ``name`` itself, or the best available one for ``"auto"``.
+
+    For ``"auto"``, the non-reference backends are asked in decreasing
+    ``priority`` whether they handle ``call``; ``"reference"`` is the fallback.
+
+    Args:
+        name: ``"auto"`` or a registered backend name.
+        call: the :class:`LayerCall` to run.
+
+    Returns:
+        The chosen backend record.
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru import backends, surrogate
+        >>> z = torch.zeros(2, 4)
+        >>> call = backends.LayerCall(torch.randn(5, 2, 3), z, z, z, torch.randn(12, 3), torch.randn(12, 4),
+        ...                           None, None, torch.full((4,), 0.2), surrogate.EGRUSurrogate())
+        >>> backends.resolve_backend("reference", call).name
+        'reference'
+        >>> backends.resolve_backend("auto", call).name    # CPU tensors: the event-driven CPU backend
+        'torch'
+    """
     if name != "auto":
         return get_backend(name)
     for backend in sorted(_REGISTRY.values(), key=lambda b: -b.priority):

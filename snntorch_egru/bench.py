@@ -15,7 +15,8 @@ Activity is controlled by calibrating the thresholds: ``theta_i`` is set to the
 achieved activity, batch-union activity and backward density are measured on the
 timed input with :mod:`snntorch_egru.metrics` and reported next to the target.
 
-Timings are medians of ``--repeats`` (>= 5) runs after one warm-up. Results are
+Timings are medians of ``--repeats`` (>= 5) runs after one warm-up, the three models
+interleaved round by round (fairer ratios on a shared, noisy machine). Results are
 printed as a table and written as CSV and Markdown (with date, machine, torch
 version, command and git commit) into ``--out`` (default ``benchmarks/results``).
 
@@ -68,8 +69,8 @@ QUICK_CELLS = (
     Cell(1024, 1, 0.10, "fwd", steps=100),     # streaming target: >= 2x nn.GRU
     Cell(256, 1, 0.10, "fwd", steps=200),      # small layer: >= 0.8x nn.GRU
     Cell(1024, 1, 0.01, "fwd", steps=100),     # 1 %: how close to the events' share
-    Cell(1024, 16, 0.10, "fwdbwd", steps=50),  # training target: >= 1x nn.GRU
-    Cell(1024, 1, 0.01, "fwdbwd", steps=50),
+    Cell(1024, 16, 0.10, "fwdbwd", steps=30),  # training target: >= 1x nn.GRU
+    Cell(1024, 1, 0.01, "fwdbwd", steps=30),
 )
 
 
@@ -111,16 +112,20 @@ def calibrate_thresholds(model: torch.nn.Module, x: torch.Tensor, activity: floa
                 getattr(model, f"threshold_l{k}").copy_(q.to(c_hat.dtype))
 
 
-def _time(fn: Callable[[], None], repeats: int, sync: Callable[[], None]) -> float:
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def _time(fns: Sequence[Callable[[], None]], repeats: int, sync: Callable[[], None]) -> List[float]:
+    """Median seconds of each function; the functions are interleaved (one run of each per
+    round) so that load changes on a shared machine hit all of them alike."""
+    for fn in fns:
         fn()
         sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    times: List[List[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for k, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[k].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
 def run_cell(cell: Cell, *, device: torch.device, backend: str, repeats: int) -> Dict[str, object]:
@@ -165,9 +170,7 @@ def run_cell(cell: Cell, *, device: torch.device, backend: str, repeats: int) ->
         return run
 
     make = fwd if cell.mode == "fwd" else fwdbwd
-    t_gru = _time(make(gru), repeats, sync)
-    t_egru = _time(make(egru), repeats, sync)
-    t_dense = _time(make(egru, dense=True), repeats, sync)
+    t_gru, t_egru, t_dense = _time([make(gru), make(egru), make(egru, dense=True)], repeats, sync)
     fwd_frac = stats["effective_macs"] / max(stats["dense_macs"], 1)
     bwd_frac = (stats["effective_macs"] + stats["backward_macs"]) / max(
         stats["dense_macs"] + stats["dense_backward_macs"], 1)
@@ -195,7 +198,8 @@ def _peak_memory_child(backend: str, hidden: int, batch: int, steps: int, input_
     egru = _egru(cell, torch.device("cpu"), backend)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(steps, batch, input_size, generator=g)
-    calibrate_thresholds(egru, x, activity)
+    # calibrate on a single sequence so that calibration itself stays below the measured peak
+    calibrate_thresholds(egru, torch.randn(steps, 1, input_size, generator=g), activity)
     egru.zero_grad()
     # one small warm-up so that allocator/BLAS buffers exist before the baseline
     _egru(Cell(8, 1, 0.1, "fwdbwd", input_size=4, steps=2), torch.device("cpu"), backend)(

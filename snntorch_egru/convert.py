@@ -57,7 +57,28 @@ def evnn_to_torch(evnn: Mapping[str, torch.Tensor], prefix: str = "", suffix: st
         suffix: suffix for our names (``""`` for :class:`EGRUCell`, ``"_l0"`` for :class:`EGRU`).
 
     Returns:
-        ``{weight_ih, weight_hh, bias_ih, bias_hh, threshold}`` with ``suffix`` appended.
+        ``{weight_ih, weight_hh, bias_ih, bias_hh, threshold}`` with ``suffix`` appended:
+        ``weight_ih [3H, I]``, ``weight_hh [3H, H]``, biases ``[3H]``, ``threshold [H]``.
+
+    Raises:
+        KeyError: a required EvNN key is missing.
+        ValueError: the 3H axis is not a multiple of 3.
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru.convert import evnn_to_torch
+        >>> H, I = 4, 3
+        >>> evnn = {"rnns.0.kernel": torch.randn(I, 3 * H), "rnns.0.recurrent_kernel": torch.randn(H, 3 * H),
+        ...         "rnns.0.bias": torch.zeros(3 * H), "rnns.0.recurrent_bias": torch.zeros(3 * H),
+        ...         "rnns.0.thr": torch.rand(H)}
+        >>> ours = evnn_to_torch(evnn, prefix="rnns.0.", suffix="_l0")
+        >>> sorted(ours)
+        ['bias_hh_l0', 'bias_ih_l0', 'threshold_l0', 'weight_hh_l0', 'weight_ih_l0']
+        >>> ours["weight_ih_l0"].shape                                   # [3H, I]
+        torch.Size([12, 3])
+        >>> torch.equal(ours["weight_ih_l0"][:H], evnn["rnns.0.kernel"][:, H:2 * H].T)   # EvNN's r block
+        True
     """
     missing = [prefix + k for k in _EVNN_KEYS if prefix + k not in evnn]
     if missing:
@@ -79,7 +100,27 @@ def evnn_to_torch(evnn: Mapping[str, torch.Tensor], prefix: str = "", suffix: st
 
 
 def torch_to_evnn(ours: Mapping[str, torch.Tensor], suffix: str = "") -> Dict[str, torch.Tensor]:
-    """Inverse of :func:`evnn_to_torch` for one layer (``thr`` layout of EvNN v0.2.0)."""
+    """Inverse of :func:`evnn_to_torch` for one layer (``thr`` layout of EvNN v0.2.0).
+
+    Args:
+        ours: mapping with ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh`` and
+            ``threshold`` (each with ``suffix`` appended), e.g. a module's ``state_dict()``.
+        suffix: suffix of our names (``""`` for :class:`~snntorch_egru.EGRUCell`,
+            ``"_l{k}"`` for layer ``k`` of :class:`~snntorch_egru.EGRU`).
+
+    Returns:
+        ``{kernel [I, 3H], recurrent_kernel [H, 3H], bias [3H], recurrent_bias [3H], thr [H]}``
+        with the 3H axis in EvNN's ``[z | r | g]`` order.
+
+    Example::
+
+        >>> import torch, snntorch_egru as se
+        >>> from snntorch_egru.convert import torch_to_evnn
+        >>> rnn = se.EGRU(3, 4, num_layers=2)
+        >>> evnn = torch_to_evnn(rnn.state_dict(), suffix="_l1")
+        >>> evnn["kernel"].shape, evnn["thr"].shape
+        (torch.Size([4, 12]), torch.Size([4]))
+    """
     H = ours["weight_hh" + suffix].shape[1]
     return {
         "kernel": _rzn_to_zrg(ours["weight_ih" + suffix].T, H).contiguous(),
@@ -92,7 +133,30 @@ def torch_to_evnn(ours: Mapping[str, torch.Tensor], suffix: str = "") -> Dict[st
 
 def load_evnn_state_dict(module: torch.nn.Module, evnn_layers: list[Mapping[str, torch.Tensor]]) -> None:
     """Load EvNN per-layer tensors into an :class:`~snntorch_egru.EGRU` (one mapping per layer)
-    or an :class:`~snntorch_egru.EGRUCell` (a list of one mapping)."""
+    or an :class:`~snntorch_egru.EGRUCell` (a list of one mapping).
+
+    Each mapping is converted with :func:`evnn_to_torch` and the result is loaded
+    with ``load_state_dict(strict=True)``.
+
+    Args:
+        module: the :class:`~snntorch_egru.EGRU` or :class:`~snntorch_egru.EGRUCell` to fill in place.
+        evnn_layers: one mapping of EvNN tensors (``kernel``, ``recurrent_kernel``,
+            ``bias``, ``recurrent_bias``, ``thr``) per layer, bottom layer first.
+
+    Raises:
+        ValueError: the number of mappings does not match the module's layers.
+        TypeError: ``module`` is neither an EGRU nor an EGRUCell.
+
+    Example::
+
+        >>> import torch, snntorch_egru as se
+        >>> from snntorch_egru.convert import load_evnn_state_dict, torch_to_evnn
+        >>> src, dst = se.EGRU(3, 4, num_layers=2), se.EGRU(3, 4, num_layers=2)
+        >>> layers = [torch_to_evnn(src.state_dict(), suffix=f"_l{k}") for k in range(2)]
+        >>> load_evnn_state_dict(dst, layers)
+        >>> torch.equal(dst.weight_hh_l1, src.weight_hh_l1)
+        True
+    """
     from .modules import EGRU, EGRUCell
 
     if isinstance(module, EGRU):

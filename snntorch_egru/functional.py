@@ -72,6 +72,21 @@ class EGRUStepOutput(NamedTuple):
         c: internal state after the reset.
         o: binary events ``H(c_hat - theta)``.
         trace: exponential moving average of ``y``.
+
+    :func:`egru_sequence` returns the same tuple with ``[T, B, H]`` fields.
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru import functional as F
+        >>> s = torch.zeros(2, 4)
+        >>> out = F.egru_step(torch.randn(2, 3), s, s, s, torch.randn(12, 3), torch.randn(12, 4),
+        ...                   None, None, torch.full((4,), 0.2))
+        >>> out._fields
+        ('y', 'c', 'o', 'trace')
+        >>> y, c, o, trace = out                     # unpacks like a tuple
+        >>> torch.equal(y, o * (c + o * 0.2))        # y = o * c_hat, c = c_hat - o * theta
+        True
     """
 
     y: torch.Tensor
@@ -93,6 +108,17 @@ def input_projection(
     Returns:
         ``[..., 3H]`` projections; computing them for all steps at once with one
         matrix product is how the sequence functions use it.
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru.functional import input_projection
+        >>> x, w, b = torch.randn(5, 2, 3), torch.randn(12, 3), torch.randn(12)
+        >>> gi = input_projection(x, w, b)          # all T = 5 steps at once
+        >>> gi.shape
+        torch.Size([5, 2, 12])
+        >>> torch.allclose(gi[0], x[0] @ w.T + b)
+        True
     """
     return torch.nn.functional.linear(x, weight_ih, bias_ih)
 
@@ -105,6 +131,24 @@ def apply_reset(c_hat: torch.Tensor, o: torch.Tensor, threshold: torch.Tensor, r
         o: binary events ``[B, H]``.
         threshold: ``[H]`` thresholds.
         reset: one of :data:`RESET_MECHANISMS`.
+
+    Returns:
+        ``[B, H]`` internal state after the reset.
+
+    Raises:
+        ValueError: ``reset`` is not one of :data:`RESET_MECHANISMS`.
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru.functional import apply_reset
+        >>> c_hat, o, theta = torch.tensor([0.8, 0.2]), torch.tensor([1.0, 0.0]), torch.tensor([0.5, 0.5])
+        >>> apply_reset(c_hat, o, theta, "subtract")
+        tensor([0.3000, 0.2000])
+        >>> apply_reset(c_hat, o, theta, "zero")
+        tensor([0.0000, 0.2000])
+        >>> apply_reset(c_hat, o, theta, "none")
+        tensor([0.8000, 0.2000])
     """
     if reset == "subtract":
         return c_hat - o * threshold
@@ -149,6 +193,18 @@ def egru_step_projected(
 
     Returns:
         :class:`EGRUStepOutput` ``(y, c, o, trace)``.
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru import functional as F
+        >>> x, s = torch.randn(2, 3), torch.zeros(2, 4)
+        >>> w_ih, w_hh, theta = torch.randn(12, 3), torch.randn(12, 4), torch.full((4,), 0.2)
+        >>> gi = F.input_projection(x, w_ih, None)
+        >>> out = F.egru_step_projected(gi, s, s, s, w_hh, None, theta)
+        >>> ref = F.egru_step(x, s, s, s, w_ih, w_hh, None, None, theta)
+        >>> out.y.shape, torch.allclose(out.y, ref.y)
+        (torch.Size([2, 4]), True)
     """
     if spike_fn is None:
         spike_fn = _DEFAULT_SPIKE
@@ -164,6 +220,8 @@ def egru_step_projected(
     elif zoneout_p > 0.0:
         c_hat = zoneout_p * c_prev + (1.0 - zoneout_p) * c_hat
     o = spike_fn(c_hat - threshold)
+    if o.dtype != c_hat.dtype:  # snnTorch surrogates return float32 whatever the input dtype
+        o = o.to(c_hat.dtype)
     y = o * c_hat
     c = apply_reset(c_hat, o, threshold, reset)
     trace = TRACE_DECAY * trace_prev + (1.0 - TRACE_DECAY) * y
@@ -240,6 +298,21 @@ def egru_sequence(
     Returns:
         :class:`EGRUStepOutput` whose fields are ``[T, B, H]`` sequences of
         ``y``, ``c``, ``o`` and ``trace`` (the final state is the last step).
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru import functional as F
+        >>> T, B, I, H = 6, 2, 3, 4
+        >>> z = torch.zeros(B, H)
+        >>> w_ih = torch.randn(3 * H, I, requires_grad=True)
+        >>> out = F.egru_sequence(torch.randn(T, B, I), z, z, z, w_ih, torch.randn(3 * H, H),
+        ...                       None, None, torch.full((H,), 0.2))
+        >>> out.y.shape, set(out.o.unique().tolist()) <= {0.0, 1.0}
+        (torch.Size([6, 2, 4]), True)
+        >>> out.y.sum().backward()                   # gradients flow through every step
+        >>> w_ih.grad.shape
+        torch.Size([12, 3])
     """
     gi_all = input_projection(x, weight_ih, bias_ih)
     y, c, tr = y0, c0, trace0
@@ -277,9 +350,25 @@ def beta_threshold_init(
     Args:
         hidden_size: number of units ``H``.
         thr_mean: mean threshold, strictly between 0 and 1.
+        dtype: dtype of the result. Default: ``torch.float32``.
+        device: device of the result. Default: the CPU.
 
     Returns:
         ``[H]`` tensor of thresholds (drawn from torch's global random generator).
+
+    Raises:
+        ValueError: ``thr_mean`` is not strictly between 0 and 1.
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru.functional import beta_threshold_init
+        >>> _ = torch.manual_seed(0)
+        >>> theta = beta_threshold_init(1000, thr_mean=0.3)
+        >>> theta.shape, bool(((theta >= 0) & (theta <= 1)).all())
+        (torch.Size([1000]), True)
+        >>> round(theta.mean().item(), 1)
+        0.3
     """
     if not 0.0 < thr_mean < 1.0:
         raise ValueError(f"thr_mean must lie strictly between 0 and 1, got {thr_mean!r}")
@@ -295,7 +384,25 @@ def dropconnect_mask(
     """DropConnect mask for ``weight_hh``: Bernoulli(1 - p) entries scaled by ``1 / (1 - p)``.
 
     Drawn once per forward call and shared by all steps and batch elements.
-    Multiply it into ``weight_hh`` (``weight_hh * mask``).
+    Multiply it into ``weight_hh`` (``weight_hh * mask``); the scaling keeps the
+    expected masked weight equal to ``weight_hh``.
+
+    Args:
+        weight_hh: ``[3H, H]`` recurrent weights (only shape, dtype and device are used).
+        p: drop probability, in ``[0, 1)``.
+        generator: optional ``torch.Generator`` for reproducible masks.
+
+    Returns:
+        Mask shaped like ``weight_hh`` with entries ``0`` or ``1 / (1 - p)``.
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru.functional import dropconnect_mask
+        >>> g = torch.Generator().manual_seed(0)
+        >>> mask = dropconnect_mask(torch.ones(12, 4), p=0.5, generator=g)
+        >>> mask.shape, sorted(mask.unique().tolist())
+        (torch.Size([12, 4]), [0.0, 2.0])
     """
     keep = torch.empty_like(weight_hh).bernoulli_(1.0 - p, generator=generator)
     return keep / (1.0 - p)
@@ -305,7 +412,30 @@ def zoneout_masks(
     shape: tuple[int, ...], p: float, *, dtype: torch.dtype, device: torch.device,
     generator: Optional[torch.Generator] = None,
 ) -> torch.Tensor:
-    """Training-mode zoneout masks: 1 (take the update) with probability ``1 - p``."""
+    """Training-mode zoneout masks: 1 (take the update) with probability ``1 - p``.
+
+    A 0 entry keeps the unit's previous internal state at that step (see the
+    ``zoneout_mask`` argument of :func:`egru_step_projected`).
+
+    Args:
+        shape: mask shape, usually ``(T, B, H)`` for :func:`egru_sequence`.
+        p: zoneout probability, in ``[0, 1]``.
+        dtype: dtype of the masks.
+        device: device of the masks.
+        generator: optional ``torch.Generator`` for reproducible masks.
+
+    Returns:
+        Tensor of ``shape`` with entries 0 or 1 (not rescaled).
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru.functional import zoneout_masks
+        >>> g = torch.Generator().manual_seed(0)
+        >>> m = zoneout_masks((10, 2, 4), 0.25, dtype=torch.float32, device=torch.device("cpu"), generator=g)
+        >>> m.shape, sorted(m.unique().tolist())
+        (torch.Size([10, 2, 4]), [0.0, 1.0])
+    """
     return torch.empty(shape, dtype=dtype, device=device).bernoulli_(1.0 - p, generator=generator)
 
 

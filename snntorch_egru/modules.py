@@ -183,7 +183,7 @@ class EGRUCell(_EGRUBase):
         ...     torch.nn.Linear(64, 5),
         ...     snn.Leaky(beta=0.9, init_hidden=True, output=True),
         ... )
-        >>> se.utils.reset(net)
+        >>> _ = se.utils.reset(net)
         >>> x = torch.randn(25, 8, 10)                  # [T, B, I]
         >>> spk = torch.stack([net(x_t)[0] for x_t in x])
         >>> spk.shape
@@ -229,7 +229,16 @@ class EGRUCell(_EGRUBase):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Re-draw weights (per ``init``), zero the biases and re-draw thresholds."""
+        """Re-draw weights (per ``init``), zero the biases and re-draw thresholds.
+
+        Example::
+
+            >>> import torch, snntorch_egru as se
+            >>> cell = se.EGRUCell(3, 4)
+            >>> cell.reset_parameters()
+            >>> bool(cell.bias_ih.eq(0).all())       # init="evnn": zero biases
+            True
+        """
         self._reset_layer("")
 
     # -- state handling -------------------------------------------------------------------------
@@ -239,6 +248,15 @@ class EGRUCell(_EGRUBase):
 
         Call it before each new sequence (``snntorch_egru.utils.reset(model)`` does it
         for every neuron in a model). Returns the zeroed ``(y, c)``.
+
+        Example::
+
+            >>> import torch, snntorch_egru as se
+            >>> cell = se.EGRUCell(3, 4)
+            >>> y, c = cell(torch.randn(2, 3))
+            >>> y0, c0 = cell.reset_mem()
+            >>> c0.shape, c0.abs().sum().item()
+            (torch.Size([2, 4]), 0.0)
         """
         self.y = torch.zeros_like(self.y)
         self.c = torch.zeros_like(self.c)
@@ -249,7 +267,17 @@ class EGRUCell(_EGRUBase):
     reset_hidden = reset_mem
 
     def detach_hidden(self) -> None:
-        """Detach the stored state from the autograd graph (truncated BPTT)."""
+        """Detach the stored state from the autograd graph (truncated BPTT).
+
+        Example::
+
+            >>> import torch, snntorch_egru as se
+            >>> cell = se.EGRUCell(3, 4)
+            >>> _ = cell(torch.randn(2, 3))
+            >>> cell.detach_hidden()
+            >>> cell.c.requires_grad
+            False
+        """
         self.y = self.y.detach()
         self.c = self.c.detach()
         self.trace = self.trace.detach()
@@ -410,12 +438,32 @@ class EGRU(_EGRUBase):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Re-draw every layer's weights, biases and thresholds."""
+        """Re-draw every layer's weights, biases and thresholds.
+
+        Example::
+
+            >>> import torch, snntorch_egru as se
+            >>> rnn = se.EGRU(3, 4, num_layers=2, init="torch")
+            >>> rnn.reset_parameters()
+            >>> bool(rnn.weight_hh_l1.abs().max() <= 0.5)     # U(-1/sqrt(H), 1/sqrt(H))
+            True
+        """
         for k in range(self.num_layers):
             self._reset_layer(f"_l{k}")
 
     def layer_tensors(self, k: int) -> dict[str, Optional[torch.Tensor]]:
-        """The five tensors of layer ``k``: ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``, ``threshold``."""
+        """The five tensors of layer ``k``: ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``, ``threshold``.
+
+        The values are the module's own parameters (not copies); ``IndexError`` for
+        ``k`` outside ``[0, num_layers)``.
+
+        Example::
+
+            >>> import torch, snntorch_egru as se
+            >>> rnn = se.EGRU(3, 4, num_layers=2)
+            >>> {name: tuple(t.shape) for name, t in rnn.layer_tensors(1).items()}
+            {'weight_ih': (12, 4), 'weight_hh': (12, 4), 'bias_ih': (12,), 'bias_hh': (12,), 'threshold': (4,)}
+        """
         if not 0 <= k < self.num_layers:
             raise IndexError(f"layer index must be in [0, {self.num_layers}), got {k}")
         return {name: getattr(self, f"{name}_l{k}")

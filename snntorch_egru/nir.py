@@ -248,20 +248,28 @@ def _build_node(d: Any, where: str, type_check: bool) -> nir.NIRNode:
     if isinstance(kind, bytes):
         kind = kind.decode("utf8")
     if kind == "EGRU":
-        return EGRU.from_dict(d)
+        try:
+            return EGRU.from_dict(d)
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"node {where!r}: {err}") from err
     if kind == "NIRGraph":
         if "nodes" not in d or "edges" not in d:
             raise ValueError(f"corrupt NIR file: graph {where!r} lacks 'nodes' or 'edges'")
         nodes = {name: _build_node(sub, f"{where}/{name}", type_check) for name, sub in d["nodes"].items()}
-        edges = [(nir.ir.utils.ensure_str(a), nir.ir.utils.ensure_str(b)) for a, b in np.asarray(d["edges"]).reshape(-1, 2)] \
-            if len(np.asarray(d["edges"])) else []
+        raw = np.asarray(d["edges"])
+        if raw.size and (raw.ndim != 2 or raw.shape[1] != 2):
+            raise ValueError(f"corrupt NIR file: edges of graph {where!r} must be pairs, got shape {list(raw.shape)}")
+        edges = [(nir.ir.utils.ensure_str(a), nir.ir.utils.ensure_str(b)) for a, b in raw.reshape(-1, 2)]
         return nir.NIRGraph(nodes=nodes, edges=edges, metadata=dict(d.get("metadata", {})), type_check=type_check)
     known = list(nir.ir.__dict__["__all_ir"])
     if kind not in known:
         raise ValueError(
             f"unknown NIR node type {kind!r} at node {where!r}; this reader knows EGRU and the stock types {known}"
         )
-    return nir.dict2NIRNode({k: v for k, v in d.items()})
+    try:
+        return nir.dict2NIRNode(dict(d))
+    except (TypeError, KeyError, ValueError, AssertionError) as err:
+        raise ValueError(f"corrupt NIR file: cannot build node {where!r} of type {kind!r}: {err!r}") from err
 
 
 def read(path: Union[str, pathlib.Path], type_check: bool = True) -> nir.NIRGraph:
@@ -388,8 +396,9 @@ def _opt(module: nn.Module, names: Tuple[str, ...], default: Any) -> Any:
         if src is None:
             continue
         for n in names:
-            if hasattr(src, n):
-                return getattr(src, n)
+            v = getattr(src, n, None)
+            if v is not None and not callable(v):  # skip methods such as a module's reset()
+                return v
     return default
 
 
@@ -399,7 +408,8 @@ def _egru_node(module: nn.Module, t: Dict[str, Any], source: str) -> EGRU:
         theta = theta.clamp(0.0, 1.0)
     H = theta.shape[0]
     reset = _opt(module, ("reset_mechanism", "reset"), "subtract")
-    meta: Dict[str, Any] = {"source_module": source, "threshold_clamped": bool(getattr(module, "threshold_clamp", False))}
+    meta: Dict[str, Any] = {"source_module": source,
+                            "threshold_clamped": bool(getattr(module, "threshold_clamp", False))}
     for key in ("dampening_factor", "pseudo_derivative_support", "dropconnect"):
         v = _opt(module, (key,), None)
         if isinstance(v, numbers.Real):
@@ -440,11 +450,19 @@ def _snn_lossy(module: nn.Module, allow_lossy: bool, needs_immediate_reset: bool
         problems.append(f"reset_mechanism={reset!r} (NIR LIF/CubaLIF reset to v_reset = 0)")
     if needs_immediate_reset and getattr(module, "reset_delay", False):
         problems.append("reset_delay=True (NIR resets in the same step)")
+    gsf = getattr(module, "graded_spikes_factor", 1.0)
+    if not bool(torch.all(torch.as_tensor(gsf) == 1.0)):
+        problems.append("graded_spikes_factor != 1 (NIR spikes are 1)")
+    if getattr(module, "inhibition", False):
+        problems.append("inhibition=True")
+    if getattr(module, "state_quant", False):
+        problems.append("state_quant (quantised state)")
     if not problems:
         return
     msg = (f"{type(module).__name__} with " + " and ".join(problems) + " is not exactly expressible in NIR; "
            "build it with reset_mechanism='zero'"
-           + (", reset_delay=False" if needs_immediate_reset else "") + " for an exact export")
+           + (", reset_delay=False" if needs_immediate_reset else "")
+           + " and snnTorch's default spike options for an exact export")
     if not allow_lossy:
         raise ValueError(msg + ", or pass allow_lossy=True to export it as snnTorch does (with a warning)")
     warnings.warn(msg + "; exported anyway (allow_lossy=True)", UserWarning, stacklevel=4)
@@ -485,16 +503,22 @@ class _Exporter:
         end = m.end_dim - 1 if m.end_dim > 0 else m.end_dim
         return nir.Flatten(input_type={"input": np.array(self.shape(m))}, start_dim=start, end_dim=end)
 
-    def _lif(self, m: nn.Module, shape_module: Optional[nn.Module] = None) -> nir.LIF:
-        sm = shape_module or m
-        beta = self.vec(sm, m.beta.clamp(0, 1))
+    def decay(self, m: nn.Module, name: str) -> np.ndarray:
+        v = self.vec(m, getattr(m, name).clamp(0, 1))
+        if np.any(v >= 1.0):
+            raise ValueError(f"{type(m).__name__}.{name} = 1 (no decay) gives an infinite NIR time constant; "
+                             f"use {name} < 1")
+        return v
+
+    def _lif(self, m: nn.Module) -> nir.LIF:
+        beta = self.decay(m, "beta")
         tau = (self.dt / (1.0 - beta)).astype(np.float32)
         return nir.LIF(tau=tau, r=(tau / self.dt).astype(np.float32), v_leak=np.zeros_like(tau),
-                       v_threshold=self.vec(sm, m.threshold), v_reset=np.zeros_like(tau))
+                       v_threshold=self.vec(m, m.threshold), v_reset=np.zeros_like(tau))
 
     def _cuba(self, m: nn.Module) -> nir.CubaLIF:
-        alpha = self.vec(m, m.alpha.clamp(0, 1))
-        beta = self.vec(m, m.beta.clamp(0, 1))
+        alpha = self.decay(m, "alpha")
+        beta = self.decay(m, "beta")
         tau_syn = (self.dt / (1.0 - alpha)).astype(np.float32)
         tau_mem = (self.dt / (1.0 - beta)).astype(np.float32)
         return nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau_mem, r=(tau_mem / self.dt).astype(np.float32),
@@ -506,7 +530,8 @@ class _Exporter:
         return self._lif(m)
 
     def synaptic(self, m: nn.Module) -> nir.NIRNode:
-        _snn_lossy(m, self.allow_lossy, needs_immediate_reset=False)
+        # snnTorch's delayed zero reset of Synaptic also drops the next step's input: not NIR's reset
+        _snn_lossy(m, self.allow_lossy, needs_immediate_reset=True)
         return self._cuba(m)
 
     def recurrent(self, m: nn.Module) -> nir.NIRNode:
@@ -521,7 +546,7 @@ class _Exporter:
             w_rec = self.linear(m.recurrent)
         else:
             w_rec = nir.Linear(weight=np.diag(self.vec(m, m.recurrent.V)).astype(np.float32))
-        neuron = self._lif(m) if hasattr(m, "alpha") is False else self._cuba(m)
+        neuron = self._cuba(m) if hasattr(m, "alpha") else self._lif(m)
         return nir.NIRGraph(
             nodes={"input": nir.Input(input_type=np.array([n])), "lif": neuron, "w_rec": w_rec,
                    "output": nir.Output(output_type=np.array([n]))},
@@ -549,9 +574,10 @@ def _module_maps(exporter: _Exporter) -> Dict[type, Callable[[nn.Module], nir.NI
     try:
         from . import norse as _norse  # the Norse flavour, when present
 
-        cell = getattr(_norse, "EGRURecurrentCell", None)
-        if isinstance(cell, type):
-            maps[cell] = exporter.egru_cell
+        for cls_name in ("EGRURecurrentCell", "EGRURecurrent"):  # same five tensors, one layer
+            cls = getattr(_norse, cls_name, None)
+            if isinstance(cls, type):
+                maps[cls] = exporter.egru_cell
     except ImportError:
         pass
     return maps
@@ -559,7 +585,8 @@ def _module_maps(exporter: _Exporter) -> Dict[type, Callable[[nn.Module], nir.NI
 
 _SUPPORTED_TEXT = ("torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Flatten, snntorch.Leaky, "
                    "snntorch.Synaptic, snntorch.RLeaky, snntorch.RSynaptic, snntorch_egru.EGRUCell, "
-                   "snntorch_egru.EGRU, snntorch_egru.norse.EGRURecurrentCell (and any cell with "
+                   "snntorch_egru.EGRU, snntorch_egru.norse.EGRURecurrentCell, snntorch_egru.norse.EGRURecurrent "
+                   "(and any cell with "
                    "weight_ih/weight_hh/bias_ih/bias_hh/threshold tensors)")
 
 
@@ -693,7 +720,7 @@ def export_to_nir(
         if bad:
             raise ValueError(f"metadata values must not be None (HDF5 cannot store them), got None for {bad}")
         meta.update(metadata)
-    graph.metadata = meta
+    graph.metadata = {**(graph.metadata or {}), **meta}
     return graph
 
 
@@ -751,6 +778,17 @@ class LIFStep(nn.Module):
     ``v = v' + dt/tau (v_leak - v' + r x)``; spike ``s = [v > v_threshold]``; where it
     spikes ``v = v_reset``. State: ``{"v": v}``. With snnTorch's parameters
     (``tau = dt/(1-beta)``, ``r = tau/dt``) this is ``snn.Leaky`` with zero reset.
+
+    Example::
+
+        >>> import numpy as np, nir, torch
+        >>> from snntorch_egru.nir import LIFStep
+        >>> tau = np.full(2, 1e-4 / (1 - 0.9), np.float32)          # beta = 0.9
+        >>> lif = LIFStep(nir.LIF(tau=tau, r=tau / 1e-4, v_leak=np.zeros(2, np.float32),
+        ...                       v_threshold=np.ones(2, np.float32)), dt=1e-4)
+        >>> s, state = lif(torch.tensor([[0.6, 1.2]]))
+        >>> s, state["v"]
+        (tensor([[0., 1.]]), tensor([[0.6000, 0.0000]]))
     """
 
     def __init__(self, node: nir.LIF, dt: float) -> None:
@@ -775,6 +813,20 @@ class CubaLIFStep(nn.Module):
 
     ``i = i' + dt/tau_syn (w_in x - i')``; ``v = v' + dt/tau_mem (v_leak - v' + r i)``;
     ``s = [v > v_threshold]``; where it spikes ``v = v_reset``. State ``{"i", "v"}``.
+
+    Example::
+
+        >>> import numpy as np, nir, torch
+        >>> from snntorch_egru.nir import CubaLIFStep
+        >>> ts = np.full(1, 1e-4 / (1 - 0.5), np.float32)           # alpha = 0.5
+        >>> tm = np.full(1, 1e-4 / (1 - 0.9), np.float32)           # beta = 0.9
+        >>> node = nir.CubaLIF(tau_syn=ts, tau_mem=tm, r=tm / 1e-4, v_leak=np.zeros(1, np.float32),
+        ...                    v_threshold=np.ones(1, np.float32), w_in=ts / 1e-4)
+        >>> cuba = CubaLIFStep(node, dt=1e-4)
+        >>> s, state = cuba(torch.tensor([[0.8]]))
+        >>> s, state = cuba(torch.tensor([[0.0]]), state)            # i = 0.4, v = 0.72 + 0.4
+        >>> s
+        tensor([[1.]])
     """
 
     def __init__(self, node: nir.CubaLIF, dt: float) -> None:
@@ -819,10 +871,16 @@ def _affine(node: nir.NIRNode) -> nn.Module:
 def _conv(node: nir.NIRNode) -> nn.Module:
     w = np.asarray(node.weight)
     cls = nn.Conv1d if isinstance(node, nir.Conv1d) else nn.Conv2d
+
+    def tup(v: Any) -> Any:
+        v = np.atleast_1d(v)
+        if cls is nn.Conv2d:
+            return tuple(int(a) for a in (v if v.size == 2 else np.repeat(v[:1], 2)))
+        return int(v[0])
+
     pad = node.padding
-    pad = pad if isinstance(pad, str) else tuple(np.atleast_1d(pad).tolist()) if cls is nn.Conv2d else int(np.atleast_1d(pad)[0])
-    def tup(v):
-        return tuple(int(a) for a in np.atleast_1d(v)) if cls is nn.Conv2d else int(np.atleast_1d(v)[0])
+    pad = pad.decode() if isinstance(pad, bytes) else pad
+    pad = pad if isinstance(pad, str) else tup(pad)
     m = cls(w.shape[1] * int(node.groups), w.shape[0], w.shape[2:] if cls is nn.Conv2d else w.shape[2],
             stride=tup(node.stride), padding=pad, dilation=tup(node.dilation), groups=int(node.groups), bias=True)
     with torch.no_grad():
@@ -860,6 +918,15 @@ class NIRStepModule(nn.Module):
     node are summed. A cycle is broken at a stateful node: its output from the
     previous step feeds the cycle (zeros before the first step), exactly like
     snnTorch's ``RLeaky`` (``W s_{t-1} + b``).
+
+    Example::
+
+        >>> import numpy as np, nir, torch
+        >>> from snntorch_egru.nir import NIRStepModule
+        >>> g = nir.NIRGraph.from_list(nir.Affine(np.eye(2, dtype=np.float32), np.ones(2, np.float32)))
+        >>> step = NIRStepModule(g, dt=1e-4).requires_grad_(False)
+        >>> step(torch.zeros(1, 2))
+        (tensor([[1., 1.]]), {})
     """
 
     def __init__(self, graph: nir.NIRGraph, dt: float, where: str = "graph") -> None:
@@ -902,6 +969,22 @@ class NIRStepModule(nn.Module):
     def _stateful(self, name: str) -> bool:
         return name in self.keys and isinstance(self.mods[self.keys[name]], _STATEFUL + (NIRStepModule,))
 
+    def _reaches(self, start: str, end: str) -> bool:
+        succ: Dict[str, list] = {}
+        for dst, srcs in self.sources.items():
+            for src in srcs:
+                succ.setdefault(src, []).append(dst)
+        seen, todo = set(), [start]
+        while todo:
+            n = todo.pop()
+            for m in succ.get(n, []):
+                if m == end:
+                    return True
+                if m not in seen:
+                    seen.add(m)
+                    todo.append(m)
+        return False
+
     def _schedule(self) -> Tuple[list, set]:
         done = {self.input_name}
         pending = [n for n in self.sources if n not in done]
@@ -911,7 +994,8 @@ class NIRStepModule(nn.Module):
             if not ready:
                 for n in pending:
                     missing = [s for s in self.sources[n] if s not in done]
-                    if all(self._stateful(s) for s in missing):
+                    # only a true back edge may be delayed: s must depend on n (s reachable from n)
+                    if all(self._stateful(s) and self._reaches(n, s) for s in missing):
                         delayed.update((s, n) for s in missing)
                         ready = [n]
                         break
@@ -984,7 +1068,9 @@ def _node_module(node: nir.NIRNode, where: str, dt: float) -> nn.Module:
     )
 
 
-def import_from_nir(graph_or_path: Union[nir.NIRNode, str, pathlib.Path], *, dt: float = DEFAULT_DT) -> NIRStepModule:
+def import_from_nir(
+    graph_or_path: Union[nir.NIRNode, str, pathlib.Path], *, dt: float = DEFAULT_DT
+) -> NIRStepModule:
     """Build a torch module from a NIR graph (or file) that advances one time step per call.
 
     Args:
@@ -994,7 +1080,8 @@ def import_from_nir(graph_or_path: Union[nir.NIRNode, str, pathlib.Path], *, dt:
 
     Returns:
         :class:`NIRStepModule` with ``forward(x_t, state=None) -> (y_t, state)``,
-        float32, in eval semantics.
+        float32, in eval semantics, parameters frozen (``requires_grad_(True)``
+        to fine-tune the standard layers; spikes have no surrogate gradient here).
 
     Raises:
         ValueError: unknown node types, shape mismatches, malformed graphs,
@@ -1021,4 +1108,4 @@ def import_from_nir(graph_or_path: Union[nir.NIRNode, str, pathlib.Path], *, dt:
     graph = graph_or_path
     if not isinstance(graph, nir.NIRGraph):
         graph = nir.NIRGraph.from_list(graph)
-    return NIRStepModule(graph, float(dt)).eval()
+    return NIRStepModule(graph, float(dt)).eval().requires_grad_(False)

@@ -39,11 +39,26 @@ class EGRUState(NamedTuple):
         """State equivalent to a ``torch.nn.GRU`` hidden state ``h0``: ``y = c = h0``, zero trace.
 
         Use it with an EGRU built by :meth:`~snntorch_egru.EGRU.from_gru`.
+
+        Example::
+
+            >>> import torch, snntorch_egru as se
+            >>> s = se.EGRUState.from_gru_hidden(torch.ones(1, 2, 4))   # [num_layers, B, H]
+            >>> torch.equal(s.y, s.c), s.trace.abs().sum().item()
+            (True, 0.0)
         """
         return cls(h0, h0, torch.zeros_like(h0))
 
     def detach(self) -> "EGRUState":
-        """A copy with every tensor detached from the autograd graph (truncated BPTT)."""
+        """A copy with every tensor detached from the autograd graph (truncated BPTT).
+
+        Example::
+
+            >>> import torch, snntorch_egru as se
+            >>> _, s = se.EGRU(3, 4)(torch.randn(5, 2, 3))
+            >>> s.y.requires_grad, s.detach().y.requires_grad
+            (True, False)
+        """
         return EGRUState(self.y.detach(), self.c.detach(), self.trace.detach())
 
 
@@ -58,6 +73,17 @@ class EGRURecord(NamedTuple):
         c: internal state after the reset (the "voltage" of voltage regularisers).
         o: binary events ``H(c_hat - theta)`` (differentiable through the surrogate).
         trace: output trace of each layer and step.
+
+    Example::
+
+        >>> import torch, snntorch_egru as se
+        >>> layer = se.EGRU(3, 8, num_layers=2)
+        >>> out, state, rec = layer(torch.randn(20, 4, 3), return_internals=True)
+        >>> rec.c.shape                          # [num_layers, T, B, H]
+        torch.Size([2, 20, 4, 8])
+        >>> torch.equal(rec.y[-1], out)          # the top layer's events are the output
+        True
+        >>> activity_loss = rec.o.mean()         # e.g. an activity regulariser
     """
 
     y: torch.Tensor

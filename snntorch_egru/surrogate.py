@@ -21,14 +21,16 @@ can be passed as ``spike_grad`` to the EGRU modules instead.
 
 Example::
 
-    import torch
-    from snntorch_egru import surrogate
-
-    spike = surrogate.pseudo_derivative(dampening_factor=0.7, support=1.0)
-    v = torch.tensor([-0.5, 0.0, 0.5], requires_grad=True)
-    o = spike(v)            # tensor([0., 0., 1.])
-    o.sum().backward()
-    v.grad                  # tensor([0.3500, 0.7000, 0.3500])
+    >>> import torch
+    >>> from snntorch_egru import surrogate
+    >>> spike = surrogate.pseudo_derivative(dampening_factor=0.7, support=1.0)
+    >>> v = torch.tensor([-0.5, 0.0, 0.5], requires_grad=True)
+    >>> o = spike(v)
+    >>> o.tolist()
+    [0.0, 0.0, 1.0]
+    >>> o.sum().backward()
+    >>> v.grad
+    tensor([0.3500, 0.7000, 0.3500])
 """
 
 from __future__ import annotations
@@ -54,6 +56,20 @@ class HeavisideTriangle(torch.autograd.Function):
     ``forward(v, gamma, epsilon)`` returns ``(v > 0)`` in ``v``'s dtype; the
     gradient is ``gamma * max(0, 1 - epsilon * |v|)`` times the incoming gradient.
     ``gamma`` and ``epsilon`` are Python floats and receive no gradient.
+    Use it through ``HeavisideTriangle.apply(v, gamma, epsilon)``;
+    :class:`EGRUSurrogate` wraps it as a picklable spike function.
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru.surrogate import HeavisideTriangle
+        >>> v = torch.tensor([-0.5, 0.0, 0.25, 2.0], requires_grad=True)
+        >>> o = HeavisideTriangle.apply(v, 0.7, 1.0)
+        >>> o.tolist()
+        [0.0, 0.0, 1.0, 1.0]
+        >>> o.sum().backward()
+        >>> v.grad                      # 0.7 * max(0, 1 - |v|)
+        tensor([0.3500, 0.7000, 0.5250, 0.0000])
     """
 
     @staticmethod
@@ -103,14 +119,29 @@ class EGRUSurrogate:
 
     @property
     def support(self) -> float:
-        """Half-width ``1 / epsilon`` of the region where the gradient is non-zero."""
+        """Half-width ``1 / epsilon`` of the region where the gradient is non-zero.
+
+        Example::
+
+            >>> from snntorch_egru.surrogate import EGRUSurrogate
+            >>> EGRUSurrogate(gamma=0.7, epsilon=4.0).support
+            0.25
+        """
         return 1.0 / self.epsilon
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         return HeavisideTriangle.apply(v, self.gamma, self.epsilon)
 
     def derivative(self, v: torch.Tensor) -> torch.Tensor:
-        """The pseudo-derivative ``psi(v)`` itself (no autograd), same shape as ``v``."""
+        """The pseudo-derivative ``psi(v)`` itself (no autograd), same shape as ``v``.
+
+        Example::
+
+            >>> import torch
+            >>> from snntorch_egru.surrogate import EGRUSurrogate
+            >>> EGRUSurrogate(gamma=0.7, epsilon=1.0).derivative(torch.tensor([0.0, 0.5, -1.5]))
+            tensor([0.7000, 0.3500, 0.0000])
+        """
         return self.gamma * torch.clamp(1.0 - self.epsilon * v.abs(), min=0.0)
 
     def __repr__(self) -> str:
@@ -148,7 +179,25 @@ def pseudo_derivative(dampening_factor: float = 0.7, support: float = 1.0) -> EG
 
 def triangle(dampening_factor: float = 0.7, support: float = 1.0) -> EGRUSurrogate:
     """Alias of :func:`pseudo_derivative` (a correct triangle, unlike
-    ``snntorch.surrogate.triangular``, whose gradient is a signed step)."""
+    ``snntorch.surrogate.triangular``, whose gradient is a signed step).
+
+    Args:
+        dampening_factor: peak height ``gamma`` of the triangle (default 0.7).
+        support: inverse half-width ``epsilon`` of the triangle (default 1.0).
+
+    Returns:
+        An :class:`EGRUSurrogate`.
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru.surrogate import triangle
+        >>> spike = triangle(0.7, 2.0)
+        >>> spike
+        EGRUSurrogate(gamma=0.7, epsilon=2.0)
+        >>> spike.derivative(torch.tensor([0.0, 0.25, 0.5]))   # zero from |v| = 1/epsilon on
+        tensor([0.7000, 0.3500, 0.0000])
+    """
     return pseudo_derivative(dampening_factor, support)
 
 

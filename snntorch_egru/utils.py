@@ -10,8 +10,10 @@ Example::
     >>> net = torch.nn.Sequential(torch.nn.Sequential(se.EGRUCell(3, 8, init_hidden=True)),
     ...                           snn.Leaky(beta=0.9, init_hidden=True))
     >>> _ = net(torch.randn(2, 3))
-    >>> se.utils.reset(net)       # nested cells are reset too
-    >>> se.utils.detach_hidden(net)
+    >>> _ = se.utils.reset(net)          # nested cells are reset too
+    >>> _ = se.utils.detach_hidden(net)  # cut the autograd history, keep the values
+    >>> [type(m).__name__ for m in se.utils.stateful_modules(net)]
+    ['EGRUCell', 'Leaky']
 """
 
 from __future__ import annotations
@@ -37,14 +39,44 @@ def _is_stateful(m: nn.Module) -> bool:
 
 
 def stateful_modules(module: nn.Module) -> List[nn.Module]:
-    """Every EGRU cell and snnTorch neuron inside ``module`` (itself included), at any depth."""
+    """Every EGRU cell and snnTorch neuron inside ``module`` (itself included), at any depth.
+
+    Args:
+        module: any ``torch.nn.Module``.
+
+    Returns:
+        The stateful modules, in ``module.modules()`` order.
+
+    Example::
+
+        >>> import torch, snntorch as snn, snntorch_egru as se
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Sequential(se.EGRUCell(4, 8)),
+        ...                           snn.Leaky(beta=0.9))
+        >>> [type(m).__name__ for m in se.utils.stateful_modules(net)]
+        ['EGRUCell', 'Leaky']
+    """
     return [m for m in module.modules() if _is_stateful(m)]
 
 
 def reset(module: nn.Module) -> nn.Module:
     """Zero the stored state of every EGRU cell and snnTorch neuron in ``module``, nested ones too.
 
-    Call it before each new batch of sequences. Returns ``module``.
+    Call it before each new batch of sequences.
+
+    Args:
+        module: the model (any ``torch.nn.Module``).
+
+    Returns:
+        ``module`` itself.
+
+    Example::
+
+        >>> import torch, snntorch_egru as se
+        >>> net = torch.nn.Sequential(se.EGRUCell(3, 8, init_hidden=True))
+        >>> _ = net(torch.randn(2, 3))
+        >>> _ = se.utils.reset(net)
+        >>> net[0].c.abs().sum().item()
+        0.0
     """
     for m in stateful_modules(module):
         m.reset_mem()
@@ -56,7 +88,24 @@ def detach_hidden(module: nn.Module) -> nn.Module:
 
     The values are kept; only the autograd history is cut. snnTorch's own
     ``detach_hidden`` classmethods act on every instance of a class in the
-    process; this acts on the given model only. Returns ``module``.
+    process; this acts on the given model only.
+
+    Args:
+        module: the model (any ``torch.nn.Module``).
+
+    Returns:
+        ``module`` itself.
+
+    Example::
+
+        >>> import torch, snntorch_egru as se
+        >>> net = torch.nn.Sequential(se.EGRUCell(3, 8, init_hidden=True))
+        >>> _ = net(torch.randn(2, 3))
+        >>> net[0].c.requires_grad
+        True
+        >>> _ = se.utils.detach_hidden(net)
+        >>> net[0].c.requires_grad
+        False
     """
     for m in stateful_modules(module):
         for name, buf in list(m._buffers.items()):
@@ -71,7 +120,25 @@ def detach_hidden(module: nn.Module) -> nn.Module:
 
 
 def detach_state(state: Any) -> Any:
-    """Detach every tensor in a (nested) state: a tensor, tuple, NamedTuple, list or dict."""
+    """Detach every tensor in a (nested) state: a tensor, tuple, NamedTuple, list or dict.
+
+    Containers keep their type (an :class:`~snntorch_egru.EGRUState` stays one);
+    anything that is not a tensor or container is returned unchanged.
+
+    Args:
+        state: the state to detach, e.g. the second output of :class:`~snntorch_egru.EGRU`.
+
+    Returns:
+        The same structure with every tensor detached (truncated BPTT).
+
+    Example::
+
+        >>> import torch, snntorch_egru as se
+        >>> out, state = se.EGRU(3, 8)(torch.randn(5, 2, 3))
+        >>> state = se.utils.detach_state(state)
+        >>> type(state).__name__, state.y.requires_grad
+        ('EGRUState', False)
+    """
     if isinstance(state, torch.Tensor):
         return state.detach()
     if isinstance(state, tuple) and hasattr(state, "_fields"):
@@ -89,6 +156,25 @@ def clamp_thresholds_(module: nn.Module, low: float = 0.0, high: float = 1.0) ->
 
     An alternative to the forward-pass clamp (``threshold_clamp=True``): call it
     after ``optimizer.step()`` to keep the stored parameters themselves in range.
+    Thresholds of snnTorch neurons are left alone.
+
+    Args:
+        module: model holding :class:`~snntorch_egru.EGRUCell` or :class:`~snntorch_egru.EGRU` modules.
+        low: lower bound. Default: 0.0.
+        high: upper bound. Default: 1.0.
+
+    Returns:
+        ``module`` itself.
+
+    Example::
+
+        >>> import torch, snntorch_egru as se
+        >>> cell = se.EGRUCell(3, 4)
+        >>> with torch.no_grad():
+        ...     _ = cell.threshold.copy_(torch.tensor([-0.5, 0.25, 0.75, 1.5]))
+        >>> _ = se.utils.clamp_thresholds_(cell)
+        >>> cell.threshold.tolist()
+        [0.0, 0.25, 0.75, 1.0]
     """
     from .modules import EGRU, EGRUCell
 

@@ -22,18 +22,44 @@ def backend_names() -> List[str]:
     return backends.available_backends()
 
 
-def skip_if_unavailable(name: str, x: torch.Tensor, model: se.EGRU) -> None:
-    """Skip a backend whose own predicate declines a CPU call like ``x`` (e.g. GPU-only ones)."""
-    p = model.layer_tensors(0)
-    T, B = x.shape[0], x.shape[1]
-    H = model.hidden_size
-    zeros = torch.zeros(B, H, dtype=x.dtype, device=x.device)
-    call = backends.LayerCall(x=x, y0=zeros, c0=zeros, trace0=zeros, weight_ih=p["weight_ih"],
-                              weight_hh=p["weight_hh"], bias_ih=p["bias_ih"], bias_hh=p["bias_hh"],
-                              threshold=p["threshold"], spike_fn=model.spike_grad,
+def _probe(name: str, x: torch.Tensor, model: se.EGRU, device: torch.device) -> bool:
+    p = {k: (v.detach().to(device) if v is not None else None) for k, v in model.layer_tensors(0).items()}
+    B = x.shape[1]
+    zeros = torch.zeros(B, model.hidden_size, dtype=x.dtype, device=device)
+    call = backends.LayerCall(x=x.detach().to(device), y0=zeros, c0=zeros, trace0=zeros,
+                              weight_ih=p["weight_ih"], weight_hh=p["weight_hh"], bias_ih=p["bias_ih"],
+                              bias_hh=p["bias_hh"], threshold=p["threshold"], spike_fn=model.spike_grad,
                               reset=model.reset_mechanism)
-    if not backends.get_backend(name).available(call):
-        pytest.skip(f"backend {name!r} declines this call (e.g. needs a GPU)")
+    return bool(backends.get_backend(name).available(call))
+
+
+def backend_device(name: str, x: torch.Tensor, model: se.EGRU) -> torch.device:
+    """Where backend ``name`` runs a call like ``x`` [T, B, I]: the CPU, else a CUDA GPU if there is
+    one and the backend takes it there; skip the test otherwise (e.g. GPU backends on a CPU machine)."""
+    if _probe(name, x, model, torch.device("cpu")):
+        return torch.device("cpu")
+    if torch.cuda.is_available() and _probe(name, x, model, torch.device("cuda")):
+        return torch.device("cuda")
+    pytest.skip(f"backend {name!r} declines this call here (e.g. needs a GPU)")
+
+
+def skip_if_unavailable(name: str, x: torch.Tensor, model: se.EGRU) -> None:
+    """Skip unless backend ``name`` runs a CPU call like ``x`` [T, B, I]."""
+    if not _probe(name, x, model, torch.device("cpu")):
+        pytest.skip(f"backend {name!r} declines this call on the CPU (e.g. needs a GPU)")
+
+
+def on_device(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``model`` itself on the CPU, else a deep copy moved to ``device``."""
+    import copy
+
+    return model if device.type == "cpu" else copy.deepcopy(model).to(device)
+
+
+def param_grads(model: torch.nn.Module) -> List[torch.Tensor]:
+    """Gradients of ``model``'s parameters, on the CPU (zeros where None)."""
+    return [(p.grad if p.grad is not None else torch.zeros_like(p)).detach().cpu().clone()
+            for p in model.parameters()]
 
 
 def randomize_(model: torch.nn.Module, seed: int, w_scale: float = 0.6, thr_low: float = 0.05,
@@ -66,12 +92,3 @@ def grads_of(tensors) -> List[torch.Tensor]:
 def clear_grads(tensors) -> None:
     for t in tensors:
         t.grad = None
-
-
-@pytest.fixture
-def f64():
-    """Run a test with float64 as the default dtype (restored afterwards)."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)

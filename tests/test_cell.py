@@ -114,8 +114,11 @@ def test_cell_spike_grad_gives_reference_gradient(make_spike):
     ref = ref_layer(x, z, z, z, cell_params(cell), reset="subtract", spike=spike)
     torch.testing.assert_close(ys, ref["y"], rtol=1e-13, atol=1e-13)
     (ref["y"].sum() + ref["c"][-1].sum()).backward()
+    # snnTorch's surrogates return float32 spikes, so autograd rounds the gradient reaching them
+    # to float32: agreement is to float32 precision for them (exact for ours).
+    tol = dict(rtol=1e-10, atol=1e-12) if isinstance(spike, se.surrogate.EGRUSurrogate) else dict(rtol=1e-6, atol=1e-7)
     for a, b in zip(g, grads_of(leaves)):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(a, b, **tol)
     # the default triangle gives a different gradient, so the surrogate really was used
     clear_grads(leaves)
     ref2 = ref_layer(x, z, z, z, cell_params(cell), reset="subtract", spike=ref_triangle())

@@ -12,7 +12,8 @@ import torch
 
 import snntorch_egru as se
 from snntorch_egru import functional as F
-from conftest import (backend_names, clear_grads, grads_of, layer_params, randomize_, skip_if_unavailable)
+from conftest import (backend_device, backend_names, clear_grads, grads_of, layer_params, on_device, param_grads,
+                      randomize_, skip_if_unavailable)
 from egru_reference import c_hat_from, psi, ref_stack, ref_triangle
 
 D = torch.float64
@@ -59,9 +60,8 @@ def _check_meaningful(rec_o: torch.Tensor, c_hat: torch.Tensor, thresholds: torc
     assert margin > 1e-6, f"c_hat within {margin} of a threshold: event masks could flip"
 
 
-def _run_module(m, x, state):
-    out, st, rec = m(x, state, return_internals=True)
-    return out, st, rec
+def _cpu(t):
+    return t.cpu() if isinstance(t, torch.Tensor) else t
 
 
 @pytest.mark.parametrize("backend", backend_names())
@@ -70,27 +70,28 @@ def _run_module(m, x, state):
 def test_egru_equals_reference(backend, reset, L):
     m = _make(L, reset, backend)
     x, y0, c0, tr0 = _inputs(L)
-    skip_if_unavailable(backend, x.detach(), m)
-    params = list(m.parameters())
-    leaves = [x, y0, c0, tr0] + params
-    out, st, rec = _run_module(m, x, se.EGRUState(y0, c0, tr0))
-    mod_tensors = [out, st.y, st.c, st.trace, rec.y, rec.c, rec.o, rec.trace]
+    dev = backend_device(backend, x, m)
+    md = on_device(m, dev)  # GPU backends run on a copy; the reference stays on the CPU
+    leaves = [x, y0, c0, tr0]
+    out, st, rec = md(x.to(dev), se.EGRUState(y0.to(dev), c0.to(dev), tr0.to(dev)), return_internals=True)
+    mod_tensors = [_cpu(t) for t in (out, st.y, st.c, st.trace, rec.y, rec.c, rec.o, rec.trace)]
     w = _weights([t.shape for t in mod_tensors])
     _loss(mod_tensors, w).backward()
-    g_mod = grads_of(leaves)
-    clear_grads(leaves)
+    g_mod = grads_of(leaves) + param_grads(md)
+    clear_grads(leaves + list(md.parameters()))
 
     r_out, (ry, rc, rtr), rrec = ref_stack(x, layer_params(m), y0, c0, tr0, reset=reset,
                                            spike=ref_triangle(GAMMA, EPS))
     thetas = torch.stack([p["threshold"] for p in layer_params(m)]).detach()
     _check_meaningful(rrec["o"], rrec["c_hat"].detach(), thetas)
     ref_tensors = [r_out, ry, rc, rtr, rrec["y"], rrec["c"], rrec["o"], rrec["trace"]]
-    assert torch.equal(rec.o, rrec["o"]), "event masks differ"
-    torch.testing.assert_close(c_hat_from(rec.y, rec.c, rec.o), rrec["c_hat"], rtol=1e-12, atol=1e-12)
+    rec_o, rec_y, rec_c = mod_tensors[6], mod_tensors[4], mod_tensors[5]
+    assert torch.equal(rec_o, rrec["o"]), "event masks differ"
+    torch.testing.assert_close(c_hat_from(rec_y, rec_c, rec_o), rrec["c_hat"], rtol=1e-12, atol=1e-12)
     for a, b in zip(mod_tensors, ref_tensors):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     _loss(ref_tensors, w).backward()
-    g_ref = grads_of(leaves)
+    g_ref = grads_of(leaves) + param_grads(m)
     names = ["x", "y0", "c0", "trace0"] + [n for n, _ in m.named_parameters()]
     for n, a, b in zip(names, g_mod, g_ref):
         assert b.abs().sum() > 0 or n == "trace0", f"reference gradient of {n} is zero: test not meaningful"
@@ -145,41 +146,43 @@ def test_train_mode_dropconnect_zoneout_dropout(backend, reset, monkeypatch):
     L, p_dc, p_zo, p_do = 2, 0.3, 0.25, 0.4
     m = _make(L, reset, backend, dropconnect=p_dc, zoneout=p_zo, dropout=p_do).train()
     x, y0, c0, tr0 = _inputs(L)
-    skip_if_unavailable(backend, x.detach(), m)
+    dev = backend_device(backend, x, m)
+    md = on_device(m, dev)
     seen = _record_masks(monkeypatch)
     do_mask = (torch.rand(T, B, H, generator=_gen(99), dtype=D) > p_do).to(D) / (1 - p_do)
     drop_calls = []
 
     def fake_dropout(inp, p=0.5, training=True, inplace=False):
         drop_calls.append((p, training))
-        return inp * do_mask
+        return inp * do_mask.to(inp.device)
 
     monkeypatch.setattr(torch.nn.functional, "dropout", fake_dropout)
     torch.manual_seed(123)
-    out, st, rec = m(x, se.EGRUState(y0, c0, tr0), return_internals=True)
+    out, st, rec = md(x.to(dev), se.EGRUState(y0.to(dev), c0.to(dev), tr0.to(dev)), return_internals=True)
     assert drop_calls == [(p_do, True)], "inter-layer dropout must be applied once, between the layers"
     assert len(seen["dc"]) == L and len(seen["zo"]) == L
+    seen = {k: [mk.cpu() for mk in v] for k, v in seen.items()}
     for mk in seen["dc"]:
         assert mk.shape == (3 * H, H)
         assert set(torch.unique(mk).tolist()) <= {0.0, 1.0 / (1 - p_dc)}
     for mk in seen["zo"]:
         assert mk.shape == (T, B, H) and set(torch.unique(mk).tolist()) <= {0.0, 1.0}
         assert 0.5 < mk.mean() < 0.95
-    leaves = [x, y0, c0, tr0] + list(m.parameters())
-    mod = [out, st.y, st.c, st.trace, rec.y, rec.c, rec.o, rec.trace]
+    leaves = [x, y0, c0, tr0]
+    mod = [_cpu(t) for t in (out, st.y, st.c, st.trace, rec.y, rec.c, rec.o, rec.trace)]
     w = _weights([t.shape for t in mod])
     _loss(mod, w).backward()
-    g_mod = grads_of(leaves)
-    clear_grads(leaves)
+    g_mod = grads_of(leaves) + param_grads(md)
+    clear_grads(leaves + list(md.parameters()))
     r_out, (ry, rc, rtr), rrec = ref_stack(x, layer_params(m), y0, c0, tr0, reset=reset,
                                            spike=ref_triangle(GAMMA, EPS), zo_masks=seen["zo"],
                                            dc_masks=seen["dc"], dropout_masks=[do_mask, None])
     ref = [r_out, ry, rc, rtr, rrec["y"], rrec["c"], rrec["o"], rrec["trace"]]
-    assert torch.equal(rec.o, rrec["o"])
+    assert torch.equal(mod[6], rrec["o"])
     for a, b in zip(mod, ref):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     _loss(ref, w).backward()
-    for a, b in zip(g_mod, grads_of(leaves)):
+    for a, b in zip(g_mod, grads_of(leaves) + param_grads(m)):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-11)
     # the masks really change the result (the test would catch them being ignored)
     r_plain, _, _ = ref_stack(x, layer_params(m), y0, c0, tr0, reset=reset, spike=ref_triangle(GAMMA, EPS))
@@ -316,42 +319,77 @@ def test_empty_sequence_returns_input_state():
 # ------------------------------------------------------------------------ surrogates / threshold
 
 
-def test_snntorch_surrogates_in_layer_match_reference():
+@pytest.mark.parametrize("backend", backend_names())
+@pytest.mark.parametrize("which", ["atan", "fast_sigmoid"])
+def test_snntorch_surrogates_in_layer_match_reference(backend, which):
     import snntorch.surrogate as ss
 
-    for spike in (ss.atan(), ss.fast_sigmoid(slope=5)):
-        m = _make(2, "subtract", spike_grad=spike)
-        x, y0, c0, tr0 = _inputs(2)
-        leaves = [x] + list(m.parameters())
-        out, st = m(x, se.EGRUState(y0, c0, tr0))
-        (out.sum() + st.c.sum()).backward()
-        g = grads_of(leaves)
-        clear_grads(leaves)
-        r_out, (_, rc, _), _ = ref_stack(x, layer_params(m), y0, c0, tr0, reset="subtract", spike=spike)
-        torch.testing.assert_close(out, r_out, rtol=1e-12, atol=1e-12)
-        (r_out.sum() + rc.sum()).backward()
-        g_ref = grads_of(leaves)
-        # a different surrogate gives a different gradient (so this comparison can fail)
-        clear_grads(leaves)
-        r2, (_, rc2, _), _ = ref_stack(x, layer_params(m), y0, c0, tr0, reset="subtract", spike=ref_triangle(GAMMA, EPS))
-        (r2.sum() + rc2.sum()).backward()
-        assert not torch.allclose(grads_of(leaves)[0], g_ref[0])
-        for a, b in zip(g, g_ref):
-            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-11)
-
-
-def test_surrogate_disable_in_layer():
-    from egru_reference import ref_heaviside_nograd
-
-    m = _make(1, "subtract", surrogate_disable=True)
-    x, y0, c0, tr0 = _inputs(1)
+    spike = ss.atan() if which == "atan" else ss.fast_sigmoid(slope=5)
+    m = _make(2, "subtract", backend, spike_grad=spike)
+    assert m.spike_grad is spike
+    x, y0, c0, tr0 = _inputs(2)
+    skip_if_unavailable(backend, x.detach(), m)
     leaves = [x] + list(m.parameters())
     out, st, rec = m(x, se.EGRUState(y0, c0, tr0), return_internals=True)
-    assert not rec.o.requires_grad or rec.o.grad_fn is None
+    assert out.dtype == rec.o.dtype == D
+    (out.sum() + st.c.sum()).backward()
+    g = grads_of(leaves)
+    clear_grads(leaves)
+    r_out, (_, rc, _), _ = ref_stack(x, layer_params(m), y0, c0, tr0, reset="subtract", spike=spike)
+    torch.testing.assert_close(out, r_out, rtol=1e-12, atol=1e-12)
+    (r_out.sum() + rc.sum()).backward()
+    g_ref = grads_of(leaves)
+    # a different surrogate gives a different gradient (so this comparison can fail)
+    clear_grads(leaves)
+    r2, (_, rc2, _), _ = ref_stack(x, layer_params(m), y0, c0, tr0, reset="subtract", spike=ref_triangle(GAMMA, EPS))
+    (r2.sum() + rc2.sum()).backward()
+    assert (grads_of(leaves)[0] - g_ref[0]).abs().max() > 1e-2
+    # snnTorch's surrogates return float32 spikes, so autograd rounds the incoming gradient to
+    # float32 inside them: agreement is to float32 precision even in a float64 model.
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("backend", backend_names())
+def test_snntorch_surrogate_keeps_low_precision_dtype(backend):
+    """snnTorch surrogates return float32; a bfloat16 model must stay bfloat16 (and not crash)."""
+    import snntorch.surrogate as ss
+
+    torch.manual_seed(0)
+    m = se.EGRU(I, H, num_layers=2, spike_grad=ss.atan(), thr_mean=0.1, backend=backend).to(torch.bfloat16)
+    x = torch.randn(T, B, I, dtype=torch.bfloat16)
+    skip_if_unavailable(backend, x, m)
+    out, st, rec = m(x, return_internals=True)
+    assert out.dtype == st.c.dtype == rec.o.dtype == torch.bfloat16
+    cell = se.EGRUCell(I, H, spike_grad=ss.atan(), thr_mean=0.1).to(torch.bfloat16)
+    y, c = cell(x[0])
+    assert y.dtype == c.dtype == torch.bfloat16
+    c_before = cell.c.clone()
+    cell(x[1])
+    # the stored state was used (not re-zeroed because of a dtype change)
+    fresh = se.EGRUCell(I, H, spike_grad=ss.atan()).to(torch.bfloat16)
+    fresh.load_state_dict(cell.state_dict())
+    assert c_before.abs().sum() > 0 and not torch.equal(cell.c, fresh(x[1])[1])
+
+
+@pytest.mark.parametrize("backend", backend_names())
+def test_surrogate_disable_in_layer(backend):
+    from egru_reference import ref_heaviside_nograd
+
+    m = _make(1, "subtract", backend, surrogate_disable=True)
+    x, y0, c0, tr0 = _inputs(1)
+    skip_if_unavailable(backend, x.detach(), m)
+    leaves = [x] + list(m.parameters())
+    _, _, rec = m(x, se.EGRUState(y0, c0, tr0), return_internals=True)
+    if rec.o.requires_grad:  # no gradient flows through the events
+        grads = torch.autograd.grad(rec.o.sum(), leaves, allow_unused=True)
+        assert all(gr is None or torch.all(gr == 0) for gr in grads)
+    out, st, rec = m(x, se.EGRUState(y0, c0, tr0), return_internals=True)
     (out.sum() + st.c.sum()).backward()
     g = grads_of(leaves)
     clear_grads(leaves)
     r_out, (_, rc, _), _ = ref_stack(x, layer_params(m), y0, c0, tr0, reset="subtract", spike=ref_heaviside_nograd)
+    torch.testing.assert_close(out, r_out, rtol=1e-12, atol=1e-12)
     (r_out.sum() + rc.sum()).backward()
     for a, b in zip(g, grads_of(leaves)):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-11)
@@ -446,3 +484,22 @@ def test_functional_step_matches_reference_step():
         got_nb = F.egru_step(x, y, c, tr, w_ih, w_hh, None, None, th, reset=reset)
         ref_nb = ref_step(x, y, c, tr, w_ih, w_hh, None, None, th, reset=reset, spike=ref_triangle())
         torch.testing.assert_close(got_nb.y, ref_nb[0], rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("backend", backend_names())
+def test_backward_twice_with_retain_graph(backend, request):
+    """Two backward passes through one forward (retain_graph=True) give the same gradients."""
+    m = _make(2, "subtract", backend)
+    x = _inputs(2)[0]
+    skip_if_unavailable(backend, x.detach(), m)
+    out, st = m(x)
+    out.sum().backward(retain_graph=True)
+    g1 = x.grad.clone()
+    x.grad = None
+    try:
+        out.sum().backward()
+    except (AttributeError, RuntimeError) as exc:  # known defect of a backend, reported to the lead
+        if backend == "torch":
+            pytest.xfail(f"backend 'torch' cannot backward twice (retain_graph=True): {exc}")
+        raise
+    torch.testing.assert_close(x.grad, g1, rtol=0, atol=0)

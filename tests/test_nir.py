@@ -97,16 +97,17 @@ def export_to_nir_checked(net: nn.Module, x0: torch.Tensor) -> nir.NIRGraph:
 
 
 class _SeqEGRU(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, bias: bool = True) -> None:
         super().__init__()
-        self.egru = se.EGRU(5, 9, num_layers=2)
+        self.egru = se.EGRU(5, 9, num_layers=2, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.egru(x)[0]
 
 
-def test_roundtrip_two_layer_egru(tmp_path):
-    model = _SeqEGRU().eval()
+@pytest.mark.parametrize("bias", [True, False])
+def test_roundtrip_two_layer_egru(tmp_path, bias):
+    model = _SeqEGRU(bias).eval()
     randomize_(model.egru, seed=7)
     x = _inputs(1, T, B, 5)
     graph = export_to_nir_checked(model, x[0])
@@ -132,6 +133,26 @@ def test_roundtrip_two_layer_egru(tmp_path):
     for k in range(2):
         activity = rec.o[k].mean().item()
         assert 0.0 < activity < 1.0, (k, activity)
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_bare_egru_module_export(tmp_path, num_layers):
+    """The model is the EGRU module itself (nirtorch's leaf case): still a complete graph."""
+    model = se.EGRU(4, 6, num_layers=num_layers).eval()
+    randomize_(model, seed=21)
+    x = _inputs(10, T, B, 4)
+    graph = senir.export_to_nir(model, x[0])
+    kinds = sorted(type(n).__name__ for n in graph.nodes.values())
+    assert kinds.count("EGRU") == num_layers and {"Input", "Output"} <= set(kinds)
+    assert graph.metadata["producer"] == "snntorch_egru"
+    _, step = _roundtrip(graph, tmp_path)
+    with torch.no_grad():
+        out, _, rec = model(x, return_internals=True)
+    state = None
+    for t in range(T):
+        y, state = step(x[t], state)
+        torch.testing.assert_close(y, out[t], rtol=0, atol=1e-5)
+    assert 0.0 < rec.o.mean().item() < 1.0
 
 
 class _LeakyEGRULinear(nn.Module):
@@ -241,6 +262,16 @@ def test_standard_graph_imports_in_snntorch(tmp_path):
     assert 0.0 < layer_spikes < 1.0
 
 
+def test_snntorch_importer_refuses_egru_nodes_loudly():
+    """A foreign importer must fail, not silently run a different network."""
+    from snntorch.import_nir import import_from_nir as snn_import
+
+    net = nn.Sequential(nn.Linear(3, 4), se.EGRUCell(4, 5, init_hidden=True))
+    graph = senir.export_to_nir(net, torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="Unknown node type .*snntorch_egru.nir.EGRU"):
+        snn_import(graph)
+
+
 def test_synaptic_and_rleaky_roundtrip(tmp_path):
     torch.manual_seed(6)
     net = nn.Sequential(
@@ -294,6 +325,72 @@ def test_egru_step_matches_float64_reference_trace_output():
     assert 0.0 < ref["o"].mean().item() < 1.0
 
 
+def test_conv_flatten_and_tuple_cell_roundtrip(tmp_path):
+    """Conv2d -> Flatten -> Linear -> EGRUCell (returning (y, c), unpacked) -> Linear."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(2, 3, 3, padding=1, stride=2)
+            self.flat = nn.Flatten()
+            self.fc = nn.Linear(3 * 4 * 4, 10)
+            self.cell = se.EGRUCell(10, 6)
+            self.out = nn.Linear(6, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y, c = self.cell(self.fc(self.flat(self.conv(x))))
+            return self.out(y)
+
+    torch.manual_seed(2)
+    net = Net().eval()
+    randomize_(net.cell, seed=4)
+    x = _inputs(9, T, B, 2, 8, 8)
+    graph = senir.export_to_nir(net, x[0])
+    assert isinstance(graph.nodes["conv"], nir.Conv2d) and isinstance(graph.nodes["flat"], nir.Flatten)
+    assert graph.nodes["flat"].output_type["output"].tolist() == [48]
+    _, step = _roundtrip(graph, tmp_path)
+    net.cell.reset_mem()
+    state = None
+    fired = []
+    for t in range(T):
+        with torch.no_grad():
+            ref = net(x[t])
+        y, state = step(x[t], state)
+        torch.testing.assert_close(y, ref, rtol=0, atol=1e-5)
+        torch.testing.assert_close(state["cell"].c, net.cell.c, rtol=0, atol=1e-5)
+        fired.append((net.cell.y != 0).float())
+    assert 0.0 < torch.stack(fired).mean().item() < 1.0
+
+
+def test_spec_document_reference_matches_importer():
+    """The NumPy reference printed in docs/nir_egru_spec.md is the semantics the importer runs."""
+    import re
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "nir_egru_spec.md"
+    code = re.search(r"```python\n(.*?)```", doc.read_text(), re.S).group(1)
+    ns: dict = {}
+    exec(code, ns)
+    g = np.random.default_rng(1)
+    H, I = 5, 3
+    f = lambda *s: (0.8 * g.standard_normal(s)).astype(np.float32)  # noqa: E731
+    for reset in ("subtract", "zero", "none"):
+        for out in ("y", "trace"):
+            node = senir.EGRU(f(3 * H, I), f(3 * H, H), f(3 * H), f(3 * H),
+                              g.uniform(0.05, 0.4, H).astype(np.float32), reset=reset, zoneout=0.25, output=out)
+            step = senir.EGRUStep(node)
+            st = None
+            y = c = tr = np.zeros((2, H), np.float32)
+            n_events = 0
+            for _ in range(T):
+                x = g.standard_normal((2, I)).astype(np.float32)
+                o_ref, y, c, tr = ns["egru_node_step"](node, x, y, c, tr)
+                o, st = step(torch.from_numpy(x), st)
+                np.testing.assert_allclose(o.numpy(), o_ref, rtol=0, atol=1e-5)
+                n_events += int((y != 0).sum())
+            assert 0 < n_events < T * 2 * H
+
+
 class _DuckCell(nn.Module):
     """A cell of another flavour: only the attribute names are shared (duck typing)."""
 
@@ -344,32 +441,41 @@ def test_duck_typed_cell_roundtrip(tmp_path):
     assert 0.0 < torch.stack(fired).mean().item() < 1.0
 
 
-def test_norse_flavour_if_present(tmp_path):
-    norse_mod = pytest.importorskip("snntorch_egru.norse")
-    cell_cls = getattr(norse_mod, "EGRURecurrentCell", None)
-    if cell_cls is None:
-        pytest.skip("snntorch_egru.norse has no EGRURecurrentCell yet")
+def test_norse_flavour_roundtrip(tmp_path):
+    from snntorch_egru.norse import EGRUParameters, EGRURecurrent, EGRURecurrentCell
 
     class Net(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.cell = cell_cls(4, 6)
+            self.cell = EGRURecurrentCell(4, 6, p=EGRUParameters(reset="zero"))
+            self.seq = EGRURecurrent(6, 5)
+            self.fc = nn.Linear(5, 2)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.cell(x)[0]
+            return self.fc(self.seq(self.cell(x)[0])[0])
 
     net = Net().eval()
-    randomize_(net.cell, seed=12)
+    randomize_(net, seed=12)
     x = _inputs(8, T, B, 4)
     graph = senir.export_to_nir(net, x[0])
-    assert isinstance(graph.nodes["cell"], senir.EGRU)
+    assert isinstance(graph.nodes["cell"], senir.EGRU) and graph.nodes["cell"].reset == "zero"
+    assert isinstance(graph.nodes["seq"], senir.EGRU) and graph.nodes["seq"].reset == "subtract"
     _, step = _roundtrip(graph, tmp_path)
     st = state = None
+    ys = []
+    with torch.no_grad():
+        for t in range(T):
+            y_cell, st = net.cell(x[t], st)
+            ys.append(y_cell)
+        seq_out, _ = net.seq(torch.stack(ys))
+        out = net.fc(seq_out)
     for t in range(T):
-        with torch.no_grad():
-            ref, st = net.cell(x[t], st)
         y, state = step(x[t], state)
-        torch.testing.assert_close(y, ref, rtol=0, atol=1e-6)
+        torch.testing.assert_close(state["cell"].y, ys[t], rtol=0, atol=1e-6)
+        torch.testing.assert_close(y, out[t], rtol=0, atol=1e-5)
+    activity = (torch.stack(ys) != 0).float().mean().item()
+    assert 0.0 < activity < 1.0
+    assert 0.0 < (seq_out != 0).float().mean().item() < 1.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -472,7 +578,12 @@ def test_error_bad_fields_in_file(tmp_path):
         del f["node/nodes/egru/spec_version"]
         f["node/nodes/egru"].create_dataset("spec_version", data=1)
         f["node/nodes/egru"].create_dataset("leak", data=0.5)
-    with pytest.raises(ValueError, match=r"unknown fields \['leak'\]"):
+    with pytest.raises(ValueError, match=r"node 'node/egru': EGRU node has unknown fields \['leak'\]"):
+        senir.read(path)
+    # a stock node with a missing field
+    with h5py.File(path, "a") as f:
+        del f["node/nodes/affine/bias"]
+    with pytest.raises(ValueError, match="cannot build node 'node/affine' of type 'Affine'"):
         senir.read(path)
 
 
@@ -485,7 +596,7 @@ def test_error_foreign_node_on_import():
         senir.import_from_nir(3)
 
 
-def test_error_shape_mismatch():
+def test_error_shape_mismatch(tmp_path):
     z = np.zeros
     egru = senir.EGRU(z((6, 4), np.float32), z((6, 2), np.float32), z(6, np.float32), z(6, np.float32),
                       np.full(2, 0.5, np.float32))
@@ -497,10 +608,32 @@ def test_error_shape_mismatch():
     with pytest.raises(ValueError, match=r"shape mismatch on edge 'fc' -> 'egru': 'fc' outputs \[5\] "
                                          r"but 'egru' expects \[4\]"):
         senir.import_from_nir(graph)
+    path = tmp_path / "mismatch.nir"
+    senir.write(path, graph)
+    with pytest.raises(ValueError, match=r"type mismatch: fc.output: \[\[5\]\] -> egru.input: \[\[4\]\]"):
+        senir.import_from_nir(path)
     ok = nir.NIRGraph.from_list(egru)
     step = senir.import_from_nir(ok)
     with pytest.raises(ValueError, match=r"input must have shape \[B, 4\], got \[2, 3\]"):
         step(torch.zeros(2, 3))
+
+
+def test_error_malformed_graphs():
+    w = np.eye(2, dtype=np.float32)
+    no_input = nir.NIRGraph(nodes={"a": nir.Linear(w), "output": nir.Output(np.array([2]))},
+                            edges=[("a", "output")], type_check=False)
+    with pytest.raises(ValueError, match=r"exactly one Input and one Output node, got inputs \[\] and outputs"):
+        senir.import_from_nir(no_input)
+    cycle = nir.NIRGraph(
+        nodes={"input": nir.Input(np.array([2])), "a": nir.Linear(w), "b": nir.Linear(w),
+               "output": nir.Output(np.array([2]))},
+        edges=[("input", "a"), ("a", "b"), ("b", "a"), ("b", "output")], type_check=False)
+    with pytest.raises(ValueError, match=r"cycle without a stateful node .* among \['a', 'b', 'output'\]"):
+        senir.import_from_nir(cycle)
+    dangling = nir.NIRGraph(nodes={"input": nir.Input(np.array([2])), "output": nir.Output(np.array([2]))},
+                            edges=[("input", "ghost")], type_check=False)
+    with pytest.raises(ValueError, match=r"edge \('input', 'ghost'\) refers to a node that does not exist"):
+        senir.import_from_nir(dangling)
 
 
 def test_error_unsupported_module():
@@ -519,9 +652,18 @@ def test_error_lossy_snntorch_reset():
     with pytest.warns(UserWarning, match="exported anyway"):
         g = senir.export_to_nir(net, torch.zeros(2, 3), allow_lossy=True)
     assert isinstance(g.nodes["_1"], nir.LIF)
+    syn = nn.Sequential(snn.Synaptic(alpha=0.5, beta=0.9, init_hidden=True, reset_mechanism="zero"))
+    with pytest.raises(ValueError, match="Synaptic with reset_delay=True .*reset_delay=False and snnTorch.s default spike options"):
+        senir.export_to_nir(syn, torch.zeros(2, 3))
     rl = nn.Sequential(snn.RLeaky(beta=0.9, linear_features=3, init_hidden=True, reset_mechanism="zero"))
     with pytest.raises(ValueError, match="reset_delay=True"):
         senir.export_to_nir(rl, torch.zeros(2, 3))
+    no_leak = nn.Sequential(snn.Leaky(beta=1.0, init_hidden=True, reset_mechanism="zero"))
+    with pytest.raises(ValueError, match="Leaky.beta = 1 .*infinite NIR time constant"):
+        senir.export_to_nir(no_leak, torch.zeros(2, 3))
+    graded = nn.Sequential(snn.Leaky(beta=0.9, init_hidden=True, reset_mechanism="zero", graded_spikes_factor=2.0))
+    with pytest.raises(ValueError, match="graded_spikes_factor != 1"):
+        senir.export_to_nir(graded, torch.zeros(2, 3))
 
 
 def _arrays(H: int = 2, I: int = 3) -> dict:
@@ -536,7 +678,8 @@ def _arrays(H: int = 2, I: int = 3) -> dict:
     ({"gate_order": "zrn"}, ValueError, r"field gate_order must be 'rzn'.*got 'zrn'"),
     ({"zoneout": 1.0}, ValueError, r"field zoneout must be a float in \[0, 1\), got 1.0"),
     ({"spec_version": 7}, ValueError, r"field spec_version must be one of \(1,\).*got 7"),
-    ({"weight_hh": np.zeros((6, 3), np.float32)}, ValueError, r"field weight_hh must have shape \[6, 2\].*got \[6, 3\]"),
+    ({"weight_hh": np.zeros((6, 3), np.float32)}, ValueError,
+     r"field weight_hh must have shape \[6, 2\].*got \[6, 3\]"),
     ({"weight_ih": np.zeros((5, 3), np.float32)}, ValueError, r"field weight_ih must have shape \[3H, I\] = \[6, I\]"),
     ({"bias_ih": np.zeros(5, np.float32)}, ValueError, r"field bias_ih must have shape \[6\].*got \[5\]"),
     ({"threshold": np.zeros((2, 1), np.float32)}, ValueError, r"field threshold must have shape \[H\]"),

@@ -1,9 +1,9 @@
 """Locating and preparing the CUDA C sources in ``kernels/``.
 
 The sources live in the repository's top-level ``kernels/`` directory, which is
-installed as the package-data package ``snntorch_egru._kernels`` (see
-``pyproject.toml``), so they are found from a wheel and from an editable
-install alike.
+reached from the package through the symlink ``snntorch_egru/cuda/kernels``
+and shipped as its package data (see ``pyproject.toml``), so they are found
+from a wheel and from an editable install alike.
 """
 
 from __future__ import annotations
@@ -25,20 +25,15 @@ VARIANTS: List[Tuple[str, int, int]] = [
 
 def kernel_dir() -> Path:
     """Directory holding the ``.cu`` / ``.cuh`` sources (installed or in the source tree)."""
-    try:
-        from importlib import resources
-
-        d = Path(str(resources.files("snntorch_egru._kernels")))
+    here = Path(__file__).resolve().parent
+    # installed wheel: package data snntorch_egru/cuda/kernels/; source tree / editable
+    # install: the symlink snntorch_egru/cuda/kernels -> ../../kernels, or kernels/ itself.
+    for d in (Path(__file__).parent / "kernels", here.parents[1] / "kernels"):
         if (d / "egru_forward.cu").is_file():
             return d
-    except (ImportError, ModuleNotFoundError, TypeError):
-        pass
-    d = Path(__file__).resolve().parents[2] / "kernels"
-    if (d / "egru_forward.cu").is_file():
-        return d
     raise FileNotFoundError(
         "the EGRU CUDA kernel sources (egru_forward.cu, egru_backward.cu) were not found in the "
-        "installed package (snntorch_egru._kernels) nor in the source tree's kernels/ directory; "
+        "installed package (snntorch_egru/cuda/kernels) nor in the source tree's kernels/ directory; "
         "reinstall snntorch-egru"
     )
 

@@ -125,18 +125,17 @@ class _SequentialImages(Dataset):
 def load_mnist_data(data_dir: str, permuted: bool, download: bool = False) -> ClassificationData:
     """Sequential MNIST (784 steps of one pixel in [0, 1]) through torchvision.
 
-    Expects ``<data_dir>/MNIST/raw/`` with the four idx files (``.gz`` accepted).
+    Expects ``<data_dir>/MNIST/raw/`` with the four uncompressed idx files.
     """
     try:
         from torchvision import datasets, transforms
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError("tasks 'smnist'/'psmnist' need torchvision: pip install 'snntorch-egru[vision]'") from exc
     raw = os.path.join(data_dir, "MNIST", "raw")
-    missing = [f for f in MNIST_FILES
-               if not (os.path.exists(os.path.join(raw, f)) or os.path.exists(os.path.join(raw, f + ".gz")))]
+    missing = [f for f in MNIST_FILES if not os.path.exists(os.path.join(raw, f))]
     if missing and not download:
         raise FileNotFoundError(
-            f"MNIST files missing in {raw}: {', '.join(missing)} (or their .gz). Get them from "
+            f"MNIST files missing in {raw}: {', '.join(missing)} (uncompressed; gunzip the .gz files). Get them from "
             "https://ossci-datasets.s3.amazonaws.com/mnist/ (or yann.lecun.com/exdb/mnist), or rerun with "
             "--download to let torchvision fetch them (about 11 MB)."
         )

@@ -407,7 +407,7 @@ class _Run:
 
 
 def _summary_line(task: str, m: Dict[str, Any]) -> str:
-    parts = [f"{task}:"]
+    parts = []
     if "test_accuracy" in m:
         parts.append(f"test accuracy {100 * m['test_accuracy']:.2f}%")
     if "test_perplexity" in m:
@@ -419,7 +419,7 @@ def _summary_line(task: str, m: Dict[str, Any]) -> str:
         parts.append(f"effective MACs {m['effective_macs'] / m['dense_macs']:.2f}x of a dense GRU")
     parts.append(f"{m['wall_time_s']:.0f} s")
     parts.append(f"-> {m['run_dir']}")
-    return " | ".join(parts)
+    return f"{task}: " + " | ".join(parts)
 
 
 def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[str, Any]] = None,
@@ -441,6 +441,7 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
             raise FileNotFoundError(f"--resume: no checkpoint at {path} (expected a run folder or checkpoint.pt)")
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
         cfg = TrainConfig.from_dict(ckpt["config"])
+        cfg.stop_after = 0  # an interruption is not a setting: run to --epochs unless given again
         for k, v in (explicit or {}).items():
             setattr(cfg, k, v)
         if not (explicit or {}).get("out"):

@@ -1,0 +1,196 @@
+"""Compiling (CuPy RawModule / NVRTC, cached per variant) and launching the kernels.
+
+Kernels run on PyTorch's current CUDA stream (``cupy.cuda.ExternalStream``) on
+the tensors' raw ``data_ptr()``s: no copies, no host synchronisation.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Dict, Tuple
+
+import numpy as np
+import torch
+
+from ..functional import TRACE_DECAY
+from ._function import KernelConfig
+from ._sources import kernel_source, variant_options
+
+__all__ = ["CupyLauncher", "get_kernel", "LAUNCH_MODES"]
+
+BLOCK = 256
+LAUNCH_MODES = ("auto", "persistent", "step")
+#: Batch size from which ``dense="auto"`` computes the recurrent products with cuBLAS
+#: (per step) instead of per-sample gathers: with B samples at activity s nearly every
+#: row of W_hh^T is needed by some sample once B * s >~ 2 (tune on the device).
+DENSE_MIN_BATCH = 32
+_MODULES: Dict[Tuple[str, str, int, int, bool], object] = {}
+
+
+def _cupy():
+    import cupy  # noqa: F401  (imported lazily: CPU installs never need it)
+
+    return cupy
+
+
+def get_kernel(name: str, real: str, wstore: int, units: int, cooperative: bool):
+    """The compiled ``cupy.RawKernel`` for one variant (compiled once, then cached)."""
+    key = (name, real, wstore, units, cooperative)
+    if key not in _MODULES:
+        cp = _cupy()
+        src = kernel_source(f"{name}.cu")
+        mod = cp.RawModule(code=src, options=variant_options(real, wstore, units),
+                           enable_cooperative_groups=cooperative)
+        _MODULES[key] = mod.get_function(name)
+    return _MODULES[key]
+
+
+def _ptr(x) -> np.uint64:
+    return np.uint64(0 if x is None else x.data_ptr())
+
+
+def _launch(kern, grid: int, named: list) -> None:
+    """Launch ``kern`` with ``grid`` blocks of :data:`BLOCK` threads on the current CuPy stream."""
+    kern((grid,), (BLOCK,), tuple(v for _, v in named))
+
+
+def _choose_units(B: int, H: int, sms: int) -> int:
+    """Units per forward block: small chunks (more blocks) when B * H is small."""
+    for units in (256, 128, 64):
+        if B * ((H + units - 1) // units) >= 4 * sms:
+            return units
+    return 32
+
+
+@dataclass
+class CupyLauncher:
+    """Launches ``egru_forward`` / ``egru_backward`` on the current PyTorch stream.
+
+    Args:
+        mode: ``"persistent"`` (one cooperative launch for all steps with
+            grid-wide barriers), ``"step"`` (one launch per step and phase) or
+            ``"auto"`` (persistent when the device supports cooperative launches).
+            Environment override: ``SNNTORCH_EGRU_CUPY_LAUNCH``.
+        dense: ``"auto"`` (dense recurrent products for batches of at least
+            :data:`DENSE_MIN_BATCH`), ``"on"`` or ``"off"``. Dense mode always
+            launches per step. Environment override: ``SNNTORCH_EGRU_CUPY_DENSE``.
+    """
+
+    mode: str = "auto"
+    dense: str = "auto"
+
+    def _dense(self, B: int) -> bool:
+        d = os.environ.get("SNNTORCH_EGRU_CUPY_DENSE", self.dense)
+        if d not in ("auto", "on", "off"):
+            raise ValueError(f"dense must be 'auto', 'on' or 'off', got {d!r}")
+        return d == "on" or (d == "auto" and B >= DENSE_MIN_BATCH)
+
+    def _setup(self, ref: torch.Tensor, store: torch.dtype):
+        cp = _cupy()
+        dev = ref.device.index if ref.device.index is not None else torch.cuda.current_device()
+        real = "double" if ref.dtype == torch.float64 else "float"
+        wstore = {torch.float16: 1, torch.bfloat16: 2}.get(store, 0)
+        mode = os.environ.get("SNNTORCH_EGRU_CUPY_LAUNCH", self.mode)
+        if mode not in LAUNCH_MODES:
+            raise ValueError(f"launch mode must be one of {LAUNCH_MODES}, got {mode!r}")
+        props = torch.cuda.get_device_properties(dev)
+        if mode == "auto":
+            try:
+                coop = cp.cuda.runtime.deviceGetAttribute(
+                    cp.cuda.runtime.cudaDevAttrCooperativeLaunch, dev)
+            except AttributeError:
+                coop = 1
+            mode = "persistent" if coop else "step"
+        with warnings.catch_warnings():  # ExternalStream is deprecated (not removed) in CuPy 14
+            warnings.simplefilter("ignore")
+            stream = cp.cuda.ExternalStream(torch.cuda.current_stream(dev).cuda_stream, dev)
+        return cp, dev, real, wstore, mode, props.multi_processor_count, stream
+
+    @staticmethod
+    def _coresident(kernel, sms: int) -> int:
+        cp = _cupy()
+        per_sm = cp.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(kernel.kernel.ptr, BLOCK, 0)
+        return max(1, per_sm) * sms
+
+    def forward(self, cfg: KernelConfig, t: dict) -> None:
+        gi = t["gi"]
+        T, B, H3 = gi.shape
+        H = H3 // 3
+        cp, dev, real, wstore, mode, sms, stream = self._setup(gi, t["whh_t"].dtype)
+        units = _choose_units(B, H, sms)
+        rt = np.float64 if real == "double" else np.float32
+        nitems = B * ((H + units - 1) // units)
+
+        def args(t0: int, t1: int, barrier) -> list:  # (name, value) in kernel-parameter order
+            return [("gi", _ptr(gi)), ("whh_t", _ptr(t["whh_t"])), ("bhh", _ptr(t["bhh"])),
+                    ("theta", _ptr(t["theta"])), ("y0", _ptr(t["y0"])), ("c0", _ptr(t["c0"])),
+                    ("tr0", _ptr(t["tr0"])), ("zmask", _ptr(t["zmask"])), ("zo_p", rt(cfg.zoneout_p)),
+                    ("zo_keep", rt(1.0 - cfg.zoneout_p)), ("reset_mode", np.int32(cfg.reset_mode)),
+                    ("tr_decay", rt(TRACE_DECAY)), ("tr_gain", rt(1.0 - TRACE_DECAY)),
+                    ("y", _ptr(t["y"])), ("c", _ptr(t["c"])), ("o", _ptr(t["o"])), ("tr", _ptr(t["tr"])),
+                    ("s_r", _ptr(t["s_r"])), ("s_z", _ptr(t["s_z"])), ("s_n", _ptr(t["s_n"])),
+                    ("s_hn", _ptr(t["s_hn"])), ("T", np.int32(T)), ("B", np.int32(B)), ("H", np.int32(H)),
+                    ("t_begin", np.int32(t0)), ("t_end", np.int32(t1)), ("gh", _ptr(gh)),
+                    ("barrier", _ptr(barrier))]
+
+        gh = None
+        with cp.cuda.Device(dev), stream:
+            if self._dense(B):
+                kern = get_kernel("egru_forward", real, wstore, units, False)
+                w = t["whh_t"].to(gi.dtype)  # [H, 3H]
+                gh = gi.new_empty((B, H3))
+                for step in range(T):
+                    torch.mm(t["y0"] if step == 0 else t["y"][step - 1], w, out=gh)  # same stream
+                    _launch(kern, nitems, args(step, step + 1, None))
+            elif mode == "persistent":
+                kern = get_kernel("egru_forward", real, wstore, units, True)
+                grid = min(nitems, self._coresident(kern, sms))
+                barrier = torch.zeros(1, dtype=torch.int32, device=gi.device)
+                _launch(kern, grid, args(0, T, barrier))
+            else:
+                kern = get_kernel("egru_forward", real, wstore, units, False)
+                for step in range(T):
+                    _launch(kern, nitems, args(step, step + 1, None))
+
+    def backward(self, cfg: KernelConfig, t: dict) -> None:
+        y = t["y"]
+        T, B, H = y.shape
+        cp, dev, real, wstore, mode, sms, stream = self._setup(y, t["whh_t"].dtype)
+        rt = np.float64 if real == "double" else np.float32
+        nitems1 = B * ((H + BLOCK - 1) // BLOCK)
+        nblocks2 = min((B * H + BLOCK // 32 - 1) // (BLOCK // 32), 65535)
+
+        def args(t0: int, t1: int, phases: int, barrier) -> list:  # (name, value) in parameter order
+            named = [("whh_t", _ptr(t["whh_t"])), ("theta", _ptr(t["theta"])), ("c0", _ptr(t["c0"])),
+                     ("zmask", _ptr(t["zmask"])), ("zo_p", rt(cfg.zoneout_p)), ("zo_keep", rt(1.0 - cfg.zoneout_p)),
+                     ("reset_mode", np.int32(cfg.reset_mode)), ("gamma", rt(cfg.gamma)), ("eps", rt(cfg.eps)),
+                     ("tr_decay", rt(TRACE_DECAY)), ("tr_gain", rt(1.0 - TRACE_DECAY))]
+            named += [(k, _ptr(t[k])) for k in ("y", "c", "o", "s_r", "s_z", "s_n", "s_hn", "g_y", "g_c", "g_o",
+                                                 "g_tr", "ga", "gqn", "dy", "dc", "tb", "dth")]
+            named += [("T", np.int32(T)), ("B", np.int32(B)), ("H", np.int32(H)), ("t_begin", np.int32(t0)),
+                      ("t_end", np.int32(t1)), ("phases", np.int32(phases)), ("barrier", _ptr(barrier))]
+            return named
+
+        with cp.cuda.Device(dev), stream:
+            if self._dense(B):
+                kern = get_kernel("egru_backward", real, wstore, 32, False)
+                w = t["whh_t"].to(y.dtype)  # [H, 3H] = W_eff^T
+                w_rz, w_n = w[:, :2 * H].t(), w[:, 2 * H:].t()
+                for step in range(T - 1, -1, -1):
+                    _launch(kern, nitems1, args(step + 1, step, 1, None))
+                    if step >= 1:  # dy = q_t W_eff with q_t = [a_r, a_z | q_n]
+                        torch.mm(t["ga"][step, :, :2 * H], w_rz, out=t["dy"])
+                        t["dy"].addmm_(t["gqn"][step], w_n)
+            elif mode == "persistent":
+                kern = get_kernel("egru_backward", real, wstore, 32, True)
+                grid = min(max(nitems1, nblocks2), self._coresident(kern, sms))
+                barrier = torch.zeros(1, dtype=torch.int32, device=y.device)
+                _launch(kern, grid, args(T, 0, 3, barrier))
+            else:
+                kern = get_kernel("egru_backward", real, wstore, 32, False)
+                for step in range(T - 1, -1, -1):
+                    _launch(kern, nitems1, args(step + 1, step, 1, None))
+                    if step >= 1:
+                        _launch(kern, nblocks2, args(step + 1, step, 2, None))

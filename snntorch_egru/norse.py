@@ -1,0 +1,529 @@
+"""Norse flavour of the EGRU: explicit state, ``forward(input_tensor, state=None) -> (out, state)``.
+
+`Norse <https://github.com/norse/norse>`_ modules take and return their state
+explicitly and compose with ``norse.torch.SequentialState`` and
+``norse.torch.Lift``. This module provides the EGRU in that style:
+
+* :class:`EGRUParameters`: NamedTuple of hyper-parameters (surrogate ``method``
+  and ``alpha`` as Norse names them, the paper's pseudo-derivative, the reset);
+* :class:`EGRUState`: NamedTuple ``(y, c)``, each ``[B, H]``;
+* :class:`EGRURecurrentCell`: one step, ``(y, EGRUState)``;
+* :class:`EGRURecurrent`: a time-first sequence ``[T, B, I]`` (like Norse's
+  ``LIFRecurrent``), optionally recording the state of every step.
+
+Both modules call :mod:`snntorch_egru.functional` (the one EGRU math) and carry
+the same parameters as :class:`~snntorch_egru.EGRUCell` (``weight_ih``,
+``weight_hh``, ``bias_ih``, ``bias_hh``, ``threshold``), so a ``state_dict``
+moves between the flavours unchanged (and to/from ``EGRU`` layer 0 with the
+``_l0`` suffix; see :mod:`snntorch_egru.interop`). Unlike Norse's NamedTuple
+parameters, the thresholds are trainable ``nn.Parameter`` objects.
+
+Norse itself is **not** needed to import or use this module: the modules are
+duck-typed to Norse's conventions. Only the Norse threshold methods
+(``"super"``, ``"triangle"``, ``"tanh"``, ``"circ"``, ``"heavi_erfc"``,
+``"heaviside"``) call ``norse.torch.functional.threshold.threshold`` and thus
+need ``pip install snntorch-egru[norse]``.
+
+Example::
+
+    >>> import torch
+    >>> from snntorch_egru.norse import EGRURecurrentCell, EGRURecurrent, EGRUParameters
+    >>> cell = EGRURecurrentCell(3, 8)
+    >>> y, s = cell(torch.randn(4, 3))            # state=None starts from zeros
+    >>> y, s = cell(torch.randn(4, 3), s)
+    >>> s.c.shape
+    torch.Size([4, 8])
+    >>> layer = EGRURecurrent(3, 8, record_states=True)
+    >>> layer.load_state_dict(cell.state_dict())  # same parameter names
+    <All keys matched successfully>
+    >>> out, states = layer(torch.randn(20, 4, 3))
+    >>> out.shape, states.c.shape
+    (torch.Size([20, 4, 8]), torch.Size([20, 4, 8]))
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple, Optional, Tuple, Union
+
+import torch
+
+from . import _checks
+from . import functional as F
+from .backends import LayerCall, get_backend, resolve_backend
+from .modules import _EGRUBase
+from .state import EGRUState as _LayerEGRUState
+from .surrogate import EGRUSurrogate
+
+__all__ = [
+    "NORSE_METHODS",
+    "EGRUParameters",
+    "EGRUState",
+    "EGRURecurrentCell",
+    "EGRURecurrent",
+    "NorseThreshold",
+    "spike_function",
+]
+
+#: Threshold methods of ``norse.torch.functional.threshold.threshold`` (Norse 1.1.0).
+NORSE_METHODS = ("heaviside", "super", "triangle", "tanh", "circ", "heavi_erfc")
+
+_INSTALL_HINT = "pip install snntorch-egru[norse]"
+
+SpikeFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+class EGRUParameters(NamedTuple):
+    """Hyper-parameters of the Norse-flavour EGRU (not trainable, like Norse's parameter tuples).
+
+    Attributes:
+        method: the spike function's surrogate gradient. ``"egru"`` (default) is
+            the paper's triangle ``psi(v) = dampening_factor * max(0, 1 -
+            pseudo_derivative_support * |v|)``; a Norse method name
+            (``"super"``, ``"triangle"``, ``"tanh"``, ``"circ"``, ``"heavi_erfc"``,
+            ``"heaviside"``) uses ``norse.torch.functional.threshold.threshold(v,
+            method, alpha)`` (needs Norse); a callable ``f(v) -> H(v)`` (e.g. an
+            snnTorch surrogate such as ``snntorch.surrogate.atan()``) is used as is.
+        alpha: sharpness of a Norse method (Norse's own name and default, 100).
+            Unused by ``"egru"`` and by callables. Note that Norse 1.1.0's
+            ``"super"`` ignores ``alpha`` (a Norse bug, fixed upstream after 1.1.0).
+        dampening_factor: peak ``gamma`` of the ``"egru"`` pseudo-derivative. Default: 0.7.
+        pseudo_derivative_support: inverse half-width ``epsilon`` of the ``"egru"``
+            pseudo-derivative. Default: 1.0. (``"egru"`` equals Norse's
+            ``threshold(epsilon * v, "triangle", gamma / epsilon)``.)
+        reset: ``"subtract"`` (default; ``c = c_hat - o * theta``), ``"zero"`` or ``"none"``.
+
+    Example::
+
+        >>> from snntorch_egru.norse import EGRUParameters
+        >>> p = EGRUParameters(dampening_factor=3.6, pseudo_derivative_support=3.6)
+        >>> p._replace(reset="zero").reset
+        'zero'
+    """
+
+    method: Union[str, SpikeFn] = "egru"
+    alpha: float = 100.0
+    dampening_factor: float = 0.7
+    pseudo_derivative_support: float = 1.0
+    reset: str = "subtract"
+
+
+class EGRUState(NamedTuple):
+    """State of the Norse-flavour EGRU, each field ``[B, H]`` (``[H]`` unbatched).
+
+    With ``EGRURecurrent(record_states=True)`` the returned state holds every
+    step, each field ``[T, B, H]``.
+
+    Attributes:
+        y: graded events of the last step (the recurrent input of the next step).
+        c: internal state after the reset.
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru.norse import EGRUState
+        >>> s = EGRUState(torch.zeros(2, 8), torch.zeros(2, 8))
+        >>> s.y.shape
+        torch.Size([2, 8])
+    """
+
+    y: torch.Tensor
+    c: torch.Tensor
+
+
+def _norse_threshold_fn() -> Callable[[torch.Tensor, str, float], torch.Tensor]:
+    try:
+        from norse.torch.functional.threshold import threshold
+    except ImportError as err:
+        raise ImportError(
+            "Norse threshold methods (method in "
+            f"{', '.join(repr(m) for m in NORSE_METHODS)}) need Norse: {_INSTALL_HINT} "
+            "(or use method='egru' or a callable spike function, which need no Norse)"
+        ) from err
+    return threshold
+
+
+class NorseThreshold:
+    """Spike function ``v -> norse.torch.functional.threshold.threshold(v, method, alpha)``.
+
+    A picklable callable (``torch.save(model)`` works), importing Norse only when
+    it is first constructed or called.
+
+    Args:
+        method: one of :data:`NORSE_METHODS`.
+        alpha: the method's sharpness parameter (finite, > 0).
+
+    Raises:
+        ImportError: Norse is not installed (``pip install snntorch-egru[norse]``).
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru.norse import NorseThreshold
+        >>> NorseThreshold("triangle", 0.7)(torch.tensor([-0.2, 0.3]))
+        tensor([0., 1.])
+    """
+
+    def __init__(self, method: str, alpha: float) -> None:
+        if not isinstance(method, str) or method not in NORSE_METHODS:
+            raise ValueError(
+                f"method must be one of {', '.join(repr(m) for m in NORSE_METHODS)}, got {method!r}"
+            )
+        self.method = method
+        self.alpha = _alpha(alpha)
+        _norse_threshold_fn()  # fail early and clearly when Norse is missing
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        return _norse_threshold_fn()(v, self.method, self.alpha)
+
+    def __repr__(self) -> str:
+        return f"NorseThreshold(method={self.method!r}, alpha={self.alpha})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NorseThreshold) and (self.method, self.alpha) == (other.method, other.alpha)
+
+    def __hash__(self) -> int:
+        return hash((NorseThreshold, self.method, self.alpha))
+
+
+def _alpha(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"alpha must be a positive float, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0.0:
+        raise ValueError(f"alpha must be a finite float > 0, got {value!r}")
+    return value
+
+
+def _check_parameters(p: Any) -> EGRUParameters:
+    if not isinstance(p, EGRUParameters):
+        raise TypeError(
+            "p must be snntorch_egru.norse.EGRUParameters(method, alpha, dampening_factor, "
+            f"pseudo_derivative_support, reset), got {type(p).__name__}"
+        )
+    method = p.method
+    if isinstance(method, str):
+        if method != "egru" and method not in NORSE_METHODS:
+            raise ValueError(
+                "p.method must be 'egru', one of Norse's "
+                f"{', '.join(repr(m) for m in NORSE_METHODS)}, or a callable f(v) -> H(v), got {method!r}"
+            )
+    elif not callable(method):
+        raise TypeError(
+            "p.method must be 'egru', a Norse method name or a callable f(v) -> H(v), "
+            f"got {type(method).__name__} {method!r}"
+        )
+    _alpha(p.alpha)
+    _checks.positive_float("p.dampening_factor", p.dampening_factor)
+    _checks.positive_float("p.pseudo_derivative_support", p.pseudo_derivative_support)
+    if not isinstance(p.reset, str) or p.reset not in F.RESET_MECHANISMS:
+        raise ValueError(
+            f"p.reset must be one of {', '.join(repr(r) for r in F.RESET_MECHANISMS)}, got {p.reset!r}"
+        )
+    return p
+
+
+def spike_function(p: EGRUParameters) -> SpikeFn:
+    """The spike function ``f(v) -> H(v)`` (with surrogate gradient) that ``p`` describes.
+
+    Args:
+        p: :class:`EGRUParameters`.
+
+    Returns:
+        :class:`~snntorch_egru.surrogate.EGRUSurrogate` for ``"egru"``,
+        :class:`NorseThreshold` for a Norse method, or ``p.method`` itself if callable.
+
+    Raises:
+        ImportError: a Norse method is requested and Norse is not installed.
+
+    Example::
+
+        >>> from snntorch_egru.norse import EGRUParameters, spike_function
+        >>> spike_function(EGRUParameters())
+        EGRUSurrogate(gamma=0.7, epsilon=1.0)
+    """
+    p = _check_parameters(p)
+    if callable(p.method):
+        return p.method
+    if p.method == "egru":
+        return EGRUSurrogate(p.dampening_factor, p.pseudo_derivative_support)
+    return NorseThreshold(p.method, p.alpha)
+
+
+class _NorseEGRUBase(_EGRUBase):
+    """Parameters shared by the Norse-flavour cell and layer (same names as ``EGRUCell``)."""
+
+    def __init__(
+        self, input_size: int, hidden_size: int, p: EGRUParameters, bias: bool, thr_mean: float,
+        learn_threshold: bool, threshold_clamp: bool, init: str,
+    ) -> None:
+        super().__init__()
+        self.input_size = _checks.positive_int("input_size", input_size)
+        self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
+        if not isinstance(bias, bool):
+            raise TypeError(f"bias must be a bool, got {type(bias).__name__} {bias!r}")
+        self.bias = bias
+        self.thr_mean = _checks.open_unit("thr_mean", thr_mean)
+        self.learn_threshold = bool(learn_threshold)
+        self.threshold_clamp = bool(threshold_clamp)
+        self.init = _checks.choice("init", init, ("evnn", "torch"))
+        self.p = _check_parameters(p)
+        self._spike_cache: Optional[Tuple[EGRUParameters, SpikeFn]] = None
+        spike_function(self.p)  # ImportError now if a Norse method is requested without Norse
+        self._register_layer("", self.input_size)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Re-draw weights (per ``init``), zero the biases and re-draw the thresholds."""
+        self._reset_layer("")
+
+    @property
+    def reset_mechanism(self) -> str:
+        """The reset mechanism ``p.reset`` (the name ``EGRUCell`` uses)."""
+        return self.p.reset
+
+    @property
+    def spike_grad(self) -> SpikeFn:
+        """The spike function built from ``p`` (the name ``EGRUCell`` uses)."""
+        cache = self._spike_cache
+        if cache is None or cache[0] is not self.p:
+            cache = (self.p, spike_function(self.p))
+            self._spike_cache = cache
+        return cache[1]
+
+    def initial_state(self, input_tensor: torch.Tensor) -> EGRUState:
+        """Zero state for a step input ``[B, I]`` (``[I]`` unbatched): fields ``[B, H]``."""
+        shape = (self.hidden_size,) if input_tensor.dim() == 1 else (input_tensor.shape[0], self.hidden_size)
+        w = self.weight_ih
+        zeros = torch.zeros(shape, dtype=w.dtype, device=w.device)
+        return EGRUState(zeros, zeros)
+
+    def _check_state(self, state: Any, shape: tuple[int, ...]) -> EGRUState:
+        if isinstance(state, torch.Tensor):
+            raise TypeError(
+                "state must be snntorch_egru.norse.EGRUState(y, c) with fields of shape "
+                f"{list(shape)} (or None), got a single Tensor; build one with EGRUState(y, c)"
+            )
+        if isinstance(state, _LayerEGRUState):
+            raise TypeError(
+                "state must be snntorch_egru.norse.EGRUState(y, c) with fields of shape "
+                f"{list(shape)}, got snntorch_egru.EGRUState(y, c, trace) of the sequence layer EGRU "
+                "(fields [num_layers, B, H]); convert it with "
+                "snntorch_egru.interop.norse_state_from_layer(state, layer=0)"
+            )
+        if hasattr(state, "_fields") and not isinstance(state, EGRUState):
+            raise TypeError(
+                "state must be snntorch_egru.norse.EGRUState(y, c) (or None), got "
+                f"{type(state).__name__}{tuple(state._fields)}"
+            )
+        if not isinstance(state, (tuple, list)) or len(state) != 2:
+            raise TypeError(
+                "state must be snntorch_egru.norse.EGRUState(y, c) (or None), got "
+                f"{type(state).__name__}"
+                + (f" of length {len(state)}" if isinstance(state, (tuple, list)) else "")
+            )
+        w = self.weight_ih
+        y = _checks.state_tensor("state.y", state[0], shape, w)
+        c = _checks.state_tensor("state.c", state[1], shape, w)
+        return EGRUState(y, c)
+
+    def _extra(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}, p={self.p}"
+        if not self.bias:
+            s += ", bias=False"
+        if not self.threshold_clamp:
+            s += ", threshold_clamp=False"
+        return s
+
+
+class EGRURecurrentCell(_NorseEGRUBase):
+    """Event-based GRU, one time step per call, in Norse's conventions.
+
+    ``forward(input_tensor, state=None) -> (y, EGRUState(y, c))``: the state is
+    passed in and returned (nothing is stored on the module), so the cell works
+    in ``norse.torch.SequentialState`` and ``norse.torch.Lift``. The equations
+    are those of :mod:`snntorch_egru.functional`; the parameters are those of
+    :class:`~snntorch_egru.EGRUCell`, so ``state_dict`` objects are interchangeable.
+
+    Args:
+        input_size: number of input features ``I``.
+        hidden_size: number of units ``H``.
+        p: :class:`EGRUParameters` (surrogate method, reset). Default: ``EGRUParameters()``.
+        bias: use ``bias_ih`` and ``bias_hh``. Default: True.
+        thr_mean: mean of the Beta-distributed initial thresholds, in (0, 1). Default: 0.3.
+        learn_threshold: thresholds are an ``nn.Parameter`` (else a buffer). Default: True.
+        threshold_clamp: clamp thresholds to [0, 1] in the forward pass (as
+            ``EGRUCell`` does by default). Default: True.
+        init: ``"evnn"`` (xavier-normal weights, zero biases) or ``"torch"``. Default: ``"evnn"``.
+
+    Inputs: ``input_tensor, state``
+        - **input_tensor** ``[B, I]`` (or ``[I]``): input of this step.
+        - **state** :class:`EGRUState` with fields ``[B, H]``, or ``None`` for zeros.
+
+    Outputs: ``y, state``
+        - **y** ``[B, H]``: graded events of this step.
+        - **state** :class:`EGRUState` ``(y, c)`` after this step.
+
+    Parameters: ``weight_ih [3H, I]``, ``weight_hh [3H, H]``, ``bias_ih [3H]``,
+    ``bias_hh [3H]``, ``threshold [H]`` (gate order r, z, n as ``torch.nn.GRU``).
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru.norse import EGRURecurrentCell
+        >>> cell = EGRURecurrentCell(3, 8)
+        >>> x = torch.randn(25, 4, 3)              # [T, B, I]
+        >>> state, ys = None, []
+        >>> for x_t in x:
+        ...     y, state = cell(x_t, state)
+        ...     ys.append(y)
+        >>> torch.stack(ys).shape
+        torch.Size([25, 4, 8])
+
+    With Norse installed, ``norse.torch.SequentialState(torch.nn.Linear(10, 3),
+    cell, torch.nn.Linear(8, 2))`` and ``norse.torch.Lift(cell)`` use it as any
+    Norse cell.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        p: EGRUParameters = EGRUParameters(),
+        bias: bool = True,
+        thr_mean: float = 0.3,
+        learn_threshold: bool = True,
+        *,
+        threshold_clamp: bool = True,
+        init: str = "evnn",
+    ) -> None:
+        super().__init__(input_size, hidden_size, p, bias, thr_mean, learn_threshold, threshold_clamp, init)
+
+    def forward(
+        self, input_tensor: torch.Tensor, state: Optional[EGRUState] = None
+    ) -> Tuple[torch.Tensor, EGRUState]:
+        w = self.weight_ih
+        _checks.tensor_input("input_tensor", input_tensor, (1, 2), self.input_size, w,
+                             "[B, input_size] or [input_size]")
+        if state is None:
+            state = self.initial_state(input_tensor)
+        else:
+            shape = (self.hidden_size,) if input_tensor.dim() == 1 else (input_tensor.shape[0], self.hidden_size)
+            state = self._check_state(state, shape)
+        step = F.egru_step(
+            input_tensor, state.y, state.c, state.y.new_zeros(()),  # the trace is not part of this state
+            self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
+            self._effective_threshold(self.threshold), spike_fn=self.spike_grad, reset=self.p.reset,
+        )
+        return step.y, EGRUState(step.y, step.c)
+
+    def extra_repr(self) -> str:
+        return self._extra()
+
+
+class EGRURecurrent(_NorseEGRUBase):
+    """Event-based GRU over a time-first sequence, in Norse's conventions (like ``LIFRecurrent``).
+
+    ``forward(input_tensor [T, B, I], state=None) -> (y [T, B, H], EGRUState)``.
+    The sequence runs through the backend registry (:mod:`snntorch_egru.backends`,
+    ``"auto"`` = the fastest available, ``"reference"`` =
+    :func:`snntorch_egru.functional.egru_sequence`), exactly like
+    :class:`~snntorch_egru.EGRU`. Parameters and their names are those of
+    :class:`EGRURecurrentCell` and :class:`~snntorch_egru.EGRUCell`.
+
+    Args:
+        input_size: number of input features ``I``.
+        hidden_size: number of units ``H``.
+        p: :class:`EGRUParameters`. Default: ``EGRUParameters()``.
+        bias, thr_mean, learn_threshold, threshold_clamp, init: as :class:`EGRURecurrentCell`.
+        record_states: return the state of every step (fields ``[T, B, H]``)
+            instead of only the final state. Default: False.
+        backend: ``"auto"`` (default), ``"reference"`` or a registered backend name.
+
+    Inputs: ``input_tensor, state``
+        - **input_tensor** ``[T, B, I]`` (or ``[T, I]`` unbatched).
+        - **state** :class:`EGRUState` with fields ``[B, H]``, or ``None`` for zeros.
+
+    Outputs: ``y, state``
+        - **y** ``[T, B, H]``: graded events of every step.
+        - **state** :class:`EGRUState`: the final state (``[B, H]`` fields), or with
+          ``record_states=True`` every step's state (``[T, B, H]`` fields); to continue
+          from a recorded state pass ``EGRUState(states.y[-1], states.c[-1])``.
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru.norse import EGRURecurrent
+        >>> layer = EGRURecurrent(3, 8)
+        >>> x = torch.randn(50, 4, 3)
+        >>> y1, s = layer(x[:25])
+        >>> y2, s = layer(x[25:], s)           # continues the sequence exactly
+        >>> torch.allclose(torch.cat([y1, y2]), layer(x)[0])
+        True
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        p: EGRUParameters = EGRUParameters(),
+        bias: bool = True,
+        thr_mean: float = 0.3,
+        learn_threshold: bool = True,
+        record_states: bool = False,
+        *,
+        threshold_clamp: bool = True,
+        init: str = "evnn",
+        backend: str = "auto",
+    ) -> None:
+        super().__init__(input_size, hidden_size, p, bias, thr_mean, learn_threshold, threshold_clamp, init)
+        if not isinstance(record_states, bool):
+            raise TypeError(f"record_states must be a bool, got {type(record_states).__name__} {record_states!r}")
+        self.record_states = record_states
+        if backend != "auto":
+            get_backend(backend)
+        self.backend = backend
+
+    def forward(
+        self, input_tensor: torch.Tensor, state: Optional[EGRUState] = None
+    ) -> Tuple[torch.Tensor, EGRUState]:
+        w = self.weight_ih
+        _checks.tensor_input("input_tensor", input_tensor, (2, 3), self.input_size, w,
+                             "[T, B, input_size] or [T, input_size]")
+        unbatched = input_tensor.dim() == 2
+        x = input_tensor.unsqueeze(1) if unbatched else input_tensor
+        T, B = x.shape[0], x.shape[1]
+        if state is None:
+            zeros = torch.zeros(B, self.hidden_size, dtype=w.dtype, device=w.device)
+            state = EGRUState(zeros, zeros)
+        else:
+            state = self._check_state(state, (self.hidden_size,) if unbatched else (B, self.hidden_size))
+            if unbatched:
+                state = EGRUState(state.y.unsqueeze(0), state.c.unsqueeze(0))
+        call = LayerCall(
+            x=x, y0=state.y, c0=state.c, trace0=torch.zeros_like(state.y),
+            weight_ih=self.weight_ih, weight_hh=self.weight_hh, bias_ih=self.bias_ih, bias_hh=self.bias_hh,
+            threshold=self._effective_threshold(self.threshold), spike_fn=self.spike_grad,
+            reset=self.p.reset, counters=getattr(self, "_counters", None),
+        )
+        seq = resolve_backend(self.backend, call).run(call)
+        out = seq.y
+        if self.record_states:
+            new_state = EGRUState(seq.y, seq.c)
+        elif T > 0:
+            new_state = EGRUState(seq.y[-1], seq.c[-1])
+        else:
+            new_state = state
+        if unbatched:
+            out = out.squeeze(1)
+            dim = 1 if self.record_states else 0
+            new_state = EGRUState(new_state.y.squeeze(dim), new_state.c.squeeze(dim))
+        return out, new_state
+
+    def extra_repr(self) -> str:
+        s = self._extra()
+        if self.record_states:
+            s += ", record_states=True"
+        if self.backend != "auto":
+            s += f", backend={self.backend!r}"
+        return s

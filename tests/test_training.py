@@ -1,0 +1,158 @@
+"""``snntorch-egru train``: presets and flags, metrics.json, resume, regularisers, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from snntorch_egru.training import main, parse_config, preset
+from snntorch_egru.training.data import collate_time_first, load_digits_data
+from snntorch_egru.training.loop import _lr_factor, _validate, regularisers
+from snntorch_egru.training.models import SequenceClassifier, build_egru
+from snntorch_egru.training.tasks import TrainConfig
+from snntorch_egru.state import EGRURecord
+
+TINY = ["--hidden-size", "8", "--batch-size", "16", "--limit-train", "48", "--limit-test", "40",
+        "--eval-batch-size", "40", "--no-progress", "--seed", "5"]
+
+
+def _run(out, *extra):
+    assert main(["--out", str(out), *TINY, *extra]) == 0
+    with open(out / "metrics.json") as f:
+        return json.load(f)
+
+
+def test_import_does_not_load_training_or_heavy_libraries():
+    code = ("import sys, snntorch_egru; "
+            "print(sorted(m for m in ('snntorch_egru.training', 'sklearn', 'tonic', 'torchvision', 'matplotlib') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_presets_and_overrides():
+    cfg, resume, given = parse_config([])
+    assert cfg == preset("digits") and resume is None and given == {}
+    cfg, resume, given = parse_config(["--task", "ptb", "--lr", "0.5", "--no-learn-threshold", "--hidden-sizes",
+                                       "20", "10", "--resume", "runs/x"])
+    assert (cfg.task, cfg.lr, cfg.learn_threshold, cfg.hidden_sizes, resume) == ("ptb", 0.5, False, [20, 10], "runs/x")
+    assert (cfg.bptt, cfg.optimizer, cfg.weight_decay, cfg.dropconnect, cfg.seed) == (70, "adamw", 0.10, 0.7, 9612)
+    sm = preset("smnist")
+    assert (sm.hidden_size, sm.batch_size, sm.lr, sm.grad_clip, sm.epochs) == (590, 500, 1e-3, 0.25, 200)
+    dvs = preset("dvsgesture")
+    assert (dvs.hidden_size, dvs.batch_size, dvs.step_size, dvs.zoneout) == (795, 40, 56, 0.2319)
+    with pytest.raises(ValueError, match="task must be one of .* got 'mnist'"):
+        preset("mnist")
+
+
+def test_lr_schedules():
+    cfg = TrainConfig(epochs=10, schedule="cosine_tail", cosine_start=0.6)
+    f = _lr_factor(cfg)
+    assert [f(e) for e in (0, 5)] == [1.0, 1.0]
+    assert f(8) == pytest.approx(0.5 * (1 + math.cos(math.pi * 2 / 4)))
+    assert f(10) == pytest.approx(0.0, abs=1e-12)
+    g = _lr_factor(TrainConfig(epochs=10, schedule="step", step_size=3, step_gamma=0.5))
+    assert [g(e) for e in (0, 2, 3, 7)] == [1.0, 1.0, 0.5, 0.25]
+
+
+def test_bad_settings_are_named(capsys):
+    with pytest.raises(ValueError, match="--batch-size is the global batch .* processes \\(2\\), got 15"):
+        _validate(TrainConfig(batch_size=15), 2)
+    with pytest.raises(ValueError, match="--epochs must be a positive integer, got 0"):
+        _validate(TrainConfig(epochs=0), 1)
+    with pytest.raises(ValueError, match="--readout must be 'last' or 'mean', got 'max'"):
+        _validate(TrainConfig(readout="max"), 1)
+    assert main(["--epochs", "0", "--no-progress"]) == 2
+    assert "--epochs must be a positive integer, got 0" in capsys.readouterr().err
+    assert main(["--resume", "/nonexistent/run"]) == 2
+    assert "no checkpoint at /nonexistent/run" in capsys.readouterr().err
+
+
+def test_activity_regulariser_formula_and_gradient():
+    torch.manual_seed(0)
+    egru = build_egru(TrainConfig(thr_mean=0.3), 3, 6)
+    _, _, rec = egru(torch.randn(7, 4, 3), return_internals=True)
+    cfg = TrainConfig(activity_reg=2.0, activity_target=0.05, voltage_reg=0.5, voltage_target=-0.9)
+    value = regularisers(cfg, [rec])
+    o, c = rec.o.detach().double(), rec.c.detach().double()
+    expected = 2.0 * (o.mean() - 0.05) ** 2 + 0.5 * ((c + 0.9) ** 2).mean()
+    assert value.item() == pytest.approx(expected.item(), rel=1e-5)
+    # the activity term alone has a gradient through the surrogate (o is not a constant)
+    only_act = regularisers(TrainConfig(activity_reg=1.0), [rec])
+    grad = torch.autograd.grad(only_act, egru.weight_ih_l0)[0]
+    assert grad.abs().sum() > 0
+    fake = EGRURecord(*(torch.zeros(1, 2, 2, 2) for _ in range(4)))
+    assert regularisers(TrainConfig(), [fake]).item() == 0.0
+
+
+def test_digits_run_metrics_json(tmp_path):
+    m = _run(tmp_path / "run", "--epochs", "2")
+    run = tmp_path / "run"
+    for key in ("test_accuracy", "activity", "backward_sparsity", "effective_macs", "dense_macs", "wall_time_s",
+                "command", "history", "files", "parameters", "batch_union_activity"):
+        assert key in m, key
+    assert m["command"].startswith("snntorch-egru train --out ")
+    assert m["epochs_completed"] == 2 and len(m["history"]) == 2 and m["wall_time_s"] > 0
+    H, T, I = 8, 64, 1
+    assert m["dense_macs"] == T * 3 * H * (I + H)
+    assert 0 < m["effective_macs"] <= m["dense_macs"]
+    assert 0.0 <= m["backward_sparsity"] <= 1.0 and 0.0 < m["activity"] < 1.0
+    assert m["parameters"] == 3 * H * (I + H) + 6 * H + H + H * 10 + 10
+    # independent recomputation of the test accuracy and activity from the checkpoint
+    ck = torch.load(run / "checkpoint.pt", weights_only=False)
+    cfg = TrainConfig.from_dict(ck["config"])
+    model = SequenceClassifier(build_egru(cfg, 1, 8), 10, readout=cfg.readout)
+    model.load_state_dict(ck["model"])
+    model.eval()
+    data = load_digits_data()
+    x, y = collate_time_first([data.test[i] for i in range(40)])
+    with torch.no_grad():
+        logits, rec = model(x)
+    assert m["test_accuracy"] == pytest.approx((logits.argmax(1) == y).double().mean().item(), abs=1e-12)
+    assert m["activity"] == pytest.approx(rec.o.double().mean().item(), rel=1e-6)
+    # the files of the run folder
+    assert (run / "activity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from snntorch_egru import nir as se_nir
+
+    graph = se_nir.read(run / "model.nir")
+    egru_nodes = [n for n in graph.nodes.values() if isinstance(n, se_nir.EGRU)]
+    assert len(egru_nodes) == 1
+    torch.testing.assert_close(torch.as_tensor(egru_nodes[0].weight_hh), model.egru.weight_hh_l0.detach())
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    extra = ["--epochs", "3", "--no-nir", "--no-plot", "--dropconnect", "0.2"]  # random masks must resume too
+    full = _run(tmp_path / "full", *extra)
+    part = _run(tmp_path / "part", *extra, "--stop-after", "1")
+    assert part["epochs_completed"] == 1
+    assert main(["--resume", str(tmp_path / "part"), "--no-progress"]) == 0
+    with open(tmp_path / "part" / "metrics.json") as f:
+        resumed = json.load(f)
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)
+    assert a["epoch"] == b["epoch"] == 3
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0)
+    assert resumed["test_accuracy"] == full["test_accuracy"]
+    assert resumed["activity"] == full["activity"]
+    drop = ("lr",)
+    assert [{k: v for k, v in h.items() if k not in drop} for h in resumed["history"]] == \
+        [{k: v for k, v in h.items() if k not in drop} for h in full["history"]]
+
+
+def test_cli_entry_point(tmp_path):
+    out = tmp_path / "cli"
+    proc = subprocess.run(
+        [sys.executable, "-m", "snntorch_egru", "train", "--out", str(out), *TINY, "--epochs", "1", "--no-nir",
+         "--no-plot", "--limit-train", "16"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("digits: test accuracy ") and str(out) in last
+    assert json.loads((out / "metrics.json").read_text())["epochs_completed"] == 1
