@@ -147,6 +147,7 @@ egru_backward(const wstore* __restrict__ whh_t,  // [H, 3H] (masked W_hh)^T
                     const real* qa = ga + ((size_t)t * B + b) * H3;
                     const real* qn = gqn + ((size_t)t * B + b) * H;
                     const size_t H2 = (size_t)2 * H;
+#pragma unroll 4
                     for (size_t k = lane; k < H3; k += 32) {
                         const real qk = (k < H2) ? ld_cg(qa + k) : ld_cg(qn + (k - H2));
                         acc += qk * wload(row + k);

@@ -28,6 +28,9 @@
 // Maximum number of recurrent inputs compacted into shared memory at once.
 #define EGRU_TILE 2048
 
+#if (EGRU_TILE % EGRU_BLOCK) != 0
+#error "EGRU_TILE must be a multiple of EGRU_BLOCK"
+#endif
 #if (EGRU_BLOCK % EGRU_UNITS) != 0 || (EGRU_UNITS % 32) != 0
 #error "EGRU_UNITS must be a multiple of 32 that divides EGRU_BLOCK"
 #endif
@@ -89,7 +92,9 @@ __device__ __forceinline__ void grid_barrier(unsigned int* counter, unsigned int
         __threadfence();
         atomicAdd(counter, 1u);
         while (*((volatile unsigned int*)counter) < target) {
+#if __CUDA_ARCH__ >= 700
             __nanosleep(32);
+#endif
         }
         __threadfence();
     }
@@ -107,10 +112,20 @@ __device__ __forceinline__ int block_compact(const real* src, int len, int gbase
     const int tid = threadIdx.x;
     const int lane = tid & 31;
     const int warp = tid >> 5;
+    // Issue all loads of the tile first (one latency instead of one per round).
+    real vals[EGRU_TILE / EGRU_BLOCK];
+#pragma unroll
+    for (int r = 0; r < EGRU_TILE / EGRU_BLOCK; ++r) {
+        const int k = r * EGRU_BLOCK + tid;
+        vals[r] = (k < len) ? ld_cg(src + k) : (real)0;
+    }
     int total = 0;
-    for (int off = 0; off < len; off += EGRU_BLOCK) {
+#pragma unroll
+    for (int r = 0; r < EGRU_TILE / EGRU_BLOCK; ++r) {
+        const int off = r * EGRU_BLOCK;
+        if (off >= len) break;  // uniform across the block
         const int k = off + tid;
-        const real v = (k < len) ? ld_cg(src + k) : (real)0;
+        const real v = vals[r];
         const bool flag = (v != (real)0);
         const unsigned int mask = __ballot_sync(0xffffffffu, flag);
         if (lane == 0) s_scan[warp] = __popc(mask);

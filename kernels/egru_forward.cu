@@ -71,6 +71,7 @@ egru_forward(const real* __restrict__ gi,       // [T, B, 3H]  x W_ih^T + b_ih
                 const int len = min(EGRU_TILE, H - base);
                 const int count = block_compact(yprev + base, len, base, s_idx, s_val, s_scan);
                 if (valid) {
+#pragma unroll 4
                     for (int k = g; k < count; k += EGRU_KSPLIT) {
                         const real v = s_val[k];
                         const wstore* row = whh_t + (size_t)s_idx[k] * H3;

@@ -29,5 +29,10 @@ __all__ = [
     "utils",
     "convert",
     "backends",
+    "metrics",
+    "sparse",
+    "cuda",
+    "interop",
+    "norse",
     "__version__",
 ]

@@ -19,7 +19,7 @@ import torch
 
 from . import functional as F
 
-__all__ = ["LayerCall", "register_backend", "get_backend", "available_backends", "resolve_backend"]
+__all__ = ["LayerCall", "register_backend", "unregister_backend", "get_backend", "available_backends", "resolve_backend"]
 
 
 @dataclass
@@ -111,8 +111,26 @@ def register_backend(
         >>> out, _ = se.EGRU(3, 8, backend="doc_example")(torch.randn(5, 2, 3))
         >>> out.shape
         torch.Size([5, 2, 8])
+        >>> backends.unregister_backend("doc_example")
     """
     _REGISTRY[name] = _Backend(name, run, available or (lambda call: True), priority)
+
+
+def unregister_backend(name: str) -> None:
+    """Remove the backend ``name`` from the registry (``"reference"`` cannot be removed).
+
+    Example::
+
+        >>> from snntorch_egru import backends
+        >>> backends.register_backend("tmp", backends.get_backend("reference").run)
+        >>> backends.unregister_backend("tmp")
+        >>> "tmp" in backends.available_backends()
+        False
+    """
+    if name == "reference":
+        raise ValueError("the 'reference' backend cannot be unregistered")
+    get_backend(name)
+    del _REGISTRY[name]
 
 
 def get_backend(name: str) -> _Backend:

@@ -186,13 +186,15 @@ class Tracker:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        from .modules import EGRU
+        from .modules import _EGRUBase
 
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
+        # every sequence-level EGRU module that runs through a backend (EGRU, Norse EGRURecurrent)
         self._modules: List[Tuple[str, nn.Module]] = [
-            (name or type(m).__name__, m) for name, m in model.named_modules() if isinstance(m, EGRU)
+            (name or type(m).__name__, m) for name, m in model.named_modules()
+            if isinstance(m, _EGRUBase) and hasattr(m, "backend")
         ]
         if not self._modules:
             raise ValueError("model must contain at least one snntorch_egru.EGRU module, found none")

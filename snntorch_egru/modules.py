@@ -475,6 +475,11 @@ class EGRU(_EGRUBase):
                 "state must be an EGRUState(y, c, trace), got a single Tensor; "
                 "to start from a torch.nn.GRU hidden state h0 pass EGRUState.from_gru_hidden(h0)"
             )
+        if isinstance(state, tuple) and getattr(state, "_fields", None) == ("y", "c"):
+            raise TypeError(
+                "state must be an EGRUState(y, c, trace) of snntorch_egru, got a Norse-flavour "
+                "EGRUState(y, c); convert it with snntorch_egru.interop.layer_state_from_norse(state)"
+            )
         if not isinstance(state, tuple) or len(state) != 3:
             raise TypeError(
                 f"state must be an EGRUState(y, c, trace) (or None), got {type(state).__name__}"

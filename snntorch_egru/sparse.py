@@ -26,7 +26,20 @@ Backward (``egru-model.md`` section 3, written out by hand):
 
 Saved for backward: the returned sequences (no extra memory), plus ``r, z``
 (``[T, B, 2H]``), ``n`` and ``h_n = W_hn y + b_hn`` (``[T, B, H]`` each); the
-pre-reset state is rebuilt as ``where(o, y, c)``.
+pre-reset state is rebuilt as ``where(o, y, c)``. The backward builds its
+per-unit coefficients chunk by chunk of time steps, so its own temporaries stay
+small; measured peak training memory (``snntorch-egru bench --memory``) is below
+autograd through the step-by-step reference. The contiguous ``W_hh^T`` copy is
+cached per weight tensor (one extra ``[H, 3H]`` per layer) and refreshed when
+the weight changes (version counter, storage, and a strided probe that also
+catches ``.data`` updates).
+
+Native helpers: when a C compiler is present, a few lines of C (compiled at first
+use in about 0.4 s and cached) run the whole forward time loop for batches up to
+:data:`NATIVE_SEQ_MAX_BATCH` (the per-step Python/dispatch cost otherwise exceeds
+a whole ``torch.nn.GRU`` step at H = 256), per-sample gathers for larger batches
+and the backward's masked row products. Without a compiler (or with
+``SNNTORCH_EGRU_NATIVE=0``) the same computation runs in pure torch.
 
 Surrogates: :class:`~snntorch_egru.surrogate.EGRUSurrogate` (triangle, compact
 support) and :func:`~snntorch_egru.surrogate.heaviside` take the sparse path.

@@ -159,7 +159,8 @@ def clamp_thresholds_(module: nn.Module, low: float = 0.0, high: float = 1.0) ->
     Thresholds of snnTorch neurons are left alone.
 
     Args:
-        module: model holding :class:`~snntorch_egru.EGRUCell` or :class:`~snntorch_egru.EGRU` modules.
+        module: model holding :class:`~snntorch_egru.EGRUCell`, :class:`~snntorch_egru.EGRU` or
+            Norse-flavour (:mod:`snntorch_egru.norse`) modules.
         low: lower bound. Default: 0.0.
         high: upper bound. Default: 1.0.
 
@@ -177,10 +178,11 @@ def clamp_thresholds_(module: nn.Module, low: float = 0.0, high: float = 1.0) ->
         [0.0, 0.25, 0.75, 1.0]
     """
     from .modules import EGRU, EGRUCell
+    from .norse import EGRURecurrent, EGRURecurrentCell
 
     # Only EGRU thresholds: snnTorch neurons also call their parameter ``threshold``.
     for m in module.modules():
-        if isinstance(m, EGRUCell):
+        if isinstance(m, (EGRUCell, EGRURecurrentCell)):
             m.threshold.clamp_(low, high)
         elif isinstance(m, EGRU):
             for k in range(m.num_layers):

@@ -272,7 +272,8 @@ def calibrated_call(T, B, H, activity, *, dtype, reset="subtract", seed=0, I=32)
     with torch.no_grad():
         probe = backends.get_backend("reference").run(call)
         c_hat = torch.where(probe.o > 0, probe.y, probe.c).reshape(-1, H)
-        theta = torch.quantile(c_hat, 1.0 - activity, dim=0)
+        # + 1e-7: a quantile that lands exactly on a probe value would put that event at v = 0
+        theta = torch.quantile(c_hat, 1.0 - activity, dim=0) + 1e-7
     call.threshold = theta.detach().requires_grad_()
     for n in INPUT_NAMES:
         t = getattr(call, n)

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from snntorch_egru.training import main
-from snntorch_egru.training import data as D
+from snntorch_egru.training import _data as D
 
 TINY = ["--hidden-size", "8", "--epochs", "1", "--no-progress", "--no-plot", "--no-nir", "--seed", "3"]
 
@@ -212,8 +212,8 @@ def test_language_model_tasks(tmp_path, task):
     assert m["test_perplexity"] == pytest.approx(math.exp(m["test_loss"]), rel=1e-9)
     assert 1.0 < m["test_perplexity"] < 10 * len(corpus.vocab)
     # independent recomputation of the test perplexity from the checkpoint (state carried over windows)
-    from snntorch_egru.training.models import LanguageModel
-    from snntorch_egru.training.tasks import TrainConfig
+    from snntorch_egru.training._models import LanguageModel
+    from snntorch_egru.training._tasks import TrainConfig
 
     ck = torch.load(out / "checkpoint.pt", weights_only=False)
     model = LanguageModel(TrainConfig.from_dict(ck["config"]), len(corpus.vocab))

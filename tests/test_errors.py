@@ -240,3 +240,19 @@ def test_convert_bad_inputs():
         evnn_to_torch(dict(good, recurrent_kernel=torch.zeros(H, 20)))
     with pytest.raises(KeyError, match=r"missing \['recurrent_bias'\]"):
         evnn_to_torch({k: v for k, v in good.items() if k != "recurrent_bias"})
+
+
+def test_norse_state_passed_to_layer_points_to_converter():
+    from snntorch_egru.norse import EGRUState as NorseState
+
+    layer = se.EGRU(3, 4)
+    s = NorseState(torch.zeros(1, 2, 4), torch.zeros(1, 2, 4))
+    with pytest.raises(TypeError, match=r"Norse-flavour EGRUState\(y, c\).*interop\.layer_state_from_norse"):
+        layer(torch.randn(5, 2, 3), s)
+
+
+def test_unregister_reference_backend_refused():
+    with pytest.raises(ValueError, match="'reference' backend cannot be unregistered"):
+        se.backends.unregister_backend("reference")
+    with pytest.raises(ValueError, match="backend must be 'auto' or one of"):
+        se.backends.unregister_backend("no-such-backend")

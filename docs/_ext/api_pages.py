@@ -25,11 +25,11 @@ SKIP = {"snntorch_egru.cli", "snntorch_egru.__main__", "snntorch_egru.modules"}
 # tutorial file stem -> modules it needs
 TUTORIAL_REQUIRES = {
     "01_first_egru": [],
-    "02_norse_flavour": ["snntorch_egru.norse", "norse"],
-    "03_sparsity_and_sparse_bptt": ["snntorch_egru.metrics"],
+    "02_norse_flavour": ["snntorch_egru.norse", "snntorch_egru.interop", "norse"],
+    "03_sparsity_and_sparse_bptt": ["snntorch_egru.metrics", "snntorch_egru.sparse", "snntorch_egru.bench"],
     "04_nir_export": ["snntorch_egru.nir"],
     "05_event_camera_gestures": ["tonic"],
-    "06_language_modelling": [],
+    "06_language_modelling": ["snntorch_egru.training"],
 }
 
 

@@ -80,6 +80,7 @@ class EmulatorLauncher:
         nitems = B * nchunk
         tid = torch.arange(block)
         u, g = tid % units, tid // units
+        wr = w.to(real)  # the kernel converts each stored weight on load (wload)
         zo_p, zo_keep = cfg.zoneout_p, 1.0 - cfg.zoneout_p
         for step in range(T):
             for blk in range(self.grid):
@@ -93,16 +94,20 @@ class EmulatorLauncher:
                     for base in range(0, H if not self.dense else 0, self.tile):
                         ln = min(self.tile, H - base)
                         s_idx, s_val, count = block_compact(yprev[base:base + ln], base, block, self.tile)
-                        m = 0
-                        while m * ksplit < count:  # k = g + m * KSPLIT for every k-group at once
-                            k = g + m * ksplit
-                            act = valid & (k < count)
-                            kk = k.clamp(max=max(count - 1, 0))
-                            v = torch.where(act, s_val[kk], torch.zeros((), dtype=real))
-                            rows = w[s_idx[kk].clamp(min=0)].to(real)  # [block, 3H]
-                            for gate in range(3):
-                                acc[gate] += v * rows[torch.arange(block), gate * H + ic]
-                            m += 1
+                        # thread (g, u) visits k = g, g + KSPLIT, ... (m = 0, 1, ...): all
+                        # products at once, then added in the kernel's order m = 0, 1, ...
+                        n_m = (count + ksplit - 1) // ksplit
+                        if n_m == 0:
+                            continue
+                        k = g.unsqueeze(0) + ksplit * torch.arange(n_m).unsqueeze(1)  # [M, block]
+                        act = valid & (k < count)
+                        kk = k.clamp(max=count - 1)
+                        v = torch.where(act, s_val[kk], torch.zeros((), dtype=real))
+                        cols = torch.stack([ic, H + ic, 2 * H + ic])  # [3, block]
+                        wv = wr[s_idx[kk].unsqueeze(0), cols.unsqueeze(1)]  # [3, M, block]
+                        prod = v.unsqueeze(0) * wv
+                        for m in range(n_m):
+                            acc += prod[:, m]
                     # fixed-order reduction over k-groups, done by k-group 0
                     red = acc.view(3, ksplit, units)
                     h = torch.zeros(3, units, dtype=real)

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from .loop import build_parser, parse_config, run
-from .tasks import TASKS, TrainConfig, preset
+from ._loop import build_parser, parse_config, run
+from ._tasks import TASKS, TrainConfig, preset
 
-__all__ = ["main", "run", "build_parser", "parse_config", "preset", "TrainConfig", "TASKS"]
+__all__ = ["main", "run", "parse_config", "preset", "TrainConfig", "TASKS"]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -33,7 +33,20 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     Returns:
         the exit status (0 on success, 2 on a usage or missing-data error).
+
+    Example (shell)::
+
+        snntorch-egru train                                   # digits, offline, about 2 minutes on 2 cores
+        snntorch-egru train --task smnist --data-dir data --download --epochs 20 --device cuda
+        snntorch-egru train --resume runs/digits-20260101-120000
+        torchrun --nproc-per-node 2 -m snntorch_egru train --batch-size 64
+
+    The same from Python::
+
+        >>> from snntorch_egru.training import main
+        >>> main(["--epochs", "0"])
+        2
     """
-    from .loop import main as _main
+    from ._loop import main as _main
 
     return _main(argv)

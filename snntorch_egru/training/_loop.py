@@ -19,10 +19,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 
-from . import distributed as D
-from .data import batchify, collate_time_first, load_classification, load_corpus
-from .models import FrameCNN, LanguageModel, SequenceClassifier, build_egru
-from .tasks import TASKS, TrainConfig, preset
+from . import _distributed as D
+from ._data import batchify, collate_time_first, load_classification, load_corpus
+from ._models import FrameCNN, LanguageModel, SequenceClassifier, build_egru
+from ._tasks import TASKS, TrainConfig, preset
 
 __all__ = ["build_parser", "parse_config", "run", "main"]
 
@@ -74,7 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_config(argv: Sequence[str]) -> Tuple[TrainConfig, Optional[str], Dict[str, Any]]:
-    """``(config, resume_path, explicit_flags)`` from command-line arguments."""
+    """``(config, resume_path, explicit_flags)`` from command-line arguments.
+
+    The config is the task's preset with every given flag applied.
+
+    Example::
+
+        >>> from snntorch_egru.training import parse_config
+        >>> cfg, resume, given = parse_config(["--task", "psmnist", "--lr", "3e-3"])
+        >>> cfg.hidden_size, cfg.lr, resume, sorted(given)
+        (590, 0.003, None, ['lr', 'task'])
+    """
     ns = vars(build_parser().parse_args(list(argv)))
     resume = ns.pop("resume", None)
     task = ns.get("task", "digits")
@@ -432,6 +442,17 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
             used, updated with ``explicit`` (the flags given on this command line).
         explicit: flags given on the command line (used with ``resume``).
         command: the command line recorded in ``metrics.json``.
+
+    Example::
+
+        >>> import tempfile
+        >>> from snntorch_egru.training import TrainConfig, run
+        >>> cfg = TrainConfig(hidden_size=4, epochs=1, limit_train=16, limit_test=16, progress=False,
+        ...                   nir=False, plot=False, out=tempfile.mkdtemp())
+        >>> m = run(cfg)  # doctest: +ELLIPSIS
+        digits: test accuracy ...
+        >>> m["epochs_completed"], m["dense_macs"] == 64 * 3 * 4 * (1 + 4)
+        (1, True)
     """
     t_start = time.perf_counter()
     ckpt = None
@@ -471,10 +492,11 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
         for epoch in range(start_epoch, cfg.epochs):
             if cfg.stop_after and done_here >= cfg.stop_after:
                 break
+            t_epoch = time.perf_counter()
             tr = r.train_epoch(epoch)
             ev = r.evaluate("valid" if r.is_lm else "test")
             row = {"epoch": epoch + 1, **tr, "eval_loss": ev["loss"], "eval_activity": ev["activity"],
-                   "lr": r.optimizer.param_groups[0]["lr"]}
+                   "lr": r.optimizer.param_groups[0]["lr"], "time_s": time.perf_counter() - t_epoch}
             row.update({"eval_accuracy": ev["accuracy"]} if "accuracy" in ev else {"eval_perplexity": ev["perplexity"]})
             history.append(row)
             done_here += 1

@@ -33,7 +33,18 @@ TASKS = ("digits", "smnist", "psmnist", "dvsgesture", "shd", "ptb", "wikitext2")
 
 @dataclass
 class TrainConfig:
-    """All settings of a training run (a preset plus command-line overrides)."""
+    """All settings of a training run (a preset plus command-line overrides).
+
+    Every field is the command-line flag of the same name (``hidden_size`` is
+    ``--hidden-size``; booleans also have ``--no-...``).
+
+    Example::
+
+        >>> from snntorch_egru.training import TrainConfig
+        >>> cfg = TrainConfig(task="digits", hidden_size=64)
+        >>> TrainConfig.from_dict(cfg.to_dict()) == cfg
+        True
+    """
 
     task: str = "digits"
     data_dir: str = "data"
@@ -147,7 +158,7 @@ def preset(task: str) -> TrainConfig:
 
     Example::
 
-        >>> from snntorch_egru.training.tasks import preset
+        >>> from snntorch_egru.training._tasks import preset
         >>> preset("smnist").hidden_size
         590
     """

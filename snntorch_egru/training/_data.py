@@ -95,7 +95,7 @@ def bit_reversal_permutation(n: int = 784) -> torch.Tensor:
 
     Example::
 
-        >>> from snntorch_egru.training.data import bit_reversal_permutation
+        >>> from snntorch_egru.training._data import bit_reversal_permutation
         >>> bit_reversal_permutation(8).tolist()
         [0, 4, 2, 6, 1, 5, 3, 7]
     """
