@@ -22,6 +22,12 @@ sys.path.insert(0, str(HERE / "_ext"))
 
 import snntorch_egru  # noqa: E402
 
+# The "python3" Jupyter kernel that executes the tutorials starts `python` from PATH (ipykernel's
+# kernel.json); make that the interpreter running Sphinx, also when its venv is not activated.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+# Tutorials also import the package from the source tree when it is not installed.
+os.environ["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+
 project = "snntorch-egru"
 author = "snntorch-egru developers"
 copyright = "2026, snntorch-egru developers"

@@ -204,11 +204,29 @@ def _peak_memory_child(backend: str, hidden: int, batch: int, steps: int, input_
     # one small warm-up so that allocator/BLAS buffers exist before the baseline
     _egru(Cell(8, 1, 0.1, "fwdbwd", input_size=4, steps=2), torch.device("cpu"), backend)(
         torch.randn(2, 1, 4))[0].sum().backward()
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux: reset the high-water mark to the current RSS, then read VmHWM. (ru_maxrss is not
+    # usable: it carries the parent's RSS across fork + exec.)
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = _vm_kib("VmHWM")
+    except OSError:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out = egru(x)[0]
     out.sum().backward()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        peak = _vm_kib("VmHWM")
+    except OSError:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return (peak - base) * 1024
+
+
+def _vm_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"{field} not in /proc/self/status")
 
 
 def peak_memory(backend: str, hidden: int, batch: int, steps: int, input_size: int, activity: float) -> Optional[int]:

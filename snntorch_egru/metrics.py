@@ -53,9 +53,6 @@ from .surrogate import surrogate_support
 
 __all__ = ["Tracker", "track", "layer_counts"]
 
-_KEYS = ("activity", "batch_union_activity", "backward_density", "backward_sparsity", "effective_macs",
-         "dense_macs", "backward_macs", "dense_backward_macs")
-
 
 def layer_counts(
     x: torch.Tensor,

@@ -595,8 +595,7 @@ class _FusedEGRU(torch.autograd.Function):
     def backward(ctx: Any, gy: torch.Tensor, gc: torch.Tensor, go: torch.Tensor, gtr: torch.Tensor):  # type: ignore[override]
         cfg: _Cfg = ctx.cfg
         x, y0, c0, w_ih, w_hh, theta, zo_mask, ys, cs, os_, rz, n_all, hn_all = ctx.saved_tensors
-        w_t = ctx.w_t
-        ctx.w_t = None
+        w_t = ctx.w_t  # kept on ctx: a second backward (retain_graph=True) needs it again
         T, B, I = x.shape
         H = y0.shape[-1]
         need = ctx.needs_input_grad  # (cfg, x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, zo_mask)

@@ -194,7 +194,8 @@ def test_emulated_kernels_match_reference_float64(reset, zoneout):
     assert_match(ref, got, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("case", ["narrow_band", "heaviside", "no_bias", "big_tiles", "grid_gt_items", "dense"])
+@pytest.mark.parametrize("case", ["narrow_band", "heaviside", "no_bias", "big_tiles", "grid_gt_items", "dense",
+                                  "kernel_geometry"])
 def test_emulated_kernels_sparse_backward_cases(case):
     """Narrow surrogate band (most units outside G: dy skipped), no surrogate gradient,
     no biases, and other launch geometries."""
@@ -212,9 +213,12 @@ def test_emulated_kernels_sparse_backward_cases(case):
     elif case == "dense":
         geometry = dict(GEOMETRY, dense=True)
         kw["spike"] = EGRUSurrogate(0.9, 8.0)
+    elif case == "kernel_geometry":  # the constants of the CUDA build (256 threads, 2048-entry tiles)
+        geometry = dict(grid=5, block=256, units=64, tile=2048)
+        kw["H"] = 300
     else:
         geometry = dict(grid=50, block=64, units=64, tile=2048)
-    call = make_call(T=5, B=3, H=37, **kw)
+    call = make_call(**{"T": 5, "B": 3, "H": 37, **kw})
     ref = outputs_and_grads(call, backends.get_backend("reference").run)
     got = outputs_and_grads(call, emulated(**geometry))
     assert_match(ref, got, rtol=1e-12, atol=1e-12)

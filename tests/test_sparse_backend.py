@@ -259,3 +259,14 @@ def test_density_switch_mixing_gather_and_dense_steps(monkeypatch):
     fused, ref = _pair(layers=2, activity=0.35, seed=5)
     x, state, up = _inputs(torch.float64, 2, seed=6)
     _assert_same(_run(fused, x, state, up), _run(ref, x, state, up), rtol=1e-10, atol=1e-10)
+
+
+def test_backward_twice_with_retain_graph():
+    fused, ref = _pair(layers=2)
+    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+    out, _ = fused(x)
+    (g1,) = torch.autograd.grad(out.sum(), x, retain_graph=True)
+    (g2,) = torch.autograd.grad(out.sum(), x)
+    (g_ref,) = torch.autograd.grad(ref(x)[0].sum(), x)
+    torch.testing.assert_close(g1, g2, rtol=0, atol=0)
+    torch.testing.assert_close(g1, g_ref, rtol=1e-10, atol=1e-10)

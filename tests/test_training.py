@@ -65,7 +65,7 @@ def test_bad_settings_are_named(capsys):
         _validate(TrainConfig(batch_size=15), 2)
     with pytest.raises(ValueError, match="--epochs must be a positive integer, got 0"):
         _validate(TrainConfig(epochs=0), 1)
-    with pytest.raises(ValueError, match="--readout must be 'last' or 'mean', got 'max'"):
+    with pytest.raises(ValueError, match="--readout must be 'last', 'mean' or 'state', got 'max'"):
         _validate(TrainConfig(readout="max"), 1)
     assert main(["--epochs", "0", "--no-progress"]) == 2
     assert "--epochs must be a positive integer, got 0" in capsys.readouterr().err
@@ -98,15 +98,15 @@ def test_digits_run_metrics_json(tmp_path):
         assert key in m, key
     assert m["command"].startswith("snntorch-egru train --out ")
     assert m["epochs_completed"] == 2 and len(m["history"]) == 2 and m["wall_time_s"] > 0
-    H, T, I = 8, 64, 1
+    H, T, I = 8, 64, 32  # the digits preset reads each pixel through a Linear(1, 32) encoder
     assert m["dense_macs"] == T * 3 * H * (I + H)
     assert 0 < m["effective_macs"] <= m["dense_macs"]
     assert 0.0 <= m["backward_sparsity"] <= 1.0 and 0.0 < m["activity"] < 1.0
-    assert m["parameters"] == 3 * H * (I + H) + 6 * H + H + H * 10 + 10
+    assert m["parameters"] == (I + I) + 3 * H * (I + H) + 6 * H + H + H * 10 + 10
     # independent recomputation of the test accuracy and activity from the checkpoint
     ck = torch.load(run / "checkpoint.pt", weights_only=False)
     cfg = TrainConfig.from_dict(ck["config"])
-    model = SequenceClassifier(build_egru(cfg, 1, 8), 10, readout=cfg.readout)
+    model = SequenceClassifier(build_egru(cfg, 32, 8), 10, frontend=torch.nn.Linear(1, 32), readout=cfg.readout)
     model.load_state_dict(ck["model"])
     model.eval()
     data = load_digits_data()
@@ -145,14 +145,12 @@ def test_resume_equals_uninterrupted(tmp_path):
         [{k: v for k, v in h.items() if k not in drop} for h in full["history"]]
 
 
-def test_cli_entry_point(tmp_path):
+def test_cli_entry_point(tmp_path, capsys):
+    from snntorch_egru.cli import main as cli_main
+
     out = tmp_path / "cli"
-    proc = subprocess.run(
-        [sys.executable, "-m", "snntorch_egru", "train", "--out", str(out), *TINY, "--epochs", "1", "--no-nir",
-         "--no-plot", "--limit-train", "16"],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    last = proc.stdout.strip().splitlines()[-1]
+    rc = cli_main(["train", "--out", str(out), *TINY, "--epochs", "1", "--no-nir", "--no-plot", "--limit-train", "16"])
+    assert rc == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("digits: test accuracy ") and str(out) in last
     assert json.loads((out / "metrics.json").read_text())["epochs_completed"] == 1

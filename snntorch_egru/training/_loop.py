@@ -34,7 +34,7 @@ _HELP = {
     "download": "allow torchvision/tonic to download missing datasets",
     "hidden_sizes": "LM: size of every EGRU layer (the last one is the embedding size)",
     "input_encoder": "width of a Linear encoder before the EGRU (0 = none)",
-    "readout": "'last' trace or 'mean' trace over steps",
+    "readout": "'last' trace, 'mean' trace over steps, or final internal 'state' c",
     "schedule": "none | cosine | step | cosine_tail",
     "activity_reg": "weight of (mean(o) - activity_target)^2, differentiable through the surrogate",
     "voltage_reg": "weight of mean((c - voltage_target)^2)",
@@ -104,8 +104,8 @@ def _validate(cfg: TrainConfig, world: int) -> None:
             f"--batch-size is the global batch and must be divisible by the number of processes ({world}), "
             f"got {cfg.batch_size}"
         )
-    if cfg.readout not in ("last", "mean"):
-        raise ValueError(f"--readout must be 'last' or 'mean', got {cfg.readout!r}")
+    if cfg.readout not in ("last", "mean", "state"):
+        raise ValueError(f"--readout must be 'last', 'mean' or 'state', got {cfg.readout!r}")
     if cfg.schedule not in ("none", "cosine", "step", "cosine_tail"):
         raise ValueError(f"--schedule must be one of none, cosine, step, cosine_tail, got {cfg.schedule!r}")
     if cfg.optimizer not in ("adam", "adamw", "sgd"):
@@ -553,6 +553,13 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
                 files["nir"] = nir_path
                 if why:
                     absent["nir"] = why
+                else:
+                    metrics["nir_note"] = (
+                        "per-step graph: " + ("front end -> EGRU -> readout Linear applied to the events y "
+                                              f"(training read out the {cfg.readout!r} "
+                                              f"{'internal state c' if cfg.readout == 'state' else 'trace'})"
+                                              if not r.is_lm else "the EGRU stack only (embedding and tied "
+                                              "decoder stay in PyTorch)"))
             if cfg.plot:
                 files["plot"] = _plot(os.path.join(cfg.out, "activity.png"), r.raster, history,
                                       f"{cfg.task}: EGRU({cfg.hidden_size})")

@@ -54,7 +54,8 @@ class SequenceClassifier(nn.Module):
         egru: the recurrent layer(s).
         num_classes: number of classes.
         frontend: module mapping ``[T, B, *F]`` to ``[T, B, egru.input_size]`` (or None).
-        readout: ``"last"`` (trace at the final step) or ``"mean"`` (trace averaged over steps).
+        readout: ``"last"`` (trace at the final step), ``"mean"`` (trace averaged over steps)
+            or ``"state"`` (internal state ``c`` after the final step, like a GRU's ``h_T``).
         dropout: dropout on the trace before the readout.
 
     Inputs: ``x`` of shape ``[T, B, *F]``. Outputs: ``logits [B, num_classes]`` and the
@@ -64,8 +65,8 @@ class SequenceClassifier(nn.Module):
     def __init__(self, egru: EGRU, num_classes: int, frontend: Optional[nn.Module] = None,
                  readout: str = "last", dropout: float = 0.0) -> None:
         super().__init__()
-        if readout not in ("last", "mean"):
-            raise ValueError(f"readout must be 'last' or 'mean', got {readout!r}")
+        if readout not in ("last", "mean", "state"):
+            raise ValueError(f"readout must be 'last', 'mean' or 'state', got {readout!r}")
         self.frontend = frontend
         self.egru = egru
         self.readout = readout
@@ -77,7 +78,10 @@ class SequenceClassifier(nn.Module):
             x = self.frontend(x)
         _, _, rec = self.egru(x, return_internals=True)
         trace = rec.trace[-1]  # last layer, [T, B, H]
-        feat = trace[-1] if self.readout == "last" else trace.mean(0)
+        if self.readout == "state":
+            feat = rec.c[-1, -1]  # internal state of the last layer after the last step
+        else:
+            feat = trace[-1] if self.readout == "last" else trace.mean(0)
         return self.head(self.drop(feat)), rec
 
 

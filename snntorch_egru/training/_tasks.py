@@ -4,7 +4,11 @@ Every field of :class:`TrainConfig` can be overridden on the command line
 (``--hidden-size 256`` etc.). The presets follow ``egru-model.md`` §8:
 
 - ``digits`` (default, offline): scikit-learn's 8x8 digits read one pixel per step
-  (64 steps), the sequential-MNIST analogue; sized to finish in minutes on 2 CPU cores.
+  (64 steps), the sequential-MNIST analogue; sized to finish in about 2 minutes on 2 CPU
+  cores: Linear(1, 32) encoder -> EGRU(256, thresholds Beta mean 0.1) -> dropout 0.25 ->
+  Linear(256, 10) on the final internal state ``c`` (reading the trace learns much more
+  slowly here), Adam 1e-2 with a cosine schedule over 24 epochs, batch 32, clip 1.0,
+  activity regulariser 1.0 towards 5 % (about 11 % of units active per step in the end).
 - ``smnist`` / ``psmnist``: EGRU(590), batch 500, Adam 1e-3, clip 0.25, gamma 0.7, eps 1.0,
   200 epochs, readout on the final trace; psMNIST uses a fixed bit-reversal permutation.
 - ``dvsgesture``: 1.7 s slices, 25 ms frames (68 steps), a small CNN per frame, EGRU(795),
@@ -111,9 +115,9 @@ class TrainConfig:
 
 _PRESETS: Dict[str, Dict[str, Any]] = {
     "digits": dict(
-        hidden_size=128, num_layers=1, input_encoder=0, thr_mean=0.1, init="torch",
-        epochs=14, batch_size=32, lr=1e-2, schedule="cosine", grad_clip=1.0,
-        activity_reg=1.0, activity_target=0.05, readout="last",
+        hidden_size=256, num_layers=1, input_encoder=32, thr_mean=0.1, init="evnn",
+        epochs=24, batch_size=32, lr=1e-2, schedule="cosine", grad_clip=1.0, dropout=0.25,
+        activity_reg=1.0, activity_target=0.05, readout="state",
     ),
     "smnist": dict(
         hidden_size=590, num_layers=1, epochs=200, batch_size=500, lr=1e-3, grad_clip=0.25,
