@@ -54,7 +54,17 @@ MODES = ("fwd", "fwdbwd")
 
 @dataclass(frozen=True)
 class Cell:
-    """One benchmark configuration."""
+    """One benchmark configuration: hidden size, batch, target activity and mode.
+
+    ``mode`` is ``"fwd"`` (inference under ``no_grad``) or ``"fwdbwd"`` (forward and
+    backward with every weight gradient).
+
+    Example::
+
+        >>> from snntorch_egru.bench import Cell
+        >>> Cell(hidden=256, batch=1, activity=0.1, mode="fwd", steps=50).input_size
+        1024
+    """
 
     hidden: int
     batch: int
@@ -132,6 +142,15 @@ def run_cell(cell: Cell, *, device: torch.device, backend: str, repeats: int) ->
     """Time one cell for ``torch.nn.GRU``, the event-driven EGRU and the dense EGRU.
 
     Returns a dict of the CSV columns (times in ms per sequence, speed-ups, measured activities).
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru.bench import Cell, run_cell
+        >>> row = run_cell(Cell(32, 1, 0.2, "fwd", input_size=8, steps=10),
+        ...                device=torch.device("cpu"), backend="torch", repeats=1)
+        >>> sorted(k for k in row if k.startswith("speedup"))  # doctest: +ELLIPSIS
+        [...]
     """
     from . import metrics
     from .sparse import force_dense
@@ -317,7 +336,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the benchmark (``snntorch-egru bench [options]``); returns the exit status."""
+    """Run the benchmark (``snntorch-egru bench [options]``); returns the exit status.
+
+    Prints a table and writes CSV + Markdown (date, machine, command, commit) into
+    ``--out`` (default ``benchmarks/results/``) unless ``--no-write`` is given.
+
+    Example::
+
+        >>> import contextlib, io
+        >>> from snntorch_egru.bench import main
+        >>> table = io.StringIO()
+        >>> with contextlib.redirect_stdout(table):
+        ...     status = main(["--hidden", "32", "--batch", "1", "--activity", "0.2", "--mode", "fwd",
+        ...                    "--input-size", "8", "--steps", "10", "--repeats", "1", "--no-write"])
+        >>> status, "speedup_vs_gru" in table.getvalue()
+        (0, True)
+    """
     args = _parser().parse_args(list(argv) if argv is not None else None)
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")

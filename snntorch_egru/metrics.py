@@ -180,6 +180,16 @@ class Tracker:
             ``backward_sparsity``, ``effective_macs``, ``dense_macs``,
             ``backward_macs``, ``dense_backward_macs``.
         reset(): forget everything recorded so far.
+
+    Example::
+
+        >>> import torch, snntorch_egru as se
+        >>> from snntorch_egru import metrics
+        >>> rnn = se.EGRU(4, 16)
+        >>> with metrics.track(rnn) as tracker:
+        ...     _ = rnn(torch.randn(20, 2, 4))
+        >>> isinstance(tracker, metrics.Tracker), 0.0 <= tracker.summary()["activity"] <= 1.0
+        (True, True)
     """
 
     def __init__(self, model: nn.Module) -> None:

@@ -69,6 +69,7 @@ import os
 import platform
 import shutil
 import subprocess
+import warnings
 import weakref
 from typing import Any, Callable, Optional, Tuple
 
@@ -179,7 +180,9 @@ def _sparse_left_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if nnz <= CSR_MAX_DENSITY * a.numel():
             if nnz == 0:
                 return a.new_zeros(a.shape[0], b.shape[1])
-            return torch.sparse.mm(a.to_sparse_csr(), b)
+            with warnings.catch_warnings():  # torch flags CSR support as beta; the product is exact
+                warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+                return torch.sparse.mm(a.to_sparse_csr(), b)
     return a @ b
 
 
@@ -328,6 +331,13 @@ def native_library() -> Any:
     Compiled once per machine with ``$CC`` (default ``cc``) into
     ``$SNNTORCH_EGRU_CACHE`` (default ``~/.cache/snntorch_egru``); set
     ``SNNTORCH_EGRU_NATIVE=0`` to disable it.
+
+    Example::
+
+        >>> from snntorch_egru.sparse import native_library
+        >>> lib = native_library()       # None where no C compiler is found
+        >>> lib is None or hasattr(lib, "_name")
+        True
     """
     global _native_lib, _native_tried
     if _native_tried:

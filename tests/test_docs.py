@@ -25,13 +25,7 @@ import check_api  # noqa: E402
 # Public names that still lack an ``Example`` section in their docstring (owned by the
 # package code, reported to its authors). The list may only shrink: a new public name
 # without an example fails ``test_public_names_have_examples``.
-KNOWN_WITHOUT_EXAMPLE: set[str] = {
-    "snntorch_egru.bench.main",
-    "snntorch_egru.bench.Cell",
-    "snntorch_egru.bench.run_cell",
-    "snntorch_egru.metrics.Tracker",
-    "snntorch_egru.sparse.native_library",
-}
+KNOWN_WITHOUT_EXAMPLE: set[str] = set()
 
 # Docstring examples known to fail when run as doctests (same rule: may only shrink).
 KNOWN_FAILING_EXAMPLES: set[str] = set()

@@ -74,7 +74,8 @@ def _page(modname: str) -> str:
             obj = getattr(mod, n)
             if inspect.isclass(obj):
                 kind = "autoclass"
-                opts = ["   :members:", "   :show-inheritance:"]
+                public_bases = [b for b in obj.__bases__ if not b.__name__.startswith("_") and b is not object]
+                opts = ["   :members:"] + (["   :show-inheritance:"] if public_bases else [])
                 if issubclass(obj, tuple):  # NamedTuples: fields are documented in the class docstring
                     opts = ["   :no-members:", "   :show-inheritance:"]
             elif callable(obj):
