@@ -50,8 +50,8 @@ exclude_patterns = [
     "_build", "jupyter_execute", "**.ipynb_checkpoints", "_ext", "Thumbs.db", ".DS_Store",
     "tutorials/README.md", "tutorials/_data",
 ]
-templates_path = ["_templates"]
 html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 
 html_theme = "furo"
 html_title = f"snntorch-egru {release}"

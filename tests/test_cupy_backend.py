@@ -89,7 +89,10 @@ def test_cupy_backend_is_registered_and_never_auto_on_cpu():
     assert backends.resolve_backend("auto", call).name != "cupy"
 
 
-def test_cpu_tensor_error_says_what_to_do():
+def test_cpu_tensor_error_says_what_to_do(monkeypatch):
+    # Pretend CuPy is importable so the CUDA check (not the missing-CuPy one) is what fires,
+    # whether or not CuPy is installed in this environment.
+    monkeypatch.setattr(K, "_CUPY", True)
     rnn = se.EGRU(4, 8, backend="cupy")
     with pytest.raises(RuntimeError, match="cupy") as info:
         rnn(torch.randn(3, 2, 4))

@@ -65,7 +65,7 @@ def test_bad_settings_are_named(capsys):
         _validate(TrainConfig(batch_size=15), 2)
     with pytest.raises(ValueError, match="--epochs must be a positive integer, got 0"):
         _validate(TrainConfig(epochs=0), 1)
-    with pytest.raises(ValueError, match="--readout must be 'last', 'mean' or 'state', got 'max'"):
+    with pytest.raises(ValueError, match="--readout must be 'last', 'mean', 'rate' or 'state', got 'max'"):
         _validate(TrainConfig(readout="max"), 1)
     assert main(["--epochs", "0", "--no-progress"]) == 2
     assert "--epochs must be a positive integer, got 0" in capsys.readouterr().err

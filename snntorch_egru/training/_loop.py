@@ -21,7 +21,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from . import _distributed as D
 from ._data import batchify, collate_time_first, load_classification, load_corpus
-from ._models import FrameCNN, LanguageModel, SequenceClassifier, build_egru
+from ._models import READOUTS, FrameCNN, LanguageModel, SequenceClassifier, build_egru
 from ._tasks import TASKS, TrainConfig, preset
 
 __all__ = ["build_parser", "parse_config", "run", "main"]
@@ -34,7 +34,8 @@ _HELP = {
     "download": "allow torchvision/tonic to download missing datasets",
     "hidden_sizes": "LM: size of every EGRU layer (the last one is the embedding size)",
     "input_encoder": "width of a Linear encoder before the EGRU (0 = none)",
-    "readout": "'last' trace, 'mean' trace over steps, or final internal 'state' c",
+    "readout": "'last' trace, 'mean' trace over steps, 'rate' (Linear on the events y at every step, logits "
+                "averaged over steps), or final internal 'state' c",
     "schedule": "none | cosine | step | cosine_tail",
     "activity_reg": "weight of (mean(o) - activity_target)^2, differentiable through the surrogate",
     "voltage_reg": "weight of mean((c - voltage_target)^2)",
@@ -104,8 +105,8 @@ def _validate(cfg: TrainConfig, world: int) -> None:
             f"--batch-size is the global batch and must be divisible by the number of processes ({world}), "
             f"got {cfg.batch_size}"
         )
-    if cfg.readout not in ("last", "mean", "state"):
-        raise ValueError(f"--readout must be 'last', 'mean' or 'state', got {cfg.readout!r}")
+    if cfg.readout not in READOUTS:
+        raise ValueError(f"--readout must be 'last', 'mean', 'rate' or 'state', got {cfg.readout!r}")
     if cfg.schedule not in ("none", "cosine", "step", "cosine_tail"):
         raise ValueError(f"--schedule must be one of none, cosine, step, cosine_tail, got {cfg.schedule!r}")
     if cfg.optimizer not in ("adam", "adamw", "sgd"):

@@ -10,7 +10,9 @@ from torch import nn
 from ..modules import EGRU
 from ..state import EGRURecord, EGRUState
 
-__all__ = ["SequenceClassifier", "LanguageModel", "FrameCNN", "build_egru"]
+__all__ = ["SequenceClassifier", "LanguageModel", "FrameCNN", "build_egru", "READOUTS"]
+
+READOUTS = ("last", "mean", "rate", "state")
 
 
 def build_egru(cfg, input_size: int, hidden_size: int, num_layers: int = 1, dropconnect: Optional[float] = None) -> EGRU:
@@ -54,9 +56,13 @@ class SequenceClassifier(nn.Module):
         egru: the recurrent layer(s).
         num_classes: number of classes.
         frontend: module mapping ``[T, B, *F]`` to ``[T, B, egru.input_size]`` (or None).
-        readout: ``"last"`` (trace at the final step), ``"mean"`` (trace averaged over steps)
+        readout: ``"last"`` (trace at the final step), ``"mean"`` (trace averaged over steps),
+            ``"rate"`` (the Linear readout applied to the events ``y`` at every step and the
+            logits averaged over the steps, rate-coded like snnTorch's ``ce_rate_loss``; as the
+            readout is linear this equals the Linear of the time-averaged events, and it is
+            exactly the per-step graph of the NIR export plus a time average outside it)
             or ``"state"`` (internal state ``c`` after the final step, like a GRU's ``h_T``).
-        dropout: dropout on the trace before the readout.
+        dropout: dropout on the readout's input (trace, events or state).
 
     Inputs: ``x`` of shape ``[T, B, *F]``. Outputs: ``logits [B, num_classes]`` and the
     :class:`~snntorch_egru.EGRURecord` of the EGRU.
@@ -65,8 +71,8 @@ class SequenceClassifier(nn.Module):
     def __init__(self, egru: EGRU, num_classes: int, frontend: Optional[nn.Module] = None,
                  readout: str = "last", dropout: float = 0.0) -> None:
         super().__init__()
-        if readout not in ("last", "mean", "state"):
-            raise ValueError(f"readout must be 'last', 'mean' or 'state', got {readout!r}")
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be 'last', 'mean', 'rate' or 'state', got {readout!r}")
         self.frontend = frontend
         self.egru = egru
         self.readout = readout
@@ -78,7 +84,9 @@ class SequenceClassifier(nn.Module):
             x = self.frontend(x)
         _, _, rec = self.egru(x, return_internals=True)
         trace = rec.trace[-1]  # last layer, [T, B, H]
-        if self.readout == "state":
+        if self.readout == "rate":
+            feat = rec.y[-1].mean(0)  # mean_t head(y_t) == head(mean_t y_t): the head is linear
+        elif self.readout == "state":
             feat = rec.c[-1, -1]  # internal state of the last layer after the last step
         else:
             feat = trace[-1] if self.readout == "last" else trace.mean(0)
