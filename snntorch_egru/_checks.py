@@ -8,7 +8,6 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from .functional import RESET_MECHANISMS
 
 
 def positive_int(name: str, value: Any) -> int:
@@ -48,6 +47,8 @@ def positive_float(name: str, value: Any) -> float:
 
 
 def reset_mechanism(value: Any) -> str:
+    from .functional import RESET_MECHANISMS
+
     if not isinstance(value, str) or value not in RESET_MECHANISMS:
         raise ValueError(
             f"reset_mechanism must be one of {', '.join(repr(r) for r in RESET_MECHANISMS)}, got {value!r}"

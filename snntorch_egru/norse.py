@@ -43,7 +43,6 @@ Example::
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, NamedTuple, Optional, Tuple, Union
 
 import torch
@@ -187,12 +186,7 @@ class NorseThreshold:
 
 
 def _alpha(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"alpha must be a positive float, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value <= 0.0:
-        raise ValueError(f"alpha must be a finite float > 0, got {value!r}")
-    return value
+    return _checks.positive_float("alpha", value)
 
 
 def _check_parameters(p: Any) -> EGRUParameters:

@@ -35,10 +35,11 @@ Example::
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
+
+from ._checks import positive_float as _positive_float
 
 __all__ = [
     "EGRUSurrogate",
@@ -249,12 +250,3 @@ def surrogate_support(spike_fn: object) -> float | None:
     if isinstance(spike_fn, _HeavisideNoGrad):
         return 0.0
     return None
-
-
-def _positive_float(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a positive float, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value <= 0.0:
-        raise ValueError(f"{name} must be a finite float > 0, got {value!r}")
-    return value
