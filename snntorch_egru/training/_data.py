@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 __all__ = [
     "ClassificationData",
@@ -25,6 +25,7 @@ __all__ = [
     "collate_time_first",
     "load_classification",
     "load_corpus",
+    "split_train_valid",
 ]
 
 
@@ -35,8 +36,28 @@ class ClassificationData:
     train: Dataset
     test: Dataset
     num_classes: int
-    input_shape: Tuple[int, ...]  # per-step features, e.g. (1,) or (2, 32, 32)
+    input_shape: Tuple[int, ...]  # per-step features, e.g. (1,) or (1, 128, 128)
     steps: int
+    valid: Optional[Dataset] = None  # held out of the training set for model selection (None: no selection)
+
+
+VALID_FRACTION = 0.2
+VALID_SEED = 42
+
+
+def split_train_valid(dataset: Dataset, fraction: float = VALID_FRACTION, seed: int = VALID_SEED
+                      ) -> Tuple[Subset, Subset]:
+    """Random ``(train, valid)`` split of ``dataset`` with ``round(fraction * N)`` validation samples.
+
+    The permutation comes from ``torch.Generator().manual_seed(seed)`` (42 in the sMNIST recipe:
+    60000 -> 48000 train + 12000 validation), independent of ``--seed``.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction!r}")
+    n = len(dataset)
+    n_valid = int(round(fraction * n))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return Subset(dataset, sorted(perm[n_valid:])), Subset(dataset, sorted(perm[:n_valid]))
 
 
 def collate_time_first(batch: Sequence[Tuple[torch.Tensor, int]]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -125,6 +146,8 @@ class _SequentialImages(Dataset):
 def load_mnist_data(data_dir: str, permuted: bool, download: bool = False) -> ClassificationData:
     """Sequential MNIST (784 steps of one pixel in [0, 1]) through torchvision.
 
+    The 60000 training images are split 80/20 (seed 42) into ``train`` and ``valid``
+    (:func:`split_train_valid`); ``test`` is the 10000 test images, used only at the end.
     Expects ``<data_dir>/MNIST/raw/`` with the four uncompressed idx files.
     """
     try:
@@ -145,29 +168,14 @@ def load_mnist_data(data_dir: str, permuted: bool, download: bool = False) -> Cl
     train = datasets.MNIST(data_dir, train=True, transform=tf, download=bool(missing))
     test = datasets.MNIST(data_dir, train=False, transform=tf, download=False)
     perm = bit_reversal_permutation(784) if permuted else None
-    return ClassificationData(_SequentialImages(train, perm), _SequentialImages(test, perm),
-                              num_classes=10, input_shape=(1,), steps=784)
+    train_part, valid_part = split_train_valid(_SequentialImages(train, perm))
+    return ClassificationData(train_part, _SequentialImages(test, perm), num_classes=10, input_shape=(1,),
+                              steps=784, valid=valid_part)
 
 
 # --------------------------------------------------------------------------- tonic
 DVS_SLICE_US = 1_700_000
 DVS_FRAME_US = 25_000
-
-
-class _FramesToTensor:
-    """Tonic frames ``[T, P, H, W]`` (counts) to float ``[T, P, S, S]``, scaled and pooled."""
-
-    def __init__(self, size: int, scale: float, steps: int) -> None:
-        self.size, self.scale, self.steps = size, scale, steps
-
-    def __call__(self, frames) -> torch.Tensor:
-        x = torch.as_tensor(frames, dtype=torch.float32)
-        if x.shape[0] < self.steps:  # pad a short slice
-            x = torch.cat([x, x.new_zeros((self.steps - x.shape[0],) + tuple(x.shape[1:]))])
-        x = x[: self.steps]
-        if x.shape[-1] != self.size:
-            x = torch.nn.functional.adaptive_avg_pool2d(x, self.size) * (x.shape[-1] / self.size) ** 2
-        return x / self.scale
 
 
 class _Mapped(Dataset):
@@ -190,8 +198,15 @@ def _need_tonic(task: str):
     return tonic
 
 
-def load_dvsgesture_data(data_dir: str, frame_size: int = 32, download: bool = False) -> ClassificationData:
+def load_dvsgesture_data(data_dir: str, frame_size: int = 32, download: bool = False, polarity: str = "separate",
+                         augment: bool = False) -> ClassificationData:
     """DVS128 Gesture through tonic: 1.7 s slices, 25 ms frames (68 steps), disk-cached.
+
+    Counts are divided by 19.0 (train) and 18.5 (test). The recipe's preprocessing
+    (:mod:`._dvs`; what the ``dvsgesture`` preset passes) is ``frame_size=128``,
+    ``polarity="mean"`` (polarities averaged) and ``augment=True`` (a random
+    crop/perspective/rotation per training sample, never on the test set); the defaults
+    here keep the two polarities and no augmentation. ``frame_size`` below 128 sum-pools.
 
     Expects ``<data_dir>/DVSGesture/ibmGestureTrain.tar.gz`` and ``ibmGestureTest.tar.gz``
     with their extracted ``.npy`` folders.
@@ -215,10 +230,12 @@ def load_dvsgesture_data(data_dir: str, frame_size: int = 32, download: bool = F
                     "about 2.4 GB in all) or rerun with --download."
                 )
             print(f"Downloading DVS128 Gesture ({folder}, about 1.2 GB) to {root} ...", flush=True)
+    from ._dvs import TEST_SCALE, TRAIN_SCALE, DVSFrames, FrameAugment, TrainFrames
+
     steps = DVS_SLICE_US // DVS_FRAME_US  # 68
     to_frame = tonic.transforms.ToFrame(sensor_size=DVSGesture.sensor_size, time_window=DVS_FRAME_US)
     out = []
-    for train, scale in ((True, 19.0), (False, 18.5)):
+    for train, scale in ((True, TRAIN_SCALE), (False, TEST_SCALE)):
         ds = DVSGesture(data_dir, train=train)
         sliced = tonic.SlicedDataset(
             ds, slicer=tonic.slicers.SliceByTime(time_window=DVS_SLICE_US),
@@ -227,8 +244,10 @@ def load_dvsgesture_data(data_dir: str, frame_size: int = 32, download: bool = F
         )
         cached = tonic.DiskCachedDataset(
             sliced, cache_path=os.path.join(data_dir, "cache", "dvsgesture", "train" if train else "test"))
-        out.append(_Mapped(cached, _FramesToTensor(frame_size, scale, steps)))
-    return ClassificationData(out[0], out[1], num_classes=11, input_shape=(2, frame_size, frame_size),
+        frames = DVSFrames(steps, scale, frame_size, polarity)
+        out.append(_Mapped(cached, TrainFrames(frames, FrameAugment() if train and augment else None)))
+    channels = 1 if polarity == "mean" else 2
+    return ClassificationData(out[0], out[1], num_classes=11, input_shape=(channels, frame_size, frame_size),
                               steps=steps)
 
 
@@ -277,14 +296,16 @@ def load_shd_data(data_dir: str, time_bins: int = 100, download: bool = False) -
 
 
 def load_classification(task: str, data_dir: str, *, frame_size: int = 32, time_bins: int = 100,
-                        download: bool = False) -> ClassificationData:
-    """The :class:`ClassificationData` of a classification ``task``."""
+                        download: bool = False, polarity: str = "separate", augment: bool = False
+                        ) -> ClassificationData:
+    """The :class:`ClassificationData` of a classification ``task`` (``polarity``/``augment``: DVS only)."""
     if task == "digits":
         return load_digits_data()
     if task in ("smnist", "psmnist"):
         return load_mnist_data(data_dir, permuted=task == "psmnist", download=download)
     if task == "dvsgesture":
-        return load_dvsgesture_data(data_dir, frame_size=frame_size, download=download)
+        return load_dvsgesture_data(data_dir, frame_size=frame_size, download=download, polarity=polarity,
+                                    augment=augment)
     if task == "shd":
         return load_shd_data(data_dir, time_bins=time_bins, download=download)
     raise ValueError(f"task must be a classification task (digits, smnist, psmnist, dvsgesture, shd), got {task!r}")

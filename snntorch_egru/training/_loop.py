@@ -36,6 +36,7 @@ _HELP = {
     "input_encoder": "width of a Linear encoder before the EGRU (0 = none)",
     "readout": "'last' trace, 'mean' trace over steps, 'rate' (Linear on the events y at every step, logits "
                 "averaged over steps), or final internal 'state' c",
+    "readout_steps": "'rate' readout: average the logits over the last N steps only (0 = all steps)",
     "schedule": "none | cosine | step | cosine_tail",
     "activity_reg": "weight of (mean(o) - activity_target)^2, differentiable through the surrogate",
     "voltage_reg": "weight of mean((c - voltage_target)^2)",
@@ -179,6 +180,18 @@ class _EventsHead(nn.Module):
         return x
 
 
+def _nir_note(cfg: TrainConfig, is_lm: bool) -> str:
+    if is_lm:
+        return "the EGRU stack only (embedding and tied decoder stay in PyTorch)"
+    if cfg.readout == "rate":
+        steps = f"the last {cfg.readout_steps} steps" if cfg.readout_steps else "all steps"
+        return ("front end -> EGRU -> readout Linear applied to the events y; the trained model's logits are "
+                f"this graph's outputs averaged over {steps} (faithful)")
+    what = "internal state c" if cfg.readout == "state" else "trace"
+    return ("front end -> EGRU -> readout Linear applied to the events y "
+            f"(training read out the {cfg.readout!r} {what}, which this graph does not represent)")
+
+
 def _export_nir(model: nn.Module, sample_step: torch.Tensor, path: str) -> Tuple[Optional[str], Optional[str]]:
     try:
         from .. import nir as se_nir
@@ -282,7 +295,7 @@ class _Run:
                 in_size = cfg.input_encoder
             egru = build_egru(cfg, in_size, cfg.hidden_size, cfg.num_layers)
             model = SequenceClassifier(egru, data.num_classes, frontend=frontend, readout=cfg.readout,
-                                       dropout=cfg.dropout)
+                                       dropout=cfg.dropout, readout_steps=cfg.readout_steps)
             self.sample_step = torch.zeros((1,) + tuple(data.input_shape))
         self.model = model.to(self.device)
         self.net: nn.Module = self.model
@@ -555,12 +568,7 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
                 if why:
                     absent["nir"] = why
                 else:
-                    metrics["nir_note"] = (
-                        "per-step graph: " + ("front end -> EGRU -> readout Linear applied to the events y "
-                                              f"(training read out the {cfg.readout!r} "
-                                              f"{'internal state c' if cfg.readout == 'state' else 'trace'})"
-                                              if not r.is_lm else "the EGRU stack only (embedding and tied "
-                                              "decoder stay in PyTorch)"))
+                    metrics["nir_note"] = "per-step graph: " + _nir_note(cfg, r.is_lm)
             if cfg.plot:
                 files["plot"] = _plot(os.path.join(cfg.out, "activity.png"), r.raster, history,
                                       f"{cfg.task}: EGRU({cfg.hidden_size})")

@@ -69,13 +69,14 @@ class SequenceClassifier(nn.Module):
     """
 
     def __init__(self, egru: EGRU, num_classes: int, frontend: Optional[nn.Module] = None,
-                 readout: str = "last", dropout: float = 0.0) -> None:
+                 readout: str = "last", dropout: float = 0.0, readout_steps: int = 0) -> None:
         super().__init__()
         if readout not in READOUTS:
             raise ValueError(f"readout must be 'last', 'mean', 'rate' or 'state', got {readout!r}")
         self.frontend = frontend
         self.egru = egru
         self.readout = readout
+        self.readout_steps = int(readout_steps)
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(egru.hidden_size, num_classes)
 
@@ -85,7 +86,10 @@ class SequenceClassifier(nn.Module):
         _, _, rec = self.egru(x, return_internals=True)
         trace = rec.trace[-1]  # last layer, [T, B, H]
         if self.readout == "rate":
-            feat = rec.y[-1].mean(0)  # mean_t head(y_t) == head(mean_t y_t): the head is linear
+            y = rec.y[-1]
+            if self.readout_steps:
+                y = y[-self.readout_steps:]
+            feat = y.mean(0)  # mean_t head(y_t) == head(mean_t y_t): the head is linear
         elif self.readout == "state":
             feat = rec.c[-1, -1]  # internal state of the last layer after the last step
         else:

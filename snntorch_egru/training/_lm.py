@@ -1,0 +1,113 @@
+"""Language-model pieces of the paper's recipe (AWD-style training, ``egru-model.md`` §7-8).
+
+- :func:`awd_windows`: variable BPTT windows. Each window's nominal length is ``bptt``
+  with probability 0.95, else ``bptt / 2``; the length is then drawn from
+  ``N(nominal, 5)``, truncated to an int and at least 5 (and cut at the end of the data).
+- :func:`lr_scale`: the learning rate of a window is scaled by ``seq_len / bptt`` (a short
+  window contributes a proportionally smaller step).
+- :func:`locked_dropout`: "variational" dropout on time-first ``[T, B, H]`` tensors. The
+  default ``share="time"`` draws one mask per sample and feature and reuses it at every step
+  of the window (Gal & Ghahramani; AWD-LSTM's LockedDropout). ``share="batch"`` reproduces
+  the EvNN code literally (mask ``[1, T, H]`` on batch-first tensors: one mask per step,
+  shared by the whole batch).
+- :class:`BestCheckpoint`: keeps the parameters of the epoch with the best validation
+  metric (in memory and in ``best.pt``), so that the final test uses that model.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+__all__ = ["awd_windows", "lr_scale", "locked_dropout", "BestCheckpoint", "DROPOUT_SHARES"]
+
+DROPOUT_SHARES = ("time", "batch")
+
+
+def awd_windows(n_tokens: int, bptt: int, generator: Optional[torch.Generator] = None, p_full: float = 0.95,
+                std: float = 5.0, min_len: int = 5) -> List[Tuple[int, int]]:
+    """``(start, seq_len)`` windows over a stream of ``n_tokens`` rows (targets are the next rows).
+
+    The windows tile ``0 .. n_tokens - 2`` without gaps; lengths follow AWD-LSTM. Draws only
+    from ``generator`` (give every process the same one so they take the same steps).
+    """
+    if not isinstance(bptt, int) or bptt < 1:
+        raise ValueError(f"bptt must be a positive int, got {bptt!r}")
+    out: List[Tuple[int, int]] = []
+    i = 0
+    while i < n_tokens - 1:
+        nominal = bptt if float(torch.rand((), generator=generator)) < p_full else bptt / 2
+        seq = max(min_len, int(nominal + std * float(torch.randn((), generator=generator))))
+        seq = min(seq, n_tokens - 1 - i)
+        out.append((i, seq))
+        i += seq
+    return out
+
+
+def lr_scale(seq_len: int, bptt: int) -> float:
+    """Factor of the learning rate for a window of ``seq_len`` steps: ``seq_len / bptt``."""
+    return seq_len / bptt
+
+
+def locked_dropout(x: torch.Tensor, p: float, training: bool, share: str = "time") -> torch.Tensor:
+    """Dropout on ``x [T, B, H]`` with one mask shared over time (``"time"``) or over the batch (``"batch"``)."""
+    if share not in DROPOUT_SHARES:
+        raise ValueError(f"dropout mask share must be 'time' or 'batch', got {share!r}")
+    if not training or p <= 0:
+        return x
+    shape = (1,) + tuple(x.shape[1:]) if share == "time" else (x.shape[0], 1) + tuple(x.shape[2:])
+    mask = x.new_empty(shape).bernoulli_(1 - p) / (1 - p)
+    return x * mask
+
+
+class BestCheckpoint:
+    """The parameters of the best validation epoch so far.
+
+    Args:
+        path: file written (``torch.save``) each time the metric improves (None: memory only).
+        mode: ``"min"`` (perplexity, loss) or ``"max"`` (accuracy).
+    """
+
+    def __init__(self, path: Optional[str], mode: str = "min") -> None:
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        self.path, self.mode = path, mode
+        self.value: Optional[float] = None
+        self.epoch: Optional[int] = None
+        self.model_state: Optional[Dict[str, Any]] = None
+
+    def better(self, value: float) -> bool:
+        if self.value is None:
+            return True
+        return value < self.value if self.mode == "min" else value > self.value
+
+    def update(self, value: float, model: nn.Module, epoch: int, write: bool = True) -> bool:
+        """Record ``model`` if ``value`` beats the best so far; returns whether it did."""
+        if not self.better(value):
+            return False
+        self.value, self.epoch = float(value), int(epoch)
+        self.model_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        if write and self.path is not None:
+            tmp = self.path + ".tmp"
+            torch.save({"epoch": self.epoch, "value": self.value, "model": self.model_state}, tmp)
+            os.replace(tmp, self.path)
+        return True
+
+    def restore(self, model: nn.Module) -> bool:
+        """Load the best parameters into ``model``; False when nothing was recorded."""
+        if self.model_state is None:
+            return False
+        model.load_state_dict(self.model_state)
+        return True
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"value": self.value, "epoch": self.epoch, "mode": self.mode, "model": self.model_state}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.value, self.epoch = state.get("value"), state.get("epoch")
+        self.mode = state.get("mode", self.mode)
+        self.model_state = copy.deepcopy(state.get("model"))

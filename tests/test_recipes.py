@@ -1,0 +1,257 @@
+"""The paper's recipes (egru-model.md §8): DVS preprocessing and augmentation, the AlexNet-like CNN,
+the sMNIST train/validation split, AWD-style LM windows, variational dropout and best-validation
+selection. Offline, tiny synthetic data."""
+
+from __future__ import annotations
+
+import math
+import struct
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from snntorch_egru.training import _data as D
+from snntorch_egru.training import _dvs, _lm
+
+
+# ----------------------------------------------------------------------------- DVS frames
+def test_polarities_averaged_and_scaled_by_hand():
+    frames = np.zeros((3, 2, 4, 4), dtype=np.int16)
+    frames[0, 0, 1, 2] = 4  # 4 ON events
+    frames[0, 1, 1, 2] = 2  # 2 OFF events, same pixel
+    frames[2, 1, 3, 0] = 7
+    x = _dvs.DVSFrames(steps=5, scale=19.0, size=4)(frames)
+    assert x.shape == (5, 1, 4, 4)  # one channel, padded to 5 steps
+    assert x[0, 0, 1, 2].item() == pytest.approx(3 / 19.0)  # (4 + 2) / 2 / 19
+    assert x[2, 0, 3, 0].item() == pytest.approx(3.5 / 19.0)
+    assert x.abs().sum().item() == pytest.approx(6.5 / 19.0)
+    assert torch.all(x[3:] == 0)
+    xt = _dvs.DVSFrames(steps=2, scale=18.5, size=4)(frames)  # test scaling, cut to 2 steps
+    assert xt.shape == (2, 1, 4, 4) and xt[0, 0, 1, 2].item() == pytest.approx(3 / 18.5)
+    # small option: 2x2 sum pooling keeps counts per pooled pixel
+    xp = _dvs.DVSFrames(steps=3, scale=19.0, size=2)(frames)
+    assert xp[0, 0, 0, 1].item() == pytest.approx(3 / 19.0) and xp[2, 0, 1, 0].item() == pytest.approx(3.5 / 19.0)
+    xs = _dvs.DVSFrames(steps=3, scale=19.0, size=4, polarity="separate")(frames)
+    assert xs.shape == (3, 2, 4, 4) and xs[0, 0, 1, 2].item() == pytest.approx(4 / 19.0)
+    with pytest.raises(ValueError, match="polarity must be 'mean' or 'separate', got 'sum'"):
+        _dvs.DVSFrames(3, 19.0, polarity="sum")
+
+
+def test_warp_identity_rotation_and_crop_against_references():
+    x = torch.rand(3, 2, 8, 8)
+    assert torch.equal(_dvs.warp(x, torch.eye(3)), x)
+    rot = torch.tensor([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])  # output (u, v) samples input (-v, u)
+    np.testing.assert_allclose(_dvs.warp(x, rot).numpy(), torch.rot90(x, 1, (-2, -1)).numpy(), atol=1e-6)
+    crop = torch.tensor([[0.5, 0, 0], [0, 0.5, 0], [0, 0, 1]])  # central 4x4 resized to 8x8
+    ref = torch.nn.functional.interpolate(x[..., 2:6, 2:6].reshape(6, 1, 4, 4), size=8, mode="bilinear",
+                                          align_corners=False).reshape(3, 2, 8, 8)
+    # interior only: at the crop's border interpolate() clamps, the warp reads the true neighbours outside it
+    np.testing.assert_allclose(_dvs.warp(x, crop)[..., 1:7, 1:7].numpy(), ref[..., 1:7, 1:7].numpy(), atol=1e-6)
+    src = [(-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0)]
+    dst = [(-0.8, -0.9), (0.7, -1.0), (1.0, 0.6), (-1.0, 1.0)]
+    M = _dvs.perspective_matrix(src, dst)
+    for (a, b), (c, d) in zip(src, dst):
+        p = M @ torch.tensor([a, b, 1.0], dtype=torch.float64)
+        assert (p[0] / p[2]).item() == pytest.approx(c) and (p[1] / p[2]).item() == pytest.approx(d)
+
+
+def test_augmentation_deterministic_under_seed_and_degenerate_is_identity():
+    x = torch.rand(4, 1, 16, 16)
+    aug = _dvs.FrameAugment()
+    torch.manual_seed(5)
+    a = aug(x)
+    torch.manual_seed(5)
+    b = aug(x)
+    torch.manual_seed(6)
+    c = aug(x)
+    assert torch.equal(a, b) and not torch.allclose(a, c) and not torch.allclose(a, x)
+    # one warp for the whole sample: frame t of the augmented clip == the warp of frame t alone
+    torch.manual_seed(5)
+    m = aug.sample_matrix(16, 16)
+    np.testing.assert_allclose(a[2].numpy(), _dvs.warp(x[2], m).numpy(), atol=1e-6)
+    none = _dvs.FrameAugment(crop_scale=(1.0, 1.0), ratio=(1.0, 1.0), perspective_p=0.0, degrees=0.0)
+    assert torch.equal(none(x), x)
+    # rotation range: 25 degrees at most (corner (1, 0) of the rotation-only matrix)
+    rot_only = _dvs.FrameAugment(crop_scale=(1.0, 1.0), ratio=(1.0, 1.0), perspective_p=0.0)
+    torch.manual_seed(0)
+    angles = [math.degrees(math.atan2(rot_only.sample_matrix(16, 16)[1, 0].item(), 1.0)) for _ in range(200)]
+    assert max(abs(a) for a in angles) <= 25.0 + 1e-9 and max(angles) > 20 and min(angles) < -20
+
+
+def _write_dvs(root, rng):
+    for folder, users in (("ibmGestureTrain", (1,)), ("ibmGestureTest", (2,))):
+        base = root / "DVSGesture"
+        base.mkdir(parents=True, exist_ok=True)
+        (base / f"{folder}.tar.gz").write_bytes(b"")
+        d = base / folder / f"user{users[0]:02d}_fluorescent"
+        d.mkdir(parents=True)
+        for label in (0, 4):
+            n = 3000
+            ev = np.stack([rng.integers(0, 128, n), rng.integers(0, 128, n), rng.integers(0, 2, n),
+                           np.sort(rng.integers(0, 1800, n))], axis=1).astype(np.float64)
+            np.save(d / f"{label}.npy", ev)
+
+
+def test_dvsgesture_recipe_pipeline_augments_training_only(tmp_path):
+    from tonic.datasets import DVSGesture
+
+    _write_dvs(tmp_path / "data", np.random.default_rng(2))
+    with mock.patch.object(DVSGesture, "_check_exists", return_value=True):
+        kw = dict(frame_size=128, polarity="mean")  # what the preset passes
+        data = D.load_classification("dvsgesture", str(tmp_path / "data"), augment=True, **kw)
+        plain = D.load_classification("dvsgesture", str(tmp_path / "data"), augment=False, **kw)
+        assert data.input_shape == (1, 128, 128) and data.steps == 68 and data.valid is None
+        refs = {}
+        for train in (True, False):
+            ds = DVSGesture(str(tmp_path / "data"), train=train)
+            ev = np.load(ds.data[0])
+            first = ev[ev[:, 3] * 1000 < 25_000]  # first 25 ms frame, full resolution
+            ref = np.zeros((128, 128))
+            for xx, yy, _, _ in first:
+                ref[int(yy), int(xx)] += 0.5  # polarities averaged
+            refs[train] = ref
+        xt, _ = data.test[0]
+        assert xt.shape == (68, 1, 128, 128)
+        np.testing.assert_allclose(xt[0, 0].numpy(), refs[False] / 18.5, atol=1e-6)
+        np.testing.assert_allclose(data.test[0][0].numpy(), xt.numpy())  # no randomness at test time
+        xp, _ = plain.train[0]
+        np.testing.assert_allclose(xp[0, 0].numpy(), refs[True] / 19.0, atol=1e-6)
+        torch.manual_seed(11)
+        a, _ = data.train[0]
+        torch.manual_seed(11)
+        b, _ = data.train[0]
+        torch.manual_seed(12)
+        c, _ = data.train[0]
+    assert torch.equal(a, b) and not torch.allclose(a, c) and not torch.allclose(a, xp)
+
+
+def test_alexnet_frontend_matches_recipe_size():
+    net = _dvs.AlexNetFrames()
+    # independent count: the five convolutions and Linear(256, 512) with one input channel
+    convs = [(1, 64, 11), (64, 192, 5), (192, 384, 3), (384, 256, 3), (256, 256, 3)]
+    expected = sum(i * o * k * k + o for i, o, k in convs) + 256 * 512 + 512
+    assert sum(p.numel() for p in net.parameters()) == expected == 2_585_792  # notes: "CNN 2.59 M"
+    net.eval()
+    x = torch.rand(2, 3, 1, 128, 128)
+    out = net(x)
+    assert out.shape == (2, 3, 512)
+    torch.testing.assert_close(out[1, 2], net.net(x[1, 2:3])[0])  # per-frame, frames independent
+    with pytest.raises(ValueError, match=r"at least 63x63, got \(32, 32\)"):
+        net(torch.rand(1, 1, 1, 32, 32))
+    with pytest.raises(ValueError, match="--cnn alexnet needs --frame-size >= 63, got 32"):
+        _dvs.build_frontend("alexnet", 1, 32)
+    with pytest.raises(ValueError, match="--cnn must be 'alexnet' or 'small', got 'vgg'"):
+        _dvs.build_frontend("vgg", 1, 128)
+    assert _dvs.build_frontend("small", 2, 32).features == 256
+
+
+# ----------------------------------------------------------------------------- sMNIST split
+def test_split_train_valid_sizes_and_seed():
+    ds = TensorDataset(torch.arange(60000))
+    tr, va = D.split_train_valid(ds)
+    assert len(tr) == 48000 and len(va) == 12000
+    assert set(tr.indices).isdisjoint(va.indices) and len(set(tr.indices) | set(va.indices)) == 60000
+    tr2, va2 = D.split_train_valid(ds, seed=42)
+    assert tr2.indices == tr.indices and va2.indices == va.indices
+    _, va3 = D.split_train_valid(ds, seed=43)
+    assert va3.indices != va.indices
+    with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\), got 1.5"):
+        D.split_train_valid(ds, fraction=1.5)
+
+
+def _idx(path, arr, magic):
+    with open(path, "wb") as f:
+        if magic == 2051:
+            f.write(struct.pack(">IIII", magic, len(arr), 28, 28))
+        else:
+            f.write(struct.pack(">II", magic, len(arr)))
+        f.write(arr.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def mnist_dir(tmp_path):
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 20), ("t10k", 6)):
+        imgs = rng.integers(0, 256, (n, 28, 28))
+        imgs[:, 0, 0] = np.arange(n) + (0 if prefix == "train" else 100)  # sample id in the first pixel
+        _idx(raw / f"{prefix}-images-idx3-ubyte", imgs, 2051)
+        _idx(raw / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n), 2049)
+    return tmp_path
+
+
+@pytest.mark.parametrize("task", ["smnist", "psmnist"])
+def test_mnist_validation_comes_from_the_training_file(mnist_dir, task):
+    data = D.load_classification(task, str(mnist_dir / "data"))
+    ids = lambda ds: sorted(int(round(ds[i][0][0, 0].item() * 255)) for i in range(len(ds)))  # pixel 0 first
+    assert len(data.train) == 16 and len(data.valid) == 4 and len(data.test) == 6
+    assert sorted(ids(data.train) + ids(data.valid)) == list(range(20))
+    assert ids(data.test) == list(range(100, 106))
+    held = sorted(torch.randperm(20, generator=torch.Generator().manual_seed(42))[:4].tolist())
+    assert ids(data.valid) == held
+
+
+# ----------------------------------------------------------------------------- LM: AWD windows, dropout
+def test_awd_windows_distribution_and_tiling():
+    g = torch.Generator().manual_seed(0)
+    w = _lm.awd_windows(200_000, 70, g)
+    starts = [s for s, _ in w]
+    lens = np.array([n for _, n in w])
+    assert starts[0] == 0 and all(s + n == t for (s, n), (t, _) in zip(w, w[1:]))
+    assert starts[-1] + lens[-1] == 200_000 - 1  # every target used once
+    body = lens[:-1]
+    short = (body < 52).mean()  # nominal 35 (mass within 17 of 35) vs nominal 70
+    assert 0.035 < short < 0.065  # 5 % of windows are half-length
+    long_ = body[body >= 52]
+    assert abs(long_.mean() - 69.5) < 0.4  # int(N(70, 5)) truncates: mean 69.5
+    assert abs(long_.std() - 5.0) < 0.4
+    assert body.min() >= 5
+    again = _lm.awd_windows(200_000, 70, torch.Generator().manual_seed(0))
+    assert again == w
+    tiny = np.array([n for _, n in _lm.awd_windows(5000, 6, torch.Generator().manual_seed(1))][:-1])
+    assert tiny.min() == 5 and (tiny == 5).mean() > 0.3  # min 5 clips the N(6, 5) / N(3, 5) draws
+    assert _lm.lr_scale(35, 70) == 0.5 and _lm.lr_scale(84, 70) == pytest.approx(1.2)
+    with pytest.raises(ValueError, match="bptt must be a positive int, got 0"):
+        _lm.awd_windows(100, 0)
+
+
+def test_locked_dropout_masks():
+    x = torch.ones(6, 4, 50)
+    torch.manual_seed(0)
+    y = _lm.locked_dropout(x, 0.5, True)  # shared over time
+    assert set(y.unique().tolist()) == {0.0, 2.0}
+    assert all(torch.equal(y[t], y[0]) for t in range(6)) and not torch.equal(y[:, 0], y[:, 1])
+    z = _lm.locked_dropout(x, 0.5, True, share="batch")  # EvNN: shared over the batch, new per step
+    assert all(torch.equal(z[:, b], z[:, 0]) for b in range(4)) and not torch.equal(z[0], z[1])
+    assert torch.equal(_lm.locked_dropout(x, 0.5, False), x)
+    with pytest.raises(ValueError, match="dropout mask share must be 'time' or 'batch', got 'step'"):
+        _lm.locked_dropout(x, 0.5, True, share="step")
+
+
+def test_best_checkpoint_keeps_the_best_epoch(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    best = _lm.BestCheckpoint(str(tmp_path / "best.pt"), mode="min")
+    snapshots = {}
+    for epoch, value in enumerate([3.0, 2.0, 2.5, 1.5, 1.8], start=1):
+        with torch.no_grad():
+            model.weight.fill_(epoch)
+        snapshots[epoch] = model.weight.clone()
+        best.update(value, model, epoch)
+    assert best.epoch == 4 and best.value == 1.5
+    assert best.restore(model) and torch.equal(model.weight, snapshots[4])
+    saved = torch.load(tmp_path / "best.pt", weights_only=False)
+    assert saved["epoch"] == 4 and torch.equal(saved["model"]["weight"], snapshots[4])
+    again = _lm.BestCheckpoint(None)
+    again.load_state_dict(best.state_dict())
+    assert again.epoch == 4 and not again.better(1.6) and again.better(1.4)
+    hi = _lm.BestCheckpoint(None, mode="max")
+    for epoch, value in enumerate([0.2, 0.9, 0.5], start=1):
+        hi.update(value, model, epoch)
+    assert hi.epoch == 2
+    assert not _lm.BestCheckpoint(None).restore(model)
+    with pytest.raises(ValueError, match="mode must be 'min' or 'max', got 'best'"):
+        _lm.BestCheckpoint(None, mode="best")
