@@ -131,7 +131,8 @@ def test_dvsgesture_frames_and_training(tmp_path):
         assert x.shape == (68, 2, 32, 32)
         np.testing.assert_allclose(x[0].numpy(), ref / 19.0, atol=1e-6)
         m, out = _run(tmp_path, "dvsgesture", "--batch-size", "2", "--eval-batch-size", "2",
-                      "--hidden-size", "8", "--dropout", "0")
+                      "--hidden-size", "8", "--dropout", "0", "--cnn", "small", "--frame-size", "32",
+                      "--polarity", "separate", "--no-augment")
     assert m["test_samples"] == 2 and m["test_accuracy"] in (0.0, 0.5, 1.0)
     assert m["dense_macs"] == 68 * 3 * 8 * (256 + 8)
     assert os.path.isdir(tmp_path / "data" / "cache" / "dvsgesture" / "train")  # tonic's disk cache

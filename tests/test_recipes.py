@@ -255,3 +255,138 @@ def test_best_checkpoint_keeps_the_best_epoch(tmp_path):
     assert not _lm.BestCheckpoint(None).restore(model)
     with pytest.raises(ValueError, match="mode must be 'min' or 'max', got 'best'"):
         _lm.BestCheckpoint(None, mode="best")
+
+
+# ----------------------------------------------------------------------------- the loop (selection, AWD)
+import json  # noqa: E402
+
+from snntorch_egru.training import main  # noqa: E402
+from snntorch_egru.training import _loop  # noqa: E402
+
+TINY = ["--epochs", "3", "--no-progress", "--no-plot", "--no-nir", "--seed", "3"]
+
+
+def _record_evaluations(monkeypatch):
+    calls = []
+    real = _loop._Run.evaluate
+
+    def spy(self, split="test", keep_raster=False):
+        calls.append(split)
+        return real(self, split, keep_raster)
+
+    monkeypatch.setattr(_loop._Run, "evaluate", spy)
+    return calls
+
+
+def test_mnist_selects_on_validation_and_tests_the_best_epoch(mnist_dir, monkeypatch):
+    from snntorch_egru.training._models import SequenceClassifier, build_egru
+    from snntorch_egru.training._tasks import TrainConfig
+
+    calls = _record_evaluations(monkeypatch)
+    out = mnist_dir / "run"
+    rc = main(["--task", "smnist", "--data-dir", str(mnist_dir / "data"), "--out", str(out), "--hidden-size", "6",
+               "--batch-size", "8", "--eval-batch-size", "8", "--lr", "0.05", *TINY])
+    assert rc == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["train_samples"], m["valid_samples"], m["test_samples"]) == (16, 4, 6)
+    assert calls[:3] == ["valid"] * 3 and "valid" not in calls[3:] and set(calls[3:]) == {"test"}
+    hist = [h["eval_accuracy"] for h in m["history"]]
+    assert all(h["eval_split"] == "valid" for h in m["history"])
+    assert m["selected_epoch"] == 1 + hist.index(max(hist)) and m["valid_accuracy"] == max(hist)
+    best = torch.load(out / "best.pt", weights_only=False)
+    assert best["epoch"] == m["selected_epoch"]
+    # independent test accuracy of the saved best model
+    cfg = TrainConfig.from_dict(m["config"])
+    model = SequenceClassifier(build_egru(cfg, 1, cfg.hidden_size), 10, readout=cfg.readout)
+    model.load_state_dict(best["model"])
+    model.eval()
+    data = D.load_classification("smnist", str(mnist_dir / "data"))
+    x = torch.stack([data.test[i][0] for i in range(6)], 1)
+    y = torch.tensor([data.test[i][1] for i in range(6)])
+    with torch.no_grad():
+        logits, _ = model(x)
+    assert m["test_accuracy"] == pytest.approx((logits.argmax(1) == y).float().mean().item())
+    assert m["test_loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+
+
+WORDS = "the cat sat on a mat and the dog ran to it while birds sang over the green hill".split()
+
+
+def test_lm_awd_windows_scale_the_lr_and_the_best_valid_model_is_tested(tmp_path, monkeypatch):
+    from snntorch_egru.training._models import LanguageModel
+    from snntorch_egru.training._tasks import TrainConfig
+
+    rng = np.random.default_rng(0)
+    d = tmp_path / "data"
+    d.mkdir()
+    for name, lines in zip(D.LM_FILES["ptb"], (40, 8, 8)):
+        (d / name).write_text("".join(" " + " ".join(rng.choice(WORDS, 9)) + " \n" for _ in range(lines)))
+    windows, lrs = [], []
+    real_windows, real_step = _loop.awd_windows, _loop._Run._step
+
+    def spy_windows(*a, **k):
+        w = real_windows(*a, **k)
+        windows.extend(w)
+        return w
+
+    def spy_step(self, loss):
+        lrs.append(self.optimizer.param_groups[0]["lr"])
+        return real_step(self, loss)
+
+    monkeypatch.setattr(_loop, "awd_windows", spy_windows)
+    monkeypatch.setattr(_loop._Run, "_step", spy_step)
+    calls = _record_evaluations(monkeypatch)
+    out = tmp_path / "run"
+    rc = main(["--task", "ptb", "--data-dir", str(d), "--out", str(out), "--hidden-sizes", "8", "6", "--emb-size", "6",
+               "--batch-size", "2", "--eval-batch-size", "2", "--bptt", "8", "--dropconnect", "0",
+               "--schedule", "none", "--lr", "0.01", *TINY])
+    assert rc == 0
+    m = json.loads((out / "metrics.json").read_text())
+    n_rows = (40 * 10) // 2
+    assert len(windows) == len(lrs) and sum(n for _, n in windows) == 3 * (n_rows - 1)
+    epoch_ends = [k for k, (s, _) in enumerate(windows) if s == 0][1:] + [len(windows)]
+    assert all(n >= 5 for k, (_, n) in enumerate(windows) if k + 1 not in epoch_ends)  # min 5 but at the end
+    assert lrs == pytest.approx([0.01 * n / 8 for _, n in windows])  # lr scaled by seq_len / bptt
+    assert len({n for _, n in windows}) > 2  # variable lengths
+    assert all(h["lr"] == pytest.approx(0.01) for h in m["history"])  # restored after each epoch
+    assert calls[:3] == ["valid"] * 3 and set(calls[3:]) == {"test"}
+    ppl = [h["eval_perplexity"] for h in m["history"]]
+    assert m["selected_epoch"] == 1 + ppl.index(min(ppl)) and m["valid_perplexity"] == pytest.approx(min(ppl))
+    best = torch.load(out / "best.pt", weights_only=False)
+    corpus = D.load_corpus("ptb", str(d))
+    model = LanguageModel(TrainConfig.from_dict(m["config"]), len(corpus.vocab))
+    model.load_state_dict(best["model"])
+    model.eval()
+    test = D.batchify(corpus.test, 2)
+    nll, n, states = 0.0, 0, None
+    with torch.no_grad():
+        for i in range(0, test.shape[0] - 1, 8):  # evaluation keeps fixed windows
+            x, y = test[i:i + 8], test[i + 1:i + 9]
+            logits, states, _ = model(x[: y.shape[0]], states)
+            nll += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                                     reduction="sum").item()
+            n += y.numel()
+    assert m["test_perplexity"] == pytest.approx(math.exp(nll / n), rel=1e-5)
+
+
+def test_dvs_recipe_trains_at_full_resolution(tmp_path):
+    from tonic.datasets import DVSGesture
+
+    _write_dvs(tmp_path / "data", np.random.default_rng(3))
+    out = tmp_path / "run"
+    with mock.patch.object(DVSGesture, "_check_exists", return_value=True):
+        rc = main(["--task", "dvsgesture", "--data-dir", str(tmp_path / "data"), "--out", str(out),
+                   "--hidden-size", "8", "--batch-size", "2", "--eval-batch-size", "2", *TINY[2:], "--epochs", "1"])
+    assert rc == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["dense_macs"] == 68 * 3 * 8 * (512 + 8)  # AlexNet-like CNN -> Linear(256, 512) -> EGRU
+    assert m["selected_on"] == "last epoch (no validation split)" and m["test_accuracy"] in (0.0, 0.5, 1.0)
+    assert m["parameters"] == 2_585_792 + 3 * 8 * (512 + 8) + 2 * 3 * 8 + 8 + 8 * 11 + 11
+
+
+def test_dvs_preset_is_the_recipe():
+    from snntorch_egru.training import preset
+
+    cfg = preset("dvsgesture")
+    assert (cfg.frame_size, cfg.cnn, cfg.polarity, cfg.augment, cfg.dropout) == (128, "alexnet", "mean", True, 0.6321)
+    assert preset("ptb").variable_bptt and preset("wikitext2").variable_bptt and preset("ptb").dropout_mask == "time"

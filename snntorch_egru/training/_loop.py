@@ -21,6 +21,8 @@ from torch.utils.data.distributed import DistributedSampler
 
 from . import _distributed as D
 from ._data import batchify, collate_time_first, load_classification, load_corpus
+from ._dvs import build_frontend
+from ._lm import BestCheckpoint, awd_windows, lr_scale
 from ._models import READOUTS, FrameCNN, LanguageModel, SequenceClassifier, build_egru
 from ._tasks import TASKS, TrainConfig, preset
 
@@ -270,7 +272,8 @@ class _Run:
             self.sample_step = torch.zeros(1, cfg.emb_size)
         else:
             data = load_classification(cfg.task, cfg.data_dir, frame_size=cfg.frame_size,
-                                       time_bins=cfg.time_bins, download=cfg.download)
+                                       time_bins=cfg.time_bins, download=cfg.download,
+                                       polarity=cfg.polarity, augment=cfg.augment)
             train, test = data.train, data.test
             if cfg.limit_train:
                 train = Subset(train, range(min(cfg.limit_train, len(train))))
@@ -285,11 +288,20 @@ class _Run:
             self.test_loader = DataLoader(shard, batch_size=cfg.eval_batch_size, shuffle=False,
                                           collate_fn=collate_time_first, num_workers=cfg.num_workers)
             self.n_train, self.n_test = len(train), len(test)
+            self.valid_loader = None  # model selection on a held-out part of the training data
+            if data.valid is not None:
+                valid = data.valid
+                if cfg.limit_test:
+                    valid = Subset(valid, range(min(cfg.limit_test, len(valid))))
+                self.valid_loader = DataLoader(Subset(valid, range(info.rank, len(valid), info.world_size)),
+                                               batch_size=cfg.eval_batch_size, shuffle=False,
+                                               collate_fn=collate_time_first, num_workers=cfg.num_workers)
+                self.n_valid = len(valid)
             frontend: Optional[nn.Module] = None
             in_size = int(torch.tensor(data.input_shape).prod())
             if len(data.input_shape) == 3:  # frames
-                frontend = FrameCNN(data.input_shape[0], 256)
-                in_size = 256
+                frontend = build_frontend(cfg.cnn, data.input_shape[0], data.input_shape[-1], cfg.dropout)
+                in_size = frontend.features
             elif cfg.input_encoder:
                 frontend = nn.Linear(in_size, cfg.input_encoder)
                 in_size = cfg.input_encoder
@@ -304,6 +316,9 @@ class _Run:
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = _optimizer(cfg, [p for p in self.model.parameters() if p.requires_grad])
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_factor(cfg))
+        self.select_split = "valid" if self.is_lm or self.valid_loader is not None else "test"
+        self.best = (BestCheckpoint(os.path.join(cfg.out, "best.pt"), "min" if self.is_lm else "max")
+                     if self.select_split == "valid" else None)
 
     def _eval_columns(self, data: torch.Tensor) -> torch.Tensor:
         return data[:, self.info.rank::self.info.world_size]
@@ -331,16 +346,22 @@ class _Run:
         if self.is_lm:
             data = self.train_data
             states = None
-            starts = list(range(0, data.shape[0] - 1, cfg.bptt))
-            bar = self._bar(starts, len(starts), desc)
-            for i in bar:
-                seq = min(cfg.bptt, data.shape[0] - 1 - i)
+            if cfg.variable_bptt:  # AWD windows, identical on every rank (seeded by seed and epoch only)
+                windows = awd_windows(data.shape[0], cfg.bptt,
+                                      torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+            else:
+                windows = [(i, min(cfg.bptt, data.shape[0] - 1 - i)) for i in range(0, data.shape[0] - 1, cfg.bptt)]
+            bar = self._bar(windows, len(windows), desc)
+            base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+            for i, seq in bar:
                 x = data[i:i + seq].to(self.device)
                 y = data[i + 1:i + 1 + seq].to(self.device)
                 if states is not None:
                     states = [s.detach() for s in states]  # truncated BPTT: carry the state, cut the graph
                 logits, states, recs = self.net(x, states)
                 ce = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+                for g, lr in zip(self.optimizer.param_groups, base_lrs):
+                    g["lr"] = lr * lr_scale(seq, cfg.bptt) if cfg.variable_bptt else lr
                 self._step(ce + regularisers(cfg, recs))
                 n = y.numel()
                 act = torch.cat([r.o.detach().reshape(-1) for r in recs]).mean().item()
@@ -349,6 +370,8 @@ class _Run:
                 sums[3] += n
                 bar.set_postfix(loss=f"{ce.item():.3f}", ppl=f"{math.exp(min(ce.item(), 50)):.1f}",
                                 act=f"{act:.3f}")
+            for g, lr in zip(self.optimizer.param_groups, base_lrs):
+                g["lr"] = lr
         else:
             self.sampler.set_epoch(epoch)
             bar = self._bar(self.train_loader, len(self.train_loader), desc)
@@ -392,7 +415,7 @@ class _Run:
                 if keep_raster and self.raster is None and data.shape[1] > 0:
                     self.raster = recs[-1].o[-1, :, 0].cpu()
         else:
-            for x, y in self.test_loader:
+            for x, y in (self.valid_loader if split == "valid" else self.test_loader):
                 x, y = x.to(self.device), y.to(self.device)
                 logits, rec = self.model(x)
                 n = y.numel()
@@ -497,6 +520,8 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
             r.model.load_state_dict(ckpt["model"])
             r.optimizer.load_state_dict(ckpt["optimizer"])
             r.scheduler.load_state_dict(ckpt["scheduler"])
+            if r.best is not None and ckpt.get("best"):
+                r.best.load_state_dict(ckpt["best"])
             history = list(ckpt["history"])
             start_epoch = int(ckpt["epoch"])
             wall_before = float(ckpt.get("wall_time_s", 0.0))
@@ -508,15 +533,19 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
                 break
             t_epoch = time.perf_counter()
             tr = r.train_epoch(epoch)
-            ev = r.evaluate("valid" if r.is_lm else "test")
+            ev = r.evaluate(r.select_split)
+            if r.best is not None:
+                r.best.update(ev["perplexity"] if r.is_lm else ev["accuracy"], r.model, epoch + 1,
+                              write=info.is_main)
             row = {"epoch": epoch + 1, **tr, "eval_loss": ev["loss"], "eval_activity": ev["activity"],
-                   "lr": r.optimizer.param_groups[0]["lr"], "time_s": time.perf_counter() - t_epoch}
+                   "lr": r.optimizer.param_groups[0]["lr"], "time_s": time.perf_counter() - t_epoch,
+                   "eval_split": r.select_split}
             row.update({"eval_accuracy": ev["accuracy"]} if "accuracy" in ev else {"eval_perplexity": ev["perplexity"]})
             history.append(row)
             done_here += 1
             if info.is_main:
                 msg = f"epoch {epoch + 1}/{cfg.epochs}: train loss {tr['train_loss']:.4f}"
-                msg += (f", test acc {100 * ev['accuracy']:.2f}%" if "accuracy" in ev
+                msg += (f", {r.select_split} acc {100 * ev['accuracy']:.2f}%" if "accuracy" in ev
                         else f", valid ppl {ev['perplexity']:.2f}")
                 msg += f", activity {100 * ev['activity']:.1f}%"
                 if cfg.progress:
@@ -525,10 +554,14 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
                     "config": cfg.to_dict(), "epoch": epoch + 1, "model": r.model.state_dict(),
                     "optimizer": r.optimizer.state_dict(), "scheduler": r.scheduler.state_dict(),
                     "history": history, "wall_time_s": wall_before + time.perf_counter() - t_run,
+                    "best": r.best.state_dict() if r.best is not None else None,
                 })
             D.barrier(info)
         completed = history[-1]["epoch"] if history else 0
         wall = wall_before + time.perf_counter() - t_run
+        best_epoch = completed
+        if r.best is not None and r.best.restore(r.model):  # test the best validation epoch's model
+            best_epoch = r.best.epoch
         final = r.evaluate("test")
         eff, absent = r.efficiency()
         if r.raster is None:
@@ -536,10 +569,14 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
         metrics: Dict[str, Any] = {"task": cfg.task}
         if r.is_lm:
             metrics["test_perplexity"] = final["perplexity"]
-            if history:
-                metrics["valid_perplexity"] = history[-1]["eval_perplexity"]
+            if r.best is not None and r.best.value is not None:
+                metrics["valid_perplexity"] = r.best.value
         else:
             metrics["test_accuracy"] = final["accuracy"]
+            if r.best is not None and r.best.value is not None:
+                metrics["valid_accuracy"] = r.best.value
+        metrics["selected_epoch"] = best_epoch
+        metrics["selected_on"] = r.select_split if r.best is not None else "last epoch (no validation split)"
         metrics["test_loss"] = final["loss"]
         metrics["activity"] = eff.get("activity", final["activity"])
         metrics["activity_sparsity"] = 1.0 - metrics["activity"]
@@ -560,6 +597,8 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
         })
         if not r.is_lm:
             metrics.update({"train_samples": r.n_train, "test_samples": r.n_test})
+            if r.valid_loader is not None:
+                metrics["valid_samples"] = r.n_valid
         files: Dict[str, Optional[str]] = {"checkpoint": ckpt_path if completed else None}
         if info.is_main:
             if cfg.nir:

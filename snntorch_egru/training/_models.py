@@ -9,6 +9,7 @@ from torch import nn
 
 from ..modules import EGRU
 from ..state import EGRURecord, EGRUState
+from ._lm import locked_dropout
 
 __all__ = ["SequenceClassifier", "LanguageModel", "FrameCNN", "build_egru", "READOUTS"]
 
@@ -122,6 +123,7 @@ class LanguageModel(nn.Module):
         nn.init.zeros_(self.decoder.bias)
         self.dropout_emb, self.dropout_words = cfg.dropout_emb, cfg.dropout_words
         self.dropout_hidden, self.dropout_out = cfg.dropout, cfg.dropout_out
+        self.dropout_mask = getattr(cfg, "dropout_mask", "time")  # variational masks (see ._lm)
 
     def forward(self, tokens: torch.Tensor, states: Optional[List[EGRUState]] = None
                 ) -> Tuple[torch.Tensor, List[EGRUState], List[EGRURecord]]:
@@ -130,13 +132,13 @@ class LanguageModel(nn.Module):
             keep = torch.empty(weight.shape[0], 1, device=weight.device).bernoulli_(1 - self.dropout_words)
             weight = weight * keep / (1 - self.dropout_words)
         x = nn.functional.embedding(tokens, weight)
-        x = nn.functional.dropout(x, self.dropout_emb, self.training)
+        x = locked_dropout(x, self.dropout_emb, self.training, self.dropout_mask)
         new_states, records = [], []
         for k, layer in enumerate(self.layers):
             _, st, rec = layer(x, None if states is None else states[k], return_internals=True)
             x = rec.y[-1]
             p = self.dropout_out if k == len(self.layers) - 1 else self.dropout_hidden
-            x = nn.functional.dropout(x, p, self.training)
+            x = locked_dropout(x, p, self.training, self.dropout_mask)
             new_states.append(st)
             records.append(rec)
         return self.decoder(x), new_states, records
