@@ -19,6 +19,7 @@ import torch
 
 from snntorch_egru.training import main
 from snntorch_egru.training import _data as D
+from data_helpers import write_dvs
 
 TINY = ["--hidden-size", "8", "--epochs", "1", "--no-progress", "--no-plot", "--no-nir", "--seed", "3"]
 
@@ -95,19 +96,7 @@ def test_bit_reversal_permutation():
 
 # ----------------------------------------------------------------------------- DVS Gesture
 def _write_dvs(root, rng):
-    """tonic's preprocessed layout: float arrays [N, 4] of x, y, p, t (ms), one file per label."""
-    for folder, users in (("ibmGestureTrain", (1, 2)), ("ibmGestureTest", (3,))):
-        base = root / "DVSGesture"
-        base.mkdir(parents=True, exist_ok=True)
-        (base / f"{folder}.tar.gz").write_bytes(b"")
-        for user in users:
-            d = base / folder / f"user{user:02d}_fluorescent"
-            d.mkdir(parents=True)
-            for label in (0, 4):
-                n = 3000
-                ev = np.stack([rng.integers(0, 128, n), rng.integers(0, 128, n), rng.integers(0, 2, n),
-                               np.sort(rng.integers(0, 1800, n))], axis=1).astype(np.float64)
-                np.save(d / f"{label}.npy", ev)
+    write_dvs(root, rng, train_users=(1, 2), test_users=(3,))
 
 
 def test_dvsgesture_frames_and_training(tmp_path):

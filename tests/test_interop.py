@@ -27,25 +27,11 @@ from snntorch_egru.interop import (
 from snntorch_egru.norse import EGRUParameters, EGRURecurrent, EGRURecurrentCell, EGRUState
 from egru_reference import psi
 
-D = torch.float64
-T, B, I, H = 12, 3, 5, 6
+from flavour_helpers import B, D, H, I, T
+from flavour_helpers import randomize as _randomize
+from flavour_helpers import x_seq as _x
+
 NAMES = interop.PARAMETER_NAMES
-
-
-def _randomize(module: torch.nn.Module, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in sorted(module.named_parameters()):
-            if "threshold" in name:
-                p.copy_(0.05 + 0.4 * torch.rand(p.shape, generator=g, dtype=D))
-            elif "weight" in name:
-                p.copy_(0.6 * torch.randn(p.shape, generator=g, dtype=D))
-            else:
-                p.copy_(0.3 * torch.randn(p.shape, generator=g, dtype=D))
-
-
-def _x(seed: int = 1, steps: int = T, batch: int = B, features: int = I) -> torch.Tensor:
-    return torch.randn(steps, batch, features, generator=torch.Generator().manual_seed(seed), dtype=D)
 
 
 def _step_all(cell, x):

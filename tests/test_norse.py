@@ -25,26 +25,11 @@ from snntorch_egru.norse import (
 )
 from egru_reference import psi, ref_layer, ref_triangle
 
-D = torch.float64
-T, B, I, H = 12, 3, 5, 6
+from flavour_helpers import B, D, H, I, T
+from flavour_helpers import randomize as _randomize
+from flavour_helpers import x_seq as _x
+
 NAMES = interop.PARAMETER_NAMES
-
-
-def _randomize(module: torch.nn.Module, seed: int) -> None:
-    """Random weights (scale 0.6), biases (0.3) and thresholds in [0.05, 0.45] (inside the clamp)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in sorted(module.named_parameters()):
-            if "threshold" in name:
-                p.copy_(0.05 + 0.4 * torch.rand(p.shape, generator=g, dtype=D))
-            elif "weight" in name:
-                p.copy_(0.6 * torch.randn(p.shape, generator=g, dtype=D))
-            else:
-                p.copy_(0.3 * torch.randn(p.shape, generator=g, dtype=D))
-
-
-def _x(seed: int = 1, steps: int = T, batch: int = B, features: int = I) -> torch.Tensor:
-    return torch.randn(steps, batch, features, generator=torch.Generator().manual_seed(seed), dtype=D)
 
 
 def _norse_threshold():

@@ -15,6 +15,7 @@ from torch.utils.data import TensorDataset
 
 from snntorch_egru.training import _data as D
 from snntorch_egru.training import _dvs, _lm
+from data_helpers import write_dvs
 
 
 # ----------------------------------------------------------------------------- DVS frames
@@ -82,17 +83,7 @@ def test_augmentation_deterministic_under_seed_and_degenerate_is_identity():
 
 
 def _write_dvs(root, rng):
-    for folder, users in (("ibmGestureTrain", (1,)), ("ibmGestureTest", (2,))):
-        base = root / "DVSGesture"
-        base.mkdir(parents=True, exist_ok=True)
-        (base / f"{folder}.tar.gz").write_bytes(b"")
-        d = base / folder / f"user{users[0]:02d}_fluorescent"
-        d.mkdir(parents=True)
-        for label in (0, 4):
-            n = 3000
-            ev = np.stack([rng.integers(0, 128, n), rng.integers(0, 128, n), rng.integers(0, 2, n),
-                           np.sort(rng.integers(0, 1800, n))], axis=1).astype(np.float64)
-            np.save(d / f"{label}.npy", ev)
+    write_dvs(root, rng, train_users=(1,), test_users=(2,))
 
 
 def test_dvsgesture_recipe_pipeline_augments_training_only(tmp_path):
