@@ -414,3 +414,39 @@ def test_import_snntorch_egru_does_not_import_neurobench():
     code = "import sys, snntorch_egru; print('neurobench' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_unbatched_calls_count_like_batched_ones():
+    class PerSample(SeqNet):
+        def forward(self, x):  # the EGRU called once per sample on an unbatched [T, I] sequence
+            return torch.stack([self.fc(self.rnn(s)[0]).mean(0) for s in x])
+
+    batched = _seq_net(batch_first=False)
+    unbatched = PerSample(batch_first=False)
+    unbatched.load_state_dict(batched.state_dict())
+    unbatched.eval()
+    loader = _loader()
+    run = lambda net: Benchmark(TorchModel(net), loader, [], [], [[], WORKLOAD]).run(quiet=True)  # noqa: E731
+    a, b = run(batched), run(unbatched)
+    for key in ("ActivationSparsity", "SynapticOperations", "ActivationSparsityByLayer"):
+        assert a[key] == pytest.approx(b[key], rel=1e-6), key
+    # NeuroBench counts every unit at the first step of a batch, and a unit at a later step if its
+    # membrane changed; per-sample calls sit one after the other in the same hook, so sample 2's first
+    # step counts if c left 0 -- here every unit does (non-zero biases), so the counts agree
+    assert b["MembraneUpdates"] == a["MembraneUpdates"]
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(TypeError, match="net must be a torch.nn.Module"):
+        TorchModel(lambda x: x)
+    with pytest.raises(TypeError, match="custom_forward must be a bool"):
+        SNNTorchModel(torch.nn.Linear(2, 2), custom_forward="yes")
+    with pytest.raises(ValueError, match="h0 must be"):
+        UnrolledGRU(torch.nn.GRU(I, H))(torch.randn(T, 2, I), torch.zeros(1, 3, H))
+    # training mode is fine where it changes nothing: dropout of a single layer is unused
+    net = torch.nn.Sequential()
+    net.rnn = se.EGRU(I, H, dropout=0.5)
+    bench = Benchmark(TorchModel(net), _loader(), [], [], [[], [ActivationSparsity]])
+    net.train()
+    net.rnn(torch.randn(T, 2, I))
+    del bench
