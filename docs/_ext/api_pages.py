@@ -30,6 +30,7 @@ TUTORIAL_REQUIRES = {
     "04_nir_export": ["snntorch_egru.nir"],
     "05_event_camera_gestures": ["tonic"],
     "06_language_modelling": ["snntorch_egru.training"],
+    "07_neurobench": ["snntorch_egru.neurobench", "neurobench"],
 }
 
 
