@@ -223,6 +223,7 @@ class HostLauncher(_cupy.CupyLauncher):
     sanitize: Optional[str] = None
     record: Optional[Path] = None
     launches: list = field(default_factory=list)
+    kernels_used: list = field(default_factory=list)
 
     def _setup(self, ref: torch.Tensor, store: torch.dtype):
         if ref.device.type != "cpu":
@@ -250,10 +251,14 @@ class HostLauncher(_cupy.CupyLauncher):
 
     def _kernel(self, name: str, real: str, wstore: int, units: int):
         host = HostKernels.get(real, wstore, units, kernels=self.kernels, sanitize=self.sanitize)
-        return _HostKernelRef(name, real, wstore, units, host)
+        ref = _HostKernelRef(name, real, wstore, units, host)
+        self.kernels_used.append(ref)
+        return ref
 
     def _run(self, kern, grid: int, named: list, cooperative: bool = False) -> None:
         words = HostKernels.encode(named, kern.host.params[kern.name], kern.real)
+        if cooperative and grid > kern.host.slots:  # like cudaErrorCooperativeLaunchTooLarge
+            kern.host.launch(kern.name, grid, words, cooperative)  # raises
         self.launches.append((kern.name, grid, cooperative, dict(named)))
         if self.record is not None:
             bufs = self._buffers(named)
