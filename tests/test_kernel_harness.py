@@ -4,8 +4,6 @@ reference: outputs, states and every gradient."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
@@ -14,21 +12,14 @@ from snntorch_egru import backends
 from snntorch_egru import cuda as K
 from snntorch_egru.surrogate import EGRUSurrogate, heaviside
 
-from harness.hostkernels import HostLauncher, find_cxx
+from harness.hostkernels import HostLauncher, require_cxx
 from kernel_cases import assert_match, calibrated_call, cast_call, make_call, outputs_and_grads
-
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-CXX = find_cxx()
 
 
 @pytest.fixture(autouse=True)
 def _cxx():
     """Skip without a C++20 compiler, except in CI (CI=true), where that is a failure."""
-    if CXX is None:
-        msg = "no C++20 compiler (g++ >= 10 or clang++ >= 12; or set CXX): the CPU kernel harness cannot run"
-        if IN_CI:
-            pytest.fail(msg + " -- CI must run it")
-        pytest.skip(msg)
+    require_cxx()
 
 
 def host_run(**kw):
@@ -99,10 +90,10 @@ def test_bias_and_surrogates(mode, case):
 @pytest.mark.parametrize("mode", ["persistent", "step"])
 def test_two_compaction_tiles_and_256_units(mode):
     """H = 2100 > EGRU_TILE = 2048 (two compaction tiles), B = 1: 256 units per block."""
-    call = calibrated_call(3, 1, 2100, 0.2, dtype=torch.float64, device="cpu", I=8, seed=14)
+    call = calibrated_call(2, 1, 2100, 0.2, dtype=torch.float64, device="cpu", I=8, seed=14)
     run, launcher = host_run(mode=mode, dense="off", sms=2, coresident=8)
     ref = reference(call)
-    assert 0.05 < ref[0][2].mean().item() < 0.5
+    assert 0.05 < ref[0][2].mean().item() < 0.8
     assert_match(ref, outputs_and_grads(call, run), rtol=1e-10, atol=1e-12)
     assert {k.units for k in launcher.kernels_used if k.name == "egru_forward"} == {256}
 
@@ -131,7 +122,7 @@ def test_float32_matches_float64_reference(mode):
 @pytest.mark.parametrize("dtype,units", [(torch.float16, 32), (torch.bfloat16, 64)])
 def test_half_weight_storage(dtype, units):
     """fp16/bf16 models: recurrent weights stored in half, arithmetic in float32."""
-    call = calibrated_call(4, 2, 300, 0.15, dtype=dtype, device="cpu", I=8, seed=17)
+    call = calibrated_call(3, 2, 200, 0.15, dtype=dtype, device="cpu", I=8, seed=17)
     run, launcher = host_run(mode="persistent", dense="off", sms=2 if units == 64 else 16, coresident=8)
     out, grads = outputs_and_grads(call, run)
     ref = backends.get_backend("reference").run(cast_call(call, torch.float64))

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import ClassVar, Dict, Tuple
 
 import numpy as np
 import torch
@@ -113,6 +113,9 @@ class CupyLauncher:
     mode: str = "auto"
     dense: str = "auto"
 
+    #: Errors of a persistent attempt that make the launcher fall back to step mode.
+    _fallback_errors: ClassVar[Tuple[type, ...]] = (Exception,)
+
     # ---- the device-specific pieces (the CPU harness overrides exactly these)
     def _kernel(self, name: str, real: str, wstore: int, units: int):
         """The compiled kernel of one variant."""
@@ -130,7 +133,7 @@ class CupyLauncher:
         try:
             launch()
             return True
-        except Exception as e:  # compile, occupancy query or cooperative launch failed
+        except self._fallback_errors as e:  # compile, occupancy query or cooperative launch failed
             _PERSISTENT_FAILED[key] = f"{type(e).__name__}: {e}"
             warnings.warn(
                 f"snntorch_egru 'cupy' backend: the persistent (cooperative) launch of {key[0]} failed "

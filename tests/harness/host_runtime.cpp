@@ -11,7 +11,8 @@
 //   args[i]: pointer value, int (two's complement) or the bits of a double, in the kernel's
 //   parameter order. A cooperative launch runs all `grid` blocks at once (the grid barrier
 //   runs for real; more blocks than EGRU_HOST_SLOTS is refused like CUDA's "too large"); a
-//   plain launch runs the blocks in waves of EGRU_HOST_SLOTS. Returns 0, or 1 with a message.
+//   plain launch runs the blocks in waves of EGRU_HOST_SLOTS. Returns 0; 2 (refused, nothing ran)
+//   or 1 (failed while running) with a message in err.
 #include "cuda_host.h"
 
 #include <pthread.h>
@@ -398,9 +399,9 @@ extern "C" int egru_host_nargs(const char* kernel) {
 extern "C" int egru_host_launch(const char* kernel, int grid, int cooperative, int nargs,
                                 const std::uint64_t* args, char* err, int errlen) {
     using namespace egru_host;
-    auto report = [&](const std::string& msg) {
+    auto report = [&](const std::string& msg, int rc = 2) {  // 2: refused before running, 1: failed running
         if (err && errlen > 0) std::snprintf(err, (std::size_t)errlen, "%s", msg.c_str());
-        return 1;
+        return rc;
     };
     const std::string k(kernel);
     const int kid = k == "egru_forward" ? 0 : (k == "egru_backward" ? 1 : -1);
@@ -417,7 +418,7 @@ extern "C" int egru_host_launch(const char* kernel, int grid, int cooperative, i
     const int wave = cooperative ? grid : (grid < EGRU_HOST_SLOTS ? grid : EGRU_HOST_SLOTS);
     for (int first = 0; first < grid; first += wave) {
         const int count = grid - first < wave ? grid - first : wave;
-        if (run_blocks(kid, first, count, grid, args) != 0) return report(g_err);
+        if (run_blocks(kid, first, count, grid, args) != 0) return report(g_err, 1);
     }
     return 0;
 }
