@@ -441,3 +441,89 @@ def test_cupy_launcher_arguments_match_kernel_signatures(monkeypatch, mode, dens
         assert all((a["gh"] != 0) == (dense == "on") for a in fwd)
     assert fwd[0]["zmask"] == call.zoneout_mask.data_ptr()
     assert all(a["s_r"] != 0 for a in fwd)  # gates saved for the backward
+
+
+# ----------------------------------------------------------------------------- CPU: the CuPy loader
+def _fake_cupy(monkeypatch, refuse_cooperative: bool):
+    """A stand-in ``cupy`` module recording compiles and launches (no GPU needed)."""
+    import contextlib
+    import sys
+    import types
+
+    from snntorch_egru.cuda import _cupy
+
+    log: dict = {"modules": [], "launches": []}
+
+    class Kernel:
+        def __init__(self, name):
+            self.name = name
+
+        def __call__(self, grid, block, args, **kw):
+            if kw.get("enable_cooperative_groups") and refuse_cooperative:
+                raise RuntimeError("cudaErrorCooperativeLaunchTooLarge: too many blocks in cooperative launch")
+            log["launches"].append((self.name, grid[0], block[0], len(args), kw))
+
+    class RawModule:
+        def __init__(self, code, **kw):
+            log["modules"].append(kw)
+            self.names = [n for n in ("egru_forward", "egru_backward") if f"\n{n}(" in code]
+
+        def get_function(self, name):
+            assert name in self.names
+            return Kernel(name)
+
+    fake = types.ModuleType("cupy")
+    fake.RawModule = RawModule
+    fake.cuda = types.SimpleNamespace(Device=lambda d: contextlib.nullcontext())
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(_cupy, "_MODULES", {})
+    monkeypatch.setattr(_cupy, "_PERSISTENT_FAILED", {})
+    monkeypatch.setattr(_cupy.CupyLauncher, "_setup", lambda self, ref, store: (
+        fake, 0, "double" if ref.dtype == torch.float64 else "float", 0, self.mode, 4, contextlib.nullcontext()))
+    monkeypatch.setattr(_cupy.CupyLauncher, "_coresident", lambda self, kern, sms: 8)
+    return log
+
+
+def test_cupy_loader_compiles_without_rdc_and_launches_cooperatively(monkeypatch):
+    """Persistent mode compiles plain device code (no ``enable_cooperative_groups`` at compile
+    time: that would force -rdc and a toolkit's libcudadevrt.a) and asks for the cooperative
+    launch at launch time; step mode launches normally. One module per variant."""
+    from snntorch_egru.cuda import _cupy
+    from snntorch_egru.cuda._sources import variant_options
+
+    log = _fake_cupy(monkeypatch, refuse_cooperative=False)
+    call = make_call(T=3, B=2, H=40, dtype=torch.float32)
+    out = K.run(call, launcher=_cupy.CupyLauncher(mode="persistent", dense="off"))
+    sum(o.nan_to_num().sum() for o in out).backward()
+    assert log["modules"] == [{"options": variant_options("float", 0, 32)}] * 2  # forward, backward
+    assert [(n, kw) for n, _, _, _, kw in log["launches"]] == [
+        ("egru_forward", {"enable_cooperative_groups": True}), ("egru_backward", {"enable_cooperative_groups": True})]
+    assert all(b == _cupy.BLOCK for _, _, b, _, _ in log["launches"])
+    log["launches"].clear()
+    out = K.run(call, launcher=_cupy.CupyLauncher(mode="step", dense="off"))
+    sum(o.nan_to_num().sum() for o in out).backward()
+    assert len(log["modules"]) == 2  # cached: the same kernels serve both modes
+    assert len(log["launches"]) == 3 + 5 and all(kw == {} for *_, kw in log["launches"])
+
+
+def test_cupy_persistent_failure_falls_back_to_step_with_one_warning(monkeypatch):
+    import warnings
+
+    from snntorch_egru.cuda import _cupy
+
+    log = _fake_cupy(monkeypatch, refuse_cooperative=True)
+    call = make_call(T=3, B=2, H=40, dtype=torch.float32)
+    with pytest.warns(RuntimeWarning, match="falling back to launch mode 'step'") as rec:
+        out = K.run(call, launcher=_cupy.CupyLauncher(mode="persistent", dense="off"))
+        sum(o.nan_to_num().sum() for o in out).backward()
+    msgs = [str(w.message) for w in rec if "falling back" in str(w.message)]
+    assert len(msgs) == 2 and "egru_forward" in msgs[0] and "egru_backward" in msgs[1]
+    assert "cudaErrorCooperativeLaunchTooLarge" in msgs[0]
+    # the work ran in step mode: T forward launches, T + (T - 1) backward launches, none cooperative
+    assert [n for n, *_ in log["launches"]] == ["egru_forward"] * 3 + ["egru_backward"] * 5
+    log["launches"].clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning and no second cooperative attempt
+        out = K.run(call, launcher=_cupy.CupyLauncher(mode="persistent", dense="off"))
+        sum(o.nan_to_num().sum() for o in out).backward()
+    assert len(log["launches"]) == 8 and all(kw == {} for *_, kw in log["launches"])

@@ -180,3 +180,42 @@ def test_persistent_launch_failure_falls_back_to_step_once(monkeypatch):
         _w.simplefilter("error")
         outputs_and_grads(call, run)  # no second warning, no second attempt
     assert launcher.launches and not any(c for _, _, c, _ in launcher.launches)
+
+
+@pytest.mark.parametrize("fixed", [True, False], ids=["shipped", "old_unsigned_compare"])
+def test_grid_barrier_survives_counter_wrap(fixed, tmp_path, monkeypatch):
+    """The grid barrier's 32-bit counter wraps after 2^32 / grid barriers (~4 M backward steps
+    at grid 528). With the counter preset just below the wrap, 8 barriers across it must neither
+    release a block early nor hang; the old ``counter < target`` test does one or the other."""
+    import shutil
+
+    import numpy as np
+
+    from harness.hostkernels import HostKernelError, HostKernels, build
+    from harness.mutants import KERNELS
+
+    kdir = KERNELS
+    if not fixed:
+        kdir = tmp_path / "kernels"
+        shutil.copytree(KERNELS, kdir)
+        f = kdir / "egru_common.cuh"
+        text = f.read_text()
+        new = "while (barrier_poll(counter) < target) {"
+        assert text.count("while ((int)(barrier_poll(counter) - target) < 0) {") == 1
+        f.write_text(text.replace("while ((int)(barrier_poll(counter) - target) < 0) {", new))
+        monkeypatch.setenv("EGRU_HOST_TIMEOUT", "5")
+    host = HostKernels(build(kernels=kdir, barrier_test=True), kdir)
+    grid, steps = 7, 8
+    k0 = 2 ** 32 // grid - 3  # barriers k0 .. k0 + 7 cross k * grid = 2^32
+    counter = np.array([((k0 - 1) * grid) % 2 ** 32], dtype=np.uint32)
+    arrived = np.full(grid, -1, dtype=np.int32)
+    bad = np.zeros(1, dtype=np.int32)
+    words = [counter.ctypes.data, k0, steps, arrived.ctypes.data, bad.ctypes.data]
+    ok = True
+    try:
+        host.launch("egru_barrier_test", grid, words, cooperative=True)
+    except HostKernelError as e:
+        assert "hang" in str(e)
+        ok = False
+    ok = ok and bad[0] == 0 and counter[0] == (k0 - 1 + steps) * grid % 2 ** 32
+    assert ok == fixed, (bad[0], counter[0])

@@ -95,6 +95,10 @@ thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
 #error "EGRU_HOST_SLOTS must be 4 or 8"
 #endif
 
+#ifdef EGRU_HOST_BARRIER_TEST
+#include "barrier_test.cu"
+#endif
+
 using fwd_fn = decltype(&egru_forward_s0);
 using bwd_fn = decltype(&egru_backward_s0);
 static const fwd_fn FWD[] = {egru_forward_s0, egru_forward_s1, egru_forward_s2, egru_forward_s3,
@@ -332,10 +336,15 @@ static void* thread_main(void* p) {
     t_block = a->block;
     t_poll_spins = 0;
     try {
-        if (a->kernel == 0)
+        if (a->kernel == 0) {
             call(FWD[a->slot], a->args);
-        else
+        } else if (a->kernel == 1) {
             call(BWD[a->slot], a->args);
+        } else {
+#ifdef EGRU_HOST_BARRIER_TEST
+            call(egru_barrier_test, a->args);
+#endif
+        }
     } catch (const Abort&) {
     } catch (const std::exception& e) {
         std::lock_guard<std::mutex> lk(g_err_mutex);
@@ -393,6 +402,9 @@ extern "C" int egru_host_nargs(const char* kernel) {
     const std::string k(kernel);
     if (k == "egru_forward") return egru_host::arity(FWD[0]);
     if (k == "egru_backward") return egru_host::arity(BWD[0]);
+#ifdef EGRU_HOST_BARRIER_TEST
+    if (k == "egru_barrier_test") return egru_host::arity(egru_barrier_test);
+#endif
     return -1;
 }
 
@@ -404,8 +416,8 @@ extern "C" int egru_host_launch(const char* kernel, int grid, int cooperative, i
         return rc;
     };
     const std::string k(kernel);
-    const int kid = k == "egru_forward" ? 0 : (k == "egru_backward" ? 1 : -1);
-    if (kid < 0) return report("unknown kernel " + k);
+    const int kid = k == "egru_forward" ? 0 : (k == "egru_backward" ? 1 : (k == "egru_barrier_test" ? 2 : -1));
+    if (kid < 0 || egru_host_nargs(kernel) < 0) return report("unknown kernel " + k);
     if (nargs != egru_host_nargs(kernel))
         return report(k + " takes " + std::to_string(egru_host_nargs(kernel)) + " arguments, got " +
                       std::to_string(nargs));

@@ -134,7 +134,8 @@ def _hash_sources(kernels: Path, flags: Sequence[str], cxx: Tuple[str, str]) -> 
 
 
 def build(real: str = "double", wstore: int = 0, units: int = 32, *, sanitize: Optional[str] = None,
-          replay: bool = False, kernels: Optional[Path] = None, opt: str = "-O1") -> Path:
+          replay: bool = False, kernels: Optional[Path] = None, opt: str = "-O1",
+          barrier_test: bool = False) -> Path:
     """Compile the harness for one kernel variant; returns the ``.so`` (or, with ``replay``,
     the launch-replay executable). Cached by source hash; raises ``RuntimeError`` with the
     compiler log on failure and when no C++20 compiler exists."""
@@ -146,8 +147,10 @@ def build(real: str = "double", wstore: int = 0, units: int = 32, *, sanitize: O
              "-Wno-unused-parameter", f"-DEGRU_REAL={real}", f"-DEGRU_WSTORE={wstore}", f"-DEGRU_UNITS={units}",
              f"-DEGRU_HOST_SLOTS={SLOTS}", *SANITIZERS[sanitize]]
     flags += ["-DEGRU_HOST_MAIN"] if replay else ["-shared", "-fPIC"]
+    flags += ["-DEGRU_HOST_BARRIER_TEST"] if barrier_test else []
     key = _hash_sources(kernels, flags, cxx)
-    name = f"egru_{real}_w{wstore}_u{units}{'_' + sanitize if sanitize else ''}{'_replay' if replay else ''}"
+    name = (f"egru_{real}_w{wstore}_u{units}{'_' + sanitize if sanitize else ''}{'_replay' if replay else ''}"
+            f"{'_bt' if barrier_test else ''}")
     out = build_dir() / f"{name}-{key}{'' if replay else '.so'}"
     with _LOCK:
         if out.exists():
