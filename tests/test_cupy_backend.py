@@ -232,6 +232,28 @@ def test_gpu_float64_kernels_equal_reference(B, H, activity, reset):
 
 @needs_gpu
 @pytest.mark.cuda
+@pytest.mark.parametrize("mode,dense", [("persistent", "off"), ("step", "off"), ("step", "on")])
+@pytest.mark.parametrize("B,H", [(3, 300), (4, 1024)])
+def test_gpu_float64_each_launch_mode(monkeypatch, mode, dense, B, H):
+    """float64 equality in every launch mode; the persistent mode must really run cooperatively
+    (no fallback warning: compiled without rdc, so no CUDA toolkit is needed)."""
+    import warnings
+
+    from snntorch_egru.cuda import _cupy
+
+    monkeypatch.setenv("SNNTORCH_EGRU_CUPY_LAUNCH", mode)
+    monkeypatch.setenv("SNNTORCH_EGRU_CUPY_DENSE", dense)
+    call = calibrated_call(10, B, H, 0.1, dtype=torch.float64)
+    ref = outputs_and_grads(call, backends.get_backend("reference").run)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        got = outputs_and_grads(call, K.run)
+    assert_match(ref, got, rtol=1e-10, atol=1e-12)
+    assert not _cupy._PERSISTENT_FAILED
+
+
+@needs_gpu
+@pytest.mark.cuda
 @pytest.mark.parametrize("dense", ["on", "off"])
 @pytest.mark.parametrize("B,H", [(4, 1024), (128, 512)])
 def test_gpu_dense_and_sparse_recurrent_products(monkeypatch, dense, B, H):
