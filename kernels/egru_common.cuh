@@ -8,6 +8,9 @@
 //                                    0 = EGRU_REAL, 1 = fp16, 2 = bf16 (always
 //                                    converted to EGRU_REAL before use)
 //   EGRU_UNITS   32 | 64 | 128 | 256 units per block in the forward gather
+//   EGRU_HOST_BUILD  defined only by the CPU execution harness (tests/harness/cuda_host.h),
+//                which compiles these files unchanged as C++20: it selects host bodies for
+//                the three inline-PTX helpers below. NVRTC/nvcc never define it.
 // Block size is fixed: EGRU_BLOCK = 256 threads (8 warps).
 #ifndef EGRU_COMMON_CUH
 #define EGRU_COMMON_CUH
@@ -46,7 +49,11 @@ typedef unsigned short wstore;
 __device__ __forceinline__ real wload(const wstore* p) {
     float f;
     unsigned short h = *p;
+#ifdef EGRU_HOST_BUILD
+    f = egru_host_half_to_float(h);
+#else
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+#endif
     return (real)f;
 }
 #elif EGRU_WSTORE == 2
@@ -69,6 +76,10 @@ __device__ __forceinline__ real egru_sigmoid(real x) { return (real)1 / ((real)1
 
 // Loads of values written by OTHER blocks during the same (persistent) launch
 // bypass L1 (".cg" = cache in L2 only), so a stale L1 line can never be read.
+#ifdef EGRU_HOST_BUILD
+__device__ __forceinline__ float ld_cg(const float* p) { return egru_host_load_cg(p); }
+__device__ __forceinline__ double ld_cg(const double* p) { return egru_host_load_cg(p); }
+#else
 __device__ __forceinline__ float ld_cg(const float* p) {
     float v;
     asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
@@ -79,20 +90,36 @@ __device__ __forceinline__ double ld_cg(const double* p) {
     asm volatile("ld.global.cg.f64 %0, [%1];" : "=d"(v) : "l"(p));
     return v;
 }
+#endif
+
+// The barrier counter as seen by the polling thread (volatile: re-read every iteration).
+__device__ __forceinline__ unsigned int barrier_poll(const unsigned int* counter) {
+#ifdef EGRU_HOST_BUILD
+    return egru_host_poll(counter);
+#else
+    return *((const volatile unsigned int*)counter);
+#endif
+}
 
 // Grid-wide barrier for persistent launches (cuLaunchCooperativeKernel
 // guarantees all blocks are resident). `counter` starts at 0 for the launch and
 // only grows: the k-th barrier (k = 1, 2, ...) waits until it reaches
-// k * gridDim.x. Release/acquire through __threadfence around the counter;
-// the CTA barriers extend the ordering to the whole block.
+// k * gridDim.x. Both are unsigned 32-bit and may wrap (after 2^32 / gridDim.x
+// barriers, i.e. ~4 M backward steps at grid 528): the wait compares the signed
+// difference, which is exact while the blocks are fewer than 2^31 arrivals apart
+// (they are never more than one barrier, gridDim.x arrivals, apart).
+// Release/acquire through __threadfence around the counter; the CTA barriers
+// extend the ordering to the whole block.
 __device__ __forceinline__ void grid_barrier(unsigned int* counter, unsigned int k) {
     __syncthreads();
     if (threadIdx.x == 0) {
         const unsigned int target = k * gridDim.x;
         __threadfence();
         atomicAdd(counter, 1u);
-        while (*((volatile unsigned int*)counter) < target) {
-#if __CUDA_ARCH__ >= 700
+        while ((int)(barrier_poll(counter) - target) < 0) {
+#ifdef EGRU_HOST_BUILD
+            egru_host_pause();
+#elif __CUDA_ARCH__ >= 700
             __nanosleep(32);
 #endif
         }

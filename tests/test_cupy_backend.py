@@ -17,69 +17,15 @@ from snntorch_egru.cuda._emulator import EmulatorLauncher, block_compact
 from snntorch_egru.cuda._function import check_backward_args, check_forward_args, check_tensor
 from snntorch_egru.surrogate import EGRUSurrogate, heaviside
 
+from kernel_cases import INPUT_NAMES, assert_match, calibrated_call, cast_call, make_call, outputs_and_grads
+
 GPU = torch.cuda.is_available() and K.cupy_available()
 needs_gpu = pytest.mark.skipif(not GPU, reason="needs a CUDA GPU and CuPy")
-
-
-# ----------------------------------------------------------------------------- fixtures
-def make_call(T=5, B=2, I=5, H=40, *, dtype=torch.float64, device="cpu", reset="subtract", zoneout=None,
-              dropconnect=True, spike=None, bias=True, theta_scale=0.5, seed=0, w_scale=0.5):
-    g = torch.Generator().manual_seed(seed)
-
-    def r(*s, scale=0.5):
-        return (torch.randn(*s, generator=g, dtype=torch.float64) * scale).to(dtype=dtype, device=device)
-
-    def leaf(t):
-        return t.requires_grad_()
-
-    zmask = zo_p = None
-    if zoneout == "mask":
-        zmask = (torch.rand(T, B, H, generator=g, dtype=torch.float64) > 0.3).to(dtype=dtype, device=device)
-    dcm = None
-    if dropconnect:
-        dcm = ((torch.rand(3 * H, H, generator=g, dtype=torch.float64) > 0.2) / 0.8).to(dtype=dtype, device=device)
-    theta = (torch.rand(H, generator=g, dtype=torch.float64) * theta_scale).to(dtype=dtype, device=device)
-    return LayerCall(
-        x=leaf(r(T, B, I, scale=1.0)), y0=leaf(r(B, H)), c0=leaf(r(B, H)), trace0=leaf(r(B, H)),
-        weight_ih=leaf(r(3 * H, I)), weight_hh=leaf(r(3 * H, H, scale=w_scale)),
-        bias_ih=leaf(r(3 * H)) if bias else None, bias_hh=leaf(r(3 * H)) if bias else None,
-        threshold=leaf(theta), spike_fn=spike if spike is not None else EGRUSurrogate(0.7, 1.3),
-        reset=reset, dropconnect_mask=dcm, zoneout_mask=zmask,
-        zoneout_p=0.3 if zoneout == "p" else 0.0,
-    )
-
-
-INPUT_NAMES = ("x", "y0", "c0", "trace0", "weight_ih", "weight_hh", "bias_ih", "bias_hh", "threshold")
-
-
-def outputs_and_grads(call: LayerCall, runner, seed=1):
-    out = runner(call)
-    g = torch.Generator().manual_seed(seed)
-    ups = [torch.randn(o.shape, generator=g, dtype=torch.float64).to(o) for o in out]
-    loss = sum((o * u).sum() for o, u in zip(out, ups))
-    ins = [getattr(call, n) for n in INPUT_NAMES]
-    present = [t for t in ins if t is not None]
-    grads = iter(torch.autograd.grad(loss, present, allow_unused=True))
-    return list(out), {n: (None if t is None else next(grads)) for n, t in zip(INPUT_NAMES, ins)}
 
 
 def emulated(**geometry):
     launcher = EmulatorLauncher(**geometry)
     return lambda call: K.run(call, launcher=launcher)
-
-
-def assert_match(ref, got, rtol, atol=0.0):
-    (ro, rg), (go, gg) = ref, got
-    for name, a, b in zip(("y", "c", "o", "trace"), ro, go):
-        assert torch.equal(ro[2], go[2].to(ro[2].dtype)), "event masks differ"
-        torch.testing.assert_close(b.to(a.dtype), a, rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
-    for name in INPUT_NAMES:
-        if rg[name] is None:  # unused by the reference graph: ours is None or exactly zero
-            assert gg[name] is None or torch.count_nonzero(gg[name]) == 0, name
-            continue
-        scale = rg[name].abs().max().item() + 1e-30
-        err = (gg[name].to(rg[name].dtype) - rg[name]).abs().max().item()
-        assert err <= rtol * scale + atol, f"grad {name}: max err {err:.3e} vs scale {scale:.3e}"
 
 
 # ----------------------------------------------------------------------------- CPU: errors
@@ -272,32 +218,6 @@ def test_emulated_backend_inside_egru_module(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- GPU: real kernels
-def calibrated_call(T, B, H, activity, *, dtype, reset="subtract", seed=0, I=32):
-    """A CUDA call whose thresholds make about ``activity`` of the units fire."""
-    call = make_call(T=T, B=B, I=I, H=H, dtype=torch.float64, device="cuda", reset=reset, seed=seed,
-                     w_scale=1.0 / H ** 0.5, dropconnect=False)
-    with torch.no_grad():
-        probe = backends.get_backend("reference").run(call)
-        c_hat = torch.where(probe.o > 0, probe.y, probe.c).reshape(-1, H)
-        # + 1e-7: a quantile that lands exactly on a probe value would put that event at v = 0
-        theta = torch.quantile(c_hat, 1.0 - activity, dim=0) + 1e-7
-    call.threshold = theta.detach().requires_grad_()
-    for n in INPUT_NAMES:
-        t = getattr(call, n)
-        if t is not None:
-            setattr(call, n, t.detach().to(dtype).requires_grad_())
-    return call
-
-
-def cast_call(call: LayerCall, dtype) -> LayerCall:
-    new = LayerCall(**{f: getattr(call, f) for f in call.__dataclass_fields__})
-    for n in INPUT_NAMES:
-        t = getattr(call, n)
-        if t is not None:
-            setattr(new, n, t.detach().to(dtype).requires_grad_())
-    return new
-
-
 @needs_gpu
 @pytest.mark.cuda
 @pytest.mark.parametrize("B,H,activity", [(1, 64, 0.1), (1, 1024, 0.01), (4, 2048, 0.1), (16, 256, 0.5),
@@ -308,6 +228,28 @@ def test_gpu_float64_kernels_equal_reference(B, H, activity, reset):
     ref = outputs_and_grads(call, backends.get_backend("reference").run)
     got = outputs_and_grads(call, K.run)
     assert_match(ref, got, rtol=1e-10, atol=1e-12)
+
+
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("mode,dense", [("persistent", "off"), ("step", "off"), ("step", "on")])
+@pytest.mark.parametrize("B,H", [(3, 300), (4, 1024)])
+def test_gpu_float64_each_launch_mode(monkeypatch, mode, dense, B, H):
+    """float64 equality in every launch mode; the persistent mode must really run cooperatively
+    (no fallback warning: compiled without rdc, so no CUDA toolkit is needed)."""
+    import warnings
+
+    from snntorch_egru.cuda import _cupy
+
+    monkeypatch.setenv("SNNTORCH_EGRU_CUPY_LAUNCH", mode)
+    monkeypatch.setenv("SNNTORCH_EGRU_CUPY_DENSE", dense)
+    call = calibrated_call(10, B, H, 0.1, dtype=torch.float64)
+    ref = outputs_and_grads(call, backends.get_backend("reference").run)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        got = outputs_and_grads(call, K.run)
+    assert_match(ref, got, rtol=1e-10, atol=1e-12)
+    assert not _cupy._PERSISTENT_FAILED
 
 
 @needs_gpu
@@ -462,9 +404,10 @@ def test_cupy_launcher_arguments_match_kernel_signatures(monkeypatch, mode, dens
     launches = []
     monkeypatch.setenv("SNNTORCH_EGRU_CUPY_LAUNCH", mode)
     monkeypatch.setenv("SNNTORCH_EGRU_CUPY_DENSE", dense)
-    monkeypatch.setattr(_cupy, "get_kernel", lambda name, real, wstore, units, coop: types.SimpleNamespace(
-        name=name, coop=coop, units=units))
-    monkeypatch.setattr(_cupy, "_launch", lambda kern, grid, named: launches.append((kern, grid, named)))
+    monkeypatch.setattr(_cupy, "get_kernel", lambda name, real, wstore, units: types.SimpleNamespace(
+        name=name, units=units))
+    monkeypatch.setattr(_cupy, "_launch", lambda kern, grid, named, cooperative=False: launches.append(
+        (kern, grid, named, cooperative)))
     fake_cp = types.SimpleNamespace(cuda=types.SimpleNamespace(Device=lambda d: contextlib.nullcontext()))
 
     def fake_setup(self, ref, store):
@@ -490,7 +433,7 @@ def test_cupy_launcher_arguments_match_kernel_signatures(monkeypatch, mode, dens
 
     sigs = {n: _kernel_params(n) for n in ("egru_forward", "egru_backward")}
     types_ok = {"ptr": np.uint64, "int": np.int32, "real": np.float32}
-    for kern, grid, named in launches:
+    for kern, grid, named, coop in launches:
         assert [n for n, _ in named] == [n for n, _ in sigs[kern.name]], kern.name
         for (n, v), (_, kind) in zip(named, sigs[kern.name]):
             assert type(v) is types_ok[kind], (kern.name, n, type(v))
@@ -499,15 +442,15 @@ def test_cupy_launcher_arguments_match_kernel_signatures(monkeypatch, mode, dens
             if n in tensors:
                 assert int(v) == (0 if tensors[n] is None else tensors[n].data_ptr()), (kern.name, n)
         assert set(tensors) <= {n for n, _ in named}, kern.name
-        assert kern.coop == (mode == "persistent" and dense == "off")
+        assert coop == (mode == "persistent" and dense == "off")
         assert grid >= 1
-    fwd = [dict(nm) for k, g, nm in launches if k.name == "egru_forward"]
-    bwd = [dict(nm) for k, g, nm in launches if k.name == "egru_backward"]
+    fwd = [dict(nm) for k, g, nm, _ in launches if k.name == "egru_forward"]
+    bwd = [dict(nm) for k, g, nm, _ in launches if k.name == "egru_backward"]
     if mode == "persistent":
         assert [(a["t_begin"], a["t_end"]) for a in fwd] == [(0, T)] and fwd[0]["barrier"] != 0
         assert [(a["t_begin"], a["t_end"], a["phases"]) for a in bwd] == [(T, 0, 3)]
         # forward: min(items = B * ceil(H / 32), co-resident 7); backward: min(max(items, B*H/8 warps), 7)
-        assert [g for k, g, _ in launches] == [6, 7]
+        assert [g for k, g, _, _ in launches] == [6, 7]
     else:
         assert [(a["t_begin"], a["t_end"]) for a in fwd] == [(s, s + 1) for s in range(T)]
         assert all(a["barrier"] == 0 for a in fwd + bwd)
@@ -520,3 +463,89 @@ def test_cupy_launcher_arguments_match_kernel_signatures(monkeypatch, mode, dens
         assert all((a["gh"] != 0) == (dense == "on") for a in fwd)
     assert fwd[0]["zmask"] == call.zoneout_mask.data_ptr()
     assert all(a["s_r"] != 0 for a in fwd)  # gates saved for the backward
+
+
+# ----------------------------------------------------------------------------- CPU: the CuPy loader
+def _fake_cupy(monkeypatch, refuse_cooperative: bool):
+    """A stand-in ``cupy`` module recording compiles and launches (no GPU needed)."""
+    import contextlib
+    import sys
+    import types
+
+    from snntorch_egru.cuda import _cupy
+
+    log: dict = {"modules": [], "launches": []}
+
+    class Kernel:
+        def __init__(self, name):
+            self.name = name
+
+        def __call__(self, grid, block, args, **kw):
+            if kw.get("enable_cooperative_groups") and refuse_cooperative:
+                raise RuntimeError("cudaErrorCooperativeLaunchTooLarge: too many blocks in cooperative launch")
+            log["launches"].append((self.name, grid[0], block[0], len(args), kw))
+
+    class RawModule:
+        def __init__(self, code, **kw):
+            log["modules"].append(kw)
+            self.names = [n for n in ("egru_forward", "egru_backward") if f"\n{n}(" in code]
+
+        def get_function(self, name):
+            assert name in self.names
+            return Kernel(name)
+
+    fake = types.ModuleType("cupy")
+    fake.RawModule = RawModule
+    fake.cuda = types.SimpleNamespace(Device=lambda d: contextlib.nullcontext())
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(_cupy, "_MODULES", {})
+    monkeypatch.setattr(_cupy, "_PERSISTENT_FAILED", {})
+    monkeypatch.setattr(_cupy.CupyLauncher, "_setup", lambda self, ref, store: (
+        fake, 0, "double" if ref.dtype == torch.float64 else "float", 0, self.mode, 4, contextlib.nullcontext()))
+    monkeypatch.setattr(_cupy.CupyLauncher, "_coresident", lambda self, kern, sms: 8)
+    return log
+
+
+def test_cupy_loader_compiles_without_rdc_and_launches_cooperatively(monkeypatch):
+    """Persistent mode compiles plain device code (no ``enable_cooperative_groups`` at compile
+    time: that would force -rdc and a toolkit's libcudadevrt.a) and asks for the cooperative
+    launch at launch time; step mode launches normally. One module per variant."""
+    from snntorch_egru.cuda import _cupy
+    from snntorch_egru.cuda._sources import variant_options
+
+    log = _fake_cupy(monkeypatch, refuse_cooperative=False)
+    call = make_call(T=3, B=2, H=40, dtype=torch.float32)
+    out = K.run(call, launcher=_cupy.CupyLauncher(mode="persistent", dense="off"))
+    sum(o.nan_to_num().sum() for o in out).backward()
+    assert log["modules"] == [{"options": variant_options("float", 0, 32)}] * 2  # forward, backward
+    assert [(n, kw) for n, _, _, _, kw in log["launches"]] == [
+        ("egru_forward", {"enable_cooperative_groups": True}), ("egru_backward", {"enable_cooperative_groups": True})]
+    assert all(b == _cupy.BLOCK for _, _, b, _, _ in log["launches"])
+    log["launches"].clear()
+    out = K.run(call, launcher=_cupy.CupyLauncher(mode="step", dense="off"))
+    sum(o.nan_to_num().sum() for o in out).backward()
+    assert len(log["modules"]) == 2  # cached: the same kernels serve both modes
+    assert len(log["launches"]) == 3 + 5 and all(kw == {} for *_, kw in log["launches"])
+
+
+def test_cupy_persistent_failure_falls_back_to_step_with_one_warning(monkeypatch):
+    import warnings
+
+    from snntorch_egru.cuda import _cupy
+
+    log = _fake_cupy(monkeypatch, refuse_cooperative=True)
+    call = make_call(T=3, B=2, H=40, dtype=torch.float32)
+    with pytest.warns(RuntimeWarning, match="falling back to launch mode 'step'") as rec:
+        out = K.run(call, launcher=_cupy.CupyLauncher(mode="persistent", dense="off"))
+        sum(o.nan_to_num().sum() for o in out).backward()
+    msgs = [str(w.message) for w in rec if "falling back" in str(w.message)]
+    assert len(msgs) == 2 and "egru_forward" in msgs[0] and "egru_backward" in msgs[1]
+    assert "cudaErrorCooperativeLaunchTooLarge" in msgs[0]
+    # the work ran in step mode: T forward launches, T + (T - 1) backward launches, none cooperative
+    assert [n for n, *_ in log["launches"]] == ["egru_forward"] * 3 + ["egru_backward"] * 5
+    log["launches"].clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning and no second cooperative attempt
+        out = K.run(call, launcher=_cupy.CupyLauncher(mode="persistent", dense="off"))
+        sum(o.nan_to_num().sum() for o in out).backward()
+    assert len(log["launches"]) == 8 and all(kw == {} for *_, kw in log["launches"])

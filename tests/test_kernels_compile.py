@@ -1,6 +1,7 @@
 """CI check of the CUDA kernel sources without a GPU: every ``kernels/*.cu`` must
-compile for sm_80 and sm_90 through NVRTC (or nvcc) with no error and no warning,
-and the sources must be reachable from the installed package."""
+compile for sm_80 and sm_90 through NVRTC (or nvcc) with no error and no warning, to
+PTX and to cubin (ptxas) within the register/spill budget, and the sources must be
+reachable from the installed package."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from snntorch_egru.cuda._nvrtc import CompileError, find_compilers
+from snntorch_egru.cuda._nvrtc import (REGISTER_BUDGET, CompileError, Resources, check_budget, find_compilers,
+                                      format_table, nvcc_compiler, parse_ptxas_info, resource_table)
 from snntorch_egru.cuda._sources import VARIANTS, kernel_dir, kernel_files, kernel_source, variant_options
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,3 +90,42 @@ def test_variant_options_validation():
         variant_options("double", 1, 32)
     with pytest.raises(ValueError, match="units must be 32, 64, 128 or 256, got 48"):
         variant_options("float", 0, 48)
+
+
+PTXAS_LOG = """ptxas info    : 0 bytes gmem
+ptxas info    : Compiling entry function 'egru_forward' for 'sm_90'
+ptxas info    : Function properties for egru_forward
+    16 bytes stack frame, 12 bytes spill stores, 12 bytes spill loads
+ptxas info    : Used 40 registers, used 1 barriers, 19492 bytes smem, 560 bytes cmem[0]
+ptxas info    : Compiling entry function 'egru_backward' for 'sm_80'
+ptxas info    : Function properties for egru_backward
+    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+ptxas info    : Used 72 registers, used 1 barriers, 588 bytes cmem[0]
+"""
+
+
+def test_ptxas_report_parsing_and_budget():
+    fwd, bwd = parse_ptxas_info(PTXAS_LOG)
+    assert fwd == Resources("egru_forward", 90, 40, 12, 12, 16, 19492)
+    assert bwd == Resources("egru_backward", 80, 72, 0, 0, 0, 0)
+    assert check_budget(fwd) is None  # 24 spill bytes: the forward's allowance
+    assert check_budget(bwd) == f"egru_backward sm_80: 72 registers > budget {REGISTER_BUDGET}"
+    spilling = Resources("egru_backward", 90, 40, 4, 4, 8, 0)
+    assert check_budget(spilling) == "egru_backward sm_90: 8 spill bytes > budget 0"
+
+
+@needs_compiler
+def test_cubin_registers_and_spills_within_budget():
+    """Every source x variant, compiled to SASS for sm_80 and sm_90 (ptxas runs): registers
+    <= REGISTER_BUDGET and no spills beyond SPILL_BUDGET (the table is printed)."""
+    runs = [(COMPILERS[0], VARIANTS)]
+    nvcc = nvcc_compiler()
+    if nvcc is not None and nvcc != COMPILERS[0]:  # the toolkit's ptxas too (when present): fp32 and fp16 storage
+        runs.append((nvcc, [v for v in VARIANTS if v[0] == "float" and v[1] in (0, 1) and v[2] == 32]))
+    for comp, variants in runs:
+        rows = resource_table(comp, ARCHS, variants)
+        print(f"\n{comp}\n{format_table(rows)}")
+        assert len(rows) == len(kernel_files()) * len(variants) * len(ARCHS)
+        assert {r.arch for _, r, _ in rows} == set(ARCHS)
+        over = [bad for *_, bad in rows if bad is not None]
+        assert not over, "\n".join(over) + "\n" + format_table(rows)

@@ -4,11 +4,12 @@ Covers both launch modes and the dense mode, float32/float64/fp16 storage, zoneo
 size that is not a multiple of the block sizes and several tiles of compaction.
 Exits non-zero if the kernels disagree with the float64 reference.
 
-    compute-sanitizer --tool memcheck python benchmarks/gpu/sanitizer_case.py
+    compute-sanitizer --tool memcheck python benchmarks/gpu/sanitizer_case.py [--hidden 2100] [--steps 5]
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -41,13 +42,17 @@ def run(c, fn):
 
 
 def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--hidden", type=int, default=2100, help="> 2048: two compaction tiles")
+    p.add_argument("--steps", type=int, default=5)
+    a = p.parse_args()
     bad = 0
     for mode, dense in (("persistent", "off"), ("step", "off"), ("step", "on")):
         os.environ["SNNTORCH_EGRU_CUPY_LAUNCH"] = mode
         os.environ["SNNTORCH_EGRU_CUPY_DENSE"] = dense
         mode = f"{mode}/dense-{dense}"
         for dtype in (torch.float64, torch.float32, torch.float16):
-            c = call(dtype)
+            c = call(dtype, H=a.hidden, T=a.steps)
             out, grads = run(c, K.run)
             torch.cuda.synchronize()
             if dtype == torch.float64:

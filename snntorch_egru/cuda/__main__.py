@@ -1,7 +1,8 @@
 """Diagnostics for the "cupy" backend: ``python -m snntorch_egru.cuda``.
 
 Prints where the kernel sources are, which NVRTC/nvcc compilers are found
-(and compiles every kernel with them, no GPU needed), whether CuPy and a GPU are
+(and compiles every kernel with them to PTX, and to cubin for sm_80/sm_90 with
+the ptxas register/spill table against the budget; no GPU needed), whether CuPy and a GPU are
 usable, and on a GPU runs a small float64 forward/backward comparison of the
 kernels with the reference. Exit status 0 when everything available works.
 """
@@ -15,7 +16,7 @@ def main() -> int:
     import torch
 
     from . import cupy_available
-    from ._nvrtc import find_compilers
+    from ._nvrtc import REGISTER_BUDGET, SPILL_BUDGET, find_compilers, format_table, resource_table
     from ._sources import VARIANTS, kernel_dir, kernel_files, kernel_source, variant_options
 
     ok = True
@@ -33,6 +34,18 @@ def main() -> int:
         except Exception as e:  # report and go on
             ok = False
             print(f"compile check with {comp}: FAILED\n{e}")
+    if comps:  # cubin (ptxas) resource usage against the budget, first compiler only
+        try:
+            rows = resource_table(comps[0])
+            print(f"ptxas resource usage ({comps[0]}; budget: <= {REGISTER_BUDGET} registers, spill bytes "
+                  f"{SPILL_BUDGET}):\n{format_table(rows)}")
+            over = [bad for *_, bad in rows if bad is not None]
+            if over:
+                ok = False
+                print("register/spill budget: FAILED\n  " + "\n  ".join(over))
+        except Exception as e:
+            ok = False
+            print(f"cubin check with {comps[0]}: FAILED\n{e}")
     print(f"CuPy importable: {cupy_available()}; torch.cuda.is_available(): {torch.cuda.is_available()}")
     if cupy_available() and torch.cuda.is_available():
         from ..backends import LayerCall, get_backend

@@ -2,6 +2,21 @@
 
 Kernels run on PyTorch's current CUDA stream (``cupy.cuda.ExternalStream``) on
 the tensors' raw ``data_ptr()``s: no copies, no host synchronisation.
+
+Every variant is compiled once, as ordinary (non-relocatable) device code: the
+kernels use no cooperative-groups API, only their own grid barrier, so the
+persistent mode merely *launches* cooperatively
+(``cuLaunchCooperativeKernel``, CuPy's ``enable_cooperative_groups=True`` at
+launch time). Compiling with CuPy's ``enable_cooperative_groups`` would force
+``-rdc`` and a link against a CUDA toolkit's ``libcudadevrt.a``, which pip-only
+installs (torch wheel + ``cupy-cuda12x``) do not have, and raise register use.
+If a persistent launch still fails (device limits, driver), the launcher falls
+back to one launch per step with one ``RuntimeWarning``.
+
+The device queries (:meth:`CupyLauncher._setup`, :meth:`CupyLauncher._coresident`)
+and the final launch (:meth:`CupyLauncher._kernel`, :meth:`CupyLauncher._run`)
+are methods, so the CPU execution harness (``tests/harness``) runs this very
+launch logic with host-compiled kernels.
 """
 
 from __future__ import annotations
@@ -9,7 +24,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import ClassVar, Dict, Tuple
 
 import numpy as np
 import torch
@@ -18,7 +33,7 @@ from ..functional import TRACE_DECAY
 from ._function import KernelConfig
 from ._sources import kernel_source, variant_options
 
-__all__ = ["CupyLauncher", "get_kernel", "LAUNCH_MODES"]
+__all__ = ["CupyLauncher", "get_kernel", "module_options", "LAUNCH_MODES"]
 
 BLOCK = 256
 LAUNCH_MODES = ("auto", "persistent", "step")
@@ -26,7 +41,9 @@ LAUNCH_MODES = ("auto", "persistent", "step")
 #: (per step) instead of per-sample gathers: with B samples at activity s nearly every
 #: row of W_hh^T is needed by some sample once B * s >~ 2 (tune on the device).
 DENSE_MIN_BATCH = 32
-_MODULES: Dict[Tuple[str, str, int, int, bool], object] = {}
+_MODULES: Dict[Tuple[str, str, int, int], object] = {}
+#: Persistent variants that failed to launch in this process: key -> reason (no retry, one warning).
+_PERSISTENT_FAILED: Dict[tuple, str] = {}
 
 
 def _cupy():
@@ -35,14 +52,24 @@ def _cupy():
     return cupy
 
 
-def get_kernel(name: str, real: str, wstore: int, units: int, cooperative: bool):
-    """The compiled ``cupy.RawKernel`` for one variant (compiled once, then cached)."""
-    key = (name, real, wstore, units, cooperative)
+def module_options(real: str, wstore: int, units: int) -> dict:
+    """Keyword arguments of ``cupy.RawModule`` for one variant: the NVRTC ``-D`` options only.
+
+    Deliberately no ``enable_cooperative_groups`` (it would compile relocatable device code
+    and need a CUDA toolkit's ``libcudadevrt.a``); cooperative launches are requested at
+    launch time (:func:`_launch`).
+    """
+    return {"options": variant_options(real, wstore, units)}
+
+
+def get_kernel(name: str, real: str, wstore: int, units: int):
+    """The compiled ``cupy.RawKernel`` for one variant (compiled once per process, then
+    cached; CuPy keeps one binary per device)."""
+    key = (name, real, wstore, units)
     if key not in _MODULES:
         cp = _cupy()
         src = kernel_source(f"{name}.cu")
-        mod = cp.RawModule(code=src, options=variant_options(real, wstore, units),
-                           enable_cooperative_groups=cooperative)
+        mod = cp.RawModule(code=src, **module_options(real, wstore, units))
         _MODULES[key] = mod.get_function(name)
     return _MODULES[key]
 
@@ -51,9 +78,14 @@ def _ptr(x) -> np.uint64:
     return np.uint64(0 if x is None else x.data_ptr())
 
 
-def _launch(kern, grid: int, named: list) -> None:
-    """Launch ``kern`` with ``grid`` blocks of :data:`BLOCK` threads on the current CuPy stream."""
-    kern((grid,), (BLOCK,), tuple(v for _, v in named))
+def _launch(kern, grid: int, named: list, cooperative: bool = False) -> None:
+    """Launch ``kern`` with ``grid`` blocks of :data:`BLOCK` threads on the current CuPy stream
+    (``cuLaunchCooperativeKernel`` when ``cooperative``: all blocks co-resident)."""
+    args = tuple(v for _, v in named)
+    if cooperative:
+        kern((grid,), (BLOCK,), args, enable_cooperative_groups=True)
+    else:
+        kern((grid,), (BLOCK,), args)
 
 
 def _choose_units(B: int, H: int, sms: int) -> int:
@@ -80,6 +112,35 @@ class CupyLauncher:
 
     mode: str = "auto"
     dense: str = "auto"
+
+    #: Errors of a persistent attempt that make the launcher fall back to step mode.
+    _fallback_errors: ClassVar[Tuple[type, ...]] = (Exception,)
+
+    # ---- the device-specific pieces (the CPU harness overrides exactly these)
+    def _kernel(self, name: str, real: str, wstore: int, units: int):
+        """The compiled kernel of one variant."""
+        return get_kernel(name, real, wstore, units)
+
+    def _run(self, kern, grid: int, named: list, cooperative: bool = False) -> None:
+        """Launch ``kern`` (``named``: ``(parameter name, value)`` in kernel-parameter order)."""
+        _launch(kern, grid, named, cooperative)
+
+    def _persistent(self, key: tuple, launch) -> bool:
+        """Run one persistent (cooperative) launch; on failure warn once and return False,
+        so that the caller runs the same work in step mode instead."""
+        if key in _PERSISTENT_FAILED:
+            return False
+        try:
+            launch()
+            return True
+        except self._fallback_errors as e:  # compile, occupancy query or cooperative launch failed
+            _PERSISTENT_FAILED[key] = f"{type(e).__name__}: {e}"
+            warnings.warn(
+                f"snntorch_egru 'cupy' backend: the persistent (cooperative) launch of {key[0]} failed "
+                f"({type(e).__name__}: {e}); falling back to launch mode 'step' (one launch per step) for "
+                "this variant in this process. Set SNNTORCH_EGRU_CUPY_LAUNCH=step to choose it explicitly.",
+                RuntimeWarning, stacklevel=4)
+            return False
 
     def _dense(self, B: int) -> bool:
         d = os.environ.get("SNNTORCH_EGRU_CUPY_DENSE", self.dense)
@@ -138,21 +199,25 @@ class CupyLauncher:
         gh = None
         with cp.cuda.Device(dev), stream:
             if self._dense(B):
-                kern = get_kernel("egru_forward", real, wstore, units, False)
+                kern = self._kernel("egru_forward", real, wstore, units)
                 w = t["whh_t"].to(gi.dtype)  # [H, 3H]
                 gh = gi.new_empty((B, H3))
                 for step in range(T):
                     torch.mm(t["y0"] if step == 0 else t["y"][step - 1], w, out=gh)  # same stream
-                    _launch(kern, nitems, args(step, step + 1, None))
-            elif mode == "persistent":
-                kern = get_kernel("egru_forward", real, wstore, units, True)
+                    self._run(kern, nitems, args(step, step + 1, None))
+                return
+
+            def persistent() -> None:
+                kern = self._kernel("egru_forward", real, wstore, units)
                 grid = min(nitems, self._coresident(kern, sms))
                 barrier = torch.zeros(1, dtype=torch.int32, device=gi.device)
-                _launch(kern, grid, args(0, T, barrier))
-            else:
-                kern = get_kernel("egru_forward", real, wstore, units, False)
-                for step in range(T):
-                    _launch(kern, nitems, args(step, step + 1, None))
+                self._run(kern, grid, args(0, T, barrier), cooperative=True)
+
+            if mode == "persistent" and self._persistent(("egru_forward", dev, real, wstore, units), persistent):
+                return
+            kern = self._kernel("egru_forward", real, wstore, units)
+            for step in range(T):
+                self._run(kern, nitems, args(step, step + 1, None))
 
     def backward(self, cfg: KernelConfig, t: dict) -> None:
         y = t["y"]
@@ -175,22 +240,26 @@ class CupyLauncher:
 
         with cp.cuda.Device(dev), stream:
             if self._dense(B):
-                kern = get_kernel("egru_backward", real, wstore, 32, False)
+                kern = self._kernel("egru_backward", real, wstore, 32)
                 w = t["whh_t"].to(y.dtype)  # [H, 3H] = W_eff^T
                 w_rz, w_n = w[:, :2 * H].t(), w[:, 2 * H:].t()
                 for step in range(T - 1, -1, -1):
-                    _launch(kern, nitems1, args(step + 1, step, 1, None))
+                    self._run(kern, nitems1, args(step + 1, step, 1, None))
                     if step >= 1:  # dy = q_t W_eff with q_t = [a_r, a_z | q_n]
                         torch.mm(t["ga"][step, :, :2 * H], w_rz, out=t["dy"])
                         t["dy"].addmm_(t["gqn"][step], w_n)
-            elif mode == "persistent":
-                kern = get_kernel("egru_backward", real, wstore, 32, True)
+                return
+
+            def persistent() -> None:
+                kern = self._kernel("egru_backward", real, wstore, 32)
                 grid = min(max(nitems1, nblocks2), self._coresident(kern, sms))
                 barrier = torch.zeros(1, dtype=torch.int32, device=y.device)
-                _launch(kern, grid, args(T, 0, 3, barrier))
-            else:
-                kern = get_kernel("egru_backward", real, wstore, 32, False)
-                for step in range(T - 1, -1, -1):
-                    _launch(kern, nitems1, args(step + 1, step, 1, None))
-                    if step >= 1:
-                        _launch(kern, nblocks2, args(step + 1, step, 2, None))
+                self._run(kern, grid, args(T, 0, 3, barrier), cooperative=True)
+
+            if mode == "persistent" and self._persistent(("egru_backward", dev, real, wstore, 32), persistent):
+                return
+            kern = self._kernel("egru_backward", real, wstore, 32)
+            for step in range(T - 1, -1, -1):
+                self._run(kern, nitems1, args(step + 1, step, 1, None))
+                if step >= 1:
+                    self._run(kern, nblocks2, args(step + 1, step, 2, None))
