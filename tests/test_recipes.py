@@ -320,13 +320,14 @@ def test_lm_awd_windows_scale_the_lr_and_the_best_valid_model_is_tested(tmp_path
         windows.extend(w)
         return w
 
-    def spy_step(self, loss):
+    def spy_step(self, loss, initial=None):
         lrs.append(self.optimizer.param_groups[0]["lr"])
-        return real_step(self, loss)
+        return real_step(self, loss, initial)
 
     monkeypatch.setattr(_loop, "awd_windows", spy_windows)
     monkeypatch.setattr(_loop._Run, "_step", spy_step)
     calls = _record_evaluations(monkeypatch)
+    starts, ends = _record_layer_states(monkeypatch)
     out = tmp_path / "run"
     rc = main(["--task", "ptb", "--data-dir", str(d), "--out", str(out), "--hidden-sizes", "8", "6", "--emb-size", "6",
                "--batch-size", "2", "--eval-batch-size", "2", "--bptt", "8", "--dropconnect", "0",
@@ -334,11 +335,19 @@ def test_lm_awd_windows_scale_the_lr_and_the_best_valid_model_is_tested(tmp_path
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     n_rows = (40 * 10) // 2
-    assert len(windows) == len(lrs) and sum(n for _, n in windows) == 3 * (n_rows - 1)
-    epoch_ends = [k for k, (s, _) in enumerate(windows) if s == 0][1:] + [len(windows)]
-    assert all(n >= 5 for k, (_, n) in enumerate(windows) if k + 1 not in epoch_ends)  # min 5 but at the end
-    assert lrs == pytest.approx([0.01 * n / 8 for _, n in windows])  # lr scaled by seq_len / bptt
-    assert len({n for _, n in windows}) > 2  # variable lengths
+    assert len(windows) == len(lrs) and sum(n for _, n, _ in windows) == 3 * (n_rows - 1)
+    epoch_ends = [k for k, (s, _, _) in enumerate(windows) if s == 0][1:] + [len(windows)]
+    assert all(n >= 5 for k, (_, n, _) in enumerate(windows) if k + 1 not in epoch_ends)  # min 5 but at the end
+    assert {nom for _, _, nom in windows} == {8, 4.0}  # nominal 8 (95 %) or 4
+    assert lrs == pytest.approx([0.01 * n / nom for _, n, nom in windows])  # EvNN: lr * seq_len / this_bptt
+    assert len({n for _, n, _ in windows}) > 2  # variable lengths
+    # the preset's window state (EvNN): only y_T is passed on, c and trace are zero at every window start,
+    # in training, validation and test
+    given = [st for st in starts if st is not None]
+    assert len(given) > 2 * (len(windows) - 3)  # 2 layers, every training window but the first of an epoch
+    assert all(torch.count_nonzero(st.c) == 0 and torch.count_nonzero(st.trace) == 0 for st in given)
+    assert any(st.y.abs().sum() > 0 for st in given)
+    assert any(st.c.abs().sum() > 0 for st in ends)
     assert all(h["lr"] == pytest.approx(0.01) for h in m["history"])  # restored after each epoch
     assert calls[:3] == ["valid"] * 3 and set(calls[3:]) == {"test"}
     ppl = [h["eval_perplexity"] for h in m["history"]]
@@ -348,11 +357,13 @@ def test_lm_awd_windows_scale_the_lr_and_the_best_valid_model_is_tested(tmp_path
     model = LanguageModel(TrainConfig.from_dict(m["config"]), len(corpus.vocab))
     model.load_state_dict(best["model"])
     model.eval()
-    test = D.batchify(corpus.test, 2)
+    test = D.batchify(corpus.test, 1)  # the recipe tests at batch 1
     nll, n, states = 0.0, 0, None
     with torch.no_grad():
         for i in range(0, test.shape[0] - 1, 8):  # evaluation keeps fixed windows
             x, y = test[i:i + 8], test[i + 1:i + 9]
+            if states is not None:  # independent of the model's own reset: pass y_T only
+                states = [type(s)(s.y, torch.zeros_like(s.c), torch.zeros_like(s.trace)) for s in states]
             logits, states, _ = model(x[: y.shape[0]], states)
             nll += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
                                                      reduction="sum").item()
@@ -380,4 +391,182 @@ def test_dvs_preset_is_the_recipe():
 
     cfg = preset("dvsgesture")
     assert (cfg.frame_size, cfg.cnn, cfg.polarity, cfg.augment, cfg.dropout) == (128, "alexnet", "mean", True, 0.6321)
-    assert preset("ptb").variable_bptt and preset("wikitext2").variable_bptt and preset("ptb").dropout_mask == "time"
+    assert preset("ptb").variable_bptt and preset("wikitext2").variable_bptt and preset("ptb").dropout_mask == "batch"
+
+
+# ----------------------------------------------------------------------------- issue 12: recipe vs preset
+def _lm_cfg(**kw):
+    from snntorch_egru.training._tasks import TrainConfig
+
+    base = dict(task="ptb", hidden_sizes=[7, 5], emb_size=5, dropconnect=0.0, thr_mean=0.05, init="evnn")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_lm_presets_are_the_recipe():
+    from snntorch_egru.training import preset
+
+    for task, batch in (("ptb", 64), ("wikitext2", 128)):
+        cfg = preset(task)
+        assert (cfg.lm_state, cfg.dropout_mask, cfg.bptt_lr_scale) == ("y", "batch", "nominal")
+        assert (cfg.batch_size, cfg.eval_batch_size, cfg.test_batch_size) == (batch, batch, 1)
+        assert cfg.layer_grad_clip == cfg.grad_clip == 0.1
+
+
+def test_window_start_state_modes():
+    from snntorch_egru.state import EGRUState
+    from snntorch_egru.training._models import window_start_state
+
+    s = EGRUState(torch.rand(1, 2, 3), torch.rand(1, 2, 3) - 1, torch.rand(1, 2, 3))
+    assert window_start_state(s, "full") is s
+    r = window_start_state(s, "y")
+    assert torch.equal(r.y, s.y) and torch.count_nonzero(r.c) == 0 and torch.count_nonzero(r.trace) == 0
+    with pytest.raises(ValueError, match="lm_state must be 'full' or 'y', got 'c'"):
+        window_start_state(s, "c")
+
+
+def _record_layer_states(monkeypatch):
+    from snntorch_egru.modules import EGRU
+
+    seen = []
+    real = EGRU.forward
+
+    def spy(self, x, state=None, *a, **k):
+        seen.append(None if state is None else type(state)(*(t.detach().clone() for t in state)))
+        out = real(self, x, state, *a, **k)
+        seen_out.append(type(out[1])(*(t.detach().clone() for t in out[1])))
+        return out
+
+    seen_out = []
+    monkeypatch.setattr(EGRU, "forward", spy)
+    return seen, seen_out
+
+
+@pytest.mark.parametrize("mode", ["y", "full"])
+def test_lm_window_state_reset_or_carry(monkeypatch, mode):
+    from snntorch_egru.training._models import LanguageModel
+
+    torch.manual_seed(0)
+    model = LanguageModel(_lm_cfg(lm_state=mode), 20).eval()
+    tokens = torch.randint(0, 20, (12, 3))
+    seen, seen_out = _record_layer_states(monkeypatch)
+    with torch.no_grad():
+        _, st, _ = model(tokens[:6])
+        logits2, _, _ = model(tokens[6:], st)
+    assert seen[:2] == [None, None]
+    for k in range(2):  # second window, layer k
+        start, prev = seen[2 + k], seen_out[k]
+        assert torch.equal(start.y, prev.y) and prev.y.abs().sum() > 0 and prev.c.abs().sum() > 0
+        if mode == "y":  # c and trace are zero at the window start, only y_T is passed on
+            assert torch.count_nonzero(start.c) == 0 and torch.count_nonzero(start.trace) == 0
+        else:
+            assert torch.equal(start.c, prev.c) and torch.equal(start.trace, prev.trace)
+    if mode == "full":  # carrying everything continues the sequence exactly
+        with torch.no_grad():
+            whole, _, _ = model(tokens)
+        torch.testing.assert_close(logits2, whole[6:], rtol=1e-5, atol=1e-6)
+
+
+def test_lm_dropout_masks_per_step_shared_by_batch():
+    from snntorch_egru.training._models import LanguageModel
+
+    torch.manual_seed(1)
+    cfg = _lm_cfg(dropout_mask="batch", dropout_emb=0.5, dropout=0.5, dropout_out=0.5)
+    model = LanguageModel(cfg, 20).train()
+    inputs, outputs = [], []
+    def keep(module, args, out):
+        inputs.append(args[0].detach())
+        outputs.append(out[0].detach())
+
+    for layer in model.layers:
+        layer.register_forward_hook(keep)
+    decoder_in = []
+    model.decoder.register_forward_hook(lambda m, a, out: decoder_in.append(a[0].detach()))
+    tokens = torch.full((8, 4), 3)  # the same token everywhere: only the masks vary
+    model(tokens)
+    x = inputs[0]  # embedding after dropout, [T, B, E]
+    mask = (x != 0)
+    assert torch.equal(mask, mask[:, :1].expand_as(mask))  # shared by the batch (mask [T, 1, E])
+    assert not torch.equal(mask[0], mask[1])  # a new mask at every step
+    # between layers and before the decoder: the dropped tensor / the layer's events is the mask
+    for y, z in ((outputs[0], inputs[1]), (outputs[1], decoder_in[0])):
+        assert torch.equal(y, y[:, :1].expand_as(y)) and (y != 0).float().mean() > 0.2  # same events per column
+        m = torch.where(y != 0, z / torch.where(y != 0, y, 1.0), torch.nan)
+        live = y[:, 0] != 0
+        vals = m[:, 0][live]
+        assert set(torch.round(vals, decimals=4).unique().tolist()) == {0.0, 2.0}
+        assert torch.equal(torch.nan_to_num(m), torch.nan_to_num(m[:, :1]).expand_as(m))  # [T, 1, H] mask
+    model.dropout_mask = "time"  # the package's alternative: one mask per sample, shared over time
+    inputs.clear()
+    model(tokens)
+    m2 = inputs[0] != 0
+    assert torch.equal(m2, m2[:1].expand_as(m2)) and not all(torch.equal(m2[:, 0], m2[:, b]) for b in (1, 2, 3))
+
+
+def test_layer_gradient_clip_scales_each_layer_to_the_limit():
+    from snntorch_egru.training._models import (LanguageModel, clip_layer_gradients, layer_gradient_groups)
+
+    torch.manual_seed(2)
+    model = LanguageModel(_lm_cfg(hidden_sizes=[9, 6], emb_size=6), 30).train()
+    tokens = torch.randint(0, 30, (10, 4))
+    states = model.zero_states(4, requires_grad=True)
+    logits, _, _ = model(tokens[:-1], states)
+    torch.nn.functional.cross_entropy(logits.reshape(-1, 30), tokens[1:].reshape(-1)).mul(50).backward()
+    before = {n: p.grad.clone() for n, p in model.named_parameters()}
+    groups = layer_gradient_groups(model, states)
+    assert len(groups) == 2 and all(len(p) == 5 for p, _, _ in groups)  # W_ih, W_hh, b_ih, b_hh, theta
+    # independent norms: parameters of layer k plus the gradient of its initial events y_0
+    ref = []
+    for k, layer in enumerate(model.layers):
+        sq = sum(before[f"layers.{k}.{name}_l0"].double().pow(2).sum()
+                 for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "threshold"))
+        assert states[k].y.grad is not None and states[k].y.grad.abs().sum() > 0
+        ref.append(float((sq + states[k].y.grad.double().pow(2).sum()).sqrt()))
+    limit = 0.5 * min(ref)
+    norms = clip_layer_gradients(groups, limit)
+    assert norms == pytest.approx(ref)
+    for k in range(2):
+        coef = limit / (ref[k] + 1e-6)
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "threshold"):
+            key = f"layers.{k}.{name}_l0"
+            torch.testing.assert_close(model.get_parameter(key).grad, before[key] * coef)
+        after = sum(model.get_parameter(f"layers.{k}.{n}_l0").grad.double().pow(2).sum()
+                    for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "threshold"))
+        assert float((after + states[k].y.grad.double().pow(2).sum() * coef ** 2).sqrt()) <= limit * (1 + 1e-6)
+    torch.testing.assert_close(model.embedding.weight.grad, before["embedding.weight"])  # not an EGRU layer
+    torch.testing.assert_close(model.decoder.bias.grad, before["decoder.bias"])
+    # under the limit: nothing changes
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    clip_layer_gradients(layer_gradient_groups(model, states), 1e9)
+    assert all(torch.equal(p.grad, grads[n]) for n, p in model.named_parameters())
+    with pytest.raises(ValueError, match=r"one entry per EGRU module \(2\), got 1"):
+        layer_gradient_groups(model, states[:1])
+
+
+def test_smnist_preset_clips_each_layer_before_the_global_clip(mnist_dir, monkeypatch):
+    from snntorch_egru.training import preset
+
+    assert (preset("smnist").layer_grad_clip, preset("psmnist").layer_grad_clip) == (0.25, 0.25)
+    seen = []
+    real = torch.nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm, *a, **k):
+        run = spy.run
+        groups = _loop.layer_gradient_groups(run.model)
+        seen.append([float(torch.sqrt(sum(p.grad.double().pow(2).sum() for p in ps))) for ps, _, _ in groups])
+        return real(params, max_norm, *a, **k)
+
+    real_step = _loop._Run._step
+
+    def step(self, loss, initial=None):
+        spy.run = self
+        assert initial is not None and initial[0].y.requires_grad  # the initial events' gradient is counted
+        return real_step(self, loss, initial)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    monkeypatch.setattr(_loop._Run, "_step", step)
+    rc = main(["--task", "smnist", "--data-dir", str(mnist_dir / "data"), "--out", str(mnist_dir / "run"),
+               "--hidden-size", "6", "--batch-size", "8", "--eval-batch-size", "8", "--lr", "0.05",
+               "--layer-grad-clip", "1e-4", *TINY[:1], "1", *TINY[2:]])
+    assert rc == 0 and len(seen) == 2  # 16 training samples, batch 8
+    assert all(n <= 1e-4 * (1 + 1e-6) for norms in seen for n in norms)

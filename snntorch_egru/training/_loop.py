@@ -22,8 +22,10 @@ from torch.utils.data.distributed import DistributedSampler
 from . import _distributed as D
 from ._data import batchify, collate_time_first, load_classification, load_corpus
 from ._dvs import build_frontend
-from ._lm import BestCheckpoint, awd_windows, lr_scale
-from ._models import READOUTS, FrameCNN, LanguageModel, SequenceClassifier, build_egru
+from ._lm import DROPOUT_SHARES, BestCheckpoint, awd_windows, lr_scale
+from ..state import EGRUState
+from ._models import (LM_STATES, READOUT_DROPOUTS, READOUTS, FrameCNN, LanguageModel, SequenceClassifier,
+                      build_egru, clip_layer_gradients, layer_gradient_groups, zero_state)
 from ._tasks import TASKS, TrainConfig, preset
 
 __all__ = ["build_parser", "parse_config", "run", "main"]
@@ -112,6 +114,17 @@ def _validate(cfg: TrainConfig, world: int) -> None:
         raise ValueError(f"--readout must be 'last', 'mean', 'rate' or 'state', got {cfg.readout!r}")
     if cfg.schedule not in ("none", "cosine", "step", "cosine_tail"):
         raise ValueError(f"--schedule must be one of none, cosine, step, cosine_tail, got {cfg.schedule!r}")
+    if not isinstance(cfg.test_batch_size, int) or cfg.test_batch_size < 0:
+        raise ValueError(f"--test-batch-size must be a non-negative integer (0: --eval-batch-size), "
+                         f"got {cfg.test_batch_size!r}")
+    for name, allowed in (("lm_state", LM_STATES), ("readout_dropout", READOUT_DROPOUTS),
+                          ("bptt_lr_scale", ("nominal", "bptt")), ("reg_form", ("smooth", "evnn")),
+                          ("dropout_mask", DROPOUT_SHARES)):
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
+                             f"got {getattr(cfg, name)!r}")
+    if not cfg.layer_grad_clip >= 0:
+        raise ValueError(f"--layer-grad-clip must be >= 0 (0: off), got {cfg.layer_grad_clip!r}")
     if cfg.optimizer not in ("adam", "adamw", "sgd"):
         raise ValueError(f"--optimizer must be adam, adamw or sgd, got {cfg.optimizer!r}")
     if cfg.device == "cuda" and not torch.cuda.is_available():
@@ -268,7 +281,7 @@ class _Run:
             train = batchify(corpus.train, cfg.batch_size)
             self.train_data = train[:, info.rank * lb:(info.rank + 1) * lb]
             self.valid_data = self._eval_columns(batchify(corpus.valid, cfg.eval_batch_size))
-            self.test_data = self._eval_columns(batchify(corpus.test, cfg.eval_batch_size))
+            self.test_data = self._eval_columns(batchify(corpus.test, cfg.test_batch_size or cfg.eval_batch_size))
             self.sample_step = torch.zeros(1, cfg.emb_size)
         else:
             data = load_classification(cfg.task, cfg.data_dir, frame_size=cfg.frame_size,
@@ -285,8 +298,9 @@ class _Run:
                                            sampler=self.sampler, collate_fn=collate_time_first,
                                            num_workers=cfg.num_workers)
             shard = Subset(test, range(info.rank, len(test), info.world_size))
-            self.test_loader = DataLoader(shard, batch_size=cfg.eval_batch_size, shuffle=False,
-                                          collate_fn=collate_time_first, num_workers=cfg.num_workers)
+            self.test_loader = DataLoader(shard, batch_size=cfg.test_batch_size or cfg.eval_batch_size, shuffle=False,
+                                          collate_fn=collate_time_first, num_workers=cfg.num_workers,
+                                          drop_last=cfg.test_drop_last)
             self.n_train, self.n_test = len(train), len(test)
             self.valid_loader = None  # model selection on a held-out part of the training data
             if data.valid is not None:
@@ -330,9 +344,11 @@ class _Run:
         return tqdm(it, total=total, desc=desc, leave=False, dynamic_ncols=True,
                     disable=not (self.cfg.progress and self.info.is_main))
 
-    def _step(self, loss: torch.Tensor) -> None:
+    def _step(self, loss: torch.Tensor, initial_states: Optional[List[Any]] = None) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.cfg.layer_grad_clip > 0:  # EvNN's in-op clip of each EGRU layer, before the global clip
+            clip_layer_gradients(layer_gradient_groups(self.model, initial_states), self.cfg.layer_grad_clip)
         if self.cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
@@ -348,21 +364,27 @@ class _Run:
             states = None
             if cfg.variable_bptt:  # AWD windows, identical on every rank (seeded by seed and epoch only)
                 windows = awd_windows(data.shape[0], cfg.bptt,
-                                      torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+                                      torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch), with_nominal=True)
             else:
-                windows = [(i, min(cfg.bptt, data.shape[0] - 1 - i)) for i in range(0, data.shape[0] - 1, cfg.bptt)]
+                windows = [(i, min(cfg.bptt, data.shape[0] - 1 - i), cfg.bptt)
+                           for i in range(0, data.shape[0] - 1, cfg.bptt)]
             bar = self._bar(windows, len(windows), desc)
             base_lrs = [g["lr"] for g in self.optimizer.param_groups]
-            for i, seq in bar:
+            for i, seq, nominal in bar:
                 x = data[i:i + seq].to(self.device)
                 y = data[i + 1:i + 1 + seq].to(self.device)
                 if states is not None:
                     states = [s.detach() for s in states]  # truncated BPTT: carry the state, cut the graph
+                if cfg.layer_grad_clip > 0:  # the initial events become leaves: their gradient enters the clip
+                    states = [EGRUState(s.y.detach().requires_grad_(), s.c, s.trace)
+                              for s in (states if states is not None else self.model.zero_states(x.shape[1]))]
+                start = states
                 logits, states, recs = self.net(x, states)
                 ce = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
                 for g, lr in zip(self.optimizer.param_groups, base_lrs):
-                    g["lr"] = lr * lr_scale(seq, cfg.bptt) if cfg.variable_bptt else lr
-                self._step(ce + regularisers(cfg, recs))
+                    g["lr"] = (lr * lr_scale(seq, nominal if cfg.bptt_lr_scale == "nominal" else cfg.bptt)
+                               if cfg.variable_bptt else lr)
+                self._step(ce + regularisers(cfg, recs), start)
                 n = y.numel()
                 act = torch.cat([r.o.detach().reshape(-1) for r in recs]).mean().item()
                 sums[0] += ce.item() * n
@@ -377,9 +399,11 @@ class _Run:
             bar = self._bar(self.train_loader, len(self.train_loader), desc)
             for x, y in bar:
                 x, y = x.to(self.device), y.to(self.device)
-                logits, rec = self.net(x)
+                start = (zero_state(self.model.egru, x.shape[1], requires_grad=True)
+                         if cfg.layer_grad_clip > 0 else None)
+                logits, rec = self.net(x) if start is None else self.net(x, start)
                 ce = nn.functional.cross_entropy(logits, y)
-                self._step(ce + regularisers(cfg, [rec]))
+                self._step(ce + regularisers(cfg, [rec]), [start])
                 n = y.numel()
                 act = rec.o.detach().mean().item()
                 sums[0] += ce.item() * n
@@ -402,7 +426,7 @@ class _Run:
         if self.is_lm:
             data = self.valid_data if split == "valid" else self.test_data
             states = None
-            for i in range(0, data.shape[0] - 1, cfg.bptt):
+            for i in range(0, data.shape[0] - 1 if data.shape[1] else 0, cfg.bptt):  # no columns on this rank: skip
                 seq = min(cfg.bptt, data.shape[0] - 1 - i)
                 x = data[i:i + seq].to(self.device)
                 y = data[i + 1:i + 1 + seq].to(self.device)

@@ -85,8 +85,9 @@ class TrainConfig:
     dropout_out: float = 0.0  # LM: dropout on the last layer's output
     readout: str = "last"  # "last" trace, "mean" trace, "rate" (events y), "state" (c)
     readout_steps: int = 0  # "rate": average the logits over the last N steps only (0 = all)
+    readout_dropout: str = "pooled"  # dropout on the pooled readout input once ("pooled") or at every "step"
     frame_size: int = 32  # dvsgesture
-    cnn: str = "small"  # dvsgesture front end: "alexnet" (the recipe; frames >= 63 px) or "small"
+    cnn: str = "small"  # dvsgesture front end: "alexnet" (the recipe, 128 px), "alexnet-gap" or "small"
     polarity: str = "mean"  # dvsgesture: polarities averaged ("mean", the recipe) or "separate"
     augment: bool = True  # dvsgesture: the recipe's crop/perspective/rotation of training frames
     time_bins: int = 100  # shd
@@ -104,13 +105,19 @@ class TrainConfig:
     step_gamma: float = 1.0
     cosine_start: float = 0.0  # cosine_tail: fraction of epochs at constant lr
     grad_clip: float = 0.0
+    layer_grad_clip: float = 0.0  # EvNN's in-op clip: each EGRU layer's own gradients to this norm first (0 = off)
     bptt: int = 70
     variable_bptt: bool = False  # LM: AWD windows (bptt w.p. 0.95 else bptt/2, N(., 5), min 5), lr * len/bptt
+    bptt_lr_scale: str = "nominal"  # LM windows: lr * seq_len / "nominal" length (EvNN) or / "bptt" (AWD-LSTM)
     dropout_mask: str = "time"  # LM: variational dropout mask shared over "time" (AWD) or "batch" (EvNN code)
+    lm_state: str = "full"  # LM state between windows: "full" (y, c, trace) or "y" (EvNN: c = trace = 0 each window)
+    test_batch_size: int = 0  # final test batch (0 = eval_batch_size); LM recipe: 1
+    test_drop_last: bool = False  # drop the last partial test batch (EvNN's DVS loader); off: every sample counts
     activity_reg: float = 0.0
     activity_target: float = 0.05
     voltage_reg: float = 0.0
     voltage_target: float = -0.9
+    reg_form: str = "smooth"  # "smooth": (mean(o)-a*)^2 + mean((c-v*)^2); "evnn": count-based + linear c-(theta-v*)
     # run control
     seed: int = 0
     device: str = "cpu"
@@ -138,11 +145,11 @@ _PRESETS: Dict[str, Dict[str, Any]] = {
         activity_reg=1.0, activity_target=0.05, readout="state",
     ),
     "smnist": dict(
-        hidden_size=590, num_layers=1, epochs=200, batch_size=500, lr=1e-3, grad_clip=0.25,
+        hidden_size=590, num_layers=1, epochs=200, batch_size=500, lr=1e-3, grad_clip=0.25, layer_grad_clip=0.25,
         dampening_factor=0.7, pseudo_derivative_support=1.0, readout="last", eval_batch_size=500,
     ),
     "psmnist": dict(
-        hidden_size=590, num_layers=1, epochs=200, batch_size=500, lr=1e-3, grad_clip=0.25,
+        hidden_size=590, num_layers=1, epochs=200, batch_size=500, lr=1e-3, grad_clip=0.25, layer_grad_clip=0.25,
         dampening_factor=0.7, pseudo_derivative_support=1.0, readout="last", eval_batch_size=500,
     ),
     "dvsgesture": dict(
@@ -156,17 +163,19 @@ _PRESETS: Dict[str, Dict[str, Any]] = {
         readout="mean", time_bins=100, activity_reg=0.01, activity_target=0.05,
     ),
     "ptb": dict(
-        hidden_sizes=[1350, 1350, 750], emb_size=750, epochs=1000, batch_size=64, eval_batch_size=10,
+        hidden_sizes=[1350, 1350, 750], emb_size=750, epochs=1000, batch_size=64, eval_batch_size=64,
+        test_batch_size=1, lm_state="y", dropout_mask="batch", bptt_lr_scale="nominal",
         bptt=70, optimizer="adamw", lr=1.2e-3, beta1=0.0, weight_decay=0.10, schedule="cosine_tail",
         cosine_start=0.7, dropout_emb=0.6, dropout_words=0.1, dropout=0.25, dropout_out=0.5,
-        dropconnect=0.7, grad_clip=0.1, thr_mean=0.01, learn_threshold=False,
+        dropconnect=0.7, grad_clip=0.1, layer_grad_clip=0.1, thr_mean=0.01, learn_threshold=False,
         dampening_factor=3.6, pseudo_derivative_support=3.6, seed=9612, variable_bptt=True,
     ),
     "wikitext2": dict(
-        hidden_sizes=[1350, 1350, 750], emb_size=750, epochs=800, batch_size=128, eval_batch_size=10,
+        hidden_sizes=[1350, 1350, 750], emb_size=750, epochs=800, batch_size=128, eval_batch_size=128,
+        test_batch_size=1, lm_state="y", dropout_mask="batch", bptt_lr_scale="nominal",
         bptt=70, optimizer="adamw", lr=1e-3, beta1=0.0, weight_decay=0.12, schedule="cosine_tail",
         cosine_start=0.5, dropout_emb=0.7, dropout_words=0.1, dropout=0.25, dropout_out=0.5,
-        dropconnect=0.7, grad_clip=0.1, thr_mean=0.01, learn_threshold=False,
+        dropconnect=0.7, grad_clip=0.1, layer_grad_clip=0.1, thr_mean=0.01, learn_threshold=False,
         dampening_factor=3.6, pseudo_derivative_support=3.6, seed=913420, variable_bptt=True,
     ),
 }
