@@ -130,11 +130,13 @@ def test_alexnet_frontend_matches_recipe_size():
     out = net(x)
     assert out.shape == (2, 3, 512)
     torch.testing.assert_close(out[1, 2], net.net(x[1, 2:3])[0])  # per-frame, frames independent
-    with pytest.raises(ValueError, match=r"at least 63x63, got \(32, 32\)"):
+    with pytest.raises(ValueError, match=r"needs frames of 127 to 190 pixels, got \(32, 32\)"):
         net(torch.rand(1, 1, 1, 32, 32))
-    with pytest.raises(ValueError, match="--cnn alexnet needs --frame-size >= 63, got 32"):
-        _dvs.build_frontend("alexnet", 1, 32)
-    with pytest.raises(ValueError, match="--cnn must be 'alexnet' or 'small', got 'vgg'"):
+    with pytest.raises(ValueError, match="--cnn alexnet with --frame-size 64: .* 127 to 190 pixels"):
+        _dvs.build_frontend("alexnet", 1, 64)
+    with pytest.raises(ValueError, match=r"--cnn alexnet-gap with --frame-size 32: .*at least 63x63, got \(32, 32\)"):
+        _dvs.build_frontend("alexnet-gap", 1, 32)
+    with pytest.raises(ValueError, match="--cnn must be one of alexnet, alexnet-gap, small, got 'vgg'"):
         _dvs.build_frontend("vgg", 1, 128)
     assert _dvs.build_frontend("small", 2, 32).features == 256
 
@@ -570,3 +572,112 @@ def test_smnist_preset_clips_each_layer_before_the_global_clip(mnist_dir, monkey
                "--layer-grad-clip", "1e-4", *TINY[:1], "1", *TINY[2:]])
     assert rc == 0 and len(seen) == 2  # 16 training samples, batch 8
     assert all(n <= 1e-4 * (1 + 1e-6) for norms in seen for n in norms)
+
+
+def _conv_out(s, k, stride=1, pad=0):
+    return (s + 2 * pad - k) // stride + 1
+
+
+def test_dvs_frontend_is_the_recipes_layer_list_and_macs():
+    net = _dvs.build_frontend("alexnet", 1, 128)
+    names = [type(m).__name__ for m in net.net]
+    assert names == ["Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "MaxPool2d",
+                     "Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "Flatten", "Linear", "Dropout"]  # no ReLU, no GAP
+    # independent MAC count: feature-map sides 128 -conv1-> 31 -pool-> 15 -conv2-> 15 -pool-> 7 -conv3-> 7 -pool-> 3
+    # -conv4-> 3 -pool-> 1 -conv5-> 1
+    s1 = _conv_out(128, 11, 4, 2)
+    s2 = _conv_out(s1, 3, 2)
+    s3 = _conv_out(s2, 3, 2)
+    s4 = _conv_out(s3, 3, 2)
+    s5 = _conv_out(s4, 3, 2)
+    assert (s1, s2, s3, s4, s5) == (31, 15, 7, 3, 1)
+    recipe = (64 * 1 * 121 * s1 ** 2 + 192 * 64 * 25 * s2 ** 2 + 384 * 192 * 9 * s3 ** 2 + 256 * 384 * 9 * s4 ** 2
+              + 256 * 256 * 9 * s5 ** 2 + 256 * 512)
+    assert _dvs.conv_macs_per_frame(net, 1, 128) == recipe == 117_759_552
+    gap = _dvs.build_frontend("alexnet-gap", 1, 128)  # the package's earlier variant: conv3-5 at 7x7
+    assert _dvs.conv_macs_per_frame(gap, 1, 128) == (64 * 121 * 31 ** 2 + 192 * 64 * 25 * 15 ** 2
+                                                     + (384 * 192 + 256 * 384 + 256 * 256) * 9 * 7 ** 2 + 256 * 512)
+    assert _dvs.conv_macs_per_frame(gap, 1, 128) / recipe == pytest.approx(1.541, abs=1e-3)  # +54 %
+    assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in gap.parameters()) == 2_585_792
+    net.eval()
+    torch.manual_seed(0)
+    feats = net(torch.rand(3, 2, 1, 128, 128))
+    assert feats.shape == (3, 2, 512) and (feats < 0).any() and (feats > 0).any()  # signed EGRU input
+    assert (gap.eval()(torch.rand(1, 1, 1, 128, 128)) >= 0).all()  # ReLU: non-negative
+    assert _dvs.evnn_alexnet_sizes() == (127, 190)
+
+
+@pytest.mark.parametrize("mode", ["step", "pooled"])
+def test_dvs_readout_dropout_placement(mode):
+    from snntorch_egru.modules import EGRU
+    from snntorch_egru.training._models import SequenceClassifier
+
+    torch.manual_seed(3)
+    model = SequenceClassifier(EGRU(4, 16, thr_mean=0.05), 11, readout="mean", dropout=0.5,
+                               readout_dropout=mode).train()
+    seen = {}
+    model.drop.register_forward_hook(lambda m, a, out: seen.update(inp=a[0].detach(), out=out.detach()))
+    logits, rec = model(torch.randn(9, 3, 4))
+    trace = rec.trace[-1].detach()
+    if mode == "step":  # EvNN: dropout on the trace at every step, Linear at every step, logits averaged
+        assert seen["inp"].shape == (9, 3, 16) and torch.equal(seen["inp"], trace)
+        kept = (seen["out"] != 0) | (seen["inp"] == 0)
+        assert not all(torch.equal(kept[0], kept[t]) for t in range(1, 9))  # a new mask per step
+        ref = model.head(seen["out"]).mean(0)
+    else:  # the package's alternative: one mask on the time-averaged trace
+        assert seen["inp"].shape == (3, 16)
+        torch.testing.assert_close(seen["inp"], trace.mean(0))
+        ref = model.head(seen["out"])
+    torch.testing.assert_close(logits.detach(), ref.detach())
+    model.eval()  # no dropout: both placements give head(mean trace)
+    logits_eval, rec = model(torch.randn(9, 3, 4))
+    torch.testing.assert_close(logits_eval, model.head(rec.trace[-1].mean(0)), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="readout_dropout must be 'pooled' or 'step', got 'once'"):
+        SequenceClassifier(EGRU(4, 16), 11, readout_dropout="once")
+
+
+def test_evnn_regularisers_by_hand():
+    from snntorch_egru.modules import EGRU
+    from snntorch_egru.state import EGRURecord
+    from snntorch_egru.training._loop import regularisers
+    from snntorch_egru.training._tasks import TrainConfig
+
+    model = torch.nn.Sequential(EGRU(3, 4, num_layers=2))
+    with torch.no_grad():
+        model[0].threshold_l0.copy_(torch.tensor([0.1, 0.2, 0.3, 0.4]))
+        model[0].threshold_l1.fill_(0.5)
+    c = torch.randn(2, 5, 3, 4, requires_grad=True)  # [layers, T, B, H]
+    o = (torch.rand(2, 5, 3, 4) < 0.3).float().requires_grad_()
+    rec = EGRURecord(y=o * 1.0, c=c, o=o, trace=torch.zeros(2, 5, 3, 4))
+    cfg = TrainConfig(reg_form="evnn", activity_reg=0.01, activity_target=0.05, voltage_reg=0.01, voltage_target=0.05)
+    value = regularisers(cfg, [rec], model)
+    act = o.detach().mean().item()
+    theta = [torch.tensor([0.1, 0.2, 0.3, 0.4]), torch.full((4,), 0.5)]
+    volt = sum((c[k].detach() - (theta[k] - 0.05)).mean().item() for k in range(2))
+    assert value.item() == pytest.approx(0.01 * (act - 0.05) ** 2 + 0.01 * volt, rel=1e-5)
+    value.backward()
+    assert o.grad is None or torch.count_nonzero(o.grad) == 0  # built with a comparison: no gradient
+    torch.testing.assert_close(c.grad, torch.full_like(c, 0.01 / (5 * 3 * 4)))  # linear: a constant push
+    assert model[0].threshold_l0.grad is None  # theta is detached
+    smooth = regularisers(TrainConfig(activity_reg=0.01, voltage_reg=0.01, voltage_target=0.05), [rec])
+    assert smooth.item() == pytest.approx(0.01 * (act - 0.05) ** 2 + 0.01 * ((c.detach() - 0.05) ** 2).mean().item(),
+                                          rel=1e-5)
+    with pytest.raises(ValueError, match="reg_form 'evnn' needs the model"):
+        regularisers(cfg, [rec])
+
+
+def test_dvs_and_smnist_presets_are_the_recipe():
+    from snntorch_egru.training import preset
+
+    d = preset("dvsgesture")
+    assert (d.cnn, d.readout, d.readout_dropout, d.reg_form) == ("alexnet", "mean", "step", "evnn")
+    assert (d.activity_reg, d.activity_target, d.voltage_reg, d.voltage_target) == (0.01, 0.05, 0.01, 0.05)
+    assert (d.seed, d.test_drop_last, d.grad_clip, d.layer_grad_clip) == (3000, False, 0.0, 0.0)
+    # v0.1.0 init: theta = sigmoid(N(-0.2465, sd sqrt 2)); its mean, independently by quadrature
+    z = torch.linspace(-8, 8, 200001, dtype=torch.float64)
+    w = torch.exp(-z ** 2 / 2)
+    mean = float((torch.sigmoid(-0.2465 + 2 ** 0.5 * z) * w).sum() / w.sum())
+    assert d.thr_mean == pytest.approx(mean, abs=5e-4)
+    for task in ("smnist", "psmnist"):
+        s = preset(task)
+        assert (s.seed, s.grad_clip, s.layer_grad_clip, s.batch_size, s.epochs) == (3000, 0.25, 0.25, 500, 200)

@@ -23,6 +23,7 @@ from . import _distributed as D
 from ._data import batchify, collate_time_first, load_classification, load_corpus
 from ._dvs import build_frontend
 from ._lm import DROPOUT_SHARES, BestCheckpoint, awd_windows, lr_scale
+from ..modules import EGRU
 from ..state import EGRUState
 from ._models import (LM_STATES, READOUT_DROPOUTS, READOUTS, FrameCNN, LanguageModel, SequenceClassifier,
                       build_egru, clip_layer_gradients, layer_gradient_groups, zero_state)
@@ -158,10 +159,31 @@ def _optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.beta1, weight_decay=cfg.weight_decay)
 
 
-def regularisers(cfg: TrainConfig, records: Sequence[Any]) -> torch.Tensor:
-    """Activity term ``activity_reg * (mean(o) - activity_target)^2`` (through the surrogate) plus the
-    voltage term ``voltage_reg * mean((c - voltage_target)^2)``, over all layers' records."""
+def regularisers(cfg: TrainConfig, records: Sequence[Any], model: Optional[nn.Module] = None) -> torch.Tensor:
+    """The activity and voltage regularisers over all layers' records.
+
+    ``reg_form="smooth"``: ``activity_reg * (mean(o) - activity_target)^2`` (through the surrogate)
+    plus ``voltage_reg * mean((c - voltage_target)^2)``.
+    ``reg_form="evnn"`` (the EvNN DVS code): ``activity_reg * (mean(1[o != 0]) - activity_target)^2``,
+    built from a comparison and so without gradient (it only shifts the loss), plus
+    ``voltage_reg * sum_layers mean(c - (theta.detach() - voltage_target))``, linear in ``c``
+    (``model`` gives the thresholds; one record per EGRU module, in module order).
+    """
     total = records[0].o.new_zeros(())
+    if cfg.reg_form == "evnn":
+        if cfg.activity_reg:
+            with torch.no_grad():
+                act = torch.cat([(r.o != 0).float().reshape(-1) for r in records]).mean()
+            total = total + cfg.activity_reg * (act - cfg.activity_target) ** 2
+        if cfg.voltage_reg:
+            if model is None:
+                raise ValueError("reg_form 'evnn' needs the model (its thresholds) for the voltage term")
+            egrus = [m for m in model.modules() if isinstance(m, EGRU)]
+            for egru, r in zip(egrus, records):
+                theta = torch.stack([egru.layer_tensors(k)["threshold"].detach() for k in range(egru.num_layers)])
+                total = total + cfg.voltage_reg * (r.c - (theta[:, None, None, :] - cfg.voltage_target)).mean(
+                    dim=(1, 2, 3)).sum()
+        return total
     if cfg.activity_reg:
         o = torch.cat([r.o.reshape(-1) for r in records])
         total = total + cfg.activity_reg * (o.mean() - cfg.activity_target) ** 2
@@ -321,7 +343,8 @@ class _Run:
                 in_size = cfg.input_encoder
             egru = build_egru(cfg, in_size, cfg.hidden_size, cfg.num_layers)
             model = SequenceClassifier(egru, data.num_classes, frontend=frontend, readout=cfg.readout,
-                                       dropout=cfg.dropout, readout_steps=cfg.readout_steps)
+                                       dropout=cfg.dropout, readout_steps=cfg.readout_steps,
+                                       readout_dropout=cfg.readout_dropout)
             self.sample_step = torch.zeros((1,) + tuple(data.input_shape))
         self.model = model.to(self.device)
         self.net: nn.Module = self.model
@@ -384,7 +407,7 @@ class _Run:
                 for g, lr in zip(self.optimizer.param_groups, base_lrs):
                     g["lr"] = (lr * lr_scale(seq, nominal if cfg.bptt_lr_scale == "nominal" else cfg.bptt)
                                if cfg.variable_bptt else lr)
-                self._step(ce + regularisers(cfg, recs), start)
+                self._step(ce + regularisers(cfg, recs, self.model), start)
                 n = y.numel()
                 act = torch.cat([r.o.detach().reshape(-1) for r in recs]).mean().item()
                 sums[0] += ce.item() * n
@@ -403,7 +426,7 @@ class _Run:
                          if cfg.layer_grad_clip > 0 else None)
                 logits, rec = self.net(x) if start is None else self.net(x, start)
                 ce = nn.functional.cross_entropy(logits, y)
-                self._step(ce + regularisers(cfg, [rec]), [start])
+                self._step(ce + regularisers(cfg, [rec], self.model), [start])
                 n = y.numel()
                 act = rec.o.detach().mean().item()
                 sums[0] += ce.item() * n

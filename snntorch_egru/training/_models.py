@@ -144,16 +144,25 @@ class SequenceClassifier(nn.Module):
             exactly the per-step graph of the NIR export plus a time average outside it)
             or ``"state"`` (internal state ``c`` after the final step, like a GRU's ``h_T``).
         dropout: dropout on the readout's input (trace, events or state).
+        readout_dropout: ``"pooled"`` drops the pooled readout input once (for ``"mean"``: the
+            time-averaged trace, one mask per sample); ``"step"`` (the EvNN DVS recipe) drops the
+            per-step input at every step with independent masks, applies the Linear at every
+            step and averages the logits (``"mean"`` and ``"rate"``; the same as ``"pooled"``
+            for ``"last"`` and ``"state"``, which read one step).
 
     Inputs: ``x`` of shape ``[T, B, *F]``. Outputs: ``logits [B, num_classes]`` and the
     :class:`~snntorch_egru.EGRURecord` of the EGRU.
     """
 
     def __init__(self, egru: EGRU, num_classes: int, frontend: Optional[nn.Module] = None,
-                 readout: str = "last", dropout: float = 0.0, readout_steps: int = 0) -> None:
+                 readout: str = "last", dropout: float = 0.0, readout_steps: int = 0,
+                 readout_dropout: str = "pooled") -> None:
         super().__init__()
         if readout not in READOUTS:
             raise ValueError(f"readout must be 'last', 'mean', 'rate' or 'state', got {readout!r}")
+        if readout_dropout not in READOUT_DROPOUTS:
+            raise ValueError(f"readout_dropout must be 'pooled' or 'step', got {readout_dropout!r}")
+        self.readout_dropout = readout_dropout
         self.frontend = frontend
         self.egru = egru
         self.readout = readout
@@ -166,6 +175,11 @@ class SequenceClassifier(nn.Module):
             x = self.frontend(x)
         _, _, rec = self.egru(x, state, return_internals=True)
         trace = rec.trace[-1]  # last layer, [T, B, H]
+        if self.readout_dropout == "step" and self.readout in ("mean", "rate"):
+            seq = rec.y[-1] if self.readout == "rate" else trace
+            if self.readout == "rate" and self.readout_steps:
+                seq = seq[-self.readout_steps:]
+            return self.head(self.drop(seq)).mean(0), rec  # a new mask at every step, logits averaged
         if self.readout == "rate":
             y = rec.y[-1]
             if self.readout_steps:
