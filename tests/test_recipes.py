@@ -149,6 +149,9 @@ def test_split_train_valid_sizes_and_seed():
     assert set(tr.indices).isdisjoint(va.indices) and len(set(tr.indices) | set(va.indices)) == 60000
     tr2, va2 = D.split_train_valid(ds, seed=42)
     assert tr2.indices == tr.indices and va2.indices == va.indices
+    # EvNN: random_split(full, [48000, 12000], generator seed 42), indices in the same order
+    ref_tr, ref_va = torch.utils.data.random_split(ds, [48000, 12000], generator=torch.Generator().manual_seed(42))
+    assert tr.indices == list(ref_tr.indices) and va.indices == list(ref_va.indices)
     _, va3 = D.split_train_valid(ds, seed=43)
     assert va3.indices != va.indices
     with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\), got 1.5"):
@@ -184,7 +187,7 @@ def test_mnist_validation_comes_from_the_training_file(mnist_dir, task):
     assert len(data.train) == 16 and len(data.valid) == 4 and len(data.test) == 6
     assert sorted(ids(data.train) + ids(data.valid)) == list(range(20))
     assert ids(data.test) == list(range(100, 106))
-    held = sorted(torch.randperm(20, generator=torch.Generator().manual_seed(42))[:4].tolist())
+    held = sorted(torch.randperm(20, generator=torch.Generator().manual_seed(42))[16:].tolist())  # the last 4
     assert ids(data.valid) == held
 
 
@@ -681,3 +684,78 @@ def test_dvs_and_smnist_presets_are_the_recipe():
     for task in ("smnist", "psmnist"):
         s = preset(task)
         assert (s.seed, s.grad_clip, s.layer_grad_clip, s.batch_size, s.epochs) == (3000, 0.25, 0.25, 500, 200)
+
+
+def test_smnist_reports_both_protocols(mnist_dir):
+    from snntorch_egru.training._models import SequenceClassifier, build_egru
+    from snntorch_egru.training._tasks import TrainConfig
+
+    out = mnist_dir / "run"
+    rc = main(["--task", "smnist", "--data-dir", str(mnist_dir / "data"), "--out", str(out), "--hidden-size", "6",
+               "--batch-size", "8", "--eval-batch-size", "8", "--lr", "0.05", *TINY])
+    assert rc == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["protocol"] == "best validation epoch, tested once"
+    rp = m["recipe_protocol"]
+    assert rp["epoch"] == 3 and rp["label"].startswith("EvNN sMNIST code: the final epoch's model")
+    # independent: the final epoch's model is the last checkpoint's
+    cfg = TrainConfig.from_dict(m["config"])
+    model = SequenceClassifier(build_egru(cfg, 1, cfg.hidden_size), 10, readout=cfg.readout)
+    model.load_state_dict(torch.load(out / "checkpoint.pt", weights_only=False)["model"])
+    model.eval()
+    data = D.load_classification("smnist", str(mnist_dir / "data"))
+    x = torch.stack([data.test[i][0] for i in range(6)], 1)
+    y = torch.tensor([data.test[i][1] for i in range(6)])
+    with torch.no_grad():
+        acc = (model(x)[0].argmax(1) == y).float().mean().item()
+    assert rp["test_accuracy"] == pytest.approx(acc)
+
+
+def test_dvs_reports_the_recipes_best_over_epochs_on_test(tmp_path):
+    from tonic.datasets import DVSGesture
+
+    _write_dvs(tmp_path / "data", np.random.default_rng(4))
+    out = tmp_path / "run"
+    with mock.patch.object(DVSGesture, "_check_exists", return_value=True):
+        rc = main(["--task", "dvsgesture", "--data-dir", str(tmp_path / "data"), "--out", str(out), "--cnn", "small",
+                   "--frame-size", "32", "--hidden-size", "8", "--batch-size", "2", "--eval-batch-size", "2",
+                   "--lr", "0.05", *TINY])
+    assert rc == 0
+    m = json.loads((out / "metrics.json").read_text())
+    accs = [h["eval_accuracy"] for h in m["history"]]
+    assert all(h["eval_split"] == "test" for h in m["history"])
+    assert m["protocol"].startswith("last epoch") and m["test_accuracy"] == pytest.approx(accs[-1])
+    rp = m["recipe_protocol"]
+    assert rp["test_accuracy"] == max(accs) and rp["epoch"] == 1 + accs.index(max(accs))
+    assert "test set doubles as validation" in rp["label"] and "optimistic" in rp["label"]
+
+
+def test_test_batch_and_drop_last_options():
+    from snntorch_egru.training import _distributed as Dist
+    from snntorch_egru.training import preset
+
+    def loader(**kw):
+        cfg = preset("digits")
+        for k, v in kw.items():
+            setattr(cfg, k, v)
+        cfg.out = "unused"  # BestCheckpoint would write there; digits has no validation split
+        r = _loop._Run(cfg, Dist.DistInfo(), "test")
+        r.build()
+        return r.test_loader
+
+    plain = loader(eval_batch_size=100)
+    assert len(plain) == 4 and not plain.drop_last  # 360 test digits: every sample counts
+    dropped = loader(eval_batch_size=7, test_batch_size=100, test_drop_last=True)
+    assert len(dropped) == 3 and dropped.batch_size == 100  # EvNN's DVS loader: the partial batch is dropped
+    cfg = preset("digits")
+    for name, bad, msg in (("lm_state", "c", "--lm-state must be one of full, y, got 'c'"),
+                           ("readout_dropout", "x", "--readout-dropout must be one of pooled, step, got 'x'"),
+                           ("reg_form", "l1", "--reg-form must be one of smooth, evnn, got 'l1'"),
+                           ("bptt_lr_scale", "seq", "--bptt-lr-scale must be one of nominal, bptt, got 'seq'"),
+                           ("test_batch_size", -1, "--test-batch-size must be a non-negative integer"),
+                           ("layer_grad_clip", -0.1, "--layer-grad-clip must be >= 0")):
+        c = preset("digits")
+        setattr(c, name, bad)
+        with pytest.raises(ValueError, match=msg):
+            _loop._validate(c, 1)
+    _loop._validate(cfg, 1)
