@@ -33,6 +33,8 @@ def main(argv=None) -> int:
     p.add_argument("--updates", type=int, default=60)
     p.add_argument("--valid", type=int, default=500)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--max-minutes", type=float, default=0.0,
+                   help="stop training after this much wall time (0: run all updates); the record says so")
     p.add_argument("--task", default="smnist", choices=("smnist", "psmnist"))
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
@@ -51,18 +53,28 @@ def main(argv=None) -> int:
     losses, times = [], []
     real_step = r._step
 
+    class _Budget(Exception):
+        pass
+
     def step(loss, initial=None):
         t = time.perf_counter()
         real_step(loss, initial)
         losses.append(float(loss.item()))
         times.append(time.perf_counter() - t)
-        print(f"update {len(losses)}/{a.updates}: loss {losses[-1]:.4f}", flush=True)
+        print(f"update {len(losses)}/{a.updates}: loss {losses[-1]:.4f} ({times[-1]:.1f} s)", flush=True)
+        if a.max_minutes and time.perf_counter() - t_train > 60 * a.max_minutes:
+            raise _Budget
 
     r._step = step
     t0 = time.perf_counter()
     before = r.evaluate("valid")
     print(f"valid before: {before}", flush=True)
-    tr = r.train_epoch(0)
+    t_train = time.perf_counter()
+    stopped = False
+    try:
+        tr = r.train_epoch(0)
+    except _Budget:
+        tr, stopped = {"train_activity": None}, True
     after = r.evaluate("valid")
     print(f"valid after: {after}", flush=True)
     wall = time.perf_counter() - t0
@@ -78,6 +90,7 @@ def main(argv=None) -> int:
         "settings": {k_: getattr(cfg, k_) for k_ in ("hidden_size", "lr", "optimizer", "grad_clip", "layer_grad_clip",
                                                      "dampening_factor", "pseudo_derivative_support", "thr_mean",
                                                      "init", "readout", "schedule")},
+        "stopped_by_time_budget": stopped, "max_minutes": a.max_minutes,
         "losses": losses, "update_time_s": times, "train_activity": tr["train_activity"],
         "first_mean_loss": sum(losses[:k]) / k, "last_mean_loss": sum(losses[-k:]) / k, "mean_over": k,
         "valid_before": before, "valid_after": after, "valid_samples": a.valid, "wall_time_s": wall,
