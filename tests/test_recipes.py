@@ -759,3 +759,36 @@ def test_test_batch_and_drop_last_options():
         with pytest.raises(ValueError, match=msg):
             _loop._validate(c, 1)
     _loop._validate(cfg, 1)
+
+
+def test_converted_evnn_lm_checkpoint_runs_with_the_recipes_state():
+    from snntorch_egru.convert import torch_to_evnn
+    from snntorch_egru.training._models import LanguageModel
+
+    torch.manual_seed(5)
+    src = LanguageModel(_lm_cfg(lm_state="y"), 20).eval()
+    # an EvNN-layout checkpoint of the same network (keys as EvNN's LanguageModel.state_dict())
+    ckpt = {"embeddings.weight": src.embedding.weight.detach().clone(),
+            "decoder.decoder.weight": src.embedding.weight.detach().clone(),
+            "decoder.decoder.bias": torch.randn(20)}
+    for k, layer in enumerate(src.layers):
+        ckpt.update({f"rnns.{k}.{n}": t for n, t in torch_to_evnn(layer.state_dict(), suffix="_l0").items()})
+    dst = LanguageModel(_lm_cfg(lm_state="y"), 20).eval()
+    dst.load_evnn_checkpoint(ckpt)
+    with torch.no_grad():
+        src.decoder.bias.copy_(ckpt["decoder.decoder.bias"])
+    tokens = torch.randint(0, 20, (12, 2))
+    with torch.no_grad():
+        a1, sa, _ = src(tokens[:6])
+        b1, sb, _ = dst(tokens[:6])
+        a2, _, _ = src(tokens[6:], sa)
+        b2, _, _ = dst(tokens[6:], sb)
+        full = LanguageModel(_lm_cfg(lm_state="full"), 20).eval()
+        full.load_state_dict(dst.state_dict())
+        _, sf, _ = full(tokens[:6])
+        f2, _, _ = full(tokens[6:], sf)
+    torch.testing.assert_close(b1, a1)
+    torch.testing.assert_close(b2, a2)
+    assert not torch.allclose(f2, b2)  # the state mode matters for the second window
+    with pytest.raises(KeyError, match="missing 'embeddings.weight'"):
+        dst.load_evnn_checkpoint({})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -224,6 +224,31 @@ class LanguageModel(nn.Module):
         self.dropout_mask = getattr(cfg, "dropout_mask", "time")  # variational masks (see ._lm)
         self.state_mode = getattr(cfg, "lm_state", "full")
         window_start_state(EGRUState(torch.zeros(1), torch.zeros(1), torch.zeros(1)), self.state_mode)  # validate
+
+    def load_evnn_checkpoint(self, state_dict: Dict[str, torch.Tensor]) -> None:
+        """Fill this model from an EvNN ``benchmarks/lm`` checkpoint (``model.state_dict()`` of its
+        ``LanguageModel``, no projection): ``embeddings.weight``, ``decoder.decoder.bias`` and per
+        layer ``rnns.{k}.{kernel, recurrent_kernel, bias, recurrent_bias, thr}``, converted with
+        :func:`snntorch_egru.convert.evnn_to_torch`. Evaluate it with ``lm_state="y"`` (the
+        preset) to run it as EvNN does.
+        """
+        from ..convert import load_evnn_state_dict
+
+        for key in ("embeddings.weight", "decoder.decoder.bias"):
+            if key not in state_dict:
+                raise KeyError(f"EvNN LM checkpoint: missing {key!r} (got keys {sorted(state_dict)[:8]} ...)")
+        layers = []
+        for k in range(len(self.layers)):
+            prefix = f"rnns.{k}."
+            layers.append({n[len(prefix):]: v for n, v in state_dict.items() if n.startswith(prefix)})
+        extra = [n for n in state_dict if n.startswith("rnns.") and int(n.split(".")[1]) >= len(self.layers)]
+        if extra:
+            raise ValueError(f"EvNN LM checkpoint has more layers than this model ({len(self.layers)}): {extra[:3]}")
+        with torch.no_grad():
+            self.embedding.weight.copy_(state_dict["embeddings.weight"])
+            self.decoder.bias.copy_(state_dict["decoder.decoder.bias"])
+        for layer, tensors in zip(self.layers, layers):
+            load_evnn_state_dict(layer, [tensors])
 
     def zero_states(self, batch: int, requires_grad: bool = False) -> List[EGRUState]:
         """All-zero start states of every layer (``y`` a leaf with ``requires_grad``: see :func:`zero_state`)."""
