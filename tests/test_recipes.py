@@ -339,6 +339,8 @@ def test_lm_awd_windows_scale_the_lr_and_the_best_valid_model_is_tested(tmp_path
                "--schedule", "none", "--lr", "0.01", *TINY])
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
+    assert m["protocol"] == "best validation epoch, tested once at batch 1"  # validation at batch 2, test at 1
+    assert m["recipe_protocol"]["label"].endswith("(same protocol)")
     n_rows = (40 * 10) // 2
     assert len(windows) == len(lrs) and sum(n for _, n, _ in windows) == 3 * (n_rows - 1)
     epoch_ends = [k for k, (s, _, _) in enumerate(windows) if s == 0][1:] + [len(windows)]
@@ -728,6 +730,11 @@ def test_dvs_reports_the_recipes_best_over_epochs_on_test(tmp_path):
     rp = m["recipe_protocol"]
     assert rp["test_accuracy"] == max(accs) and rp["epoch"] == 1 + accs.index(max(accs))
     assert "test set doubles as validation" in rp["label"] and "optimistic" in rp["label"]
+    digits = tmp_path / "digits"
+    assert main(["--out", str(digits), "--hidden-size", "4", "--limit-train", "16", "--limit-test", "16", *TINY[2:],
+                 "--epochs", "1"]) == 0
+    assert json.loads((digits / "metrics.json").read_text())["recipe_protocol"] == {
+        "label": "no EvNN recipe for this task"}
 
 
 def test_test_batch_and_drop_last_options():

@@ -504,14 +504,17 @@ def _protocols(r: "_Run", final: Dict[str, float], last_test: Optional[Dict[str,
                history: List[Dict[str, Any]], best_epoch: int, completed: int) -> Tuple[str, Dict[str, Any]]:
     """Label of the reported test number and the number the EvNN code's protocol gives, labelled."""
     if r.is_lm:
-        label = "best validation epoch, tested once (as the EvNN LM code, test batch " \
-                f"{r.cfg.test_batch_size or r.cfg.eval_batch_size})"
-        return label, {"label": "EvNN LM code: best validation-loss checkpoint, test batch 1 (same protocol)",
+        tb = r.cfg.test_batch_size or r.cfg.eval_batch_size
+        label = f"best validation epoch, tested once at batch {tb}"
+        same = "same protocol" if tb == 1 else f"this run tested at batch {tb}, not the recipe's 1"
+        return label, {"label": f"EvNN LM code: best validation-loss checkpoint, test batch 1 ({same})",
                        "test_perplexity": final["perplexity"], "epoch": best_epoch}
     if r.best is not None:
         rec = {"label": "EvNN sMNIST code: the final epoch's model on the test set (validation only printed)",
                "test_accuracy": (last_test or final)["accuracy"], "epoch": completed}
         return "best validation epoch, tested once", rec
+    if r.cfg.task != "dvsgesture":
+        return "last epoch (no validation split), tested once", {"label": "no EvNN recipe for this task"}
     if not history:
         return "last epoch (no validation split)", {"label": "no epoch trained", "epoch": 0}
     accs = [h["eval_accuracy"] for h in history]
