@@ -49,6 +49,18 @@ _HELP = {
     "limit_test": "use only the first N test samples (0 = all)",
     "stop_after": "stop after N epochs of this invocation, as if interrupted (resume later)",
     "device": "cpu or cuda",
+    "lm_state": "LM state passed between BPTT windows: 'y' (EvNN: last events only, c and trace restart at 0) "
+                "or 'full' (y, c, trace)",
+    "test_batch_size": "batch of the final test (0 = --eval-batch-size; the LM recipe tests at 1)",
+    "test_drop_last": "drop the last partial test batch (EvNN's DVS loader); default: every sample counts",
+    "layer_grad_clip": "clip each EGRU layer's own gradients (and its initial-state gradient) to this norm "
+                       "before --grad-clip (EvNN's in-op clip; 0 = off)",
+    "readout_dropout": "'pooled': dropout once on the pooled readout input; 'step': at every step, logits "
+                       "averaged (EvNN DVS)",
+    "reg_form": "'smooth': differentiable activity + quadratic voltage terms; 'evnn': EvNN DVS forms "
+                "(count-based activity without gradient, linear c - (theta - voltage_target))",
+    "bptt_lr_scale": "variable windows: lr * seq_len / 'nominal' window length (EvNN) or / 'bptt' (AWD-LSTM)",
+    "cnn": "dvsgesture front end: 'alexnet' (the recipe's, 127-190 px frames), 'alexnet-gap' or 'small'",
 }
 
 
