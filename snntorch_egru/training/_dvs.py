@@ -10,8 +10,15 @@
   torch's global generator, so a run is reproducible under ``torch.manual_seed`` (the
   loop seeds every epoch); used on the training set only.
 - :class:`AlexNetFrames`: the recipe's per-frame AlexNet-like CNN (64k11s4, 192k5, 384k3,
-  256k3, 256k3 with max pooling) -> global average pool (256) -> Linear(256, 512) -> ReLU
-  -> dropout 0.6321: 2.59 M parameters for one input channel, as in the notes.
+  256k3, 256k3), 2.59 M parameters for one input channel. ``layout="evnn"`` (the recipe, what
+  ``--cnn alexnet`` builds) max-pools after conv1 to conv4, so that conv5 runs at 1x1 on
+  128-pixel frames, flattens to 256 and applies Linear(256, 512) **without** ReLU (signed
+  features into the EGRU) -> dropout: about 118 M MACs per frame. ``layout="gap"``
+  (``--cnn alexnet-gap``, the package's earlier variant) pools after conv1, conv2 and conv5,
+  then global average pooling -> Linear(256, 512) -> ReLU -> dropout: about 181 M MACs per
+  frame, any frame of at least 63 pixels.
+- :func:`conv_macs_per_frame`: multiply-accumulates of a front end for one frame, counted
+  from its convolution and linear layers' shapes.
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ from torch import nn
 from ._models import FrameCNN
 
 __all__ = ["DVSFrames", "FrameAugment", "AlexNetFrames", "warp", "perspective_matrix", "TRAIN_SCALE",
-           "TEST_SCALE", "ALEXNET_MIN_SIZE"]
+           "TEST_SCALE", "ALEXNET_MIN_SIZE", "CNNS", "evnn_alexnet_sizes", "conv_macs_per_frame"]
+
+CNNS = ("alexnet", "alexnet-gap", "small")
 
 TRAIN_SCALE = 19.0
 TEST_SCALE = 18.5
@@ -155,41 +164,112 @@ class TrainFrames:
 
 
 # ----------------------------------------------------------------------------- CNN
+def _evnn_side(size: int) -> int:
+    """Side of the recipe CNN's last feature map for ``size``-pixel frames (0: too small)."""
+    s = (size + 2 * 2 - 11) // 4 + 1  # conv1
+    for _ in range(4):  # max pools after conv1 .. conv4 (3x3, stride 2)
+        s = (s - 3) // 2 + 1 if s >= 3 else 0
+    return s
+
+
+def evnn_alexnet_sizes(limit: int = 512) -> Tuple[int, int]:
+    """``(smallest, largest)`` frame side for which the recipe's CNN ends at 1x1 (it flattens to 256)."""
+    ok = [s for s in range(1, limit + 1) if _evnn_side(s) == 1]
+    return ok[0], ok[-1]
+
+
 class AlexNetFrames(FrameCNN):
     """The recipe's per-frame AlexNet-like CNN: ``[T, B, C, S, S]`` frames to ``[T, B, features]``.
 
-    Conv(C, 64, 11, stride 4, pad 2) -> ReLU -> MaxPool(3, 2) -> Conv(64, 192, 5, pad 2) -> ReLU ->
-    MaxPool(3, 2) -> Conv(192, 384, 3, pad 1) -> ReLU -> Conv(384, 256, 3, pad 1) -> ReLU ->
-    Conv(256, 256, 3, pad 1) -> ReLU -> MaxPool(3, 2) -> global average pool (256) ->
-    Linear(256, features) -> ReLU -> Dropout(dropout). ``S`` must be at least 63.
+    ``layout="evnn"`` (the recipe): Conv(C, 64, 11, stride 4, pad 2) -> ReLU -> MaxPool(3, 2) ->
+    Conv(64, 192, 5, pad 2) -> ReLU -> MaxPool(3, 2) -> Conv(192, 384, 3, pad 1) -> ReLU ->
+    MaxPool(3, 2) -> Conv(384, 256, 3, pad 1) -> ReLU -> MaxPool(3, 2) -> Conv(256, 256, 3, pad 1)
+    -> ReLU -> Flatten (256 at 1x1) -> Linear(256, features) -> Dropout(dropout); no ReLU after
+    the Linear. ``S`` must be in :func:`evnn_alexnet_sizes` (127-190; the recipe uses 128).
+
+    ``layout="gap"``: pools after conv1, conv2 and conv5 only, then global average pooling ->
+    Linear(256, features) -> ReLU -> Dropout(dropout); ``S`` at least 63.
     """
 
-    def __init__(self, in_channels: int = 1, features: int = 512, dropout: float = 0.6321) -> None:
+    def __init__(self, in_channels: int = 1, features: int = 512, dropout: float = 0.6321,
+                 layout: str = "evnn") -> None:
         nn.Module.__init__(self)
-        self.net = nn.Sequential(
+        if layout not in ("evnn", "gap"):
+            raise ValueError(f"layout must be 'evnn' or 'gap', got {layout!r}")
+        self.layout = layout
+        evnn = layout == "evnn"
+        layers = [
             nn.Conv2d(in_channels, 64, 11, stride=4, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
             nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
-            nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, features), nn.ReLU(), nn.Dropout(dropout),
-        )
+            nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(), *([nn.MaxPool2d(3, 2)] if evnn else []),
+            nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(), *([nn.MaxPool2d(3, 2)] if evnn else []),
+            nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(),
+        ]
+        if evnn:
+            layers += [nn.Flatten(), nn.Linear(256, features), nn.Dropout(dropout)]
+        else:
+            layers += [nn.MaxPool2d(3, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, features), nn.ReLU(),
+                       nn.Dropout(dropout)]
+        self.net = nn.Sequential(*layers)
         self.features = features
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] < ALEXNET_MIN_SIZE or x.shape[-2] < ALEXNET_MIN_SIZE:
+    def check_size(self, h: int, w: int) -> None:
+        """Raise ``ValueError`` unless ``h x w`` frames fit this layout."""
+        if self.layout == "evnn":
+            lo, hi = evnn_alexnet_sizes()
+            if not (lo <= h <= hi and lo <= w <= hi):
+                raise ValueError(f"the recipe's AlexNet-like CNN flattens a 1x1 map and needs frames of {lo} to {hi} "
+                                 f"pixels, got {(h, w)} (use --frame-size 128, --cnn alexnet-gap for >= "
+                                 f"{ALEXNET_MIN_SIZE} pixels, or --cnn small for small frames)")
+        elif h < ALEXNET_MIN_SIZE or w < ALEXNET_MIN_SIZE:
             raise ValueError(f"the AlexNet-like CNN needs frames of at least {ALEXNET_MIN_SIZE}x{ALEXNET_MIN_SIZE}, "
-                             f"got {tuple(x.shape[-2:])} (use --frame-size 128, or --cnn small for small frames)")
+                             f"got {(h, w)} (use --frame-size 128, or --cnn small for small frames)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_size(x.shape[-2], x.shape[-1])
         return super().forward(x)
 
 
+def conv_macs_per_frame(frontend: nn.Module, in_channels: int, size: int) -> int:
+    """Multiply-accumulates of ``frontend`` (a :class:`FrameCNN`) for one ``size x size`` frame.
+
+    Counts each ``Conv2d`` as ``C_out * C_in/groups * k_h * k_w * H_out * W_out`` and each
+    ``Linear`` as ``in * out`` (pooling, activations and biases are not counted), from the
+    shapes seen in one forward pass of a zero frame.
+    """
+    total = [0]
+
+    def count(m, inp, out):
+        if isinstance(m, nn.Conv2d):
+            kh, kw = m.kernel_size
+            total[0] += m.out_channels * (m.in_channels // m.groups) * kh * kw * out.shape[-2] * out.shape[-1]
+        elif isinstance(m, nn.Linear):
+            total[0] += m.in_features * m.out_features
+
+    net = getattr(frontend, "net", frontend)
+    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            was = net.training
+            net.eval()
+            net(torch.zeros(1, in_channels, size, size))
+            net.train(was)
+    finally:
+        for h in hooks:
+            h.remove()
+    return total[0]
+
+
 def build_frontend(cnn: str, in_channels: int, frame_size: int, dropout: float = 0.6321) -> FrameCNN:
-    """The DVS front end named ``cnn``: ``"alexnet"`` (the recipe, 512 features) or ``"small"`` (256)."""
-    if cnn == "alexnet":
-        if frame_size < ALEXNET_MIN_SIZE:
-            raise ValueError(f"--cnn alexnet needs --frame-size >= {ALEXNET_MIN_SIZE}, got {frame_size} "
-                             "(use --cnn small for small frames)")
-        return AlexNetFrames(in_channels, 512, dropout)
+    """The DVS front end named ``cnn``: ``"alexnet"`` (the recipe, 512 features), ``"alexnet-gap"``
+    (global-average-pool variant, 512) or ``"small"`` (256)."""
+    if cnn in ("alexnet", "alexnet-gap"):
+        net = AlexNetFrames(in_channels, 512, dropout, layout="evnn" if cnn == "alexnet" else "gap")
+        try:
+            net.check_size(frame_size, frame_size)
+        except ValueError as err:
+            raise ValueError(f"--cnn {cnn} with --frame-size {frame_size}: {err}") from None
+        return net
     if cnn == "small":
         return FrameCNN(in_channels, 256)
-    raise ValueError(f"--cnn must be 'alexnet' or 'small', got {cnn!r}")
+    raise ValueError(f"--cnn must be one of {', '.join(CNNS)}, got {cnn!r}")

@@ -3,8 +3,10 @@
 - :func:`awd_windows`: variable BPTT windows. Each window's nominal length is ``bptt``
   with probability 0.95, else ``bptt / 2``; the length is then drawn from
   ``N(nominal, 5)``, truncated to an int and at least 5 (and cut at the end of the data).
-- :func:`lr_scale`: the learning rate of a window is scaled by ``seq_len / bptt`` (a short
-  window contributes a proportionally smaller step).
+- :func:`lr_scale`: the learning rate of a window is scaled by ``seq_len / nominal`` where
+  ``nominal`` is the window's nominal length (``bptt`` or ``bptt / 2``; the EvNN code) or
+  ``bptt`` (AWD-LSTM): a window shorter than its nominal length contributes a
+  proportionally smaller step.
 - :func:`locked_dropout`: "variational" dropout on time-first ``[T, B, H]`` tensors. The
   default ``share="time"`` draws one mask per sample and feature and reuses it at every step
   of the window (Gal & Ghahramani; AWD-LSTM's LockedDropout). ``share="batch"`` reproduces
@@ -29,11 +31,13 @@ DROPOUT_SHARES = ("time", "batch")
 
 
 def awd_windows(n_tokens: int, bptt: int, generator: Optional[torch.Generator] = None, p_full: float = 0.95,
-                std: float = 5.0, min_len: int = 5) -> List[Tuple[int, int]]:
+                std: float = 5.0, min_len: int = 5, with_nominal: bool = False) -> List[Tuple]:
     """``(start, seq_len)`` windows over a stream of ``n_tokens`` rows (targets are the next rows).
 
     The windows tile ``0 .. n_tokens - 2`` without gaps; lengths follow AWD-LSTM. Draws only
     from ``generator`` (give every process the same one so they take the same steps).
+    ``with_nominal=True`` gives ``(start, seq_len, nominal)`` with the nominal length
+    (``bptt`` or ``bptt / 2``) each length was drawn around.
     """
     if not isinstance(bptt, int) or bptt < 1:
         raise ValueError(f"bptt must be a positive int, got {bptt!r}")
@@ -43,13 +47,17 @@ def awd_windows(n_tokens: int, bptt: int, generator: Optional[torch.Generator] =
         nominal = bptt if float(torch.rand((), generator=generator)) < p_full else bptt / 2
         seq = max(min_len, int(nominal + std * float(torch.randn((), generator=generator))))
         seq = min(seq, n_tokens - 1 - i)
-        out.append((i, seq))
+        out.append((i, seq, nominal) if with_nominal else (i, seq))
         i += seq
     return out
 
 
-def lr_scale(seq_len: int, bptt: int) -> float:
-    """Factor of the learning rate for a window of ``seq_len`` steps: ``seq_len / bptt``."""
+def lr_scale(seq_len: int, bptt: float) -> float:
+    """Factor of the learning rate for a window of ``seq_len`` steps: ``seq_len / bptt``.
+
+    Pass the window's nominal length as ``bptt`` for the EvNN recipe (``seq_len / this_bptt``),
+    the configured ``--bptt`` for AWD-LSTM's rule.
+    """
     return seq_len / bptt
 
 

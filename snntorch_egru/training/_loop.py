@@ -22,8 +22,11 @@ from torch.utils.data.distributed import DistributedSampler
 from . import _distributed as D
 from ._data import batchify, collate_time_first, load_classification, load_corpus
 from ._dvs import build_frontend
-from ._lm import BestCheckpoint, awd_windows, lr_scale
-from ._models import READOUTS, FrameCNN, LanguageModel, SequenceClassifier, build_egru
+from ._lm import DROPOUT_SHARES, BestCheckpoint, awd_windows, lr_scale
+from ..modules import EGRU
+from ..state import EGRUState
+from ._models import (LM_STATES, READOUT_DROPOUTS, READOUTS, FrameCNN, LanguageModel, SequenceClassifier,
+                      build_egru, clip_layer_gradients, layer_gradient_groups, zero_state)
 from ._tasks import TASKS, TrainConfig, preset
 
 __all__ = ["build_parser", "parse_config", "run", "main"]
@@ -46,6 +49,18 @@ _HELP = {
     "limit_test": "use only the first N test samples (0 = all)",
     "stop_after": "stop after N epochs of this invocation, as if interrupted (resume later)",
     "device": "cpu or cuda",
+    "lm_state": "LM state passed between BPTT windows: 'y' (EvNN: last events only, c and trace restart at 0) "
+                "or 'full' (y, c, trace)",
+    "test_batch_size": "batch of the final test (0 = --eval-batch-size; the LM recipe tests at 1)",
+    "test_drop_last": "drop the last partial test batch (EvNN's DVS loader); default: every sample counts",
+    "layer_grad_clip": "clip each EGRU layer's own gradients (and its initial-state gradient) to this norm "
+                       "before --grad-clip (EvNN's in-op clip; 0 = off)",
+    "readout_dropout": "'pooled': dropout once on the pooled readout input; 'step': at every step, logits "
+                       "averaged (EvNN DVS)",
+    "reg_form": "'smooth': differentiable activity + quadratic voltage terms; 'evnn': EvNN DVS forms "
+                "(count-based activity without gradient, linear c - (theta - voltage_target))",
+    "bptt_lr_scale": "variable windows: lr * seq_len / 'nominal' window length (EvNN) or / 'bptt' (AWD-LSTM)",
+    "cnn": "dvsgesture front end: 'alexnet' (the recipe's, 127-190 px frames), 'alexnet-gap' or 'small'",
 }
 
 
@@ -112,6 +127,17 @@ def _validate(cfg: TrainConfig, world: int) -> None:
         raise ValueError(f"--readout must be 'last', 'mean', 'rate' or 'state', got {cfg.readout!r}")
     if cfg.schedule not in ("none", "cosine", "step", "cosine_tail"):
         raise ValueError(f"--schedule must be one of none, cosine, step, cosine_tail, got {cfg.schedule!r}")
+    if not isinstance(cfg.test_batch_size, int) or cfg.test_batch_size < 0:
+        raise ValueError(f"--test-batch-size must be a non-negative integer (0: --eval-batch-size), "
+                         f"got {cfg.test_batch_size!r}")
+    for name, allowed in (("lm_state", LM_STATES), ("readout_dropout", READOUT_DROPOUTS),
+                          ("bptt_lr_scale", ("nominal", "bptt")), ("reg_form", ("smooth", "evnn")),
+                          ("dropout_mask", DROPOUT_SHARES)):
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
+                             f"got {getattr(cfg, name)!r}")
+    if not cfg.layer_grad_clip >= 0:
+        raise ValueError(f"--layer-grad-clip must be >= 0 (0: off), got {cfg.layer_grad_clip!r}")
     if cfg.optimizer not in ("adam", "adamw", "sgd"):
         raise ValueError(f"--optimizer must be adam, adamw or sgd, got {cfg.optimizer!r}")
     if cfg.device == "cuda" and not torch.cuda.is_available():
@@ -145,10 +171,31 @@ def _optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.beta1, weight_decay=cfg.weight_decay)
 
 
-def regularisers(cfg: TrainConfig, records: Sequence[Any]) -> torch.Tensor:
-    """Activity term ``activity_reg * (mean(o) - activity_target)^2`` (through the surrogate) plus the
-    voltage term ``voltage_reg * mean((c - voltage_target)^2)``, over all layers' records."""
+def regularisers(cfg: TrainConfig, records: Sequence[Any], model: Optional[nn.Module] = None) -> torch.Tensor:
+    """The activity and voltage regularisers over all layers' records.
+
+    ``reg_form="smooth"``: ``activity_reg * (mean(o) - activity_target)^2`` (through the surrogate)
+    plus ``voltage_reg * mean((c - voltage_target)^2)``.
+    ``reg_form="evnn"`` (the EvNN DVS code): ``activity_reg * (mean(1[o != 0]) - activity_target)^2``,
+    built from a comparison and so without gradient (it only shifts the loss), plus
+    ``voltage_reg * sum_layers mean(c - (theta.detach() - voltage_target))``, linear in ``c``
+    (``model`` gives the thresholds; one record per EGRU module, in module order).
+    """
     total = records[0].o.new_zeros(())
+    if cfg.reg_form == "evnn":
+        if cfg.activity_reg:
+            with torch.no_grad():
+                act = torch.cat([(r.o != 0).float().reshape(-1) for r in records]).mean()
+            total = total + cfg.activity_reg * (act - cfg.activity_target) ** 2
+        if cfg.voltage_reg:
+            if model is None:
+                raise ValueError("reg_form 'evnn' needs the model (its thresholds) for the voltage term")
+            egrus = [m for m in model.modules() if isinstance(m, EGRU)]
+            for egru, r in zip(egrus, records):
+                theta = torch.stack([egru.layer_tensors(k)["threshold"].detach() for k in range(egru.num_layers)])
+                total = total + cfg.voltage_reg * (r.c - (theta[:, None, None, :] - cfg.voltage_target)).mean(
+                    dim=(1, 2, 3)).sum()
+        return total
     if cfg.activity_reg:
         o = torch.cat([r.o.reshape(-1) for r in records])
         total = total + cfg.activity_reg * (o.mean() - cfg.activity_target) ** 2
@@ -268,7 +315,7 @@ class _Run:
             train = batchify(corpus.train, cfg.batch_size)
             self.train_data = train[:, info.rank * lb:(info.rank + 1) * lb]
             self.valid_data = self._eval_columns(batchify(corpus.valid, cfg.eval_batch_size))
-            self.test_data = self._eval_columns(batchify(corpus.test, cfg.eval_batch_size))
+            self.test_data = self._eval_columns(batchify(corpus.test, cfg.test_batch_size or cfg.eval_batch_size))
             self.sample_step = torch.zeros(1, cfg.emb_size)
         else:
             data = load_classification(cfg.task, cfg.data_dir, frame_size=cfg.frame_size,
@@ -285,8 +332,9 @@ class _Run:
                                            sampler=self.sampler, collate_fn=collate_time_first,
                                            num_workers=cfg.num_workers)
             shard = Subset(test, range(info.rank, len(test), info.world_size))
-            self.test_loader = DataLoader(shard, batch_size=cfg.eval_batch_size, shuffle=False,
-                                          collate_fn=collate_time_first, num_workers=cfg.num_workers)
+            self.test_loader = DataLoader(shard, batch_size=cfg.test_batch_size or cfg.eval_batch_size, shuffle=False,
+                                          collate_fn=collate_time_first, num_workers=cfg.num_workers,
+                                          drop_last=cfg.test_drop_last)
             self.n_train, self.n_test = len(train), len(test)
             self.valid_loader = None  # model selection on a held-out part of the training data
             if data.valid is not None:
@@ -307,7 +355,8 @@ class _Run:
                 in_size = cfg.input_encoder
             egru = build_egru(cfg, in_size, cfg.hidden_size, cfg.num_layers)
             model = SequenceClassifier(egru, data.num_classes, frontend=frontend, readout=cfg.readout,
-                                       dropout=cfg.dropout, readout_steps=cfg.readout_steps)
+                                       dropout=cfg.dropout, readout_steps=cfg.readout_steps,
+                                       readout_dropout=cfg.readout_dropout)
             self.sample_step = torch.zeros((1,) + tuple(data.input_shape))
         self.model = model.to(self.device)
         self.net: nn.Module = self.model
@@ -330,9 +379,11 @@ class _Run:
         return tqdm(it, total=total, desc=desc, leave=False, dynamic_ncols=True,
                     disable=not (self.cfg.progress and self.info.is_main))
 
-    def _step(self, loss: torch.Tensor) -> None:
+    def _step(self, loss: torch.Tensor, initial_states: Optional[List[Any]] = None) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.cfg.layer_grad_clip > 0:  # EvNN's in-op clip of each EGRU layer, before the global clip
+            clip_layer_gradients(layer_gradient_groups(self.model, initial_states), self.cfg.layer_grad_clip)
         if self.cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
@@ -348,21 +399,27 @@ class _Run:
             states = None
             if cfg.variable_bptt:  # AWD windows, identical on every rank (seeded by seed and epoch only)
                 windows = awd_windows(data.shape[0], cfg.bptt,
-                                      torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+                                      torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch), with_nominal=True)
             else:
-                windows = [(i, min(cfg.bptt, data.shape[0] - 1 - i)) for i in range(0, data.shape[0] - 1, cfg.bptt)]
+                windows = [(i, min(cfg.bptt, data.shape[0] - 1 - i), cfg.bptt)
+                           for i in range(0, data.shape[0] - 1, cfg.bptt)]
             bar = self._bar(windows, len(windows), desc)
             base_lrs = [g["lr"] for g in self.optimizer.param_groups]
-            for i, seq in bar:
+            for i, seq, nominal in bar:
                 x = data[i:i + seq].to(self.device)
                 y = data[i + 1:i + 1 + seq].to(self.device)
                 if states is not None:
                     states = [s.detach() for s in states]  # truncated BPTT: carry the state, cut the graph
+                if cfg.layer_grad_clip > 0:  # the initial events become leaves: their gradient enters the clip
+                    states = [EGRUState(s.y.detach().requires_grad_(), s.c, s.trace)
+                              for s in (states if states is not None else self.model.zero_states(x.shape[1]))]
+                start = states
                 logits, states, recs = self.net(x, states)
                 ce = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
                 for g, lr in zip(self.optimizer.param_groups, base_lrs):
-                    g["lr"] = lr * lr_scale(seq, cfg.bptt) if cfg.variable_bptt else lr
-                self._step(ce + regularisers(cfg, recs))
+                    g["lr"] = (lr * lr_scale(seq, nominal if cfg.bptt_lr_scale == "nominal" else cfg.bptt)
+                               if cfg.variable_bptt else lr)
+                self._step(ce + regularisers(cfg, recs, self.model), start)
                 n = y.numel()
                 act = torch.cat([r.o.detach().reshape(-1) for r in recs]).mean().item()
                 sums[0] += ce.item() * n
@@ -377,9 +434,11 @@ class _Run:
             bar = self._bar(self.train_loader, len(self.train_loader), desc)
             for x, y in bar:
                 x, y = x.to(self.device), y.to(self.device)
-                logits, rec = self.net(x)
+                start = (zero_state(self.model.egru, x.shape[1], requires_grad=True)
+                         if cfg.layer_grad_clip > 0 else None)
+                logits, rec = self.net(x) if start is None else self.net(x, start)
                 ce = nn.functional.cross_entropy(logits, y)
-                self._step(ce + regularisers(cfg, [rec]))
+                self._step(ce + regularisers(cfg, [rec], self.model), [start])
                 n = y.numel()
                 act = rec.o.detach().mean().item()
                 sums[0] += ce.item() * n
@@ -402,7 +461,7 @@ class _Run:
         if self.is_lm:
             data = self.valid_data if split == "valid" else self.test_data
             states = None
-            for i in range(0, data.shape[0] - 1, cfg.bptt):
+            for i in range(0, data.shape[0] - 1 if data.shape[1] else 0, cfg.bptt):  # no columns on this rank: skip
                 seq = min(cfg.bptt, data.shape[0] - 1 - i)
                 x = data[i:i + seq].to(self.device)
                 y = data[i + 1:i + 1 + seq].to(self.device)
@@ -453,10 +512,38 @@ class _Run:
         return out, {}
 
 
+def _protocols(r: "_Run", final: Dict[str, float], last_test: Optional[Dict[str, float]],
+               history: List[Dict[str, Any]], best_epoch: int, completed: int) -> Tuple[str, Dict[str, Any]]:
+    """Label of the reported test number and the number the EvNN code's protocol gives, labelled."""
+    if r.is_lm:
+        tb = r.cfg.test_batch_size or r.cfg.eval_batch_size
+        label = f"best validation epoch, tested once at batch {tb}"
+        same = "same protocol" if tb == 1 else f"this run tested at batch {tb}, not the recipe's 1"
+        return label, {"label": f"EvNN LM code: best validation-loss checkpoint, test batch 1 ({same})",
+                       "test_perplexity": final["perplexity"], "epoch": best_epoch}
+    if r.best is not None:
+        rec = {"label": "EvNN sMNIST code: the final epoch's model on the test set (validation only printed)",
+               "test_accuracy": (last_test or final)["accuracy"], "epoch": completed}
+        return "best validation epoch, tested once", rec
+    if r.cfg.task != "dvsgesture":
+        return "last epoch (no validation split), tested once", {"label": "no EvNN recipe for this task"}
+    if not history:
+        return "last epoch (no validation split)", {"label": "no epoch trained", "epoch": 0}
+    accs = [h["eval_accuracy"] for h in history]
+    k = max(range(len(accs)), key=accs.__getitem__)
+    rec = {"label": "EvNN DVS code: best test accuracy over the epochs (the test set doubles as validation: "
+                    "optimistic, not a held-out figure; how the paper's 97.8 % was selected)",
+           "test_accuracy": accs[k], "epoch": history[k]["epoch"]}
+    return "last epoch (no validation split), tested once", rec
+
+
 def _summary_line(task: str, m: Dict[str, Any]) -> str:
     parts = []
     if "test_accuracy" in m:
         parts.append(f"test accuracy {100 * m['test_accuracy']:.2f}%")
+        rp = m.get("recipe_protocol", {})
+        if "test_accuracy" in rp and rp["test_accuracy"] != m["test_accuracy"]:
+            parts.append(f"EvNN protocol {100 * rp['test_accuracy']:.2f}% (epoch {rp['epoch']}, see metrics.json)")
     if "test_perplexity" in m:
         parts.append(f"test perplexity {m['test_perplexity']:.2f}")
     parts.append(f"activity {100 * m['activity']:.1f}% of units per step")
@@ -560,6 +647,9 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
         completed = history[-1]["epoch"] if history else 0
         wall = wall_before + time.perf_counter() - t_run
         best_epoch = completed
+        last_test = None
+        if r.best is not None and not r.is_lm and history:  # the recipe's protocol: the final epoch's model
+            last_test = r.evaluate("test")
         if r.best is not None and r.best.restore(r.model):  # test the best validation epoch's model
             best_epoch = r.best.epoch
         final = r.evaluate("test")
@@ -577,6 +667,8 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
                 metrics["valid_accuracy"] = r.best.value
         metrics["selected_epoch"] = best_epoch
         metrics["selected_on"] = r.select_split if r.best is not None else "last epoch (no validation split)"
+        metrics["protocol"], metrics["recipe_protocol"] = _protocols(r, final, last_test, history, best_epoch,
+                                                                     completed)
         metrics["test_loss"] = final["loss"]
         metrics["activity"] = eff.get("activity", final["activity"])
         metrics["activity_sparsity"] = 1.0 - metrics["activity"]

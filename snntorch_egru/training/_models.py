@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -11,9 +11,28 @@ from ..modules import EGRU
 from ..state import EGRURecord, EGRUState
 from ._lm import locked_dropout
 
-__all__ = ["SequenceClassifier", "LanguageModel", "FrameCNN", "build_egru", "READOUTS"]
+__all__ = ["SequenceClassifier", "LanguageModel", "FrameCNN", "build_egru", "READOUTS", "LM_STATES",
+           "READOUT_DROPOUTS", "window_start_state", "zero_state", "layer_gradient_groups",
+           "clip_layer_gradients"]
 
 READOUTS = ("last", "mean", "rate", "state")
+READOUT_DROPOUTS = ("pooled", "step")
+LM_STATES = ("full", "y")
+
+
+def window_start_state(state: EGRUState, mode: str) -> EGRUState:
+    """The state a BPTT window starts from, given the previous window's final ``state``.
+
+    ``mode="full"`` keeps ``(y, c, trace)``: the windows continue one sequence exactly.
+    ``mode="y"`` is the EvNN recipe: only the last events ``y_T`` are passed on, the internal
+    state ``c`` and the trace start from zero in every window (the EvNN op zeroes them on each
+    call), in training and in evaluation.
+    """
+    if mode == "full":
+        return state
+    if mode == "y":
+        return EGRUState(state.y, torch.zeros_like(state.c), torch.zeros_like(state.trace))
+    raise ValueError(f"lm_state must be 'full' or 'y', got {mode!r}")
 
 
 def build_egru(cfg, input_size: int, hidden_size: int, num_layers: int = 1, dropconnect: Optional[float] = None) -> EGRU:
@@ -25,6 +44,67 @@ def build_egru(cfg, input_size: int, hidden_size: int, num_layers: int = 1, drop
         dampening_factor=cfg.dampening_factor, pseudo_derivative_support=cfg.pseudo_derivative_support,
         thr_mean=cfg.thr_mean, learn_threshold=cfg.learn_threshold, init=cfg.init, backend=cfg.backend,
     )
+
+
+def zero_state(egru: EGRU, batch: int, device=None, requires_grad: bool = False) -> EGRUState:
+    """An all-zero :class:`~snntorch_egru.EGRUState` for ``egru`` (``[num_layers, batch, H]``).
+
+    With ``requires_grad`` the events ``y`` are a leaf whose ``.grad`` receives the gradient of
+    the initial state (what EvNN's in-op clip includes in each layer's norm).
+    """
+    p = next(egru.parameters())
+    shape = (egru.num_layers, batch, egru.hidden_size)
+    y = torch.zeros(shape, dtype=p.dtype, device=p.device if device is None else device)
+    return EGRUState(y.requires_grad_(requires_grad), torch.zeros_like(y), torch.zeros_like(y))
+
+
+def layer_gradient_groups(model: nn.Module, initial_states: Optional[Sequence[Optional[EGRUState]]] = None
+                          ) -> List[Tuple[List[torch.Tensor], Optional[torch.Tensor], int]]:
+    """One ``(parameters, initial_y, k)`` group per EGRU layer of ``model`` (module order).
+
+    ``parameters`` are layer ``k``'s trainable tensors (weights, biases, thresholds when
+    learned); ``initial_y`` is the leaf ``y`` of the state that the EGRU module started from
+    (``initial_states[i]`` for the ``i``-th EGRU module; None: not counted), of which row ``k``
+    is this layer's.
+    """
+    egrus = [m for m in model.modules() if isinstance(m, EGRU)]
+    if initial_states is not None and len(initial_states) != len(egrus):
+        raise ValueError(f"initial_states must have one entry per EGRU module ({len(egrus)}), "
+                         f"got {len(initial_states)}")
+    groups = []
+    for i, egru in enumerate(egrus):
+        y0 = None if initial_states is None or initial_states[i] is None else initial_states[i].y
+        for k in range(egru.num_layers):
+            params = [t for t in egru.layer_tensors(k).values() if isinstance(t, nn.Parameter) and t.requires_grad]
+            groups.append((params, y0, k))
+    return groups
+
+
+@torch.no_grad()
+def clip_layer_gradients(groups: Sequence[Tuple[List[torch.Tensor], Optional[torch.Tensor], int]],
+                         max_norm: float) -> List[float]:
+    """EvNN's in-op clip, done after ``backward``: scale each layer's own gradients to at most ``max_norm``.
+
+    For every group of :func:`layer_gradient_groups` the norm is taken over the layer's
+    parameter gradients and the gradient of its initial events ``y_0`` (as EvNN's op: ``dW, dR,
+    db_x, db_r, dtheta`` and ``dy_0``; the input gradient ``dx`` is neither counted nor scaled,
+    it has already flowed on to the layers below). The parameter gradients are multiplied by
+    ``min(1, max_norm / (norm + 1e-6))``. Run it before the global ``clip_grad_norm_``.
+    Returns the norms before clipping.
+    """
+    norms = []
+    for params, y0, k in groups:
+        grads = [p.grad for p in params if p.grad is not None]
+        sq = sum((g.double().pow(2).sum() for g in grads), torch.zeros((), dtype=torch.float64))
+        if y0 is not None and y0.grad is not None:
+            sq = sq + y0.grad[k].double().pow(2).sum()
+        norm = float(sq.sqrt())
+        coef = min(1.0, max_norm / (norm + 1e-6))
+        if coef < 1.0:
+            for g in grads:
+                g.mul_(coef)
+        norms.append(norm)
+    return norms
 
 
 class FrameCNN(nn.Module):
@@ -64,16 +144,25 @@ class SequenceClassifier(nn.Module):
             exactly the per-step graph of the NIR export plus a time average outside it)
             or ``"state"`` (internal state ``c`` after the final step, like a GRU's ``h_T``).
         dropout: dropout on the readout's input (trace, events or state).
+        readout_dropout: ``"pooled"`` drops the pooled readout input once (for ``"mean"``: the
+            time-averaged trace, one mask per sample); ``"step"`` (the EvNN DVS recipe) drops the
+            per-step input at every step with independent masks, applies the Linear at every
+            step and averages the logits (``"mean"`` and ``"rate"``; the same as ``"pooled"``
+            for ``"last"`` and ``"state"``, which read one step).
 
     Inputs: ``x`` of shape ``[T, B, *F]``. Outputs: ``logits [B, num_classes]`` and the
     :class:`~snntorch_egru.EGRURecord` of the EGRU.
     """
 
     def __init__(self, egru: EGRU, num_classes: int, frontend: Optional[nn.Module] = None,
-                 readout: str = "last", dropout: float = 0.0, readout_steps: int = 0) -> None:
+                 readout: str = "last", dropout: float = 0.0, readout_steps: int = 0,
+                 readout_dropout: str = "pooled") -> None:
         super().__init__()
         if readout not in READOUTS:
             raise ValueError(f"readout must be 'last', 'mean', 'rate' or 'state', got {readout!r}")
+        if readout_dropout not in READOUT_DROPOUTS:
+            raise ValueError(f"readout_dropout must be 'pooled' or 'step', got {readout_dropout!r}")
+        self.readout_dropout = readout_dropout
         self.frontend = frontend
         self.egru = egru
         self.readout = readout
@@ -81,11 +170,16 @@ class SequenceClassifier(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(egru.hidden_size, num_classes)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, EGRURecord]:
+    def forward(self, x: torch.Tensor, state: Optional[EGRUState] = None) -> Tuple[torch.Tensor, EGRURecord]:
         if self.frontend is not None:
             x = self.frontend(x)
-        _, _, rec = self.egru(x, return_internals=True)
+        _, _, rec = self.egru(x, state, return_internals=True)
         trace = rec.trace[-1]  # last layer, [T, B, H]
+        if self.readout_dropout == "step" and self.readout in ("mean", "rate"):
+            seq = rec.y[-1] if self.readout == "rate" else trace
+            if self.readout == "rate" and self.readout_steps:
+                seq = seq[-self.readout_steps:]
+            return self.head(self.drop(seq)).mean(0), rec  # a new mask at every step, logits averaged
         if self.readout == "rate":
             y = rec.y[-1]
             if self.readout_steps:
@@ -103,9 +197,13 @@ class LanguageModel(nn.Module):
 
     ``Embedding(V, E) -> EGRU(E, h1) -> ... -> EGRU(h_{n-1}, E) -> Linear(E, V)`` whose
     weight is the embedding matrix. Each layer is a one-layer :class:`~snntorch_egru.EGRU`
-    so that sizes may differ; the state of each is carried between BPTT windows.
+    so that sizes may differ. ``cfg.lm_state`` says what a window starts from when given the
+    previous window's states (:func:`window_start_state`): ``"full"`` ``(y, c, trace)``, or
+    ``"y"`` (the EvNN recipe: ``c`` and the trace zero at every window start). The same
+    applies to a converted EvNN checkpoint (:func:`snntorch_egru.convert.load_evnn_state_dict`)
+    evaluated in this model.
 
-    Inputs: ``tokens [T, B]`` and a list of per-layer states (or None).
+    Inputs: ``tokens [T, B]`` and a list of per-layer states (or None; :meth:`zero_states`).
     Outputs: ``logits [T, B, V]``, the new states, and the per-layer records.
     """
 
@@ -124,6 +222,37 @@ class LanguageModel(nn.Module):
         self.dropout_emb, self.dropout_words = cfg.dropout_emb, cfg.dropout_words
         self.dropout_hidden, self.dropout_out = cfg.dropout, cfg.dropout_out
         self.dropout_mask = getattr(cfg, "dropout_mask", "time")  # variational masks (see ._lm)
+        self.state_mode = getattr(cfg, "lm_state", "full")
+        window_start_state(EGRUState(torch.zeros(1), torch.zeros(1), torch.zeros(1)), self.state_mode)  # validate
+
+    def load_evnn_checkpoint(self, state_dict: Dict[str, torch.Tensor]) -> None:
+        """Fill this model from an EvNN ``benchmarks/lm`` checkpoint (``model.state_dict()`` of its
+        ``LanguageModel``, no projection): ``embeddings.weight``, ``decoder.decoder.bias`` and per
+        layer ``rnns.{k}.{kernel, recurrent_kernel, bias, recurrent_bias, thr}``, converted with
+        :func:`snntorch_egru.convert.evnn_to_torch`. Evaluate it with ``lm_state="y"`` (the
+        preset) to run it as EvNN does.
+        """
+        from ..convert import load_evnn_state_dict
+
+        for key in ("embeddings.weight", "decoder.decoder.bias"):
+            if key not in state_dict:
+                raise KeyError(f"EvNN LM checkpoint: missing {key!r} (got keys {sorted(state_dict)[:8]} ...)")
+        layers = []
+        for k in range(len(self.layers)):
+            prefix = f"rnns.{k}."
+            layers.append({n[len(prefix):]: v for n, v in state_dict.items() if n.startswith(prefix)})
+        extra = [n for n in state_dict if n.startswith("rnns.") and int(n.split(".")[1]) >= len(self.layers)]
+        if extra:
+            raise ValueError(f"EvNN LM checkpoint has more layers than this model ({len(self.layers)}): {extra[:3]}")
+        with torch.no_grad():
+            self.embedding.weight.copy_(state_dict["embeddings.weight"])
+            self.decoder.bias.copy_(state_dict["decoder.decoder.bias"])
+        for layer, tensors in zip(self.layers, layers):
+            load_evnn_state_dict(layer, [tensors])
+
+    def zero_states(self, batch: int, requires_grad: bool = False) -> List[EGRUState]:
+        """All-zero start states of every layer (``y`` a leaf with ``requires_grad``: see :func:`zero_state`)."""
+        return [zero_state(layer, batch, requires_grad=requires_grad) for layer in self.layers]
 
     def forward(self, tokens: torch.Tensor, states: Optional[List[EGRUState]] = None
                 ) -> Tuple[torch.Tensor, List[EGRUState], List[EGRURecord]]:
@@ -135,7 +264,8 @@ class LanguageModel(nn.Module):
         x = locked_dropout(x, self.dropout_emb, self.training, self.dropout_mask)
         new_states, records = [], []
         for k, layer in enumerate(self.layers):
-            _, st, rec = layer(x, None if states is None else states[k], return_internals=True)
+            start = None if states is None else window_start_state(states[k], self.state_mode)
+            _, st, rec = layer(x, start, return_internals=True)
             x = rec.y[-1]
             p = self.dropout_out if k == len(self.layers) - 1 else self.dropout_hidden
             x = locked_dropout(x, p, self.training, self.dropout_mask)
