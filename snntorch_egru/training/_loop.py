@@ -11,14 +11,17 @@ import os
 import platform
 import shlex
 import sys
+import pickle
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+import zipfile
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 
+from .. import _io
 from . import _distributed as D
 from ._data import batchify, collate_time_first, load_classification, load_corpus
 from ._dvs import build_frontend
@@ -26,7 +29,11 @@ from ._lm import BestCheckpoint, awd_windows, lr_scale
 from ._models import READOUTS, FrameCNN, LanguageModel, SequenceClassifier, build_egru
 from ._tasks import TASKS, TrainConfig, preset
 
-__all__ = ["build_parser", "parse_config", "run", "main"]
+__all__ = ["build_parser", "parse_config", "run", "main", "load_checkpoint", "UsageError"]
+
+
+class UsageError(ValueError):
+    """A user error (bad flag value, bad file, incompatible resume): one line, exit status 2."""
 
 LM_TASKS = ("ptb", "wikitext2")
 
@@ -240,9 +247,75 @@ def _plot(path: str, raster: Optional[torch.Tensor], history: List[Dict[str, Any
 
 
 def _save_checkpoint(path: str, state: Dict[str, Any]) -> None:
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    _io.atomic_save(path, lambda f: torch.save(state, f))
+
+
+def _strict_json(obj: Any, where: str, non_finite: List[str]) -> Any:
+    """``obj`` with every NaN/inf float replaced by None (its key path appended to ``non_finite``)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        non_finite.append(f"{where}={obj!r}")
+        return None
+    if isinstance(obj, dict):
+        return {k: _strict_json(v, f"{where}.{k}" if where else str(k), non_finite) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict_json(v, f"{where}[{i}]", non_finite) for i, v in enumerate(obj)]
+    return obj
+
+
+def _write_metrics(path: str, metrics: Dict[str, Any]) -> Dict[str, Any]:
+    """Write ``metrics`` as strict JSON (RFC 8259: no NaN/Infinity) atomically; returns what was written.
+
+    Non-finite numbers become ``null`` and are listed under ``"non_finite"`` with their original value."""
+    non_finite: List[str] = []
+    clean = _strict_json(metrics, "", non_finite)
+    if non_finite:
+        clean["non_finite"] = {"note": "these values were NaN or infinite (training diverged?) and are "
+                                       "written as null", "values": non_finite}
+    _io.atomic_write_text(path, json.dumps(clean, indent=2, allow_nan=False) + "\n")
+    return clean
+
+
+#: keys every checkpoint written by ``snntorch-egru train`` holds
+_CKPT_KEYS = ("config", "epoch", "model", "optimizer", "scheduler", "history")
+
+
+def load_checkpoint(path: str) -> Dict[str, Any]:
+    """Load a checkpoint of ``snntorch-egru train`` safely (``torch.load(weights_only=True)``).
+
+    Only tensors and plain containers are unpickled, so a crafted file cannot run code; a file
+    that needs anything else is refused. Raises :class:`UsageError` naming the file for a
+    missing, empty, truncated, corrupt, foreign or incomplete checkpoint.
+    """
+    if not os.path.exists(path):
+        raise UsageError(f"--resume: no checkpoint at {path!r} (expected a run folder or a checkpoint.pt file)")
+    if not os.path.isfile(path):
+        raise UsageError(f"--resume: {path!r} is not a file (expected a run folder or a checkpoint.pt file)")
+    if os.path.getsize(path) == 0:
+        raise UsageError(f"--resume: checkpoint {path!r} is empty (0 bytes); expected a torch.save file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UsageError(
+            f"--resume: refused to load {path!r}: it holds objects other than tensors and plain containers, "
+            f"which weights_only loading does not execute ({first})"
+        ) from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, ImportError) as err:
+        msg = " ".join(str(err).split()) or type(err).__name__
+        raise UsageError(f"--resume: {path!r} is not a readable checkpoint (truncated or corrupt?): {msg}") from err
+    if not isinstance(ckpt, dict):
+        raise UsageError(f"--resume: {path!r} holds a {type(ckpt).__name__}, not a snntorch-egru train checkpoint")
+    missing = [k for k in _CKPT_KEYS if k not in ckpt]
+    if missing:
+        raise UsageError(
+            f"--resume: {path!r} is not a snntorch-egru train checkpoint: missing {', '.join(missing)} "
+            f"(expected keys {', '.join(_CKPT_KEYS)})"
+        )
+    if not isinstance(ckpt["config"], dict) or not isinstance(ckpt["history"], list):
+        raise UsageError(f"--resume: {path!r} has a malformed 'config' or 'history' entry")
+    if not isinstance(ckpt["epoch"], int) or ckpt["epoch"] < 0:
+        raise UsageError(f"--resume: {path!r} has an invalid epoch {ckpt['epoch']!r}")
+    return ckpt
 
 
 # ----------------------------------------------------------------------------- the run
@@ -495,9 +568,7 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
     ckpt = None
     if resume is not None:
         path = os.path.join(resume, "checkpoint.pt") if os.path.isdir(resume) else resume
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"--resume: no checkpoint at {path} (expected a run folder or checkpoint.pt)")
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = load_checkpoint(path)
         cfg = TrainConfig.from_dict(ckpt["config"])
         cfg.stop_after = 0  # an interruption is not a setting: run to --epochs unless given again
         for k, v in (explicit or {}).items():
@@ -615,8 +686,7 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
         if absent:
             metrics["absent"] = absent
         if info.is_main:
-            with open(os.path.join(cfg.out, "metrics.json"), "w") as f:
-                json.dump(metrics, f, indent=2)
+            _write_metrics(os.path.join(cfg.out, "metrics.json"), metrics)
             print(_summary_line(cfg.task, metrics), flush=True)
         return metrics
     finally:
