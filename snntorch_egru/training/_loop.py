@@ -35,6 +35,17 @@ __all__ = ["build_parser", "parse_config", "run", "main", "load_checkpoint", "Us
 class UsageError(ValueError):
     """A user error (bad flag value, bad file, incompatible resume): one line, exit status 2."""
 
+
+#: settings a ``--resume`` refuses to change: they define the model and its parameters, the data
+#: (and its order), or the optimiser's state layout. Every other flag is applied from the resumed
+#: epoch on and recorded (``resumes`` in the checkpoint and in metrics.json).
+RESUME_REFUSED = frozenset({
+    "task", "hidden_size", "num_layers", "hidden_sizes", "emb_size", "input_encoder", "readout", "init",
+    "learn_threshold", "thr_mean", "cnn", "frame_size", "polarity", "time_bins", "optimizer", "seed",
+    "limit_train", "batch_size",
+})
+_NOT_RECORDED = ("stop_after", "progress")
+
 LM_TASKS = ("ptb", "wikitext2")
 
 _HELP = {
@@ -56,28 +67,101 @@ _HELP = {
 }
 
 
+# Value checks of the numeric and choice flags (used at parse time and by run() for Python callers):
+# field -> (description of what is expected, predicate)
+def _pos_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _nonneg_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+_EXPECT: Dict[str, Tuple[str, Callable[[Any], bool]]] = {}
+for _n in ("epochs", "batch_size", "eval_batch_size", "hidden_size", "num_layers", "bptt", "emb_size",
+           "frame_size", "time_bins", "step_size"):
+    _EXPECT[_n] = ("a positive integer (>= 1)", _pos_int)
+for _n in ("limit_train", "limit_test", "stop_after", "num_workers", "input_encoder", "readout_steps", "seed"):
+    _EXPECT[_n] = ("an integer >= 0 (0 = off / all)" if _n.startswith(("limit", "stop", "input", "readout"))
+                   else "an integer >= 0", _nonneg_int)
+for _n in ("lr", "dampening_factor", "pseudo_derivative_support", "step_gamma"):
+    _EXPECT[_n] = ("a finite number > 0", lambda v: _num(v) and v > 0)
+for _n in ("weight_decay", "grad_clip", "activity_reg", "voltage_reg"):
+    _EXPECT[_n] = ("a finite number >= 0", lambda v: _num(v) and v >= 0)
+for _n in ("dropout", "dropconnect", "zoneout", "dropout_emb", "dropout_words", "dropout_out", "beta1"):
+    _EXPECT[_n] = ("a number in [0, 1)", lambda v: _num(v) and 0 <= v < 1)
+for _n in ("cosine_start", "activity_target"):
+    _EXPECT[_n] = ("a number in [0, 1]", lambda v: _num(v) and 0 <= v <= 1)
+_EXPECT["thr_mean"] = ("a number in (0, 1) (mean of Beta-distributed thresholds)", lambda v: _num(v) and 0 < v < 1)
+_EXPECT["voltage_target"] = ("a finite number", _num)
+
+_CHOICES: Dict[str, Tuple[str, ...]] = {
+    "readout": READOUTS, "schedule": ("none", "cosine", "step", "cosine_tail"),
+    "optimizer": ("adam", "adamw", "sgd"), "device": ("cpu", "cuda"), "init": ("evnn", "torch"),
+    "cnn": ("small", "alexnet"), "polarity": ("mean", "separate"), "dropout_mask": ("time", "batch"),
+    "backend": ("auto", "reference", "torch", "cupy"),
+}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _parse_type(name: str, base: type) -> Callable[[str], Any]:
+    what, ok = _EXPECT[name]
+
+    def convert(text: str) -> Any:
+        try:
+            value = base(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    convert.__name__ = name
+    return convert
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser; every :class:`TrainConfig` field is a flag (default: the task's preset)."""
-    p = argparse.ArgumentParser(
+    from ..cli import OneLineErrorParser
+
+    p = OneLineErrorParser(
         prog="snntorch-egru train",
         description="Train an EGRU on a task (default: scikit-learn digits, offline). Every setting "
                     "defaults to the task's preset (the paper's recipe) and can be overridden.",
+        epilog="Errors in flags, files and folders print one line and exit with status 2 (--debug shows the "
+               "traceback). --resume continues a run: flags that change the model, its data or the optimiser "
+               f"type ({', '.join(_flag(n) for n in sorted(RESUME_REFUSED))}) are refused; every other flag given "
+               "(e.g. --lr, --weight-decay, --epochs) is applied from the resumed epoch on and recorded in "
+               "metrics.json ('resumes').",
     )
     p.add_argument("--task", choices=TASKS, default=argparse.SUPPRESS, help="task (default: digits)")
     p.add_argument("--resume", default=None, metavar="PATH",
-                   help="continue from a run folder or checkpoint.pt (its settings, plus any flags given)")
+                   help="continue from a run folder or checkpoint.pt (its settings, plus any flags given; "
+                        "see below for the flags a resume refuses)")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the Python traceback of an error instead of one line")
     for f in dataclasses.fields(TrainConfig):
         if f.name == "task":
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flag = _flag(f.name)
         help_ = _HELP.get(f.name, "")
         default = f.default
         if isinstance(default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_)
         elif f.name == "hidden_sizes":
-            p.add_argument(flag, type=int, nargs="+", default=argparse.SUPPRESS, help=help_)
-        elif f.name == "device":
-            p.add_argument(flag, choices=("cpu", "cuda"), default=argparse.SUPPRESS, help=help_)
+            p.add_argument(flag, type=_parse_type("hidden_size", int), nargs="+", default=argparse.SUPPRESS,
+                           help=help_)
+        elif f.name in _CHOICES:
+            p.add_argument(flag, choices=_CHOICES[f.name], default=argparse.SUPPRESS, help=help_)
+        elif f.name in _EXPECT:
+            p.add_argument(flag, type=_parse_type(f.name, type(default)), default=argparse.SUPPRESS, help=help_)
         else:
             typ = str if default is None else type(default)
             p.add_argument(flag, type=typ, default=argparse.SUPPRESS, help=help_)
@@ -87,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_config(argv: Sequence[str]) -> Tuple[TrainConfig, Optional[str], Dict[str, Any]]:
     """``(config, resume_path, explicit_flags)`` from command-line arguments.
 
-    The config is the task's preset with every given flag applied.
+    The config is the task's preset with every given flag applied. Values that make no
+    sense (a negative limit, a non-finite learning rate, ...) are refused here, as a
+    usage error (``SystemExit(2)`` with a one-line message).
 
     Example::
 
@@ -98,6 +184,7 @@ def parse_config(argv: Sequence[str]) -> Tuple[TrainConfig, Optional[str], Dict[
     """
     ns = vars(build_parser().parse_args(list(argv)))
     resume = ns.pop("resume", None)
+    ns.pop("debug", None)
     task = ns.get("task", "digits")
     cfg = preset(task)
     for k, v in ns.items():
@@ -105,24 +192,59 @@ def parse_config(argv: Sequence[str]) -> Tuple[TrainConfig, Optional[str], Dict[
     return cfg, resume, ns
 
 
+def _check_types(cfg: TrainConfig) -> None:
+    """Strict types for Python callers: a string where a bool or number is expected raises."""
+    for f in dataclasses.fields(TrainConfig):
+        v, default = getattr(cfg, f.name), f.default
+        if f.name == "hidden_sizes":
+            if v is not None and (not isinstance(v, (list, tuple)) or not v or not all(_pos_int(h) for h in v)):
+                raise UsageError(f"--hidden-sizes must be a non-empty list of positive integers, got {v!r}")
+        elif f.name in ("out",):
+            if v is not None and not isinstance(v, (str, os.PathLike)):
+                raise UsageError(f"--out must be a folder path (str), got {type(v).__name__} {v!r}")
+        elif isinstance(default, bool):
+            if not isinstance(v, bool):
+                raise UsageError(f"{_flag(f.name)} must be a bool (True/False), got {type(v).__name__} {v!r}")
+        elif isinstance(default, float):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise UsageError(f"{_flag(f.name)} must be a number, got {type(v).__name__} {v!r}")
+        elif isinstance(default, int):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise UsageError(f"{_flag(f.name)} must be an integer, got {type(v).__name__} {v!r}")
+        elif isinstance(default, str):
+            if not isinstance(v, str):
+                raise UsageError(f"{_flag(f.name)} must be a string, got {type(v).__name__} {v!r}")
+
+
 def _validate(cfg: TrainConfig, world: int) -> None:
-    for name in ("epochs", "batch_size", "eval_batch_size", "hidden_size", "num_layers", "bptt"):
+    if cfg.task not in TASKS:
+        raise UsageError(f"--task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
+    _check_types(cfg)
+    for name, (what, ok) in _EXPECT.items():
         v = getattr(cfg, name)
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
+        if not ok(v):
+            raise UsageError(f"{_flag(name)} must be {what}, got {v!r}")
+    for name, choices in _CHOICES.items():
+        v = getattr(cfg, name)
+        if v not in choices:
+            raise UsageError(f"{_flag(name)} must be one of {', '.join(map(str, choices))}, got {v!r}")
     if cfg.batch_size % world:
-        raise ValueError(
+        raise UsageError(
             f"--batch-size is the global batch and must be divisible by the number of processes ({world}), "
             f"got {cfg.batch_size}"
         )
-    if cfg.readout not in READOUTS:
-        raise ValueError(f"--readout must be 'last', 'mean', 'rate' or 'state', got {cfg.readout!r}")
-    if cfg.schedule not in ("none", "cosine", "step", "cosine_tail"):
-        raise ValueError(f"--schedule must be one of none, cosine, step, cosine_tail, got {cfg.schedule!r}")
-    if cfg.optimizer not in ("adam", "adamw", "sgd"):
-        raise ValueError(f"--optimizer must be adam, adamw or sgd, got {cfg.optimizer!r}")
     if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was given but torch.cuda.is_available() is False on this machine")
+        raise UsageError("--device cuda was given but torch.cuda.is_available() is False on this machine")
+    if cfg.backend == "cupy":
+        if cfg.device != "cuda" or not torch.cuda.is_available():
+            raise UsageError(f"--backend cupy runs on CUDA only: it needs --device cuda and a GPU, got --device "
+                             f"{cfg.device} (torch.cuda.is_available() is {torch.cuda.is_available()})")
+        import importlib.util
+
+        if importlib.util.find_spec("cupy") is None:
+            raise UsageError("--backend cupy needs CuPy, which is not installed (pip install 'snntorch-egru[cuda12]')")
+    if cfg.out is not None and os.path.exists(cfg.out) and not os.path.isdir(cfg.out):
+        raise UsageError(f"--out {str(cfg.out)!r} is a file; expected a run folder (existing or to create)")
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -241,9 +363,33 @@ def _plot(path: str, raster: Optional[torch.Tensor], history: List[Dict[str, Any
     axes[1].legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        with _io.atomic_open(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=100)
+    finally:
+        plt.close(fig)
     return path
+
+
+#: files of a run folder; the last three describe the checkpoint beside them (written at the end of a run)
+_RUN_FILES = ("checkpoint.pt", "best.pt", "metrics.json", "model.nir", "activity.png")
+_FINAL_FILES = ("metrics.json", "model.nir", "activity.png")
+
+
+def _apply_optimizer_settings(r: "_Run", cfg: TrainConfig) -> None:
+    """After loading a checkpoint's optimiser and scheduler: use this invocation's lr, weight decay and
+    beta1 (momentum for SGD) from the resumed epoch on (the schedule's factor at that epoch applies)."""
+    factor = r.scheduler.lr_lambdas[0](r.scheduler.last_epoch)
+    r.scheduler.base_lrs = [cfg.lr for _ in r.optimizer.param_groups]
+    for g in r.optimizer.param_groups:
+        g["initial_lr"] = cfg.lr
+        g["lr"] = cfg.lr * factor
+        g["weight_decay"] = cfg.weight_decay
+        if "betas" in g:
+            g["betas"] = (cfg.beta1, g["betas"][1])
+        if "momentum" in g:
+            g["momentum"] = cfg.beta1
+    r.scheduler._last_lr = [g["lr"] for g in r.optimizer.param_groups]
 
 
 def _save_checkpoint(path: str, state: Dict[str, Any]) -> None:
@@ -566,12 +712,25 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
     """
     t_start = time.perf_counter()
     ckpt = None
+    resume_changes: Dict[str, Any] = {}
     if resume is not None:
         path = os.path.join(resume, "checkpoint.pt") if os.path.isdir(resume) else resume
         ckpt = load_checkpoint(path)
-        cfg = TrainConfig.from_dict(ckpt["config"])
-        cfg.stop_after = 0  # an interruption is not a setting: run to --epochs unless given again
+        try:
+            saved = TrainConfig.from_dict(ckpt["config"])
+        except TypeError as err:
+            raise UsageError(f"--resume: {path!r} has an unreadable 'config' entry ({err})") from err
+        cfg = dataclasses.replace(saved, stop_after=0)  # an interruption is not a setting: run to --epochs
         for k, v in (explicit or {}).items():
+            old = getattr(saved, k, None)
+            if k in RESUME_REFUSED and v != old:
+                raise UsageError(
+                    f"--resume: {_flag(k)} {v!r} differs from the checkpoint's {old!r}, and a resume cannot change "
+                    f"{_flag(k)} (it defines the model, its data or the optimiser); drop the flag or start a new "
+                    "run in another folder"
+                )
+            if v != old and k not in _NOT_RECORDED:
+                resume_changes[k] = {"from": old, "to": v}
             setattr(cfg, k, v)
         if not (explicit or {}).get("out"):
             cfg.out = os.path.dirname(os.path.abspath(path))
@@ -583,22 +742,36 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
             cfg.out = D.broadcast_object(os.path.join("runs", f"{cfg.task}-{stamp}"), info)
         if info.is_main:
             os.makedirs(cfg.out, exist_ok=True)
+            _io.remove_stale_temporaries(cfg.out, _RUN_FILES)  # left by a killed write
         r = _Run(cfg, info, command)
         r.build()
         history: List[Dict[str, Any]] = []
         start_epoch, wall_before = 0, 0.0
+        resumes: List[Dict[str, Any]] = []
         if ckpt is not None:
-            r.model.load_state_dict(ckpt["model"])
-            r.optimizer.load_state_dict(ckpt["optimizer"])
-            r.scheduler.load_state_dict(ckpt["scheduler"])
-            if r.best is not None and ckpt.get("best"):
-                r.best.load_state_dict(ckpt["best"])
+            try:
+                r.model.load_state_dict(ckpt["model"])
+                r.optimizer.load_state_dict(ckpt["optimizer"])
+                r.scheduler.load_state_dict(ckpt["scheduler"])
+                if r.best is not None and ckpt.get("best"):
+                    r.best.load_state_dict(ckpt["best"])
+            except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as err:
+                first = " ".join(str(err).split())[:300]
+                raise UsageError(f"--resume: the checkpoint does not match the model and optimiser built from its "
+                                 f"settings (written by another version?): {type(err).__name__}: {first}") from err
             history = list(ckpt["history"])
             start_epoch = int(ckpt["epoch"])
+            if start_epoch > cfg.epochs:
+                raise UsageError(f"--epochs {cfg.epochs} is less than the {start_epoch} epochs the checkpoint "
+                                 "has already completed; give --epochs >= that number")
             wall_before = float(ckpt.get("wall_time_s", 0.0))
+            _apply_optimizer_settings(r, cfg)
+            resumes = list(ckpt.get("resumes") or [])
+            resumes.append({"at_epoch": start_epoch, "changed": resume_changes})
         t_run = time.perf_counter()
         ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
         done_here = 0
+        finals_removed = False
         for epoch in range(start_epoch, cfg.epochs):
             if cfg.stop_after and done_here >= cfg.stop_after:
                 break
@@ -621,11 +794,17 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
                 msg += f", activity {100 * ev['activity']:.1f}%"
                 if cfg.progress:
                     print(msg, flush=True)
+                if not finals_removed:
+                    # metrics.json, model.nir and activity.png of an earlier invocation describe the checkpoint
+                    # about to be replaced: remove them first, so the folder never pairs them with a newer one
+                    for name in _FINAL_FILES:
+                        _io.remove_durably(os.path.join(cfg.out, name))
+                    finals_removed = True
                 _save_checkpoint(ckpt_path, {
                     "config": cfg.to_dict(), "epoch": epoch + 1, "model": r.model.state_dict(),
                     "optimizer": r.optimizer.state_dict(), "scheduler": r.scheduler.state_dict(),
                     "history": history, "wall_time_s": wall_before + time.perf_counter() - t_run,
-                    "best": r.best.state_dict() if r.best is not None else None,
+                    "best": r.best.state_dict() if r.best is not None else None, "resumes": resumes,
                 })
             D.barrier(info)
         completed = history[-1]["epoch"] if history else 0
@@ -664,7 +843,7 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
             "command": command, "argv": sys.argv, "world_size": info.world_size, "device": str(r.device),
             "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
             "cpu_count": os.cpu_count(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "run_dir": cfg.out, "history": history, "config": cfg.to_dict(),
+            "run_dir": cfg.out, "history": history, "config": cfg.to_dict(), "resumes": resumes,
         })
         if not r.is_lm:
             metrics.update({"train_samples": r.n_train, "test_samples": r.n_test})
@@ -694,13 +873,28 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """``snntorch-egru train [options]``; returns the exit status."""
+    """``snntorch-egru train [options]``; returns the exit status (0, 2 for a user error, 130 on Ctrl-C)."""
+    from ..cli import error_line
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    cfg, resume, explicit = parse_config(argv)
+    debug = "--debug" in argv
+    try:
+        cfg, resume, explicit = parse_config(argv)
+    except SystemExit as stop:  # --help (0) or a usage error (2, already printed as one line)
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
     command = "snntorch-egru train" + ("" if not argv else " " + shlex.join(argv))
     try:
         run(cfg, resume=resume, explicit=explicit, command=command)
-    except (FileNotFoundError, ValueError, ImportError) as err:
-        print(f"snntorch-egru train: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        where = f" (continue with --resume {shlex.quote(str(cfg.out))})" if cfg.out else ""
+        print(f"snntorch-egru train: interrupted; the run folder keeps the last completed epoch{where}",
+              file=sys.stderr)
+        return 130
+    except (ValueError, OSError, ImportError) as err:
+        if debug:
+            raise
+        print(f"snntorch-egru train: error: {error_line(err)}", file=sys.stderr)
         return 2
     return 0
