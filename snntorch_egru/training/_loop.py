@@ -734,6 +734,9 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
             setattr(cfg, k, v)
         if not (explicit or {}).get("out"):
             cfg.out = os.path.dirname(os.path.abspath(path))
+        if isinstance(cfg.epochs, int) and ckpt["epoch"] > cfg.epochs:
+            raise UsageError(f"--epochs {cfg.epochs} is less than the {ckpt['epoch']} epochs the checkpoint "
+                             "has already completed; give --epochs >= that number")
     info = D.setup(cfg.device)
     try:
         _validate(cfg, info.world_size)
@@ -761,9 +764,6 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
                                  f"settings (written by another version?): {type(err).__name__}: {first}") from err
             history = list(ckpt["history"])
             start_epoch = int(ckpt["epoch"])
-            if start_epoch > cfg.epochs:
-                raise UsageError(f"--epochs {cfg.epochs} is less than the {start_epoch} epochs the checkpoint "
-                                 "has already completed; give --epochs >= that number")
             wall_before = float(ckpt.get("wall_time_s", 0.0))
             _apply_optimizer_settings(r, cfg)
             resumes = list(ckpt.get("resumes") or [])
