@@ -265,3 +265,32 @@ def test_debug_shows_the_traceback(tmp_path):
     debug = subprocess.run(cmd + ["--debug"], env=env, capture_output=True, text=True)
     assert plain.returncode == 2 and "Traceback" not in plain.stderr and len(plain.stderr.splitlines()) == 1
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "UsageError" in debug.stderr
+
+
+def test_ctrl_c_in_a_resumed_run_leaves_no_stale_metrics(capsys, monkeypatch, tmp_path, done_run):
+    """Issue 14 item 2: after Ctrl-C in a resumed run, metrics.json no longer describes an older checkpoint."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(done_run, run_dir)
+    assert (run_dir / "metrics.json").exists()
+    real = _loop._Run.train_epoch
+    calls = []
+
+    def interrupted_second_epoch(self, epoch):
+        calls.append(epoch)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, epoch)
+
+    monkeypatch.setattr(_loop._Run, "train_epoch", interrupted_second_epoch)
+    assert main(["--resume", str(run_dir), "--epochs", "4", "--no-progress"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "interrupted" in err[0] and "--resume" in err[0]
+    ck = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert ck["epoch"] == 3 and calls == [2, 3]
+    assert not (run_dir / "metrics.json").exists()  # it described epoch 2; removed before epoch 3 was saved
+    monkeypatch.setattr(_loop._Run, "train_epoch", real)
+    assert main(["--resume", str(run_dir), "--no-progress"]) == 0
+    with open(run_dir / "metrics.json") as f:
+        m = json.load(f)
+    assert m["epochs_completed"] == 4 == torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"]
+    assert [x["at_epoch"] for x in m["resumes"]] == [2, 3]

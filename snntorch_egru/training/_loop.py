@@ -888,7 +888,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         if debug:
             raise
-        where = f" (continue with --resume {shlex.quote(str(cfg.out))})" if cfg.out else ""
+        folder = cfg.out or resume
+        where = f" (continue with --resume {shlex.quote(str(folder))})" if folder else ""
         print(f"snntorch-egru train: interrupted; the run folder keeps the last completed epoch{where}",
               file=sys.stderr)
         return 130
