@@ -294,3 +294,19 @@ def test_ctrl_c_in_a_resumed_run_leaves_no_stale_metrics(capsys, monkeypatch, tm
         m = json.load(f)
     assert m["epochs_completed"] == 4 == torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"]
     assert [x["at_epoch"] for x in m["resumes"]] == [2, 3]
+
+
+def test_corrupt_shd_and_corpus_files(capsys, tmp_path):
+    pytest.importorskip("tonic")
+    shd = tmp_path / "SHD"
+    shd.mkdir()
+    for split in ("train", "test"):
+        (shd / f"shd_{split}.h5").write_bytes(b"not an hdf5 file")
+        (shd / f"shd_{split}.h5.zip").write_bytes(b"")
+    _one_line_error(capsys, ["--task", "shd", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r"), *TINY],
+                    f"SHD file {str(shd / 'shd_train.h5')!r} is not a readable HDF5 file")
+    for name in ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"):
+        (tmp_path / name).write_bytes(b"a b c\n")
+    (tmp_path / "ptb.valid.txt").write_bytes(b"a \xff\xfe b\n")
+    _one_line_error(capsys, ["--task", "ptb", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r2"),
+                             "--no-progress"], "ptb.valid.txt' is not UTF-8 text")

@@ -312,6 +312,21 @@ class _BinnedSpikes:
         return out
 
 
+def _check_shd_files(root: str) -> None:
+    import h5py
+
+    for split in ("train", "test"):
+        h5 = os.path.join(root, f"shd_{split}.h5")
+        try:
+            with h5py.File(h5, "r") as f:
+                missing = [k for k in ("spikes/times", "spikes/units", "labels") if k not in f]
+        except OSError as err:
+            raise ValueError(f"SHD file {h5!r} is not a readable HDF5 file ({err}); delete it and unzip "
+                             f"shd_{split}.h5.zip again (or rerun with --download)") from err
+        if missing:
+            raise ValueError(f"SHD file {h5!r} lacks {missing}; expected the Spiking Heidelberg Digits layout")
+
+
 def load_shd_data(data_dir: str, time_bins: int = 100, download: bool = False) -> ClassificationData:
     """Spiking Heidelberg Digits through tonic: 700 channels binned into ``time_bins`` steps over 1.4 s.
 
@@ -331,6 +346,8 @@ def load_shd_data(data_dir: str, time_bins: int = 100, download: bool = False) -
                     f"{root}, or rerun with --download (about 0.5 GB)."
                 )
             print(f"Downloading SHD ({split}) to {root} ...", flush=True)
+    if not download:
+        _check_shd_files(root)
     tf = _BinnedSpikes(time_bins)
     train = SHD(data_dir, train=True, transform=tf)
     test = SHD(data_dir, train=False, transform=tf)
@@ -397,7 +414,13 @@ def load_corpus(task: str, data_dir: str) -> Corpus:
             f"{task} text files missing: {', '.join(missing)}. Put {', '.join(LM_FILES[task])} in "
             f"--data-dir ({data_dir}); they come from {LM_SOURCES[task]}."
         )
-    splits = [_tokenize(p) for p in paths]
+    splits = []
+    for p in paths:
+        try:
+            splits.append(_tokenize(p))
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{task} text file {p!r} is not UTF-8 text (byte {err.start}: {err.reason}); "
+                             "expected the plain-text corpus file") from err
     index: Dict[str, int] = {}
     for words in splits:
         for w in words:
