@@ -53,6 +53,8 @@ def _child(argv):
             os.dup2(devnull, 2)
             torch.set_num_threads(1)
             code = main(argv)
+        except KeyboardInterrupt:  # SIGINT before main() took over (fork start-up): Python's own status
+            code = 130
         except BaseException:
             code = 3
         finally:
@@ -139,8 +141,18 @@ def main_worker(report, workdir, kills, seed):
         out["reference_metrics"] = json.load(f)
     t1 = time.perf_counter()
     forked = os.path.join(workdir, "forked")
-    out["forked_status"] = _wait(_child(["--out", forked, *ARGS]))
+    pid = _child(["--out", forked, *ARGS])
+    t_first = None
+    while True:  # time to the first checkpoint: start-up plus one epoch
+        done_pid, status = os.waitpid(pid, os.WNOHANG)
+        if t_first is None and os.path.exists(os.path.join(forked, "checkpoint.pt")):
+            t_first = time.perf_counter() - t1
+        if done_pid:
+            break
+        time.sleep(0.005)
+    out["forked_status"] = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
     t_full = out["t_full_s"] = time.perf_counter() - t1
+    out["t_first_checkpoint_s"] = t_first = t_first or t_full / 2
     ck2 = torch.load(os.path.join(forked, "checkpoint.pt"), weights_only=True)
     out["forked_equal"] = all(torch.equal(ck["model"][k], ck2["model"][k]) for k in ck["model"])
     # time of a run left with k epochs: fixed part (start, final evaluation, files) + k epochs
@@ -154,15 +166,21 @@ def main_worker(report, workdir, kills, seed):
     i = 0
     while sum(e["status"] != 0 for e in out["events"]) < kills and len(out["chains"]) < kills:
         run = os.path.join(workdir, f"killed{len(out['chains'])}")
-        code, final_kills = None, 0
+        code, final_kills, attempt = None, 0, 0
         while code != 0 and i < 4 * kills:
+            attempt += 1
             argv = _argv(run)
             done = 0
             if argv[0] == "--resume":
                 done = load_checkpoint(os.path.join(run, "checkpoint.pt"))["epoch"]
             sig = signal.SIGINT if i % 4 == 3 else signal.SIGKILL
             i += 1
-            delay = rng.uniform(0.0, 1.1 * (t_fixed + (epochs - done) * t_epoch))
+            if attempt == 1 and len(out["chains"]) % 2 == 0:  # even chains: first kill before the 1st checkpoint
+                delay = rng.uniform(0.0, 0.7 * t_first)
+            elif attempt == 1:  # odd chains: first kill while training (after the 1st checkpoint)
+                delay = rng.uniform(t_first, t_first + (epochs - 1) * t_epoch)
+            else:
+                delay = rng.uniform(0.0, 1.1 * (t_fixed + (epochs - done) * t_epoch))
             if done == epochs:  # only the final evaluation and files are left: kill there 3 times at most
                 final_kills += 1
                 if final_kills > 3:

@@ -103,8 +103,15 @@ _CHOICES: Dict[str, Tuple[str, ...]] = {
     "readout": READOUTS, "schedule": ("none", "cosine", "step", "cosine_tail"),
     "optimizer": ("adam", "adamw", "sgd"), "device": ("cpu", "cuda"), "init": ("evnn", "torch"),
     "cnn": ("small", "alexnet"), "polarity": ("mean", "separate"), "dropout_mask": ("time", "batch"),
-    "backend": ("auto", "reference", "torch", "cupy"),
 }
+
+
+def _choices(name: str) -> Tuple[str, ...]:
+    if name == "backend":  # registered backends included
+        from ..backends import available_backends
+
+        return ("auto",) + tuple(available_backends())
+    return _CHOICES[name]
 
 
 def _flag(name: str) -> str:
@@ -158,8 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         elif f.name == "hidden_sizes":
             p.add_argument(flag, type=_parse_type("hidden_size", int), nargs="+", default=argparse.SUPPRESS,
                            help=help_)
-        elif f.name in _CHOICES:
-            p.add_argument(flag, choices=_CHOICES[f.name], default=argparse.SUPPRESS, help=help_)
+        elif f.name in _CHOICES or f.name == "backend":
+            p.add_argument(flag, choices=_choices(f.name), default=argparse.SUPPRESS, help=help_)
         elif f.name in _EXPECT:
             p.add_argument(flag, type=_parse_type(f.name, type(default)), default=argparse.SUPPRESS, help=help_)
         else:
@@ -199,9 +206,9 @@ def _check_types(cfg: TrainConfig) -> None:
         if f.name == "hidden_sizes":
             if v is not None and (not isinstance(v, (list, tuple)) or not v or not all(_pos_int(h) for h in v)):
                 raise UsageError(f"--hidden-sizes must be a non-empty list of positive integers, got {v!r}")
-        elif f.name in ("out",):
-            if v is not None and not isinstance(v, (str, os.PathLike)):
-                raise UsageError(f"--out must be a folder path (str), got {type(v).__name__} {v!r}")
+        elif f.name in ("out", "data_dir"):
+            if not (v is None and f.name == "out") and not isinstance(v, (str, os.PathLike)):
+                raise UsageError(f"{_flag(f.name)} must be a folder path (str), got {type(v).__name__} {v!r}")
         elif isinstance(default, bool):
             if not isinstance(v, bool):
                 raise UsageError(f"{_flag(f.name)} must be a bool (True/False), got {type(v).__name__} {v!r}")
@@ -224,8 +231,8 @@ def _validate(cfg: TrainConfig, world: int) -> None:
         v = getattr(cfg, name)
         if not ok(v):
             raise UsageError(f"{_flag(name)} must be {what}, got {v!r}")
-    for name, choices in _CHOICES.items():
-        v = getattr(cfg, name)
+    for name in list(_CHOICES) + ["backend"]:
+        v, choices = getattr(cfg, name), _choices(name)
         if v not in choices:
             raise UsageError(f"{_flag(name)} must be one of {', '.join(map(str, choices))}, got {v!r}")
     if cfg.batch_size % world:
@@ -882,6 +889,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         cfg, resume, explicit = parse_config(argv)
     except SystemExit as stop:  # --help (0) or a usage error (2, already printed as one line)
         return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("snntorch-egru train: interrupted", file=sys.stderr)
+        return 130
     command = "snntorch-egru train" + ("" if not argv else " " + shlex.join(argv))
     try:
         run(cfg, resume=resume, explicit=explicit, command=command)
