@@ -316,7 +316,10 @@ def _markdown(rows: Sequence[Dict[str, object]], meta: Dict[str, str], memory: L
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="snntorch-egru bench", description=__doc__.split("\n")[0])
+    from .cli import OneLineErrorParser
+
+    p = OneLineErrorParser(prog="snntorch-egru bench", description=__doc__.split("\n")[0])
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     p.add_argument("--quick", action="store_true", help="only the target cells (< 3 min on 2 CPU cores)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--backend", default=None, help="EGRU backend (default: 'torch' on CPU, 'auto' on CUDA)")
@@ -352,16 +355,57 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         >>> status, "speedup_vs_gru" in table.getvalue()
         (0, True)
     """
-    args = _parser().parse_args(list(argv) if argv is not None else None)
-    if args.repeats < 1:
-        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as stop:  # argparse already printed its one-line message
+        return int(stop.code or 0)
+    try:
+        return _bench(args, argv)
+    except KeyboardInterrupt:
+        print("snntorch-egru bench: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, ImportError) as err:
+        if debug:
+            raise
+        from .cli import error_line
+
+        print(f"snntorch-egru bench: error: {error_line(err)}", file=sys.stderr)
+        return 2
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    for name in ("hidden", "batch"):
+        bad = [v for v in getattr(args, name) if v < 1]
+        if bad:
+            raise ValueError(f"--{name} values must be positive integers, got {bad}")
+    for name in ("input_size", "steps", "layers", "repeats"):
+        v = getattr(args, name)
+        if v < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer (>= 1), got {v}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be a positive integer, got {args.threads}")
     for a in args.activity:
         if not 0.0 < a < 1.0:
             raise ValueError(f"--activity values must lie strictly between 0 and 1, got {a}")
+    if args.backend is not None:
+        from .backends import available_backends
+
+        if args.backend not in available_backends() + ["auto"]:
+            raise ValueError(f"--backend must be one of {['auto'] + available_backends()}, got {args.backend!r}")
+        if args.backend == "cupy" and not (args.device == "cuda" and torch.cuda.is_available()):
+            raise ValueError("--backend cupy needs --device cuda on a machine with CUDA "
+                             f"(torch.cuda.is_available() is {torch.cuda.is_available()})")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was given but CUDA is not available (torch.cuda.is_available() is False)")
+    if not args.no_write and os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out!r} is a file; expected a folder (or a path to create)")
+
+
+def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    _check_args(args)
     device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("snntorch-egru bench: --device cuda requested but CUDA is not available", file=sys.stderr)
-        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     backend = args.backend or ("torch" if device.type == "cpu" else "auto")
@@ -385,19 +429,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     now = _dt.datetime.now(_dt.timezone.utc)
     meta = {"date": now.strftime("%Y-%m-%d %H:%M UTC"), **_machine(device), "backend": backend,
             "repeats": str(args.repeats), "commit": _git_commit(),
-            "command": "snntorch-egru bench " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))}
+            "command": "snntorch-egru bench " + " ".join(shlex.quote(a) for a in argv)}
     md = _markdown(rows, meta, memory)
     print(md)
     if not args.no_write:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         stem = f"bench-{now.strftime('%Y%m%d-%H%M%S')}-{device.type}"
-        with open(out / f"{stem}.csv", "w", newline="") as f:
+        from ._io import atomic_open, atomic_write_text
+
+        with atomic_open(out / f"{stem}.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(COLUMNS) + list(meta))
             w.writeheader()
             for r in rows:
                 w.writerow({**{c: r[c] for c in COLUMNS}, **meta})
-        (out / f"{stem}.md").write_text(md)
+        atomic_write_text(out / f"{stem}.md", md)
         print(f"wrote {out / (stem + '.csv')} and {out / (stem + '.md')}", file=sys.stderr)
     return 0
 

@@ -10,13 +10,40 @@ Example (shell)::
 
 from __future__ import annotations
 
+import argparse
+import errno
 import sys
-from typing import List, Optional
+from typing import List, NoReturn, Optional
 
 _COMMANDS = {
     "train": ("snntorch_egru.training", "train an EGRU on a task (default: offline digits)"),
     "bench": ("snntorch_egru.bench", "time EGRU against torch.nn.GRU and a dense EGRU"),
 }
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose usage errors are one line on stderr, exit status 2:
+    ``<prog>: error: argument --lr: expected ..., got ... (see --help)``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
+
+
+def error_line(err: BaseException) -> str:
+    """One line describing a user error: the file or flag, what was expected and what was found."""
+    if isinstance(err, OSError) and err.strerror:  # raised by the OS (our own messages have no strerror)
+        name = err.filename
+        reason = err.strerror
+        if err.errno == errno.ENOSPC:
+            reason = "no space left on device (disk full)"
+        elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            reason = f"not writable or readable ({err.strerror or 'permission denied'})"
+        msg = f"{reason}: {str(name)!r}" if name is not None else reason
+        if err.filename2 is not None:
+            msg += f" -> {str(err.filename2)!r}"
+    else:
+        msg = str(err) or type(err).__name__
+    return " ".join(msg.split())
 
 
 def _usage() -> str:

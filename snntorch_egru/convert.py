@@ -46,6 +46,14 @@ def _hidden(evnn: Mapping[str, torch.Tensor], key: str) -> int:
     return t.shape[-1] // 3
 
 
+def _expect(name: str, t: torch.Tensor, shape: tuple, what: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
+    if tuple(t.shape) != shape:
+        raise ValueError(f"{name} must have shape {list(shape)} ({what}), got {list(t.shape)}; "
+                         "the tensors of one layer must agree (nothing is truncated or padded)")
+
+
 def evnn_to_torch(evnn: Mapping[str, torch.Tensor], prefix: str = "", suffix: str = "") -> Dict[str, torch.Tensor]:
     """Convert one EvNN layer's tensors to ours.
 
@@ -62,7 +70,8 @@ def evnn_to_torch(evnn: Mapping[str, torch.Tensor], prefix: str = "", suffix: st
 
     Raises:
         KeyError: a required EvNN key is missing.
-        ValueError: the 3H axis is not a multiple of 3.
+        ValueError: the 3H axis is not a multiple of 3, or the tensors' shapes disagree
+            (``kernel [I, 3H]``, ``recurrent_kernel [H, 3H]``, biases ``[3H]``, ``thr [H]``).
 
     Example::
 
@@ -84,6 +93,18 @@ def evnn_to_torch(evnn: Mapping[str, torch.Tensor], prefix: str = "", suffix: st
     if missing:
         raise KeyError(f"EvNN state is missing {missing}; expected keys {[prefix + k for k in _EVNN_KEYS]}")
     H = _hidden(evnn, prefix + "recurrent_kernel")
+    rk, k = evnn[prefix + "recurrent_kernel"], evnn[prefix + "kernel"]
+    _expect(prefix + "recurrent_kernel", rk, (H, 3 * H), "[H, 3H], H from its last dimension")
+    if not isinstance(k, torch.Tensor) or k.dim() != 2:
+        raise ValueError(f"{prefix}kernel must be a 2-D tensor [I, 3H], got "
+                         f"{list(k.shape) if isinstance(k, torch.Tensor) else type(k).__name__}")
+    _expect(prefix + "kernel", k, (k.shape[0], 3 * H), f"[I, 3H] with H = {H}")
+    for key in ("bias", "recurrent_bias"):
+        _expect(prefix + key, evnn[prefix + key], (3 * H,), f"[3H] with H = {H}")
+    for key in ("thr", "thr_reparam"):
+        if prefix + key in evnn:
+            _expect(prefix + key, evnn[prefix + key], (H,), f"[H] with H = {H}")
+            break
     out = {
         "weight_ih": _zrg_to_rzn(evnn[prefix + "kernel"], H).T.contiguous(),
         "weight_hh": _zrg_to_rzn(evnn[prefix + "recurrent_kernel"], H).T.contiguous(),
@@ -121,7 +142,22 @@ def torch_to_evnn(ours: Mapping[str, torch.Tensor], suffix: str = "") -> Dict[st
         >>> evnn["kernel"].shape, evnn["thr"].shape
         (torch.Size([4, 12]), torch.Size([4]))
     """
-    H = ours["weight_hh" + suffix].shape[1]
+    names = [n + suffix for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "threshold")]
+    missing = [n for n in names if n not in ours]
+    if missing:
+        raise KeyError(f"state is missing {missing}; expected keys {names}")
+    whh = ours["weight_hh" + suffix]
+    if not isinstance(whh, torch.Tensor) or whh.dim() != 2:
+        raise ValueError(f"weight_hh{suffix} must be a 2-D tensor [3H, H]")
+    H = whh.shape[1]
+    _expect("weight_hh" + suffix, whh, (3 * H, H), "[3H, H], H from its last dimension")
+    wih = ours["weight_ih" + suffix]
+    if not isinstance(wih, torch.Tensor) or wih.dim() != 2:
+        raise ValueError(f"weight_ih{suffix} must be a 2-D tensor [3H, I]")
+    _expect("weight_ih" + suffix, wih, (3 * H, wih.shape[1]), f"[3H, I] with H = {H}")
+    for key in ("bias_ih", "bias_hh"):
+        _expect(key + suffix, ours[key + suffix], (3 * H,), f"[3H] with H = {H}")
+    _expect("threshold" + suffix, ours["threshold" + suffix], (H,), f"[H] with H = {H}")
     return {
         "kernel": _rzn_to_zrg(ours["weight_ih" + suffix].T, H).contiguous(),
         "recurrent_kernel": _rzn_to_zrg(ours["weight_hh" + suffix].T, H).contiguous(),

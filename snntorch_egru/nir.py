@@ -62,6 +62,7 @@ __all__ = [
     "SPEC_VERSION",
     "SUPPORTED_SPEC_VERSIONS",
     "DEFAULT_DT",
+    "DEFAULT_MAX_READ_BYTES",
     "export_to_nir",
     "import_from_nir",
     "read",
@@ -272,7 +273,77 @@ def _build_node(d: Any, where: str, type_check: bool) -> nir.NIRNode:
         raise ValueError(f"corrupt NIR file: cannot build node {where!r} of type {kind!r}: {err!r}") from err
 
 
-def read(path: Union[str, pathlib.Path], type_check: bool = True) -> nir.NIRGraph:
+#: Default limit on the total bytes a NIR file may declare (sum over its datasets, from their shapes
+#: and dtypes, checked before anything is read): 1 GiB. Override with ``read(..., max_bytes=...)``.
+DEFAULT_MAX_READ_BYTES = 1 << 30
+_MAX_DEPTH = 64  # nesting of groups (graphs in graphs, metadata dicts)
+_MAX_OBJECTS = 1_000_000
+
+
+def _safe_hdf2dict(group: Any, path: str, max_bytes: int) -> Dict[str, Any]:
+    """``nir.serialization.hdf2dict`` with limits: hard links only (no soft or external links), no
+    external or virtual dataset storage, bounded nesting, object count and declared bytes."""
+    import h5py
+
+    budget = {"bytes": 0, "objects": 0}
+
+    def walk(g: Any, where: str, depth: int) -> Dict[str, Any]:
+        if depth > _MAX_DEPTH:
+            raise ValueError(f"NIR file {path!r}: groups nested deeper than {_MAX_DEPTH} levels at {where!r}")
+        out: Dict[str, Any] = {}
+        for key in g.keys():
+            name = f"{where}/{key}"
+            budget["objects"] += 1
+            if budget["objects"] > _MAX_OBJECTS:
+                raise ValueError(f"NIR file {path!r} holds more than {_MAX_OBJECTS} objects")
+            link = g.get(key, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                raise ValueError(
+                    f"NIR file {path!r}: {name!r} is an HDF5 external link to {link.filename!r}; refused "
+                    "(a NIR file must be self-contained)"
+                )
+            if isinstance(link, h5py.SoftLink):
+                raise ValueError(
+                    f"NIR file {path!r}: {name!r} is an HDF5 soft link to {link.path!r}; refused "
+                    "(NIR files hold plain groups and datasets)"
+                )
+            if not isinstance(link, h5py.HardLink):
+                raise ValueError(f"NIR file {path!r}: {name!r} is an unsupported HDF5 link ({type(link).__name__})")
+            item = g.get(key)
+            k = nir.serialization.try_byte_to_str(key)
+            if isinstance(item, h5py.Group):
+                out[k] = walk(item, name, depth + 1)
+            elif isinstance(item, h5py.Dataset):
+                if item.external:
+                    raise ValueError(
+                        f"NIR file {path!r}: dataset {name!r} keeps its data in external file(s) "
+                        f"{[e[0] for e in item.external]}; refused (a NIR file must be self-contained)"
+                    )
+                if item.is_virtual:
+                    raise ValueError(
+                        f"NIR file {path!r}: dataset {name!r} is an HDF5 virtual dataset mapping other files; refused"
+                    )
+                shape = item.shape or ()
+                n = 1
+                for d in shape:
+                    n *= int(d)
+                budget["bytes"] += n * max(int(item.dtype.itemsize), 1)
+                if budget["bytes"] > max_bytes:
+                    raise ValueError(
+                        f"NIR file {path!r} declares more than max_bytes={max_bytes} bytes of data (dataset {name!r} "
+                        f"has shape {list(shape)} of {item.dtype}, {budget['bytes']} bytes so far); refused before "
+                        "reading. Pass a larger max_bytes to snntorch_egru.nir.read if the file is trusted"
+                    )
+                out[k] = nir.serialization.try_byte_to_str(item[()])
+            else:
+                raise ValueError(f"NIR file {path!r}: {name!r} is neither a group nor a dataset")
+        return out
+
+    return walk(group, "node", 0)
+
+
+def read(path: Union[str, pathlib.Path], type_check: bool = True,
+         max_bytes: int = DEFAULT_MAX_READ_BYTES) -> nir.NIRGraph:
     """Read a NIR HDF5 file that may contain :class:`EGRU` nodes.
 
     Uses NIR's own HDF5 layout (``nir.serialization.hdf2dict``) and rebuilds every
@@ -282,13 +353,17 @@ def read(path: Union[str, pathlib.Path], type_check: bool = True) -> nir.NIRGrap
     Args:
         path: file written by :func:`write` or ``nir.write``.
         type_check: check that connected node types match (as ``nir.read``).
+        max_bytes: refuse a file whose datasets declare more bytes than this in total (from their
+            shapes and dtypes, before any data is read). Default: :data:`DEFAULT_MAX_READ_BYTES` (1 GiB).
 
     Returns:
         the stored node, usually a ``nir.NIRGraph``.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not an HDF5/NIR file, unknown node types, invalid EGRU fields.
+        ValueError: not an HDF5/NIR file, unknown node types, invalid EGRU fields, more data than
+            ``max_bytes``, or HDF5 features a NIR file does not need and that could reach outside it
+            (external links, soft links, external or virtual dataset storage).
 
     Example::
 
@@ -303,6 +378,8 @@ def read(path: Union[str, pathlib.Path], type_check: bool = True) -> nir.NIRGrap
     """
     import h5py
 
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
     path = pathlib.Path(path)
     if not path.exists():
         raise FileNotFoundError(f"NIR file {str(path)!r} does not exist")
@@ -313,8 +390,12 @@ def read(path: Union[str, pathlib.Path], type_check: bool = True) -> nir.NIRGrap
     with f:
         if "node" not in f:
             raise ValueError(f"{str(path)!r} is not a NIR file: the HDF5 file has no 'node' group")
+        if not isinstance(f.get("node", getlink=True), h5py.HardLink) or not isinstance(f["node"], h5py.Group):
+            raise ValueError(f"{str(path)!r} is not a NIR file: 'node' is not a plain HDF5 group")
         try:
-            data = nir.serialization.hdf2dict(f["node"])
+            data = _safe_hdf2dict(f["node"], str(path), max_bytes)
+        except ValueError:
+            raise
         except Exception as err:  # h5py raises several types on damaged datasets
             raise ValueError(f"corrupt NIR file {str(path)!r}: {err}") from err
     return _build_node(data, "node", type_check)
@@ -323,10 +404,17 @@ def read(path: Union[str, pathlib.Path], type_check: bool = True) -> nir.NIRGrap
 def write(path: Union[str, pathlib.Path], graph: nir.NIRNode, compression: str = "gzip") -> None:
     """Write a graph (EGRU nodes allowed) to a NIR HDF5 file (``nir.write`` with the arguments in order).
 
+    The file is written to a temporary file in the same folder and renamed over ``path`` only
+    when complete, so an interrupted or failed write leaves a previous file intact.
+
     Args:
         path: destination file.
         graph: a ``nir.NIRGraph`` (or single node).
         compression: HDF5 compression of the arrays. Default: ``"gzip"``.
+
+    Raises:
+        ValueError: a node name (at any nesting level) is empty, ``'.'``/``'..'`` or contains
+            ``'/'``, which HDF5 would turn into a path.
 
     Example::
 
@@ -337,7 +425,24 @@ def write(path: Union[str, pathlib.Path], graph: nir.NIRNode, compression: str =
     """
     if not isinstance(graph, nir.NIRNode):
         raise TypeError(f"graph must be a nir.NIRNode (usually a nir.NIRGraph), got {type(graph).__name__}")
-    nir.write(path, graph, compression=compression)
+    _check_node_names(graph, "graph")
+    from ._io import atomic_write_path
+
+    with atomic_write_path(path) as tmp:
+        nir.write(tmp, graph, compression=compression)
+
+
+def _check_node_names(graph: nir.NIRNode, where: str) -> None:
+    """Node names become HDF5 group names: refuse what would not read back as the same name."""
+    if not isinstance(graph, nir.NIRGraph):
+        return
+    for name, node in graph.nodes.items():
+        if not isinstance(name, str) or not name or "/" in name or name in (".", "..") or "\x00" in name:
+            raise ValueError(
+                f"node name {name!r} in {where!r} cannot be stored in a NIR (HDF5) file: names must be "
+                "non-empty strings without '/' or NUL and not '.' or '..' (rename the node)"
+            )
+        _check_node_names(node, f"{where}/{name}")
 
 
 def register_nir_extension() -> None:
@@ -733,6 +838,44 @@ def _param(a: np.ndarray) -> nn.Parameter:
     return nn.Parameter(torch.as_tensor(np.array(a, dtype=np.float32)), requires_grad=False)
 
 
+def _state_tensor(state: Any, key: str, like: Tuple[int, ...], where: str) -> torch.Tensor:
+    """``state[key]``, checked to be a tensor of exactly the expected shape (no silent broadcast)."""
+    if not isinstance(state, dict):
+        raise TypeError(f"{where}: state must be a dict with key(s) {key!r}, got {type(state).__name__}")
+    if key not in state:
+        raise ValueError(f"{where}: state lacks {key!r} (got keys {sorted(state)}); pass state=None to start "
+                         "from zeros")
+    t = state[key]
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{where}: state[{key!r}] must be a tensor, got {type(t).__name__}")
+    if tuple(t.shape) != tuple(like):
+        raise ValueError(f"{where}: state[{key!r}] must have shape {list(like)} (batch and features of the input), "
+                         f"got {list(t.shape)}; a state is not broadcast across the batch")
+    return t
+
+
+def _check_state_keys(state: Dict[str, Any], expected: Any, where: str) -> None:
+    unknown = sorted(set(state) - set(expected))
+    if unknown:
+        raise ValueError(f"{where}: unknown state key(s) {unknown}; expected {sorted(expected)} (the keys of the "
+                         "state this module returned), or state=None to start from zeros")
+
+
+def _time_constant(name: str, value: Any, where: str) -> np.ndarray:
+    tau = np.asarray(value, dtype=np.float64)
+    if tau.size == 0 or not np.all(np.isfinite(tau)) or not np.all(tau > 0):
+        bad = tau[~(np.isfinite(tau) & (tau > 0))].reshape(-1)[:3].tolist() if tau.size else "an empty array"
+        raise ValueError(f"{where}: {name} must be finite and > 0 (a time constant), got {bad}")
+    return tau
+
+
+def _finite(name: str, value: Any, where: str) -> np.ndarray:
+    a = np.asarray(value, dtype=np.float64)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{where}: {name} must be finite, got NaN or inf")
+    return a
+
+
 class EGRUStep(nn.Module):
     """One EGRU node as a module: ``forward(x [B, I], state=None) -> (out [B, H], EGRUState)``.
 
@@ -765,6 +908,16 @@ class EGRUStep(nn.Module):
         if state is None:
             z = x.new_zeros(*x.shape[:-1], H)
             state = EGRUState(z, z, z)
+        else:
+            if not isinstance(state, EGRUState):
+                raise TypeError(f"EGRU step: state must be an EGRUState (or None), got {type(state).__name__}")
+            want = tuple(x.shape[:-1]) + (H,)
+            for name in ("y", "c", "trace"):
+                t = getattr(state, name)
+                if not isinstance(t, torch.Tensor) or tuple(t.shape) != want:
+                    got = list(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                    raise ValueError(f"EGRU step: state.{name} must have shape {list(want)} (batch of the input, "
+                                     f"hidden size), got {got}; a state is not broadcast across the batch")
         s = F.egru_step(x, state.y, state.c, state.trace, self.weight_ih, self.weight_hh, self.bias_ih,
                         self.bias_hh, self.threshold, spike_fn=self.spike_fn, reset=self.reset,
                         zoneout_p=self.zoneout)
@@ -793,7 +946,9 @@ class LIFStep(nn.Module):
 
     def __init__(self, node: nir.LIF, dt: float) -> None:
         super().__init__()
-        tau = np.asarray(node.tau, dtype=np.float64)
+        tau = _time_constant("tau", node.tau, "LIF")
+        for name in ("r", "v_leak", "v_threshold", "v_reset"):
+            _finite(name, getattr(node, name), "LIF")
         self.register_buffer("decay", torch.as_tensor((dt / tau).astype(np.float32)))
         self.register_buffer("gain", torch.as_tensor((np.asarray(node.r) * dt / tau).astype(np.float32)))
         self.register_buffer("v_leak", torch.as_tensor(np.asarray(node.v_leak, dtype=np.float32)))
@@ -801,7 +956,11 @@ class LIFStep(nn.Module):
         self.register_buffer("v_reset", torch.as_tensor(np.asarray(node.v_reset, dtype=np.float32)))
 
     def forward(self, x: torch.Tensor, state: Optional[Dict[str, torch.Tensor]] = None):
-        v = torch.zeros_like(x) if state is None else state["v"]
+        if state is None:
+            v = torch.zeros_like(x)
+        else:
+            v = _state_tensor(state, "v", tuple(x.shape), "LIF step")
+            _check_state_keys(state, ("v",), "LIF step")
         v = v + self.decay * (self.v_leak - v) + self.gain * x
         s = (v - self.v_threshold > 0).to(x.dtype)
         v = torch.where(s > 0, self.v_reset.expand_as(v), v)
@@ -831,8 +990,10 @@ class CubaLIFStep(nn.Module):
 
     def __init__(self, node: nir.CubaLIF, dt: float) -> None:
         super().__init__()
-        ts = np.asarray(node.tau_syn, dtype=np.float64)
-        tm = np.asarray(node.tau_mem, dtype=np.float64)
+        ts = _time_constant("tau_syn", node.tau_syn, "CubaLIF")
+        tm = _time_constant("tau_mem", node.tau_mem, "CubaLIF")
+        for name in ("r", "v_leak", "v_threshold", "v_reset", "w_in"):
+            _finite(name, getattr(node, name), "CubaLIF")
         f32 = lambda a: torch.as_tensor(np.asarray(a).astype(np.float32))  # noqa: E731
         self.register_buffer("syn_decay", f32(dt / ts))
         self.register_buffer("syn_gain", f32(np.asarray(node.w_in) * dt / ts))
@@ -845,6 +1006,10 @@ class CubaLIFStep(nn.Module):
     def forward(self, x: torch.Tensor, state: Optional[Dict[str, torch.Tensor]] = None):
         if state is None:
             state = {"i": torch.zeros_like(x), "v": torch.zeros_like(x)}
+        else:
+            for key in ("i", "v"):
+                _state_tensor(state, key, tuple(x.shape), "CubaLIF step")
+            _check_state_keys(state, ("i", "v"), "CubaLIF step")
         i = state["i"] - self.syn_decay * state["i"] + self.syn_gain * x
         v = state["v"] + self.mem_decay * (self.v_leak - state["v"]) + self.mem_gain * i
         s = (v - self.v_threshold > 0).to(x.dtype)
@@ -1012,8 +1177,22 @@ class NIRStepModule(nn.Module):
         if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"{self.where}: input must have shape [B, {', '.join(map(str, self.input_shape))}], "
                              f"got {list(x.shape)}")
-        state = {} if state is None else dict(state)
+        if state is None:
+            state = {}
+        else:
+            if not isinstance(state, dict):
+                raise TypeError(f"{self.where}: state must be a dict (as returned by the previous call) or None, "
+                                f"got {type(state).__name__}")
+            expected = [n for n in self.order if self._stateful(n)] + (["__delayed__"] if self.delayed else [])
+            _check_state_keys(state, expected, self.where)
+            missing = sorted(set(expected) - set(state))
+            if missing:
+                raise ValueError(f"{self.where}: state lacks {missing} (a state returned by this module has all of "
+                                 f"{sorted(expected)}); pass state=None to start from zeros")
+            state = dict(state)
         prev = dict(state.get("__delayed__", {}))
+        if prev:
+            _check_state_keys(prev, [src for src, _ in self.delayed], f"{self.where} (state['__delayed__'])")
         new_state: Dict[str, Any] = {}
         values = {self.input_name: x}
         for n in self.order:
@@ -1021,7 +1200,15 @@ class NIRStepModule(nn.Module):
             for s in self.sources[n]:
                 if (s, n) in self.delayed:
                     if s in prev:
-                        parts.append(prev[s])
+                        shp = self.out_types.get(s)
+                        want = (x.shape[0],) + tuple(shp) if shp is not None else None
+                        t = prev[s]
+                        if not isinstance(t, torch.Tensor) or (want is not None and tuple(t.shape) != want):
+                            got = list(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                            raise ValueError(f"{self.where}: state['__delayed__'][{s!r}] must have shape "
+                                             f"{list(want) if want else '[B, ...]'}, got {got}; a state is not "
+                                             "broadcast across the batch")
+                        parts.append(t)
                     else:
                         shp = self.out_types.get(s)
                         if shp is None:

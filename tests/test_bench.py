@@ -50,10 +50,28 @@ def test_calibrate_thresholds_reaches_target_activity():
         assert abs(achieved - target) < 0.35 * target + 0.01
 
 
-def test_bad_arguments():
+def test_bad_arguments(capsys, tmp_path):
     with pytest.raises(ValueError, match="activity must lie strictly between 0 and 1, got 1.5"):
         bench.calibrate_thresholds(se.EGRU(2, 4), torch.randn(3, 1, 2), 1.5)
-    with pytest.raises(ValueError, match="--activity values must lie strictly between 0 and 1, got 0.0"):
-        bench.main(["--activity", "0.0", "--no-write"])
-    with pytest.raises(ValueError, match="--repeats must be >= 1, got 0"):
-        bench.main(["--repeats", "0", "--no-write"])
+    # the command line: one line on stderr, exit status 2, no traceback (issue 14)
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    cases = [
+        (["--activity", "0.0"], "--activity values must lie strictly between 0 and 1, got 0.0"),
+        (["--repeats", "0"], "--repeats must be a positive integer (>= 1), got 0"),
+        (["--hidden", "-4"], "--hidden values must be positive integers, got [-4]"),
+        (["--steps", "0"], "--steps must be a positive integer (>= 1), got 0"),
+        (["--threads", "0"], "--threads must be a positive integer, got 0"),
+        (["--backend", "nope"], "--backend must be one of"),
+        (["--backend", "cupy"], "--backend cupy needs --device cuda"),
+        (["--out", str(a_file)], "is a file; expected a folder"),
+        (["--steps", "x"], "argument --steps: invalid int value: 'x'"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((["--device", "cuda"], "--device cuda was given but CUDA is not available"))
+    for argv, message in cases:
+        assert bench.main(argv + (["--no-write"] if "--out" not in argv else [])) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (argv, err)
+    with pytest.raises(ValueError, match="--repeats must be a positive integer"):
+        bench.main(["--repeats", "0", "--no-write", "--debug"])

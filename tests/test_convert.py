@@ -101,3 +101,40 @@ def test_thr_reparam_and_cell_loading_and_prefix():
     assert torch.equal(cell.weight_hh.detach(), evnn_to_torch(evnn)["weight_hh"])
     with pytest.raises(KeyError, match="neither rnn.thr nor rnn.thr_reparam"):
         evnn_to_torch({k: v for k, v in v01.items() if k != "rnn.thr_reparam"}, prefix="rnn.")
+
+
+def _evnn_layer(I=3, H=4):
+    return {"kernel": torch.randn(I, 3 * H), "recurrent_kernel": torch.randn(H, 3 * H),
+            "bias": torch.randn(3 * H), "recurrent_bias": torch.randn(3 * H), "thr": torch.rand(H)}
+
+
+@pytest.mark.parametrize("key, shape, message", [
+    ("kernel", (3, 15), r"kernel must have shape \[3, 12\]"),             # 3H' = 15 != 12: was truncated
+    ("kernel", (12,), "kernel must be a 2-D tensor"),
+    ("recurrent_kernel", (5, 12), r"recurrent_kernel must have shape \[4, 12\]"),
+    ("bias", (15,), r"bias must have shape \[12\]"),
+    ("recurrent_bias", (9,), r"recurrent_bias must have shape \[12\]"),
+    ("thr", (5,), r"thr must have shape \[4\]"),
+])
+def test_evnn_shape_mismatch_is_refused_not_truncated(key, shape, message):
+    """Issue 14: mismatching EvNN tensors used to be sliced silently to fit; now they are refused."""
+    layer = _evnn_layer()
+    layer[key] = torch.randn(*shape)
+    with pytest.raises(ValueError, match=message):
+        evnn_to_torch(layer)
+
+
+@pytest.mark.parametrize("key, shape, message", [
+    ("weight_ih", (15, 3), r"weight_ih must have shape \[12, 3\]"),
+    ("weight_hh", (12, 5), r"weight_hh must have shape \[15, 5\]"),
+    ("bias_hh", (13,), r"bias_hh must have shape \[12\]"),
+    ("threshold", (3,), r"threshold must have shape \[4\]"),
+])
+def test_torch_to_evnn_shape_mismatch_is_refused(key, shape, message):
+    ours = evnn_to_torch(_evnn_layer())
+    ours[key] = torch.randn(*shape)
+    with pytest.raises(ValueError, match=message):
+        torch_to_evnn(ours)
+    del ours[key]
+    with pytest.raises(KeyError, match="missing"):
+        torch_to_evnn(ours)

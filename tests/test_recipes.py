@@ -759,8 +759,8 @@ def test_test_batch_and_drop_last_options():
                            ("readout_dropout", "x", "--readout-dropout must be one of pooled, step, got 'x'"),
                            ("reg_form", "l1", "--reg-form must be one of smooth, evnn, got 'l1'"),
                            ("bptt_lr_scale", "seq", "--bptt-lr-scale must be one of nominal, bptt, got 'seq'"),
-                           ("test_batch_size", -1, "--test-batch-size must be a non-negative integer"),
-                           ("layer_grad_clip", -0.1, "--layer-grad-clip must be >= 0")):
+                           ("test_batch_size", -1, r"--test-batch-size must be an integer >= 0 .*got -1"),
+                           ("layer_grad_clip", -0.1, r"--layer-grad-clip must be a finite number >= 0 .*got -0.1")):
         c = preset("digits")
         setattr(c, name, bad)
         with pytest.raises(ValueError, match=msg):

@@ -63,14 +63,14 @@ def test_lr_schedules():
 def test_bad_settings_are_named(capsys):
     with pytest.raises(ValueError, match="--batch-size is the global batch .* processes \\(2\\), got 15"):
         _validate(TrainConfig(batch_size=15), 2)
-    with pytest.raises(ValueError, match="--epochs must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match=r"--epochs must be a positive integer \(>= 1\), got 0"):
         _validate(TrainConfig(epochs=0), 1)
-    with pytest.raises(ValueError, match="--readout must be 'last', 'mean', 'rate' or 'state', got 'max'"):
+    with pytest.raises(ValueError, match="--readout must be one of last, mean, rate, state, got 'max'"):
         _validate(TrainConfig(readout="max"), 1)
     assert main(["--epochs", "0", "--no-progress"]) == 2
-    assert "--epochs must be a positive integer, got 0" in capsys.readouterr().err
+    assert r"argument --epochs: expected a positive integer (>= 1), got '0'" in capsys.readouterr().err
     assert main(["--resume", "/nonexistent/run"]) == 2
-    assert "no checkpoint at /nonexistent/run" in capsys.readouterr().err
+    assert "no checkpoint at '/nonexistent/run'" in capsys.readouterr().err
 
 
 def test_activity_regulariser_formula_and_gradient():

@@ -146,6 +146,46 @@ class _SequentialImages(Dataset):
         return x.unsqueeze(-1), int(label)
 
 
+def _idx_count(path: str, magic: int, item_bytes: int, item_dims: Tuple[int, ...]) -> int:
+    """Number of items in an uncompressed idx file, after checking its header against its size."""
+    import struct
+
+    ndim = 1 + len(item_dims)
+    head = 4 + 4 * ndim
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        header = f.read(head)
+    hint = "(delete it and fetch it again, or rerun with --download)"
+    if len(header) < head:
+        raise ValueError(f"MNIST file {path!r} is truncated: {size} bytes, shorter than its {head}-byte header {hint}")
+    found_magic, *dims = struct.unpack(f">{ndim + 1}I", header)
+    if found_magic != magic:
+        raise ValueError(f"MNIST file {path!r} is not an uncompressed idx file: magic number {found_magic:#x}, "
+                         f"expected {magic:#x} (gunzip .gz files first) {hint}")
+    if tuple(dims[1:]) != item_dims:
+        raise ValueError(f"MNIST file {path!r} holds items of shape {dims[1:]}, expected {list(item_dims)} {hint}")
+    want = head + dims[0] * item_bytes
+    if size != want:
+        raise ValueError(f"MNIST file {path!r} is {'truncated' if size < want else 'too long'}: {size} bytes, "
+                         f"its header declares {dims[0]} items ({want} bytes) {hint}")
+    return int(dims[0])
+
+
+def _check_mnist_files(raw: str) -> None:
+    for prefix in ("train", "t10k"):
+        images = os.path.join(raw, f"{prefix}-images-idx3-ubyte")
+        labels = os.path.join(raw, f"{prefix}-labels-idx1-ubyte")
+        n_img = _idx_count(images, 2051, 28 * 28, (28, 28))
+        n_lab = _idx_count(labels, 2049, 1, ())
+        if n_img != n_lab:
+            raise ValueError(f"MNIST files disagree: {images!r} holds {n_img} images but {labels!r} {n_lab} labels")
+        with open(labels, "rb") as f:
+            f.seek(8)
+            bad = max(f.read(), default=0)
+        if bad > 9:
+            raise ValueError(f"MNIST labels file {labels!r} holds label {bad}; expected digits 0-9")
+
+
 def load_mnist_data(data_dir: str, permuted: bool, download: bool = False) -> ClassificationData:
     """Sequential MNIST (784 steps of one pixel in [0, 1]) through torchvision.
 
@@ -168,6 +208,8 @@ def load_mnist_data(data_dir: str, permuted: bool, download: bool = False) -> Cl
     if missing:
         print(f"Downloading MNIST (about 11 MB) to {raw} ...", flush=True)
     tf = transforms.ToTensor()
+    if not missing:
+        _check_mnist_files(raw)
     train = datasets.MNIST(data_dir, train=True, transform=tf, download=bool(missing))
     test = datasets.MNIST(data_dir, train=False, transform=tf, download=False)
     perm = bit_reversal_permutation(784) if permuted else None
@@ -273,6 +315,21 @@ class _BinnedSpikes:
         return out
 
 
+def _check_shd_files(root: str) -> None:
+    import h5py
+
+    for split in ("train", "test"):
+        h5 = os.path.join(root, f"shd_{split}.h5")
+        try:
+            with h5py.File(h5, "r") as f:
+                missing = [k for k in ("spikes/times", "spikes/units", "labels") if k not in f]
+        except OSError as err:
+            raise ValueError(f"SHD file {h5!r} is not a readable HDF5 file ({err}); delete it and unzip "
+                             f"shd_{split}.h5.zip again (or rerun with --download)") from err
+        if missing:
+            raise ValueError(f"SHD file {h5!r} lacks {missing}; expected the Spiking Heidelberg Digits layout")
+
+
 def load_shd_data(data_dir: str, time_bins: int = 100, download: bool = False) -> ClassificationData:
     """Spiking Heidelberg Digits through tonic: 700 channels binned into ``time_bins`` steps over 1.4 s.
 
@@ -292,6 +349,8 @@ def load_shd_data(data_dir: str, time_bins: int = 100, download: bool = False) -
                     f"{root}, or rerun with --download (about 0.5 GB)."
                 )
             print(f"Downloading SHD ({split}) to {root} ...", flush=True)
+    if not download:
+        _check_shd_files(root)
     tf = _BinnedSpikes(time_bins)
     train = SHD(data_dir, train=True, transform=tf)
     test = SHD(data_dir, train=False, transform=tf)
@@ -358,7 +417,13 @@ def load_corpus(task: str, data_dir: str) -> Corpus:
             f"{task} text files missing: {', '.join(missing)}. Put {', '.join(LM_FILES[task])} in "
             f"--data-dir ({data_dir}); they come from {LM_SOURCES[task]}."
         )
-    splits = [_tokenize(p) for p in paths]
+    splits = []
+    for p in paths:
+        try:
+            splits.append(_tokenize(p))
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{task} text file {p!r} is not UTF-8 text (byte {err.start}: {err.reason}); "
+                             "expected the plain-text corpus file") from err
     index: Dict[str, int] = {}
     for words in splits:
         for w in words:

@@ -41,17 +41,33 @@ def setup(device: str) -> DistInfo:
     Args:
         device: ``"cpu"`` (gloo) or ``"cuda"`` (NCCL, one GPU per local rank).
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = _env_int("WORLD_SIZE", "1", 1)
     if world <= 1:
         return DistInfo()
-    rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if "RANK" not in os.environ:
+        raise ValueError(f"environment variable WORLD_SIZE={world} is set but RANK is not; start multi-process "
+                         "runs with torchrun (which sets both), or unset WORLD_SIZE")
+    rank = _env_int("RANK", "0", 0)
+    if rank >= world:
+        raise ValueError(f"environment variable RANK={rank} must be less than WORLD_SIZE={world}")
+    local_rank = _env_int("LOCAL_RANK", "0", 0)
     if not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
     return DistInfo(rank, world, local_rank)
+
+
+def _env_int(name: str, default: str, minimum: int) -> int:
+    text = os.environ.get(name, default)
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"environment variable {name} must be an integer >= {minimum}, got {text!r}") from None
+    if value < minimum:
+        raise ValueError(f"environment variable {name} must be an integer >= {minimum}, got {text!r}")
+    return value
 
 
 def cleanup(info: DistInfo) -> None:

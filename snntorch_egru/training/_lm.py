@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import copy
-import os
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -100,9 +99,10 @@ class BestCheckpoint:
         self.value, self.epoch = float(value), int(epoch)
         self.model_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         if write and self.path is not None:
-            tmp = self.path + ".tmp"
-            torch.save({"epoch": self.epoch, "value": self.value, "model": self.model_state}, tmp)
-            os.replace(tmp, self.path)
+            from .._io import atomic_save
+
+            state = {"epoch": self.epoch, "value": self.value, "model": self.model_state}
+            atomic_save(self.path, lambda f: torch.save(state, f))
         return True
 
     def restore(self, model: nn.Module) -> bool:

@@ -11,17 +11,20 @@ import os
 import platform
 import shlex
 import sys
+import pickle
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+import zipfile
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 
+from .. import _io
 from . import _distributed as D
 from ._data import batchify, collate_time_first, load_classification, load_corpus
-from ._dvs import build_frontend
+from ._dvs import CNNS, build_frontend
 from ._lm import DROPOUT_SHARES, BestCheckpoint, awd_windows, lr_scale
 from ..modules import EGRU
 from ..state import EGRUState
@@ -29,7 +32,22 @@ from ._models import (LM_STATES, READOUT_DROPOUTS, READOUTS, FrameCNN, LanguageM
                       build_egru, clip_layer_gradients, layer_gradient_groups, zero_state)
 from ._tasks import TASKS, TrainConfig, preset
 
-__all__ = ["build_parser", "parse_config", "run", "main"]
+__all__ = ["build_parser", "parse_config", "run", "main", "load_checkpoint", "UsageError"]
+
+
+class UsageError(ValueError):
+    """A user error (bad flag value, bad file, incompatible resume): one line, exit status 2."""
+
+
+#: settings a ``--resume`` refuses to change: they define the model and its parameters, the data
+#: (and its order), or the optimiser's state layout. Every other flag is applied from the resumed
+#: epoch on and recorded (``resumes`` in the checkpoint and in metrics.json).
+RESUME_REFUSED = frozenset({
+    "task", "hidden_size", "num_layers", "hidden_sizes", "emb_size", "input_encoder", "readout", "init",
+    "learn_threshold", "thr_mean", "cnn", "frame_size", "polarity", "time_bins", "optimizer", "seed",
+    "limit_train", "batch_size",
+})
+_NOT_RECORDED = ("stop_after", "progress")
 
 LM_TASKS = ("ptb", "wikitext2")
 
@@ -64,28 +82,112 @@ _HELP = {
 }
 
 
+# Value checks of the numeric and choice flags (used at parse time and by run() for Python callers):
+# field -> (description of what is expected, predicate)
+def _pos_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _nonneg_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+_EXPECT: Dict[str, Tuple[str, Callable[[Any], bool]]] = {}
+for _n in ("epochs", "batch_size", "eval_batch_size", "hidden_size", "num_layers", "bptt", "emb_size",
+           "frame_size", "time_bins", "step_size"):
+    _EXPECT[_n] = ("a positive integer (>= 1)", _pos_int)
+for _n in ("limit_train", "limit_test", "stop_after", "num_workers", "input_encoder", "readout_steps", "seed"):
+    _EXPECT[_n] = ("an integer >= 0 (0 = off / all)" if _n.startswith(("limit", "stop", "input", "readout"))
+                   else "an integer >= 0", _nonneg_int)
+for _n in ("lr", "dampening_factor", "pseudo_derivative_support", "step_gamma"):
+    _EXPECT[_n] = ("a finite number > 0", lambda v: _num(v) and v > 0)
+for _n in ("weight_decay", "grad_clip", "activity_reg", "voltage_reg"):
+    _EXPECT[_n] = ("a finite number >= 0", lambda v: _num(v) and v >= 0)
+for _n in ("dropout", "dropconnect", "zoneout", "dropout_emb", "dropout_words", "dropout_out", "beta1"):
+    _EXPECT[_n] = ("a number in [0, 1)", lambda v: _num(v) and 0 <= v < 1)
+for _n in ("cosine_start", "activity_target"):
+    _EXPECT[_n] = ("a number in [0, 1]", lambda v: _num(v) and 0 <= v <= 1)
+_EXPECT["thr_mean"] = ("a number in (0, 1) (mean of Beta-distributed thresholds)", lambda v: _num(v) and 0 < v < 1)
+_EXPECT["voltage_target"] = ("a finite number", _num)
+_EXPECT["test_batch_size"] = ("an integer >= 0 (0 = --eval-batch-size)", _nonneg_int)
+_EXPECT["layer_grad_clip"] = ("a finite number >= 0 (0 = off)", lambda v: _num(v) and v >= 0)
+
+_CHOICES: Dict[str, Tuple[str, ...]] = {
+    "readout": READOUTS, "schedule": ("none", "cosine", "step", "cosine_tail"),
+    "optimizer": ("adam", "adamw", "sgd"), "device": ("cpu", "cuda"), "init": ("evnn", "torch"),
+    "cnn": CNNS, "polarity": ("mean", "separate"), "dropout_mask": DROPOUT_SHARES,
+    "lm_state": LM_STATES, "readout_dropout": READOUT_DROPOUTS, "bptt_lr_scale": ("nominal", "bptt"),
+    "reg_form": ("smooth", "evnn"),
+}
+
+
+def _choices(name: str) -> Tuple[str, ...]:
+    if name == "backend":  # registered backends included
+        from ..backends import available_backends
+
+        return ("auto",) + tuple(available_backends())
+    return _CHOICES[name]
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _parse_type(name: str, base: type) -> Callable[[str], Any]:
+    what, ok = _EXPECT[name]
+
+    def convert(text: str) -> Any:
+        try:
+            value = base(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    convert.__name__ = name
+    return convert
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser; every :class:`TrainConfig` field is a flag (default: the task's preset)."""
-    p = argparse.ArgumentParser(
+    from ..cli import OneLineErrorParser
+
+    p = OneLineErrorParser(
         prog="snntorch-egru train",
         description="Train an EGRU on a task (default: scikit-learn digits, offline). Every setting "
                     "defaults to the task's preset (the paper's recipe) and can be overridden.",
+        epilog="Errors in flags, files and folders print one line and exit with status 2 (--debug shows the "
+               "traceback). --resume continues a run: flags that change the model, its data or the optimiser "
+               f"type ({', '.join(_flag(n) for n in sorted(RESUME_REFUSED))}) are refused; every other flag given "
+               "(e.g. --lr, --weight-decay, --epochs) is applied from the resumed epoch on and recorded in "
+               "metrics.json ('resumes').",
     )
     p.add_argument("--task", choices=TASKS, default=argparse.SUPPRESS, help="task (default: digits)")
     p.add_argument("--resume", default=None, metavar="PATH",
-                   help="continue from a run folder or checkpoint.pt (its settings, plus any flags given)")
+                   help="continue from a run folder or checkpoint.pt (its settings, plus any flags given; "
+                        "see below for the flags a resume refuses)")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the Python traceback of an error instead of one line")
     for f in dataclasses.fields(TrainConfig):
         if f.name == "task":
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flag = _flag(f.name)
         help_ = _HELP.get(f.name, "")
         default = f.default
         if isinstance(default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_)
         elif f.name == "hidden_sizes":
-            p.add_argument(flag, type=int, nargs="+", default=argparse.SUPPRESS, help=help_)
-        elif f.name == "device":
-            p.add_argument(flag, choices=("cpu", "cuda"), default=argparse.SUPPRESS, help=help_)
+            p.add_argument(flag, type=_parse_type("hidden_size", int), nargs="+", default=argparse.SUPPRESS,
+                           help=help_)
+        elif f.name in _CHOICES or f.name == "backend":
+            p.add_argument(flag, choices=_choices(f.name), default=argparse.SUPPRESS, help=help_)
+        elif f.name in _EXPECT:
+            p.add_argument(flag, type=_parse_type(f.name, type(default)), default=argparse.SUPPRESS, help=help_)
         else:
             typ = str if default is None else type(default)
             p.add_argument(flag, type=typ, default=argparse.SUPPRESS, help=help_)
@@ -95,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_config(argv: Sequence[str]) -> Tuple[TrainConfig, Optional[str], Dict[str, Any]]:
     """``(config, resume_path, explicit_flags)`` from command-line arguments.
 
-    The config is the task's preset with every given flag applied.
+    The config is the task's preset with every given flag applied. Values that make no
+    sense (a negative limit, a non-finite learning rate, ...) are refused here, as a
+    usage error (``SystemExit(2)`` with a one-line message).
 
     Example::
 
@@ -106,6 +210,7 @@ def parse_config(argv: Sequence[str]) -> Tuple[TrainConfig, Optional[str], Dict[
     """
     ns = vars(build_parser().parse_args(list(argv)))
     resume = ns.pop("resume", None)
+    ns.pop("debug", None)
     task = ns.get("task", "digits")
     cfg = preset(task)
     for k, v in ns.items():
@@ -113,35 +218,59 @@ def parse_config(argv: Sequence[str]) -> Tuple[TrainConfig, Optional[str], Dict[
     return cfg, resume, ns
 
 
+def _check_types(cfg: TrainConfig) -> None:
+    """Strict types for Python callers: a string where a bool or number is expected raises."""
+    for f in dataclasses.fields(TrainConfig):
+        v, default = getattr(cfg, f.name), f.default
+        if f.name == "hidden_sizes":
+            if v is not None and (not isinstance(v, (list, tuple)) or not v or not all(_pos_int(h) for h in v)):
+                raise UsageError(f"--hidden-sizes must be a non-empty list of positive integers, got {v!r}")
+        elif f.name in ("out", "data_dir"):
+            if not (v is None and f.name == "out") and not isinstance(v, (str, os.PathLike)):
+                raise UsageError(f"{_flag(f.name)} must be a folder path (str), got {type(v).__name__} {v!r}")
+        elif isinstance(default, bool):
+            if not isinstance(v, bool):
+                raise UsageError(f"{_flag(f.name)} must be a bool (True/False), got {type(v).__name__} {v!r}")
+        elif isinstance(default, float):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise UsageError(f"{_flag(f.name)} must be a number, got {type(v).__name__} {v!r}")
+        elif isinstance(default, int):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise UsageError(f"{_flag(f.name)} must be an integer, got {type(v).__name__} {v!r}")
+        elif isinstance(default, str):
+            if not isinstance(v, str):
+                raise UsageError(f"{_flag(f.name)} must be a string, got {type(v).__name__} {v!r}")
+
+
 def _validate(cfg: TrainConfig, world: int) -> None:
-    for name in ("epochs", "batch_size", "eval_batch_size", "hidden_size", "num_layers", "bptt"):
+    if cfg.task not in TASKS:
+        raise UsageError(f"--task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
+    _check_types(cfg)
+    for name, (what, ok) in _EXPECT.items():
         v = getattr(cfg, name)
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
+        if not ok(v):
+            raise UsageError(f"{_flag(name)} must be {what}, got {v!r}")
+    for name in list(_CHOICES) + ["backend"]:
+        v, choices = getattr(cfg, name), _choices(name)
+        if v not in choices:
+            raise UsageError(f"{_flag(name)} must be one of {', '.join(map(str, choices))}, got {v!r}")
     if cfg.batch_size % world:
-        raise ValueError(
+        raise UsageError(
             f"--batch-size is the global batch and must be divisible by the number of processes ({world}), "
             f"got {cfg.batch_size}"
         )
-    if cfg.readout not in READOUTS:
-        raise ValueError(f"--readout must be 'last', 'mean', 'rate' or 'state', got {cfg.readout!r}")
-    if cfg.schedule not in ("none", "cosine", "step", "cosine_tail"):
-        raise ValueError(f"--schedule must be one of none, cosine, step, cosine_tail, got {cfg.schedule!r}")
-    if not isinstance(cfg.test_batch_size, int) or cfg.test_batch_size < 0:
-        raise ValueError(f"--test-batch-size must be a non-negative integer (0: --eval-batch-size), "
-                         f"got {cfg.test_batch_size!r}")
-    for name, allowed in (("lm_state", LM_STATES), ("readout_dropout", READOUT_DROPOUTS),
-                          ("bptt_lr_scale", ("nominal", "bptt")), ("reg_form", ("smooth", "evnn")),
-                          ("dropout_mask", DROPOUT_SHARES)):
-        if getattr(cfg, name) not in allowed:
-            raise ValueError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
-                             f"got {getattr(cfg, name)!r}")
-    if not cfg.layer_grad_clip >= 0:
-        raise ValueError(f"--layer-grad-clip must be >= 0 (0: off), got {cfg.layer_grad_clip!r}")
-    if cfg.optimizer not in ("adam", "adamw", "sgd"):
-        raise ValueError(f"--optimizer must be adam, adamw or sgd, got {cfg.optimizer!r}")
     if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was given but torch.cuda.is_available() is False on this machine")
+        raise UsageError("--device cuda was given but torch.cuda.is_available() is False on this machine")
+    if cfg.backend == "cupy":
+        if cfg.device != "cuda" or not torch.cuda.is_available():
+            raise UsageError(f"--backend cupy runs on CUDA only: it needs --device cuda and a GPU, got --device "
+                             f"{cfg.device} (torch.cuda.is_available() is {torch.cuda.is_available()})")
+        import importlib.util
+
+        if importlib.util.find_spec("cupy") is None:
+            raise UsageError("--backend cupy needs CuPy, which is not installed (pip install 'snntorch-egru[cuda12]')")
+    if cfg.out is not None and os.path.exists(cfg.out) and not os.path.isdir(cfg.out):
+        raise UsageError(f"--out {str(cfg.out)!r} is a file; expected a run folder (existing or to create)")
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -281,15 +410,105 @@ def _plot(path: str, raster: Optional[torch.Tensor], history: List[Dict[str, Any
     axes[1].legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        with _io.atomic_open(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=100)
+    finally:
+        plt.close(fig)
     return path
 
 
+#: files of a run folder; the last three describe the checkpoint beside them (written at the end of a run)
+_RUN_FILES = ("checkpoint.pt", "best.pt", "metrics.json", "model.nir", "activity.png")
+_FINAL_FILES = ("metrics.json", "model.nir", "activity.png")
+
+
+def _apply_optimizer_settings(r: "_Run", cfg: TrainConfig) -> None:
+    """After loading a checkpoint's optimiser and scheduler: use this invocation's lr, weight decay and
+    beta1 (momentum for SGD) from the resumed epoch on (the schedule's factor at that epoch applies)."""
+    factor = r.scheduler.lr_lambdas[0](r.scheduler.last_epoch)
+    r.scheduler.base_lrs = [cfg.lr for _ in r.optimizer.param_groups]
+    for g in r.optimizer.param_groups:
+        g["initial_lr"] = cfg.lr
+        g["lr"] = cfg.lr * factor
+        g["weight_decay"] = cfg.weight_decay
+        if "betas" in g:
+            g["betas"] = (cfg.beta1, g["betas"][1])
+        if "momentum" in g:
+            g["momentum"] = cfg.beta1
+    r.scheduler._last_lr = [g["lr"] for g in r.optimizer.param_groups]
+
+
 def _save_checkpoint(path: str, state: Dict[str, Any]) -> None:
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    _io.atomic_save(path, lambda f: torch.save(state, f))
+
+
+def _strict_json(obj: Any, where: str, non_finite: List[str]) -> Any:
+    """``obj`` with every NaN/inf float replaced by None (its key path appended to ``non_finite``)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        non_finite.append(f"{where}={obj!r}")
+        return None
+    if isinstance(obj, dict):
+        return {k: _strict_json(v, f"{where}.{k}" if where else str(k), non_finite) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict_json(v, f"{where}[{i}]", non_finite) for i, v in enumerate(obj)]
+    return obj
+
+
+def _write_metrics(path: str, metrics: Dict[str, Any]) -> Dict[str, Any]:
+    """Write ``metrics`` as strict JSON (RFC 8259: no NaN/Infinity) atomically; returns what was written.
+
+    Non-finite numbers become ``null`` and are listed under ``"non_finite"`` with their original value."""
+    non_finite: List[str] = []
+    clean = _strict_json(metrics, "", non_finite)
+    if non_finite:
+        clean["non_finite"] = {"note": "these values were NaN or infinite (training diverged?) and are "
+                                       "written as null", "values": non_finite}
+    _io.atomic_write_text(path, json.dumps(clean, indent=2, allow_nan=False) + "\n")
+    return clean
+
+
+#: keys every checkpoint written by ``snntorch-egru train`` holds
+_CKPT_KEYS = ("config", "epoch", "model", "optimizer", "scheduler", "history")
+
+
+def load_checkpoint(path: str) -> Dict[str, Any]:
+    """Load a checkpoint of ``snntorch-egru train`` safely (``torch.load(weights_only=True)``).
+
+    Only tensors and plain containers are unpickled, so a crafted file cannot run code; a file
+    that needs anything else is refused. Raises :class:`UsageError` naming the file for a
+    missing, empty, truncated, corrupt, foreign or incomplete checkpoint.
+    """
+    if not os.path.exists(path):
+        raise UsageError(f"--resume: no checkpoint at {path!r} (expected a run folder or a checkpoint.pt file)")
+    if not os.path.isfile(path):
+        raise UsageError(f"--resume: {path!r} is not a file (expected a run folder or a checkpoint.pt file)")
+    if os.path.getsize(path) == 0:
+        raise UsageError(f"--resume: checkpoint {path!r} is empty (0 bytes); expected a torch.save file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UsageError(
+            f"--resume: refused to load {path!r}: it holds objects other than tensors and plain containers, "
+            f"which weights_only loading does not execute ({first})"
+        ) from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, ImportError) as err:
+        msg = " ".join(str(err).split()) or type(err).__name__
+        raise UsageError(f"--resume: {path!r} is not a readable checkpoint (truncated or corrupt?): {msg}") from err
+    if not isinstance(ckpt, dict):
+        raise UsageError(f"--resume: {path!r} holds a {type(ckpt).__name__}, not a snntorch-egru train checkpoint")
+    missing = [k for k in _CKPT_KEYS if k not in ckpt]
+    if missing:
+        raise UsageError(
+            f"--resume: {path!r} is not a snntorch-egru train checkpoint: missing {', '.join(missing)} "
+            f"(expected keys {', '.join(_CKPT_KEYS)})"
+        )
+    if not isinstance(ckpt["config"], dict) or not isinstance(ckpt["history"], list):
+        raise UsageError(f"--resume: {path!r} has a malformed 'config' or 'history' entry")
+    if not isinstance(ckpt["epoch"], int) or ckpt["epoch"] < 0:
+        raise UsageError(f"--resume: {path!r} has an invalid epoch {ckpt['epoch']!r}")
+    return ckpt
 
 
 # ----------------------------------------------------------------------------- the run
@@ -580,17 +799,31 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
     """
     t_start = time.perf_counter()
     ckpt = None
+    resume_changes: Dict[str, Any] = {}
     if resume is not None:
         path = os.path.join(resume, "checkpoint.pt") if os.path.isdir(resume) else resume
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"--resume: no checkpoint at {path} (expected a run folder or checkpoint.pt)")
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        cfg = TrainConfig.from_dict(ckpt["config"])
-        cfg.stop_after = 0  # an interruption is not a setting: run to --epochs unless given again
+        ckpt = load_checkpoint(path)
+        try:
+            saved = TrainConfig.from_dict(ckpt["config"])
+        except TypeError as err:
+            raise UsageError(f"--resume: {path!r} has an unreadable 'config' entry ({err})") from err
+        cfg = dataclasses.replace(saved, stop_after=0)  # an interruption is not a setting: run to --epochs
         for k, v in (explicit or {}).items():
+            old = getattr(saved, k, None)
+            if k in RESUME_REFUSED and v != old:
+                raise UsageError(
+                    f"--resume: {_flag(k)} {v!r} differs from the checkpoint's {old!r}, and a resume cannot change "
+                    f"{_flag(k)} (it defines the model, its data or the optimiser); drop the flag or start a new "
+                    "run in another folder"
+                )
+            if v != old and k not in _NOT_RECORDED:
+                resume_changes[k] = {"from": old, "to": v}
             setattr(cfg, k, v)
         if not (explicit or {}).get("out"):
             cfg.out = os.path.dirname(os.path.abspath(path))
+        if isinstance(cfg.epochs, int) and ckpt["epoch"] > cfg.epochs:
+            raise UsageError(f"--epochs {cfg.epochs} is less than the {ckpt['epoch']} epochs the checkpoint "
+                             "has already completed; give --epochs >= that number")
     info = D.setup(cfg.device)
     try:
         _validate(cfg, info.world_size)
@@ -599,22 +832,33 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
             cfg.out = D.broadcast_object(os.path.join("runs", f"{cfg.task}-{stamp}"), info)
         if info.is_main:
             os.makedirs(cfg.out, exist_ok=True)
+            _io.remove_stale_temporaries(cfg.out, _RUN_FILES)  # left by a killed write
         r = _Run(cfg, info, command)
         r.build()
         history: List[Dict[str, Any]] = []
         start_epoch, wall_before = 0, 0.0
+        resumes: List[Dict[str, Any]] = []
         if ckpt is not None:
-            r.model.load_state_dict(ckpt["model"])
-            r.optimizer.load_state_dict(ckpt["optimizer"])
-            r.scheduler.load_state_dict(ckpt["scheduler"])
-            if r.best is not None and ckpt.get("best"):
-                r.best.load_state_dict(ckpt["best"])
+            try:
+                r.model.load_state_dict(ckpt["model"])
+                r.optimizer.load_state_dict(ckpt["optimizer"])
+                r.scheduler.load_state_dict(ckpt["scheduler"])
+                if r.best is not None and ckpt.get("best"):
+                    r.best.load_state_dict(ckpt["best"])
+            except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as err:
+                first = " ".join(str(err).split())[:300]
+                raise UsageError(f"--resume: the checkpoint does not match the model and optimiser built from its "
+                                 f"settings (written by another version?): {type(err).__name__}: {first}") from err
             history = list(ckpt["history"])
             start_epoch = int(ckpt["epoch"])
             wall_before = float(ckpt.get("wall_time_s", 0.0))
+            _apply_optimizer_settings(r, cfg)
+            resumes = list(ckpt.get("resumes") or [])
+            resumes.append({"at_epoch": start_epoch, "changed": resume_changes})
         t_run = time.perf_counter()
         ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
         done_here = 0
+        finals_removed = False
         for epoch in range(start_epoch, cfg.epochs):
             if cfg.stop_after and done_here >= cfg.stop_after:
                 break
@@ -637,11 +881,17 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
                 msg += f", activity {100 * ev['activity']:.1f}%"
                 if cfg.progress:
                     print(msg, flush=True)
+                if not finals_removed:
+                    # metrics.json, model.nir and activity.png of an earlier invocation describe the checkpoint
+                    # about to be replaced: remove them first, so the folder never pairs them with a newer one
+                    for name in _FINAL_FILES:
+                        _io.remove_durably(os.path.join(cfg.out, name))
+                    finals_removed = True
                 _save_checkpoint(ckpt_path, {
                     "config": cfg.to_dict(), "epoch": epoch + 1, "model": r.model.state_dict(),
                     "optimizer": r.optimizer.state_dict(), "scheduler": r.scheduler.state_dict(),
                     "history": history, "wall_time_s": wall_before + time.perf_counter() - t_run,
-                    "best": r.best.state_dict() if r.best is not None else None,
+                    "best": r.best.state_dict() if r.best is not None else None, "resumes": resumes,
                 })
             D.barrier(info)
         completed = history[-1]["epoch"] if history else 0
@@ -685,7 +935,7 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
             "command": command, "argv": sys.argv, "world_size": info.world_size, "device": str(r.device),
             "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
             "cpu_count": os.cpu_count(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "run_dir": cfg.out, "history": history, "config": cfg.to_dict(),
+            "run_dir": cfg.out, "history": history, "config": cfg.to_dict(), "resumes": resumes,
         })
         if not r.is_lm:
             metrics.update({"train_samples": r.n_train, "test_samples": r.n_test})
@@ -707,8 +957,7 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
         if absent:
             metrics["absent"] = absent
         if info.is_main:
-            with open(os.path.join(cfg.out, "metrics.json"), "w") as f:
-                json.dump(metrics, f, indent=2)
+            _write_metrics(os.path.join(cfg.out, "metrics.json"), metrics)
             print(_summary_line(cfg.task, metrics), flush=True)
         return metrics
     finally:
@@ -716,13 +965,34 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """``snntorch-egru train [options]``; returns the exit status."""
+    """``snntorch-egru train [options]``; returns the exit status (0, 2 for a user error, 130 on Ctrl-C)."""
+    from ..cli import error_line
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    cfg, resume, explicit = parse_config(argv)
+    debug = "--debug" in argv
+    try:
+        cfg, resume, explicit = parse_config(argv)
+    except SystemExit as stop:  # --help (0) or a usage error (2, already printed as one line)
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("snntorch-egru train: interrupted", file=sys.stderr)
+        return 130
     command = "snntorch-egru train" + ("" if not argv else " " + shlex.join(argv))
     try:
         run(cfg, resume=resume, explicit=explicit, command=command)
-    except (FileNotFoundError, ValueError, ImportError) as err:
-        print(f"snntorch-egru train: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        folder = cfg.out or resume
+        where = f" (continue with --resume {shlex.quote(str(folder))})" if folder else ""
+        print(f"snntorch-egru train: interrupted; the run folder keeps the last completed epoch{where}",
+              file=sys.stderr)
+        return 130
+    except (ValueError, OSError, ImportError) as err:
+        if debug:
+            raise
+        print(f"snntorch-egru train: error: {error_line(err)}", file=sys.stderr)
         return 2
     return 0
