@@ -16,8 +16,11 @@ from . import cuda  # registers the "cupy" backend (GPU kernels; CuPy is importe
 from .modules import EGRU, EGRUCell
 from .state import EGRURecord, EGRUState
 from . import interop, norse  # Norse flavour (Norse itself is imported only for Norse threshold methods)
+from . import registration
 
 __version__ = "0.1.0"
+
+registration._register_at_import()  # snnTorch/Norse/NIR entry points handle EGRU (opt out: SNNTORCH_EGRU_REGISTER=0)
 
 __all__ = [
     "EGRU",
@@ -34,5 +37,6 @@ __all__ = [
     "cuda",
     "interop",
     "norse",
+    "registration",
     "__version__",
 ]

@@ -262,14 +262,21 @@ def test_standard_graph_imports_in_snntorch(tmp_path):
     assert 0.0 < layer_spikes < 1.0
 
 
-def test_snntorch_importer_refuses_egru_nodes_loudly():
-    """A foreign importer must fail, not silently run a different network."""
+def test_snntorch_importer_refuses_egru_nodes_loudly_without_registration():
+    """A foreign importer must fail, not silently run a different network (registration off)."""
     from snntorch.import_nir import import_from_nir as snn_import
 
     net = nn.Sequential(nn.Linear(3, 4), se.EGRUCell(4, 5, init_hidden=True))
     graph = senir.export_to_nir(net, torch.zeros(2, 3))
-    with pytest.raises(ValueError, match="Unknown node type .*snntorch_egru.nir.EGRU"):
-        snn_import(graph)
+    se.registration.unregister()
+    try:
+        with pytest.raises(ValueError, match="Unknown node type .*snntorch_egru.nir.EGRU"):
+            snn_import(graph)
+    finally:
+        se.registration.register()
+    stepper = snn_import(graph)  # registered: the EGRU node is built (tests/test_registration.py compares values)
+    out, _ = stepper(torch.zeros(2, 3))
+    assert out.shape == (2, 5)
 
 
 def test_synaptic_and_rleaky_roundtrip(tmp_path):
