@@ -344,7 +344,8 @@ def egru_layer_backward_op(g_y: torch.Tensor, g_c: torch.Tensor, g_o: torch.Tens
             rz[..., H:].contiguous(), n, hn, g_y, g_c, g_o, g_tr)
     grads = grad_products(ga, gqn, dc, tb, dth, xr, y0r, yr, w_ihr, w_t, need, input_is_events)
     dtypes = (x.dtype, y0.dtype, c0.dtype, y0.dtype, w_ih.dtype, w_ih.dtype, w_ih.dtype, w_ih.dtype, theta.dtype)
-    return tuple(_empty(x) if g is None else g.to(dt) for g, dt in zip(grads, dtypes))  # type: ignore[return-value]
+    return tuple(_empty(x) if g is None else g.to(dt).contiguous()  # type: ignore[return-value]
+                 for g, dt in zip(grads, dtypes))
 
 
 @egru_layer_backward_op.register_fake

@@ -211,6 +211,11 @@ def resolve_backend(name: str, call: LayerCall) -> _Backend:
 
 def _run_reference(call: LayerCall) -> F.EGRUStepOutput:
     w_hh = call.weight_hh if call.dropconnect_mask is None else call.weight_hh * call.dropconnect_mask
+    if call.x.shape[0] == 0:  # empty sequences that still belong to the graph (as torch.nn.GRU's)
+        from ._op import EGRUWeights, _zero_length
+
+        return _zero_length(call.x, call.y0, EGRUWeights(call.weight_ih, w_hh, call.bias_ih, call.bias_hh,
+                                                         call.threshold))
     return F.egru_sequence(
         call.x, call.y0, call.c0, call.trace0,
         call.weight_ih, w_hh, call.bias_ih, call.bias_hh, call.threshold,
