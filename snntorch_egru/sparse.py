@@ -221,6 +221,8 @@ def native_library() -> Any:
     except Exception as exc:  # noqa: BLE001 - not built, damaged or incompatible: fall back, loudly
         _native_lib = None
         _native_reason = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, ModuleNotFoundError) and exc.name == _NATIVE_MODULE:
+            _native_reason = "it was not built when the package was installed (no C compiler?)"
         warnings.warn(
             f"snntorch-egru: the native CPU helper is unavailable ({_native_reason}); using the "
             "pure-PyTorch path (same results, about 2-5x slower on the CPU). It is built when the "
