@@ -29,42 +29,17 @@ step-by-step reference (:func:`snntorch_egru.functional.egru_sequence`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
 from . import functional as F
+from .backends import EGRUOptions, EGRUWeights
 from .surrogate import EGRUSurrogate, _HeavisideNoGrad
 
 RESET_CODES = {"subtract": 0, "zero": 1, "none": 2}
 _RESET_NAMES = {v: k for k, v in RESET_CODES.items()}
 _COMPUTE_DTYPES = (torch.float32, torch.float64)
-
-
-# ------------------------------------------------------------------------------------------
-# named bundles (Norse style)
-
-
-@dataclass(frozen=True)
-class EGRUWeights:
-    """The tensors of one layer: ``w_ih [3H, I]``, ``w_hh [3H, H]``, ``b_ih``/``b_hh [3H]`` or None, ``threshold [H]``."""
-
-    w_ih: torch.Tensor
-    w_hh: torch.Tensor
-    b_ih: Optional[torch.Tensor]
-    b_hh: Optional[torch.Tensor]
-    threshold: torch.Tensor
-
-
-@dataclass(frozen=True)
-class EGRUOptions:
-    """Non-tensor settings of one layer call."""
-
-    spike_fn: Callable[[torch.Tensor], torch.Tensor]
-    reset: str = "subtract"
-    zoneout_p: float = 0.0
-    input_is_events: bool = False
 
 
 def surrogate_params(spike_fn: object) -> Optional[Tuple[float, float]]:

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from . import _checks
-from ._op import EGRUWeights, check_layer_args
+from ._op import check_layer_args
 from . import functional as F
-from .backends import LayerCall, get_backend, resolve_backend
+from .backends import EGRUWeights, LayerCall, get_backend, resolve_backend
 from .state import EGRURecord, EGRUState
 from .surrogate import EGRUSurrogate, heaviside
 

@@ -48,9 +48,9 @@ from typing import Any, Callable, NamedTuple, Optional, Tuple, Union
 import torch
 
 from . import _checks
-from ._op import EGRUWeights, check_layer_args
+from ._op import check_layer_args
 from . import functional as F
-from .backends import LayerCall, get_backend, resolve_backend
+from .backends import EGRUWeights, LayerCall, get_backend, resolve_backend
 from .modules import _EGRUBase
 from .state import EGRUState as _LayerEGRUState
 from .surrogate import EGRUSurrogate

@@ -72,7 +72,7 @@ from typing import Any, Callable, Optional, Tuple
 import torch
 
 from . import functional as F
-from .backends import LayerCall, register_backend
+from .backends import EGRUOptions, EGRUWeights, LayerCall, register_backend
 from .surrogate import EGRUSurrogate
 
 __all__ = [
@@ -634,7 +634,7 @@ def egru_sequence_fused(
         >>> out.y.shape
         torch.Size([6, 2, 5])
     """
-    from ._op import EGRUOptions, EGRUWeights, egru_layer_call
+    from ._op import egru_layer_call
 
     if spike_fn is None:
         spike_fn = EGRUSurrogate(0.7, 1.0)
@@ -644,11 +644,11 @@ def egru_sequence_fused(
 
 
 def _run_backend(call: LayerCall) -> F.EGRUStepOutput:
-    return egru_sequence_fused(
-        call.x, call.y0, call.c0, call.trace0, call.weight_ih, call.weight_hh, call.bias_ih, call.bias_hh,
-        call.threshold, spike_fn=call.spike_fn, reset=call.reset, zoneout_mask=call.zoneout_mask,
-        zoneout_p=call.zoneout_p, dropconnect_mask=call.dropconnect_mask, input_is_events=call.input_is_events,
-    )
+    from ._op import egru_layer_call
+
+    s = call.state
+    return egru_layer_call(call.x, s.y, s.c, s.trace, call.weights, call.options,
+                           zoneout_mask=call.zoneout_mask, dropconnect_mask=call.dropconnect_mask)
 
 
 def _available(call: LayerCall) -> bool:

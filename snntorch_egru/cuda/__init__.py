@@ -153,13 +153,10 @@ def run(call: LayerCall, launcher: Optional[Launcher] = None) -> EGRUStepOutput:
         if reason is not None:
             raise RuntimeError(reason)
         # the CuPy kernels behind the snntorch_egru::egru_layer operator (torch.compile/export safe)
-        from .._op import EGRUOptions, EGRUWeights, egru_layer_call
+        from .._op import egru_layer_call
 
-        return egru_layer_call(
-            call.x, call.y0, call.c0, call.trace0,
-            EGRUWeights(call.weight_ih, call.weight_hh, call.bias_ih, call.bias_hh, call.threshold),
-            EGRUOptions(call.spike_fn, call.reset, call.zoneout_p, call.input_is_events),
-            zoneout_mask=call.zoneout_mask, dropconnect_mask=call.dropconnect_mask)
+        return egru_layer_call(call.x, call.y0, call.c0, call.trace0, call.weights, call.options,
+                               zoneout_mask=call.zoneout_mask, dropconnect_mask=call.dropconnect_mask)
     if _surrogate_params(call.spike_fn) is None:
         raise RuntimeError(f"unsupported spike_fn {call.spike_fn!r} for the EGRU kernels")
     if call.x.shape[0] == 0 or call.x.shape[1] == 0:  # no steps or no samples: nothing to launch
