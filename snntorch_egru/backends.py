@@ -291,6 +291,10 @@ def resolve_backend(name: str, call: LayerCall) -> _Backend:
 
 
 def _run_reference(call: LayerCall) -> F.EGRUStepOutput:
+    from ._op import check_layer_args
+
+    # the same checks as the operator's (e.g. parameters replaced through .data): clear errors
+    check_layer_args(call.x, call.y0, call.c0, call.trace0, call.weights, call.zoneout_mask, call.dropconnect_mask)
     w_hh = call.weight_hh if call.dropconnect_mask is None else call.weight_hh * call.dropconnect_mask
     if call.x.shape[0] == 0:  # empty sequences that still belong to the graph (as torch.nn.GRU's)
         from ._op import EGRUWeights, _zero_length

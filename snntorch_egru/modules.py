@@ -15,9 +15,8 @@ import torch
 from torch import nn
 
 from . import _checks
-from ._op import check_layer_args
 from . import functional as F
-from .backends import EGRUWeights, LayerCall, get_backend, resolve_backend
+from .backends import LayerCall, get_backend, resolve_backend
 from .state import EGRURecord, EGRUState
 from .surrogate import EGRUSurrogate, heaviside
 
@@ -568,10 +567,6 @@ class EGRU(_EGRUBase):
                 zoneout_mask=zo_mask, zoneout_p=zo_p, input_is_events=k > 0, layer_index=k,
                 counters=getattr(self, "_counters", None),
             )
-            # every backend gets checked tensors (e.g. parameters replaced through .data)
-            check_layer_args(call.x, call.y0, call.c0, call.trace0,
-                             EGRUWeights(call.weight_ih, call.weight_hh, call.bias_ih, call.bias_hh,
-                                         call.threshold), zo_mask, dc_mask)
             seq = resolve_backend(self.backend, call).run(call)
             if T > 0:
                 finals_y.append(seq.y[-1])

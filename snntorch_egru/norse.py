@@ -48,9 +48,8 @@ from typing import Any, Callable, NamedTuple, Optional, Tuple, Union
 import torch
 
 from . import _checks
-from ._op import check_layer_args
 from . import functional as F
-from .backends import EGRUWeights, LayerCall, get_backend, resolve_backend
+from .backends import LayerCall, get_backend, resolve_backend
 from .modules import _EGRUBase
 from .state import EGRUState as _LayerEGRUState
 from .surrogate import EGRUSurrogate
@@ -523,9 +522,6 @@ class EGRURecurrent(_NorseEGRUBase):
             threshold=self._effective_threshold(self.threshold), spike_fn=self.spike_grad,
             reset=self.p.reset, counters=getattr(self, "_counters", None),
         )
-        check_layer_args(call.x, call.y0, call.c0, call.trace0,
-                         EGRUWeights(call.weight_ih, call.weight_hh, call.bias_ih, call.bias_hh, call.threshold),
-                         None)
         seq = resolve_backend(self.backend, call).run(call)
         out = seq.y
         if self.record_states:

@@ -185,6 +185,9 @@ def _load_native() -> Any:
         fn = getattr(lib, f"masked_rowdot_{suf}")
         fn.argtypes = [vp, vp, i64, i64, vp, i64, vp, i64]
         fn.restype = ctypes.c_int
+        fn = getattr(lib, f"transpose_{suf}")
+        fn.argtypes = [vp, i64, i64, vp]
+        fn.restype = None
         fn = getattr(lib, f"egru_fwd_{suf}")
         fn.argtypes = [i64, i64, i64] + [vp] * 8 + [ctypes.c_double, ctypes.c_int, ctypes.c_double,
                                                    ctypes.c_double] + [vp] * 8
@@ -232,14 +235,15 @@ def native_library() -> Any:
     return _native_lib
 
 
-def _native_fns(dtype: torch.dtype) -> Optional[Tuple[Any, Any, Any]]:
+def _native_fns(dtype: torch.dtype) -> Optional[Tuple[Any, Any, Any, Any]]:
     if not _USE_NATIVE or dtype not in (torch.float32, torch.float64):
         return None
     lib = native_library()
     if lib is None:
         return None
     suf = "f32" if dtype == torch.float32 else "f64"
-    return getattr(lib, f"gather_axpy_{suf}"), getattr(lib, f"masked_rowdot_{suf}"), getattr(lib, f"egru_fwd_{suf}")
+    return (getattr(lib, f"gather_axpy_{suf}"), getattr(lib, f"masked_rowdot_{suf}"), getattr(lib, f"egru_fwd_{suf}"),
+            getattr(lib, f"transpose_{suf}"))
 
 
 #: Use the native helpers when they can be built (tests switch this off to cover the torch path).
@@ -333,6 +337,17 @@ def _native_ok(*tensors: torch.Tensor) -> bool:
     return all(t.dtype == dt and t.device.type == "cpu" and t.is_contiguous() for t in tensors)
 
 
+def _transpose(w_hh: torch.Tensor, native: Optional[Tuple[Any, ...]]) -> torch.Tensor:
+    """A new contiguous ``W_hh^T`` [H, 3H] (tiled native transpose when available: torch's strided
+    copy of a large matrix is ~10x slower than a plain copy)."""
+    rows, cols = w_hh.shape
+    out = w_hh.new_empty(cols, rows)
+    if native is not None and w_hh.is_contiguous() and _native_ok(w_hh, out):
+        native[3](w_hh.data_ptr(), rows, cols, out.data_ptr())
+        return out
+    return out.copy_(w_hh.t())
+
+
 def _run_forward(reset: str, zoneout_p: float, input_is_events: bool, x: torch.Tensor, y0: torch.Tensor,
                  c0: torch.Tensor, trace0: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
                  b_ih: torch.Tensor, b_hh: torch.Tensor, theta: torch.Tensor, zo_mask: Optional[torch.Tensor],
@@ -349,9 +364,9 @@ def _run_forward(reset: str, zoneout_p: float, input_is_events: bool, x: torch.T
         gi = torch.addmm(b_ih, x2, w_ih.t()).view(T, B, 3 * H)
     # W_hh^T [H, 3H] (one unit = one contiguous row), transposed once per call and reused by
     # this call's backward: no cache across calls, so nothing can go stale.
-    w_t = x.new_empty(H, 3 * H).copy_(w_hh.t())
-    dense = _FORCE_DENSE or _weights_small(w_t)
     native = _native_fns(x.dtype) if x.device.type == "cpu" else None
+    w_t = _transpose(w_hh, native)
+    dense = _FORCE_DENSE or _weights_small(w_t)
     new = x.new_empty
     ys, cs, os_, trs = new(T, B, H), new(T, B, H), new(T, B, H), new(T, B, H)
     if native is not None and not _FORCE_DENSE and B <= NATIVE_SEQ_MAX_BATCH:

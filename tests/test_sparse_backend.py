@@ -318,3 +318,11 @@ def test_backward_twice_with_retain_graph():
     (g_ref,) = torch.autograd.grad(ref(x)[0].sum(), x)
     torch.testing.assert_close(g1, g2, rtol=0, atol=0)
     torch.testing.assert_close(g1, g_ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_transpose_helper_is_exact(dtype):
+    w = torch.randn(3 * 37, 37, dtype=dtype)
+    native = sparse._native_fns(dtype)
+    for fns in ([native] if native is not None else []) + [None]:
+        assert torch.equal(sparse._transpose(w, fns), w.t())

@@ -117,6 +117,23 @@ EGRU_HOT void egru_fwd_##SUF(int64_t tn, int64_t b, int64_t h, const T* gi, cons
 SEQ(float, f32, expf, tanhf)
 SEQ(double, f64, exp, tanh)
 
+/* dst[cols, rows] = src[rows, cols]^T in 32 x 32 tiles (a plain strided copy of a large matrix
+ * misses the cache on every element of one side). */
+#define TRANSPOSE(T, SUF)                                                                   \
+EGRU_HOT void transpose_##SUF(const T* src, int64_t rows, int64_t cols, T* dst) {          \
+    const int64_t TILE = 32;                                                              \
+    for (int64_t i0 = 0; i0 < rows; i0 += TILE) {                                         \
+        const int64_t i1 = i0 + TILE < rows ? i0 + TILE : rows;                           \
+        for (int64_t j0 = 0; j0 < cols; j0 += TILE) {                                     \
+            const int64_t j1 = j0 + TILE < cols ? j0 + TILE : cols;                       \
+            for (int64_t j = j0; j < j1; ++j)  /* contiguous writes, reads within the tile */ \
+                for (int64_t i = i0; i < i1; ++i) dst[j * rows + i] = src[i * cols + j];  \
+        }                                                                                 \
+    }                                                                                     \
+}
+TRANSPOSE(float, f32)
+TRANSPOSE(double, f64)
+
 /* A module with no Python-level functions: importing it only proves the file is a complete,
  * loadable build for this interpreter; the functions above are reached through ctypes. */
 static struct PyModuleDef egru_native_module = {PyModuleDef_HEAD_INIT, "_egru_native",
