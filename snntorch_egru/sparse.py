@@ -1,9 +1,10 @@
 """Event-driven EGRU on CPU: a fused sequence function with a hand-written sparse backward.
 
 This module registers the ``"torch"`` backend (priority 10), which
-``EGRU(backend="auto")`` uses by default for CPU tensors. One
-:class:`torch.autograd.Function` covers a whole layer sequence, so autograd
-records a single node per layer instead of a tape of ~20 ops per step.
+``EGRU(backend="auto")`` uses by default for CPU tensors, and holds the CPU
+launcher of the custom operator ``torch.ops.snntorch_egru.egru_layer``
+(``snntorch_egru/_op.py``): one node per layer sequence for autograd,
+``torch.compile`` and ``torch.export``, instead of a tape of ~20 ops per step.
 
 Forward:
     * the input projection ``x W_ih^T + b_ih`` for all steps in one matrix product
@@ -30,24 +31,23 @@ pre-reset state is rebuilt as ``where(o, y, c)``. The backward builds its
 per-unit coefficients chunk by chunk of time steps, so its own temporaries stay
 small; measured peak training memory (``snntorch-egru bench --memory``) is below
 autograd through the step-by-step reference. The contiguous ``W_hh^T`` copy is
-cached per weight tensor (one extra ``[H, 3H]`` per layer) and refreshed when
-the weight changes (version counter, storage, and a strided probe that also
-catches ``.data`` updates).
+made once per call (tiled native transpose) and reused by that call's backward;
+nothing is cached across calls, so in-place and ``.data`` edits are always seen.
 
-Native helpers: when a C compiler is present, a few lines of C (compiled at first
-use in about 0.4 s and cached) run the whole forward time loop for batches up to
-:data:`NATIVE_SEQ_MAX_BATCH` (the per-step Python/dispatch cost otherwise exceeds
-a whole ``torch.nn.GRU`` step at H = 256), per-sample gathers for larger batches
-and the backward's masked row products. Without a compiler (or with
-``SNNTORCH_EGRU_NATIVE=0``) the same computation runs in pure torch.
+Native helpers: a small C library built when the package is installed
+(``snntorch_egru/_native``, optional extension) runs the whole forward time loop
+for batches up to :data:`NATIVE_SEQ_MAX_BATCH` (the per-step Python/dispatch cost
+otherwise exceeds a whole ``torch.nn.GRU`` step at H = 256), per-sample gathers
+for larger batches and the backward's masked row products. It is reached only
+from inside the operator, after every argument was checked. When it is missing
+or cannot be loaded, a warning names the cause once and the same computation
+runs in pure torch; ``SNNTORCH_EGRU_NATIVE=0`` switches it off silently.
 
 Surrogates: :class:`~snntorch_egru.surrogate.EGRUSurrogate` (triangle, compact
 support) and :func:`~snntorch_egru.surrogate.heaviside` take the sparse path.
-Any other spike function (e.g. ``snntorch.surrogate.atan()``, whose gradient
-never vanishes) falls back to a dense recurrent backward, with the
-pseudo-derivative obtained by differentiating the spike function itself
-(``torch.autograd.grad`` on ``spike_fn(v)``, so it must act element-wise); its
-forward is also the spike function's own output.
+Any other spike function (e.g. ``snntorch.surrogate.atan()``, a Python callable
+the operator cannot carry) runs the step-by-step reference
+(:func:`snntorch_egru.functional.egru_sequence`).
 
 Example::
 
