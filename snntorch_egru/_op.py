@@ -204,6 +204,13 @@ def _real(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _cupy_usable() -> bool:
+    """CuPy present: CUDA tensors run the CuPy kernels; otherwise the torch launcher (any device)."""
+    from .cuda import cupy_available
+
+    return cupy_available()
+
+
 def _cpu_forward(x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, zo, zoneout_p, reset, gamma, eps,
                  input_is_events, need_saved):
     from . import sparse
@@ -253,10 +260,10 @@ def egru_layer_op(x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0: t
                   zoneout_p: float, reset: int, gamma: float, eps: float, input_is_events: bool,
                   need_saved: bool) -> _OpOut:
     """One EGRU layer over ``[T, B, I]`` -> ``(y, c, o, trace, rz, n, hn, w_t)`` (last four: saved state)."""
-    if x.device.type == "cpu":
+    if x.device.type == "cpu" or not _cupy_usable():
         res = _cpu_forward(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, zoneout_mask, zoneout_p, reset,
                            gamma, eps, input_is_events, need_saved)
-    elif x.device.type == "cuda":
+    elif x.device.type == "cuda":  # the CuPy kernels
         res = _cuda_forward(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, zoneout_mask, zoneout_p, reset,
                             gamma, eps, input_is_events, need_saved)
     else:
@@ -303,7 +310,7 @@ def egru_layer_backward_op(g_y: torch.Tensor, g_c: torch.Tensor, g_o: torch.Tens
     cv = lambda t: None if t is None else t.detach().to(real).contiguous()  # noqa: E731
     args = [cv(t) for t in (g_y, g_c, g_o, g_tr, x, y0, c0, w_ih, theta, zoneout_mask, y, c, o)]
     g_y, g_c, g_o, g_tr, xr, y0r, c0r, w_ihr, thr, zo, yr, cr, or_ = args
-    if x.device.type == "cpu":
+    if x.device.type == "cpu" or not _cupy_usable():
         from .sparse import _cpu_backward
 
         ga, gqn, dc, tb, dth = _cpu_backward(gamma, eps, _RESET_NAMES[reset], zoneout_p, g_y, g_c, g_o, g_tr,

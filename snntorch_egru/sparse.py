@@ -460,7 +460,7 @@ def _cpu_backward(gamma: float, eps: float, reset: str, zoneout_p: float, gy: to
     """Backward loop of the CPU launcher: ``(ga, gqn, dc0, trace grad, dtheta)`` (see ``_op.grad_products``)."""
     T, B, H = ys.shape
     dense = _FORCE_DENSE or _weights_small(w_t)
-    native = _native_fns(ys.dtype)
+    native = _native_fns(ys.dtype) if ys.device.type == "cpu" else None
     # q_t (gradient of the recurrent pre-activations, [B, 3H]) for every step; the input-side
     # gradient a_t differs only in its n block, a_n = q_n / r, kept separately
     q_all = ys.new_empty(T, B, 3, H)
