@@ -494,3 +494,28 @@ def test_zero_length_sequence_output_has_grad_fn(backend):
     assert out.shape == (0, B, H) and out.grad_fn is not None
     out.sum().backward()
     assert rnn.weight_ih_l0.grad is not None and float(rnn.weight_ih_l0.grad.abs().sum()) == 0.0
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_verified_weight_cache_never_misses_an_edit(monkeypatch, use_native):
+    """The cross-call W_hh^T cache (large weights) is checked bitwise: every edit is seen."""
+    monkeypatch.setattr(sparse, "SMALL_WEIGHT_BYTES", 0)  # cache even these small weights
+    monkeypatch.setattr(sparse, "_USE_NATIVE", use_native)
+    monkeypatch.setattr(sparse, "_WT_CACHE", type(sparse._WT_CACHE)())
+    fast, ref = _pair(layers=2, dtype=torch.float64)
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x)[0], ref(x)[0], rtol=1e-10, atol=1e-10)
+        assert len(sparse._WT_CACHE) == 2
+        cached = [v[1] for v in sparse._WT_CACHE.values()]
+        fast(x)
+        assert [v[1] for v in sparse._WT_CACHE.values()] == cached  # hits: the same tensors
+        for m in (fast, ref):
+            m.weight_hh_l0.data[:, 1:] *= 3  # no version bump, element 0 unchanged
+            m.weight_hh_l1.data[-1, -1] += 1e-12  # one element, a tiny change
+        torch.testing.assert_close(fast(x)[0], ref(x)[0], rtol=1e-10, atol=1e-10)
+    with torch.inference_mode():
+        for m in (fast, ref):
+            m.weight_hh_l0.add_(0.01)
+        torch.testing.assert_close(fast(x)[0], ref(x)[0], rtol=1e-10, atol=1e-10)
+    _assert_equal_runs(_loss_and_grads(fast, x), _loss_and_grads(ref, x), rtol=1e-10, atol=1e-10)
