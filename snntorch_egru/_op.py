@@ -165,7 +165,9 @@ def grad_products(ga: torch.Tensor, gqn: torch.Tensor, dc: torch.Tensor, tb: tor
         w_ih: ``[3H, I]``; w_t: ``[H, 3H]`` = effective ``W_hh^T``.
         need: which of the nine gradients are needed.
     """
-    from .sparse import _sparse_left_mm
+    from .sparse import _native_fns, _sparse_left_mm, _transpose
+
+    native = _native_fns(ga.dtype) if ga.device.type == "cpu" else None
 
     T, B, H = gqn.shape
     I = x.shape[-1]
@@ -182,11 +184,12 @@ def grad_products(ga: torch.Tensor, gqn: torch.Tensor, dc: torch.Tensor, tb: tor
         out[3] = F.TRACE_DECAY * tb
     if need[4]:
         x2 = x.reshape(T * B, I)
-        out[4] = _sparse_left_mm(x2.t(), ga2).t() if input_is_events else ga2.t() @ x2
+        # [3H, I]; from the events (CSR) for a lower layer's output, transposed by the tiled helper
+        out[4] = _transpose(_sparse_left_mm(x2.t(), ga2), native) if input_is_events else ga2.t() @ x2
     if need[5]:
         y_prev = torch.cat([y0.unsqueeze(0), ys[:-1]], 0).reshape(T * B, H)
         q = torch.cat([ga2[:, :2 * H], gqn2], 1)
-        out[5] = _sparse_left_mm(y_prev.t(), q).t()  # [3H, H], from the events only
+        out[5] = _transpose(_sparse_left_mm(y_prev.t(), q), native)  # [3H, H], from the events only
     if need[6]:
         out[6] = ga2.sum(0)
     if need[7]:
