@@ -165,9 +165,7 @@ def grad_products(ga: torch.Tensor, gqn: torch.Tensor, dc: torch.Tensor, tb: tor
         w_ih: ``[3H, I]``; w_t: ``[H, 3H]`` = effective ``W_hh^T``.
         need: which of the nine gradients are needed.
     """
-    from .sparse import _native_fns, _sparse_left_mm, _transpose
-
-    native = _native_fns(ga.dtype) if ga.device.type == "cpu" else None
+    from .sparse import _sparse_left_mm
 
     T, B, H = gqn.shape
     I = x.shape[-1]
@@ -184,12 +182,14 @@ def grad_products(ga: torch.Tensor, gqn: torch.Tensor, dc: torch.Tensor, tb: tor
         out[3] = F.TRACE_DECAY * tb
     if need[4]:
         x2 = x.reshape(T * B, I)
-        # [3H, I]; from the events (CSR) for a lower layer's output, transposed by the tiled helper
-        out[4] = _transpose(_sparse_left_mm(x2.t(), ga2), native) if input_is_events else ga2.t() @ x2
+        # [3H, I]; from the events (CSR) for a lower layer's output: a transposed view [I, 3H]^T
+        out[4] = _sparse_left_mm(x2.t(), ga2).t() if input_is_events else ga2.t() @ x2
     if need[5]:
         y_prev = torch.cat([y0.unsqueeze(0), ys[:-1]], 0).reshape(T * B, H)
         q = torch.cat([ga2[:, :2 * H], gqn2], 1)
-        out[5] = _transpose(_sparse_left_mm(y_prev.t(), q), native)  # [3H, H], from the events only
+        # [3H, H] as a transposed view of [H, 3H] (from the events only; CSR when sparse). The
+        # copy into .grad's layout is AccumulateGrad's; transposing here would cost the same again.
+        out[5] = _sparse_left_mm(y_prev.t(), q).t()
     if need[6]:
         out[6] = ga2.sum(0)
     if need[7]:
@@ -329,8 +329,16 @@ def egru_layer_backward_op(g_y: torch.Tensor, g_c: torch.Tensor, g_o: torch.Tens
             rz[..., H:].contiguous(), n, hn, g_y, g_c, g_o, g_tr)
     grads = grad_products(ga, gqn, dc, tb, dth, xr, y0r, yr, w_ihr, w_t, need, input_is_events)
     dtypes = (x.dtype, y0.dtype, c0.dtype, y0.dtype, w_ih.dtype, w_ih.dtype, w_ih.dtype, w_ih.dtype, theta.dtype)
-    return tuple(_empty(x) if g is None else g.to(dt).contiguous()  # type: ignore[return-value]
-                 for g, dt in zip(grads, dtypes))
+    # strides as the fake declares: dW_hh (and dW_ih from events) are transposed views
+    transposed = {5} | ({4} if input_is_events else set())
+    return tuple(_empty(x) if g is None else _layout(g.to(dt), k in transposed)  # type: ignore[return-value]
+                 for k, (g, dt) in enumerate(zip(grads, dtypes)))
+
+
+def _layout(g: torch.Tensor, transposed: bool) -> torch.Tensor:
+    if transposed:
+        return g if g.t().is_contiguous() else g.t().contiguous().t()
+    return g.contiguous()
 
 
 @egru_layer_backward_op.register_fake
@@ -340,7 +348,9 @@ def _(g_y, g_c, g_o, g_tr, x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n,
     H = y0.shape[-1]
     shapes = [(T, B, I), (B, H), (B, H), (B, H), (3 * H, I), (3 * H, H), (3 * H,), (3 * H,), (H,)]
     refs = [x, y0, c0, y0, w_ih, w_ih, w_ih, w_ih, theta]
-    return tuple(r.new_empty(s) if k else r.new_empty(0) for s, r, k in zip(shapes, refs, need))
+    transposed = {5} | ({4} if input_is_events else set())
+    return tuple((r.new_empty(s[::-1]).t() if i in transposed else r.new_empty(s)) if k else r.new_empty(0)
+                 for i, (s, r, k) in enumerate(zip(shapes, refs, need)))
 
 
 def _setup_context(ctx, inputs, output):
@@ -354,7 +364,7 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n, hn, w_t)
     ctx.scalars = (zoneout_p, reset, gamma, eps, input_is_events)
     ctx.has_bias = (b_ih is not None, b_hh is not None)
-    ctx.set_materialize_grads(True)
+    ctx.set_materialize_grads(False)  # only the four sequence gradients are used (zeros made below)
 
 
 def _backward(ctx, g_y, g_c, g_o, g_tr, *_saved_grads):
@@ -366,6 +376,7 @@ def _backward(ctx, g_y, g_c, g_o, g_tr, *_saved_grads):
             "the EGRU operator's backward is not differentiable (double backward / create_graph=True); "
             "use EGRU(..., backend='reference') for higher-order gradients")
     x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n, hn, w_t = ctx.saved_tensors
+    g_y, g_c, g_o, g_tr = (torch.zeros_like(y) if g is None else g for g in (g_y, g_c, g_o, g_tr))
     ni = ctx.needs_input_grad
     need = [bool(ni[0]), bool(ni[1]), bool(ni[2]), bool(ni[3]), bool(ni[4]), bool(ni[5]),
             bool(ni[6]) and ctx.has_bias[0], bool(ni[7]) and ctx.has_bias[1], bool(ni[8])]
