@@ -3,10 +3,48 @@ what was expected and what was given."""
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, ContextManager, Optional, Sequence
 
 import torch
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def flag(name: str, value: Any) -> bool:
+    """A strict bool flag: ``True``/``False`` (or a NumPy bool), never a string or a number."""
+    if isinstance(value, bool):
+        return value
+    if type(value).__name__ == "bool_" and type(value).__module__ == "numpy":
+        return bool(value)
+    raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r} (pass True or False)")
+
+
+def autocast_active(x: torch.Tensor) -> bool:
+    """Whether autocast is enabled for ``x``'s device type."""
+    dev = x.device.type
+    if dev not in ("cpu", "cuda"):
+        return False
+    try:
+        return torch.is_autocast_enabled(dev)
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled() if dev == "cpu" else torch.is_autocast_enabled()
+
+
+def float32_region(x: torch.Tensor) -> ContextManager[Any]:
+    """Autocast policy of the EGRU modules: the recurrence runs (and returns) in the parameters'
+    dtype with autocast switched off, as ``torch.nn.GRU`` does under CPU autocast."""
+    if autocast_active(x):
+        return torch.autocast(device_type=x.device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def to_param_dtype(x: Optional[torch.Tensor], ref: torch.Tensor) -> Optional[torch.Tensor]:
+    """Under autocast, a lower-precision floating input is cast to the parameters' dtype."""
+    if x is not None and x.dtype != ref.dtype and x.dtype in _LOW_PRECISION and autocast_active(x):
+        return x.to(ref.dtype)
+    return x
 
 
 
@@ -93,7 +131,7 @@ def tensor_input(name: str, x: Any, ranks: Sequence[int], feature_size: int, ref
 def same_dtype(name: str, x: torch.Tensor, ref: torch.Tensor) -> None:
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor ({ref.dtype}), got dtype {x.dtype}")
-    if x.dtype != ref.dtype:
+    if x.dtype != ref.dtype and not (x.dtype in _LOW_PRECISION and autocast_active(x)):
         raise TypeError(
             f"{name} has dtype {x.dtype} but the module's parameters are {ref.dtype}; "
             f"convert one of them (e.g. module.to({ref.dtype}) or {name}.to({ref.dtype}))"

@@ -6,20 +6,79 @@ float64. ``"reference"`` is that function itself (autograd through every step).
 Faster backends register themselves here with :func:`register_backend`.
 
 ``EGRU(..., backend=...)`` picks one by name; ``"auto"`` asks each registered
-backend's ``available(x)`` predicate in priority order and falls back to
+backend's ``available(call)`` predicate in priority order and falls back to
 ``"reference"``.
+
+The built-in fast backends (``"torch"`` on the CPU, ``"cupy"`` on CUDA) both run
+the custom operator ``torch.ops.snntorch_egru.egru_layer`` (one node for
+``torch.compile``/``torch.export``/``torch.jit.trace``; see
+``docs/guide/sparse_bptt.md``). A backend receives a :class:`LayerCall`; its
+:attr:`LayerCall.weights`, :attr:`LayerCall.options` and :attr:`LayerCall.state`
+give the same fields as the small named bundles :class:`EGRUWeights`,
+:class:`EGRUOptions` and :class:`~snntorch_egru.EGRUState`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
 from . import functional as F
 
-__all__ = ["LayerCall", "register_backend", "unregister_backend", "get_backend", "available_backends", "resolve_backend"]
+__all__ = ["LayerCall", "EGRUWeights", "EGRUOptions", "register_backend", "unregister_backend", "get_backend", "available_backends", "resolve_backend"]
+
+
+@dataclass(frozen=True)
+class EGRUWeights:
+    """The tensors of one EGRU layer (Norse-style parameter bundle).
+
+    Attributes:
+        w_ih: ``[3H, I]`` input weights (gate order r, z, n).
+        w_hh: ``[3H, H]`` recurrent weights.
+        b_ih, b_hh: ``[3H]`` biases or ``None``.
+        threshold: ``[H]`` thresholds (already clamped if the module clamps them).
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru.backends import EGRUWeights
+        >>> w = EGRUWeights(torch.zeros(12, 3), torch.zeros(12, 4), None, None, torch.full((4,), 0.3))
+        >>> w.w_hh.shape
+        torch.Size([12, 4])
+    """
+
+    w_ih: torch.Tensor
+    w_hh: torch.Tensor
+    b_ih: Optional[torch.Tensor]
+    b_hh: Optional[torch.Tensor]
+    threshold: torch.Tensor
+
+
+@dataclass(frozen=True)
+class EGRUOptions:
+    """The non-tensor settings of one EGRU layer call.
+
+    Attributes:
+        spike_fn: Heaviside with surrogate gradient (the operator implements the
+            paper's triangle and the plain Heaviside; other functions run the reference).
+        reset: ``"subtract"``, ``"zero"`` or ``"none"``.
+        zoneout_p: eval-mode zoneout probability.
+        input_is_events: the input is the (sparse) event output of a lower EGRU layer.
+
+    Example::
+
+        >>> from snntorch_egru.backends import EGRUOptions
+        >>> from snntorch_egru.surrogate import EGRUSurrogate
+        >>> EGRUOptions(EGRUSurrogate(), reset="zero").reset
+        'zero'
+    """
+
+    spike_fn: Callable[[torch.Tensor], torch.Tensor]
+    reset: str = "subtract"
+    zoneout_p: float = 0.0
+    input_is_events: bool = False
 
 
 @dataclass
@@ -72,6 +131,23 @@ class LayerCall:
     layer_index: int = 0
     counters: Optional[object] = None
 
+    @property
+    def weights(self) -> EGRUWeights:
+        """The layer's tensors as an :class:`EGRUWeights` bundle (``weight_hh`` unmasked)."""
+        return EGRUWeights(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.threshold)
+
+    @property
+    def options(self) -> EGRUOptions:
+        """The call's settings as an :class:`EGRUOptions` bundle."""
+        return EGRUOptions(self.spike_fn, self.reset, self.zoneout_p, self.input_is_events)
+
+    @property
+    def state(self) -> Any:
+        """The initial state as an :class:`~snntorch_egru.EGRUState` of ``[B, H]`` fields."""
+        from .state import EGRUState
+
+        return EGRUState(self.y0, self.c0, self.trace0)
+
 
 BackendFn = Callable[[LayerCall], F.EGRUStepOutput]
 
@@ -105,8 +181,13 @@ def register_backend(
 
         >>> import torch, snntorch_egru as se
         >>> from snntorch_egru import backends
+        >>> from snntorch_egru import functional as F
         >>> def my_backend(call):             # LayerCall -> EGRUStepOutput of [T, B, H] sequences
-        ...     return backends.get_backend("reference").run(call)
+        ...     w, opt, s = call.weights, call.options, call.state
+        ...     w_hh = w.w_hh if call.dropconnect_mask is None else w.w_hh * call.dropconnect_mask
+        ...     return F.egru_sequence(call.x, s.y, s.c, s.trace, w.w_ih, w_hh, w.b_ih, w.b_hh, w.threshold,
+        ...                            spike_fn=opt.spike_fn, reset=opt.reset, zoneout_mask=call.zoneout_mask,
+        ...                            zoneout_p=opt.zoneout_p)
         >>> backends.register_backend("doc_example", my_backend, available=lambda call: False)
         >>> out, _ = se.EGRU(3, 8, backend="doc_example")(torch.randn(5, 2, 3))
         >>> out.shape
@@ -210,7 +291,16 @@ def resolve_backend(name: str, call: LayerCall) -> _Backend:
 
 
 def _run_reference(call: LayerCall) -> F.EGRUStepOutput:
+    from ._op import check_layer_args
+
+    # the same checks as the operator's (e.g. parameters replaced through .data): clear errors
+    check_layer_args(call.x, call.y0, call.c0, call.trace0, call.weights, call.zoneout_mask, call.dropconnect_mask)
     w_hh = call.weight_hh if call.dropconnect_mask is None else call.weight_hh * call.dropconnect_mask
+    if call.x.shape[0] == 0:  # empty sequences that still belong to the graph (as torch.nn.GRU's)
+        from ._op import EGRUWeights, _zero_length
+
+        return _zero_length(call.x, call.y0, EGRUWeights(call.weight_ih, w_hh, call.bias_ih, call.bias_hh,
+                                                         call.threshold))
     return F.egru_sequence(
         call.x, call.y0, call.c0, call.trace0,
         call.weight_ih, w_hh, call.bias_ih, call.bias_hh, call.threshold,

@@ -8,6 +8,7 @@ Both hold parameters and state only; the math lives in
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Callable, Optional, Tuple, Union
 
 import torch
@@ -61,9 +62,7 @@ class _EGRUBase(nn.Module):
     ) -> None:
         self.input_size = _checks.positive_int("input_size", input_size)
         self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
-        if not isinstance(bias, bool):
-            raise TypeError(f"bias must be a bool, got {type(bias).__name__} {bias!r}")
-        self.bias = bias
+        self.bias = _checks.flag("bias", bias)
         self.dropconnect = _checks.probability("dropconnect", dropconnect)
         self.zoneout = _checks.probability("zoneout", zoneout)
         self.dampening_factor = _checks.positive_float("dampening_factor", dampening_factor)
@@ -72,13 +71,13 @@ class _EGRUBase(nn.Module):
         )
         self.thr_mean = _checks.open_unit("thr_mean", thr_mean)
         self.reset_mechanism = _checks.reset_mechanism(reset_mechanism)
-        self.learn_threshold = bool(learn_threshold)
+        self.learn_threshold = _checks.flag("learn_threshold", learn_threshold)
         _checks.spike_grad(spike_grad)
-        self.surrogate_disable = bool(surrogate_disable)
+        self.surrogate_disable = _checks.flag("surrogate_disable", surrogate_disable)
         self.spike_grad = _make_spike_fn(
             spike_grad, self.surrogate_disable, self.dampening_factor, self.pseudo_derivative_support
         )
-        self.threshold_clamp = bool(threshold_clamp)
+        self.threshold_clamp = _checks.flag("threshold_clamp", threshold_clamp)
         self.init = _checks.choice("init", init, _INITS)
 
     def _register_layer(self, suffix: str, input_size: int) -> None:
@@ -218,8 +217,8 @@ class EGRUCell(_EGRUBase):
             reset_mechanism=reset_mechanism, learn_threshold=learn_threshold, spike_grad=spike_grad,
             surrogate_disable=surrogate_disable, threshold_clamp=threshold_clamp, init=init,
         )
-        self.init_hidden = bool(init_hidden)
-        self.output = bool(output)
+        self.init_hidden = _checks.flag("init_hidden", init_hidden)
+        self.output = _checks.flag("output", output)
         self._register_layer("", self.input_size)
         # States live in non-persistent buffers (follow .to(), not in state_dict), as in snnTorch.
         self.register_buffer("y", torch.zeros(0), persistent=False)
@@ -288,6 +287,17 @@ class EGRUCell(_EGRUBase):
     def forward(
         self, input_: torch.Tensor, y: Optional[torch.Tensor] = None, c: Optional[torch.Tensor] = None
     ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+        if isinstance(input_, torch.Tensor) and _checks.autocast_active(input_):
+            # autocast policy (see EGRU.forward): the step runs in the parameters' dtype
+            ref = self.weight_ih
+            input_, y, c = (_checks.to_param_dtype(t, ref) if isinstance(t, torch.Tensor) else t
+                            for t in (input_, y, c))
+            with _checks.float32_region(input_):
+                return self._step(input_, y, c)
+        return self._step(input_, y, c)
+
+    def _step(self, input_: torch.Tensor, y: Optional[torch.Tensor], c: Optional[torch.Tensor]
+              ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         if self.init_hidden and (y is not None or c is not None):
             raise TypeError(
                 "EGRUCell with init_hidden=True keeps its own state: call it as cell(input_) "
@@ -426,10 +436,13 @@ class EGRU(_EGRUBase):
             surrogate_disable=surrogate_disable, threshold_clamp=threshold_clamp, init=init,
         )
         self.num_layers = _checks.positive_int("num_layers", num_layers)
-        if not isinstance(batch_first, bool):
-            raise TypeError(f"batch_first must be a bool, got {type(batch_first).__name__} {batch_first!r}")
-        self.batch_first = batch_first
+        self.batch_first = _checks.flag("batch_first", batch_first)
         self.dropout = _checks.probability("dropout", dropout)
+        if self.dropout > 0.0 and self.num_layers == 1:
+            warnings.warn(
+                "dropout acts between stacked EGRU layers only (as in torch.nn.GRU), so a non-zero dropout "
+                f"expects num_layers greater than 1, but got dropout={self.dropout} and num_layers=1",
+                UserWarning, stacklevel=2)
         if backend != "auto":
             get_backend(backend)
         self.backend = backend
@@ -490,8 +503,30 @@ class EGRU(_EGRUBase):
         return EGRUState(y, c, tr)
 
     def forward(
-        self, x: torch.Tensor, state: Optional[EGRUState] = None, *, return_internals: bool = False
+        self, x: torch.Tensor, state: Optional[EGRUState] = None, *extra: Any, return_internals: bool = False
     ) -> Union[Tuple[torch.Tensor, EGRUState], Tuple[torch.Tensor, EGRUState, EGRURecord]]:
+        if extra:
+            raise TypeError(
+                f"EGRU.forward takes (x, state=None) positionally, got {2 + len(extra)} positional arguments; "
+                "return_internals is keyword-only: call rnn(x, state, return_internals=True), and with "
+                "torch.export / torch.onnx.export pass it as kwargs={'return_internals': True}")
+        if not isinstance(return_internals, bool):
+            raise TypeError(f"return_internals must be a bool, got {type(return_internals).__name__} "
+                            f"{return_internals!r}")
+        ref = self.weight_ih_l0
+        if isinstance(x, torch.Tensor) and _checks.autocast_active(x):
+            # autocast policy: the recurrence runs and returns in the parameters' dtype (float32
+            # for a float32 model), as torch.nn.GRU does under CPU autocast
+            x = _checks.to_param_dtype(x, ref)
+            if isinstance(state, EGRUState):
+                state = EGRUState(*(_checks.to_param_dtype(s, ref) if isinstance(s, torch.Tensor) else s
+                                    for s in tuple.__iter__(state)))
+            with _checks.float32_region(x):
+                return self._forward(x, state, return_internals)
+        return self._forward(x, state, return_internals)
+
+    def _forward(self, x: torch.Tensor, state: Optional[EGRUState], return_internals: bool
+                 ) -> Union[Tuple[torch.Tensor, EGRUState], Tuple[torch.Tensor, EGRUState, EGRURecord]]:
         ref = self.weight_ih_l0
         layout = "[B, T, input_size]" if self.batch_first else "[T, B, input_size]"
         _checks.tensor_input("x", x, (2, 3), self.input_size, ref, layout + " or [T, input_size] unbatched")

@@ -258,8 +258,8 @@ class _NorseEGRUBase(_EGRUBase):
             raise TypeError(f"bias must be a bool, got {type(bias).__name__} {bias!r}")
         self.bias = bias
         self.thr_mean = _checks.open_unit("thr_mean", thr_mean)
-        self.learn_threshold = bool(learn_threshold)
-        self.threshold_clamp = bool(threshold_clamp)
+        self.learn_threshold = _checks.flag("learn_threshold", learn_threshold)
+        self.threshold_clamp = _checks.flag("threshold_clamp", threshold_clamp)
         self.init = _checks.choice("init", init, ("evnn", "torch"))
         self.p = _check_parameters(p)
         self._spike_cache: Optional[Tuple[EGRUParameters, SpikeFn]] = None
@@ -396,6 +396,18 @@ class EGRURecurrentCell(_NorseEGRUBase):
     def forward(
         self, input_tensor: torch.Tensor, state: Optional[EGRUState] = None
     ) -> Tuple[torch.Tensor, EGRUState]:
+        if isinstance(input_tensor, torch.Tensor) and _checks.autocast_active(input_tensor):
+            # autocast policy (as snntorch_egru.EGRU): the recurrence runs in the parameters' dtype
+            ref = self.weight_ih
+            input_tensor = _checks.to_param_dtype(input_tensor, ref)
+            if isinstance(state, EGRUState):
+                state = EGRUState(*(_checks.to_param_dtype(t, ref) if isinstance(t, torch.Tensor) else t
+                                    for t in state))
+            with _checks.float32_region(input_tensor):
+                return self._run(input_tensor, state)
+        return self._run(input_tensor, state)
+
+    def _run(self, input_tensor: torch.Tensor, state: Optional[EGRUState]) -> Tuple[torch.Tensor, EGRUState]:
         w = self.weight_ih
         _checks.tensor_input("input_tensor", input_tensor, (1, 2), self.input_size, w,
                              "[B, input_size] or [input_size]")
@@ -471,9 +483,7 @@ class EGRURecurrent(_NorseEGRUBase):
         backend: str = "auto",
     ) -> None:
         super().__init__(input_size, hidden_size, p, bias, thr_mean, learn_threshold, threshold_clamp, init)
-        if not isinstance(record_states, bool):
-            raise TypeError(f"record_states must be a bool, got {type(record_states).__name__} {record_states!r}")
-        self.record_states = record_states
+        self.record_states = _checks.flag("record_states", record_states)
         if backend != "auto":
             get_backend(backend)
         self.backend = backend
@@ -481,6 +491,18 @@ class EGRURecurrent(_NorseEGRUBase):
     def forward(
         self, input_tensor: torch.Tensor, state: Optional[EGRUState] = None
     ) -> Tuple[torch.Tensor, EGRUState]:
+        if isinstance(input_tensor, torch.Tensor) and _checks.autocast_active(input_tensor):
+            # autocast policy (as snntorch_egru.EGRU): the recurrence runs in the parameters' dtype
+            ref = self.weight_ih
+            input_tensor = _checks.to_param_dtype(input_tensor, ref)
+            if isinstance(state, EGRUState):
+                state = EGRUState(*(_checks.to_param_dtype(t, ref) if isinstance(t, torch.Tensor) else t
+                                    for t in state))
+            with _checks.float32_region(input_tensor):
+                return self._run(input_tensor, state)
+        return self._run(input_tensor, state)
+
+    def _run(self, input_tensor: torch.Tensor, state: Optional[EGRUState]) -> Tuple[torch.Tensor, EGRUState]:
         w = self.weight_ih
         _checks.tensor_input("input_tensor", input_tensor, (2, 3), self.input_size, w,
                              "[T, B, input_size] or [T, input_size]")

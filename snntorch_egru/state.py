@@ -14,6 +14,14 @@ class EGRUState(NamedTuple):
 
     Each field is ``[num_layers, B, H]`` (``[num_layers, H]`` for unbatched input).
 
+    Use the fields by name. Unlike ``torch.nn.GRU``'s ``h_n`` (one tensor), the
+    state holds three tensors, so ``state[-1]`` would silently be the *trace*
+    field rather than the last layer: integer and slice indexing therefore raise
+    ``TypeError`` (use ``state.y[-1]`` for the last layer's events, the
+    counterpart of ``h_n[-1]``). Unpacking (``y, c, trace = state``), iteration,
+    ``len``, ``_replace``, pickling, pytrees (``torch.compile``, ``torch.export``)
+    and DDP work as for any named tuple.
+
     Attributes:
         y: last graded events of each layer (the recurrent input of the next step).
         c: internal state of each layer, after its reset.
@@ -28,11 +36,20 @@ class EGRUState(NamedTuple):
         >>> out2, _ = layer(x[10:], s)          # continues the sequence exactly
         >>> s.y.shape
         torch.Size([2, 4, 8])
+        >>> last_layer_events = s.y[-1]          # not s[-1] (that raises TypeError)
+        >>> y, c, trace = s                      # unpacking works
     """
 
     y: torch.Tensor
     c: torch.Tensor
     trace: torch.Tensor
+
+    def __getitem__(self, index: object) -> "torch.Tensor":  # type: ignore[override]
+        raise TypeError(
+            f"EGRUState cannot be indexed (got state[{index!r}]): its fields are y, c and trace, "
+            "each [num_layers, B, H]; use state.y[-1] for the last layer's events (torch.nn.GRU's "
+            "h_n[-1]), state.c / state.trace for the other fields, or unpack y, c, trace = state"
+        )
 
     @classmethod
     def from_gru_hidden(cls, h0: torch.Tensor) -> "EGRUState":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -238,16 +240,62 @@ def test_saved_memory_below_reference():
     assert fb < 0.5 * rb, (fb, rb)
 
 
-def test_without_c_compiler_falls_back_to_pure_torch(monkeypatch, tmp_path):
-    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
-    monkeypatch.setenv("SNNTORCH_EGRU_CACHE", str(tmp_path))
+def _fresh_loader(monkeypatch, module=None):
     monkeypatch.setattr(sparse, "_native_tried", False)
     monkeypatch.setattr(sparse, "_native_lib", None)
-    assert sparse.native_library() is None
-    fused, ref = _pair(layers=2)
-    x, state, up = _inputs(torch.float64, 2)
-    _assert_same(_run(fused, x, state, up), _run(ref, x, state, up), rtol=1e-10, atol=1e-10)
-    monkeypatch.setattr(sparse, "_native_tried", False)  # let later tests find the real library again
+    if module is not None:
+        monkeypatch.setattr(sparse, "_NATIVE_MODULE", module)
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "not-a-library"])
+def test_unusable_native_library_warns_once_and_falls_back(monkeypatch, tmp_path, damage):
+    """Not built (no compiler at install), a truncated or a foreign file: one warning, correct results."""
+    import importlib.machinery
+    import sys
+
+    pkg = tmp_path / "egru_fake_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    if damage == "truncated" and sparse.native_library() is not None:
+        real = sparse.native_library()._name
+        with open(real, "rb") as f:
+            (pkg / f"_egru_native{suffix}").write_bytes(f.read()[:300])
+    elif damage == "not-a-library":
+        (pkg / f"_egru_native{suffix}").write_bytes(b"\x7fELF planted garbage")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("egru_fake_pkg", None)
+    sys.modules.pop("egru_fake_pkg._egru_native", None)
+    _fresh_loader(monkeypatch, "egru_fake_pkg._egru_native")
+    with pytest.warns(RuntimeWarning, match="native CPU helper is unavailable.*pure-PyTorch path"):
+        assert sparse.native_library() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # only once
+        assert sparse.native_library() is None
+        fused, ref = _pair(layers=2)
+        x, state, up = _inputs(torch.float64, 2)
+        _assert_same(_run(fused, x, state, up), _run(ref, x, state, up), rtol=1e-10, atol=1e-10)
+    _fresh_loader(monkeypatch)  # let later tests find the real library again
+
+
+def test_native_opt_out_is_silent(monkeypatch):
+    monkeypatch.setenv("SNNTORCH_EGRU_NATIVE", "0")
+    _fresh_loader(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sparse.native_library() is None
+    assert "SNNTORCH_EGRU_NATIVE=0" in sparse._native_reason
+    monkeypatch.delenv("SNNTORCH_EGRU_NATIVE")
+    _fresh_loader(monkeypatch)
+
+
+def test_native_library_is_loaded_from_the_package_only():
+    lib = sparse.native_library()
+    if lib is None:
+        pytest.skip("native helper not built in this environment")
+    import os
+
+    assert os.path.dirname(lib._name) == os.path.join(os.path.dirname(sparse.__file__), "_native")
 
 
 def test_density_switch_mixing_gather_and_dense_steps(monkeypatch):
@@ -270,3 +318,11 @@ def test_backward_twice_with_retain_graph():
     (g_ref,) = torch.autograd.grad(ref(x)[0].sum(), x)
     torch.testing.assert_close(g1, g2, rtol=0, atol=0)
     torch.testing.assert_close(g1, g_ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_transpose_helper_is_exact(dtype):
+    w = torch.randn(3 * 37, 37, dtype=dtype)
+    native = sparse._native_fns(dtype)
+    for fns in ([native] if native is not None else []) + [None]:
+        assert torch.equal(sparse._transpose(w, fns), w.t())

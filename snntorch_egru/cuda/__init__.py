@@ -152,10 +152,12 @@ def run(call: LayerCall, launcher: Optional[Launcher] = None) -> EGRUStepOutput:
         reason = supports(call)
         if reason is not None:
             raise RuntimeError(reason)
-        from ._cupy import CupyLauncher
+        # the CuPy kernels behind the snntorch_egru::egru_layer operator (torch.compile/export safe)
+        from .._op import egru_layer_call
 
-        launcher = CupyLauncher()
-    elif _surrogate_params(call.spike_fn) is None:
+        return egru_layer_call(call.x, call.y0, call.c0, call.trace0, call.weights, call.options,
+                               zoneout_mask=call.zoneout_mask, dropconnect_mask=call.dropconnect_mask)
+    if _surrogate_params(call.spike_fn) is None:
         raise RuntimeError(f"unsupported spike_fn {call.spike_fn!r} for the EGRU kernels")
     if call.x.shape[0] == 0 or call.x.shape[1] == 0:  # no steps or no samples: nothing to launch
         w_hh = call.weight_hh if call.dropconnect_mask is None else call.weight_hh * call.dropconnect_mask

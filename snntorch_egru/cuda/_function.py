@@ -19,7 +19,8 @@ import torch
 
 from ..functional import TRACE_DECAY
 
-__all__ = ["KernelConfig", "Launcher", "EGRUKernelFunction", "RESET_CODES", "check_tensor"]
+__all__ = ["KernelConfig", "Launcher", "EGRUKernelFunction", "RESET_CODES", "check_tensor", "kernel_forward",
+           "kernel_backward"]
 
 RESET_CODES = {"subtract": 0, "zero": 1, "none": 2}
 _STORE_CODES = {torch.float16: 1, torch.bfloat16: 2}
@@ -108,11 +109,59 @@ def _c(x: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
     return None if x is None else x.detach().to(dtype).contiguous()
 
 
+def kernel_forward(launcher: Launcher, cfg: KernelConfig, x, y0, c0, tr0, w_ih, w_eff, b_ih, b_hh, theta,
+                   zo_mask, need_saved: bool) -> dict:
+    """Prepare the forward-kernel tensors (input projection, ``W_eff^T``), check them, launch.
+
+    ``w_eff`` is the effective (DropConnect-masked) recurrent weight ``[3H, H]``. Returns
+    the launcher's tensor dict (``y, c, o, tr`` and, with ``need_saved``, ``s_r, s_z, s_n, s_hn``)."""
+    T, B, _ = x.shape
+    H = w_eff.shape[1]
+    real = _real_dtype(x.dtype)
+    store = x.dtype if x.dtype in _STORE_CODES else real
+    gi = torch.nn.functional.linear(x.detach().to(real), w_ih.detach().to(real), _c(b_ih, real))
+    t = {
+        "gi": gi.contiguous(),
+        "whh_t": w_eff.detach().to(real).t().contiguous().to(store),
+        "bhh": _c(b_hh, real), "theta": _c(theta, real),
+        "y0": _c(y0, real), "c0": _c(c0, real), "tr0": _c(tr0, real), "zmask": _c(zo_mask, real),
+    }
+    for k in ("y", "c", "o", "tr"):
+        t[k] = gi.new_empty((T, B, H))
+    for k in ("s_r", "s_z", "s_n", "s_hn"):
+        t[k] = gi.new_empty((T, B, H)) if need_saved else None
+    check_forward_args(t, T, B, H, real, store)
+    launcher.forward(cfg, t)
+    return t
+
+
+def kernel_backward(launcher: Launcher, cfg: KernelConfig, whh_t, theta, c0, zmask, y, c, o, s_r, s_z, s_n,
+                    s_hn, g_y, g_c, g_o, g_tr):
+    """Check and launch the backward kernel; returns ``(ga, gqn, dc, tb, dth)`` for
+    :func:`snntorch_egru._op.grad_products` (the gradient products shared by every launcher)."""
+    T, B, H = y.shape
+    real = y.dtype
+    t = {
+        "whh_t": whh_t, "theta": theta, "c0": c0, "zmask": zmask, "y": y, "c": c, "o": o,
+        "s_r": s_r, "s_z": s_z, "s_n": s_n, "s_hn": s_hn,
+        "g_y": _c(g_y, real), "g_c": _c(g_c, real), "g_o": _c(g_o, real), "g_tr": _c(g_tr, real),
+        "ga": y.new_empty((T, B, 3 * H)), "gqn": y.new_empty((T, B, H)),
+        "dy": y.new_zeros((B, H)), "dc": y.new_zeros((B, H)), "tb": y.new_zeros((B, H)),
+        "dth": y.new_zeros((B, H)),
+    }
+    check_backward_args(t, T, B, H, real, whh_t.dtype)
+    launcher.backward(cfg, t)
+    return t["ga"], t["gqn"], t["dc"], t["tb"], t["dth"]
+
+
 class EGRUKernelFunction(torch.autograd.Function):
     """``(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, dc_mask, zo_mask) -> (y, c, o, trace)``.
 
     Same contract as :func:`snntorch_egru.functional.egru_sequence` (with the
-    DropConnect mask applied inside); all four outputs are differentiable.
+    DropConnect mask applied inside); all four outputs are differentiable (once:
+    the backward is not itself differentiable). The gradient products after the
+    backward loop are :func:`snntorch_egru._op.grad_products`, shared with the
+    ``snntorch_egru::egru_layer`` operator.
     """
 
     @staticmethod
@@ -121,25 +170,12 @@ class EGRUKernelFunction(torch.autograd.Function):
         T, B, _ = x.shape
         H = w_hh.shape[1]
         real = _real_dtype(x.dtype)
-        store = x.dtype if x.dtype in _STORE_CODES else real
         w_eff = w_hh.detach() if dc_mask is None else w_hh.detach() * dc_mask
-        gi = torch.nn.functional.linear(x.detach().to(real), w_ih.detach().to(real), _c(b_ih, real))
         needs_grad = any(ctx.needs_input_grad[:9])
-        t = {
-            "gi": gi.contiguous(),
-            "whh_t": w_eff.to(real).t().contiguous().to(store),
-            "bhh": _c(b_hh, real), "theta": _c(theta, real),
-            "y0": _c(y0, real), "c0": _c(c0, real), "tr0": _c(tr0, real), "zmask": _c(zo_mask, real),
-        }
-        for k in ("y", "c", "o", "tr"):
-            t[k] = gi.new_empty((T, B, H))
-        for k in ("s_r", "s_z", "s_n", "s_hn"):
-            t[k] = gi.new_empty((T, B, H)) if needs_grad else None
-        check_forward_args(t, T, B, H, real, store)
-        launcher.forward(cfg, t)
+        t = kernel_forward(launcher, cfg, x, y0, c0, tr0, w_ih, w_eff, b_ih, b_hh, theta, zo_mask, needs_grad)
         ctx.cfg, ctx.launcher = cfg, launcher
         ctx.dtypes = [None if a is None else a.dtype for a in (x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta)]
-        ctx.real, ctx.store, ctx.T, ctx.B, ctx.H = real, store, T, B, H
+        ctx.real, ctx.T, ctx.B, ctx.H = real, T, B, H
         if needs_grad:
             ctx.save_for_backward(x, w_ih, t["whh_t"], dc_mask, t["theta"], t["y0"], t["c0"], t["zmask"],
                                   t["y"], t["c"], t["o"], t["s_r"], t["s_z"], t["s_n"], t["s_hn"])
@@ -147,47 +183,20 @@ class EGRUKernelFunction(torch.autograd.Function):
         return tuple(t[k].to(out_dtype) for k in ("y", "c", "o", "tr"))
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx: Any, g_y, g_c, g_o, g_tr):  # type: ignore[override]
+        from .._op import grad_products
+
         (x, w_ih, whh_t, dc_mask, theta, y0, c0, zmask, y, c, o, s_r, s_z, s_n, s_hn) = ctx.saved_tensors
-        real, T, B, H = ctx.real, ctx.T, ctx.B, ctx.H
-        t = {
-            "whh_t": whh_t, "theta": theta, "c0": c0, "zmask": zmask, "y": y, "c": c, "o": o,
-            "s_r": s_r, "s_z": s_z, "s_n": s_n, "s_hn": s_hn,
-            "g_y": _c(g_y, real), "g_c": _c(g_c, real), "g_o": _c(g_o, real), "g_tr": _c(g_tr, real),
-            "ga": y.new_empty((T, B, 3 * H)), "gqn": y.new_empty((T, B, H)),
-            "dy": y.new_zeros((B, H)), "dc": y.new_zeros((B, H)), "tb": y.new_zeros((B, H)),
-            "dth": y.new_zeros((B, H)),
-        }
-        check_backward_args(t, T, B, H, real, ctx.store)
-        ctx.launcher.backward(ctx.cfg, t)
-        need = ctx.needs_input_grad
-        ga = t["ga"].reshape(T * B, 3 * H)
-        gqn = t["gqn"].reshape(T * B, H)
-        # recurrent-side gate gradient q = [a_r, a_z, q_n]: used as two blocks, never concatenated
-        w_eff = whh_t.to(real).t()  # [3H, H]
-        grads: list = [None] * 13
-        if need[0]:
-            grads[0] = ga @ w_ih.detach().to(real)
-            grads[0] = grads[0].reshape(T, B, -1)
-        if need[1]:
-            grads[1] = t["ga"][0, :, :2 * H] @ w_eff[:2 * H] + t["gqn"][0] @ w_eff[2 * H:]
-        if need[2]:
-            grads[2] = t["dc"]
-        if need[3]:
-            grads[3] = TRACE_DECAY * t["tb"]
-        if need[4]:
-            grads[4] = ga.t() @ x.detach().to(real).reshape(T * B, -1)
-        if need[5]:
-            y_prev = torch.cat([y0.unsqueeze(0), y[:-1]], 0).reshape(T * B, H)
-            gw = torch.cat([ga[:, :2 * H].t() @ y_prev, gqn.t() @ y_prev], 0)
-            grads[5] = gw if dc_mask is None else gw * dc_mask
-        if need[6]:
-            grads[6] = ga.sum(0)
-        if need[7]:
-            grads[7] = torch.cat([ga[:, :2 * H].sum(0), gqn.sum(0)])
-        if need[8]:
-            grads[8] = t["dth"].sum(0)
+        real = ctx.real
+        ga, gqn, dc, tb, dth = kernel_backward(ctx.launcher, ctx.cfg, whh_t, theta, c0, zmask, y, c, o,
+                                               s_r, s_z, s_n, s_hn, g_y, g_c, g_o, g_tr)
+        need = list(ctx.needs_input_grad[:9])
+        grads = grad_products(ga, gqn, dc, tb, dth, x.detach().to(real), y0, y, w_ih.detach().to(real),
+                              whh_t.to(real), need, False)
+        if grads[5] is not None and dc_mask is not None:
+            grads[5] = grads[5] * dc_mask
         for k, dt in enumerate(ctx.dtypes):
             if grads[k] is not None and dt is not None:
                 grads[k] = grads[k].to(dt)
-        return tuple(grads)
+        return (*grads, None, None, None, None)

@@ -1,0 +1,433 @@
+"""The EGRU layer as one PyTorch custom operator (private; used by every fast backend).
+
+``torch.ops.snntorch_egru.egru_layer`` runs one layer over a whole sequence and
+``torch.ops.snntorch_egru.egru_layer_backward`` is its backward. Both are
+registered with :mod:`torch.library` (schema, fake/meta implementation, autograd
+formula, autocast rule), so ``torch.compile`` (also ``fullgraph=True``),
+``torch.export`` and ``torch.jit.trace`` see two opaque nodes with the right
+shapes and never trace into the native helper or the CuPy kernels.
+
+Layout of one call::
+
+    wrapper (egru_layer_call)     ordinary torch ops: checks, DropConnect mask, threshold clamp
+        |                         and broadcast, autocast -> float32, spike function -> (gamma, eps)
+        v
+    egru_layer (custom op)        device impls: CPU (native helper or pure torch), CUDA (CuPy)
+        |  returns y, c, o, trace and the saved gates (r|z, n, W_hn y + b_hn) and W_eff^T
+        v
+    egru_layer_backward           a *launcher* runs the sequential backward loop and writes the
+                                  per-step gate gradients ``ga`` [T, B, 3H] (input side),
+                                  ``gqn`` [T, B, H] (recurrent n block), the carried ``dc``,
+                                  trace gradient and ``dtheta``; :func:`grad_products` turns
+                                  them into every parameter/input gradient (written once for
+                                  all launchers).
+
+Spike functions: the op covers the paper's triangle (``gamma > 0``) and the
+gradient-free Heaviside (``gamma = 0``); any other spike function runs the
+step-by-step reference (:func:`snntorch_egru.functional.egru_sequence`).
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+
+from . import functional as F
+from .backends import EGRUOptions, EGRUWeights
+from .surrogate import EGRUSurrogate, _HeavisideNoGrad
+
+RESET_CODES = {"subtract": 0, "zero": 1, "none": 2}
+_RESET_NAMES = {v: k for k, v in RESET_CODES.items()}
+_COMPUTE_DTYPES = (torch.float32, torch.float64)
+
+
+def surrogate_params(spike_fn: object) -> Optional[Tuple[float, float]]:
+    """``(gamma, eps)`` of a spike function the operator implements, else ``None``."""
+    if isinstance(spike_fn, EGRUSurrogate):
+        return float(spike_fn.gamma), float(spike_fn.epsilon)
+    if isinstance(spike_fn, _HeavisideNoGrad):
+        return 0.0, 1.0
+    return None
+
+
+# ------------------------------------------------------------------------------------------
+# argument checks: everything is checked here, in Python, before any kernel sees a pointer
+
+
+def _shape_err(name: str, expected: Sequence[object], t: torch.Tensor, hint: str = "") -> ValueError:
+    return ValueError(f"{name} must have shape [{', '.join(str(e) for e in expected)}]{hint}, "
+                      f"got {list(t.shape)}")
+
+
+def check_layer_args(x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0: torch.Tensor,
+                     w: EGRUWeights, zoneout_mask: Optional[torch.Tensor],
+                     dropconnect_mask: Optional[torch.Tensor] = None) -> None:
+    """Types, shapes, dtypes and devices of one layer call (clear errors naming the argument)."""
+    named = [("x", x), ("y0", y0), ("c0", c0), ("trace0", trace0), ("weight_ih", w.w_ih),
+             ("weight_hh", w.w_hh), ("bias_ih", w.b_ih), ("bias_hh", w.b_hh), ("threshold", w.threshold),
+             ("zoneout_mask", zoneout_mask), ("dropconnect_mask", dropconnect_mask)]
+    optional = {"bias_ih", "bias_hh", "zoneout_mask", "dropconnect_mask"}
+    for name, t in named:
+        if t is None and name in optional:
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+        if t.layout != torch.strided:
+            raise ValueError(f"{name} must be a dense (strided) tensor, got layout {t.layout}")
+    if x.dim() != 3:
+        raise ValueError(f"x must be [T, B, I], got shape {tuple(x.shape)}")
+    T, B, I = x.shape
+    if w.w_hh.dim() != 2 or w.w_hh.shape[0] % 3 != 0 or w.w_hh.shape[0] != 3 * w.w_hh.shape[1]:
+        raise ValueError(f"weight_hh must have shape [3 * hidden_size, hidden_size], got {list(w.w_hh.shape)}")
+    H = w.w_hh.shape[1]
+    if tuple(w.w_ih.shape) != (3 * H, I):
+        raise _shape_err("weight_ih", (3 * H, I), w.w_ih, " (3 * hidden_size, input features)")
+    for name, b in (("bias_ih", w.b_ih), ("bias_hh", w.b_hh)):
+        if b is not None and tuple(b.shape) != (3 * H,):
+            raise _shape_err(name, (3 * H,), b)
+    th = w.threshold
+    if tuple(th.shape) not in ((H,), (), (1,)):
+        raise _shape_err("threshold", (H,), th, " (or a single value)")
+    for name, s in (("y0", y0), ("c0", c0), ("trace0", trace0)):
+        if tuple(s.shape) != (B, H):
+            raise _shape_err(name, (B, H), s)
+    if zoneout_mask is not None and tuple(zoneout_mask.shape) != (T, B, H):
+        raise _shape_err("zoneout_mask", (T, B, H), zoneout_mask)
+    if dropconnect_mask is not None and tuple(dropconnect_mask.shape) != (3 * H, H):
+        raise _shape_err("dropconnect_mask", (3 * H, H), dropconnect_mask)
+    dev = x.device
+    for name, t in named:
+        if t is not None and t.device != dev:
+            raise ValueError(f"{name} is on device {t.device} but x is on {dev}; move them to one device")
+    dtype = w.w_hh.dtype
+    for name, t in named:
+        if t is not None and t.dtype != dtype and name not in ("zoneout_mask", "dropconnect_mask"):
+            raise TypeError(f"{name} has dtype {t.dtype} but weight_hh has {dtype}; use one dtype "
+                            f"(e.g. module.to({dtype}) / {name}.to({dtype}))")
+
+
+def _check_kernel_tensor(name: str, t: Optional[torch.Tensor], shape: Tuple[int, ...], dtype: torch.dtype,
+                         device: torch.device, optional: bool = False) -> None:
+    if t is None:
+        if optional:
+            return
+        raise RuntimeError(f"internal error: native argument {name} missing")
+    if (tuple(t.shape) != tuple(shape) or t.dtype != dtype or t.device != device or not t.is_contiguous()
+            or t.layout != torch.strided):
+        raise RuntimeError(
+            f"internal error: native argument {name} is {list(t.shape)} {t.dtype} {t.device} "
+            f"contiguous={t.is_contiguous()}, expected {list(shape)} {dtype} {device} contiguous")
+
+
+def check_native_forward(gi: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, tr0: torch.Tensor,
+                         w_t: torch.Tensor, b_hh: torch.Tensor, theta: torch.Tensor, zo: Optional[torch.Tensor],
+                         outs: Sequence[torch.Tensor], saved: Sequence[Optional[torch.Tensor]], gh: torch.Tensor) -> None:
+    """Last line of defence before ``egru_fwd_*``: exact shapes, dtype, CPU, contiguous."""
+    T, B, H3 = gi.shape
+    H = H3 // 3
+    dt, dev = gi.dtype, torch.device("cpu")
+    if dt not in _COMPUTE_DTYPES or gi.device != dev:
+        raise RuntimeError(f"internal error: native forward got {dt} on {gi.device}")
+    _check_kernel_tensor("gi", gi, (T, B, 3 * H), dt, dev)
+    for n, t in (("y0", y0), ("c0", c0), ("tr0", tr0)):
+        _check_kernel_tensor(n, t, (B, H), dt, dev)
+    _check_kernel_tensor("w_t", w_t, (H, 3 * H), dt, dev)
+    _check_kernel_tensor("b_hh", b_hh, (3 * H,), dt, dev)
+    _check_kernel_tensor("theta", theta, (H,), dt, dev)
+    _check_kernel_tensor("zo", zo, (T, B, H), dt, dev, optional=True)
+    for n, t in zip(("y", "c", "o", "tr"), outs):
+        _check_kernel_tensor(n, t, (T, B, H), dt, dev)
+    if saved[0] is not None:
+        _check_kernel_tensor("rz", saved[0], (T, B, 2 * H), dt, dev)
+        _check_kernel_tensor("n", saved[1], (T, B, H), dt, dev)
+        _check_kernel_tensor("hn", saved[2], (T, B, H), dt, dev)
+    _check_kernel_tensor("gh", gh, (B, 3 * H), dt, dev)
+
+
+# ------------------------------------------------------------------------------------------
+# the weight/bias/input/initial-state gradients: written once for every launcher
+
+
+def grad_products(ga: torch.Tensor, gqn: torch.Tensor, dc: torch.Tensor, tb: torch.Tensor, dth: torch.Tensor,
+                  x: torch.Tensor, y0: torch.Tensor, ys: torch.Tensor, w_ih: torch.Tensor, w_t: torch.Tensor,
+                  need: Sequence[bool], input_is_events: bool) -> List[Optional[torch.Tensor]]:
+    """Gradients of ``(x, y0, c0, trace0, w_ih, w_hh_eff, b_ih, b_hh, theta)`` from a backward loop.
+
+    Args:
+        ga: ``[T, B, 3H]`` input-side gate gradients ``(a_r, a_z, a_n)``.
+        gqn: ``[T, B, H]`` recurrent-side n-gate gradient (``q = (a_r, a_z, q_n)``).
+        dc: ``[B, H]`` gradient at ``c0``; tb: ``[B, H]`` carried trace gradient;
+        dth: ``[H]`` or per-sample ``[B, H]`` threshold gradient.
+        x: ``[T, B, I]`` layer input; y0: ``[B, H]``; ys: ``[T, B, H]`` events;
+        w_ih: ``[3H, I]``; w_t: ``[H, 3H]`` = effective ``W_hh^T``.
+        need: which of the nine gradients are needed.
+    """
+    from .sparse import _sparse_left_mm
+
+    T, B, H = gqn.shape
+    I = x.shape[-1]
+    ga2 = ga.reshape(T * B, 3 * H)
+    gqn2 = gqn.reshape(T * B, H)
+    out: List[Optional[torch.Tensor]] = [None] * 9
+    if need[0]:
+        out[0] = (ga2 @ w_ih).view(T, B, I)
+    if need[1]:  # q_0 W_eff with q = (a_r, a_z | q_n), W_eff = w_t^T
+        out[1] = ga[0, :, :2 * H] @ w_t[:, :2 * H].t() + gqn[0] @ w_t[:, 2 * H:].t()
+    if need[2]:
+        out[2] = dc
+    if need[3]:
+        out[3] = F.TRACE_DECAY * tb
+    if need[4]:
+        x2 = x.reshape(T * B, I)
+        # [3H, I]; from the events (CSR) for a lower layer's output: a transposed view [I, 3H]^T
+        out[4] = _sparse_left_mm(x2.t(), ga2).t() if input_is_events else ga2.t() @ x2
+    if need[5]:
+        y_prev = torch.cat([y0.unsqueeze(0), ys[:-1]], 0).reshape(T * B, H)
+        q = torch.cat([ga2[:, :2 * H], gqn2], 1)
+        # [3H, H] as a transposed view of [H, 3H] (from the events only; CSR when sparse). The
+        # copy into .grad's layout is AccumulateGrad's; transposing here would cost the same again.
+        out[5] = _sparse_left_mm(y_prev.t(), q).t()
+    if need[6]:
+        out[6] = ga2.sum(0)
+    if need[7]:
+        out[7] = torch.cat([ga2[:, :2 * H].sum(0), gqn2.sum(0)])
+    if need[8]:
+        out[8] = dth.sum(0) if dth.dim() == 2 else dth
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# launchers behind the op: CPU (sparse.py: native helper or pure torch) and CUDA (CuPy)
+
+
+def _real(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _cupy_usable() -> bool:
+    """CuPy present: CUDA tensors run the CuPy kernels; otherwise the torch launcher (any device)."""
+    from .cuda import cupy_available
+
+    return cupy_available()
+
+
+def _cpu_forward(x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, zo, zoneout_p, reset, gamma, eps,
+                 input_is_events, need_saved):
+    from . import sparse
+
+    real = _real(x.dtype)
+    args = [None if t is None else t.detach().to(real).contiguous()
+            for t in (x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, zo)]
+    x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, zo = args
+    H = w_hh.shape[1]
+    if b_ih is None:
+        b_ih = x.new_zeros(3 * H)
+    if b_hh is None:
+        b_hh = x.new_zeros(3 * H)
+    res = sparse._run_forward(_RESET_NAMES[reset], zoneout_p, input_is_events, x, y0, c0, tr0, w_ih, w_hh,
+                              b_ih, b_hh, theta, zo, need_cache=need_saved)
+    return res
+
+
+def _cuda_forward(x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, zo, zoneout_p, reset, gamma, eps,
+                  input_is_events, need_saved, launcher=None):
+    from .cuda._function import KernelConfig, kernel_forward
+
+    if launcher is None:
+        from .cuda._cupy import CupyLauncher
+
+        launcher = CupyLauncher()
+    cfg = KernelConfig(reset_mode=int(reset), zoneout_p=float(zoneout_p), gamma=float(gamma), eps=float(eps))
+    t = kernel_forward(launcher, cfg, x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, zo, need_saved)
+    if need_saved:
+        rz = torch.cat([t["s_r"], t["s_z"]], -1)
+        return t["y"], t["c"], t["o"], t["tr"], rz, t["s_n"], t["s_hn"], t["whh_t"].to(t["y"].dtype)
+    return t["y"], t["c"], t["o"], t["tr"]
+
+
+def _empty(ref: torch.Tensor) -> torch.Tensor:
+    return ref.new_empty(0)
+
+
+_OpOut = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+               torch.Tensor, torch.Tensor]
+
+
+@torch.library.custom_op("snntorch_egru::egru_layer", mutates_args=())
+def egru_layer_op(x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0: torch.Tensor,
+                  w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: Optional[torch.Tensor],
+                  b_hh: Optional[torch.Tensor], theta: torch.Tensor, zoneout_mask: Optional[torch.Tensor],
+                  zoneout_p: float, reset: int, gamma: float, eps: float, input_is_events: bool,
+                  need_saved: bool) -> _OpOut:
+    """One EGRU layer over ``[T, B, I]`` -> ``(y, c, o, trace, rz, n, hn, w_t)`` (last four: saved state)."""
+    if x.device.type == "cpu" or not _cupy_usable():
+        res = _cpu_forward(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, zoneout_mask, zoneout_p, reset,
+                           gamma, eps, input_is_events, need_saved)
+    elif x.device.type == "cuda":  # the CuPy kernels
+        res = _cuda_forward(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, zoneout_mask, zoneout_p, reset,
+                            gamma, eps, input_is_events, need_saved)
+    else:
+        raise NotImplementedError(f"snntorch_egru::egru_layer has no implementation for device {x.device}; "
+                                  "use EGRU(..., backend='reference')")
+    dt = x.dtype
+    y, c, o, tr = (t.to(dt) for t in res[:4])
+    if need_saved:
+        return (y, c, o, tr, *res[4:])
+    e = _empty(res[0])
+    return y, c, o, tr, e, e.clone(), e.clone(), e.clone()
+
+
+@egru_layer_op.register_fake
+def _(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, zoneout_mask, zoneout_p, reset, gamma, eps,
+      input_is_events, need_saved):
+    T, B, _ = x.shape
+    H = w_hh.shape[1]
+    real = _real(x.dtype)
+    outs = [x.new_empty(T, B, H) for _ in range(4)]
+    if need_saved:
+        saved = [x.new_empty(T, B, 2 * H, dtype=real), x.new_empty(T, B, H, dtype=real),
+                 x.new_empty(T, B, H, dtype=real), x.new_empty(H, 3 * H, dtype=real)]
+    else:
+        saved = [x.new_empty(0, dtype=real) for _ in range(4)]
+    return (*outs, *saved)
+
+
+_GradOut = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                 torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@torch.library.custom_op("snntorch_egru::egru_layer_backward", mutates_args=())
+def egru_layer_backward_op(g_y: torch.Tensor, g_c: torch.Tensor, g_o: torch.Tensor, g_tr: torch.Tensor,
+                           x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, w_ih: torch.Tensor,
+                           theta: torch.Tensor, zoneout_mask: Optional[torch.Tensor], y: torch.Tensor,
+                           c: torch.Tensor, o: torch.Tensor, rz: torch.Tensor, n: torch.Tensor, hn: torch.Tensor,
+                           w_t: torch.Tensor, zoneout_p: float, reset: int, gamma: float, eps: float,
+                           input_is_events: bool, need: List[bool]) -> _GradOut:
+    """Gradients of ``egru_layer`` w.r.t. ``(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta)``.
+
+    Entries not in ``need`` are empty tensors."""
+    real = w_t.dtype
+    cv = lambda t: None if t is None else t.detach().to(real).contiguous()  # noqa: E731
+    args = [cv(t) for t in (g_y, g_c, g_o, g_tr, x, y0, c0, w_ih, theta, zoneout_mask, y, c, o)]
+    g_y, g_c, g_o, g_tr, xr, y0r, c0r, w_ihr, thr, zo, yr, cr, or_ = args
+    if x.device.type == "cpu" or not _cupy_usable():
+        from .sparse import _cpu_backward
+
+        ga, gqn, dc, tb, dth = _cpu_backward(gamma, eps, _RESET_NAMES[reset], zoneout_p, g_y, g_c, g_o, g_tr,
+                                             y0r, c0r, thr, zo, yr, cr, or_, rz, n, hn, w_t, need[8])
+    else:
+        from .cuda._function import KernelConfig, kernel_backward
+        from .cuda._cupy import CupyLauncher
+
+        cfg = KernelConfig(reset_mode=int(reset), zoneout_p=float(zoneout_p), gamma=float(gamma), eps=float(eps))
+        H = w_t.shape[0]
+        ga, gqn, dc, tb, dth = kernel_backward(
+            CupyLauncher(), cfg, w_t, thr, c0r, zo, yr, cr, or_, rz[..., :H].contiguous(),
+            rz[..., H:].contiguous(), n, hn, g_y, g_c, g_o, g_tr)
+    grads = grad_products(ga, gqn, dc, tb, dth, xr, y0r, yr, w_ihr, w_t, need, input_is_events)
+    dtypes = (x.dtype, y0.dtype, c0.dtype, y0.dtype, w_ih.dtype, w_ih.dtype, w_ih.dtype, w_ih.dtype, theta.dtype)
+    # strides as the fake declares: dW_hh (and dW_ih from events) are transposed views
+    transposed = {5} | ({4} if input_is_events else set())
+    return tuple(_empty(x) if g is None else _layout(g.to(dt), k in transposed)  # type: ignore[return-value]
+                 for k, (g, dt) in enumerate(zip(grads, dtypes)))
+
+
+def _layout(g: torch.Tensor, transposed: bool) -> torch.Tensor:
+    if transposed:
+        return g if g.t().is_contiguous() else g.t().contiguous().t()
+    return g.contiguous()
+
+
+@egru_layer_backward_op.register_fake
+def _(g_y, g_c, g_o, g_tr, x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n, hn, w_t, zoneout_p, reset,
+      gamma, eps, input_is_events, need):
+    T, B, I = x.shape
+    H = y0.shape[-1]
+    shapes = [(T, B, I), (B, H), (B, H), (B, H), (3 * H, I), (3 * H, H), (3 * H,), (3 * H,), (H,)]
+    refs = [x, y0, c0, y0, w_ih, w_ih, w_ih, w_ih, theta]
+    transposed = {5} | ({4} if input_is_events else set())
+    return tuple((r.new_empty(s[::-1]).t() if i in transposed else r.new_empty(s)) if k else r.new_empty(0)
+                 for i, (s, r, k) in enumerate(zip(shapes, refs, need)))
+
+
+def _setup_context(ctx, inputs, output):
+    (x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, zoneout_mask, zoneout_p, reset, gamma, eps,
+     input_is_events, need_saved) = inputs
+    y, c, o, tr, rz, n, hn, w_t = output
+    if not need_saved:
+        ctx.unusable = True
+        return
+    ctx.unusable = False
+    ctx.save_for_backward(x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n, hn, w_t)
+    ctx.scalars = (zoneout_p, reset, gamma, eps, input_is_events)
+    ctx.has_bias = (b_ih is not None, b_hh is not None)
+    ctx.set_materialize_grads(False)  # only the four sequence gradients are used (zeros made below)
+
+
+def _backward(ctx, g_y, g_c, g_o, g_tr, *_saved_grads):
+    if ctx.unusable:
+        raise RuntimeError("snntorch_egru::egru_layer was called with need_saved=False; "
+                           "its outputs cannot be differentiated")
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            "the EGRU operator's backward is not differentiable (double backward / create_graph=True); "
+            "use EGRU(..., backend='reference') for higher-order gradients")
+    x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n, hn, w_t = ctx.saved_tensors
+    g_y, g_c, g_o, g_tr = (torch.zeros_like(y) if g is None else g for g in (g_y, g_c, g_o, g_tr))
+    ni = ctx.needs_input_grad
+    need = [bool(ni[0]), bool(ni[1]), bool(ni[2]), bool(ni[3]), bool(ni[4]), bool(ni[5]),
+            bool(ni[6]) and ctx.has_bias[0], bool(ni[7]) and ctx.has_bias[1], bool(ni[8])]
+    grads = torch.ops.snntorch_egru.egru_layer_backward(
+        g_y, g_c, g_o, g_tr, x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n, hn, w_t, *ctx.scalars, need)
+    out = [g if k else None for g, k in zip(grads, need)]
+    return (*out, None, None, None, None, None, None, None)
+
+
+egru_layer_op.register_autograd(_backward, setup_context=_setup_context)
+# Under autocast the recurrence runs in float32 (as torch.nn.GRU does on the CPU) and returns float32.
+for _dev in ("cpu", "cuda"):
+    torch.library.register_autocast("snntorch_egru::egru_layer", _dev, torch.float32)
+    torch.library.register_autocast("snntorch_egru::egru_layer_backward", _dev, torch.float32)
+
+
+# ------------------------------------------------------------------------------------------
+# the wrapper the backends call
+
+
+def _zero_length(x: torch.Tensor, y0: torch.Tensor, w: EGRUWeights) -> F.EGRUStepOutput:
+    """T = 0: empty sequences that still belong to the autograd graph (as torch.nn.GRU's do)."""
+    B, H = y0.shape
+    anchor = x.sum() * 0.0 + w.w_ih.reshape(-1)[:0].sum() + w.w_hh.reshape(-1)[:0].sum()
+    empty = x.new_zeros((0, B, H)) + anchor
+    return F.EGRUStepOutput(empty, empty, empty, empty)
+
+
+def egru_layer_call(x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0: torch.Tensor, w: EGRUWeights,
+                    opts: EGRUOptions, zoneout_mask: Optional[torch.Tensor] = None,
+                    dropconnect_mask: Optional[torch.Tensor] = None) -> F.EGRUStepOutput:
+    """Checked entry point: one layer over a sequence through the operator (or the reference)."""
+    if opts.reset not in RESET_CODES:
+        raise ValueError(f"reset must be one of {F.RESET_MECHANISMS}, got {opts.reset!r}")
+    check_layer_args(x, y0, c0, trace0, w, zoneout_mask, dropconnect_mask)
+    H = w.w_hh.shape[1]
+    w_hh = w.w_hh if dropconnect_mask is None else w.w_hh * dropconnect_mask.to(w.w_hh.dtype)
+    theta = w.threshold.reshape(-1).expand(H) if w.threshold.dim() == 0 or w.threshold.numel() == 1 \
+        else w.threshold
+    zo = None if zoneout_mask is None else zoneout_mask.to(x.dtype)
+    zo_p = 0.0 if zoneout_mask is not None else float(opts.zoneout_p)
+    if x.shape[0] == 0:
+        return _zero_length(x, y0, w)
+    params = surrogate_params(opts.spike_fn)
+    if params is None or torch.onnx.is_in_onnx_export() or x.device.type not in ("cpu", "cuda"):
+        # any other spike function (or ONNX export): the step-by-step decomposition
+        return F.egru_sequence(x, y0, c0, trace0, w.w_ih, w_hh, w.b_ih, w.b_hh, theta, spike_fn=opts.spike_fn,
+                               reset=opts.reset, zoneout_mask=zo, zoneout_p=zo_p)
+    tensors = (x, y0, c0, trace0, w.w_ih, w_hh, w.b_ih, w.b_hh, theta)
+    need_saved = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    res = torch.ops.snntorch_egru.egru_layer(
+        x, y0, c0, trace0, w.w_ih, w_hh, w.b_ih, w.b_hh, theta, zo, zo_p, RESET_CODES[opts.reset],
+        params[0], params[1], bool(opts.input_is_events), need_saved)
+    return F.EGRUStepOutput(res[0], res[1], res[2], res[3])
