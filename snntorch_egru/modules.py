@@ -265,6 +265,40 @@ class EGRUCell(_EGRUBase):
 
     reset_hidden = reset_mem
 
+    def init_egru(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Forget the stored state and return empty ``(y, c)`` for the explicit-state idiom.
+
+        As snnTorch's ``init_leaky()`` / ``init_rleaky()``: the returned tensors have shape
+        ``[0]`` and mean "start from zeros"; pass them on the first step and the cell sizes
+        them to the batch. A passed state that is all zeros but sized for another batch
+        (e.g. from :meth:`reset_mem` before a smaller last batch) is re-sized too, which is
+        exact: a zero state carries nothing. A non-zero state of the wrong shape is an error.
+
+        Example::
+
+            >>> import torch, snntorch_egru as se
+            >>> cell = se.EGRUCell(3, 8)
+            >>> y, c = cell.init_egru()
+            >>> y.shape
+            torch.Size([0])
+            >>> for x_t in torch.randn(5, 2, 3):       # snnTorch's explicit-state loop
+            ...     y, c = cell(x_t, y, c)
+            >>> y.shape
+            torch.Size([2, 8])
+        """
+        ref = self.weight_ih
+        self.y, self.c, self.trace = (ref.new_zeros(0) for _ in range(3))
+        self._dropconnect_mask = None
+        return self.y, self.c
+
+    def _explicit_state(self, name: str, s: Any, shape: tuple[int, ...], w: torch.Tensor) -> torch.Tensor:
+        """A state passed by the caller: ``[0]`` or an all-zero state of another batch size means zeros."""
+        if isinstance(s, torch.Tensor) and s.dim() >= 1 and tuple(s.shape) != shape and (
+                s.numel() == 0 or (s.shape[-1] == shape[-1] and not bool(s.detach().any()))):
+            _checks.same_device(name, s, w)
+            return torch.zeros(shape, dtype=w.dtype, device=w.device)
+        return _checks.state_tensor(name, s, shape, w)
+
     def detach_hidden(self) -> None:
         """Detach the stored state from the autograd graph (truncated BPTT).
 
@@ -307,9 +341,9 @@ class EGRUCell(_EGRUBase):
         _checks.tensor_input("input_", input_, (1, 2), self.input_size, w, "[B, input_size] or [input_size]")
         shape = self._state_shape(input_)
         if y is not None:
-            self.y = _checks.state_tensor("y", y, shape, w)
+            self.y = self._explicit_state("y", y, shape, w)
         if c is not None:
-            self.c = _checks.state_tensor("c", c, shape, w)
+            self.c = self._explicit_state("c", c, shape, w)
         # Stored states of another shape (first call, new batch size) start from zero.
         # The check is against (B, hidden_size), never against the input's shape.
         for name in ("y", "c", "trace"):

@@ -695,6 +695,36 @@ _SUPPORTED_TEXT = ("torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.
                    "weight_ih/weight_hh/bias_ih/bias_hh/threshold tensors)")
 
 
+def _detached_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` in which live (non-leaf) state tensors are detached copies.
+
+    A model right after a forward pass with autograd on holds hidden states that are not
+    graph leaves (e.g. an ``EGRUCell``'s ``y``/``c``); ``copy.deepcopy`` refuses those. The
+    original model and its state are not touched.
+    """
+    memo: Dict[int, Any] = {}
+    for m in model.modules():
+        for v in list(vars(m).values()) + list(m._buffers.values()):
+            if isinstance(v, torch.Tensor) and not v.is_leaf:
+                memo[id(v)] = v.detach().clone()
+    return copy.deepcopy(model, memo)
+
+
+def _canonical_io_names(graph: nir.NIRGraph) -> nir.NIRGraph:
+    """Name the graph's single input node ``input`` and single output node ``output`` (NIR's convention;
+    some consumers look these names up, e.g. spyx)."""
+    renames: Dict[str, str] = {}
+    for kind, canonical in ((nir.Input, "input"), (nir.Output, "output")):
+        names = [k for k, n in graph.nodes.items() if isinstance(n, kind)]
+        if len(names) == 1 and names[0] != canonical and canonical not in graph.nodes:
+            renames[names[0]] = canonical
+    if not renames:
+        return graph
+    nodes = {renames.get(k, k): n for k, n in graph.nodes.items()}
+    edges = [(renames.get(a, a), renames.get(b, b)) for a, b in graph.edges]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=graph.metadata)
+
+
 def export_to_nir(
     model: nn.Module,
     sample_input: torch.Tensor,
@@ -741,7 +771,7 @@ def export_to_nir(
         ...         return self.fc(self.egru(self.lif(x))[0])
         >>> g = export_to_nir(Net(), torch.randn(3, 6))
         >>> sorted(g.nodes)
-        ['egru', 'fc', 'lif', 'output', 'x']
+        ['egru', 'fc', 'input', 'lif', 'output']
     """
     import nirtorch
 
@@ -784,7 +814,7 @@ def export_to_nir(
         )
 
     # Record per-step input shapes on a copy (the model's own state is left untouched).
-    probe = copy.deepcopy(model)
+    probe = _detached_copy(model)
     orig = dict(model.named_modules())
     handles = []
     for name, m in probe.named_modules():
@@ -812,6 +842,7 @@ def export_to_nir(
             from err
     if not isinstance(graph, nir.NIRGraph):  # the model itself is one mapped module
         graph = nir.NIRGraph.from_list(graph)
+    graph = _canonical_io_names(graph)
     graph.infer_types()
     meta = {"producer": "snntorch_egru", "egru_spec_version": SPEC_VERSION, "dt": float(dt)}
     try:

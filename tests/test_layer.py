@@ -125,8 +125,16 @@ def test_utils_reset_nested_cells_and_snntorch_neurons():
     for _ in range(5):
         net(torch.randn(2, 3) * 3)
     assert cell.c.abs().sum() > 0 and leaky.mem.abs().sum() > 0
-    su.reset(net)  # snnTorch's own reset looks at direct children only
-    assert cell.c.abs().sum() > 0 and leaky.mem.abs().sum() > 0
+    se.registration.unregister()
+    try:
+        su.reset(net)  # snnTorch's own reset looks at direct children only
+        assert cell.c.abs().sum() > 0 and leaky.mem.abs().sum() > 0
+    finally:
+        se.registration.register()
+    su.reset(net)  # registered: the nested EGRU cell is reset; snnTorch's behaviour for its neuron is unchanged
+    assert cell.c.abs().sum() == 0 and leaky.mem.abs().sum() > 0
+    for _ in range(5):
+        net(torch.randn(2, 3) * 3)
     out = utils.reset(net)
     assert out is net
     for t in (cell.y, cell.c, cell.trace, leaky.mem):

@@ -374,3 +374,67 @@ def test_upstream_guide_page_runs(registered):
         warnings.simplefilter("ignore")
         for i, block in enumerate(blocks):
             exec(compile(block, f"docs/guide/upstream.md:block{i}", "exec"), namespace)
+
+
+def _fresh_run(cell: se.EGRUCell, fc: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Reference: the same cell from zero state, state kept on the module (no explicit passing)."""
+    cell.init_egru()
+    return torch.stack([fc(cell(x_t)[0]) for x_t in x])
+
+
+@pytest.mark.parametrize("start", ["init", "reset_mem"])
+def test_snntorch_explicit_state_idiom_with_batch_size_change(start):
+    # snnTorch's tutorial_regression_2 style: states created by init_*()/reset_mem(), passed every step,
+    # and a smaller last batch (the stored state is sized for the previous batch)
+    torch.manual_seed(0)
+    cell = se.EGRUCell(4, 16, thr_mean=0.1)
+    fc = torch.nn.Linear(16, 2)
+    lif = snn.Leaky(beta=0.9)
+    g = torch.Generator().manual_seed(4)
+    for batch in (6, 6, 3):
+        x = torch.randn(10, batch, 4, generator=g)
+        if start == "init":
+            y, c = cell.init_egru()
+        else:
+            y, c = cell.reset_mem()
+        mem = lif.init_leaky()
+        outs, spks = [], []
+        for x_t in x:
+            y, c = cell(x_t, y, c)
+            cur = fc(y)
+            spk, mem = lif(cur, mem)
+            outs.append(cur)
+            spks.append(spk)
+        ref = _fresh_run(cell, fc, x)
+        torch.testing.assert_close(torch.stack(outs), ref, rtol=0, atol=0)
+        assert 0 < torch.stack(outs).ne(fc.bias).float().mean() and y.shape == (batch, 16)
+
+
+def test_explicit_state_of_wrong_shape_with_content_is_refused():
+    cell = se.EGRUCell(4, 16)
+    with pytest.raises(ValueError, match=r"y must have shape \[3, 16\]"):
+        cell(torch.randn(3, 4), torch.ones(5, 16), torch.zeros(5, 16))
+
+
+def test_own_export_after_a_training_step_leaves_the_model_as_it_was():
+    from snntorch_egru import nir as senir
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 16), se.EGRUCell(16, 16, init_hidden=True, thr_mean=0.1),
+                              torch.nn.Linear(16, 3))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    x = torch.randn(6, 5, 4)
+    loss = torch.stack([net(x_t) for x_t in x]).pow(2).mean()
+    loss.backward()
+    opt.step()
+    net(x[0])  # live hidden state, still in the autograd graph (not a leaf)
+    cell = net[1]
+    assert not cell.c.is_leaf
+    before = (cell.y, cell.c, cell.trace, cell.y.clone(), cell.c.clone())
+    graph = senir.export_to_nir(net, torch.randn(5, 4))
+    assert (cell.y, cell.c, cell.trace) == before[:3]   # the same tensor objects
+    assert torch.equal(cell.y, before[3]) and torch.equal(cell.c, before[4]) and net.training
+    # NIR's naming convention for the graph's ends, and the exported weights are the trained ones
+    assert isinstance(graph.nodes["input"], nir.Input) and isinstance(graph.nodes["output"], nir.Output)
+    egru = [n for n in graph.nodes.values() if type(n).__name__ == "EGRU"][0]
+    assert (egru.weight_hh == cell.weight_hh.detach().numpy()).all()
