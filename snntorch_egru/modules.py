@@ -417,6 +417,9 @@ class EGRU(_EGRUBase):
 
     Inputs: ``x, state``
         - **x**: ``[T, B, I]`` (``[B, T, I]`` with ``batch_first``; ``[T, I]`` unbatched).
+          A ``torch.nn.utils.rnn.PackedSequence`` (variable-length batch) works as in
+          ``torch.nn.GRU``: the output is packed the same way and the returned state of each
+          sequence is the one after its own last step.
         - **state**: :class:`~snntorch_egru.EGRUState` with fields ``[num_layers, B, H]``,
           or ``None`` for zeros.
 
@@ -547,6 +550,8 @@ class EGRU(_EGRUBase):
         if not isinstance(return_internals, bool):
             raise TypeError(f"return_internals must be a bool, got {type(return_internals).__name__} "
                             f"{return_internals!r}")
+        if isinstance(x, nn.utils.rnn.PackedSequence):
+            return self._forward_packed(x, state, return_internals)
         ref = self.weight_ih_l0
         if isinstance(x, torch.Tensor) and _checks.autocast_active(x):
             # autocast policy: the recurrence runs and returns in the parameters' dtype (float32
@@ -558,6 +563,27 @@ class EGRU(_EGRUBase):
             with _checks.float32_region(x):
                 return self._forward(x, state, return_internals)
         return self._forward(x, state, return_internals)
+
+    def _forward_packed(self, x: nn.utils.rnn.PackedSequence, state: Optional[EGRUState], return_internals: bool
+                        ) -> Any:
+        """Variable-length batches, as ``torch.nn.GRU`` takes them: the output is packed like ``x`` and the
+        state of each sequence is taken at its own last step; records are padded with zeros."""
+        rnn_utils = nn.utils.rnn
+        padded, lengths = rnn_utils.pad_packed_sequence(x, batch_first=self.batch_first)  # original order
+        self._packed_lengths = lengths
+        try:
+            result = self.forward(padded, state, return_internals=return_internals)
+        finally:
+            self._packed_lengths = None
+        out = result[0]
+        order = x.sorted_indices
+        tfirst = out.transpose(0, 1) if self.batch_first else out
+        if order is not None:
+            tfirst = tfirst.index_select(1, order)
+            lengths = lengths.index_select(0, order.cpu())
+        data = rnn_utils.pack_padded_sequence(tfirst, lengths, enforce_sorted=True).data
+        packed = rnn_utils.PackedSequence(data, x.batch_sizes, x.sorted_indices, x.unsorted_indices)
+        return (packed, *result[1:])
 
     def _forward(self, x: torch.Tensor, state: Optional[EGRUState], return_internals: bool
                  ) -> Union[Tuple[torch.Tensor, EGRUState], Tuple[torch.Tensor, EGRUState, EGRURecord]]:
@@ -602,7 +628,16 @@ class EGRU(_EGRUBase):
                 counters=getattr(self, "_counters", None),
             )
             seq = resolve_backend(self.backend, call).run(call)
-            if T > 0:
+            lengths = getattr(self, "_packed_lengths", None)
+            if lengths is not None:  # packed input: each sequence ends at its own length; zero the padding
+                valid = (torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)).to(x.device).unsqueeze(2)
+                last = (lengths - 1).to(x.device)
+                cols = torch.arange(B, device=x.device)
+                finals_y.append(seq.y[last, cols])
+                finals_c.append(seq.c[last, cols])
+                finals_tr.append(seq.trace[last, cols])
+                seq = F.EGRUStepOutput(*(t * valid for t in seq))
+            elif T > 0:
                 finals_y.append(seq.y[-1])
                 finals_c.append(seq.c[-1])
                 finals_tr.append(seq.trace[-1])

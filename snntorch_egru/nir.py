@@ -710,6 +710,49 @@ def _detached_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
+def _norse_kind(m: nn.Module) -> Optional[str]:
+    name = type(m).__name__
+    if type(m).__module__.startswith("norse.torch") and name in ("SequentialState", "Lift"):
+        return name
+    return None
+
+
+def _norse_chain(model: nn.Module, maps: Dict[type, Callable[[nn.Module], nir.NIRNode]],
+                 input_shape: Tuple[int, ...]) -> Optional[nir.NIRGraph]:
+    """Norse's ``SequentialState`` / ``Lift`` as a chain of mapped nodes (torch.fx cannot trace them: they
+    thread state through Python lists). ``None`` when ``model`` is not such a container."""
+    if _norse_kind(model) is None:
+        return None
+
+    def flatten(m: nn.Module) -> list:
+        kind = _norse_kind(m)
+        if kind == "Lift":  # maps a step module over time: in a one-step graph it is that module
+            return flatten(m.lifted_module)
+        if kind == "SequentialState" or type(m) is nn.Sequential:
+            return [c for child in m.children() for c in flatten(child)]
+        return [m]
+
+    nodes: Dict[str, nir.NIRNode] = {"input": nir.Input(input_type=np.array(input_shape))}
+    edges = []
+    prev = "input"
+    for i, m in enumerate(flatten(model)):
+        if type(m) not in maps:
+            raise ValueError(f"cannot export to NIR: unsupported module {type(m).__module__}.{type(m).__name__} "
+                             f"inside {type(model).__name__}; supported: {_SUPPORTED_TEXT}")
+        nodes[str(i)] = maps[type(m)](m)
+        edges.append((prev, str(i)))
+        prev = str(i)
+    nodes["output"] = nir.Output(output_type=np.array([0]))  # set by infer_types below
+    edges.append((prev, "output"))
+    graph = nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+    last = nodes[prev]
+    out_type = getattr(last, "output_type", None)
+    if isinstance(out_type, dict) and out_type:
+        nodes["output"] = nir.Output(output_type=next(iter(out_type.values())))
+        graph = nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+    return graph
+
+
 def _canonical_io_names(graph: nir.NIRGraph) -> nir.NIRGraph:
     """Name the graph's single input node ``input`` and single output node ``output`` (NIR's convention;
     some consumers look these names up, e.g. spyx)."""
@@ -835,8 +878,10 @@ def export_to_nir(
             h.remove()
 
     try:
-        graph = nirtorch.torch_to_nir(model, maps, default_dict=None, type_check=False,
-                                      stateful_modules=set(maps))
+        graph = _norse_chain(model, maps, tuple(sample_input.shape[1:]))
+        if graph is None:
+            graph = nirtorch.torch_to_nir(model, maps, default_dict=None, type_check=False,
+                                          stateful_modules=set(maps))
     except (KeyError, torch.fx.proxy.TraceError) as err:
         raise ValueError(f"cannot trace the model for NIR export ({err}); supported modules: {_SUPPORTED_TEXT}") \
             from err

@@ -207,3 +207,35 @@ def test_float32_backend_agrees_with_float64_reference(backend):
     out64, st64, rec64 = m64(x.double(), return_internals=True)
     assert torch.equal(rec.o.double(), rec64.o)
     torch.testing.assert_close(out.double(), out64, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_packed_sequence_equals_per_sequence_runs_and_nn_gru(batch_first):
+    from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
+
+    torch.manual_seed(0)
+    egru = se.EGRU(3, 7, num_layers=2, batch_first=batch_first, thr_mean=0.1).double()
+    lengths = [5, 9, 2, 7]
+    seqs = [torch.randn(n, 3, dtype=torch.float64) for n in lengths]
+    packed = pack_sequence(seqs, enforce_sorted=False)
+    out, state = egru(packed)
+    assert isinstance(out, torch.nn.utils.rnn.PackedSequence)
+    assert torch.equal(out.batch_sizes, packed.batch_sizes) and torch.equal(out.sorted_indices, packed.sorted_indices)
+    padded, out_len = pad_packed_sequence(out, batch_first=batch_first)
+    assert out_len.tolist() == lengths
+    events = 0.0
+    for b, s in enumerate(seqs):
+        ref_out, ref_state = egru(s)  # unbatched run of that sequence alone
+        got = padded[b, :len(s)] if batch_first else padded[:len(s), b]
+        torch.testing.assert_close(got, ref_out, rtol=1e-12, atol=1e-12)
+        for f in ("y", "c", "trace"):
+            torch.testing.assert_close(getattr(state, f)[:, b], getattr(ref_state, f), rtol=1e-12, atol=1e-12)
+        events += ref_out.ne(0).double().mean().item()
+    assert 0.05 < events / len(seqs) < 0.95
+    # torch.nn.GRU's habit: EGRU.from_gru on packed input equals the GRU on the same packed input
+    gru = torch.nn.GRU(3, 7, num_layers=2, batch_first=batch_first).double()
+    from_gru = se.EGRU.from_gru(gru)
+    g_out, g_h = gru(packed)
+    e_out, e_state = from_gru(packed)
+    torch.testing.assert_close(e_out.data, g_out.data, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(e_state.y, g_h, rtol=1e-12, atol=1e-12)

@@ -438,3 +438,31 @@ def test_own_export_after_a_training_step_leaves_the_model_as_it_was():
     assert isinstance(graph.nodes["input"], nir.Input) and isinstance(graph.nodes["output"], nir.Output)
     egru = [n for n in graph.nodes.values() if type(n).__name__ == "EGRU"][0]
     assert (egru.weight_hh == cell.weight_hh.detach().numpy()).all()
+
+
+def test_own_export_of_norse_sequential_state_and_lift(tmp_path):
+    norse = _norse()
+    from snntorch_egru import nir as senir
+    from snntorch_egru.norse import EGRURecurrentCell
+
+    torch.manual_seed(1)
+    model = norse.SequentialState(torch.nn.Linear(4, 16), EGRURecurrentCell(16, 16, thr_mean=0.1),
+                                  norse.Lift(torch.nn.Linear(16, 3)))
+    graph = senir.export_to_nir(model, torch.randn(5, 4))
+    path = tmp_path / "seqstate.nir"
+    senir.write(path, graph)
+    step = senir.import_from_nir(senir.read(path))
+    x = torch.randn(20, 5, 4, generator=torch.Generator().manual_seed(7)) * 2
+    s_ref = s_imp = None
+    outs, refs, events = [], [], []
+    with torch.no_grad():
+        for t in range(20):
+            o, s_ref = model(x[t], s_ref)
+            refs.append(o)
+            events.append(s_ref[1].y)
+            o2, s_imp = step(x[t], s_imp)
+            outs.append(o2)
+    assert 0.05 < torch.stack(events).ne(0).float().mean().item() < 0.95
+    torch.testing.assert_close(torch.stack(outs), torch.stack(refs), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=r"unsupported module.*torch.nn.modules.activation.ReLU"):
+        senir.export_to_nir(norse.SequentialState(torch.nn.Linear(4, 4), torch.nn.ReLU()), torch.randn(2, 4))
