@@ -239,3 +239,17 @@ def test_packed_sequence_equals_per_sequence_runs_and_nn_gru(batch_first):
     e_out, e_state = from_gru(packed)
     torch.testing.assert_close(e_out.data, g_out.data, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(e_state.y, g_h, rtol=1e-12, atol=1e-12)
+
+
+def test_autocast_linear_into_egru_is_accepted_like_nn_gru():
+    # nn.GRU takes the bfloat16 output of an autocast Linear; so does EGRU (recurrence in float32)
+    torch.manual_seed(0)
+    lin, rnn = torch.nn.Linear(4, 8), se.EGRU(8, 16, thr_mean=0.1)
+    x = torch.randn(10, 3, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = lin(x)
+        out, _ = rnn(h)
+    assert h.dtype == torch.bfloat16 and out.dtype == torch.float32
+    ref, _ = rnn(h.float())  # the same computation on the rounded input, outside autocast
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    assert 0 < out.ne(0).float().mean() < 1
