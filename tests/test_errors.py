@@ -213,7 +213,7 @@ def test_cell_bad_inputs():
     with pytest.raises(ValueError, match=r"input_ must have input_size=5 features .*got shape \(4, 2\)"):
         cell(torch.zeros(B, 2))
     with pytest.raises(ValueError, match=r"y must have shape \[4, 7\] to match the input's batch size and hidden_size, got \[3, 7\]"):
-        cell(torch.zeros(B, I), torch.zeros(3, H))
+        cell(torch.zeros(B, I), torch.ones(3, H))  # (an all-zero state of another batch size starts from zeros)
     with pytest.raises(ValueError, match=r"c must have shape \[4, 7\].*got \[4, 6\]"):
         cell(torch.zeros(B, I), torch.zeros(B, H), torch.zeros(B, 6))
     with pytest.raises(TypeError, match=r"y must be a torch.Tensor of shape \[4, 7\], got list"):
