@@ -5,24 +5,18 @@ NIR export and NIR import functions check fixed lists of their own classes. Afte
 :func:`register`, these upstream entry points also handle the EGRU modules and the EGRU
 NIR node:
 
-=====================================================  ===========================================================
-upstream entry point                                   what registration adds (nothing else changes)
-=====================================================  ===========================================================
-``snntorch.utils.reset(net)``                          also resets every :class:`~snntorch_egru.EGRUCell` in ``net``,
-                                                       at any depth (wraps the function; snnTorch's own neurons are
-                                                       reset by the original, unchanged)
-``snntorch.EGRUCell``, ``snntorch.EGRU``               the classes, next to ``snn.Leaky`` (attributes added)
-``snntorch.export_to_nir`` (``snntorch.export_nir``)   EGRU modules become EGRU nodes (wraps the per-module
-                                                       mapper ``_extract_snntorch_module``; other modules are passed
-                                                       to the original)
-``snntorch.import_from_nir``, ``nirtorch.nir_to_torch``  EGRU nodes become :class:`~snntorch_egru.nir.EGRUStep`
-                                                       modules (an entry in nirtorch's default node map)
-``norse.torch.to_nir``                                 EGRU modules become EGRU nodes (wraps ``_extract_norse_module``)
-``norse.torch.from_nir``                               EGRU nodes become :class:`~snntorch_egru.nir.EGRUStep`
-                                                       (wraps ``_import_norse_module``)
-``nir.read``, ``nir.dict2NIRNode``                     understand EGRU nodes
-                                                       (:func:`snntorch_egru.nir.register_nir_extension`)
-=====================================================  ===========================================================
+- ``snntorch.utils.reset(net)`` also resets every :class:`~snntorch_egru.EGRUCell` in ``net``, at any
+  depth (the function is wrapped; snnTorch's own neurons are reset by the original, unchanged);
+- ``snntorch.EGRUCell`` and ``snntorch.EGRU`` are the classes, next to ``snn.Leaky``;
+- ``snntorch.export_to_nir`` (``snntorch.export_nir``) maps EGRU modules to EGRU nodes (wraps the
+  per-module mapper ``_extract_snntorch_module``; other modules go to the original);
+- ``snntorch.import_from_nir`` and ``nirtorch.nir_to_torch`` build EGRU nodes as
+  :class:`~snntorch_egru.nir.EGRUStep` modules (an entry in nirtorch's default node map);
+- ``norse.torch.to_nir`` maps EGRU modules to EGRU nodes (wraps ``_extract_norse_module``) and
+  ``norse.torch.from_nir`` builds EGRU nodes as :class:`~snntorch_egru.nir.EGRUStep` (wraps
+  ``_import_norse_module``);
+- ``nir.read`` and ``nir.dict2NIRNode`` understand EGRU nodes
+  (:func:`snntorch_egru.nir.register_nir_extension`).
 
 ``import snntorch_egru`` calls :func:`register` (set the environment variable
 ``SNNTORCH_EGRU_REGISTER=0`` before the import to opt out). Norse is an optional
