@@ -292,6 +292,20 @@ class _NorseEGRUBase(_EGRUBase):
         zeros = torch.zeros(shape, dtype=w.dtype, device=w.device)
         return EGRUState(zeros, zeros)
 
+    def forward(
+        self, input_tensor: torch.Tensor, state: Optional[EGRUState] = None
+    ) -> Tuple[torch.Tensor, EGRUState]:
+        if isinstance(input_tensor, torch.Tensor) and _checks.autocast_active(input_tensor):
+            # autocast policy (as snntorch_egru.EGRU): the recurrence runs in the parameters' dtype
+            ref = self.weight_ih
+            input_tensor = _checks.to_param_dtype(input_tensor, ref)
+            if isinstance(state, EGRUState):
+                state = EGRUState(*(_checks.to_param_dtype(t, ref) if isinstance(t, torch.Tensor) else t
+                                    for t in state))
+            with _checks.float32_region(input_tensor):
+                return self._run(input_tensor, state)
+        return self._run(input_tensor, state)
+
     def _check_state(self, state: Any, shape: tuple[int, ...]) -> EGRUState:
         if isinstance(state, torch.Tensor):
             raise TypeError(
@@ -393,19 +407,6 @@ class EGRURecurrentCell(_NorseEGRUBase):
     ) -> None:
         super().__init__(input_size, hidden_size, p, bias, thr_mean, learn_threshold, threshold_clamp, init)
 
-    def forward(
-        self, input_tensor: torch.Tensor, state: Optional[EGRUState] = None
-    ) -> Tuple[torch.Tensor, EGRUState]:
-        if isinstance(input_tensor, torch.Tensor) and _checks.autocast_active(input_tensor):
-            # autocast policy (as snntorch_egru.EGRU): the recurrence runs in the parameters' dtype
-            ref = self.weight_ih
-            input_tensor = _checks.to_param_dtype(input_tensor, ref)
-            if isinstance(state, EGRUState):
-                state = EGRUState(*(_checks.to_param_dtype(t, ref) if isinstance(t, torch.Tensor) else t
-                                    for t in state))
-            with _checks.float32_region(input_tensor):
-                return self._run(input_tensor, state)
-        return self._run(input_tensor, state)
 
     def _run(self, input_tensor: torch.Tensor, state: Optional[EGRUState]) -> Tuple[torch.Tensor, EGRUState]:
         w = self.weight_ih
@@ -488,19 +489,6 @@ class EGRURecurrent(_NorseEGRUBase):
             get_backend(backend)
         self.backend = backend
 
-    def forward(
-        self, input_tensor: torch.Tensor, state: Optional[EGRUState] = None
-    ) -> Tuple[torch.Tensor, EGRUState]:
-        if isinstance(input_tensor, torch.Tensor) and _checks.autocast_active(input_tensor):
-            # autocast policy (as snntorch_egru.EGRU): the recurrence runs in the parameters' dtype
-            ref = self.weight_ih
-            input_tensor = _checks.to_param_dtype(input_tensor, ref)
-            if isinstance(state, EGRUState):
-                state = EGRUState(*(_checks.to_param_dtype(t, ref) if isinstance(t, torch.Tensor) else t
-                                    for t in state))
-            with _checks.float32_region(input_tensor):
-                return self._run(input_tensor, state)
-        return self._run(input_tensor, state)
 
     def _run(self, input_tensor: torch.Tensor, state: Optional[EGRUState]) -> Tuple[torch.Tensor, EGRUState]:
         w = self.weight_ih
