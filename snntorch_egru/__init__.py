@@ -10,6 +10,7 @@ Example::
     >>> out, state = rnn(torch.randn(100, 8, 16))   # [T, B, I] -> [T, B, H]
 """
 
+from ._version import __version__
 from . import backends, convert, functional, surrogate, utils
 from . import metrics, sparse  # registers the "torch" backend (event-driven CPU path)
 from . import cuda  # registers the "cupy" backend (GPU kernels; CuPy is imported lazily)
@@ -17,8 +18,6 @@ from .modules import EGRU, EGRUCell
 from .state import EGRURecord, EGRUState
 from . import interop, norse  # Norse flavour (Norse itself is imported only for Norse threshold methods)
 from . import registration
-
-__version__ = "0.1.0"
 
 registration._register_at_import()  # snnTorch/Norse/NIR entry points handle EGRU (opt out: SNNTORCH_EGRU_REGISTER=0)
 

@@ -47,7 +47,6 @@ def to_param_dtype(x: Optional[torch.Tensor], ref: torch.Tensor) -> Optional[tor
     return x
 
 
-
 def positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be a positive int, got {type(value).__name__} {value!r}")
@@ -84,14 +83,35 @@ def positive_float(name: str, value: Any) -> float:
     return value
 
 
-def reset_mechanism(value: Any) -> str:
-    from .functional import RESET_MECHANISMS
+#: The one table from reset name to the code the native and CUDA kernels take (the order of
+#: :data:`snntorch_egru.functional.RESET_MECHANISMS`). Every reset check of the package goes
+#: through :func:`reset_mechanism` / :func:`reset_code` below.
+RESET_CODES: dict[str, int] = {"subtract": 0, "zero": 1, "none": 2}
+RESET_MECHANISMS: tuple[str, ...] = tuple(RESET_CODES)
 
-    if not isinstance(value, str) or value not in RESET_MECHANISMS:
+
+def show(value: Any) -> str:
+    """``repr`` of a value, NumPy scalars (as read back from HDF5) shown as plain Python values."""
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        try:
+            return repr(value.item())
+        except (TypeError, ValueError):  # an array with more than one element
+            pass
+    return repr(value)
+
+
+def reset_mechanism(value: Any, name: str = "reset_mechanism") -> str:
+    """A reset name from :data:`RESET_CODES`; ``name`` is how the message calls the argument."""
+    if not isinstance(value, str) or value not in RESET_CODES:
         raise ValueError(
-            f"reset_mechanism must be one of {', '.join(repr(r) for r in RESET_MECHANISMS)}, got {value!r}"
+            f"{name} must be one of {', '.join(repr(r) for r in RESET_MECHANISMS)}, got {show(value)}"
         )
-    return value
+    return str(value)
+
+
+def reset_code(value: Any, name: str = "reset") -> int:
+    """The kernels' integer code of a reset name (checked as :func:`reset_mechanism` does)."""
+    return RESET_CODES[reset_mechanism(value, name)]
 
 
 def choice(name: str, value: Any, options: Sequence[str]) -> str:

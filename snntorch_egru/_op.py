@@ -34,10 +34,10 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from . import functional as F
+from ._checks import RESET_CODES, reset_mechanism
 from .backends import EGRUOptions, EGRUWeights
 from .surrogate import EGRUSurrogate, _HeavisideNoGrad
 
-RESET_CODES = {"subtract": 0, "zero": 1, "none": 2}
 _RESET_NAMES = {v: k for k, v in RESET_CODES.items()}
 _COMPUTE_DTYPES = (torch.float32, torch.float64)
 
@@ -409,8 +409,7 @@ def egru_layer_call(x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0:
                     opts: EGRUOptions, zoneout_mask: Optional[torch.Tensor] = None,
                     dropconnect_mask: Optional[torch.Tensor] = None) -> F.EGRUStepOutput:
     """Checked entry point: one layer over a sequence through the operator (or the reference)."""
-    if opts.reset not in RESET_CODES:
-        raise ValueError(f"reset must be one of {F.RESET_MECHANISMS}, got {opts.reset!r}")
+    reset_mechanism(opts.reset, "reset")
     check_layer_args(x, y0, c0, trace0, w, zoneout_mask, dropconnect_mask)
     H = w.w_hh.shape[1]
     w_hh = w.w_hh if dropconnect_mask is None else w.w_hh * dropconnect_mask.to(w.w_hh.dtype)

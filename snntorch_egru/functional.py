@@ -39,24 +39,33 @@ from typing import Callable, NamedTuple, Optional
 
 import torch
 
+from ._checks import RESET_MECHANISMS as _RESET_NAMES
+from ._checks import reset_mechanism as _check_reset
 from .surrogate import EGRUSurrogate
 
 __all__ = [
     "RESET_MECHANISMS",
     "TRACE_DECAY",
+    "LAYER_TENSOR_NAMES",
     "EGRUStepOutput",
     "input_projection",
     "egru_step",
     "egru_step_projected",
     "egru_sequence",
     "apply_reset",
+    "pre_reset_state",
     "beta_threshold_init",
     "dropconnect_mask",
     "zoneout_masks",
 ]
 
-#: Reset mechanisms understood by the EGRU: subtract theta, zero the state, or none.
-RESET_MECHANISMS = ("subtract", "zero", "none")
+#: Reset mechanisms understood by the EGRU: subtract theta, zero the state, or none
+#: (the keys of the package's one reset table, ``snntorch_egru._checks.RESET_CODES``).
+RESET_MECHANISMS = _RESET_NAMES
+
+#: The five tensors of one EGRU layer, in the order the functions here take them
+#: (``torch.nn.GRU`` names plus the thresholds); modules, checkpoints and NIR nodes use these names.
+LAYER_TENSOR_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "threshold")
 
 #: Decay of the output trace (``trace = 0.9 * trace + 0.1 * y``), fixed as in the paper's code.
 TRACE_DECAY = 0.9
@@ -156,7 +165,38 @@ def apply_reset(c_hat: torch.Tensor, o: torch.Tensor, threshold: torch.Tensor, r
         return c_hat * (1.0 - o)
     if reset == "none":
         return c_hat
-    raise ValueError(f"reset_mechanism must be one of {RESET_MECHANISMS}, got {reset!r}")
+    _check_reset(reset)  # raises: not a reset name
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def pre_reset_state(y: torch.Tensor, c: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+    """The pre-reset state ``c_hat`` recovered from a step's recorded ``(y, c, o)``.
+
+    A unit that fired sent ``y = c_hat``; one that did not kept ``c = c_hat`` (no reset
+    happened). So ``c_hat = where(o > 0, y, c)``, whatever the reset mechanism; backward
+    passes and counters use it instead of storing ``c_hat``.
+
+    Args:
+        y: graded events, any shape.
+        c: internal state after the reset, same shape as ``y``.
+        o: binary events, same shape as ``y``.
+
+    Returns:
+        ``c_hat``, shaped like ``y``.
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru import functional as F
+        >>> s = torch.zeros(2, 4)
+        >>> theta = torch.full((4,), 0.1)
+        >>> gi, w_hh = torch.randn(2, 12), torch.randn(12, 4)
+        >>> out = F.egru_step_projected(gi, s, s, s, w_hh, None, theta)
+        >>> c_hat = F.pre_reset_state(out.y, out.c, out.o)
+        >>> torch.allclose(out.c, F.apply_reset(c_hat, out.o, theta, "subtract"))
+        True
+    """
+    return torch.where(o > 0, y, c)
 
 
 def egru_step_projected(

@@ -51,7 +51,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import _checks
 from . import functional as F
+from ._version import __version__
 from .modules import EGRU as _EGRUModule
 from .modules import EGRUCell as _EGRUCellModule
 from .state import EGRUState
@@ -187,7 +189,7 @@ class EGRU(nir.NIRNode):
                 raise ValueError(
                     f"EGRU node field {name} must have shape {list(shape)} (H = {H} from threshold), got {list(got)}"
                 )
-        if not isinstance(self.reset, str) or self.reset not in F.RESET_MECHANISMS:
+        if not isinstance(self.reset, str) or self.reset not in _checks.RESET_CODES:  # NIR's tuple-style message
             raise ValueError(f"EGRU node field reset must be one of {F.RESET_MECHANISMS}, got {_show(self.reset)}")
         if not isinstance(self.output, str) or self.output not in _OUTPUTS:
             raise ValueError(f"EGRU node field output must be one of {_OUTPUTS}, got {_show(self.output)}")
@@ -889,13 +891,8 @@ def export_to_nir(
         graph = nir.NIRGraph.from_list(graph)
     graph = _canonical_io_names(graph)
     graph.infer_types()
-    meta = {"producer": "snntorch_egru", "egru_spec_version": SPEC_VERSION, "dt": float(dt)}
-    try:
-        from . import __version__
-
-        meta["producer_version"] = __version__
-    except ImportError:  # pragma: no cover
-        pass
+    meta = {"producer": "snntorch_egru", "egru_spec_version": SPEC_VERSION, "dt": float(dt),
+            "producer_version": __version__}
     if metadata:
         bad = [k for k, v in metadata.items() if v is None]
         if bad:

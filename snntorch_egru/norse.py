@@ -210,10 +210,7 @@ def _check_parameters(p: Any) -> EGRUParameters:
     _alpha(p.alpha)
     _checks.positive_float("p.dampening_factor", p.dampening_factor)
     _checks.positive_float("p.pseudo_derivative_support", p.pseudo_derivative_support)
-    if not isinstance(p.reset, str) or p.reset not in F.RESET_MECHANISMS:
-        raise ValueError(
-            f"p.reset must be one of {', '.join(repr(r) for r in F.RESET_MECHANISMS)}, got {p.reset!r}"
-        )
+    _checks.reset_mechanism(p.reset, "p.reset")
     return p
 
 

@@ -74,6 +74,7 @@ from typing import Any, Callable, Optional, Tuple
 import torch
 
 from . import functional as F
+from ._checks import RESET_CODES
 from .backends import EGRUOptions, EGRUWeights, LayerCall, register_backend
 from .surrogate import EGRUSurrogate
 
@@ -482,7 +483,7 @@ def _native_sequence(fn: Any, reset: str, zoneout_p: float, gi: torch.Tensor, y0
         rz = n = hn = None
     gh = gi.new_empty(B, 3 * H)
     check_native_forward(gi, y0, c0, trace0, w_t, b_hh, theta, zo_mask, (ys, cs, os_, trs), (rz, n, hn), gh)
-    code = {"subtract": 0, "zero": 1, "none": 2}[reset]
+    code = RESET_CODES[reset]
     ptr = lambda t: None if t is None else t.data_ptr()  # noqa: E731
     fn(T, B, H, ptr(gi), ptr(y0), ptr(c0), ptr(trace0), ptr(w_t), ptr(b_hh), ptr(theta), ptr(zo_mask),
        float(zoneout_p), code, F.TRACE_DECAY, 1.0 - F.TRACE_DECAY,

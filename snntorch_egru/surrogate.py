@@ -35,19 +35,22 @@ Example::
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional, Tuple
 
 import torch
 
 from ._checks import positive_float as _positive_float
 
 __all__ = [
+    "SpikeFunction",
     "EGRUSurrogate",
+    "HeavisideNoGrad",
     "pseudo_derivative",
     "triangle",
     "heaviside",
     "HeavisideTriangle",
     "surrogate_support",
+    "kernel_params",
 ]
 
 
@@ -87,7 +90,57 @@ class HeavisideTriangle(torch.autograd.Function):
         return grad_out * psi, None, None
 
 
-class EGRUSurrogate:
+class SpikeFunction:
+    """Base of the package's spike functions: a Heaviside step that tells the backends its gradient.
+
+    Calling an instance on ``v = state - threshold`` returns ``(v > 0)`` in ``v``'s dtype.
+    Subclasses say, without ``isinstance`` chains in the backends, what their gradient is:
+
+    * :attr:`support`: half-width of the region ``|v| < support`` where the gradient is non-zero
+      (the sparse backward pass needs only those units);
+    * :meth:`kernel_params`: ``(gamma, epsilon)`` of the triangle ``gamma * max(0, 1 - epsilon |v|)``
+      that the native CPU helper and the CUDA kernels compute (``gamma = 0``: no gradient).
+
+    Any other callable (e.g. ``snntorch.surrogate.atan()``) is still a valid ``spike_grad``;
+    the backends then fall back to the autograd reference.
+
+    Example::
+
+        >>> from snntorch_egru.surrogate import SpikeFunction, EGRUSurrogate, HeavisideNoGrad
+        >>> [isinstance(f, SpikeFunction) for f in (EGRUSurrogate(), HeavisideNoGrad())]
+        [True, True]
+        >>> EGRUSurrogate(0.7, 2.0).kernel_params(), HeavisideNoGrad().kernel_params()
+        ((0.7, 2.0), (0.0, 1.0))
+    """
+
+    @property
+    def support(self) -> float:
+        """Half-width of the region where the gradient is non-zero (``0.0``: nowhere).
+
+        Example::
+
+            >>> from snntorch_egru.surrogate import HeavisideNoGrad
+            >>> HeavisideNoGrad().support
+            0.0
+        """
+        raise NotImplementedError
+
+    def kernel_params(self) -> Tuple[float, float]:
+        """``(gamma, epsilon)`` of the triangular pseudo-derivative the kernels implement.
+
+        Example::
+
+            >>> from snntorch_egru.surrogate import EGRUSurrogate
+            >>> EGRUSurrogate(gamma=0.5, epsilon=4.0).kernel_params()
+            (0.5, 4.0)
+        """
+        raise NotImplementedError
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class EGRUSurrogate(SpikeFunction):
     """The paper's triangular pseudo-derivative as a picklable spike function.
 
     Calling the instance on ``v = state - threshold`` returns the strict Heaviside
@@ -129,6 +182,17 @@ class EGRUSurrogate:
             0.25
         """
         return 1.0 / self.epsilon
+
+    def kernel_params(self) -> Tuple[float, float]:
+        """``(gamma, epsilon)`` as floats (see :meth:`SpikeFunction.kernel_params`).
+
+        Example::
+
+            >>> from snntorch_egru.surrogate import EGRUSurrogate
+            >>> EGRUSurrogate(gamma=0.7, epsilon=1.0).kernel_params()
+            (0.7, 1.0)
+        """
+        return float(self.gamma), float(self.epsilon)
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         return HeavisideTriangle.apply(v, self.gamma, self.epsilon)
@@ -202,8 +266,48 @@ def triangle(dampening_factor: float = 0.7, support: float = 1.0) -> EGRUSurroga
     return pseudo_derivative(dampening_factor, support)
 
 
-class _HeavisideNoGrad:
-    """Plain Heaviside step without gradient (``surrogate_disable=True``)."""
+class HeavisideNoGrad(SpikeFunction):
+    """The strict Heaviside step ``(v > 0)`` with no gradient (``surrogate_disable=True``).
+
+    Picklable; :func:`heaviside` returns one. The backends run it on their sparse path with
+    ``gamma = 0`` (:meth:`kernel_params`) and an empty gradient support.
+
+    Shape:
+        - Input: ``v`` of any shape.
+        - Output: same shape and dtype as ``v``, values in {0, 1}, detached from the graph.
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru.surrogate import HeavisideNoGrad
+        >>> step = HeavisideNoGrad()
+        >>> v = torch.tensor([-1.0, 0.0, 0.5], requires_grad=True)
+        >>> step(v), step(v).requires_grad
+        (tensor([0., 0., 1.]), False)
+    """
+
+    @property
+    def support(self) -> float:
+        """Always ``0.0``: the gradient is zero everywhere.
+
+        Example::
+
+            >>> from snntorch_egru.surrogate import HeavisideNoGrad
+            >>> HeavisideNoGrad().support
+            0.0
+        """
+        return 0.0
+
+    def kernel_params(self) -> Tuple[float, float]:
+        """``(0.0, 1.0)``: a triangle of height 0.
+
+        Example::
+
+            >>> from snntorch_egru.surrogate import HeavisideNoGrad
+            >>> HeavisideNoGrad().kernel_params()
+            (0.0, 1.0)
+        """
+        return 0.0, 1.0
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         return (v.detach() > 0).to(v.dtype)
@@ -212,13 +316,17 @@ class _HeavisideNoGrad:
         return "heaviside()"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, _HeavisideNoGrad)
+        return isinstance(other, HeavisideNoGrad)
 
     def __hash__(self) -> int:
-        return hash(_HeavisideNoGrad)
+        return hash(HeavisideNoGrad)
 
 
-def heaviside() -> Callable[[torch.Tensor], torch.Tensor]:
+#: Old private name of :class:`HeavisideNoGrad` (kept so that older pickles and callers still work).
+_HeavisideNoGrad = HeavisideNoGrad
+
+
+def heaviside() -> HeavisideNoGrad:
     """The strict Heaviside step with no gradient (picklable).
 
     Example::
@@ -228,16 +336,16 @@ def heaviside() -> Callable[[torch.Tensor], torch.Tensor]:
         >>> heaviside()(torch.tensor([0.0, 1.0]))
         tensor([0., 1.])
     """
-    return _HeavisideNoGrad()
+    return HeavisideNoGrad()
 
 
-def surrogate_support(spike_fn: object) -> float | None:
+def surrogate_support(spike_fn: object) -> Optional[float]:
     """Half-width of the region where ``spike_fn``'s gradient is non-zero.
 
-    Returns ``1 / epsilon`` for :class:`EGRUSurrogate`, ``0.0`` for a
-    gradient-free step, and ``None`` when the support is unknown or unbounded
-    (e.g. snnTorch's ``atan``), in which case sparse backward paths must fall back
-    to dense gradients.
+    Returns ``spike_fn.support`` for the package's :class:`SpikeFunction` s (``1 / epsilon``
+    for :class:`EGRUSurrogate`, ``0.0`` for :class:`HeavisideNoGrad`), and ``None`` when the
+    support is unknown or unbounded (e.g. snnTorch's ``atan``), in which case sparse backward
+    paths must fall back to dense gradients.
 
     Example::
 
@@ -245,8 +353,27 @@ def surrogate_support(spike_fn: object) -> float | None:
         >>> surrogate_support(EGRUSurrogate(0.7, 2.0))
         0.5
     """
-    if isinstance(spike_fn, EGRUSurrogate):
-        return spike_fn.support
-    if isinstance(spike_fn, _HeavisideNoGrad):
-        return 0.0
+    if isinstance(spike_fn, SpikeFunction):
+        return float(spike_fn.support)
+    return None
+
+
+def kernel_params(spike_fn: object) -> Optional[Tuple[float, float]]:
+    """``(gamma, epsilon)`` of a spike function the native and CUDA kernels implement, else ``None``.
+
+    The kernels compute the triangle ``gamma * max(0, 1 - epsilon |v|)``; a
+    :class:`SpikeFunction` says its own parameters (:meth:`SpikeFunction.kernel_params`).
+    ``None`` (any other callable) means: run the autograd reference instead.
+
+    Example::
+
+        >>> import snntorch
+        >>> from snntorch_egru.surrogate import EGRUSurrogate, heaviside, kernel_params
+        >>> kernel_params(EGRUSurrogate(0.7, 2.0)), kernel_params(heaviside())
+        ((0.7, 2.0), (0.0, 1.0))
+        >>> kernel_params(snntorch.surrogate.atan()) is None
+        True
+    """
+    if isinstance(spike_fn, SpikeFunction):
+        return spike_fn.kernel_params()
     return None

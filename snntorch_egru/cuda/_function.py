@@ -17,12 +17,12 @@ from typing import Any, Optional, Protocol
 
 import torch
 
+from .._checks import RESET_CODES
 from ..functional import TRACE_DECAY
 
 __all__ = ["KernelConfig", "Launcher", "EGRUKernelFunction", "RESET_CODES", "check_tensor", "kernel_forward",
            "kernel_backward"]
 
-RESET_CODES = {"subtract": 0, "zero": 1, "none": 2}
 _STORE_CODES = {torch.float16: 1, torch.bfloat16: 2}
 
 
