@@ -7,6 +7,7 @@ import contextlib
 import math
 from typing import Any, ContextManager, Optional, Sequence
 
+import numpy as np
 import torch
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -92,12 +93,7 @@ RESET_MECHANISMS: tuple[str, ...] = tuple(RESET_CODES)
 
 def show(value: Any) -> str:
     """``repr`` of a value, NumPy scalars (as read back from HDF5) shown as plain Python values."""
-    if type(value).__module__ == "numpy" and hasattr(value, "item"):
-        try:
-            return repr(value.item())
-        except (TypeError, ValueError):  # an array with more than one element
-            pass
-    return repr(value)
+    return repr(value.item()) if isinstance(value, np.generic) else repr(value)
 
 
 def reset_mechanism(value: Any, name: str = "reset_mechanism") -> str:
