@@ -278,3 +278,40 @@ def test_no_long_function():
 @pytest.mark.parametrize("low", ["_checks", "_version"])
 def test_lowest_layer_imports_nothing_of_the_package(low):
     assert import_graph()[low] == set()
+
+
+# ---------------------------------------------------------------------------------------------
+# one name per thing
+
+
+def test_one_reset_table():
+    """Every reset table of the package is the one in ``_checks`` (the kernels' codes included)."""
+    from snntorch_egru import _checks, _op, functional, sparse
+    from snntorch_egru.cuda import _function
+
+    assert functional.RESET_MECHANISMS == tuple(_checks.RESET_CODES) == ("subtract", "zero", "none")
+    assert sorted(_checks.RESET_CODES.values()) == [0, 1, 2]
+    assert _op.RESET_CODES is _checks.RESET_CODES and _function.RESET_CODES is _checks.RESET_CODES
+    assert sparse.RESET_CODES is _checks.RESET_CODES
+    for check, name in ((_checks.reset_mechanism, "reset_mechanism"), (_checks.reset_code, "reset")):
+        with pytest.raises(ValueError, match=rf"^{name} must be one of 'subtract', 'zero', 'none', got 'half'$"):
+            check("half")
+    with pytest.raises(ValueError, match=r"^p\.reset must be one of .*, got 3$"):
+        _checks.reset_mechanism(3, "p.reset")
+    assert [_checks.reset_code(r) for r in functional.RESET_MECHANISMS] == [0, 1, 2]
+
+
+def test_one_version():
+    """``__version__`` lives in ``_version``; the package root, the NIR export and the build read it there."""
+    import re
+    import tomllib
+
+    import snntorch_egru
+    from snntorch_egru import _version
+
+    assert snntorch_egru.__version__ == _version.__version__
+    assert re.fullmatch(r"\d+\.\d+\.\d+(\.dev\d+|rc\d+)?", _version.__version__)
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" in cfg["project"]["dynamic"] and "version" not in cfg["project"]
+    assert cfg["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "snntorch_egru._version.__version__"}
+    assert "_version" in import_graph()["_nir.export"]

@@ -503,3 +503,50 @@ def test_backward_twice_with_retain_graph(backend, request):
             pytest.xfail(f"backend 'torch' cannot backward twice (retain_graph=True): {exc}")
         raise
     torch.testing.assert_close(x.grad, g1, rtol=0, atol=0)
+
+
+def test_pre_reset_state_recovers_c_hat_for_every_reset():
+    """functional.pre_reset_state(y, c, o) is the reference step's own c_hat, with real activity."""
+    from egru_reference import ref_step
+
+    g = _gen(6)
+    x = torch.randn(B, I, generator=g, dtype=D)
+    y, c, tr = (0.4 * torch.randn(B, H, generator=g, dtype=D) for _ in range(3))
+    w_ih, w_hh = torch.randn(3 * H, I, generator=g, dtype=D), torch.randn(3 * H, H, generator=g, dtype=D)
+    th = torch.rand(H, generator=g, dtype=D) * 0.5
+    for reset in RESETS:
+        out = F.egru_step(x, y, c, tr, w_ih, w_hh, None, None, th, reset=reset)
+        ref = ref_step(x, y, c, tr, w_ih, w_hh, None, None, th, reset=reset, spike=ref_triangle())
+        assert 0.0 < out.o.mean().item() < 1.0  # some fired, some did not
+        torch.testing.assert_close(F.pre_reset_state(out.y, out.c, out.o), ref[4], rtol=1e-13, atol=1e-13)
+        if reset != "none":  # where a unit fired, c alone is not c_hat
+            assert not torch.allclose(out.c, ref[4])
+
+
+def test_spike_functions_tell_the_backends_their_gradient():
+    """support / kernel_params describe exactly the gradient autograd computes (triangle or none)."""
+    import pickle
+
+    import snntorch.surrogate as ss
+
+    from snntorch_egru import surrogate as S
+
+    v = torch.linspace(-1.5, 1.5, 61, dtype=D)
+    for spike in (S.EGRUSurrogate(0.9, 2.5), S.pseudo_derivative(0.5, 0.8)):
+        gamma, eps = S.kernel_params(spike)
+        vv = v.clone().requires_grad_()
+        spike(vv).sum().backward()
+        torch.testing.assert_close(vv.grad, psi(v, gamma, eps))  # the kernels' triangle is the gradient
+        nonzero = vv.grad != 0
+        assert bool((v[nonzero].abs() < S.surrogate_support(spike)).all())
+        assert not bool((v[~nonzero].abs() < S.surrogate_support(spike) - 1e-12).any())
+    h = S.heaviside()
+    assert isinstance(h, S.HeavisideNoGrad) and isinstance(h, S.SpikeFunction)
+    assert S.kernel_params(h) == (0.0, 1.0) and S.surrogate_support(h) == 0.0  # gamma 0: no gradient
+    vv = v.clone().requires_grad_()
+    assert not h(vv).requires_grad
+    torch.testing.assert_close(h(vv), (v > 0).to(D))
+    assert S._HeavisideNoGrad is S.HeavisideNoGrad  # the old private name still works
+    assert pickle.loads(pickle.dumps(h)) == h
+    for other in (ss.atan(), ss.fast_sigmoid(), lambda t: (t > 0).to(t.dtype)):
+        assert S.kernel_params(other) is None and S.surrogate_support(other) is None
