@@ -119,9 +119,9 @@ class SpikeFunction:
 
         Example::
 
-            >>> from snntorch_egru.surrogate import HeavisideNoGrad
-            >>> HeavisideNoGrad().support
-            0.0
+            >>> from snntorch_egru.surrogate import EGRUSurrogate, HeavisideNoGrad
+            >>> [f.support for f in (EGRUSurrogate(0.7, 2.0), HeavisideNoGrad())]
+            [0.5, 0.0]
         """
         raise NotImplementedError
 
