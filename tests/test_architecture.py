@@ -315,3 +315,19 @@ def test_one_version():
     assert "version" in cfg["project"]["dynamic"] and "version" not in cfg["project"]
     assert cfg["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "snntorch_egru._version.__version__"}
     assert "_version" in import_graph()["_nir.export"]
+
+
+def test_one_set_of_layer_tensor_names():
+    """The five tensors of a layer have one set of names: the cell's parameters, the sequence layer's
+    per-layer tensors, the interop table and the NIR node's fields all use ``LAYER_TENSOR_NAMES``."""
+    import dataclasses
+
+    import snntorch_egru as se
+    from snntorch_egru import functional, interop, nir
+
+    names = functional.LAYER_TENSOR_NAMES
+    assert len(set(names)) == 5
+    assert tuple(n for n, _ in se.EGRUCell(3, 4).named_parameters()) == names
+    assert tuple(se.EGRU(3, 4, num_layers=2).layer_tensors(1)) == names
+    assert interop.PARAMETER_NAMES == names
+    assert tuple(f.name for f in dataclasses.fields(nir.EGRU) if f.name in names) == names
