@@ -35,6 +35,7 @@ import torch
 
 from . import functional as F
 from .backends import EGRUOptions, EGRUWeights
+from .sparse import fast_layout
 from .surrogate import EGRUSurrogate, _HeavisideNoGrad
 
 RESET_CODES = {"subtract": 0, "zero": 1, "none": 2}
@@ -220,8 +221,9 @@ def _cpu_forward(x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, zo, zoneout_p, r
 
     real = _real(x.dtype)
     args = [None if t is None else t.detach().to(real).contiguous()
-            for t in (x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, zo)]
-    x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, zo = args
+            for t in (x, y0, c0, tr0, w_ih, b_ih, b_hh, theta, zo)]
+    x, y0, c0, tr0, w_ih, b_ih, b_hh, theta, zo = args
+    w_hh = w_hh.detach().to(real)  # any layout: the launcher views or transposes it (sparse._transposed)
     H = w_hh.shape[1]
     if b_ih is None:
         b_ih = x.new_zeros(3 * H)
@@ -275,7 +277,10 @@ def egru_layer_op(x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0: t
     dt = x.dtype
     y, c, o, tr = (t.to(dt) for t in res[:4])
     if need_saved:
-        return (y, c, o, tr, *res[4:])
+        # W_hh^T in the fast layout is a view of the input (an op output may not alias an input):
+        # the backward takes it from the saved w_hh instead (``_saved_w_t``)
+        w_t = _empty(res[7]) if fast_layout(w_hh) else res[7]
+        return (y, c, o, tr, res[4], res[5], res[6], w_t)
     e = _empty(res[0])
     return y, c, o, tr, e, e.clone(), e.clone(), e.clone()
 
@@ -288,8 +293,9 @@ def _(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, zoneout_mask, zoneout_p,
     real = _real(x.dtype)
     outs = [x.new_empty(T, B, H) for _ in range(4)]
     if need_saved:
+        w_t = x.new_empty(0, dtype=real) if fast_layout(w_hh) else x.new_empty(H, 3 * H, dtype=real)
         saved = [x.new_empty(T, B, 2 * H, dtype=real), x.new_empty(T, B, H, dtype=real),
-                 x.new_empty(T, B, H, dtype=real), x.new_empty(H, 3 * H, dtype=real)]
+                 x.new_empty(T, B, H, dtype=real), w_t]
     else:
         saved = [x.new_empty(0, dtype=real) for _ in range(4)]
     return (*outs, *saved)
@@ -361,7 +367,9 @@ def _setup_context(ctx, inputs, output):
         ctx.unusable = True
         return
     ctx.unusable = False
-    ctx.save_for_backward(x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n, hn, w_t)
+    ctx.save_for_backward(x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n, hn,
+                          w_t if w_t.numel() else w_hh)
+    ctx.w_t_is_view = w_t.numel() == 0
     ctx.scalars = (zoneout_p, reset, gamma, eps, input_is_events)
     ctx.has_bias = (b_ih is not None, b_hh is not None)
     ctx.set_materialize_grads(False)  # only the four sequence gradients are used (zeros made below)
@@ -376,6 +384,8 @@ def _backward(ctx, g_y, g_c, g_o, g_tr, *_saved_grads):
             "the EGRU operator's backward is not differentiable (double backward / create_graph=True); "
             "use EGRU(..., backend='reference') for higher-order gradients")
     x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n, hn, w_t = ctx.saved_tensors
+    if ctx.w_t_is_view:  # the saved w_hh [3H, H] in the fast layout: its transpose is contiguous
+        w_t = w_t.detach().t().to(rz.dtype)
     g_y, g_c, g_o, g_tr = (torch.zeros_like(y) if g is None else g for g in (g_y, g_c, g_o, g_tr))
     ni = ctx.needs_input_grad
     need = [bool(ni[0]), bool(ni[1]), bool(ni[2]), bool(ni[3]), bool(ni[4]), bool(ni[5]),

@@ -404,7 +404,9 @@ def dropconnect_mask(
         >>> mask.shape, sorted(mask.unique().tolist())
         (torch.Size([12, 4]), [0.0, 2.0])
     """
-    keep = torch.empty_like(weight_hh).bernoulli_(1.0 - p, generator=generator)
+    # drawn row-major whatever the weight's storage layout, so a seed gives one mask
+    keep = torch.empty(weight_hh.shape, dtype=weight_hh.dtype, device=weight_hh.device)
+    keep.bernoulli_(1.0 - p, generator=generator)
     return keep / (1.0 - p)
 
 

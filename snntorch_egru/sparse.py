@@ -68,7 +68,6 @@ import ctypes
 import importlib
 import os
 import warnings
-from collections import OrderedDict
 from typing import Any, Callable, Optional, Tuple
 
 import torch
@@ -180,8 +179,6 @@ def _load_native() -> Any:
     mod = importlib.import_module(_NATIVE_MODULE)
     lib = ctypes.CDLL(mod.__file__)
     vp, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.same_bytes.argtypes = [vp, vp, i64]
-    lib.same_bytes.restype = ctypes.c_int
     for suf in ("f32", "f64"):
         fn = getattr(lib, f"gather_axpy_{suf}")
         fn.argtypes = [vp, i64, i64, vp, i64, vp, vp, i64]
@@ -341,40 +338,38 @@ def _native_ok(*tensors: torch.Tensor) -> bool:
     return all(t.dtype == dt and t.device.type == "cpu" and t.is_contiguous() for t in tensors)
 
 
-#: Transposed recurrent weights kept between calls: key -> (copy of W_hh, W_hh^T). An entry is used
-#: only after a bitwise comparison of the current W_hh with the stored copy (a sequential read,
-#: ~5x cheaper than a transposition at H = 1024), so no edit can be missed (in place, through
-#: ``.data``, under ``inference_mode``, reused memory). Only for weights of at least
-#: :data:`SMALL_WEIGHT_BYTES`; costs two extra ``[3H, H]`` buffers per cached layer.
-_WT_CACHE: "OrderedDict[tuple, Tuple[torch.Tensor, torch.Tensor]]" = OrderedDict()
-_WT_CACHE_SIZE = 8
+#: ``W_hh`` sizes (bytes) from which a row-major weight (``W_hh`` itself contiguous) costs a
+#: noticeable transposition on every call; the first such call warns once.
+_ROW_MAJOR_WARN_BYTES = SMALL_WEIGHT_BYTES
+_warned_row_major = False
 
 
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    lib = native_library() if _USE_NATIVE else None
-    if lib is not None and _native_ok(a, b) and a.shape == b.shape:
-        return bool(lib.same_bytes(a.data_ptr(), b.data_ptr(), a.numel() * a.element_size()))
-    return bool(torch.equal(a, b)) and not bool(torch.isnan(a).any())
+def fast_layout(w_hh: torch.Tensor) -> bool:
+    """``True`` when ``W_hh`` [3H, H] is stored as its transpose: ``W_hh.t()`` [H, 3H] contiguous.
+
+    The modules create their recurrent weights in this layout (as ``torch.nn.GRU`` under cuDNN
+    keeps its weights as views of the kernel's buffer): one unit's outgoing weights are one
+    contiguous row, so the event gather reads ``W_hh.t()`` directly, with no copy and no cache
+    that an edit (in place, through ``.data``, under ``inference_mode``) could make stale.
+    """
+    return w_hh.dim() == 2 and w_hh.t().is_contiguous()
 
 
 def _transposed(w_hh: torch.Tensor, native: Optional[Tuple[Any, ...]]) -> torch.Tensor:
-    """Contiguous ``W_hh^T`` [H, 3H]: from the verified cache, or transposed now (and cached)."""
-    if (w_hh.device.type != "cpu" or not w_hh.is_contiguous() or _FORCE_DENSE
-            or w_hh.numel() * w_hh.element_size() < SMALL_WEIGHT_BYTES):
-        return _transpose(w_hh, native)
-    key = (w_hh.data_ptr(), tuple(w_hh.shape), w_hh.dtype)
-    hit = _WT_CACHE.get(key)
-    # an entry made under inference_mode holds inference tensors, which autograd cannot save
-    usable = hit is not None and (torch.is_inference_mode_enabled() or not hit[1].is_inference())
-    if usable and _same(w_hh, hit[0]):
-        _WT_CACHE.move_to_end(key)
-        return hit[1]
-    w_t = _transpose(w_hh, native)
-    _WT_CACHE[key] = (w_hh.clone(), w_t)
-    _WT_CACHE.move_to_end(key)
-    while len(_WT_CACHE) > _WT_CACHE_SIZE:
-        _WT_CACHE.popitem(last=False)
-    return w_t
+    """Contiguous ``W_hh^T`` [H, 3H]: a view for the fast layout, else transposed now (per call)."""
+    global _warned_row_major
+    if fast_layout(w_hh):
+        return w_hh.t()
+    if (not _warned_row_major and w_hh.device.type == "cpu"
+            and w_hh.numel() * w_hh.element_size() >= _ROW_MAJOR_WARN_BYTES):
+        _warned_row_major = True
+        warnings.warn(
+            f"snntorch-egru: weight_hh {list(w_hh.shape)} is stored row-major (contiguous), so the CPU event "
+            "path transposes it on every call (about 20 % of a forward at hidden_size 1024). EGRU modules "
+            "create it in the fast layout (weight_hh.t() contiguous); after replacing it (`.data = ...`, "
+            "load_state_dict(assign=True), FSDP), call module.flatten_parameters() to restore it.",
+            RuntimeWarning, stacklevel=4)
+    return _transpose(w_hh, native)
 
 
 def _transpose(w_hh: torch.Tensor, native: Optional[Tuple[Any, ...]]) -> torch.Tensor:
@@ -402,8 +397,8 @@ def _run_forward(reset: str, zoneout_p: float, input_is_events: bool, x: torch.T
         gi = _sparse_left_mm(x2, w_ih.t()).add_(b_ih).view(T, B, 3 * H)
     else:
         gi = torch.addmm(b_ih, x2, w_ih.t()).view(T, B, 3 * H)
-    # W_hh^T [H, 3H] (one unit = one contiguous row), transposed once per call and reused by
-    # this call's backward: no cache across calls, so nothing can go stale.
+    # W_hh^T [H, 3H] (one unit = one contiguous row): a view of the fast layout, or transposed
+    # once for this call (and reused by its backward).
     native = _native_fns(x.dtype) if x.device.type == "cpu" else None
     w_t = _transposed(w_hh, native)
     dense = _FORCE_DENSE or _weights_small(w_t)
