@@ -12,7 +12,7 @@ import torch
 import torch.utils._pytree as pytree
 
 import snntorch_egru as se
-from snntorch_egru import _op, functional as F, sparse
+from snntorch_egru import _native_lib, _op, functional as F, sparse
 from snntorch_egru.bench import calibrate_thresholds
 from snntorch_egru.cuda._emulator import EmulatorLauncher
 from snntorch_egru.cuda._function import EGRUKernelFunction, KernelConfig
@@ -507,7 +507,7 @@ def test_recurrent_weight_is_read_in_place_and_never_stale(monkeypatch, use_nati
     """The modules store W_hh as W_hh^T (no copy, no cache): every edit is seen; a row-major
     weight is transposed per call (one warning) and gives the same numbers."""
     monkeypatch.setattr(sparse, "SMALL_WEIGHT_BYTES", 0)  # the event path even for these small weights
-    monkeypatch.setattr(sparse, "_USE_NATIVE", use_native)
+    monkeypatch.setattr(_native_lib, "_USE_NATIVE", use_native)
     monkeypatch.setattr(sparse, "_ROW_MAJOR_WARN_BYTES", 0)
     monkeypatch.setattr(sparse, "_warned_row_major", False)
     calls = []
