@@ -18,6 +18,7 @@ from .surrogate import EGRUSurrogate, _HeavisideNoGrad
 RESET_CODES = {"subtract": 0, "zero": 1, "none": 2}
 _RESET_NAMES = {v: k for k, v in RESET_CODES.items()}
 _COMPUTE_DTYPES = (torch.float32, torch.float64)
+_CPU = torch.device("cpu")
 
 
 def surrogate_params(spike_fn: object) -> Optional[Tuple[float, float]]:
@@ -93,8 +94,9 @@ def _check_kernel_tensor(name: str, t: Optional[torch.Tensor], shape: Tuple[int,
         if optional:
             return
         raise RuntimeError(f"internal error: native argument {name} missing")
-    if (tuple(t.shape) != tuple(shape) or t.dtype != dtype or t.device != device or not t.is_contiguous()
-            or t.layout != torch.strided):
+    # cheap attribute checks first (this runs on every call); the message is built only on failure
+    if (t.dtype is not dtype or t.shape != shape or t.device.type != device.type or t.layout is not torch.strided
+            or not t.is_contiguous()):
         raise RuntimeError(
             f"internal error: native argument {name} is {list(t.shape)} {t.dtype} {t.device} "
             f"contiguous={t.is_contiguous()}, expected {list(shape)} {dtype} {device} contiguous")
@@ -106,8 +108,8 @@ def check_native_forward(gi: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, t
     """Last line of defence before ``egru_fwd_*``: exact shapes, dtype, CPU, contiguous."""
     T, B, H3 = gi.shape
     H = H3 // 3
-    dt, dev = gi.dtype, torch.device("cpu")
-    if dt not in _COMPUTE_DTYPES or gi.device != dev:
+    dt, dev = gi.dtype, _CPU
+    if dt not in _COMPUTE_DTYPES or gi.device.type != "cpu":
         raise RuntimeError(f"internal error: native forward got {dt} on {gi.device}")
     _check_kernel_tensor("gi", gi, (T, B, 3 * H), dt, dev)
     for n, t in (("y0", y0), ("c0", c0), ("tr0", tr0)):
