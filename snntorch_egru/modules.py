@@ -126,6 +126,12 @@ class _EGRUBase(nn.Module):
         once); this method restores the layout in place, like ``torch.nn.GRU``'s method of the
         same name. Optimizers keep working (the parameter objects stay the same).
 
+        Everything that works on strided tensors works on these weights (state dicts,
+        ``torch.save``, optimizers, DDP, ``torch.compile``/``export``, NIR export). Code that
+        calls ``.view(-1)`` on parameters (``torch.nn.utils.parameters_to_vector``) or needs
+        contiguous tensors (safetensors) must use ``.reshape(-1)`` / ``.contiguous()``, e.g.
+        ``{k: v.contiguous() for k, v in rnn.state_dict().items()}``.
+
         Example::
 
             >>> import torch, snntorch_egru as se
