@@ -109,10 +109,11 @@ def _cupy_usable() -> bool:
 def _cpu_forward(x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, zo, zoneout_p, reset, gamma, eps,
                  input_is_events, need_saved):
     real = _real(x.dtype)
-    args = [None if t is None else t.detach().to(real).contiguous()
+    # below autograd (inside the op): conversions only where needed, each a no-op call otherwise
+    args = [t if t is None or (t.dtype is real and t.is_contiguous()) else t.to(real).contiguous()
             for t in (x, y0, c0, tr0, w_ih, b_ih, b_hh, theta, zo)]
     x, y0, c0, tr0, w_ih, b_ih, b_hh, theta, zo = args
-    w_hh = w_hh.detach().to(real)  # any layout: the launcher views or transposes it (sparse._transposed)
+    w_hh = w_hh if w_hh.dtype is real else w_hh.to(real)  # any layout: viewed or transposed (sparse._transposed)
     H = w_hh.shape[1]
     if b_ih is None:
         b_ih = x.new_zeros(3 * H)
