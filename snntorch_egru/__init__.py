@@ -12,7 +12,7 @@ Example::
 
 from ._version import __version__
 from . import backends, convert, functional, surrogate, utils
-from . import metrics, sparse  # registers the "torch" backend (event-driven CPU path)
+from . import _op, metrics, sparse  # _op registers the "torch" backend (the event-driven CPU path)
 from . import cuda  # registers the "cupy" backend (GPU kernels; CuPy is imported lazily)
 from .modules import EGRU, EGRUCell
 from .state import EGRURecord, EGRUState

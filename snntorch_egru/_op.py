@@ -34,118 +34,13 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from . import functional as F
-from ._checks import RESET_CODES, reset_mechanism
-from .backends import EGRUOptions, EGRUWeights
-from .surrogate import EGRUSurrogate, _HeavisideNoGrad
-
-_RESET_NAMES = {v: k for k, v in RESET_CODES.items()}
-_COMPUTE_DTYPES = (torch.float32, torch.float64)
-
-
-def surrogate_params(spike_fn: object) -> Optional[Tuple[float, float]]:
-    """``(gamma, eps)`` of a spike function the operator implements, else ``None``."""
-    if isinstance(spike_fn, EGRUSurrogate):
-        return float(spike_fn.gamma), float(spike_fn.epsilon)
-    if isinstance(spike_fn, _HeavisideNoGrad):
-        return 0.0, 1.0
-    return None
-
-
-# ------------------------------------------------------------------------------------------
-# argument checks: everything is checked here, in Python, before any kernel sees a pointer
-
-
-def _shape_err(name: str, expected: Sequence[object], t: torch.Tensor, hint: str = "") -> ValueError:
-    return ValueError(f"{name} must have shape [{', '.join(str(e) for e in expected)}]{hint}, "
-                      f"got {list(t.shape)}")
-
-
-def check_layer_args(x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0: torch.Tensor,
-                     w: EGRUWeights, zoneout_mask: Optional[torch.Tensor],
-                     dropconnect_mask: Optional[torch.Tensor] = None) -> None:
-    """Types, shapes, dtypes and devices of one layer call (clear errors naming the argument)."""
-    named = [("x", x), ("y0", y0), ("c0", c0), ("trace0", trace0), ("weight_ih", w.w_ih),
-             ("weight_hh", w.w_hh), ("bias_ih", w.b_ih), ("bias_hh", w.b_hh), ("threshold", w.threshold),
-             ("zoneout_mask", zoneout_mask), ("dropconnect_mask", dropconnect_mask)]
-    optional = {"bias_ih", "bias_hh", "zoneout_mask", "dropconnect_mask"}
-    for name, t in named:
-        if t is None and name in optional:
-            continue
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
-        if t.layout != torch.strided:
-            raise ValueError(f"{name} must be a dense (strided) tensor, got layout {t.layout}")
-    if x.dim() != 3:
-        raise ValueError(f"x must be [T, B, I], got shape {tuple(x.shape)}")
-    T, B, I = x.shape
-    if w.w_hh.dim() != 2 or w.w_hh.shape[0] % 3 != 0 or w.w_hh.shape[0] != 3 * w.w_hh.shape[1]:
-        raise ValueError(f"weight_hh must have shape [3 * hidden_size, hidden_size], got {list(w.w_hh.shape)}")
-    H = w.w_hh.shape[1]
-    if tuple(w.w_ih.shape) != (3 * H, I):
-        raise _shape_err("weight_ih", (3 * H, I), w.w_ih, " (3 * hidden_size, input features)")
-    for name, b in (("bias_ih", w.b_ih), ("bias_hh", w.b_hh)):
-        if b is not None and tuple(b.shape) != (3 * H,):
-            raise _shape_err(name, (3 * H,), b)
-    th = w.threshold
-    if tuple(th.shape) not in ((H,), (), (1,)):
-        raise _shape_err("threshold", (H,), th, " (or a single value)")
-    for name, s in (("y0", y0), ("c0", c0), ("trace0", trace0)):
-        if tuple(s.shape) != (B, H):
-            raise _shape_err(name, (B, H), s)
-    if zoneout_mask is not None and tuple(zoneout_mask.shape) != (T, B, H):
-        raise _shape_err("zoneout_mask", (T, B, H), zoneout_mask)
-    if dropconnect_mask is not None and tuple(dropconnect_mask.shape) != (3 * H, H):
-        raise _shape_err("dropconnect_mask", (3 * H, H), dropconnect_mask)
-    dev = x.device
-    for name, t in named:
-        if t is not None and t.device != dev:
-            raise ValueError(f"{name} is on device {t.device} but x is on {dev}; move them to one device")
-    dtype = w.w_hh.dtype
-    for name, t in named:
-        if t is not None and t.dtype != dtype and name not in ("zoneout_mask", "dropconnect_mask"):
-            raise TypeError(f"{name} has dtype {t.dtype} but weight_hh has {dtype}; use one dtype "
-                            f"(e.g. module.to({dtype}) / {name}.to({dtype}))")
-
-
-def _check_kernel_tensor(name: str, t: Optional[torch.Tensor], shape: Tuple[int, ...], dtype: torch.dtype,
-                         device: torch.device, optional: bool = False) -> None:
-    if t is None:
-        if optional:
-            return
-        raise RuntimeError(f"internal error: native argument {name} missing")
-    if (tuple(t.shape) != tuple(shape) or t.dtype != dtype or t.device != device or not t.is_contiguous()
-            or t.layout != torch.strided):
-        raise RuntimeError(
-            f"internal error: native argument {name} is {list(t.shape)} {t.dtype} {t.device} "
-            f"contiguous={t.is_contiguous()}, expected {list(shape)} {dtype} {device} contiguous")
-
-
-def check_native_forward(gi: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, tr0: torch.Tensor,
-                         w_t: torch.Tensor, b_hh: torch.Tensor, theta: torch.Tensor, zo: Optional[torch.Tensor],
-                         outs: Sequence[torch.Tensor], saved: Sequence[Optional[torch.Tensor]], gh: torch.Tensor) -> None:
-    """Last line of defence before ``egru_fwd_*``: exact shapes, dtype, CPU, contiguous."""
-    T, B, H3 = gi.shape
-    H = H3 // 3
-    dt, dev = gi.dtype, torch.device("cpu")
-    if dt not in _COMPUTE_DTYPES or gi.device != dev:
-        raise RuntimeError(f"internal error: native forward got {dt} on {gi.device}")
-    _check_kernel_tensor("gi", gi, (T, B, 3 * H), dt, dev)
-    for n, t in (("y0", y0), ("c0", c0), ("tr0", tr0)):
-        _check_kernel_tensor(n, t, (B, H), dt, dev)
-    _check_kernel_tensor("w_t", w_t, (H, 3 * H), dt, dev)
-    _check_kernel_tensor("b_hh", b_hh, (3 * H,), dt, dev)
-    _check_kernel_tensor("theta", theta, (H,), dt, dev)
-    _check_kernel_tensor("zo", zo, (T, B, H), dt, dev, optional=True)
-    for n, t in zip(("y", "c", "o", "tr"), outs):
-        _check_kernel_tensor(n, t, (T, B, H), dt, dev)
-    if saved[0] is not None:
-        _check_kernel_tensor("rz", saved[0], (T, B, 2 * H), dt, dev)
-        _check_kernel_tensor("n", saved[1], (T, B, H), dt, dev)
-        _check_kernel_tensor("hn", saved[2], (T, B, H), dt, dev)
-    _check_kernel_tensor("gh", gh, (B, 3 * H), dt, dev)
-
+from . import sparse
+from ._checks import reset_mechanism
+from ._cpu_backward import cpu_backward
+from ._op_checks import (  # noqa: F401 - check_native_forward: re-exported for the tests
+    RESET_CODES, _COMPUTE_DTYPES, _RESET_NAMES, check_layer_args, check_native_forward, surrogate_params)
+from .backends import EGRUOptions, EGRUWeights, LayerCall, _zero_length, register_backend
+from .sparse import _sparse_left_mm, fast_layout
 
 # ------------------------------------------------------------------------------------------
 # the weight/bias/input/initial-state gradients: written once for every launcher
@@ -165,8 +60,6 @@ def grad_products(ga: torch.Tensor, gqn: torch.Tensor, dc: torch.Tensor, tb: tor
         w_ih: ``[3H, I]``; w_t: ``[H, 3H]`` = effective ``W_hh^T``.
         need: which of the nine gradients are needed.
     """
-    from .sparse import _sparse_left_mm
-
     T, B, H = gqn.shape
     I = x.shape[-1]
     ga2 = ga.reshape(T * B, 3 * H)
@@ -216,12 +109,12 @@ def _cupy_usable() -> bool:
 
 def _cpu_forward(x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, zo, zoneout_p, reset, gamma, eps,
                  input_is_events, need_saved):
-    from . import sparse
-
     real = _real(x.dtype)
-    args = [None if t is None else t.detach().to(real).contiguous()
-            for t in (x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, zo)]
-    x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, zo = args
+    # below autograd (inside the op): conversions only where needed, each a no-op call otherwise
+    args = [t if t is None or (t.dtype is real and t.is_contiguous()) else t.to(real).contiguous()
+            for t in (x, y0, c0, tr0, w_ih, b_ih, b_hh, theta, zo)]
+    x, y0, c0, tr0, w_ih, b_ih, b_hh, theta, zo = args
+    w_hh = w_hh if w_hh.dtype is real else w_hh.to(real)  # any layout: viewed or transposed (sparse._transposed)
     H = w_hh.shape[1]
     if b_ih is None:
         b_ih = x.new_zeros(3 * H)
@@ -275,7 +168,10 @@ def egru_layer_op(x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0: t
     dt = x.dtype
     y, c, o, tr = (t.to(dt) for t in res[:4])
     if need_saved:
-        return (y, c, o, tr, *res[4:])
+        # W_hh^T in the fast layout is a view of the input (an op output may not alias an input):
+        # the backward takes it from the saved w_hh instead (``_saved_w_t``)
+        w_t = _empty(res[7]) if fast_layout(w_hh) else res[7]
+        return (y, c, o, tr, res[4], res[5], res[6], w_t)
     e = _empty(res[0])
     return y, c, o, tr, e, e.clone(), e.clone(), e.clone()
 
@@ -288,8 +184,9 @@ def _(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, zoneout_mask, zoneout_p,
     real = _real(x.dtype)
     outs = [x.new_empty(T, B, H) for _ in range(4)]
     if need_saved:
+        w_t = x.new_empty(0, dtype=real) if fast_layout(w_hh) else x.new_empty(H, 3 * H, dtype=real)
         saved = [x.new_empty(T, B, 2 * H, dtype=real), x.new_empty(T, B, H, dtype=real),
-                 x.new_empty(T, B, H, dtype=real), x.new_empty(H, 3 * H, dtype=real)]
+                 x.new_empty(T, B, H, dtype=real), w_t]
     else:
         saved = [x.new_empty(0, dtype=real) for _ in range(4)]
     return (*outs, *saved)
@@ -314,9 +211,7 @@ def egru_layer_backward_op(g_y: torch.Tensor, g_c: torch.Tensor, g_o: torch.Tens
     args = [cv(t) for t in (g_y, g_c, g_o, g_tr, x, y0, c0, w_ih, theta, zoneout_mask, y, c, o)]
     g_y, g_c, g_o, g_tr, xr, y0r, c0r, w_ihr, thr, zo, yr, cr, or_ = args
     if x.device.type == "cpu" or not _cupy_usable():
-        from .sparse import _cpu_backward
-
-        ga, gqn, dc, tb, dth = _cpu_backward(gamma, eps, _RESET_NAMES[reset], zoneout_p, g_y, g_c, g_o, g_tr,
+        ga, gqn, dc, tb, dth = cpu_backward(gamma, eps, _RESET_NAMES[reset], zoneout_p, g_y, g_c, g_o, g_tr,
                                              y0r, c0r, thr, zo, yr, cr, or_, rz, n, hn, w_t, need[8])
     else:
         from .cuda._function import KernelConfig, kernel_backward
@@ -361,7 +256,9 @@ def _setup_context(ctx, inputs, output):
         ctx.unusable = True
         return
     ctx.unusable = False
-    ctx.save_for_backward(x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n, hn, w_t)
+    ctx.save_for_backward(x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n, hn,
+                          w_t if w_t.numel() else w_hh)
+    ctx.w_t_is_view = w_t.numel() == 0
     ctx.scalars = (zoneout_p, reset, gamma, eps, input_is_events)
     ctx.has_bias = (b_ih is not None, b_hh is not None)
     ctx.set_materialize_grads(False)  # only the four sequence gradients are used (zeros made below)
@@ -376,6 +273,8 @@ def _backward(ctx, g_y, g_c, g_o, g_tr, *_saved_grads):
             "the EGRU operator's backward is not differentiable (double backward / create_graph=True); "
             "use EGRU(..., backend='reference') for higher-order gradients")
     x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n, hn, w_t = ctx.saved_tensors
+    if ctx.w_t_is_view:  # the saved w_hh [3H, H] in the fast layout: its transpose is contiguous
+        w_t = w_t.detach().t().to(rz.dtype)
     g_y, g_c, g_o, g_tr = (torch.zeros_like(y) if g is None else g for g in (g_y, g_c, g_o, g_tr))
     ni = ctx.needs_input_grad
     need = [bool(ni[0]), bool(ni[1]), bool(ni[2]), bool(ni[3]), bool(ni[4]), bool(ni[5]),
@@ -395,14 +294,6 @@ for _dev in ("cpu", "cuda"):
 
 # ------------------------------------------------------------------------------------------
 # the wrapper the backends call
-
-
-def _zero_length(x: torch.Tensor, y0: torch.Tensor, w: EGRUWeights) -> F.EGRUStepOutput:
-    """T = 0: empty sequences that still belong to the autograd graph (as torch.nn.GRU's do)."""
-    B, H = y0.shape
-    anchor = x.sum() * 0.0 + w.w_ih.reshape(-1)[:0].sum() + w.w_hh.reshape(-1)[:0].sum()
-    empty = x.new_zeros((0, B, H)) + anchor
-    return F.EGRUStepOutput(empty, empty, empty, empty)
 
 
 def egru_layer_call(x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0: torch.Tensor, w: EGRUWeights,
@@ -430,3 +321,16 @@ def egru_layer_call(x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0:
         x, y0, c0, trace0, w.w_ih, w_hh, w.b_ih, w.b_hh, theta, zo, zo_p, RESET_CODES[opts.reset],
         params[0], params[1], bool(opts.input_is_events), need_saved)
     return F.EGRUStepOutput(res[0], res[1], res[2], res[3])
+
+
+# ------------------------------------------------------------------------------------------
+# the "torch" backend: the operator on CPU tensors (EGRU(backend="auto") on the CPU)
+
+
+def _run_torch_backend(call: LayerCall) -> F.EGRUStepOutput:
+    s = call.state
+    return egru_layer_call(call.x, s.y, s.c, s.trace, call.weights, call.options,
+                           zoneout_mask=call.zoneout_mask, dropconnect_mask=call.dropconnect_mask)
+
+
+register_backend("torch", _run_torch_backend, available=lambda call: call.x.device.type == "cpu", priority=10)

@@ -290,15 +290,21 @@ def resolve_backend(name: str, call: LayerCall) -> _Backend:
     return _REGISTRY["reference"]
 
 
+def _zero_length(x: torch.Tensor, y0: torch.Tensor, w: EGRUWeights) -> F.EGRUStepOutput:
+    """T = 0: empty sequences that still belong to the autograd graph (as torch.nn.GRU's do)."""
+    B, H = y0.shape
+    anchor = x.sum() * 0.0 + w.w_ih.reshape(-1)[:0].sum() + w.w_hh.reshape(-1)[:0].sum()
+    empty = x.new_zeros((0, B, H)) + anchor
+    return F.EGRUStepOutput(empty, empty, empty, empty)
+
+
 def _run_reference(call: LayerCall) -> F.EGRUStepOutput:
-    from ._op import check_layer_args
+    from ._op_checks import check_layer_args
 
     # the same checks as the operator's (e.g. parameters replaced through .data): clear errors
     check_layer_args(call.x, call.y0, call.c0, call.trace0, call.weights, call.zoneout_mask, call.dropconnect_mask)
     w_hh = call.weight_hh if call.dropconnect_mask is None else call.weight_hh * call.dropconnect_mask
     if call.x.shape[0] == 0:  # empty sequences that still belong to the graph (as torch.nn.GRU's)
-        from ._op import EGRUWeights, _zero_length
-
         return _zero_length(call.x, call.y0, EGRUWeights(call.weight_ih, w_hh, call.bias_ih, call.bias_hh,
                                                          call.threshold))
     return F.egru_sequence(

@@ -83,7 +83,8 @@ class _EGRUBase(nn.Module):
     def _register_layer(self, suffix: str, input_size: int) -> None:
         H = self.hidden_size
         w_ih = nn.Parameter(torch.empty(3 * H, input_size))
-        w_hh = nn.Parameter(torch.empty(3 * H, H))
+        # the fast layout: stored as W_hh^T [H, 3H], seen as [3H, H] (see flatten_parameters)
+        w_hh = nn.Parameter(torch.empty(H, 3 * H).t())
         self.register_parameter(f"weight_ih{suffix}", w_ih)
         self.register_parameter(f"weight_hh{suffix}", w_hh)
         if self.bias:
@@ -99,15 +100,51 @@ class _EGRUBase(nn.Module):
             self.register_buffer(f"threshold{suffix}", theta)
 
     def _reset_layer(self, suffix: str) -> None:
+        w_hh = getattr(self, f"weight_hh{suffix}")
+        # drawn row-major and copied, so a seed gives the same values in any storage layout
+        draw = torch.empty(w_hh.shape, dtype=w_hh.dtype, device=w_hh.device)
         _init_weights(
-            getattr(self, f"weight_ih{suffix}"), getattr(self, f"weight_hh{suffix}"),
+            getattr(self, f"weight_ih{suffix}"), draw,
             [getattr(self, f"bias_ih{suffix}"), getattr(self, f"bias_hh{suffix}")],
             self.hidden_size, self.init,
         )
+        with torch.no_grad():
+            w_hh.copy_(draw)
         theta = getattr(self, f"threshold{suffix}")
         with torch.no_grad():
             theta.copy_(F.beta_threshold_init(self.hidden_size, self.thr_mean, dtype=theta.dtype,
                                               device=theta.device))
+
+    def flatten_parameters(self) -> None:
+        """Put every ``weight_hh`` back into the fast storage layout (values unchanged).
+
+        The recurrent weights ``[3H, H]`` are stored as their transpose ``[H, 3H]`` so that the
+        event-driven CPU path reads one unit's outgoing weights as one contiguous row, with no
+        copy per call (``weight_hh.t().is_contiguous()`` is ``True``). A weight replaced by a
+        row-major tensor (``.data = ...``, ``load_state_dict(assign=True)``, FSDP) still gives
+        the same results, but costs a transposition per call on the CPU (a warning says so
+        once); this method restores the layout in place, like ``torch.nn.GRU``'s method of the
+        same name. Optimizers keep working (the parameter objects stay the same).
+
+        Everything that works on strided tensors works on these weights (state dicts,
+        ``torch.save``, optimizers, DDP, ``torch.compile``/``export``, NIR export). Code that
+        calls ``.view(-1)`` on parameters (``torch.nn.utils.parameters_to_vector``) or needs
+        contiguous tensors (safetensors) must use ``.reshape(-1)`` / ``.contiguous()``, e.g.
+        ``{k: v.contiguous() for k, v in rnn.state_dict().items()}``.
+
+        Example::
+
+            >>> import torch, snntorch_egru as se
+            >>> rnn = se.EGRU(3, 8)
+            >>> rnn.weight_hh_l0.data = rnn.weight_hh_l0.data.contiguous()   # row-major now
+            >>> rnn.flatten_parameters()
+            >>> rnn.weight_hh_l0.t().is_contiguous()
+            True
+        """
+        with torch.no_grad():
+            for name, p in self.named_parameters(recurse=False):
+                if name.startswith("weight_hh") and p.dim() == 2 and not p.t().is_contiguous():
+                    p.data = p.data.t().contiguous().t()
 
     def _effective_threshold(self, theta: torch.Tensor) -> torch.Tensor:
         # Thresholds are kept in [0, 1] (as the official code does) by a clamp in the forward

@@ -10,8 +10,9 @@ Forward:
     * the input projection ``x W_ih^T + b_ih`` for all steps in one matrix product
       (a sparse-CSR product when the input is a lower layer's events and they are
       sparse enough);
-    * per step, the recurrent product uses only the rows of ``W_hh^T`` (kept as a
-      contiguous ``[H, 3H]`` copy, so one active unit = one row) of the units that
+    * per step, the recurrent product uses only the rows of ``W_hh^T`` (the modules
+      store ``weight_hh`` as its transpose, see :func:`fast_layout`, so one active
+      unit = one contiguous row, read in place) of the units that
       fired: per sample at batch 1, over the batch union of active units above,
       or a plain dense product when the active fraction exceeds a measured
       crossover (:data:`GATHER_MAX_FRACTION`) or the weights are small enough to
@@ -30,10 +31,11 @@ Saved for backward: the returned sequences (no extra memory), plus ``r, z``
 pre-reset state is rebuilt as ``where(o, y, c)``. The backward builds its
 per-unit coefficients chunk by chunk of time steps, so its own temporaries stay
 small; measured peak training memory (``snntorch-egru bench --memory``) is below
-autograd through the step-by-step reference. The contiguous ``W_hh^T`` copy is
-made by a tiled native transpose and reused by that call's backward; for large
-weights it is also kept between calls, but used only after a bitwise comparison
-of ``W_hh`` with a stored copy, so in-place and ``.data`` edits are always seen.
+autograd through the step-by-step reference. A ``weight_hh`` in the fast layout is
+read in place (no copy, nothing cached between calls, so no edit can be missed); any
+other layout is transposed once per call (a tiled native transpose) and reused by that
+call's backward. The backward loop is ``snntorch_egru/_cpu_backward.py``; the operator
+that calls both is ``snntorch_egru/_op.py``.
 
 Native helpers: a small C library built when the package is installed
 (``snntorch_egru/_native``, optional extension) runs the whole forward time loop
@@ -64,18 +66,16 @@ Example::
 
 from __future__ import annotations
 
-import ctypes
-import importlib
-import os
 import warnings
-from collections import OrderedDict
 from typing import Any, Callable, Optional, Tuple
 
 import torch
 
 from . import functional as F
 from ._checks import RESET_CODES
-from .backends import EGRUOptions, EGRUWeights, LayerCall, register_backend
+from ._native_lib import _native_fns, native_library
+from ._op_checks import check_native_forward
+from .backends import LayerCall, get_backend
 from .surrogate import EGRUSurrogate
 
 __all__ = [
@@ -85,6 +85,7 @@ __all__ = [
     "CSR_MAX_DENSITY",
     "force_dense",
     "native_library",
+    "fast_layout",
     "NATIVE_MAX_FRACTION",
     "NATIVE_SEQ_MAX_BATCH",
     "DENSE_HOLD_STEPS",
@@ -107,10 +108,6 @@ SMALL_WEIGHT_BYTES = 1_500_000
 CSR_MAX_DENSITY = 0.03
 
 _FORCE_DENSE = False
-
-#: The backward builds its per-unit coefficients for this many (step, sample, unit) elements
-#: at a time, which bounds its temporary memory.
-_BACKWARD_CHUNK_ELEMENTS = 1 << 17
 
 
 class force_dense:
@@ -160,100 +157,6 @@ def _sparse_left_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a @ b
 
 
-# ------------------------------------------------------------------------------------------
-# optional native helper: a small C library built at INSTALL time (setup.py, optional extension
-# snntorch_egru._native._egru_native) and loaded with ctypes from that module's own file. No
-# compiler runs at run time, nothing is loaded from a cache directory. Without it (no compiler at
-# install, a damaged file) the same computation runs in pure torch, with one warning naming the
-# cause; SNNTORCH_EGRU_NATIVE=0 switches it off without a warning.
-
-_native_lib: Any = None
-_native_tried = False
-#: Why the native helper is not used (``None`` while it is, or before the first use).
-_native_reason: Optional[str] = None
-
-
-#: The extension module that holds the helper (tests point it elsewhere).
-_NATIVE_MODULE = "snntorch_egru._native._egru_native"
-
-
-def _load_native() -> Any:
-    mod = importlib.import_module(_NATIVE_MODULE)
-    lib = ctypes.CDLL(mod.__file__)
-    vp, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.same_bytes.argtypes = [vp, vp, i64]
-    lib.same_bytes.restype = ctypes.c_int
-    for suf in ("f32", "f64"):
-        fn = getattr(lib, f"gather_axpy_{suf}")
-        fn.argtypes = [vp, i64, i64, vp, i64, vp, vp, i64]
-        fn.restype = ctypes.c_int
-        fn = getattr(lib, f"masked_rowdot_{suf}")
-        fn.argtypes = [vp, vp, i64, i64, vp, i64, vp, i64]
-        fn.restype = ctypes.c_int
-        fn = getattr(lib, f"transpose_{suf}")
-        fn.argtypes = [vp, i64, i64, vp]
-        fn.restype = None
-        fn = getattr(lib, f"egru_fwd_{suf}")
-        fn.argtypes = [i64, i64, i64] + [vp] * 8 + [ctypes.c_double, ctypes.c_int, ctypes.c_double,
-                                                   ctypes.c_double] + [vp] * 8
-        fn.restype = None
-    return lib
-
-
-def native_library() -> Any:
-    """The native helper library (``ctypes.CDLL``) or ``None`` when it is not used.
-
-    It is compiled when the package is installed (``pip install`` with a C compiler
-    present) and loaded from the package itself. ``None`` when it was not built or
-    cannot be loaded (a warning naming the cause is issued once: the pure-PyTorch
-    fallback gives the same numbers but is slower), or when
-    ``SNNTORCH_EGRU_NATIVE=0`` switches it off (no warning).
-
-    Example::
-
-        >>> from snntorch_egru.sparse import native_library
-        >>> lib = native_library()       # None where the helper was not built
-        >>> lib is None or hasattr(lib, "egru_fwd_f32")
-        True
-    """
-    global _native_lib, _native_tried, _native_reason
-    if _native_tried:
-        return _native_lib
-    _native_tried = True
-    if os.environ.get("SNNTORCH_EGRU_NATIVE", "1") == "0":
-        _native_reason = "switched off by SNNTORCH_EGRU_NATIVE=0"
-        return None
-    try:
-        _native_lib = _load_native()
-        _native_reason = None
-    except Exception as exc:  # noqa: BLE001 - not built, damaged or incompatible: fall back, loudly
-        _native_lib = None
-        _native_reason = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, ModuleNotFoundError) and exc.name == _NATIVE_MODULE:
-            _native_reason = "it was not built when the package was installed (no C compiler?)"
-        warnings.warn(
-            f"snntorch-egru: the native CPU helper is unavailable ({_native_reason}); using the "
-            "pure-PyTorch path (same results, about 2-5x slower on the CPU). It is built when the "
-            "package is installed with a C compiler present (e.g. `pip install --force-reinstall "
-            "--no-deps snntorch-egru`); set SNNTORCH_EGRU_NATIVE=0 to silence this warning.",
-            RuntimeWarning, stacklevel=3)
-    return _native_lib
-
-
-def _native_fns(dtype: torch.dtype) -> Optional[Tuple[Any, Any, Any, Any]]:
-    if not _USE_NATIVE or dtype not in (torch.float32, torch.float64):
-        return None
-    lib = native_library()
-    if lib is None:
-        return None
-    suf = "f32" if dtype == torch.float32 else "f64"
-    return (getattr(lib, f"gather_axpy_{suf}"), getattr(lib, f"masked_rowdot_{suf}"), getattr(lib, f"egru_fwd_{suf}"),
-            getattr(lib, f"transpose_{suf}"))
-
-
-#: Use the native helpers when they can be built (tests switch this off to cover the torch path).
-_USE_NATIVE = True
-
 #: The native per-sample gather is used while the batch holds at most this many events per
 #: unit row of ``W_hh^T`` (``nnz <= NATIVE_MAX_FRACTION * H``); above, one dense BLAS product
 #: reading every row once is cheaper than re-reading rows per sample.
@@ -263,13 +166,6 @@ NATIVE_MAX_FRACTION = 0.5
 #: threshold, reset, trace) runs in one native call: no per-step Python/dispatch cost, which
 #: otherwise exceeds a whole ``torch.nn.GRU`` step at H = 256.
 NATIVE_SEQ_MAX_BATCH = 4
-
-
-def _psi(gamma: float, eps: float, v: torch.Tensor) -> Optional[torch.Tensor]:
-    """The triangle pseudo-derivative ``gamma * max(0, 1 - eps |v|)`` (``None`` for gamma = 0: no gradient)."""
-    if gamma == 0.0:
-        return None
-    return gamma * torch.clamp(1.0 - eps * v.abs(), min=0.0)
 
 
 class _Switch:
@@ -342,40 +238,50 @@ def _native_ok(*tensors: torch.Tensor) -> bool:
     return all(t.dtype == dt and t.device.type == "cpu" and t.is_contiguous() for t in tensors)
 
 
-#: Transposed recurrent weights kept between calls: key -> (copy of W_hh, W_hh^T). An entry is used
-#: only after a bitwise comparison of the current W_hh with the stored copy (a sequential read,
-#: ~5x cheaper than a transposition at H = 1024), so no edit can be missed (in place, through
-#: ``.data``, under ``inference_mode``, reused memory). Only for weights of at least
-#: :data:`SMALL_WEIGHT_BYTES`; costs two extra ``[3H, H]`` buffers per cached layer.
-_WT_CACHE: "OrderedDict[tuple, Tuple[torch.Tensor, torch.Tensor]]" = OrderedDict()
-_WT_CACHE_SIZE = 8
+#: ``W_hh`` sizes (bytes) from which a row-major weight (``W_hh`` itself contiguous) costs a
+#: noticeable transposition on every call; the first such call warns once.
+_ROW_MAJOR_WARN_BYTES = SMALL_WEIGHT_BYTES
+_warned_row_major = False
 
 
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    lib = native_library() if _USE_NATIVE else None
-    if lib is not None and _native_ok(a, b) and a.shape == b.shape:
-        return bool(lib.same_bytes(a.data_ptr(), b.data_ptr(), a.numel() * a.element_size()))
-    return bool(torch.equal(a, b)) and not bool(torch.isnan(a).any())
+def fast_layout(w_hh: torch.Tensor) -> bool:
+    """``True`` when ``W_hh`` [3H, H] is stored as its transpose: ``W_hh.t()`` [H, 3H] contiguous.
+
+    The modules create their recurrent weights in this layout (as ``torch.nn.GRU`` under cuDNN
+    keeps its weights as views of the kernel's buffer): one unit's outgoing weights are one
+    contiguous row, so the event gather reads ``W_hh.t()`` directly, with no copy and no cache
+    that an edit (in place, through ``.data``, under ``inference_mode``) could make stale.
+    Other layouts give the same results at the cost of one transposition per call (see
+    :meth:`snntorch_egru.EGRU.flatten_parameters`).
+
+    Args:
+        w_hh: a recurrent weight ``[3H, H]``.
+
+    Example::
+
+        >>> import torch, snntorch_egru as se
+        >>> from snntorch_egru.sparse import fast_layout
+        >>> fast_layout(se.EGRU(3, 8).weight_hh_l0), fast_layout(torch.randn(24, 8))
+        (True, False)
+    """
+    return w_hh.dim() == 2 and w_hh.t().is_contiguous()
 
 
 def _transposed(w_hh: torch.Tensor, native: Optional[Tuple[Any, ...]]) -> torch.Tensor:
-    """Contiguous ``W_hh^T`` [H, 3H]: from the verified cache, or transposed now (and cached)."""
-    if (w_hh.device.type != "cpu" or not w_hh.is_contiguous() or _FORCE_DENSE
-            or w_hh.numel() * w_hh.element_size() < SMALL_WEIGHT_BYTES):
-        return _transpose(w_hh, native)
-    key = (w_hh.data_ptr(), tuple(w_hh.shape), w_hh.dtype)
-    hit = _WT_CACHE.get(key)
-    # an entry made under inference_mode holds inference tensors, which autograd cannot save
-    usable = hit is not None and (torch.is_inference_mode_enabled() or not hit[1].is_inference())
-    if usable and _same(w_hh, hit[0]):
-        _WT_CACHE.move_to_end(key)
-        return hit[1]
-    w_t = _transpose(w_hh, native)
-    _WT_CACHE[key] = (w_hh.clone(), w_t)
-    _WT_CACHE.move_to_end(key)
-    while len(_WT_CACHE) > _WT_CACHE_SIZE:
-        _WT_CACHE.popitem(last=False)
-    return w_t
+    """Contiguous ``W_hh^T`` [H, 3H]: a view for the fast layout, else transposed now (per call)."""
+    global _warned_row_major
+    if fast_layout(w_hh):
+        return w_hh.t()
+    if (not _warned_row_major and w_hh.device.type == "cpu"
+            and w_hh.numel() * w_hh.element_size() >= _ROW_MAJOR_WARN_BYTES):
+        _warned_row_major = True
+        warnings.warn(
+            f"snntorch-egru: weight_hh {list(w_hh.shape)} is stored row-major (contiguous), so the CPU event "
+            "path transposes it on every call (about 20 % of a forward at hidden_size 1024). EGRU modules "
+            "create it in the fast layout (weight_hh.t() contiguous); after replacing it (`.data = ...`, "
+            "load_state_dict(assign=True), FSDP), call module.flatten_parameters() to restore it.",
+            RuntimeWarning, stacklevel=4)
+    return _transpose(w_hh, native)
 
 
 def _transpose(w_hh: torch.Tensor, native: Optional[Tuple[Any, ...]]) -> torch.Tensor:
@@ -397,14 +303,13 @@ def _run_forward(reset: str, zoneout_p: float, input_is_events: bool, x: torch.T
     contiguous and float32/float64)."""
     T, B, I = x.shape
     H = y0.shape[-1]
-    H2 = 2 * H
     x2 = x.reshape(T * B, I)
     if input_is_events:
         gi = _sparse_left_mm(x2, w_ih.t()).add_(b_ih).view(T, B, 3 * H)
     else:
         gi = torch.addmm(b_ih, x2, w_ih.t()).view(T, B, 3 * H)
-    # W_hh^T [H, 3H] (one unit = one contiguous row), transposed once per call and reused by
-    # this call's backward: no cache across calls, so nothing can go stale.
+    # W_hh^T [H, 3H] (one unit = one contiguous row): a view of the fast layout, or transposed
+    # once for this call (and reused by its backward).
     native = _native_fns(x.dtype) if x.device.type == "cpu" else None
     w_t = _transposed(w_hh, native)
     dense = _FORCE_DENSE or _weights_small(w_t)
@@ -413,6 +318,21 @@ def _run_forward(reset: str, zoneout_p: float, input_is_events: bool, x: torch.T
     if native is not None and not _FORCE_DENSE and B <= NATIVE_SEQ_MAX_BATCH:
         return _native_sequence(native[2], reset, zoneout_p, gi, y0, c0, trace0, w_t, b_hh, theta, zo_mask,
                                 need_cache, ys, cs, os_, trs)
+    return _torch_sequence(reset, zoneout_p, gi, y0, c0, trace0, w_t, b_hh, theta, zo_mask, need_cache,
+                           (ys, cs, os_, trs), dense, native)
+
+
+def _torch_sequence(reset: str, zoneout_p: float, gi: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor,
+                    trace0: torch.Tensor, w_t: torch.Tensor, b_hh: torch.Tensor, theta: torch.Tensor,
+                    zo_mask: Optional[torch.Tensor], need_cache: bool, outs: Tuple[torch.Tensor, ...], dense: bool,
+                    native: Optional[Tuple[Any, ...]]) -> Tuple[torch.Tensor, ...]:
+    """The forward time loop in torch ops (batches above :data:`NATIVE_SEQ_MAX_BATCH`, or no
+    native helper): preallocated buffers, ``out=`` ops, the recurrent product over active rows."""
+    T, B, _ = gi.shape
+    H = y0.shape[-1]
+    H2 = 2 * H
+    new = gi.new_empty
+    ys, cs, os_, trs = outs
     if need_cache:
         rz_all, n_all, hn_all = new(T, B, H2), new(T, B, H), new(T, B, H)
         rz_l, n_l, hn_l = rz_all.unbind(0), n_all.unbind(0), hn_all.unbind(0)
@@ -426,7 +346,7 @@ def _run_forward(reset: str, zoneout_p: float, input_is_events: bool, x: torch.T
     gi_rz, gi_n = gi[..., :H2].unbind(0), gi[..., H2:].unbind(0)
     chat = new(B, H)
     tmp = new(B, H)
-    zero = x.new_zeros(())
+    zero = gi.new_zeros(())
     y_l, c_l, o_l, tr_l = ys.unbind(0), cs.unbind(0), os_.unbind(0), trs.unbind(0)
     zo_l = zo_mask.unbind(0) if zo_mask is not None else None
     zo_p = zoneout_p
@@ -473,8 +393,6 @@ def _native_sequence(fn: Any, reset: str, zoneout_p: float, gi: torch.Tensor, y0
                      c0: torch.Tensor, trace0: torch.Tensor, w_t: torch.Tensor, b_hh: torch.Tensor,
                      theta: torch.Tensor, zo_mask: Optional[torch.Tensor], need_cache: bool, ys: torch.Tensor,
                      cs: torch.Tensor, os_: torch.Tensor, trs: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-    from ._op import check_native_forward
-
     T, B, _ = gi.shape
     H = y0.shape[-1]
     if need_cache:
@@ -491,150 +409,6 @@ def _native_sequence(fn: Any, reset: str, zoneout_p: float, gi: torch.Tensor, y0
     if need_cache:
         return ys, cs, os_, trs, rz, n, hn, w_t
     return ys, cs, os_, trs
-
-
-def _cpu_backward(gamma: float, eps: float, reset: str, zoneout_p: float, gy: torch.Tensor, gc: torch.Tensor,
-                  go: torch.Tensor, gtr: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, theta: torch.Tensor,
-                  zo_mask: Optional[torch.Tensor], ys: torch.Tensor, cs: torch.Tensor, os_: torch.Tensor,
-                  rz: torch.Tensor, n_all: torch.Tensor, hn_all: torch.Tensor, w_t: torch.Tensor,
-                  need_theta: bool) -> Tuple[torch.Tensor, ...]:
-    """Backward loop of the CPU launcher: ``(ga, gqn, dc0, trace grad, dtheta)`` (see ``_op.grad_products``)."""
-    T, B, H = ys.shape
-    dense = _FORCE_DENSE or _weights_small(w_t)
-    native = _native_fns(ys.dtype) if ys.device.type == "cpu" else None
-    # q_t (gradient of the recurrent pre-activations, [B, 3H]) for every step; the input-side
-    # gradient a_t differs only in its n block, a_n = q_n / r, kept separately
-    q_all = ys.new_empty(T, B, 3, H)
-    a_n = ys.new_empty(T, B, H)
-    gth = torch.zeros_like(theta) if need_theta else None
-    dy = torch.zeros_like(y0)
-    dc = torch.zeros_like(c0)
-    tacc = torch.zeros_like(y0)
-    decay, gain = F.TRACE_DECAY, 1.0 - F.TRACE_DECAY
-    Y = torch.empty_like(y0)
-    C = torch.empty_like(c0)
-    # Time is processed in chunks (backwards): the per-unit coefficients of a chunk are built
-    # with a few vectorised ops, and only the chunk's temporaries are alive at once.
-    chunk = max(1, min(T, _BACKWARD_CHUNK_ELEMENTS // max(1, B * H)))
-    switch = _Switch()
-    end = T
-    while end > 0:
-        start = max(0, end - chunk)
-        lo = max(0, start - 1)  # one step more: the absorbing set of step start - 1
-        sl = slice(lo, end)
-        fired = os_[sl] > 0
-        chat = torch.where(fired, ys[sl], cs[sl])
-        psi = _psi(gamma, eps, chat - theta)
-        absorb = fired if psi is None else (fired | (psi != 0))
-        k0 = start - lo  # index of step `start` inside the slice
-        fired, chat, o = fired[k0:], chat[k0:], os_[start:end]
-        if psi is not None:
-            psi = psi[k0:]
-        r, z = rz[start:end, :, :H], rz[start:end, :, H:]
-        n, hn = n_all[start:end], hn_all[start:end]
-        c_prev = cs[start - 1:end - 1] if start > 0 else torch.cat([c0.unsqueeze(0), cs[:end - 1]], 0)
-        if reset == "subtract":
-            kappa_o = -theta
-            kappa_c = None  # 1
-        elif reset == "zero":
-            kappa_o = -chat
-            kappa_c = 1.0 - o
-        else:
-            kappa_o = None
-            kappa_c = None
-        a_y = o if psi is None else o + psi * chat
-        if psi is None or kappa_o is None:
-            a_c = None if kappa_c is None else kappa_c  # None means 1
-        else:
-            a_c = (1.0 if kappa_c is None else kappa_c) + psi * kappa_o
-        e = None if psi is None else psi * go[start:end]
-        if zo_mask is not None:
-            m = zo_mask[start:end]
-        elif zoneout_p > 0.0:
-            m = 1.0 - zoneout_p
-        else:
-            m = None
-        k_c = z if m is None else (1.0 - m) + z * m
-        k_n = (1.0 - n * n) * (1.0 - z)
-        if m is not None:
-            k_n = k_n * m
-        k_z = z * (1.0 - z) * (c_prev - n)
-        if m is not None:
-            k_z = k_z * m
-        k_q = torch.stack([r * (1.0 - r) * hn * k_n, k_z, r * k_n], 2)  # [L, B, 3, H]
-        L = end - start
-        y_tot = ys.new_empty(L, B, H) if gth is not None else None
-        c_tot = ys.new_empty(L, B, H) if gth is not None else None
-        cbar = ys.new_empty(L, B, H)
-        for t in range(end - 1, start - 1, -1):
-            k = t - start
-            torch.add(gtr[t], tacc, alpha=decay, out=tacc)  # trace gradient
-            torch.add(gy[t], tacc, alpha=gain, out=Y).add_(dy)
-            torch.add(gc[t], dc, out=C)
-            if y_tot is not None:
-                y_tot[k].copy_(Y)
-                c_tot[k].copy_(C)
-            cb = torch.mul(a_y[k], Y, out=cbar[k])
-            if a_c is None:
-                cb.add_(C)
-            else:
-                cb.addcmul_(a_c[k], C)
-            if e is not None:
-                cb.add_(e[k])
-            dc = k_c[k] * cb
-            q = torch.mul(k_q[k], cb.unsqueeze(1), out=q_all[t]).view(B, 3 * H)
-            if t > 0:  # the gradient at y0 comes from q_0 in grad_products
-                dy = _recurrent_grad(q, w_t, absorb[t - 1 - lo], dense, native, switch)
-        torch.mul(k_n, cbar, out=a_n[start:end])
-        if gth is not None:
-            if psi is not None:
-                o_bar = torch.addcmul(go[start:end], chat, y_tot)
-                if kappa_o is not None:
-                    o_bar.addcmul_(kappa_o, c_tot)
-                gth.sub_((psi * o_bar).sum((0, 1)))
-            if reset == "subtract":
-                gth.sub_((o * c_tot).sum((0, 1)))
-        end = start
-    gqn = q_all[:, :, 2].contiguous()  # recurrent n block q_n
-    q_all[:, :, 2].copy_(a_n)  # now the input-side gradient a_t = (a_r, a_z, a_n)
-    if gth is None:
-        gth = torch.zeros_like(theta)
-    return q_all.view(T, B, 3 * H), gqn, dc, tacc, gth
-
-
-def _recurrent_grad(q: torch.Tensor, w_t: torch.Tensor, absorb: torch.Tensor, dense: bool,
-                    native: Optional[Tuple[Any, Any, Any]] = None, switch: Optional[_Switch] = None
-                    ) -> torch.Tensor:
-    """``q @ W_hh`` ([B, 3H] x [3H, H]) computed only on the units in ``absorb`` [B, H] (others 0)."""
-    B, H = absorb.shape
-    if switch is not None and switch.go_dense():
-        return torch.mm(q, w_t.t())
-    if switch is not None:
-        switch.sparse_steps += 1
-    if native is not None and not _FORCE_DENSE:
-        out = q.new_empty(B, H)
-        if not (tuple(w_t.shape) == (H, q.shape[1]) and q.shape[0] == B and absorb.dtype == torch.bool
-                and absorb.is_contiguous() and _native_ok(q, w_t, out)):
-            raise RuntimeError("internal error: native row-product arguments do not match")
-        if native[1](q.data_ptr(), absorb.data_ptr(), B, H, w_t.data_ptr(), w_t.shape[1], out.data_ptr(),
-                     int(NATIVE_MAX_FRACTION * H)) == 0:
-            return out
-    if not dense:
-        if B == 1:
-            idx = absorb[0].nonzero().squeeze(1)
-        else:
-            idx = absorb.any(0).nonzero().squeeze(1)
-        k = idx.numel()
-        if k == 0:
-            return q.new_zeros(B, H)
-        if k <= GATHER_MAX_FRACTION * H:
-            out = q.new_zeros(B, H)
-            out[:, idx] = torch.mm(q, w_t.index_select(0, idx).t())
-            return out
-    if switch is not None and not dense:
-        switch.sparse_steps -= 1
-        switch.failed()
-    return torch.mm(q, w_t.t())
 
 
 def egru_sequence_fused(
@@ -690,25 +464,9 @@ def egru_sequence_fused(
         >>> out.y.shape
         torch.Size([6, 2, 5])
     """
-    from ._op import egru_layer_call
-
     if spike_fn is None:
         spike_fn = EGRUSurrogate(0.7, 1.0)
-    return egru_layer_call(x, y0, c0, trace0, EGRUWeights(weight_ih, weight_hh, bias_ih, bias_hh, threshold),
-                           EGRUOptions(spike_fn, reset, zoneout_p, input_is_events),
-                           zoneout_mask=zoneout_mask, dropconnect_mask=dropconnect_mask)
-
-
-def _run_backend(call: LayerCall) -> F.EGRUStepOutput:
-    from ._op import egru_layer_call
-
-    s = call.state
-    return egru_layer_call(call.x, s.y, s.c, s.trace, call.weights, call.options,
-                           zoneout_mask=call.zoneout_mask, dropconnect_mask=call.dropconnect_mask)
-
-
-def _available(call: LayerCall) -> bool:
-    return call.x.device.type == "cpu"
-
-
-register_backend("torch", _run_backend, available=_available, priority=10)
+    call = LayerCall(x, y0, c0, trace0, weight_ih, weight_hh, bias_ih, bias_hh, threshold, spike_fn, reset,
+                     zoneout_mask=zoneout_mask, zoneout_p=zoneout_p, dropconnect_mask=dropconnect_mask,
+                     input_is_events=input_is_events)
+    return get_backend("torch").run(call)  # the operator (registered by snntorch_egru._op)

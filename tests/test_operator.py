@@ -12,7 +12,7 @@ import torch
 import torch.utils._pytree as pytree
 
 import snntorch_egru as se
-from snntorch_egru import _op, functional as F, sparse
+from snntorch_egru import _native_lib, _op, functional as F, sparse
 from snntorch_egru.bench import calibrate_thresholds
 from snntorch_egru.cuda._emulator import EmulatorLauncher
 from snntorch_egru.cuda._function import EGRUKernelFunction, KernelConfig
@@ -381,9 +381,10 @@ def test_data_edits_after_a_forward_are_seen():
 def test_non_contiguous_parameters_are_handled():
     fast, ref = _pair(layers=1, dtype=torch.float64)
     for m in (fast, ref):
-        m.weight_hh_l0.data = m.weight_hh_l0.data.t().contiguous().t()  # [3H, H] with column-major strides
+        # a strided view of a larger buffer (neither layout) and a column-major input weight
+        m.weight_hh_l0.data = torch.zeros(3 * H, 2 * H, dtype=torch.float64)[:, ::2].copy_(m.weight_hh_l0.data)
         m.weight_ih_l0.data = m.weight_ih_l0.data.t().contiguous().t()
-    assert not fast.weight_hh_l0.is_contiguous()
+    assert not fast.weight_hh_l0.is_contiguous() and not sparse.fast_layout(fast.weight_hh_l0)
     x = torch.randn(B, T, I, dtype=torch.float64).transpose(0, 1)  # non-contiguous input
     _assert_equal_runs(_loss_and_grads(fast, x), _loss_and_grads(ref, x), rtol=1e-10, atol=1e-10)
 
@@ -501,25 +502,64 @@ def test_zero_length_sequence_output_has_grad_fn(backend):
 
 
 @pytest.mark.parametrize("use_native", [True, False])
-def test_verified_weight_cache_never_misses_an_edit(monkeypatch, use_native):
-    """The cross-call W_hh^T cache (large weights) is checked bitwise: every edit is seen."""
-    monkeypatch.setattr(sparse, "SMALL_WEIGHT_BYTES", 0)  # cache even these small weights
-    monkeypatch.setattr(sparse, "_USE_NATIVE", use_native)
-    monkeypatch.setattr(sparse, "_WT_CACHE", type(sparse._WT_CACHE)())
+@pytest.mark.parametrize("layout", ["fast", "row-major"])
+def test_recurrent_weight_is_read_in_place_and_never_stale(monkeypatch, use_native, layout):
+    """The modules store W_hh as W_hh^T (no copy, no cache): every edit is seen; a row-major
+    weight is transposed per call (one warning) and gives the same numbers."""
+    monkeypatch.setattr(sparse, "SMALL_WEIGHT_BYTES", 0)  # the event path even for these small weights
+    monkeypatch.setattr(_native_lib, "_USE_NATIVE", use_native)
+    monkeypatch.setattr(sparse, "_ROW_MAJOR_WARN_BYTES", 0)
+    monkeypatch.setattr(sparse, "_warned_row_major", False)
+    calls = []
+    real_transpose = sparse._transpose
+    monkeypatch.setattr(sparse, "_transpose", lambda w, n: calls.append(1) or real_transpose(w, n))
     fast, ref = _pair(layers=2, dtype=torch.float64)
+    assert all(sparse.fast_layout(getattr(fast, f"weight_hh_l{k}")) for k in range(2))
+    if layout == "row-major":
+        for m in (fast, ref):
+            for k in range(2):
+                w = getattr(m, f"weight_hh_l{k}")
+                w.data = w.data.contiguous()
     x = torch.randn(T, B, I, dtype=torch.float64)
-    with torch.no_grad():
-        torch.testing.assert_close(fast(x)[0], ref(x)[0], rtol=1e-10, atol=1e-10)
-        assert len(sparse._WT_CACHE) == 2
-        cached = [v[1] for v in sparse._WT_CACHE.values()]
-        fast(x)
-        assert [v[1] for v in sparse._WT_CACHE.values()] == cached  # hits: the same tensors
-        for m in (fast, ref):
-            m.weight_hh_l0.data[:, 1:] *= 3  # no version bump, element 0 unchanged
-            m.weight_hh_l1.data[-1, -1] += 1e-12  # one element, a tiny change
-        torch.testing.assert_close(fast(x)[0], ref(x)[0], rtol=1e-10, atol=1e-10)
-    with torch.inference_mode():
-        for m in (fast, ref):
-            m.weight_hh_l0.add_(0.01)
-        torch.testing.assert_close(fast(x)[0], ref(x)[0], rtol=1e-10, atol=1e-10)
-    _assert_equal_runs(_loss_and_grads(fast, x), _loss_and_grads(ref, x), rtol=1e-10, atol=1e-10)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with torch.no_grad():
+            torch.testing.assert_close(fast(x)[0], ref(x)[0], rtol=1e-10, atol=1e-10)
+            for m in (fast, ref):
+                m.weight_hh_l0.data[:, 1:] *= 3  # no version bump, element 0 unchanged
+                m.weight_hh_l1.data[-1, -1] += 1e-12  # one element, a tiny change
+            torch.testing.assert_close(fast(x)[0], ref(x)[0], rtol=1e-10, atol=1e-10)
+        with torch.inference_mode():
+            for m in (fast, ref):
+                m.weight_hh_l0.add_(0.01)
+            torch.testing.assert_close(fast(x)[0], ref(x)[0], rtol=1e-10, atol=1e-10)
+        _assert_equal_runs(_loss_and_grads(fast, x), _loss_and_grads(ref, x), rtol=1e-10, atol=1e-10)
+    row_major = [w for w in caught if "row-major" in str(w.message)]
+    if layout == "fast":
+        assert calls == [] and row_major == []
+    else:
+        assert len(calls) >= 4 and len(row_major) == 1 and "flatten_parameters" in str(row_major[0].message)
+        p0 = fast.weight_hh_l0
+        before = p0.detach().clone()
+        fast.flatten_parameters()
+        assert fast.weight_hh_l0 is p0 and sparse.fast_layout(p0) and torch.equal(p0, before)
+        calls.clear()
+        with torch.no_grad():
+            torch.testing.assert_close(fast(x)[0], ref(x)[0], rtol=1e-10, atol=1e-10)
+        assert calls == []
+
+
+def test_fast_layout_survives_the_usual_module_operations():
+    """state_dict round trips, .to(dtype), deepcopy, an optimizer step and gradients keep it."""
+    import copy
+
+    rnn = se.EGRU(I, H, num_layers=2)
+    other = se.EGRU(I, H, num_layers=2)
+    other.load_state_dict(rnn.state_dict())
+    opt = torch.optim.Adam(rnn.parameters(), lr=1e-3)
+    rnn(torch.randn(T, B, I))[0].sum().backward()
+    opt.step()
+    assert rnn.weight_hh_l0.grad.shape == (3 * H, H)
+    for m in (rnn, other, copy.deepcopy(rnn), copy.deepcopy(rnn).double()):
+        assert all(sparse.fast_layout(getattr(m, f"weight_hh_l{k}")) for k in range(2))
+    assert rnn.weight_hh_l0.shape == (3 * H, H)  # the nn.GRU shape; only the storage is transposed

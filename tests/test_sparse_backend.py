@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import snntorch_egru as se
-from snntorch_egru import backends, functional as F, sparse
+from snntorch_egru import _cpu_backward, _native_lib, backends, functional as F, sparse
 from snntorch_egru.bench import calibrate_thresholds
 from snntorch_egru.state import EGRUState
 
@@ -26,7 +26,7 @@ def path(request, monkeypatch):
         # native-seq: the whole forward loop in C; native-step: torch loop with a C gather per step
         monkeypatch.setattr(sparse, "NATIVE_SEQ_MAX_BATCH", B if request.param == "native-seq" else 0)
     elif request.param == "gather":
-        monkeypatch.setattr(sparse, "_USE_NATIVE", False)
+        monkeypatch.setattr(_native_lib, "_USE_NATIVE", False)
         monkeypatch.setattr(sparse, "SMALL_WEIGHT_BYTES", 0)
         monkeypatch.setattr(sparse, "GATHER_MAX_FRACTION", 1.0)  # always gather rows in torch
         monkeypatch.setattr(sparse, "CSR_MAX_DENSITY", 1.0)  # CSR products for the event operands
@@ -34,7 +34,7 @@ def path(request, monkeypatch):
         monkeypatch.setattr(sparse, "_FORCE_DENSE", True)
     # backward coefficient chunks of 1, 2, 4 or all steps
     chunk = {"native-seq": 1, "native-step": 2, "gather": 4, "dense": 1000}[request.param]
-    monkeypatch.setattr(sparse, "_BACKWARD_CHUNK_ELEMENTS", chunk * B * H)
+    monkeypatch.setattr(_cpu_backward, "_BACKWARD_CHUNK_ELEMENTS", chunk * B * H)
     return request.param
 
 
@@ -241,10 +241,10 @@ def test_saved_memory_below_reference():
 
 
 def _fresh_loader(monkeypatch, module=None):
-    monkeypatch.setattr(sparse, "_native_tried", False)
-    monkeypatch.setattr(sparse, "_native_lib", None)
+    monkeypatch.setattr(_native_lib, "_native_tried", False)
+    monkeypatch.setattr(_native_lib, "_lib", None)
     if module is not None:
-        monkeypatch.setattr(sparse, "_NATIVE_MODULE", module)
+        monkeypatch.setattr(_native_lib, "_NATIVE_MODULE", module)
 
 
 @pytest.mark.parametrize("damage", ["missing", "truncated", "not-a-library"])
@@ -284,7 +284,7 @@ def test_native_opt_out_is_silent(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert sparse.native_library() is None
-    assert "SNNTORCH_EGRU_NATIVE=0" in sparse._native_reason
+    assert "SNNTORCH_EGRU_NATIVE=0" in _native_lib._native_reason
     monkeypatch.delenv("SNNTORCH_EGRU_NATIVE")
     _fresh_loader(monkeypatch)
 
@@ -300,7 +300,7 @@ def test_native_library_is_loaded_from_the_package_only():
 
 def test_density_switch_mixing_gather_and_dense_steps(monkeypatch):
     """Near the crossover some steps gather rows and others (with hysteresis) go dense."""
-    monkeypatch.setattr(sparse, "_USE_NATIVE", False)
+    monkeypatch.setattr(_native_lib, "_USE_NATIVE", False)
     monkeypatch.setattr(sparse, "SMALL_WEIGHT_BYTES", 0)
     monkeypatch.setattr(sparse, "GATHER_MAX_FRACTION", 0.4)
     monkeypatch.setattr(sparse, "DENSE_HOLD_STEPS", 2)

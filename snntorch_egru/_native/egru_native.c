@@ -134,9 +134,6 @@ EGRU_HOT void transpose_##SUF(const T* src, int64_t rows, int64_t cols, T* dst) 
 TRANSPOSE(float, f32)
 TRANSPOSE(double, f64)
 
-/* Bitwise equality of two buffers (validates the W_hh^T cache: it cannot miss an edit). */
-int same_bytes(const void* a, const void* b, int64_t n) { return memcmp(a, b, (size_t)n) == 0; }
-
 /* A module with no Python-level functions: importing it only proves the file is a complete,
  * loadable build for this interpreter; the functions above are reached through ctypes. */
 static struct PyModuleDef egru_native_module = {PyModuleDef_HEAD_INIT, "_egru_native",
