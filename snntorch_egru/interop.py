@@ -10,7 +10,7 @@
   :func:`to_snntorch` build the other flavour's twin (tensors *and* settings).
 * **States across flavours.** :func:`norse_state_from_layer` and
   :func:`layer_state_from_norse` convert between ``EGRU``'s
-  ``EGRUState(y, c, trace)`` (``[L, B, H]``) and the Norse ``EGRUState(y, c)`` (``[B, H]``).
+  ``EGRUState(y, c, trace)`` (``[L, B, H]``) and the Norse ``EGRURecurrentState(y, c, trace)`` (``[B, H]``).
 * **Truncated BPTT.** :func:`truncated_bptt` runs a long sequence in windows,
   detaching the state of EGRU cells, snnTorch neurons and explicit (Norse/EGRU)
   states at every window border.
@@ -43,7 +43,7 @@ from torch import nn
 from . import utils
 from .modules import EGRU, EGRUCell
 from .norse import EGRUParameters, EGRURecurrent, EGRURecurrentCell, NorseThreshold, _NorseEGRUBase
-from .norse import EGRUState as NorseEGRUState
+from .state import EGRURecurrentState as NorseEGRUState
 from .state import EGRUState
 from .surrogate import EGRUSurrogate
 
@@ -393,14 +393,14 @@ def to_snntorch(
 
 
 def norse_state_from_layer(state: EGRUState, layer: int = 0) -> NorseEGRUState:
-    """Norse-flavour state ``(y, c)`` of one layer of an ``EGRU`` state ``(y, c, trace)``.
+    """Norse-flavour state ``(y, c, trace)`` of one layer of an ``EGRU`` state ``(y, c, trace)``.
 
     Args:
         state: :class:`~snntorch_egru.EGRUState` with fields ``[num_layers, B, H]``.
         layer: which layer. Default: 0.
 
     Returns:
-        :class:`snntorch_egru.norse.EGRUState` with fields ``[B, H]`` (the trace is dropped).
+        :class:`snntorch_egru.norse.EGRURecurrentState` with fields ``[B, H]`` (the trace carried over).
 
     Example::
 
@@ -415,7 +415,7 @@ def norse_state_from_layer(state: EGRUState, layer: int = 0) -> NorseEGRUState:
     layer = _layer_index(layer)
     if layer >= state.y.shape[0]:
         raise ValueError(f"layer must be < {state.y.shape[0]} (the state's number of layers), got {layer}")
-    return NorseEGRUState(state.y[layer], state.c[layer])
+    return NorseEGRUState(state.y[layer], state.c[layer], state.trace[layer])
 
 
 def layer_state_from_norse(
@@ -424,10 +424,10 @@ def layer_state_from_norse(
     """``EGRU`` state ``(y, c, trace)`` from Norse-flavour states, one per layer.
 
     Args:
-        states: one :class:`snntorch_egru.norse.EGRUState` (single layer) or a
+        states: one :class:`snntorch_egru.norse.EGRURecurrentState` (single layer) or a
             sequence of them (bottom layer first), fields ``[B, H]``.
-        trace: ``[num_layers, B, H]`` output trace; default zeros (the trace does
-            not influence the dynamics).
+        trace: ``[num_layers, B, H]`` output trace; default the states' own traces
+            (zeros where a state has none; the trace does not influence the dynamics).
 
     Returns:
         :class:`~snntorch_egru.EGRUState` with fields ``[num_layers, B, H]``.
@@ -446,13 +446,13 @@ def layer_state_from_norse(
     if not isinstance(states, (list, tuple)) or not states or \
             not all(isinstance(s, NorseEGRUState) for s in states):
         raise TypeError(
-            "states must be a snntorch_egru.norse.EGRUState(y, c) or a non-empty list of them, "
+            "states must be a snntorch_egru.norse.EGRURecurrentState(y, c, trace) or a non-empty list of them, "
             f"got {type(states).__name__}"
         )
     y = torch.stack([s.y for s in states])
     c = torch.stack([s.c for s in states])
     if trace is None:
-        trace = torch.zeros_like(y)
+        trace = torch.stack([torch.zeros_like(s.y) if s.trace is None else s.trace for s in states])
     elif not isinstance(trace, torch.Tensor) or trace.shape != y.shape:
         got = list(trace.shape) if isinstance(trace, torch.Tensor) else type(trace).__name__
         raise ValueError(f"trace must be a tensor of shape {list(y.shape)} or None, got {got}")

@@ -19,7 +19,7 @@ from snntorch_egru.norse import (
     EGRUParameters,
     EGRURecurrent,
     EGRURecurrentCell,
-    EGRUState,
+    EGRURecurrentState,
     NorseThreshold,
     spike_function,
 )
@@ -90,7 +90,7 @@ def test_recurrent_layer_equals_egru_layer(backend):
     g = torch.Generator().manual_seed(2)
     y0, c0 = 0.3 * torch.randn(B, H, generator=g, dtype=D), 0.3 * torch.randn(B, H, generator=g, dtype=D)
     x = _x(4)
-    out, rec = layer(x, EGRUState(y0, c0))
+    out, rec = layer(x, EGRURecurrentState(y0, c0))
     out2, st2, rec2 = egru(x, se.EGRUState(y0[None], c0[None], torch.zeros(1, B, H, dtype=D)),
                            return_internals=True)
     torch.testing.assert_close(out, out2, rtol=1e-13, atol=1e-13)
@@ -98,10 +98,10 @@ def test_recurrent_layer_equals_egru_layer(backend):
     torch.testing.assert_close(rec.y[-1], st2.y[0], rtol=0, atol=0)
     # final-state mode returns the last recorded step
     layer.record_states = False
-    _, final = layer(x, EGRUState(y0, c0))
+    _, final = layer(x, EGRURecurrentState(y0, c0))
     torch.testing.assert_close(final.c, rec.c[-1], rtol=0, atol=0)
     w = torch.randn(T, B, H, generator=torch.Generator().manual_seed(8), dtype=D)
-    (layer(x, EGRUState(y0, c0))[0] * w).sum().backward()
+    (layer(x, EGRURecurrentState(y0, c0))[0] * w).sum().backward()
     (out2 * w).sum().backward()
     for n in NAMES:
         torch.testing.assert_close(getattr(layer, n).grad, getattr(egru, f"{n}_l0").grad, rtol=1e-11, atol=1e-12)
@@ -149,7 +149,7 @@ def test_sequential_state_equals_snntorch_flavour():
         o, state = model(x[t], state)
         outs.append(o)
     outs = torch.stack(outs)
-    assert isinstance(state[1], EGRUState) and state[0] is None and state[2] is None
+    assert isinstance(state[1], EGRURecurrentState) and state[0] is None and state[2] is None
     ref = torch.stack([lin_out(snn_cell(lin_in(x[t]))[0]) for t in range(2 * T)])
     torch.testing.assert_close(outs, ref, rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(state[1].y, snn_cell.y, rtol=1e-13, atol=1e-13)
@@ -364,7 +364,7 @@ def test_wrong_state_flavour_errors(module_cls):
     m = module_cls(I, H)
     x = torch.randn(B, I) if module_cls is EGRURecurrentCell else torch.randn(T, B, I)
     z = torch.zeros(B, H)
-    with pytest.raises(TypeError, match=r"state must be snntorch_egru\.norse\.EGRUState\(y, c\).*got a single Tensor"):
+    with pytest.raises(TypeError, match=r"state must be snntorch_egru\.norse\.EGRURecurrentState\(y, c, trace\).*got a single Tensor"):
         m(x, z)
     with pytest.raises(TypeError, match=r"got snntorch_egru\.EGRUState\(y, c, trace\) of the sequence layer.*"
                                         r"interop\.norse_state_from_layer"):
@@ -374,13 +374,13 @@ def test_wrong_state_flavour_errors(module_cls):
     with pytest.raises(TypeError, match=r"got tuple of length 3"):
         m(x, (z, z, z))
     with pytest.raises(ValueError, match=r"state\.y must have shape \[3, 6\].*got \[12, 3, 6\]"):
-        m(x, EGRUState(torch.zeros(T, B, H), z))  # e.g. a record_states result passed back
+        m(x, EGRURecurrentState(torch.zeros(T, B, H), z))  # e.g. a record_states result passed back
     with pytest.raises(ValueError, match=r"state\.c must have shape \[3, 6\].*got \[3, 5\]"):
-        m(x, EGRUState(z, torch.zeros(B, 5)))
+        m(x, EGRURecurrentState(z, torch.zeros(B, 5)))
     with pytest.raises(TypeError, match=r"state\.y has dtype torch\.float64 but the module's parameters are torch\.float32"):
-        m(x, EGRUState(z.double(), z))
+        m(x, EGRURecurrentState(z.double(), z))
     # a plain (y, c) tuple is accepted and equals the NamedTuple
-    torch.testing.assert_close(m(x, (z, z))[0], m(x, EGRUState(z, z))[0], rtol=0, atol=0)
+    torch.testing.assert_close(m(x, (z, z))[0], m(x, EGRURecurrentState(z, z))[0], rtol=0, atol=0)
 
 
 def test_input_errors():
