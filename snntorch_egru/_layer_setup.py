@@ -108,6 +108,9 @@ def in_param_dtype(x: torch.Tensor, state: Any, ref: torch.Tensor, state_type: t
 class EGRUBase(nn.Module):
     """Hyper-parameter handling and parameters shared by the cell, the layer and the Norse flavour."""
 
+    # per-instance dict once an observer is added (a class default, so modules saved before it existed load)
+    _layer_observers: Optional["OrderedDict[int, LayerObserver]"] = None
+
     def _setup(self, args: Mapping[str, Any]) -> None:
         """Check and store every constructor argument found in :data:`OPTION_CHECKS`.
 
@@ -161,12 +164,11 @@ class EGRUBase(nn.Module):
     def _add_layer_observer(self, fn: LayerObserver) -> RemovableHandle:
         """Call ``fn(module, call, out)`` after every layer call this module runs; ``handle.remove()`` stops it.
 
-        Scoped to this module (no process-wide state), like a forward hook; the
-        observers are kept in ``self.__dict__`` (so modules saved before they existed load).
+        Scoped to this module (no process-wide state), like a forward hook.
         """
-        observers = self.__dict__.get("_layer_observers")
+        observers = self._layer_observers
         if observers is None:  # an OrderedDict, as torch's hook dicts (RemovableHandle keeps a weak reference)
-            observers = self.__dict__["_layer_observers"] = OrderedDict()
+            observers = self._layer_observers = OrderedDict()
         handle = RemovableHandle(observers)
         observers[handle.id] = fn
         return handle
@@ -174,7 +176,7 @@ class EGRUBase(nn.Module):
     def _run_layer(self, call: LayerCall) -> F.EGRUStepOutput:
         """Run one layer call through the backend registry and tell the observers."""
         out = resolve_backend(self.backend, call).run(call)
-        observers = self.__dict__.get("_layer_observers")
+        observers = self._layer_observers
         if observers:
             for fn in tuple(observers.values()):
                 fn(self, call, out)

@@ -280,9 +280,10 @@ def track(model: nn.Module) -> Tracker:
 
         >>> import torch, snntorch_egru as se
         >>> from snntorch_egru import metrics
-        >>> rnn = se.EGRU(8, 32)
-        >>> with metrics.track(rnn) as tracker:
-        ...     _ = rnn(torch.randn(20, 4, 8))
+        >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8), se.EGRU(8, 32))   # nested EGRUs are found
+        >>> x = torch.randn(20, 4, 8)
+        >>> with metrics.track(net) as tracker:
+        ...     out, state = net(x)
         >>> sorted(k for k in tracker.summary() if k != "layers")[:3]
         ['activity', 'backward_density', 'backward_macs']
     """
