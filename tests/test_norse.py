@@ -418,3 +418,70 @@ def test_parameter_errors():
         EGRURecurrent(I, H, backend="nope")
     with pytest.raises(ValueError, match=r"hidden_size must be a positive int \(> 0\), got 0"):
         EGRURecurrentCell(I, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# The Norse state carries the trace (issue 20); the former name is a deprecated alias
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["reference", "auto"])
+def test_state_carries_the_trace_like_the_reference(backend):
+    cell = EGRURecurrentCell(I, H).to(D)
+    _randomize(cell, 12)
+    layer = EGRURecurrent(I, H, record_states=True, backend=backend).to(D)
+    layer.load_state_dict(cell.state_dict())
+    g = torch.Generator().manual_seed(4)
+    y0, c0, tr0 = (0.3 * torch.randn(B, H, generator=g, dtype=D) for _ in range(3))
+    x = _x(13)
+    ref = ref_layer(x, y0, c0, tr0, {n: getattr(cell, n).detach() for n in NAMES},
+                    reset="subtract", spike=ref_triangle(0.7, 1.0))
+    assert 0.05 < (ref["y"] != 0).double().mean() < 0.7
+    state, traces = EGRURecurrentState(y0, c0, tr0), []
+    for t in range(T):
+        _, state = cell(x[t], state)
+        traces.append(state.trace)
+    torch.testing.assert_close(torch.stack(traces), ref["trace"], rtol=1e-13, atol=1e-13)
+    _, rec = layer(x, EGRURecurrentState(y0, c0, tr0))
+    torch.testing.assert_close(rec.trace, ref["trace"], rtol=1e-13, atol=1e-13)
+    # continuing from a returned state continues the trace too
+    layer.record_states = False
+    _, s = layer(x[:5], EGRURecurrentState(y0, c0, tr0))
+    _, s = layer(x[5:], s)
+    torch.testing.assert_close(s.trace, ref["trace"][-1], rtol=1e-13, atol=1e-13)
+    # no trace (the former two-field state, or a plain (y, c) tuple) means a zero trace
+    _, s2 = layer(x, EGRURecurrentState(y0, c0))
+    _, s3 = layer(x, (y0, c0))
+    ref0 = ref_layer(x, y0, c0, torch.zeros(B, H, dtype=D), {n: getattr(cell, n).detach() for n in NAMES},
+                     reset="subtract", spike=ref_triangle(0.7, 1.0))
+    torch.testing.assert_close(s2.trace, ref0["trace"][-1], rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(s3.trace, s2.trace, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"state\.trace must have shape \[3, 6\].*got \[6\]"):
+        layer(x, EGRURecurrentState(y0, c0, tr0[0]))
+
+
+def test_trace_survives_conversion_to_and_from_the_layer_state():
+    rnn = se.EGRU(I, H, num_layers=2).to(D)
+    _randomize(rnn, 14)
+    _, s = rnn(_x(15))
+    assert s.trace.abs().sum() > 0
+    norse_states = [interop.norse_state_from_layer(s, k) for k in range(2)]
+    assert torch.equal(norse_states[1].trace, s.trace[1])
+    back = interop.layer_state_from_norse(norse_states)
+    for a, b in zip(back, s):
+        assert torch.equal(a, b)
+
+
+def test_former_state_name_is_a_deprecated_alias():
+    import snntorch_egru.norse as norse_flavour
+
+    with pytest.warns(DeprecationWarning, match="EGRUState is deprecated: use snntorch_egru.norse.EGRURecurrentState"):
+        old = norse_flavour.EGRUState
+    assert old is EGRURecurrentState
+    assert "EGRUState" not in norse_flavour.__all__ and "EGRURecurrentState" in norse_flavour.__all__
+    assert EGRURecurrentState is not se.EGRUState  # one name per thing
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        norse_flavour.nope
+    import pickle
+    s = EGRURecurrentState(torch.zeros(2), torch.ones(2), None)
+    assert pickle.loads(pickle.dumps(s)).c.tolist() == [1.0, 1.0]
