@@ -173,6 +173,14 @@ class EGRUBase(nn.Module):
         observers[handle.id] = fn
         return handle
 
+    def __getstate__(self) -> Dict[str, Any]:
+        # observers belong to this module object: copies and pickles (torch.save, deepcopy) go without them
+        state = super().__getstate__()
+        if state.get("_layer_observers") is not None:
+            state = dict(state)
+            del state["_layer_observers"]
+        return state
+
     def _run_layer(self, call: LayerCall) -> F.EGRUStepOutput:
         """Run one layer call through the backend registry and tell the observers."""
         out = resolve_backend(self.backend, call).run(call)

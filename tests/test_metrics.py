@@ -211,3 +211,20 @@ def test_compiled_model_inside_track_says_eager_only():
             compiled(x)
     assert _observers(rnn) == {}
     torch.testing.assert_close(compiled(x)[0], ref)  # compiled model unaffected afterwards
+
+
+def test_tracked_model_can_be_saved_and_copied_without_its_observers(tmp_path):
+    import copy
+
+    rnn = se.EGRU(3, 4)
+    x = torch.randn(5, 2, 3)
+    with metrics.track(rnn) as tracker:
+        torch.save(rnn, tmp_path / "m.pt")
+        twin = copy.deepcopy(rnn)
+        twin(x)  # the copy is not tracked
+        rnn(x)
+    assert tracker.summary()["layers"][0]["calls"] == 1
+    assert _observers(twin) == {}
+    loaded = torch.load(tmp_path / "m.pt", weights_only=False)
+    assert _observers(loaded) == {}
+    torch.testing.assert_close(loaded(x)[0], rnn(x)[0])
