@@ -121,10 +121,12 @@ class EGRUBase(nn.Module):
         for name, value in args.items():
             check = OPTION_CHECKS.get(name)
             if check is not None:
-                setattr(self, name, check(name, value))
+                value = check(name, value)
+                if name != "spike_grad":  # stored once built, below
+                    setattr(self, name, value)
         if "spike_grad" in args:
             self.spike_grad = make_spike_fn(
-                self.spike_grad, self.surrogate_disable, self.dampening_factor, self.pseudo_derivative_support
+                args["spike_grad"], self.surrogate_disable, self.dampening_factor, self.pseudo_derivative_support
             )
 
     def _register_layer(self, suffix: str, input_size: int) -> None:

@@ -15,8 +15,7 @@ from torch import nn
 
 from . import _checks, _packed
 from . import functional as F
-from ._layer_setup import LAYER_TENSOR_NAMES, in_param_dtype
-from ._layer_setup import EGRUBase as _EGRUBase
+from ._layer_setup import LAYER_TENSOR_NAMES, EGRUBase, in_param_dtype
 from .backends import LayerCall
 from .state import EGRURecord, EGRURecurrentState, EGRUState
 
@@ -25,7 +24,7 @@ __all__ = ["EGRUCell", "EGRU"]
 SpikeFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-class EGRUCell(_EGRUBase):
+class EGRUCell(EGRUBase):
     """Event-based GRU neuron, one time step per call (snnTorch conventions).
 
     A GRU whose units communicate only through sparse graded events: a unit emits
@@ -109,7 +108,7 @@ class EGRUCell(_EGRUBase):
         init: str = "evnn",
     ) -> None:
         super().__init__()
-        self._setup(locals())
+        self._setup(locals())  # every argument checked by one table (_layer_setup.OPTION_CHECKS)
         self._register_layer("", self.input_size)
         # States live in non-persistent buffers (follow .to(), not in state_dict), as in snnTorch.
         self.register_buffer("y", torch.zeros(0), persistent=False)
@@ -276,7 +275,7 @@ class EGRUCell(_EGRUBase):
         return s
 
 
-class EGRU(_EGRUBase):
+class EGRU(EGRUBase):
     """Multi-layer Event-based GRU over whole sequences, shaped like ``torch.nn.GRU``.
 
     Each layer is an EGRU (see :mod:`snntorch_egru.functional`); layer ``k+1``
@@ -358,7 +357,7 @@ class EGRU(_EGRUBase):
         backend: str = "auto",
     ) -> None:
         super().__init__()
-        self._setup(locals())
+        self._setup(locals())  # every argument checked by one table (_layer_setup.OPTION_CHECKS)
         if self.dropout > 0.0 and self.num_layers == 1:
             warnings.warn(
                 "dropout acts between stacked EGRU layers only (as in torch.nn.GRU), so a non-zero dropout "
