@@ -485,3 +485,19 @@ def test_former_state_name_is_a_deprecated_alias():
     import pickle
     s = EGRURecurrentState(torch.zeros(2), torch.ones(2), None)
     assert pickle.loads(pickle.dumps(s)).c.tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("kwargs", [dict(hidden_size=0), dict(bias="yes"), dict(thr_mean=1.0),
+                                    dict(learn_threshold=1), dict(init="xavier"), dict(threshold_clamp=None)])
+def test_setup_checks_are_the_same_in_every_flavour(kwargs):
+    # one table checks the constructor arguments of EGRUCell, EGRU and the Norse flavour
+    args = dict(input_size=I, hidden_size=H)
+    args.update(kwargs)
+    messages = set()
+    for cls in (se.EGRUCell, se.EGRU, EGRURecurrentCell, EGRURecurrent):
+        with pytest.raises((TypeError, ValueError)) as err:
+            cls(**args)
+        messages.add((err.type, str(err.value)))
+    assert len(messages) == 1, messages
+    (_, msg), = messages
+    assert msg.startswith(next(iter(kwargs)))
