@@ -9,6 +9,8 @@ inverse restores the original tensors bit for bit.
 Example::
 
     >>> import torch
+
+from ._layer_setup import LAYER_TENSOR_NAMES
     >>> from snntorch_egru.convert import evnn_to_torch, torch_to_evnn
     >>> H, I = 4, 3
     >>> evnn = {"kernel": torch.randn(I, 3 * H), "recurrent_kernel": torch.randn(H, 3 * H),
@@ -142,7 +144,7 @@ def torch_to_evnn(ours: Mapping[str, torch.Tensor], suffix: str = "") -> Dict[st
         >>> evnn["kernel"].shape, evnn["thr"].shape
         (torch.Size([4, 12]), torch.Size([4]))
     """
-    names = [n + suffix for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "threshold")]
+    names = [n + suffix for n in LAYER_TENSOR_NAMES]
     missing = [n for n in names if n not in ours]
     if missing:
         raise KeyError(f"state is missing {missing}; expected keys {names}")
