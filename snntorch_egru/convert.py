@@ -9,8 +9,6 @@ inverse restores the original tensors bit for bit.
 Example::
 
     >>> import torch
-
-from ._layer_setup import LAYER_TENSOR_NAMES
     >>> from snntorch_egru.convert import evnn_to_torch, torch_to_evnn
     >>> H, I = 4, 3
     >>> evnn = {"kernel": torch.randn(I, 3 * H), "recurrent_kernel": torch.randn(H, 3 * H),
@@ -26,6 +24,8 @@ from __future__ import annotations
 from typing import Dict, Mapping
 
 import torch
+
+from ._layer_setup import LAYER_TENSOR_NAMES
 
 __all__ = ["evnn_to_torch", "torch_to_evnn", "load_evnn_state_dict"]
 
