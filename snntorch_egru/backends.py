@@ -97,7 +97,6 @@ class LayerCall:
         zoneout_p: eval-mode zoneout probability.
         input_is_events: the input is the (sparse) event output of a lower EGRU layer.
         layer_index: index of the layer in its stack (for counters).
-        counters: a :class:`snntorch_egru.metrics`-style recorder or ``None``.
 
     Example::
 
@@ -129,7 +128,6 @@ class LayerCall:
     zoneout_p: float = 0.0
     input_is_events: bool = False
     layer_index: int = 0
-    counters: Optional[object] = None
 
     @property
     def weights(self) -> EGRUWeights:

@@ -25,6 +25,8 @@ from typing import Dict, Mapping
 
 import torch
 
+from ._layer_setup import LAYER_TENSOR_NAMES
+
 __all__ = ["evnn_to_torch", "torch_to_evnn", "load_evnn_state_dict"]
 
 _EVNN_KEYS = ("kernel", "recurrent_kernel", "bias", "recurrent_bias")
@@ -142,7 +144,7 @@ def torch_to_evnn(ours: Mapping[str, torch.Tensor], suffix: str = "") -> Dict[st
         >>> evnn["kernel"].shape, evnn["thr"].shape
         (torch.Size([4, 12]), torch.Size([4]))
     """
-    names = [n + suffix for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "threshold")]
+    names = [n + suffix for n in LAYER_TENSOR_NAMES]
     missing = [n for n in names if n not in ours]
     if missing:
         raise KeyError(f"state is missing {missing}; expected keys {names}")

@@ -10,7 +10,7 @@
   :func:`to_snntorch` build the other flavour's twin (tensors *and* settings).
 * **States across flavours.** :func:`norse_state_from_layer` and
   :func:`layer_state_from_norse` convert between ``EGRU``'s
-  ``EGRUState(y, c, trace)`` (``[L, B, H]``) and the Norse ``EGRUState(y, c)`` (``[B, H]``).
+  ``EGRUState(y, c, trace)`` (``[L, B, H]``) and the Norse ``EGRURecurrentState(y, c, trace)`` (``[B, H]``).
 * **Truncated BPTT.** :func:`truncated_bptt` runs a long sequence in windows,
   detaching the state of EGRU cells, snnTorch neurons and explicit (Norse/EGRU)
   states at every window border.
@@ -33,17 +33,18 @@ Example::
 
 from __future__ import annotations
 
-import inspect
 import re
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-from . import utils
+from ._layer_setup import LAYER_TENSOR_NAMES
+from ._recorder import EventRecorder, raster_plot
+from ._tbptt import TBPTTResult, truncated_bptt
 from .modules import EGRU, EGRUCell
 from .norse import EGRUParameters, EGRURecurrent, EGRURecurrentCell, NorseThreshold, _NorseEGRUBase
-from .norse import EGRUState as NorseEGRUState
+from .state import EGRURecurrentState as NorseEGRUState
 from .state import EGRUState
 from .surrogate import EGRUSurrogate
 
@@ -64,7 +65,7 @@ __all__ = [
 ]
 
 #: The five tensors of one EGRU layer, by their single-layer (cell) names.
-PARAMETER_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "threshold")
+PARAMETER_NAMES = LAYER_TENSOR_NAMES
 
 _CELL_TYPES = (EGRUCell, _NorseEGRUBase)
 
@@ -393,14 +394,14 @@ def to_snntorch(
 
 
 def norse_state_from_layer(state: EGRUState, layer: int = 0) -> NorseEGRUState:
-    """Norse-flavour state ``(y, c)`` of one layer of an ``EGRU`` state ``(y, c, trace)``.
+    """Norse-flavour state ``(y, c, trace)`` of one layer of an ``EGRU`` state ``(y, c, trace)``.
 
     Args:
         state: :class:`~snntorch_egru.EGRUState` with fields ``[num_layers, B, H]``.
         layer: which layer. Default: 0.
 
     Returns:
-        :class:`snntorch_egru.norse.EGRUState` with fields ``[B, H]`` (the trace is dropped).
+        :class:`snntorch_egru.norse.EGRURecurrentState` with fields ``[B, H]`` (the trace carried over).
 
     Example::
 
@@ -415,7 +416,7 @@ def norse_state_from_layer(state: EGRUState, layer: int = 0) -> NorseEGRUState:
     layer = _layer_index(layer)
     if layer >= state.y.shape[0]:
         raise ValueError(f"layer must be < {state.y.shape[0]} (the state's number of layers), got {layer}")
-    return NorseEGRUState(state.y[layer], state.c[layer])
+    return NorseEGRUState(state.y[layer], state.c[layer], state.trace[layer])
 
 
 def layer_state_from_norse(
@@ -424,10 +425,10 @@ def layer_state_from_norse(
     """``EGRU`` state ``(y, c, trace)`` from Norse-flavour states, one per layer.
 
     Args:
-        states: one :class:`snntorch_egru.norse.EGRUState` (single layer) or a
+        states: one :class:`snntorch_egru.norse.EGRURecurrentState` (single layer) or a
             sequence of them (bottom layer first), fields ``[B, H]``.
-        trace: ``[num_layers, B, H]`` output trace; default zeros (the trace does
-            not influence the dynamics).
+        trace: ``[num_layers, B, H]`` output trace; default the states' own traces
+            (zeros where a state has none; the trace does not influence the dynamics).
 
     Returns:
         :class:`~snntorch_egru.EGRUState` with fields ``[num_layers, B, H]``.
@@ -446,368 +447,14 @@ def layer_state_from_norse(
     if not isinstance(states, (list, tuple)) or not states or \
             not all(isinstance(s, NorseEGRUState) for s in states):
         raise TypeError(
-            "states must be a snntorch_egru.norse.EGRUState(y, c) or a non-empty list of them, "
+            "states must be a snntorch_egru.norse.EGRURecurrentState(y, c, trace) or a non-empty list of them, "
             f"got {type(states).__name__}"
         )
     y = torch.stack([s.y for s in states])
     c = torch.stack([s.c for s in states])
     if trace is None:
-        trace = torch.zeros_like(y)
+        trace = torch.stack([torch.zeros_like(s.y) if s.trace is None else s.trace for s in states])
     elif not isinstance(trace, torch.Tensor) or trace.shape != y.shape:
         got = list(trace.shape) if isinstance(trace, torch.Tensor) else type(trace).__name__
         raise ValueError(f"trace must be a tensor of shape {list(y.shape)} or None, got {got}")
     return EGRUState(y, c, trace)
-
-
-# ---------------------------------------------------------------------------------------------
-# Truncated BPTT
-# ---------------------------------------------------------------------------------------------
-
-
-class TBPTTResult(NamedTuple):
-    """What :func:`truncated_bptt` returns.
-
-    Attributes:
-        outputs: the model's outputs over the whole sequence, concatenated along
-            time and detached (a tensor, or a tuple of tensors when the model
-            returns several per step, e.g. ``snn.Leaky(output=True)``).
-        state: the explicit state after the last window (``None`` for models that
-            keep their state on themselves), detached.
-        losses: the loss of every window (Python floats), empty without ``loss_fn``.
-
-    Example::
-
-        >>> import torch, snntorch_egru as se
-        >>> from snntorch_egru.interop import truncated_bptt
-        >>> res = truncated_bptt(se.EGRU(3, 8), torch.randn(30, 2, 3), window=10)
-        >>> res.outputs.shape, res.state.c.shape, res.losses
-        (torch.Size([30, 2, 8]), torch.Size([1, 2, 8]), [])
-    """
-
-    outputs: Any
-    state: Any
-    losses: List[float]
-
-
-_SEQUENCE_TYPES: Tuple[type, ...] = (EGRU, EGRURecurrent, nn.RNNBase)
-
-
-def _takes_state(model: nn.Module) -> bool:
-    # Norse's duck typing: a module is stateful when its forward has a parameter named ``state``.
-    try:
-        params = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):  # pragma: no cover - builtins without signature
-        return False
-    return "state" in params or isinstance(model, nn.RNNBase)
-
-
-def _cat(chunks: List[Any]) -> Any:
-    first = chunks[0]
-    if isinstance(first, torch.Tensor):
-        return torch.cat(chunks)
-    return tuple(torch.cat([c[i] for c in chunks]) for i in range(len(first)))
-
-
-def _stack(steps: List[Any]) -> Any:
-    first = steps[0]
-    if isinstance(first, torch.Tensor):
-        return torch.stack(steps)
-    return tuple(torch.stack([s[i] for s in steps]) for i in range(len(first)))
-
-
-def _detach(out: Any) -> Any:
-    if isinstance(out, torch.Tensor):
-        return out.detach()
-    return tuple(o.detach() for o in out)
-
-
-def truncated_bptt(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    window: int,
-    *,
-    loss_fn: Optional[Callable[..., torch.Tensor]] = None,
-    targets: Any = None,
-    per_step_targets: bool = False,
-    optimizer: Optional[torch.optim.Optimizer] = None,
-    state: Any = None,
-    mode: str = "auto",
-    reset: bool = True,
-) -> TBPTTResult:
-    """Run a long time-first sequence in windows of ``window`` steps, cutting gradients between windows.
-
-    After every window the stored state of every :class:`~snntorch_egru.EGRUCell`
-    and snnTorch neuron in ``model`` is detached
-    (:func:`snntorch_egru.utils.detach_hidden`, model-local, nested modules
-    included), and so is the explicit state passed between calls (``EGRU``,
-    Norse-flavour modules, ``norse.torch.SequentialState``). The values carry
-    over, so the outputs equal one long run; only the gradient stops at the border.
-
-    With ``loss_fn`` each window's loss is back-propagated at once; with an
-    ``optimizer`` the update is ``zero_grad(); backward(); step()`` per window,
-    without one the gradients of all windows accumulate in ``.grad``.
-
-    Args:
-        model: the network. ``mode="step"`` calls it once per step
-            (``model(x_t)`` for snnTorch-style models keeping their own state, or
-            ``model(x_t, state) -> (out, state)`` when its ``forward`` has a
-            ``state`` parameter, e.g. Norse cells or ``SequentialState`` of cells);
-            ``mode="sequence"`` calls it once per window with ``[window, B, ...]``
-            (``model(x_w, state) -> (out, state)``, or ``model(x_w)``).
-        inputs: ``[T, B, ...]`` time-first input.
-        window: number of steps per window (the last window may be shorter).
-        loss_fn: ``loss_fn(outputs_window, targets_window)`` (or
-            ``loss_fn(outputs_window)`` when ``targets`` is None) returning a scalar;
-            snnTorch's losses such as ``snntorch.functional.ce_rate_loss()`` fit.
-        targets: passed to ``loss_fn`` whole for every window, or sliced along
-            dimension 0 with ``per_step_targets=True``.
-        per_step_targets: slice ``targets[t0:t1]`` for each window. Default: False.
-        optimizer: stepped once per window. Default: None (gradients accumulate).
-        state: initial explicit state (``None`` = the model's default).
-        mode: ``"auto"`` (``"sequence"`` for ``EGRU``, ``EGRURecurrent`` and
-            ``torch.nn.RNNBase``, else ``"step"``), ``"step"`` or ``"sequence"``.
-        reset: zero the stored state of every EGRU cell and snnTorch neuron first
-            (:func:`snntorch_egru.utils.reset`). Default: True.
-
-    Returns:
-        :class:`TBPTTResult` ``(outputs, state, losses)``.
-
-    Example::
-
-        >>> import torch, snntorch as snn, snntorch_egru as se
-        >>> from snntorch_egru.interop import truncated_bptt
-        >>> net = torch.nn.Sequential(se.EGRUCell(3, 16, init_hidden=True), torch.nn.Linear(16, 2),
-        ...                           snn.Leaky(beta=0.9, init_hidden=True, output=True))
-        >>> opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-        >>> x, labels = torch.randn(40, 8, 3), torch.randint(0, 2, (8,))
-        >>> loss_fn = lambda out, tgt: torch.nn.functional.cross_entropy(out[1].sum(0), tgt)
-        >>> res = truncated_bptt(net, x, window=10, loss_fn=loss_fn, targets=labels, optimizer=opt)
-        >>> len(res.losses), res.outputs[0].shape
-        (4, torch.Size([40, 8, 2]))
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(inputs, torch.Tensor) or inputs.dim() < 1:
-        raise TypeError(
-            f"inputs must be a time-first torch.Tensor [T, B, ...], got {type(inputs).__name__}"
-        )
-    if isinstance(window, bool) or not isinstance(window, int) or window <= 0:
-        raise ValueError(f"window must be a positive int (steps per window), got {window!r}")
-    if mode not in ("auto", "step", "sequence"):
-        raise ValueError(f"mode must be one of 'auto', 'step', 'sequence', got {mode!r}")
-    if loss_fn is not None and not callable(loss_fn):
-        raise TypeError(f"loss_fn must be callable or None, got {type(loss_fn).__name__}")
-    if optimizer is not None and loss_fn is None:
-        raise ValueError("optimizer was given without loss_fn: pass loss_fn to train, or drop the optimizer")
-    T = inputs.shape[0]
-    if per_step_targets:
-        if not isinstance(targets, torch.Tensor) or targets.dim() < 1 or targets.shape[0] != T:
-            got = list(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__
-            raise ValueError(
-                f"with per_step_targets=True, targets must be a tensor with {T} steps in dimension 0 "
-                f"(like inputs), got {got}"
-            )
-    if mode == "auto":
-        mode = "sequence" if isinstance(model, _SEQUENCE_TYPES) else "step"
-    stateful = _takes_state(model)
-    if reset:
-        utils.reset(model)
-
-    outputs: List[Any] = []
-    losses: List[float] = []
-    for t0 in range(0, T, window):
-        t1 = min(t0 + window, T)
-        xw = inputs[t0:t1]
-        if mode == "sequence":
-            if stateful:
-                out, state = model(xw, state)
-            else:
-                out = model(xw)
-        else:
-            steps = []
-            for x_t in xw:
-                if stateful:
-                    o, state = model(x_t, state)
-                else:
-                    o = model(x_t)
-                steps.append(o)
-            out = _stack(steps)
-        if loss_fn is not None:
-            tw = targets[t0:t1] if per_step_targets else targets
-            loss = loss_fn(out) if targets is None else loss_fn(out, tw)
-            if optimizer is not None:
-                optimizer.zero_grad()
-            loss.backward()
-            if optimizer is not None:
-                optimizer.step()
-            losses.append(float(loss.detach()))
-        outputs.append(_detach(out))
-        utils.detach_hidden(model)
-        state = utils.detach_state(state)
-    result = _cat(outputs) if outputs else inputs.new_zeros((0,))
-    return TBPTTResult(result, state, losses)
-
-
-# ---------------------------------------------------------------------------------------------
-# Event recording and raster plots
-# ---------------------------------------------------------------------------------------------
-
-
-def _is_snntorch_neuron(m: nn.Module) -> bool:
-    try:
-        from snntorch._neurons.neurons import SpikingNeuron
-    except ImportError:  # pragma: no cover - snntorch is a dependency
-        return False
-    return isinstance(m, SpikingNeuron)
-
-
-class EventRecorder:
-    """Record the time-first events of every EGRU module (and snnTorch neuron) in a model.
-
-    Forward hooks collect, per module, the graded events ``y`` of
-    :class:`~snntorch_egru.EGRUCell` and :class:`~snntorch_egru.norse.EGRURecurrentCell`
-    (one step per call, stacked along a new time dimension), the output
-    sequences of :class:`~snntorch_egru.EGRU` (its last layer) and
-    :class:`~snntorch_egru.norse.EGRURecurrent` (concatenated along time), and the
-    spikes of snnTorch neurons (``include_snntorch=True``). Recorded tensors are
-    detached. Use it as a context manager; hooks are removed on exit.
-
-    Args:
-        model: the network to watch.
-        include_snntorch: also record snnTorch neurons' spikes. Default: True.
-
-    Attributes:
-        events: ``dict`` module name (as in ``model.named_modules()``) ->
-            ``[T, B, H]`` tensor (``[T, H]`` unbatched), time-first.
-
-    Example::
-
-        >>> import torch, snntorch_egru as se
-        >>> from snntorch_egru.interop import EventRecorder
-        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 8), se.EGRUCell(8, 16, init_hidden=True))
-        >>> with EventRecorder(net) as rec:
-        ...     for x_t in torch.randn(30, 4, 3):
-        ...         _ = net(x_t)
-        >>> rec.events["1"].shape
-        torch.Size([30, 4, 16])
-        >>> rate = (rec.events["1"] != 0).float().mean()   # fraction of units active
-    """
-
-    def __init__(self, model: nn.Module, *, include_snntorch: bool = True) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        self.model = model
-        self.include_snntorch = bool(include_snntorch)
-        self._chunks: Dict[str, List[torch.Tensor]] = {}
-        self._handles: List[Any] = []
-
-    def _watched(self) -> List[Tuple[str, nn.Module]]:
-        out = []
-        for name, m in self.model.named_modules():
-            if isinstance(m, (EGRU, EGRUCell, EGRURecurrent, EGRURecurrentCell)) or \
-                    (self.include_snntorch and _is_snntorch_neuron(m)):
-                out.append((name or type(m).__name__, m))
-        return out
-
-    def start(self) -> "EventRecorder":
-        """Install the hooks (called by ``__enter__``)."""
-        if self._handles:
-            return self
-        for name, m in self._watched():
-            self._handles.append(m.register_forward_hook(self._hook(name)))
-        return self
-
-    def _hook(self, name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
-            y = output[0] if isinstance(output, tuple) else output
-            y = y.detach()
-            if isinstance(module, EGRU):
-                if module.batch_first and y.dim() == 3:
-                    y = y.transpose(0, 1)
-            elif not isinstance(module, EGRURecurrent):
-                y = y.unsqueeze(0)  # one step
-            self._chunks.setdefault(name, []).append(y)
-        return hook
-
-    def stop(self) -> None:
-        """Remove the hooks (called by ``__exit__``); recorded events stay."""
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-
-    def clear(self) -> None:
-        """Forget everything recorded so far."""
-        self._chunks.clear()
-
-    @property
-    def events(self) -> Dict[str, torch.Tensor]:
-        return {name: torch.cat(chunks) for name, chunks in self._chunks.items()}
-
-    def __enter__(self) -> "EventRecorder":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-
-def raster_plot(
-    events: torch.Tensor,
-    *,
-    sample: int = 0,
-    ax: Any = None,
-    **scatter_kwargs: Any,
-) -> Tuple[Any, Any]:
-    """Raster plot (time vs unit) of EGRU events with ``snntorch.spikeplot.raster``.
-
-    A dot is drawn at ``(t, unit)`` wherever the event is non-zero (EGRU events
-    are graded: the unit's state value, not 1).
-
-    Args:
-        events: ``[T, B, H]`` (sample ``sample`` is drawn) or ``[T, H]`` events,
-            e.g. an EGRU output or :attr:`EventRecorder.events` entry.
-        sample: batch index to draw for ``[T, B, H]`` input. Default: 0.
-        ax: a matplotlib ``Axes`` to draw into; default a new figure.
-        **scatter_kwargs: passed to ``matplotlib``'s ``scatter`` (default ``s=2, c="black"``).
-
-    Returns:
-        ``(figure, axes)``.
-
-    Raises:
-        ImportError: matplotlib (and pandas, which ``snntorch.spikeplot`` imports)
-            are not installed (``pip install snntorch-egru[data]``).
-
-    Example::
-
-        >>> import matplotlib; matplotlib.use("Agg")
-        >>> import torch, snntorch_egru as se
-        >>> from snntorch_egru.interop import raster_plot
-        >>> out, _ = se.EGRU(3, 16)(torch.randn(50, 2, 3))
-        >>> fig, ax = raster_plot(out, sample=1)
-    """
-    if not isinstance(events, torch.Tensor):
-        raise TypeError(f"events must be a torch.Tensor [T, B, H] or [T, H], got {type(events).__name__}")
-    if events.dim() == 3:
-        if isinstance(sample, bool) or not isinstance(sample, int) or not 0 <= sample < events.shape[1]:
-            raise ValueError(f"sample must be an int in [0, {events.shape[1]}) for events of shape "
-                             f"{list(events.shape)}, got {sample!r}")
-        events = events[:, sample]
-    elif events.dim() != 2:
-        raise ValueError(f"events must have shape [T, B, H] or [T, H], got {list(events.shape)}")
-    try:
-        import matplotlib.pyplot as plt
-        from snntorch import spikeplot
-    except ImportError as err:
-        raise ImportError(
-            f"raster_plot needs matplotlib and pandas (for snntorch.spikeplot): pip install "
-            f"snntorch-egru[data] ({err})"
-        ) from err
-    if ax is None:
-        fig, ax = plt.subplots()
-    else:
-        fig = ax.figure
-    kwargs = {"s": 2, "c": "black"}
-    kwargs.update(scatter_kwargs)
-    spikeplot.raster(events.detach() != 0, ax, **kwargs)
-    ax.set_xlabel("time step")
-    ax.set_ylabel("unit")
-    return fig, ax

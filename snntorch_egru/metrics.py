@@ -6,6 +6,13 @@ nil. While ``with metrics.track(model) as tracker:`` is open, every
 backend runs it (the counts are computed from the layer's input and output
 sequences, so they are exact and identical for every backend).
 
+Counting is scoped to ``model``: the tracker adds a layer observer to each of
+its EGRU modules (as a forward hook would) and removes it on exit, also when the
+block raises; other models, in this thread or another, are not affected and
+nothing process-wide is patched. Trackers nest (each counts what it watches).
+The counters are eager-mode only: a counted call traced by ``torch.compile``
+raises a ``RuntimeError`` saying so.
+
 Definitions (per layer, following NeuroBench's activation sparsity and
 effective-MAC conventions, and ``egru-model.md`` section 4; ``H`` hidden size,
 ``I`` input size, ``x_t`` the layer input, ``y_t`` the events, ``y_0`` the
@@ -42,13 +49,15 @@ Example::
 
 from __future__ import annotations
 
-import weakref
+import threading
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
-from . import backends as _backends
+from ._layer_setup import EGRUBase
+from .backends import LayerCall
 from .surrogate import surrogate_support
 
 __all__ = ["Tracker", "track", "layer_counts"]
@@ -152,24 +161,6 @@ class _LayerAccumulator:
         }
 
 
-class _ModuleCounters:
-    """What ``EGRU`` passes to backends as ``LayerCall.counters`` while a tracker is active."""
-
-    def __init__(self, tracker: "Tracker", name: str, module: nn.Module) -> None:
-        self.tracker = tracker
-        self.name = name
-        self.module = module
-        self._last: Optional[weakref.ReferenceType] = None
-
-    def record(self, call: Any, out: Any) -> None:
-        """Record one layer call (``call``: :class:`~snntorch_egru.backends.LayerCall`,
-        ``out``: its ``[T, B, H]`` output sequences). Recording the same call twice is a no-op."""
-        if self._last is not None and self._last() is call:
-            return
-        self._last = weakref.ref(call)
-        self.tracker._record(self, call, out)
-
-
 class Tracker:
     """Counters of every EGRU layer inside a model; use via :func:`track`.
 
@@ -193,63 +184,72 @@ class Tracker:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        from .modules import _EGRUBase
-
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         # every sequence-level EGRU module that runs through a backend (EGRU, Norse EGRURecurrent)
         self._modules: List[Tuple[str, nn.Module]] = [
             (name or type(m).__name__, m) for name, m in model.named_modules()
-            if isinstance(m, _EGRUBase) and hasattr(m, "backend")
+            if isinstance(m, EGRUBase) and hasattr(m, "backend")
         ]
         if not self._modules:
             raise ValueError("model must contain at least one snntorch_egru.EGRU module, found none")
         self._layers: Dict[Tuple[str, int], _LayerAccumulator] = {}
-        self._saved: List[Tuple[nn.Module, Any, bool]] = []
-        self._active = False
+        self._handles: List[RemovableHandle] = []
+        self._lock = threading.Lock()
 
     # -- context management ------------------------------------------------------------------
     def __enter__(self) -> "Tracker":
-        if self._active:
+        if self._handles:
             raise RuntimeError("this Tracker is already active")
-        for name, m in self._modules:
-            had = "_counters" in m.__dict__
-            self._saved.append((m, m.__dict__.get("_counters"), had))
-            m._counters = _ModuleCounters(self, name, m)
-        _install_wrappers()
-        self._active = True
+        try:
+            for name, m in self._modules:
+                self._handles.append(m._add_layer_observer(self._observer(name)))
+        except BaseException:
+            self._remove_observers()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for m, prev, had in reversed(self._saved):
-            if had:
-                m._counters = prev
-            else:
-                m.__dict__.pop("_counters", None)
-        self._saved.clear()
-        _remove_wrappers()
-        self._active = False
+        self._remove_observers()
+
+    def _remove_observers(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
 
     # -- recording ---------------------------------------------------------------------------
-    def _record(self, mc: _ModuleCounters, call: Any, out: Any) -> None:
-        key = (mc.name, int(call.layer_index))
-        acc = self._layers.get(key)
-        if acc is None:
-            acc = self._layers[key] = _LayerAccumulator(mc.name, int(call.layer_index), call.x.shape[-1],
-                                                        call.y0.shape[-1])
-        acc.add(layer_counts(call.x.detach(), call.y0.detach(), out.y.detach(), out.c.detach(),
-                             out.o.detach(), call.threshold.detach(), surrogate_support(call.spike_fn)))
+    def _observer(self, name: str) -> Any:
+        """The layer observer of module ``name``: counts every layer call it runs (eager mode only)."""
+        def observe(module: nn.Module, call: LayerCall, out: Any) -> None:
+            if _is_compiling():
+                raise RuntimeError(
+                    "snntorch_egru.metrics counts eager calls only: run the model without torch.compile "
+                    "inside metrics.track(...) (the counters read tensor values on the host)")
+            counts = layer_counts(call.x.detach(), call.y0.detach(), out.y.detach(), out.c.detach(),
+                                  out.o.detach(), call.threshold.detach(), surrogate_support(call.spike_fn))
+            self._record(name, int(call.layer_index), call.x.shape[-1], call.y0.shape[-1], counts)
+        return observe
+
+    def _record(self, name: str, index: int, input_size: int, hidden_size: int, counts: Dict[str, float]) -> None:
+        with self._lock:  # several threads may run counted models at once
+            acc = self._layers.get((name, index))
+            if acc is None:
+                acc = self._layers[(name, index)] = _LayerAccumulator(name, index, input_size, hidden_size)
+            acc.add(counts)
 
     def reset(self) -> None:
         """Forget all recorded calls."""
-        self._layers.clear()
+        with self._lock:
+            self._layers.clear()
 
     def summary(self) -> Dict[str, Any]:
         """Per-layer and model-level counters (see the module docstring for definitions)."""
-        layers = [self._layers[k].summary() for k in sorted(self._layers, key=lambda k: (k[0], k[1]))]
+        with self._lock:
+            accs = [self._layers[k] for k in sorted(self._layers, key=lambda k: (k[0], k[1]))]
+            layers = [acc.summary() for acc in accs]
         totals: Dict[str, float] = {}
-        for acc in self._layers.values():
+        for acc in accs:
             for k, v in acc.totals.items():
                 totals[k] = totals.get(k, 0) + v
         elements = max(totals.get("elements", 0), 1)
@@ -280,48 +280,16 @@ def track(model: nn.Module) -> Tracker:
 
         >>> import torch, snntorch_egru as se
         >>> from snntorch_egru import metrics
-        >>> rnn = se.EGRU(8, 32)
-        >>> with metrics.track(rnn) as tracker:
-        ...     _ = rnn(torch.randn(20, 4, 8))
+        >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8), se.EGRU(8, 32))   # nested EGRUs are found
+        >>> x = torch.randn(20, 4, 8)
+        >>> with metrics.track(net) as tracker:
+        ...     out, state = net(x)
         >>> sorted(k for k in tracker.summary() if k != "layers")[:3]
         ['activity', 'backward_density', 'backward_macs']
     """
     return Tracker(model)
 
 
-# ------------------------------------------------------------------------------------------
-# backend wrappers: record every layer call whatever backend runs it
-
-_depth = 0
-_originals: Dict[str, Any] = {}
-
-
-def _wrap(run: Any) -> Any:
-    def wrapped(call: Any) -> Any:
-        out = run(call)
-        counters = getattr(call, "counters", None)
-        if isinstance(counters, _ModuleCounters):
-            counters.record(call, out)
-        return out
-
-    wrapped.__wrapped__ = run  # type: ignore[attr-defined]
-    return wrapped
-
-
-def _install_wrappers() -> None:
-    global _depth
-    if _depth == 0:
-        for name, backend in _backends._REGISTRY.items():
-            _originals[name] = backend.run
-            backend.run = _wrap(backend.run)
-    _depth += 1
-
-
-def _remove_wrappers() -> None:
-    global _depth
-    _depth -= 1
-    if _depth == 0:
-        for name, run in _originals.items():
-            if name in _backends._REGISTRY:
-                _backends._REGISTRY[name].run = run
-        _originals.clear()
+def _is_compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())

@@ -7,163 +7,24 @@ Both hold parameters and state only; the math lives in
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any, Callable, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
-from . import _checks
+from . import _checks, _packed
 from . import functional as F
-from .backends import LayerCall, get_backend, resolve_backend
-from .state import EGRURecord, EGRUState
-from .surrogate import EGRUSurrogate, heaviside
+from ._layer_setup import LAYER_TENSOR_NAMES, EGRUBase, in_param_dtype
+from .backends import LayerCall
+from .state import EGRURecord, EGRURecurrentState, EGRUState
 
 __all__ = ["EGRUCell", "EGRU"]
 
 SpikeFn = Callable[[torch.Tensor], torch.Tensor]
-_INITS = ("evnn", "torch")
 
 
-def _make_spike_fn(spike_grad: Optional[SpikeFn], surrogate_disable: bool, gamma: float, eps: float) -> SpikeFn:
-    if surrogate_disable:
-        return heaviside()
-    if spike_grad is None:
-        return EGRUSurrogate(gamma, eps)
-    return spike_grad
-
-
-def _init_weights(weight_ih: torch.Tensor, weight_hh: torch.Tensor, biases: list[Optional[torch.Tensor]],
-                  hidden_size: int, init: str) -> None:
-    with torch.no_grad():
-        if init == "evnn":
-            # The official code: xavier-normal on each whole matrix, zero biases.
-            nn.init.xavier_normal_(weight_ih)
-            nn.init.xavier_normal_(weight_hh)
-            for b in biases:
-                if b is not None:
-                    b.zero_()
-        else:  # "torch": torch.nn.GRU's U(-1/sqrt(H), 1/sqrt(H)) for every tensor
-            bound = 1.0 / math.sqrt(hidden_size)
-            for w in [weight_ih, weight_hh, *biases]:
-                if w is not None:
-                    w.uniform_(-bound, bound)
-
-
-class _EGRUBase(nn.Module):
-    """Hyper-parameter handling shared by the cell and the layer."""
-
-    def _setup_common(
-        self, *, input_size: int, hidden_size: int, bias: bool, dropconnect: float, zoneout: float,
-        dampening_factor: float, pseudo_derivative_support: float, thr_mean: float, reset_mechanism: str,
-        learn_threshold: bool, spike_grad: Optional[SpikeFn], surrogate_disable: bool,
-        threshold_clamp: bool, init: str,
-    ) -> None:
-        self.input_size = _checks.positive_int("input_size", input_size)
-        self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
-        self.bias = _checks.flag("bias", bias)
-        self.dropconnect = _checks.probability("dropconnect", dropconnect)
-        self.zoneout = _checks.probability("zoneout", zoneout)
-        self.dampening_factor = _checks.positive_float("dampening_factor", dampening_factor)
-        self.pseudo_derivative_support = _checks.positive_float(
-            "pseudo_derivative_support", pseudo_derivative_support
-        )
-        self.thr_mean = _checks.open_unit("thr_mean", thr_mean)
-        self.reset_mechanism = _checks.reset_mechanism(reset_mechanism)
-        self.learn_threshold = _checks.flag("learn_threshold", learn_threshold)
-        _checks.spike_grad(spike_grad)
-        self.surrogate_disable = _checks.flag("surrogate_disable", surrogate_disable)
-        self.spike_grad = _make_spike_fn(
-            spike_grad, self.surrogate_disable, self.dampening_factor, self.pseudo_derivative_support
-        )
-        self.threshold_clamp = _checks.flag("threshold_clamp", threshold_clamp)
-        self.init = _checks.choice("init", init, _INITS)
-
-    def _register_layer(self, suffix: str, input_size: int) -> None:
-        H = self.hidden_size
-        w_ih = nn.Parameter(torch.empty(3 * H, input_size))
-        # the fast layout: stored as W_hh^T [H, 3H], seen as [3H, H] (see flatten_parameters)
-        w_hh = nn.Parameter(torch.empty(H, 3 * H).t())
-        self.register_parameter(f"weight_ih{suffix}", w_ih)
-        self.register_parameter(f"weight_hh{suffix}", w_hh)
-        if self.bias:
-            self.register_parameter(f"bias_ih{suffix}", nn.Parameter(torch.empty(3 * H)))
-            self.register_parameter(f"bias_hh{suffix}", nn.Parameter(torch.empty(3 * H)))
-        else:
-            self.register_parameter(f"bias_ih{suffix}", None)
-            self.register_parameter(f"bias_hh{suffix}", None)
-        theta = F.beta_threshold_init(H, self.thr_mean)
-        if self.learn_threshold:
-            self.register_parameter(f"threshold{suffix}", nn.Parameter(theta))
-        else:
-            self.register_buffer(f"threshold{suffix}", theta)
-
-    def _reset_layer(self, suffix: str) -> None:
-        w_hh = getattr(self, f"weight_hh{suffix}")
-        # drawn row-major and copied, so a seed gives the same values in any storage layout
-        draw = torch.empty(w_hh.shape, dtype=w_hh.dtype, device=w_hh.device)
-        _init_weights(
-            getattr(self, f"weight_ih{suffix}"), draw,
-            [getattr(self, f"bias_ih{suffix}"), getattr(self, f"bias_hh{suffix}")],
-            self.hidden_size, self.init,
-        )
-        with torch.no_grad():
-            w_hh.copy_(draw)
-        theta = getattr(self, f"threshold{suffix}")
-        with torch.no_grad():
-            theta.copy_(F.beta_threshold_init(self.hidden_size, self.thr_mean, dtype=theta.dtype,
-                                              device=theta.device))
-
-    def flatten_parameters(self) -> None:
-        """Put every ``weight_hh`` back into the fast storage layout (values unchanged).
-
-        The recurrent weights ``[3H, H]`` are stored as their transpose ``[H, 3H]`` so that the
-        event-driven CPU path reads one unit's outgoing weights as one contiguous row, with no
-        copy per call (``weight_hh.t().is_contiguous()`` is ``True``). A weight replaced by a
-        row-major tensor (``.data = ...``, ``load_state_dict(assign=True)``, FSDP) still gives
-        the same results, but costs a transposition per call on the CPU (a warning says so
-        once); this method restores the layout in place, like ``torch.nn.GRU``'s method of the
-        same name. Optimizers keep working (the parameter objects stay the same).
-
-        Everything that works on strided tensors works on these weights (state dicts,
-        ``torch.save``, optimizers, DDP, ``torch.compile``/``export``, NIR export). Code that
-        calls ``.view(-1)`` on parameters (``torch.nn.utils.parameters_to_vector``) or needs
-        contiguous tensors (safetensors) must use ``.reshape(-1)`` / ``.contiguous()``, e.g.
-        ``{k: v.contiguous() for k, v in rnn.state_dict().items()}``.
-
-        Example::
-
-            >>> import torch, snntorch_egru as se
-            >>> rnn = se.EGRU(3, 8)
-            >>> rnn.weight_hh_l0.data = rnn.weight_hh_l0.data.contiguous()   # row-major now
-            >>> rnn.flatten_parameters()
-            >>> rnn.weight_hh_l0.t().is_contiguous()
-            True
-        """
-        with torch.no_grad():
-            for name, p in self.named_parameters(recurse=False):
-                if name.startswith("weight_hh") and p.dim() == 2 and not p.t().is_contiguous():
-                    p.data = p.data.t().contiguous().t()
-
-    def _effective_threshold(self, theta: torch.Tensor) -> torch.Tensor:
-        # Thresholds are kept in [0, 1] (as the official code does) by a clamp in the forward
-        # pass, visible to autograd: values inside [0, 1] get their exact gradient.
-        return theta.clamp(0.0, 1.0) if self.threshold_clamp else theta
-
-    def _common_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        if not self.bias:
-            s += ", bias=False"
-        if self.dropconnect:
-            s += f", dropconnect={self.dropconnect}"
-        if self.zoneout:
-            s += f", zoneout={self.zoneout}"
-        s += f", reset_mechanism={self.reset_mechanism!r}, spike_grad={self.spike_grad!r}"
-        return s
-
-
-class EGRUCell(_EGRUBase):
+class EGRUCell(EGRUBase):
     """Event-based GRU neuron, one time step per call (snnTorch conventions).
 
     A GRU whose units communicate only through sparse graded events: a unit emits
@@ -247,15 +108,7 @@ class EGRUCell(_EGRUBase):
         init: str = "evnn",
     ) -> None:
         super().__init__()
-        self._setup_common(
-            input_size=input_size, hidden_size=hidden_size, bias=bias, dropconnect=dropconnect,
-            zoneout=zoneout, dampening_factor=dampening_factor,
-            pseudo_derivative_support=pseudo_derivative_support, thr_mean=thr_mean,
-            reset_mechanism=reset_mechanism, learn_threshold=learn_threshold, spike_grad=spike_grad,
-            surrogate_disable=surrogate_disable, threshold_clamp=threshold_clamp, init=init,
-        )
-        self.init_hidden = _checks.flag("init_hidden", init_hidden)
-        self.output = _checks.flag("output", output)
+        self._setup(locals())  # every argument checked by one table (_layer_setup.OPTION_CHECKS)
         self._register_layer("", self.input_size)
         # States live in non-persistent buffers (follow .to(), not in state_dict), as in snnTorch.
         self.register_buffer("y", torch.zeros(0), persistent=False)
@@ -367,6 +220,29 @@ class EGRUCell(_EGRUBase):
                 return self._step(input_, y, c)
         return self._step(input_, y, c)
 
+    def _load_state(self, y: Optional[torch.Tensor], c: Optional[torch.Tensor], shape: tuple[int, ...]) -> None:
+        """Store the passed ``y``/``c``; stored states of another shape (first call, new batch size),
+        dtype or device start from zero. The check is against ``(B, hidden_size)``, never the input's shape."""
+        w = self.weight_ih
+        if y is not None:
+            self.y = self._explicit_state("y", y, shape, w)
+        if c is not None:
+            self.c = self._explicit_state("c", c, shape, w)
+        for name in ("y", "c", "trace"):
+            s = getattr(self, name)
+            if tuple(s.shape) != shape or s.dtype != w.dtype or s.device != w.device:
+                setattr(self, name, torch.zeros(shape, dtype=w.dtype, device=w.device))
+
+    def _recurrent_weight(self) -> torch.Tensor:
+        """``weight_hh``, times the DropConnect mask in training (one mask per sequence, see reset_mem)."""
+        w_hh = self.weight_hh
+        if self.training and self.dropconnect > 0.0:
+            mask = self._dropconnect_mask
+            if mask is None or mask.shape != w_hh.shape or mask.device != w_hh.device:
+                self._dropconnect_mask = F.dropconnect_mask(w_hh.detach(), self.dropconnect)
+            w_hh = w_hh * self._dropconnect_mask
+        return w_hh
+
     def _step(self, input_: torch.Tensor, y: Optional[torch.Tensor], c: Optional[torch.Tensor]
               ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         if self.init_hidden and (y is not None or c is not None):
@@ -377,30 +253,9 @@ class EGRUCell(_EGRUBase):
         w = self.weight_ih
         _checks.tensor_input("input_", input_, (1, 2), self.input_size, w, "[B, input_size] or [input_size]")
         shape = self._state_shape(input_)
-        if y is not None:
-            self.y = self._explicit_state("y", y, shape, w)
-        if c is not None:
-            self.c = self._explicit_state("c", c, shape, w)
-        # Stored states of another shape (first call, new batch size) start from zero.
-        # The check is against (B, hidden_size), never against the input's shape.
-        for name in ("y", "c", "trace"):
-            s = getattr(self, name)
-            if tuple(s.shape) != shape or s.dtype != w.dtype or s.device != w.device:
-                setattr(self, name, torch.zeros(shape, dtype=w.dtype, device=w.device))
-
-        w_hh = self.weight_hh
-        if self.training and self.dropconnect > 0.0:
-            if self._dropconnect_mask is None or self._dropconnect_mask.shape != w_hh.shape \
-                    or self._dropconnect_mask.device != w_hh.device:
-                self._dropconnect_mask = F.dropconnect_mask(w_hh.detach(), self.dropconnect)
-            w_hh = w_hh * self._dropconnect_mask
-        zo_mask = None
-        zo_p = 0.0
-        if self.zoneout > 0.0:
-            if self.training:
-                zo_mask = F.zoneout_masks(shape, self.zoneout, dtype=w.dtype, device=w.device)
-            else:
-                zo_p = self.zoneout
+        self._load_state(y, c, shape)
+        w_hh = self._recurrent_weight()
+        zo_mask, zo_p = self._zoneout_args(shape, w)
         step = F.egru_step(
             input_, self.y, self.c, self.trace, self.weight_ih, w_hh, self.bias_ih, self.bias_hh,
             self._effective_threshold(self.threshold), spike_fn=self.spike_grad,
@@ -420,7 +275,7 @@ class EGRUCell(_EGRUBase):
         return s
 
 
-class EGRU(_EGRUBase):
+class EGRU(EGRUBase):
     """Multi-layer Event-based GRU over whole sequences, shaped like ``torch.nn.GRU``.
 
     Each layer is an EGRU (see :mod:`snntorch_egru.functional`); layer ``k+1``
@@ -502,24 +357,12 @@ class EGRU(_EGRUBase):
         backend: str = "auto",
     ) -> None:
         super().__init__()
-        self._setup_common(
-            input_size=input_size, hidden_size=hidden_size, bias=bias, dropconnect=dropconnect,
-            zoneout=zoneout, dampening_factor=dampening_factor,
-            pseudo_derivative_support=pseudo_derivative_support, thr_mean=thr_mean,
-            reset_mechanism=reset_mechanism, learn_threshold=learn_threshold, spike_grad=spike_grad,
-            surrogate_disable=surrogate_disable, threshold_clamp=threshold_clamp, init=init,
-        )
-        self.num_layers = _checks.positive_int("num_layers", num_layers)
-        self.batch_first = _checks.flag("batch_first", batch_first)
-        self.dropout = _checks.probability("dropout", dropout)
+        self._setup(locals())  # every argument checked by one table (_layer_setup.OPTION_CHECKS)
         if self.dropout > 0.0 and self.num_layers == 1:
             warnings.warn(
                 "dropout acts between stacked EGRU layers only (as in torch.nn.GRU), so a non-zero dropout "
                 f"expects num_layers greater than 1, but got dropout={self.dropout} and num_layers=1",
                 UserWarning, stacklevel=2)
-        if backend != "auto":
-            get_backend(backend)
-        self.backend = backend
         for k in range(self.num_layers):
             self._register_layer(f"_l{k}", self.input_size if k == 0 else self.hidden_size)
         self.reset_parameters()
@@ -553,8 +396,7 @@ class EGRU(_EGRUBase):
         """
         if not 0 <= k < self.num_layers:
             raise IndexError(f"layer index must be in [0, {self.num_layers}), got {k}")
-        return {name: getattr(self, f"{name}_l{k}")
-                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "threshold")}
+        return {name: getattr(self, f"{name}_l{k}") for name in LAYER_TENSOR_NAMES}
 
     def _check_state(self, state: Any, batch_shape: tuple[int, ...], ref: torch.Tensor) -> EGRUState:
         if isinstance(state, torch.Tensor):
@@ -562,10 +404,11 @@ class EGRU(_EGRUBase):
                 "state must be an EGRUState(y, c, trace), got a single Tensor; "
                 "to start from a torch.nn.GRU hidden state h0 pass EGRUState.from_gru_hidden(h0)"
             )
-        if isinstance(state, tuple) and getattr(state, "_fields", None) == ("y", "c"):
+        if isinstance(state, EGRURecurrentState):
             raise TypeError(
                 "state must be an EGRUState(y, c, trace) of snntorch_egru, got a Norse-flavour "
-                "EGRUState(y, c); convert it with snntorch_egru.interop.layer_state_from_norse(state)"
+                "EGRURecurrentState(y, c, trace) (fields [B, H]); convert it with "
+                "snntorch_egru.interop.layer_state_from_norse(state)"
             )
         if not isinstance(state, tuple) or len(state) != 3:
             raise TypeError(
@@ -587,43 +430,22 @@ class EGRU(_EGRUBase):
         if not isinstance(return_internals, bool):
             raise TypeError(f"return_internals must be a bool, got {type(return_internals).__name__} "
                             f"{return_internals!r}")
-        if isinstance(x, nn.utils.rnn.PackedSequence):
-            return self._forward_packed(x, state, return_internals)
-        ref = self.weight_ih_l0
+        packed, lengths = None, None
+        if isinstance(x, _packed.PackedSequence):  # variable-length batch, as torch.nn.GRU takes it
+            packed = x
+            x, lengths = _packed.unpack(packed, self.batch_first)
         if isinstance(x, torch.Tensor) and _checks.autocast_active(x):
             # autocast policy: the recurrence runs and returns in the parameters' dtype (float32
             # for a float32 model), as torch.nn.GRU does under CPU autocast
-            x = _checks.to_param_dtype(x, ref)
-            if isinstance(state, EGRUState):
-                state = EGRUState(*(_checks.to_param_dtype(s, ref) if isinstance(s, torch.Tensor) else s
-                                    for s in tuple.__iter__(state)))
+            x, state = in_param_dtype(x, state, self.weight_ih_l0, EGRUState)
             with _checks.float32_region(x):
-                return self._forward(x, state, return_internals)
-        return self._forward(x, state, return_internals)
+                result = self._forward(x, state, return_internals, lengths)
+        else:
+            result = self._forward(x, state, return_internals, lengths)
+        return result if packed is None else _packed.repack(result, packed, lengths, self.batch_first)
 
-    def _forward_packed(self, x: nn.utils.rnn.PackedSequence, state: Optional[EGRUState], return_internals: bool
-                        ) -> Any:
-        """Variable-length batches, as ``torch.nn.GRU`` takes them: the output is packed like ``x`` and the
-        state of each sequence is taken at its own last step; records are padded with zeros."""
-        rnn_utils = nn.utils.rnn
-        padded, lengths = rnn_utils.pad_packed_sequence(x, batch_first=self.batch_first)  # original order
-        self._packed_lengths = lengths
-        try:
-            result = self.forward(padded, state, return_internals=return_internals)
-        finally:
-            self._packed_lengths = None
-        out = result[0]
-        order = x.sorted_indices
-        tfirst = out.transpose(0, 1) if self.batch_first else out
-        if order is not None:
-            tfirst = tfirst.index_select(1, order)
-            lengths = lengths.index_select(0, order.cpu())
-        data = rnn_utils.pack_padded_sequence(tfirst, lengths, enforce_sorted=True).data
-        packed = rnn_utils.PackedSequence(data, x.batch_sizes, x.sorted_indices, x.unsorted_indices)
-        return (packed, *result[1:])
-
-    def _forward(self, x: torch.Tensor, state: Optional[EGRUState], return_internals: bool
-                 ) -> Union[Tuple[torch.Tensor, EGRUState], Tuple[torch.Tensor, EGRUState, EGRURecord]]:
+    def _time_first(self, x: torch.Tensor, state: Optional[EGRUState]) -> Tuple[torch.Tensor, EGRUState, bool]:
+        """Checked ``([T, B, I] input, state of [num_layers, B, H] fields, unbatched)``."""
         ref = self.weight_ih_l0
         layout = "[B, T, input_size]" if self.batch_first else "[T, B, input_size]"
         _checks.tensor_input("x", x, (2, 3), self.input_size, ref, layout + " or [T, input_size] unbatched")
@@ -632,79 +454,66 @@ class EGRU(_EGRUBase):
             x = x.unsqueeze(1)
         elif self.batch_first:
             x = x.transpose(0, 1)
-        T, B = x.shape[0], x.shape[1]
         if state is None:
-            zeros = x.new_zeros(self.num_layers, B, self.hidden_size)
-            state = EGRUState(zeros, zeros, zeros)
-        else:
-            state = self._check_state(state, () if unbatched else (B,), ref)
-            if unbatched:
-                state = EGRUState(*(s.unsqueeze(1) for s in state))
+            zeros = x.new_zeros(self.num_layers, x.shape[1], self.hidden_size)
+            return x, EGRUState(zeros, zeros, zeros), unbatched
+        state = self._check_state(state, () if unbatched else (x.shape[1],), ref)
+        if unbatched:
+            state = EGRUState(*(s.unsqueeze(1) for s in state))
+        return x, state, unbatched
 
-        layer_in = x
-        finals_y, finals_c, finals_tr = [], [], []
-        recs = []
+    def _layer_call(self, k: int, layer_in: torch.Tensor, state: EGRUState) -> LayerCall:
+        """The :class:`~snntorch_egru.backends.LayerCall` of layer ``k`` (masks drawn here, one per call)."""
+        p = self.layer_tensors(k)
+        dc_mask = None
+        if self.training and self.dropconnect > 0.0:
+            dc_mask = F.dropconnect_mask(p["weight_hh"].detach(), self.dropconnect)
+        T, B = layer_in.shape[0], layer_in.shape[1]
+        zo_mask, zo_p = self._zoneout_args((T, B, self.hidden_size), layer_in)
+        return LayerCall(
+            x=layer_in, y0=state.y[k], c0=state.c[k], trace0=state.trace[k],
+            weight_ih=p["weight_ih"], weight_hh=p["weight_hh"], bias_ih=p["bias_ih"],
+            bias_hh=p["bias_hh"], threshold=self._effective_threshold(p["threshold"]),
+            spike_fn=self.spike_grad, reset=self.reset_mechanism, dropconnect_mask=dc_mask,
+            zoneout_mask=zo_mask, zoneout_p=zo_p, input_is_events=k > 0, layer_index=k,
+        )
+
+    def _forward(self, x: torch.Tensor, state: Optional[EGRUState], return_internals: bool,
+                 lengths: Optional[torch.Tensor] = None
+                 ) -> Union[Tuple[torch.Tensor, EGRUState], Tuple[torch.Tensor, EGRUState, EGRURecord]]:
+        x, state, unbatched = self._time_first(x, state)
+        layer_in, finals, recs = x, [], []
         for k in range(self.num_layers):
-            p = self.layer_tensors(k)
-            dc_mask = None
-            if self.training and self.dropconnect > 0.0:
-                dc_mask = F.dropconnect_mask(p["weight_hh"].detach(), self.dropconnect)
-            zo_mask, zo_p = None, 0.0
-            if self.zoneout > 0.0:
-                if self.training:
-                    zo_mask = F.zoneout_masks((T, B, self.hidden_size), self.zoneout, dtype=x.dtype,
-                                              device=x.device)
-                else:
-                    zo_p = self.zoneout
-            call = LayerCall(
-                x=layer_in, y0=state.y[k], c0=state.c[k], trace0=state.trace[k],
-                weight_ih=p["weight_ih"], weight_hh=p["weight_hh"], bias_ih=p["bias_ih"],
-                bias_hh=p["bias_hh"], threshold=self._effective_threshold(p["threshold"]),
-                spike_fn=self.spike_grad, reset=self.reset_mechanism, dropconnect_mask=dc_mask,
-                zoneout_mask=zo_mask, zoneout_p=zo_p, input_is_events=k > 0, layer_index=k,
-                counters=getattr(self, "_counters", None),
-            )
-            seq = resolve_backend(self.backend, call).run(call)
-            lengths = getattr(self, "_packed_lengths", None)
-            if lengths is not None:  # packed input: each sequence ends at its own length; zero the padding
-                valid = (torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)).to(x.device).unsqueeze(2)
-                last = (lengths - 1).to(x.device)
-                cols = torch.arange(B, device=x.device)
-                finals_y.append(seq.y[last, cols])
-                finals_c.append(seq.c[last, cols])
-                finals_tr.append(seq.trace[last, cols])
-                seq = F.EGRUStepOutput(*(t * valid for t in seq))
-            elif T > 0:
-                finals_y.append(seq.y[-1])
-                finals_c.append(seq.c[-1])
-                finals_tr.append(seq.trace[-1])
-            else:
-                finals_y.append(state.y[k])
-                finals_c.append(state.c[k])
-                finals_tr.append(state.trace[k])
+            seq = self._run_layer(self._layer_call(k, layer_in, state))
+            final, seq = _packed.final_step(seq, (state.y[k], state.c[k], state.trace[k]), lengths)
+            finals.append(final)
             if return_internals:
                 recs.append(seq)
             layer_in = seq.y
             if k < self.num_layers - 1 and self.dropout > 0.0 and self.training:
                 layer_in = nn.functional.dropout(layer_in, self.dropout, training=True)
-
         out = layer_in  # the last layer's events (dropout acts only between layers)
-        new_state = EGRUState(torch.stack(finals_y), torch.stack(finals_c), torch.stack(finals_tr))
+        new_state = EGRUState(*(torch.stack(f) for f in zip(*finals)))
         record = None
         if return_internals:
-            record = EGRURecord(*(torch.stack([getattr(r, f) for r in recs]) for f in ("y", "c", "o", "trace")))
+            record = EGRURecord(*(torch.stack([getattr(r, f) for r in recs]) for f in EGRURecord._fields))
+        return self._user_layout(out, new_state, record, unbatched)
+
+    def _user_layout(self, out: torch.Tensor, state: EGRUState, record: Optional[EGRURecord], unbatched: bool
+                     ) -> Union[Tuple[torch.Tensor, EGRUState], Tuple[torch.Tensor, EGRUState, EGRURecord]]:
+        """Time-first results back in the caller's layout (unbatched, or batch-first)."""
         if unbatched:
             out = out.squeeze(1)
-            new_state = EGRUState(*(s.squeeze(1) for s in new_state))
+            state = EGRUState(*(s.squeeze(1) for s in state))
             if record is not None:
                 record = EGRURecord(*(r.squeeze(2) for r in record))
         elif self.batch_first:
             out = out.transpose(0, 1)
             if record is not None:
                 record = EGRURecord(*(r.transpose(1, 2) for r in record))
-        if return_internals:
-            return out, new_state, record
-        return out, new_state
+        if record is not None:
+            return out, state, record
+        return out, state
 
     @classmethod
     def from_gru(cls, gru: nn.GRU, **kwargs: Any) -> "EGRU":

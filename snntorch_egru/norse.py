@@ -6,8 +6,9 @@ explicitly and compose with ``norse.torch.SequentialState`` and
 
 * :class:`EGRUParameters`: NamedTuple of hyper-parameters (surrogate ``method``
   and ``alpha`` as Norse names them, the paper's pseudo-derivative, the reset);
-* :class:`EGRUState`: NamedTuple ``(y, c)``, each ``[B, H]``;
-* :class:`EGRURecurrentCell`: one step, ``(y, EGRUState)``;
+* :class:`EGRURecurrentState`: NamedTuple ``(y, c, trace)``, each ``[B, H]``
+  (formerly ``EGRUState(y, c)``; that name is a deprecated alias);
+* :class:`EGRURecurrentCell`: one step, ``(y, EGRURecurrentState)``;
 * :class:`EGRURecurrent`: a time-first sequence ``[T, B, I]`` (like Norse's
   ``LIFRecurrent``), optionally recording the state of every step.
 
@@ -43,21 +44,23 @@ Example::
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, NamedTuple, Optional, Tuple, Union
 
 import torch
 
 from . import _checks
 from . import functional as F
-from .backends import LayerCall, get_backend, resolve_backend
-from .modules import _EGRUBase
+from ._layer_setup import EGRUBase, in_param_dtype
+from .backends import LayerCall
+from .state import EGRURecurrentState
 from .state import EGRUState as _LayerEGRUState
 from .surrogate import EGRUSurrogate
 
 __all__ = [
     "NORSE_METHODS",
     "EGRUParameters",
-    "EGRUState",
+    "EGRURecurrentState",
     "EGRURecurrentCell",
     "EGRURecurrent",
     "NorseThreshold",
@@ -107,27 +110,14 @@ class EGRUParameters(NamedTuple):
     reset: str = "subtract"
 
 
-class EGRUState(NamedTuple):
-    """State of the Norse-flavour EGRU, each field ``[B, H]`` (``[H]`` unbatched).
-
-    With ``EGRURecurrent(record_states=True)`` the returned state holds every
-    step, each field ``[T, B, H]``.
-
-    Attributes:
-        y: graded events of the last step (the recurrent input of the next step).
-        c: internal state after the reset.
-
-    Example::
-
-        >>> import torch
-        >>> from snntorch_egru.norse import EGRUState
-        >>> s = EGRUState(torch.zeros(2, 8), torch.zeros(2, 8))
-        >>> s.y.shape
-        torch.Size([2, 8])
-    """
-
-    y: torch.Tensor
-    c: torch.Tensor
+def __getattr__(name: str) -> Any:
+    if name == "EGRUState":  # the Norse state's former name (it clashed with snntorch_egru.EGRUState)
+        warnings.warn(
+            "snntorch_egru.norse.EGRUState is deprecated: use snntorch_egru.norse.EGRURecurrentState "
+            "(the same NamedTuple, now with a third field trace that defaults to None = zeros)",
+            DeprecationWarning, stacklevel=2)
+        return EGRURecurrentState
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _norse_threshold_fn() -> Callable[[torch.Tensor, str, float], torch.Tensor]:
@@ -241,23 +231,18 @@ def spike_function(p: EGRUParameters) -> SpikeFn:
     return NorseThreshold(p.method, p.alpha)
 
 
-class _NorseEGRUBase(_EGRUBase):
-    """Parameters shared by the Norse-flavour cell and layer (same names as ``EGRUCell``)."""
+class _NorseEGRUBase(EGRUBase):
+    """Parameters shared by the Norse-flavour cell and layer (same names as ``EGRUCell``).
 
-    def __init__(
-        self, input_size: int, hidden_size: int, p: EGRUParameters, bias: bool, thr_mean: float,
-        learn_threshold: bool, threshold_clamp: bool, init: str,
-    ) -> None:
+    The constructor is the cell's (:class:`EGRURecurrentCell`); the arguments are checked
+    by the same table as those of ``EGRUCell`` and ``EGRU``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, p: EGRUParameters = EGRUParameters(), bias: bool = True,
+                 thr_mean: float = 0.3, learn_threshold: bool = True, *, threshold_clamp: bool = True,
+                 init: str = "evnn") -> None:
         super().__init__()
-        self.input_size = _checks.positive_int("input_size", input_size)
-        self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
-        if not isinstance(bias, bool):
-            raise TypeError(f"bias must be a bool, got {type(bias).__name__} {bias!r}")
-        self.bias = bias
-        self.thr_mean = _checks.open_unit("thr_mean", thr_mean)
-        self.learn_threshold = _checks.flag("learn_threshold", learn_threshold)
-        self.threshold_clamp = _checks.flag("threshold_clamp", threshold_clamp)
-        self.init = _checks.choice("init", init, ("evnn", "torch"))
+        self._setup(locals())
         self.p = _check_parameters(p)
         self._spike_cache: Optional[Tuple[EGRUParameters, SpikeFn]] = None
         spike_function(self.p)  # ImportError now if a Norse method is requested without Norse
@@ -282,55 +267,48 @@ class _NorseEGRUBase(_EGRUBase):
             self._spike_cache = cache
         return cache[1]
 
-    def initial_state(self, input_tensor: torch.Tensor) -> EGRUState:
+    def initial_state(self, input_tensor: torch.Tensor) -> EGRURecurrentState:
         """Zero state for a step input ``[B, I]`` (``[I]`` unbatched): fields ``[B, H]``."""
         shape = (self.hidden_size,) if input_tensor.dim() == 1 else (input_tensor.shape[0], self.hidden_size)
         w = self.weight_ih
         zeros = torch.zeros(shape, dtype=w.dtype, device=w.device)
-        return EGRUState(zeros, zeros)
+        return EGRURecurrentState(zeros, zeros, zeros)
 
     def forward(
-        self, input_tensor: torch.Tensor, state: Optional[EGRUState] = None
-    ) -> Tuple[torch.Tensor, EGRUState]:
+        self, input_tensor: torch.Tensor, state: Optional[EGRURecurrentState] = None
+    ) -> Tuple[torch.Tensor, EGRURecurrentState]:
         if isinstance(input_tensor, torch.Tensor) and _checks.autocast_active(input_tensor):
             # autocast policy (as snntorch_egru.EGRU): the recurrence runs in the parameters' dtype
-            ref = self.weight_ih
-            input_tensor = _checks.to_param_dtype(input_tensor, ref)
-            if isinstance(state, EGRUState):
-                state = EGRUState(*(_checks.to_param_dtype(t, ref) if isinstance(t, torch.Tensor) else t
-                                    for t in state))
+            input_tensor, state = in_param_dtype(input_tensor, state, self.weight_ih, EGRURecurrentState)
             with _checks.float32_region(input_tensor):
                 return self._run(input_tensor, state)
         return self._run(input_tensor, state)
 
-    def _check_state(self, state: Any, shape: tuple[int, ...]) -> EGRUState:
+    def _check_state(self, state: Any, shape: tuple[int, ...]) -> EGRURecurrentState:
+        """A checked state with every field a tensor (a missing trace becomes zeros)."""
+        expected = f"snntorch_egru.norse.EGRURecurrentState(y, c, trace) with fields of shape {list(shape)}"
         if isinstance(state, torch.Tensor):
-            raise TypeError(
-                "state must be snntorch_egru.norse.EGRUState(y, c) with fields of shape "
-                f"{list(shape)} (or None), got a single Tensor; build one with EGRUState(y, c)"
-            )
+            raise TypeError(f"state must be {expected} (or None), got a single Tensor; "
+                            "build one with EGRURecurrentState(y, c)")
         if isinstance(state, _LayerEGRUState):
             raise TypeError(
-                "state must be snntorch_egru.norse.EGRUState(y, c) with fields of shape "
-                f"{list(shape)}, got snntorch_egru.EGRUState(y, c, trace) of the sequence layer EGRU "
+                f"state must be {expected}, got snntorch_egru.EGRUState(y, c, trace) of the sequence layer EGRU "
                 "(fields [num_layers, B, H]); convert it with "
                 "snntorch_egru.interop.norse_state_from_layer(state, layer=0)"
             )
-        if hasattr(state, "_fields") and not isinstance(state, EGRUState):
+        if hasattr(state, "_fields") and not isinstance(state, EGRURecurrentState):
+            raise TypeError(f"state must be {expected} (or None), got {type(state).__name__}{tuple(state._fields)}")
+        if not isinstance(state, EGRURecurrentState) and (not isinstance(state, (tuple, list)) or len(state) != 2):
             raise TypeError(
-                "state must be snntorch_egru.norse.EGRUState(y, c) (or None), got "
-                f"{type(state).__name__}{tuple(state._fields)}"
-            )
-        if not isinstance(state, (tuple, list)) or len(state) != 2:
-            raise TypeError(
-                "state must be snntorch_egru.norse.EGRUState(y, c) (or None), got "
-                f"{type(state).__name__}"
+                f"state must be {expected} or a plain (y, c) tuple (or None), got {type(state).__name__}"
                 + (f" of length {len(state)}" if isinstance(state, (tuple, list)) else "")
             )
         w = self.weight_ih
         y = _checks.state_tensor("state.y", state[0], shape, w)
         c = _checks.state_tensor("state.c", state[1], shape, w)
-        return EGRUState(y, c)
+        trace = state[2] if len(state) == 3 else None
+        trace = torch.zeros_like(y) if trace is None else _checks.state_tensor("state.trace", trace, shape, w)
+        return EGRURecurrentState(y, c, trace)
 
     def _extra(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, p={self.p}"
@@ -344,7 +322,7 @@ class _NorseEGRUBase(_EGRUBase):
 class EGRURecurrentCell(_NorseEGRUBase):
     """Event-based GRU, one time step per call, in Norse's conventions.
 
-    ``forward(input_tensor, state=None) -> (y, EGRUState(y, c))``: the state is
+    ``forward(input_tensor, state=None) -> (y, EGRURecurrentState(y, c, trace))``: the state is
     passed in and returned (nothing is stored on the module), so the cell works
     in ``norse.torch.SequentialState`` and ``norse.torch.Lift``. The equations
     are those of :mod:`snntorch_egru.functional`; the parameters are those of
@@ -363,11 +341,12 @@ class EGRURecurrentCell(_NorseEGRUBase):
 
     Inputs: ``input_tensor, state``
         - **input_tensor** ``[B, I]`` (or ``[I]``): input of this step.
-        - **state** :class:`EGRUState` with fields ``[B, H]``, or ``None`` for zeros.
+        - **state** :class:`EGRURecurrentState` with fields ``[B, H]`` (a plain ``(y, c)``
+          tuple means a zero trace), or ``None`` for zeros.
 
     Outputs: ``y, state``
         - **y** ``[B, H]``: graded events of this step.
-        - **state** :class:`EGRUState` ``(y, c)`` after this step.
+        - **state** :class:`EGRURecurrentState` ``(y, c, trace)`` after this step.
 
     Parameters: ``weight_ih [3H, I]``, ``weight_hh [3H, H]``, ``bias_ih [3H]``,
     ``bias_hh [3H]``, ``threshold [H]`` (gate order r, z, n as ``torch.nn.GRU``).
@@ -390,22 +369,8 @@ class EGRURecurrentCell(_NorseEGRUBase):
     Norse cell.
     """
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        p: EGRUParameters = EGRUParameters(),
-        bias: bool = True,
-        thr_mean: float = 0.3,
-        learn_threshold: bool = True,
-        *,
-        threshold_clamp: bool = True,
-        init: str = "evnn",
-    ) -> None:
-        super().__init__(input_size, hidden_size, p, bias, thr_mean, learn_threshold, threshold_clamp, init)
-
-
-    def _run(self, input_tensor: torch.Tensor, state: Optional[EGRUState]) -> Tuple[torch.Tensor, EGRUState]:
+    def _run(self, input_tensor: torch.Tensor, state: Optional[EGRURecurrentState]
+             ) -> Tuple[torch.Tensor, EGRURecurrentState]:
         w = self.weight_ih
         _checks.tensor_input("input_tensor", input_tensor, (1, 2), self.input_size, w,
                              "[B, input_size] or [input_size]")
@@ -415,11 +380,11 @@ class EGRURecurrentCell(_NorseEGRUBase):
             shape = (self.hidden_size,) if input_tensor.dim() == 1 else (input_tensor.shape[0], self.hidden_size)
             state = self._check_state(state, shape)
         step = F.egru_step(
-            input_tensor, state.y, state.c, state.y.new_zeros(()),  # the trace is not part of this state
+            input_tensor, state.y, state.c, state.trace,
             self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
             self._effective_threshold(self.threshold), spike_fn=self.spike_grad, reset=self.p.reset,
         )
-        return step.y, EGRUState(step.y, step.c)
+        return step.y, EGRURecurrentState(step.y, step.c, step.trace)
 
     def extra_repr(self) -> str:
         return self._extra()
@@ -428,7 +393,7 @@ class EGRURecurrentCell(_NorseEGRUBase):
 class EGRURecurrent(_NorseEGRUBase):
     """Event-based GRU over a time-first sequence, in Norse's conventions (like ``LIFRecurrent``).
 
-    ``forward(input_tensor [T, B, I], state=None) -> (y [T, B, H], EGRUState)``.
+    ``forward(input_tensor [T, B, I], state=None) -> (y [T, B, H], EGRURecurrentState)``.
     The sequence runs through the backend registry (:mod:`snntorch_egru.backends`,
     ``"auto"`` = the fastest available, ``"reference"`` =
     :func:`snntorch_egru.functional.egru_sequence`), exactly like
@@ -446,13 +411,13 @@ class EGRURecurrent(_NorseEGRUBase):
 
     Inputs: ``input_tensor, state``
         - **input_tensor** ``[T, B, I]`` (or ``[T, I]`` unbatched).
-        - **state** :class:`EGRUState` with fields ``[B, H]``, or ``None`` for zeros.
+        - **state** :class:`EGRURecurrentState` with fields ``[B, H]``, or ``None`` for zeros.
 
     Outputs: ``y, state``
         - **y** ``[T, B, H]``: graded events of every step.
-        - **state** :class:`EGRUState`: the final state (``[B, H]`` fields), or with
+        - **state** :class:`EGRURecurrentState`: the final state (``[B, H]`` fields), or with
           ``record_states=True`` every step's state (``[T, B, H]`` fields); to continue
-          from a recorded state pass ``EGRUState(states.y[-1], states.c[-1])``.
+          from a recorded state pass ``EGRURecurrentState(*(f[-1] for f in states))``.
 
     Example::
 
@@ -466,28 +431,15 @@ class EGRURecurrent(_NorseEGRUBase):
         True
     """
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        p: EGRUParameters = EGRUParameters(),
-        bias: bool = True,
-        thr_mean: float = 0.3,
-        learn_threshold: bool = True,
-        record_states: bool = False,
-        *,
-        threshold_clamp: bool = True,
-        init: str = "evnn",
-        backend: str = "auto",
-    ) -> None:
-        super().__init__(input_size, hidden_size, p, bias, thr_mean, learn_threshold, threshold_clamp, init)
-        self.record_states = _checks.flag("record_states", record_states)
-        if backend != "auto":
-            get_backend(backend)
-        self.backend = backend
+    def __init__(self, input_size: int, hidden_size: int, p: EGRUParameters = EGRUParameters(), bias: bool = True,
+                 thr_mean: float = 0.3, learn_threshold: bool = True, record_states: bool = False, *,
+                 threshold_clamp: bool = True, init: str = "evnn", backend: str = "auto") -> None:
+        super().__init__(input_size, hidden_size, p, bias, thr_mean, learn_threshold, threshold_clamp=threshold_clamp,
+                         init=init)
+        self._setup({"record_states": record_states, "backend": backend})
 
-
-    def _run(self, input_tensor: torch.Tensor, state: Optional[EGRUState]) -> Tuple[torch.Tensor, EGRUState]:
+    def _run(self, input_tensor: torch.Tensor, state: Optional[EGRURecurrentState]
+             ) -> Tuple[torch.Tensor, EGRURecurrentState]:
         w = self.weight_ih
         _checks.tensor_input("input_tensor", input_tensor, (2, 3), self.input_size, w,
                              "[T, B, input_size] or [T, input_size]")
@@ -496,29 +448,28 @@ class EGRURecurrent(_NorseEGRUBase):
         T, B = x.shape[0], x.shape[1]
         if state is None:
             zeros = torch.zeros(B, self.hidden_size, dtype=w.dtype, device=w.device)
-            state = EGRUState(zeros, zeros)
+            state = EGRURecurrentState(zeros, zeros, zeros)
         else:
             state = self._check_state(state, (self.hidden_size,) if unbatched else (B, self.hidden_size))
             if unbatched:
-                state = EGRUState(state.y.unsqueeze(0), state.c.unsqueeze(0))
+                state = EGRURecurrentState(*(f.unsqueeze(0) for f in state))
         call = LayerCall(
-            x=x, y0=state.y, c0=state.c, trace0=torch.zeros_like(state.y),
+            x=x, y0=state.y, c0=state.c, trace0=state.trace,
             weight_ih=self.weight_ih, weight_hh=self.weight_hh, bias_ih=self.bias_ih, bias_hh=self.bias_hh,
-            threshold=self._effective_threshold(self.threshold), spike_fn=self.spike_grad,
-            reset=self.p.reset, counters=getattr(self, "_counters", None),
+            threshold=self._effective_threshold(self.threshold), spike_fn=self.spike_grad, reset=self.p.reset,
         )
-        seq = resolve_backend(self.backend, call).run(call)
+        seq = self._run_layer(call)
         out = seq.y
         if self.record_states:
-            new_state = EGRUState(seq.y, seq.c)
+            new_state = EGRURecurrentState(seq.y, seq.c, seq.trace)
         elif T > 0:
-            new_state = EGRUState(seq.y[-1], seq.c[-1])
+            new_state = EGRURecurrentState(seq.y[-1], seq.c[-1], seq.trace[-1])
         else:
             new_state = state
         if unbatched:
             out = out.squeeze(1)
             dim = 1 if self.record_states else 0
-            new_state = EGRUState(new_state.y.squeeze(dim), new_state.c.squeeze(dim))
+            new_state = EGRURecurrentState(*(f.squeeze(dim) for f in new_state))
         return out, new_state
 
     def extra_repr(self) -> str:

@@ -1,8 +1,10 @@
-"""State containers of the sequence layer."""
+"""State containers: the sequence layer's :class:`EGRUState` and :class:`EGRURecord`, and the
+Norse flavour's ``EGRURecurrentState`` (documented and exported by :mod:`snntorch_egru.norse`;
+defined here so that every module can tell the two flavours' states apart)."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -107,3 +109,38 @@ class EGRURecord(NamedTuple):
     c: torch.Tensor
     o: torch.Tensor
     trace: torch.Tensor
+
+
+class EGRURecurrentState(NamedTuple):
+    """State of the Norse-flavour EGRU, each field ``[B, H]`` (``[H]`` unbatched).
+
+    The state that :class:`~snntorch_egru.norse.EGRURecurrentCell` and
+    :class:`~snntorch_egru.norse.EGRURecurrent` take and return (named as Norse
+    names the states of its recurrent cells, e.g. ``IzhikevichRecurrentState``).
+    With ``EGRURecurrent(record_states=True)`` the returned state holds every step,
+    each field ``[T, B, H]``. Formerly ``snntorch_egru.norse.EGRUState(y, c)``: that
+    name remains as a deprecated alias, and ``EGRURecurrentState(y, c)`` (no trace)
+    still means a zero trace.
+
+    Attributes:
+        y: graded events of the last step (the recurrent input of the next step).
+        c: internal state after the reset.
+        trace: exponential moving average (0.9 / 0.1) of the events, carried from
+            step to step as in :class:`~snntorch_egru.EGRUState`; ``None`` means zeros.
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru.norse import EGRURecurrentCell, EGRURecurrentState
+        >>> s = EGRURecurrentState(torch.zeros(2, 8), torch.zeros(2, 8))   # zero trace
+        >>> y, s = EGRURecurrentCell(3, 8)(torch.randn(2, 3), s)
+        >>> s.trace.shape
+        torch.Size([2, 8])
+    """
+
+    y: torch.Tensor
+    c: torch.Tensor
+    trace: Optional[torch.Tensor] = None
+
+
+EGRURecurrentState.__module__ = "snntorch_egru.norse"  # its public home (pickles and docs name it there)

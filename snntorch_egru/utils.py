@@ -91,21 +91,20 @@ def detach_hidden(module: nn.Module) -> nn.Module:
     process; this acts on the given model only.
 
     Args:
-        module: the model (any ``torch.nn.Module``).
+        module: the model (any ``torch.nn.Module``; nested cells and neurons are found too).
 
     Returns:
-        ``module`` itself.
+        ``module`` itself, so calls chain.
 
     Example::
 
         >>> import torch, snntorch_egru as se
-        >>> net = torch.nn.Sequential(se.EGRUCell(3, 8, init_hidden=True))
-        >>> _ = net(torch.randn(2, 3))
-        >>> net[0].c.requires_grad
-        True
-        >>> _ = se.utils.detach_hidden(net)
-        >>> net[0].c.requires_grad
-        False
+        >>> cell = se.EGRUCell(3, 8, init_hidden=True)
+        >>> y = cell(torch.randn(2, 3))
+        >>> before = cell.c.requires_grad
+        >>> after = se.utils.detach_hidden(torch.nn.ModuleList([cell]))[0].c.requires_grad
+        >>> before, after
+        (True, False)
     """
     for m in stateful_modules(module):
         for name, buf in list(m._buffers.items()):
@@ -182,7 +181,7 @@ def clamp_thresholds_(module: nn.Module, low: float = 0.0, high: float = 1.0) ->
 
     # Only EGRU thresholds: snnTorch neurons also call their parameter ``threshold``.
     for m in module.modules():
-        if isinstance(m, (EGRUCell, EGRURecurrentCell)):
+        if isinstance(m, (EGRUCell, EGRURecurrentCell, EGRURecurrent)):
             m.threshold.clamp_(low, high)
         elif isinstance(m, EGRU):
             for k in range(m.num_layers):

@@ -253,3 +253,13 @@ def test_cell_sequential_with_egru_cell_and_mse_count_loss():
         opt.step()
         losses.append(loss.item())
     assert min(losses[-5:]) < 0.5 * losses[0]
+
+
+def test_module_spike_grad_with_surrogate_disable():
+    class Step(torch.nn.Module):
+        def forward(self, v):
+            return (v > 0).to(v.dtype)
+
+    cell = se.EGRUCell(3, 4, spike_grad=Step(), surrogate_disable=True)
+    assert type(cell.spike_grad).__name__ != "Step"  # plain Heaviside wins, as documented
+    assert isinstance(se.EGRUCell(3, 4, spike_grad=Step()).spike_grad, Step)

@@ -243,11 +243,11 @@ def test_convert_bad_inputs():
 
 
 def test_norse_state_passed_to_layer_points_to_converter():
-    from snntorch_egru.norse import EGRUState as NorseState
+    from snntorch_egru.norse import EGRURecurrentState as NorseState
 
     layer = se.EGRU(3, 4)
     s = NorseState(torch.zeros(1, 2, 4), torch.zeros(1, 2, 4))
-    with pytest.raises(TypeError, match=r"Norse-flavour EGRUState\(y, c\).*interop\.layer_state_from_norse"):
+    with pytest.raises(TypeError, match=r"Norse-flavour EGRURecurrentState\(y, c, trace\).*interop\.layer_state_from_norse"):
         layer(torch.randn(5, 2, 3), s)
 
 

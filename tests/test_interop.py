@@ -24,7 +24,7 @@ from snntorch_egru.interop import (
     to_snntorch,
     truncated_bptt,
 )
-from snntorch_egru.norse import EGRUParameters, EGRURecurrent, EGRURecurrentCell, EGRUState
+from snntorch_egru.norse import EGRUParameters, EGRURecurrent, EGRURecurrentCell, EGRURecurrentState
 from egru_reference import psi
 
 from flavour_helpers import B, D, H, I, T
@@ -245,14 +245,14 @@ def test_state_conversion_streams_across_flavours():
 
 def test_state_conversion_errors():
     z = torch.zeros(B, H)
-    with pytest.raises(TypeError, match=r"state must be snntorch_egru\.EGRUState\(y, c, trace\), got EGRUState"):
-        norse_state_from_layer(EGRUState(z, z))
+    with pytest.raises(TypeError, match=r"state must be snntorch_egru\.EGRUState\(y, c, trace\), got EGRURecurrentState"):
+        norse_state_from_layer(EGRURecurrentState(z, z))
     with pytest.raises(ValueError, match=r"layer must be < 1 \(the state's number of layers\), got 1"):
         norse_state_from_layer(se.EGRUState(z[None], z[None], z[None]), layer=1)
-    with pytest.raises(TypeError, match=r"states must be a snntorch_egru\.norse\.EGRUState\(y, c\) or a non-empty list"):
+    with pytest.raises(TypeError, match=r"states must be a snntorch_egru\.norse\.EGRURecurrentState\(y, c, trace\) or a non-empty list"):
         layer_state_from_norse(se.EGRUState(z[None], z[None], z[None]))
     with pytest.raises(ValueError, match=r"trace must be a tensor of shape \[1, 3, 6\] or None, got \[3, 6\]"):
-        layer_state_from_norse(EGRUState(z, z), trace=z)
+        layer_state_from_norse(EGRURecurrentState(z, z), trace=z)
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,7 +389,7 @@ def test_tbptt_gradient_stops_at_window_border():
     xa = x.clone().requires_grad_()
     res = truncated_bptt(cell, xa, window=5, loss_fn=lambda out, m: (out * m).sum(), targets=mask,
                          per_step_targets=True)
-    assert isinstance(res.state, EGRUState)
+    assert isinstance(res.state, EGRURecurrentState)
     torch.testing.assert_close(res.outputs, _step_all(cell, x)[0], rtol=0, atol=0)
     assert torch.count_nonzero(xa.grad[:5]) == 0        # cut at the border
     assert xa.grad[5:10].abs().sum() > 0                # inside the window it flows

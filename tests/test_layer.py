@@ -253,3 +253,15 @@ def test_autocast_linear_into_egru_is_accepted_like_nn_gru():
     ref, _ = rnn(h.float())  # the same computation on the rounded input, outside autocast
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
     assert 0 < out.ne(0).float().mean() < 1
+
+
+def test_clamp_thresholds_covers_the_norse_flavour():
+    from snntorch_egru.norse import EGRURecurrent, EGRURecurrentCell
+
+    net = torch.nn.ModuleList([EGRURecurrentCell(3, 4), EGRURecurrent(3, 4)])
+    with torch.no_grad():
+        for m in net:
+            m.threshold.copy_(torch.tensor([-1.0, 0.5, 2.0, 0.2]))
+    utils.clamp_thresholds_(net)
+    for m in net:
+        torch.testing.assert_close(m.threshold.detach(), torch.tensor([0.0, 0.5, 1.0, 0.2]))

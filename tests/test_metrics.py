@@ -101,3 +101,130 @@ def test_track_rejects_models_without_egru():
         metrics.track(torch.nn.Linear(2, 2))
     with pytest.raises(TypeError, match="model must be a torch.nn.Module, got int"):
         metrics.track(3)
+
+
+# --------------------------------------------------------------------------------------------
+# Scoping: per-module observers, nothing process-wide (issue 20)
+# --------------------------------------------------------------------------------------------
+
+
+def _observers(m):
+    return dict(m._layer_observers or {})
+
+
+def test_only_the_tracked_model_counts():
+    counted, other = se.EGRU(3, 5), se.EGRU(3, 5)
+    x = torch.randn(6, 2, 3)
+    with metrics.track(counted) as tracker:
+        other(x)  # same backend, not tracked: not counted
+        assert _observers(other) == {}
+        counted(x)
+        other(x)
+    (layer,) = tracker.summary()["layers"]
+    assert layer["calls"] == 1 and layer["samples"] == 2
+    with metrics.track(other) as t2:
+        counted(x)
+    assert t2.summary()["layers"] == []
+
+
+def test_nested_trackers_each_count_what_they_watch():
+    model = torch.nn.ModuleDict({"a": se.EGRU(3, 5), "b": se.EGRU(3, 5)})
+    x = torch.randn(4, 2, 3)
+    with metrics.track(model) as outer:
+        model["a"](x)
+        with metrics.track(model["a"]) as inner:
+            model["a"](x)
+            model["b"](x)
+        assert len(_observers(model["a"])) == 1  # the inner one is gone, the outer one stays
+        model["b"](x)
+    assert [(l["name"], l["calls"]) for l in outer.summary()["layers"]] == [("a", 2), ("b", 2)]
+    assert [(l["name"], l["calls"]) for l in inner.summary()["layers"]] == [("EGRU", 1)]
+    # the same counts from both trackers for the call they both saw
+    assert inner.summary()["layers"][0]["samples"] == 2
+    assert _observers(model["a"]) == {} and _observers(model["b"]) == {}
+    with pytest.raises(RuntimeError, match="this Tracker is already active"):
+        with outer:
+            with outer:
+                pass
+    assert _observers(model["a"]) == {}
+
+
+def test_exception_inside_the_context_leaves_nothing_behind():
+    rnn = se.EGRU(3, 5, num_layers=2)
+    runs = {name: backends.get_backend(name).run for name in backends.available_backends()}
+    with pytest.raises(ValueError, match="input_size=3"):
+        with metrics.track(rnn):
+            rnn(torch.randn(4, 2, 3))
+            rnn(torch.randn(4, 2, 7))  # wrong feature size: raises inside the block
+    assert _observers(rnn) == {}
+    assert {name: backends.get_backend(name).run for name in backends.available_backends()} == runs
+    assert not hasattr(backends.LayerCall, "counters")  # the unused field is gone
+
+
+def test_norse_layer_counts_equal_the_egru_layer():
+    from snntorch_egru import interop
+    from snntorch_egru.norse import EGRURecurrent
+
+    torch.manual_seed(3)
+    layer = EGRURecurrent(3, 6).double()
+    egru = se.EGRU(3, 6).double()
+    egru.load_state_dict(interop.cell_to_layer_state_dict(layer.state_dict()))
+    x = torch.randn(8, 2, 3, dtype=torch.float64)
+    with metrics.track(layer) as t_norse:
+        layer(x)
+    with metrics.track(egru) as t_egru:
+        egru(x)
+    a, b = t_norse.summary(), t_egru.summary()
+    assert 0.0 < a["activity"] < 1.0
+    assert {k: v for k, v in a.items() if k != "layers"} == {k: v for k, v in b.items() if k != "layers"}
+
+
+def test_counting_from_several_threads():
+    import threading
+
+    models = [se.EGRU(3, 4) for _ in range(4)]
+    x = torch.randn(5, 2, 3)
+    results = {}
+
+    def work(i):
+        with metrics.track(models[i]) as tracker:
+            for _ in range(i + 1):
+                models[i](x)
+        results[i] = tracker.summary()["layers"][0]["calls"]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {0: 1, 1: 2, 2: 3, 3: 4}
+
+
+def test_compiled_model_inside_track_says_eager_only():
+    rnn = se.EGRU(3, 5, backend="reference")
+    compiled = torch.compile(rnn, backend="eager")
+    x = torch.randn(4, 2, 3)
+    ref, _ = rnn(x)
+    torch.testing.assert_close(compiled(x)[0], ref)
+    with pytest.raises(RuntimeError, match="counts eager calls only"):
+        with metrics.track(rnn):
+            compiled(x)
+    assert _observers(rnn) == {}
+    torch.testing.assert_close(compiled(x)[0], ref)  # compiled model unaffected afterwards
+
+
+def test_tracked_model_can_be_saved_and_copied_without_its_observers(tmp_path):
+    import copy
+
+    rnn = se.EGRU(3, 4)
+    x = torch.randn(5, 2, 3)
+    with metrics.track(rnn) as tracker:
+        torch.save(rnn, tmp_path / "m.pt")
+        twin = copy.deepcopy(rnn)
+        twin(x)  # the copy is not tracked
+        rnn(x)
+    assert tracker.summary()["layers"][0]["calls"] == 1
+    assert _observers(twin) == {}
+    loaded = torch.load(tmp_path / "m.pt", weights_only=False)
+    assert _observers(loaded) == {}
+    torch.testing.assert_close(loaded(x)[0], rnn(x)[0])

@@ -19,7 +19,7 @@ from snntorch_egru.norse import (
     EGRUParameters,
     EGRURecurrent,
     EGRURecurrentCell,
-    EGRUState,
+    EGRURecurrentState,
     NorseThreshold,
     spike_function,
 )
@@ -90,7 +90,7 @@ def test_recurrent_layer_equals_egru_layer(backend):
     g = torch.Generator().manual_seed(2)
     y0, c0 = 0.3 * torch.randn(B, H, generator=g, dtype=D), 0.3 * torch.randn(B, H, generator=g, dtype=D)
     x = _x(4)
-    out, rec = layer(x, EGRUState(y0, c0))
+    out, rec = layer(x, EGRURecurrentState(y0, c0))
     out2, st2, rec2 = egru(x, se.EGRUState(y0[None], c0[None], torch.zeros(1, B, H, dtype=D)),
                            return_internals=True)
     torch.testing.assert_close(out, out2, rtol=1e-13, atol=1e-13)
@@ -98,10 +98,10 @@ def test_recurrent_layer_equals_egru_layer(backend):
     torch.testing.assert_close(rec.y[-1], st2.y[0], rtol=0, atol=0)
     # final-state mode returns the last recorded step
     layer.record_states = False
-    _, final = layer(x, EGRUState(y0, c0))
+    _, final = layer(x, EGRURecurrentState(y0, c0))
     torch.testing.assert_close(final.c, rec.c[-1], rtol=0, atol=0)
     w = torch.randn(T, B, H, generator=torch.Generator().manual_seed(8), dtype=D)
-    (layer(x, EGRUState(y0, c0))[0] * w).sum().backward()
+    (layer(x, EGRURecurrentState(y0, c0))[0] * w).sum().backward()
     (out2 * w).sum().backward()
     for n in NAMES:
         torch.testing.assert_close(getattr(layer, n).grad, getattr(egru, f"{n}_l0").grad, rtol=1e-11, atol=1e-12)
@@ -149,7 +149,7 @@ def test_sequential_state_equals_snntorch_flavour():
         o, state = model(x[t], state)
         outs.append(o)
     outs = torch.stack(outs)
-    assert isinstance(state[1], EGRUState) and state[0] is None and state[2] is None
+    assert isinstance(state[1], EGRURecurrentState) and state[0] is None and state[2] is None
     ref = torch.stack([lin_out(snn_cell(lin_in(x[t]))[0]) for t in range(2 * T)])
     torch.testing.assert_close(outs, ref, rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(state[1].y, snn_cell.y, rtol=1e-13, atol=1e-13)
@@ -364,7 +364,7 @@ def test_wrong_state_flavour_errors(module_cls):
     m = module_cls(I, H)
     x = torch.randn(B, I) if module_cls is EGRURecurrentCell else torch.randn(T, B, I)
     z = torch.zeros(B, H)
-    with pytest.raises(TypeError, match=r"state must be snntorch_egru\.norse\.EGRUState\(y, c\).*got a single Tensor"):
+    with pytest.raises(TypeError, match=r"state must be snntorch_egru\.norse\.EGRURecurrentState\(y, c, trace\).*got a single Tensor"):
         m(x, z)
     with pytest.raises(TypeError, match=r"got snntorch_egru\.EGRUState\(y, c, trace\) of the sequence layer.*"
                                         r"interop\.norse_state_from_layer"):
@@ -374,13 +374,13 @@ def test_wrong_state_flavour_errors(module_cls):
     with pytest.raises(TypeError, match=r"got tuple of length 3"):
         m(x, (z, z, z))
     with pytest.raises(ValueError, match=r"state\.y must have shape \[3, 6\].*got \[12, 3, 6\]"):
-        m(x, EGRUState(torch.zeros(T, B, H), z))  # e.g. a record_states result passed back
+        m(x, EGRURecurrentState(torch.zeros(T, B, H), z))  # e.g. a record_states result passed back
     with pytest.raises(ValueError, match=r"state\.c must have shape \[3, 6\].*got \[3, 5\]"):
-        m(x, EGRUState(z, torch.zeros(B, 5)))
+        m(x, EGRURecurrentState(z, torch.zeros(B, 5)))
     with pytest.raises(TypeError, match=r"state\.y has dtype torch\.float64 but the module's parameters are torch\.float32"):
-        m(x, EGRUState(z.double(), z))
+        m(x, EGRURecurrentState(z.double(), z))
     # a plain (y, c) tuple is accepted and equals the NamedTuple
-    torch.testing.assert_close(m(x, (z, z))[0], m(x, EGRUState(z, z))[0], rtol=0, atol=0)
+    torch.testing.assert_close(m(x, (z, z))[0], m(x, EGRURecurrentState(z, z))[0], rtol=0, atol=0)
 
 
 def test_input_errors():
@@ -418,3 +418,86 @@ def test_parameter_errors():
         EGRURecurrent(I, H, backend="nope")
     with pytest.raises(ValueError, match=r"hidden_size must be a positive int \(> 0\), got 0"):
         EGRURecurrentCell(I, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# The Norse state carries the trace (issue 20); the former name is a deprecated alias
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["reference", "auto"])
+def test_state_carries_the_trace_like_the_reference(backend):
+    cell = EGRURecurrentCell(I, H).to(D)
+    _randomize(cell, 12)
+    layer = EGRURecurrent(I, H, record_states=True, backend=backend).to(D)
+    layer.load_state_dict(cell.state_dict())
+    g = torch.Generator().manual_seed(4)
+    y0, c0, tr0 = (0.3 * torch.randn(B, H, generator=g, dtype=D) for _ in range(3))
+    x = _x(13)
+    ref = ref_layer(x, y0, c0, tr0, {n: getattr(cell, n).detach() for n in NAMES},
+                    reset="subtract", spike=ref_triangle(0.7, 1.0))
+    assert 0.05 < (ref["y"] != 0).double().mean() < 0.7
+    state, traces = EGRURecurrentState(y0, c0, tr0), []
+    for t in range(T):
+        _, state = cell(x[t], state)
+        traces.append(state.trace)
+    torch.testing.assert_close(torch.stack(traces), ref["trace"], rtol=1e-13, atol=1e-13)
+    _, rec = layer(x, EGRURecurrentState(y0, c0, tr0))
+    torch.testing.assert_close(rec.trace, ref["trace"], rtol=1e-13, atol=1e-13)
+    # continuing from a returned state continues the trace too
+    layer.record_states = False
+    _, s = layer(x[:5], EGRURecurrentState(y0, c0, tr0))
+    _, s = layer(x[5:], s)
+    torch.testing.assert_close(s.trace, ref["trace"][-1], rtol=1e-13, atol=1e-13)
+    # no trace (the former two-field state, or a plain (y, c) tuple) means a zero trace
+    _, s2 = layer(x, EGRURecurrentState(y0, c0))
+    _, s3 = layer(x, (y0, c0))
+    ref0 = ref_layer(x, y0, c0, torch.zeros(B, H, dtype=D), {n: getattr(cell, n).detach() for n in NAMES},
+                     reset="subtract", spike=ref_triangle(0.7, 1.0))
+    torch.testing.assert_close(s2.trace, ref0["trace"][-1], rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(s3.trace, s2.trace, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"state\.trace must have shape \[3, 6\].*got \[6\]"):
+        layer(x, EGRURecurrentState(y0, c0, tr0[0]))
+
+
+def test_trace_survives_conversion_to_and_from_the_layer_state():
+    rnn = se.EGRU(I, H, num_layers=2).to(D)
+    _randomize(rnn, 14)
+    _, s = rnn(_x(15))
+    assert s.trace.abs().sum() > 0
+    norse_states = [interop.norse_state_from_layer(s, k) for k in range(2)]
+    assert torch.equal(norse_states[1].trace, s.trace[1])
+    back = interop.layer_state_from_norse(norse_states)
+    for a, b in zip(back, s):
+        assert torch.equal(a, b)
+
+
+def test_former_state_name_is_a_deprecated_alias():
+    import snntorch_egru.norse as norse_flavour
+
+    with pytest.warns(DeprecationWarning, match="EGRUState is deprecated: use snntorch_egru.norse.EGRURecurrentState"):
+        old = norse_flavour.EGRUState
+    assert old is EGRURecurrentState
+    assert "EGRUState" not in norse_flavour.__all__ and "EGRURecurrentState" in norse_flavour.__all__
+    assert EGRURecurrentState is not se.EGRUState  # one name per thing
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        norse_flavour.nope
+    import pickle
+    s = EGRURecurrentState(torch.zeros(2), torch.ones(2), None)
+    assert pickle.loads(pickle.dumps(s)).c.tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("kwargs", [dict(hidden_size=0), dict(bias="yes"), dict(thr_mean=1.0),
+                                    dict(learn_threshold=1), dict(init="xavier"), dict(threshold_clamp=None)])
+def test_setup_checks_are_the_same_in_every_flavour(kwargs):
+    # one table checks the constructor arguments of EGRUCell, EGRU and the Norse flavour
+    args = dict(input_size=I, hidden_size=H)
+    args.update(kwargs)
+    messages = set()
+    for cls in (se.EGRUCell, se.EGRU, EGRURecurrentCell, EGRURecurrent):
+        with pytest.raises((TypeError, ValueError)) as err:
+            cls(**args)
+        messages.add((err.type, str(err.value)))
+    assert len(messages) == 1, messages
+    (_, msg), = messages
+    assert msg.startswith(next(iter(kwargs)))
