@@ -132,29 +132,6 @@ def input_projection(
     return torch.nn.functional.linear(x, weight_ih, bias_ih)
 
 
-def pre_reset_state(y: torch.Tensor, c: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
-    """The pre-reset state ``c_hat`` rebuilt from a step's outputs: ``y`` where the unit fired, else ``c``.
-
-    A unit that fired emitted ``y = c_hat``; one that did not kept ``c = c_hat`` (no reset), so
-    the saved ``(y, c, o)`` determine ``c_hat`` and the backward passes need not store it.
-
-    Args:
-        y: events ``[..., H]``; c: post-reset internal state ``[..., H]``; o: binary events ``[..., H]``.
-
-    Returns:
-        ``c_hat`` of the same shape.
-
-    Example::
-
-        >>> import torch
-        >>> from snntorch_egru.functional import pre_reset_state
-        >>> y, c, o = torch.tensor([0.8, 0.0]), torch.tensor([0.3, 0.2]), torch.tensor([1.0, 0.0])
-        >>> pre_reset_state(y, c, o)
-        tensor([0.8000, 0.2000])
-    """
-    return torch.where(o > 0, y, c)
-
-
 def apply_reset(c_hat: torch.Tensor, o: torch.Tensor, threshold: torch.Tensor, reset: str) -> torch.Tensor:
     """Internal state after an event: subtract ``theta``, zero, or keep ``c_hat``.
 
