@@ -1,4 +1,4 @@
-"""The real CUDA kernels (kernels/*.cu, compiled unchanged as C++20 with the host shim of
+"""The real CUDA kernels (snntorch_egru/cuda/kernels/*.cu, compiled unchanged as C++20 with the host shim of
 tests/harness) executed on the CPU through the package's own launcher, against the float64
 reference: outputs, states and every gradient."""
 

@@ -1,5 +1,5 @@
 """Injected kernel bugs for the mutation test: each is one exact text edit of a COPY of
-``kernels/`` (the edit must match exactly once, so a changed kernel makes the test fail
+``snntorch_egru/cuda/kernels/`` (the edit must match exactly once, so a changed kernel makes the test fail
 loudly instead of silently testing nothing)."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ MUTANTS = [
 
 
 def make_mutant(m: Mutant, dest: Path) -> Path:
-    """Copy ``kernels/`` to ``dest`` and apply ``m``; returns ``dest``."""
+    """Copy the kernel sources to ``dest`` and apply ``m``; returns ``dest``."""
     dest = Path(dest)
     if dest.exists():
         shutil.rmtree(dest)
