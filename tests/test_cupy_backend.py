@@ -549,3 +549,29 @@ def test_cupy_persistent_failure_falls_back_to_step_with_one_warning(monkeypatch
         out = K.run(call, launcher=_cupy.CupyLauncher(mode="persistent", dense="off"))
         sum(o.nan_to_num().sum() for o in out).backward()
     assert len(log["launches"]) == 8 and all(kw == {} for *_, kw in log["launches"])
+
+
+def test_unused_outputs_send_no_zero_gradients(monkeypatch):
+    """Only y feeds the loss: the kernel backward gets None (not materialised zeros) for the
+    c, o and trace gradients, and the gradients still equal the reference's."""
+    from snntorch_egru.cuda import _function
+
+    seen = {}
+    orig = _function.kernel_backward
+
+    def spy(launcher, cfg, *args):
+        seen["upstream"] = args[-4:]  # g_y, g_c, g_o, g_tr
+        return orig(launcher, cfg, *args)
+
+    monkeypatch.setattr(_function, "kernel_backward", spy)
+    call = make_call(T=4, B=2, H=20, seed=21)
+    ref = backends.get_backend("reference").run(call)
+    ins = [getattr(call, n) for n in INPUT_NAMES]
+    want = torch.autograd.grad(ref.y.pow(2).sum(), ins, allow_unused=True, materialize_grads=True)
+    got_y = emulated(**GEOMETRY)(call)[0]
+    got = torch.autograd.grad(got_y.pow(2).sum(), ins, allow_unused=True, materialize_grads=True)
+    g_y, g_c, g_o, g_tr = seen["upstream"]
+    assert g_y is not None and g_c is None and g_o is None and g_tr is None
+    assert want[5].abs().max() > 0 and want[8].abs().max() > 0  # W_hh and threshold gradients flow
+    for name, a, b in zip(INPUT_NAMES, want, got):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12, msg=lambda m: f"{name}: {m}")

@@ -174,6 +174,9 @@ class EGRUKernelFunction(torch.autograd.Function):
         needs_grad = any(ctx.needs_input_grad[:9])
         t = kernel_forward(launcher, cfg, x, y0, c0, tr0, w_ih, w_eff, b_ih, b_hh, theta, zo_mask, needs_grad)
         ctx.cfg, ctx.launcher = cfg, launcher
+        # outputs that get no gradient arrive as None (the kernels take null upstream gradients)
+        # instead of three materialised [T, B, H] zero tensors
+        ctx.set_materialize_grads(False)
         ctx.dtypes = [None if a is None else a.dtype for a in (x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta)]
         ctx.real, ctx.T, ctx.B, ctx.H = real, T, B, H
         if needs_grad:
