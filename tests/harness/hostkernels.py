@@ -16,7 +16,6 @@ import contextlib
 import ctypes
 import hashlib
 import os
-import re
 import shutil
 import struct
 import subprocess
@@ -168,16 +167,9 @@ def build(real: str = "double", wstore: int = 0, units: int = 32, *, sanitize: O
 def kernel_params(name: str, kernels: Optional[Path] = None) -> List[Tuple[str, str]]:
     """``(name, kind)`` of every parameter of ``extern "C" __global__`` kernel ``name``,
     kind ``ptr`` / ``int`` / ``real``, parsed from the ``.cu`` source."""
-    src = ((Path(kernels) if kernels else KERNELS) / f"{name}.cu").read_text()
-    sig = src[src.index(f"\n{name}(") + len(name) + 2:]
-    sig = sig[:sig.index(") {")]
-    sig = re.sub(r"//[^\n]*", "", sig)
-    params = []
-    for p in sig.split(","):
-        toks = p.replace("*", " * ").split()
-        kind = "ptr" if "*" in toks else ("int" if "int" in toks else "real")
-        params.append((toks[-1], kind))
-    return params
+    from kernel_cases import kernel_params as parse
+
+    return parse(name, ((Path(kernels) if kernels else KERNELS) / f"{name}.cu").read_text())
 
 
 class HostLaunchRefused(RuntimeError):
