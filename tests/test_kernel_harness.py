@@ -202,3 +202,19 @@ def test_grid_barrier_survives_counter_wrap(fixed, tmp_path, monkeypatch):
         ok = False
     ok = ok and bad[0] == 0 and counter[0] == (k0 - 1 + steps) * grid % 2 ** 32
     assert ok == fixed, (bad[0], counter[0])
+
+
+def test_auto_dense_switch_is_earlier_in_the_backward():
+    """dense="auto" at DENSE_MIN_BATCH_BWD <= B < DENSE_MIN_BATCH: a sparse persistent forward and a
+    dense backward (phase 1 launches plus GEMMs, no phase 2 launch) in one call, still exact."""
+    from snntorch_egru.cuda import _cupy
+
+    B = _cupy.DENSE_MIN_BATCH_BWD
+    assert B < _cupy.DENSE_MIN_BATCH
+    call = make_call(T=3, B=B, H=24, seed=19)
+    run, launcher = host_run(mode="persistent", dense="auto", sms=4, coresident=6)
+    assert_match(reference(call), outputs_and_grads(call, run), rtol=1e-10, atol=1e-12)
+    fwd = [(c, a) for n, _, c, a in launcher.launches if n == "egru_forward"]
+    bwd = [(c, a) for n, _, c, a in launcher.launches if n == "egru_backward"]
+    assert len(fwd) == 1 and fwd[0][0] and int(fwd[0][1]["gh"]) == 0  # one cooperative sparse launch
+    assert len(bwd) == 3 and not any(c for c, _ in bwd) and {int(a["phases"]) for _, a in bwd} == {1}
