@@ -23,7 +23,7 @@ def make_call(T=5, B=2, I=5, H=40, *, dtype=torch.float64, device="cpu", reset="
     def leaf(t):
         return t.requires_grad_()
 
-    zmask = zo_p = None
+    zmask = None
     if zoneout == "mask":
         zmask = (torch.rand(T, B, H, generator=g, dtype=torch.float64) > 0.3).to(dtype=dtype, device=device)
     dcm = None

@@ -31,7 +31,7 @@ def test_sources_found_and_self_contained():
         src = kernel_source(name)
         assert '#include "' not in src  # local headers inlined
         assert src.count("#define EGRU_COMMON_CUH") == 1
-        assert f'extern "C" __global__' in src
+        assert 'extern "C" __global__' in src
 
 
 def test_pyproject_ships_kernels():

@@ -37,7 +37,6 @@ def block_compact(src: torch.Tensor, gbase: int, block: int, tile: int):
     s_idx = torch.full((tile,), -1, dtype=torch.long)
     s_val = src.new_zeros(tile)
     total = 0
-    lane = torch.arange(block) % 32
     warp = torch.arange(block) // 32
     for off in range(0, n, block):
         k = off + torch.arange(block)

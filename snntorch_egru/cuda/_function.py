@@ -17,7 +17,6 @@ from typing import Any, Optional, Protocol
 
 import torch
 
-from ..functional import TRACE_DECAY
 
 __all__ = ["KernelConfig", "Launcher", "EGRUKernelFunction", "RESET_CODES", "check_tensor", "kernel_forward",
            "kernel_backward"]
