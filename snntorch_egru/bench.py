@@ -7,7 +7,14 @@ same input is run through
 * the EGRU with the event-driven ``"torch"`` backend (``"cupy"`` with ``--device cuda``
   when installed; ``--backend`` overrides), and
 * the same EGRU layer with every sparse product disabled
-  (:class:`snntorch_egru.sparse.force_dense`): the "dense EGRU".
+  (:class:`snntorch_egru.sparse.force_dense`): the "dense EGRU" (on CUDA the ``"cupy"``
+  kernels then run every recurrent product, forward and backward, as a dense cuBLAS GEMM).
+
+TF32: ``--tf32 off`` (default) / ``on`` sets ``torch.backends.cuda.matmul.allow_tf32`` (our
+GEMMs) and ``torch.backends.cudnn.allow_tf32`` (``torch.nn.GRU``) alike for the run, so both
+models use the same precision; the setting is recorded with the results. ``--memory`` measures
+the peak memory of one training step: on CUDA ``torch.cuda.max_memory_allocated`` above the
+model and input for ``torch.nn.GRU`` and the EGRU, on the CPU the resident-set increase.
 
 Activity is controlled by calibrating the thresholds: ``theta_i`` is set to the
 ``(1 - s)`` quantile of unit ``i``'s pre-reset state ``c_hat`` on a warm-up run
@@ -240,6 +247,59 @@ def _peak_memory_child(backend: str, hidden: int, batch: int, steps: int, input_
     return (peak - base) * 1024
 
 
+def cuda_peak_memory(model: str, device: torch.device, hidden: int, batch: int, steps: int, input: int,
+                     activity: float) -> int:
+    """Peak CUDA memory (bytes, ``torch.cuda.max_memory_allocated``) of one forward+backward
+    above what the model, its input and the upstream gradient already hold.
+
+    Args:
+        model: ``"torch.nn.GRU"`` or an EGRU backend name (thresholds calibrated to ``activity``).
+        device: a CUDA device.
+    """
+    if device.type != "cuda":
+        raise ValueError(f"cuda_peak_memory needs a CUDA device, got {device}")
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(steps, batch, input, generator=g).to(device)
+    if model == "torch.nn.GRU":
+        net: torch.nn.Module = torch.nn.GRU(input, hidden).to(device)
+    else:
+        net = _egru(Cell(hidden, batch, activity, "fwdbwd", input_size=input, steps=steps), device, model)
+        calibrate_thresholds(net, torch.randn(steps, 1, input, generator=g).to(device), activity)
+    net.zero_grad(set_to_none=True)
+    net(x)[0].sum().backward()  # warm-up: kernels compiled, workspaces and .grad allocated
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    net(x)[0].sum().backward()
+    torch.cuda.synchronize(device)
+    return int(torch.cuda.max_memory_allocated(device) - base)
+
+
+class tf32_setting:
+    """Context manager: TF32 on or off for cuBLAS matmuls and cuDNN alike, restored on exit.
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru.bench import tf32_setting
+        >>> with tf32_setting(False):
+        ...     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        (False, False)
+    """
+
+    def __init__(self, enabled: bool):
+        self.enabled = bool(enabled)
+
+    def __enter__(self) -> "tf32_setting":
+        self._prev = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = self.enabled
+        torch.backends.cudnn.allow_tf32 = self.enabled
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self._prev
+
+
 def _vm_kib(field: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -305,7 +365,16 @@ def _markdown(rows: Sequence[Dict[str, object]], meta: Dict[str, str], memory: L
     lines.append("|" + "---|" * len(COLUMNS))
     for r in rows:
         lines.append("| " + " | ".join(str(r[c]) for c in COLUMNS) + " |")
-    if memory:
+    if memory and meta.get("device", "cpu") != "cpu":
+        lines += ["", "## Peak training memory (torch.cuda.max_memory_allocated above model + input, one "
+                  "forward+backward)", "", "| model | hidden | batch | steps | input | activity | peak MiB | "
+                  "vs torch.nn.GRU |", "|---|---|---|---|---|---|---|---|"]
+        base = memory[0]["bytes"]
+        for m in memory:
+            ratio = f"{m['bytes'] / base:.2f}" if base else "n/a"
+            lines.append(f"| {m['backend']} | {m['hidden']} | {m['batch']} | {m['steps']} | {m['input']} | "
+                         f"{m['activity']} | {m['bytes'] / 2**20:.1f} | {ratio} |")
+    elif memory:
         lines += ["", "## Peak training memory (RSS increase of one forward+backward, fresh process)", "",
                   "| backend | hidden | batch | steps | input | activity | peak MiB |", "|---|---|---|---|---|---|---|"]
         for m in memory:
@@ -332,7 +401,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per model and cell (>= 5 recommended)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    p.add_argument("--memory", action="store_true", help="also measure peak training memory vs the reference")
+    p.add_argument("--memory", action="store_true",
+                   help="also measure peak training memory (CUDA: vs torch.nn.GRU; CPU: vs the reference)")
+    p.add_argument("--tf32", choices=("off", "on"), default="off",
+                   help="TF32 for the GEMMs of both models alike (cuBLAS matmul and cuDNN flags); default off")
     p.add_argument("--out", default=os.path.join("benchmarks", "results"), help="output folder")
     p.add_argument("--no-write", action="store_true", help="print only, write no files")
     return p
@@ -417,18 +489,25 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from tqdm.auto import tqdm
 
     rows = []
-    for cell in tqdm(cells, desc="bench", unit="cell", file=sys.stderr):
-        rows.append(run_cell(cell, device=device, backend=backend, repeats=args.repeats))
+    with tf32_setting(args.tf32 == "on"):
+        for cell in tqdm(cells, desc="bench", unit="cell", file=sys.stderr):
+            rows.append(run_cell(cell, device=device, backend=backend, repeats=args.repeats))
+        tf32_label = (f"{args.tf32} (torch.backends.cuda.matmul.allow_tf32="
+                      f"{torch.backends.cuda.matmul.allow_tf32}, torch.backends.cudnn.allow_tf32="
+                      f"{torch.backends.cudnn.allow_tf32})")
     memory: List[Dict[str, object]] = []
+    spec = dict(hidden=1024, batch=16, steps=50, input=args.input_size, activity=0.1)
     if args.memory and device.type == "cpu":
         for be in ("reference", backend):
-            spec = dict(hidden=1024, batch=16, steps=50, input=args.input_size, activity=0.1)
             memory.append({"backend": be, **spec,
                            "bytes": peak_memory(be, spec["hidden"], spec["batch"], spec["steps"], spec["input"],
                                                 spec["activity"])})
+    elif args.memory:
+        for be in ("torch.nn.GRU", backend):
+            memory.append({"backend": be, **spec, "bytes": cuda_peak_memory(be, device, **spec)})
     now = _dt.datetime.now(_dt.timezone.utc)
     meta = {"date": now.strftime("%Y-%m-%d %H:%M UTC"), **_machine(device), "backend": backend,
-            "repeats": str(args.repeats), "commit": _git_commit(),
+            "tf32": tf32_label, "repeats": str(args.repeats), "commit": _git_commit(),
             "command": "snntorch-egru bench " + " ".join(shlex.quote(a) for a in argv)}
     md = _markdown(rows, meta, memory)
     print(md)

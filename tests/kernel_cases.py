@@ -3,6 +3,9 @@ outputs, states and every input gradient against the float64 reference."""
 
 from __future__ import annotations
 
+import re
+from typing import Callable, List, Tuple
+
 import torch
 
 from snntorch_egru import backends
@@ -20,7 +23,7 @@ def make_call(T=5, B=2, I=5, H=40, *, dtype=torch.float64, device="cpu", reset="
     def leaf(t):
         return t.requires_grad_()
 
-    zmask = zo_p = None
+    zmask = None
     if zoneout == "mask":
         zmask = (torch.rand(T, B, H, generator=g, dtype=torch.float64) > 0.3).to(dtype=dtype, device=device)
     dcm = None
@@ -89,3 +92,43 @@ def cast_call(call: LayerCall, dtype) -> LayerCall:
         if t is not None:
             setattr(new, n, t.detach().to(dtype).requires_grad_())
     return new
+
+
+def kernel_params(name: str, source: str) -> List[Tuple[str, str]]:
+    """``(name, kind)`` of every parameter of ``extern "C" __global__`` kernel ``name`` in the CUDA
+    ``source`` text, kind ``ptr`` / ``int`` / ``real``."""
+    sig = source[source.index(f"\n{name}(") + len(name) + 2:]
+    sig = sig[:sig.index(") {")]
+    sig = re.sub(r"//[^\n]*", "", sig)
+    params = []
+    for p in sig.split(","):
+        toks = p.replace("*", " * ").split()
+        kind = "ptr" if "*" in toks else ("int" if "int" in toks else "real")
+        params.append((toks[-1], kind))
+    return params
+
+
+def module_run_vs_reference(backend_name: str, run: Callable, monkeypatch, layers: int, batch: int) -> None:
+    """The EGRU module (DropConnect, zoneout, training mode) with ``run`` registered as backend
+    ``backend_name`` gives the reference's outputs, states, events and parameter gradients."""
+    import snntorch_egru as se
+
+    monkeypatch.setitem(backends._REGISTRY, backend_name,
+                        backends._Backend(backend_name, lambda call: run(call), lambda call: False, -5))
+    torch.manual_seed(0)
+    rnn = se.EGRU(6, 20, num_layers=layers, dropconnect=0.2, zoneout=0.2, thr_mean=0.2).double()
+    x = torch.randn(4, batch, 6, dtype=torch.float64)
+    res = []
+    for backend in ("reference", backend_name):
+        rnn.backend = backend
+        rnn.zero_grad()
+        torch.manual_seed(5)
+        out, state, rec = rnn(x, return_internals=True)
+        (out.sum() + state.c.pow(2).sum() + rec.trace.sum()).backward()
+        res.append((out, state.c, rec.o, {n: p.grad.clone() for n, p in rnn.named_parameters()}))
+    (o1, c1, e1, g1), (o2, c2, e2, g2) = res
+    assert torch.equal(e1, e2) and 0.02 < e1.mean().item() < 0.9
+    torch.testing.assert_close(o2, o1, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(c2, c1, rtol=1e-12, atol=1e-12)
+    for n in g1:
+        torch.testing.assert_close(g2[n], g1[n], rtol=1e-10, atol=1e-12, msg=lambda m: f"{n}: {m}")

@@ -75,3 +75,27 @@ def test_bad_arguments(capsys, tmp_path):
         assert len(err) == 1 and message in err[0], (argv, err)
     with pytest.raises(ValueError, match="--repeats must be a positive integer"):
         bench.main(["--repeats", "0", "--no-write", "--debug"])
+
+
+def test_tf32_setting_is_applied_alike_recorded_and_restored(capsys, monkeypatch):
+    seen = []
+    real_run_cell = bench.run_cell
+
+    def spy(cell, **kw):
+        seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        return real_run_cell(cell, **kw)
+
+    monkeypatch.setattr(bench, "run_cell", spy)
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    argv = ["--hidden", "8", "--batch", "1", "--activity", "0.25", "--mode", "fwd", "--input-size", "4",
+            "--steps", "10", "--repeats", "1", "--no-write"]
+    for flag, want in (("on", True), ("off", False)):
+        seen.clear()
+        assert bench.main(argv + ["--tf32", flag]) == 0
+        assert seen == [(want, want)]  # both models' GEMMs under the same setting
+        out = capsys.readouterr().out
+        assert f"**tf32**: {flag} (torch.backends.cuda.matmul.allow_tf32={want}, " \
+               f"torch.backends.cudnn.allow_tf32={want})" in out
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+    assert bench.main(argv + ["--tf32", "maybe"]) == 2
+    assert "--tf32" in capsys.readouterr().err

@@ -12,12 +12,12 @@ import torch
 import snntorch_egru as se
 from snntorch_egru import backends
 from snntorch_egru import cuda as K
-from snntorch_egru.backends import LayerCall
 from snntorch_egru.cuda._emulator import EmulatorLauncher, block_compact
 from snntorch_egru.cuda._function import check_backward_args, check_forward_args, check_tensor
 from snntorch_egru.surrogate import EGRUSurrogate, heaviside
 
-from kernel_cases import INPUT_NAMES, assert_match, calibrated_call, cast_call, make_call, outputs_and_grads
+from kernel_cases import (INPUT_NAMES, assert_match, calibrated_call, cast_call, kernel_params, make_call,
+                          module_run_vs_reference, outputs_and_grads)
 
 GPU = torch.cuda.is_available() and K.cupy_available()
 needs_gpu = pytest.mark.skipif(not GPU, reason="needs a CUDA GPU and CuPy")
@@ -196,25 +196,7 @@ def test_emulated_fp16_weight_storage():
 
 def test_emulated_backend_inside_egru_module(monkeypatch):
     """Two layers, DropConnect, zoneout and dropout in training mode: same masks, same result."""
-    monkeypatch.setitem(backends._REGISTRY, "emulated",
-                        backends._Backend("emulated", emulated(**GEOMETRY), lambda call: False, -5))
-    torch.manual_seed(0)
-    rnn = se.EGRU(6, 20, num_layers=2, dropconnect=0.2, zoneout=0.2, thr_mean=0.2).double()
-    x = torch.randn(4, 3, 6, dtype=torch.float64)
-    results = []
-    for backend in ("reference", "emulated"):
-        rnn.backend = backend
-        rnn.zero_grad()
-        torch.manual_seed(5)
-        out, state, rec = rnn(x, return_internals=True)
-        (out.sum() + state.c.pow(2).sum() + rec.trace.sum()).backward()
-        results.append((out, state.c, rec.o, {n: p.grad.clone() for n, p in rnn.named_parameters()}))
-    (o1, c1, e1, g1), (o2, c2, e2, g2) = results
-    assert torch.equal(e1, e2) and 0.02 < e1.mean().item() < 0.9
-    torch.testing.assert_close(o2, o1, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(c2, c1, rtol=1e-12, atol=1e-12)
-    for n in g1:
-        torch.testing.assert_close(g2[n], g1[n], rtol=1e-10, atol=1e-12, msg=lambda m: f"{n}: {m}")
+    module_run_vs_reference("emulated", emulated(**GEOMETRY), monkeypatch, layers=2, batch=3)
 
 
 # ----------------------------------------------------------------------------- GPU: real kernels
@@ -373,21 +355,10 @@ def test_empty_sequences_or_batches_need_no_launch(T, B):
 
 # ----------------------------------------------------------------------------- CPU: launch arguments
 def _kernel_params(name: str) -> list:
-    """(name, kind) of every parameter of ``extern "C" __global__`` kernel ``name`` in kernels/."""
-    import re
-
+    """(name, kind) of every parameter of ``extern "C" __global__`` kernel ``name`` as the package loads it."""
     from snntorch_egru.cuda._sources import kernel_source
 
-    src = kernel_source(f"{name}.cu")
-    sig = src[src.index(f"\n{name}(") + len(name) + 2:]
-    sig = sig[:sig.index(") {")]
-    sig = re.sub(r"//[^\n]*", "", sig)
-    params = []
-    for p in sig.split(","):
-        toks = p.replace("*", " * ").split()
-        kind = "ptr" if "*" in toks else ("int" if "int" in toks else "real")
-        params.append((toks[-1], kind))
-    return params
+    return kernel_params(name, kernel_source(f"{name}.cu"))
 
 
 @pytest.mark.parametrize("mode,dense", [("persistent", "off"), ("step", "off"), ("step", "on")])
@@ -549,3 +520,29 @@ def test_cupy_persistent_failure_falls_back_to_step_with_one_warning(monkeypatch
         out = K.run(call, launcher=_cupy.CupyLauncher(mode="persistent", dense="off"))
         sum(o.nan_to_num().sum() for o in out).backward()
     assert len(log["launches"]) == 8 and all(kw == {} for *_, kw in log["launches"])
+
+
+def test_unused_outputs_send_no_zero_gradients(monkeypatch):
+    """Only y feeds the loss: the kernel backward gets None (not materialised zeros) for the
+    c, o and trace gradients, and the gradients still equal the reference's."""
+    from snntorch_egru.cuda import _function
+
+    seen = {}
+    orig = _function.kernel_backward
+
+    def spy(launcher, cfg, *args):
+        seen["upstream"] = args[-4:]  # g_y, g_c, g_o, g_tr
+        return orig(launcher, cfg, *args)
+
+    monkeypatch.setattr(_function, "kernel_backward", spy)
+    call = make_call(T=4, B=2, H=20, seed=21)
+    ref = backends.get_backend("reference").run(call)
+    ins = [getattr(call, n) for n in INPUT_NAMES]
+    want = torch.autograd.grad(ref.y.pow(2).sum(), ins, allow_unused=True, materialize_grads=True)
+    got_y = emulated(**GEOMETRY)(call)[0]
+    got = torch.autograd.grad(got_y.pow(2).sum(), ins, allow_unused=True, materialize_grads=True)
+    g_y, g_c, g_o, g_tr = seen["upstream"]
+    assert g_y is not None and g_c is None and g_o is None and g_tr is None
+    assert want[5].abs().max() > 0 and want[8].abs().max() > 0  # W_hh and threshold gradients flow
+    for name, a, b in zip(INPUT_NAMES, want, got):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12, msg=lambda m: f"{name}: {m}")

@@ -1,4 +1,4 @@
-"""The real CUDA kernels (kernels/*.cu, compiled unchanged as C++20 with the host shim of
+"""The real CUDA kernels (snntorch_egru/cuda/kernels/*.cu, compiled unchanged as C++20 with the host shim of
 tests/harness) executed on the CPU through the package's own launcher, against the float64
 reference: outputs, states and every gradient."""
 
@@ -7,13 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-import snntorch_egru as se
 from snntorch_egru import backends
 from snntorch_egru import cuda as K
 from snntorch_egru.surrogate import EGRUSurrogate, heaviside
 
 from harness.hostkernels import HostLauncher, require_cxx
-from kernel_cases import assert_match, calibrated_call, cast_call, make_call, outputs_and_grads
+from kernel_cases import assert_match, calibrated_call, cast_call, make_call, module_run_vs_reference, outputs_and_grads
 
 
 @pytest.fixture(autouse=True)
@@ -141,23 +140,7 @@ def test_egru_module_layers(monkeypatch, layers):
     """The EGRU module (DropConnect, zoneout, training mode) with the host kernels as its
     backend gives the reference's outputs and parameter gradients."""
     run, _ = host_run(mode="persistent", dense="off", sms=4, coresident=4)
-    monkeypatch.setitem(backends._REGISTRY, "host",
-                        backends._Backend("host", lambda call: run(call), lambda call: False, -5))
-    torch.manual_seed(0)
-    rnn = se.EGRU(6, 20, num_layers=layers, dropconnect=0.2, zoneout=0.2, thr_mean=0.2).double()
-    x = torch.randn(4, 2, 6, dtype=torch.float64)
-    res = []
-    for backend in ("reference", "host"):
-        rnn.backend = backend
-        rnn.zero_grad()
-        torch.manual_seed(5)
-        out, state, rec = rnn(x, return_internals=True)
-        (out.sum() + state.c.pow(2).sum() + rec.trace.sum()).backward()
-        res.append((out, rec.o, {n: p.grad.clone() for n, p in rnn.named_parameters()}))
-    assert torch.equal(res[0][1], res[1][1]) and 0.02 < res[0][1].mean().item() < 0.9
-    torch.testing.assert_close(res[1][0], res[0][0], rtol=1e-12, atol=1e-12)
-    for n in res[0][2]:
-        torch.testing.assert_close(res[1][2][n], res[0][2][n], rtol=1e-10, atol=1e-12, msg=lambda m: f"{n}: {m}")
+    module_run_vs_reference("host", run, monkeypatch, layers=layers, batch=2)
 
 
 def test_persistent_launch_failure_falls_back_to_step_once(monkeypatch):
@@ -219,3 +202,19 @@ def test_grid_barrier_survives_counter_wrap(fixed, tmp_path, monkeypatch):
         ok = False
     ok = ok and bad[0] == 0 and counter[0] == (k0 - 1 + steps) * grid % 2 ** 32
     assert ok == fixed, (bad[0], counter[0])
+
+
+def test_auto_dense_switch_is_earlier_in_the_backward():
+    """dense="auto" at DENSE_MIN_BATCH_BWD <= B < DENSE_MIN_BATCH: a sparse persistent forward and a
+    dense backward (phase 1 launches plus GEMMs, no phase 2 launch) in one call, still exact."""
+    from snntorch_egru.cuda import _cupy
+
+    B = _cupy.DENSE_MIN_BATCH_BWD
+    assert B < _cupy.DENSE_MIN_BATCH
+    call = make_call(T=3, B=B, H=24, seed=19)
+    run, launcher = host_run(mode="persistent", dense="auto", sms=4, coresident=6)
+    assert_match(reference(call), outputs_and_grads(call, run), rtol=1e-10, atol=1e-12)
+    fwd = [(c, a) for n, _, c, a in launcher.launches if n == "egru_forward"]
+    bwd = [(c, a) for n, _, c, a in launcher.launches if n == "egru_backward"]
+    assert len(fwd) == 1 and fwd[0][0] and int(fwd[0][1]["gh"]) == 0  # one cooperative sparse launch
+    assert len(bwd) == 3 and not any(c for c, _ in bwd) and {int(a["phases"]) for _, a in bwd} == {1}

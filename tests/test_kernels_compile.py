@@ -1,10 +1,11 @@
-"""CI check of the CUDA kernel sources without a GPU: every ``kernels/*.cu`` must
+"""CI check of the CUDA kernel sources without a GPU: every ``snntorch_egru/cuda/kernels/*.cu`` must
 compile for sm_80 and sm_90 through NVRTC (or nvcc) with no error and no warning, to
 PTX and to cubin (ptxas) within the register/spill budget, and the sources must be
 reachable from the installed package."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -22,24 +23,55 @@ needs_compiler = pytest.mark.skipif(not COMPILERS, reason="no NVRTC library and 
 def test_sources_found_and_self_contained():
     names = sorted(f.name for f in kernel_files())
     assert names == ["egru_backward.cu", "egru_forward.cu"]
-    # the package sees exactly the files of the top-level kernels/ directory
-    assert sorted(p.name for p in (ROOT / "kernels").glob("*.cu")) == names
-    assert (kernel_dir() / "egru_forward.cu").read_text() == (ROOT / "kernels" / "egru_forward.cu").read_text()
+    # the sources are real files of the package (no symlink, no second copy at the top level)
+    kdir = ROOT / "snntorch_egru" / "cuda" / "kernels"
+    assert kernel_dir() == kdir.resolve()
+    assert not kdir.is_symlink() and not (ROOT / "kernels").exists()
     for name in names:
         src = kernel_source(name)
         assert '#include "' not in src  # local headers inlined
         assert src.count("#define EGRU_COMMON_CUH") == 1
-        assert f'extern "C" __global__' in src
+        assert 'extern "C" __global__' in src
 
 
-def test_wheel_ships_kernels():
-    """pyproject.toml lists the kernel sources as package data of snntorch_egru.cuda.kernels."""
+def test_pyproject_ships_kernels():
+    """pyproject.toml lists the kernel sources as package data of snntorch_egru.cuda."""
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    assert "*.cu" in cfg["package-data"]["snntorch_egru.cuda.kernels"]
-    assert "*.cuh" in cfg["package-data"]["snntorch_egru.cuda.kernels"]
-    link = ROOT / "snntorch_egru" / "cuda" / "kernels"
-    assert link.resolve() == (ROOT / "kernels").resolve()
+    assert "kernels/*.cu" in cfg["package-data"]["snntorch_egru.cuda"]
+    assert "kernels/*.cuh" in cfg["package-data"]["snntorch_egru.cuda"]
+
+
+@pytest.mark.slow
+def test_wheel_ships_kernels_and_loader_finds_them(tmp_path):
+    """A wheel built from the tree holds every .cu/.cuh, and the loader of a copy installed from
+    that wheel (``pip install --target``) finds and inlines them (no source tree in sight)."""
+    import subprocess
+    import sys
+    import zipfile
+
+    whl_dir, target = tmp_path / "whl", tmp_path / "site"
+    run = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                          str(ROOT), "-w", str(whl_dir)], capture_output=True, text=True)
+    if run.returncode != 0:
+        pytest.skip(f"cannot build a wheel here: {run.stderr[-500:]}")
+    (whl,) = whl_dir.glob("*.whl")
+    shipped = {n for n in zipfile.ZipFile(whl).namelist() if n.startswith("snntorch_egru/cuda/kernels/")}
+    expected = {f"snntorch_egru/cuda/kernels/{p.name}" for p in (ROOT / "snntorch_egru/cuda/kernels").glob("*.cu*")}
+    assert expected and shipped == expected
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(whl)],
+                   check=True, capture_output=True)
+    code = ("import snntorch_egru.cuda._sources as s; d = s.kernel_dir(); src = s.kernel_source('egru_backward.cu'); "
+            "print(d); assert 'EGRU_COMMON_CUH' in src and 'egru_backward(' in src")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(target)
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert pathlib_under(out.stdout.strip(), target)
+
+
+def pathlib_under(path: str, root: Path) -> bool:
+    return Path(path).resolve().is_relative_to(root.resolve())
 
 
 @needs_compiler

@@ -3,7 +3,7 @@
 # machine with torch and CuPy but no CUDA toolkit and no package registry. From anywhere:
 #
 #   bash benchmarks/gpu/quick_check.sh            # all steps
-#   bash benchmarks/gpu/quick_check.sh diag timing # some steps: diag pytest memcheck synccheck resources timing
+#   bash benchmarks/gpu/quick_check.sh diag timing # some steps: diag pytest memcheck synccheck resources timing phases
 #
 # Pure-Python dependencies the GPU image lacks (snntorch, nir, nirtorch, norse) come as wheels in
 # .whl/ (made by /work/shared/gpu/prepare-wheels.sh); they are unpacked into .site/ without a
@@ -35,7 +35,7 @@ else
 fi
 mkdir -p "$OUTDIR"
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(diag pytest memcheck synccheck resources timing)
+[ ${#steps[@]} -eq 0 ] && steps=(diag pytest memcheck synccheck resources timing phases)
 status=0
 {
     echo "# quick_check $(date -u +%FT%TZ) on ${gpu:-unknown GPU}"
@@ -108,11 +108,15 @@ for real, w, u in VARIANTS:
         run_step timing 200 "$PY" benchmarks/gpu/quick_timing.py --hidden 1024 --batches 1 16 128 --steps 200 \
             --activity 0.1 --budget-s 140 --out "$OUTDIR/timing.md" "${dry[@]}"
         ;;
+    phases)  # per-phase kernel times (CUDA events) per launch mode at H = 1024, B = 1 and 16: the
+             # figures the performance model of docs/guide/sparse_bptt.md predicts
+        run_step phases 90 bash -c "{ $PY benchmarks/gpu/phase_times.py --hidden 1024 --batch 1 --steps 100 ${dry[*]} && echo && $PY benchmarks/gpu/phase_times.py --hidden 1024 --batch 16 --steps 50 ${dry[*]}; } >$OUTDIR/phases.md"
+        ;;
     *)
-        echo "unknown step $step (diag pytest memcheck synccheck resources timing)"; status=1 ;;
+        echo "unknown step $step (diag pytest memcheck synccheck resources timing phases)"; status=1 ;;
     esac
 done
-for f in resources timing; do
+for f in resources timing phases; do
     if [ -s "$OUTDIR/$f.md" ]; then
         { echo; echo "## $f"; echo; cat "$OUTDIR/$f.md"; } >>"$OUTDIR/summary.md"
     elif [ "$f" = resources ] && grep -q '^|' "$OUTDIR/$f.log" 2>/dev/null; then

@@ -33,15 +33,30 @@ from ..functional import TRACE_DECAY
 from ._function import KernelConfig
 from ._sources import kernel_source, variant_options
 
-__all__ = ["CupyLauncher", "get_kernel", "module_options", "LAUNCH_MODES"]
+__all__ = ["CupyLauncher", "get_kernel", "module_options", "LAUNCH_MODES", "DENSE_MIN_BATCH", "DENSE_MIN_BATCH_BWD"]
 
 BLOCK = 256
 LAUNCH_MODES = ("auto", "persistent", "step")
-#: Batch size from which ``dense="auto"`` computes the recurrent products with cuBLAS
+#: Batch size from which ``dense="auto"`` computes the forward recurrent products with cuBLAS
 #: (per step) instead of per-sample gathers: with B samples at activity s nearly every
-#: row of W_hh^T is needed by some sample once B * s >~ 2 (tune on the device).
+#: row of W_hh^T is needed by some sample once B * s >~ 2 (a guess; tune on the device).
 DENSE_MIN_BATCH = 32
+#: The same switch for the backward recurrent product ``dy = q_t W_hh``. Its sparse form reads
+#: one row of W_hh^T per (sample, unit in G) and G (fired or inside the surrogate support) is
+#: typically 50-100 % of the units, so the per-sample rows cost B * |G| / H times the dense
+#: GEMM's weight traffic: dense wins at much smaller batches than in the forward. 8 is a guess
+#: from that byte count, to be measured on the device (benchmarks/gpu/quick_check.sh).
+DENSE_MIN_BATCH_BWD = 8
 _MODULES: Dict[Tuple[str, str, int, int], object] = {}
+#: Per-process caches of per-call host work (issue 16, item 3): device index -> (multiprocessor
+#: count, cooperative-launch support); (device, stream handle) -> CuPy ExternalStream;
+#: (kernel handle, SMs) -> co-resident blocks; (device, stream handle) -> grid-barrier counter
+#: (one per stream, so launches on different streams never share it; zeroed before each use,
+#: stream-ordered).
+_DEVICE_INFO: Dict[int, Tuple[int, int]] = {}
+_STREAMS: Dict[Tuple[int, int], object] = {}
+_CORESIDENT: Dict[Tuple[int, int], int] = {}
+_BARRIERS: Dict[Tuple[str, int], torch.Tensor] = {}
 #: Persistent variants that failed to launch in this process: key -> reason (no retry, one warning).
 _PERSISTENT_FAILED: Dict[tuple, str] = {}
 
@@ -78,10 +93,39 @@ def _ptr(x) -> np.uint64:
     return np.uint64(0 if x is None else x.data_ptr())
 
 
+class _Args:
+    """A kernel's ``(parameter name, value)`` list, built once per call; each launch copies it
+    and replaces only the arguments that change (the step range, the phases)."""
+
+    __slots__ = ("named", "_pos")
+
+    def __init__(self, named: list):
+        self.named = named
+        self._pos = {n: i for i, (n, _) in enumerate(named)}
+
+    def at(self, **changes) -> list:
+        out = list(self.named)
+        for name, value in changes.items():
+            out[self._pos[name]] = (name, value)
+        return out
+
+
+def _barrier(device: torch.device) -> torch.Tensor:
+    """The zeroed grid-barrier counter of the current stream on ``device`` (cached, re-zeroed)."""
+    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+    key = (str(device), int(stream))
+    buf = _BARRIERS.get(key)
+    if buf is None:
+        buf = _BARRIERS[key] = torch.zeros(1, dtype=torch.int32, device=device)
+    else:
+        buf.zero_()  # a memset on the same stream as the launch that follows
+    return buf
+
+
 def _launch(kern, grid: int, named: list, cooperative: bool = False) -> None:
     """Launch ``kern`` with ``grid`` blocks of :data:`BLOCK` threads on the current CuPy stream
     (``cuLaunchCooperativeKernel`` when ``cooperative``: all blocks co-resident)."""
-    args = tuple(v for _, v in named)
+    args = tuple([v for _, v in named])
     if cooperative:
         kern((grid,), (BLOCK,), args, enable_cooperative_groups=True)
     else:
@@ -106,7 +150,8 @@ class CupyLauncher:
             ``"auto"`` (persistent when the device supports cooperative launches).
             Environment override: ``SNNTORCH_EGRU_CUPY_LAUNCH``.
         dense: ``"auto"`` (dense recurrent products for batches of at least
-            :data:`DENSE_MIN_BATCH`), ``"on"`` or ``"off"``. Dense mode always
+            :data:`DENSE_MIN_BATCH` in the forward, :data:`DENSE_MIN_BATCH_BWD` in the
+            backward), ``"on"`` or ``"off"``. Dense mode always
             launches per step. Environment override: ``SNNTORCH_EGRU_CUPY_DENSE``.
     """
 
@@ -142,11 +187,16 @@ class CupyLauncher:
                 RuntimeWarning, stacklevel=4)
             return False
 
-    def _dense(self, B: int) -> bool:
+    def _dense(self, B: int, backward: bool = False) -> bool:
+        """Whether the recurrent products of this call run as dense GEMMs (cuBLAS) per step."""
         d = os.environ.get("SNNTORCH_EGRU_CUPY_DENSE", self.dense)
         if d not in ("auto", "on", "off"):
             raise ValueError(f"dense must be 'auto', 'on' or 'off', got {d!r}")
-        return d == "on" or (d == "auto" and B >= DENSE_MIN_BATCH)
+        from .. import sparse
+
+        if sparse._FORCE_DENSE:  # inside snntorch_egru.sparse.force_dense(): the bench's "dense EGRU"
+            return True
+        return d == "on" or (d == "auto" and B >= (DENSE_MIN_BATCH_BWD if backward else DENSE_MIN_BATCH))
 
     def _setup(self, ref: torch.Tensor, store: torch.dtype):
         cp = _cupy()
@@ -156,24 +206,32 @@ class CupyLauncher:
         mode = os.environ.get("SNNTORCH_EGRU_CUPY_LAUNCH", self.mode)
         if mode not in LAUNCH_MODES:
             raise ValueError(f"launch mode must be one of {LAUNCH_MODES}, got {mode!r}")
-        props = torch.cuda.get_device_properties(dev)
-        if mode == "auto":
+        info = _DEVICE_INFO.get(dev)
+        if info is None:  # device queries once per device and process
+            sms = torch.cuda.get_device_properties(dev).multi_processor_count
             try:
-                coop = cp.cuda.runtime.deviceGetAttribute(
-                    cp.cuda.runtime.cudaDevAttrCooperativeLaunch, dev)
+                coop = cp.cuda.runtime.deviceGetAttribute(cp.cuda.runtime.cudaDevAttrCooperativeLaunch, dev)
             except AttributeError:
                 coop = 1
-            mode = "persistent" if coop else "step"
-        with warnings.catch_warnings():  # ExternalStream is deprecated (not removed) in CuPy 14
-            warnings.simplefilter("ignore")
-            stream = cp.cuda.ExternalStream(torch.cuda.current_stream(dev).cuda_stream, dev)
-        return cp, dev, real, wstore, mode, props.multi_processor_count, stream
+            info = _DEVICE_INFO[dev] = (sms, int(coop))
+        if mode == "auto":
+            mode = "persistent" if info[1] else "step"
+        handle = int(torch.cuda.current_stream(dev).cuda_stream)
+        stream = _STREAMS.get((dev, handle))
+        if stream is None:
+            with warnings.catch_warnings():  # ExternalStream is deprecated (not removed) in CuPy 14
+                warnings.simplefilter("ignore")
+                stream = _STREAMS[(dev, handle)] = cp.cuda.ExternalStream(handle, dev)
+        return cp, dev, real, wstore, mode, info[0], stream
 
     @staticmethod
     def _coresident(kernel, sms: int) -> int:
-        cp = _cupy()
-        per_sm = cp.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(kernel.kernel.ptr, BLOCK, 0)
-        return max(1, per_sm) * sms
+        key = (int(kernel.kernel.ptr), sms)
+        if key not in _CORESIDENT:
+            cp = _cupy()
+            per_sm = cp.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(kernel.kernel.ptr, BLOCK, 0)
+            _CORESIDENT[key] = max(1, per_sm) * sms
+        return _CORESIDENT[key]
 
     def forward(self, cfg: KernelConfig, t: dict) -> None:
         gi = t["gi"]
@@ -184,40 +242,36 @@ class CupyLauncher:
         rt = np.float64 if real == "double" else np.float32
         nitems = B * ((H + units - 1) // units)
 
-        def args(t0: int, t1: int, barrier) -> list:  # (name, value) in kernel-parameter order
-            return [("gi", _ptr(gi)), ("whh_t", _ptr(t["whh_t"])), ("bhh", _ptr(t["bhh"])),
-                    ("theta", _ptr(t["theta"])), ("y0", _ptr(t["y0"])), ("c0", _ptr(t["c0"])),
-                    ("tr0", _ptr(t["tr0"])), ("zmask", _ptr(t["zmask"])), ("zo_p", rt(cfg.zoneout_p)),
-                    ("zo_keep", rt(1.0 - cfg.zoneout_p)), ("reset_mode", np.int32(cfg.reset_mode)),
-                    ("tr_decay", rt(TRACE_DECAY)), ("tr_gain", rt(1.0 - TRACE_DECAY)),
-                    ("y", _ptr(t["y"])), ("c", _ptr(t["c"])), ("o", _ptr(t["o"])), ("tr", _ptr(t["tr"])),
-                    ("s_r", _ptr(t["s_r"])), ("s_z", _ptr(t["s_z"])), ("s_n", _ptr(t["s_n"])),
-                    ("s_hn", _ptr(t["s_hn"])), ("T", np.int32(T)), ("B", np.int32(B)), ("H", np.int32(H)),
-                    ("t_begin", np.int32(t0)), ("t_end", np.int32(t1)), ("gh", _ptr(gh)),
-                    ("barrier", _ptr(barrier))]
+        gh = gi.new_empty((B, H3)) if self._dense(B) else None
+        args = _Args([
+            ("gi", _ptr(gi)), ("whh_t", _ptr(t["whh_t"])), ("bhh", _ptr(t["bhh"])), ("theta", _ptr(t["theta"])),
+            ("y0", _ptr(t["y0"])), ("c0", _ptr(t["c0"])), ("tr0", _ptr(t["tr0"])), ("zmask", _ptr(t["zmask"])),
+            ("zo_p", rt(cfg.zoneout_p)), ("zo_keep", rt(1.0 - cfg.zoneout_p)),
+            ("reset_mode", np.int32(cfg.reset_mode)), ("tr_decay", rt(TRACE_DECAY)),
+            ("tr_gain", rt(1.0 - TRACE_DECAY)), ("y", _ptr(t["y"])), ("c", _ptr(t["c"])), ("o", _ptr(t["o"])),
+            ("tr", _ptr(t["tr"])), ("s_r", _ptr(t["s_r"])), ("s_z", _ptr(t["s_z"])), ("s_n", _ptr(t["s_n"])),
+            ("s_hn", _ptr(t["s_hn"])), ("T", np.int32(T)), ("B", np.int32(B)), ("H", np.int32(H)),
+            ("t_begin", np.int32(0)), ("t_end", np.int32(T)), ("gh", _ptr(gh)), ("barrier", _ptr(None))])
 
-        gh = None
         with cp.cuda.Device(dev), stream:
-            if self._dense(B):
+            if gh is not None:  # dense mode
                 kern = self._kernel("egru_forward", real, wstore, units)
                 w = t["whh_t"].to(gi.dtype)  # [H, 3H]
-                gh = gi.new_empty((B, H3))
                 for step in range(T):
                     torch.mm(t["y0"] if step == 0 else t["y"][step - 1], w, out=gh)  # same stream
-                    self._run(kern, nitems, args(step, step + 1, None))
+                    self._run(kern, nitems, args.at(t_begin=np.int32(step), t_end=np.int32(step + 1)))
                 return
 
             def persistent() -> None:
                 kern = self._kernel("egru_forward", real, wstore, units)
                 grid = min(nitems, self._coresident(kern, sms))
-                barrier = torch.zeros(1, dtype=torch.int32, device=gi.device)
-                self._run(kern, grid, args(0, T, barrier), cooperative=True)
+                self._run(kern, grid, args.at(barrier=_ptr(_barrier(gi.device))), cooperative=True)
 
             if mode == "persistent" and self._persistent(("egru_forward", dev, real, wstore, units), persistent):
                 return
             kern = self._kernel("egru_forward", real, wstore, units)
             for step in range(T):
-                self._run(kern, nitems, args(step, step + 1, None))
+                self._run(kern, nitems, args.at(t_begin=np.int32(step), t_end=np.int32(step + 1)))
 
     def backward(self, cfg: KernelConfig, t: dict) -> None:
         y = t["y"]
@@ -225,26 +279,29 @@ class CupyLauncher:
         cp, dev, real, wstore, mode, sms, stream = self._setup(y, t["whh_t"].dtype)
         rt = np.float64 if real == "double" else np.float32
         nitems1 = B * ((H + BLOCK - 1) // BLOCK)
-        nblocks2 = min((B * H + BLOCK // 32 - 1) // (BLOCK // 32), 65535)
+        nblocks2 = min(B * ((H + BLOCK // 32 - 1) // (BLOCK // 32)), 65535)  # items (b, tile of 8 rows)
 
-        def args(t0: int, t1: int, phases: int, barrier) -> list:  # (name, value) in parameter order
-            named = [("whh_t", _ptr(t["whh_t"])), ("theta", _ptr(t["theta"])), ("c0", _ptr(t["c0"])),
-                     ("zmask", _ptr(t["zmask"])), ("zo_p", rt(cfg.zoneout_p)), ("zo_keep", rt(1.0 - cfg.zoneout_p)),
-                     ("reset_mode", np.int32(cfg.reset_mode)), ("gamma", rt(cfg.gamma)), ("eps", rt(cfg.eps)),
-                     ("tr_decay", rt(TRACE_DECAY)), ("tr_gain", rt(1.0 - TRACE_DECAY))]
-            named += [(k, _ptr(t[k])) for k in ("y", "c", "o", "s_r", "s_z", "s_n", "s_hn", "g_y", "g_c", "g_o",
-                                                 "g_tr", "ga", "gqn", "dy", "dc", "tb", "dth")]
-            named += [("T", np.int32(T)), ("B", np.int32(B)), ("H", np.int32(H)), ("t_begin", np.int32(t0)),
-                      ("t_end", np.int32(t1)), ("phases", np.int32(phases)), ("barrier", _ptr(barrier))]
-            return named
+        named = [("whh_t", _ptr(t["whh_t"])), ("theta", _ptr(t["theta"])), ("c0", _ptr(t["c0"])),
+                 ("zmask", _ptr(t["zmask"])), ("zo_p", rt(cfg.zoneout_p)), ("zo_keep", rt(1.0 - cfg.zoneout_p)),
+                 ("reset_mode", np.int32(cfg.reset_mode)), ("gamma", rt(cfg.gamma)), ("eps", rt(cfg.eps)),
+                 ("tr_decay", rt(TRACE_DECAY)), ("tr_gain", rt(1.0 - TRACE_DECAY))]
+        named += [(k, _ptr(t[k])) for k in ("y", "c", "o", "s_r", "s_z", "s_n", "s_hn", "g_y", "g_c", "g_o",
+                                             "g_tr", "ga", "gqn", "dy", "dc", "tb", "dth")]
+        named += [("T", np.int32(T)), ("B", np.int32(B)), ("H", np.int32(H)), ("t_begin", np.int32(T)),
+                  ("t_end", np.int32(0)), ("phases", np.int32(3)), ("barrier", _ptr(None))]
+        args = _Args(named)
+        one, two = np.int32(1), np.int32(2)
+
+        def step_args(step: int, phases: np.int32) -> list:
+            return args.at(t_begin=np.int32(step + 1), t_end=np.int32(step), phases=phases)
 
         with cp.cuda.Device(dev), stream:
-            if self._dense(B):
+            if self._dense(B, backward=True):
                 kern = self._kernel("egru_backward", real, wstore, 32)
                 w = t["whh_t"].to(y.dtype)  # [H, 3H] = W_eff^T
                 w_rz, w_n = w[:, :2 * H].t(), w[:, 2 * H:].t()
                 for step in range(T - 1, -1, -1):
-                    self._run(kern, nitems1, args(step + 1, step, 1, None))
+                    self._run(kern, nitems1, step_args(step, one))
                     if step >= 1:  # dy = q_t W_eff with q_t = [a_r, a_z | q_n]
                         torch.mm(t["ga"][step, :, :2 * H], w_rz, out=t["dy"])
                         t["dy"].addmm_(t["gqn"][step], w_n)
@@ -253,13 +310,12 @@ class CupyLauncher:
             def persistent() -> None:
                 kern = self._kernel("egru_backward", real, wstore, 32)
                 grid = min(max(nitems1, nblocks2), self._coresident(kern, sms))
-                barrier = torch.zeros(1, dtype=torch.int32, device=y.device)
-                self._run(kern, grid, args(T, 0, 3, barrier), cooperative=True)
+                self._run(kern, grid, args.at(barrier=_ptr(_barrier(y.device))), cooperative=True)
 
             if mode == "persistent" and self._persistent(("egru_backward", dev, real, wstore, 32), persistent):
                 return
             kern = self._kernel("egru_backward", real, wstore, 32)
             for step in range(T - 1, -1, -1):
-                self._run(kern, nitems1, args(step + 1, step, 1, None))
+                self._run(kern, nitems1, step_args(step, one))
                 if step >= 1:
-                    self._run(kern, nblocks2, args(step + 1, step, 2, None))
+                    self._run(kern, nblocks2, step_args(step, two))

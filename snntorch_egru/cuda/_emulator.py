@@ -1,18 +1,18 @@
 """A PyTorch emulation of the CUDA kernels' index scheme (runs on any device).
 
-Each function mirrors one kernel of ``kernels/`` statement by statement, with
+Each function mirrors one phase of the kernels in ``snntorch_egru/cuda/kernels/``, with
 the per-thread work of one block vectorised over its threads: the grid-stride
 loop over items, the (k-group, unit) thread layout, the tiled ballot/prefix-sum
 compaction of the active inputs, the per-k-group accumulation order and the
 fixed-order reductions, the carried buffers of the backward and the
-warp-per-(sample, unit) recurrent product with its lane-strided partial sums and
-xor-butterfly reduction. Launch geometry (grid, block, units, tile) is a
+recurrent product of the in-G rows with the partial sums of the kernel's scalar path
+and its xor-butterfly reduction. Launch geometry (grid, block, units, tile) is a
 parameter so that small tests exercise several chunks, tiles and k-groups.
 
 It is slow (Python loops over steps, blocks and items) and tests the *algorithm*
 of the kernels, never the ``.cu`` files themselves: those are executed on the CPU
 by the C++ harness in ``tests/harness`` (``tests/test_kernel_harness.py``), which
-compiles ``kernels/*.cu`` unchanged and runs them through the real launcher.
+compiles the ``.cu`` files unchanged and runs them through the real launcher.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ def block_compact(src: torch.Tensor, gbase: int, block: int, tile: int):
     s_idx = torch.full((tile,), -1, dtype=torch.long)
     s_val = src.new_zeros(tile)
     total = 0
-    lane = torch.arange(block) % 32
     warp = torch.arange(block) // 32
     for off in range(0, n, block):
         k = off + torch.arange(block)
@@ -67,177 +66,158 @@ class EmulatorLauncher:
     tile: int = 2048
     dense: bool = False  # mirrors the launcher's dense mode (cuBLAS recurrent products)
 
+    # ------------------------------------------------------------------ forward
     def forward(self, cfg: KernelConfig, t: dict) -> None:
-        gi, w, bhh, theta = t["gi"], t["whh_t"], t["bhh"], t["theta"]
-        y0, c0, tr0, zmask = t["y0"], t["c0"], t["tr0"], t["zmask"]
-        y, c, o, tr = t["y"], t["c"], t["o"], t["tr"]
-        T, B, H3 = gi.shape
+        T, B, H3 = t["gi"].shape
         H = H3 // 3
-        real = gi.dtype
-        block, units = self.block, self.units
-        ksplit = block // units
-        assert block % units == 0 and units % 32 == 0
+        units = self.units
+        assert self.block % units == 0 and units % 32 == 0
         nchunk = (H + units - 1) // units
-        nitems = B * nchunk
-        tid = torch.arange(block)
-        u, g = tid % units, tid // units
-        wr = w.to(real)  # the kernel converts each stored weight on load (wload)
-        zo_p, zo_keep = cfg.zoneout_p, 1.0 - cfg.zoneout_p
+        wr = t["whh_t"].to(t["gi"].dtype)  # the kernel converts each stored weight on load (wload)
         for step in range(T):
-            for blk in range(self.grid):
-                for item in range(blk, nitems, self.grid):
+            for blk in range(self.grid):  # grid-stride loop over the items (b, chunk)
+                for item in range(blk, B * nchunk, self.grid):
                     b, chunk = divmod(item, nchunk)
-                    i = chunk * units + u
-                    valid = i < H
-                    ic = i.clamp(max=H - 1)
-                    yprev = y0[b] if step == 0 else y[step - 1, b]
-                    acc = torch.zeros(3, block, dtype=real)
-                    for base in range(0, H if not self.dense else 0, self.tile):
-                        ln = min(self.tile, H - base)
-                        s_idx, s_val, count = block_compact(yprev[base:base + ln], base, block, self.tile)
-                        # thread (g, u) visits k = g, g + KSPLIT, ... (m = 0, 1, ...): all
-                        # products at once, then added in the kernel's order m = 0, 1, ...
-                        n_m = (count + ksplit - 1) // ksplit
-                        if n_m == 0:
-                            continue
-                        k = g.unsqueeze(0) + ksplit * torch.arange(n_m).unsqueeze(1)  # [M, block]
-                        act = valid & (k < count)
-                        kk = k.clamp(max=count - 1)
-                        v = torch.where(act, s_val[kk], torch.zeros((), dtype=real))
-                        cols = torch.stack([ic, H + ic, 2 * H + ic])  # [3, block]
-                        wv = wr[s_idx[kk].unsqueeze(0), cols.unsqueeze(1)]  # [3, M, block]
-                        prod = v.unsqueeze(0) * wv
-                        for m in range(n_m):
-                            acc += prod[:, m]
-                    # fixed-order reduction over k-groups, done by k-group 0
-                    red = acc.view(3, ksplit, units)
-                    h = torch.zeros(3, units, dtype=real)
-                    for gg in range(ksplit):
-                        h += red[:, gg]
+                    yprev = t["y0"][b] if step == 0 else t["y"][step - 1, b]
                     ii = chunk * units + torch.arange(units)
                     ok = ii < H
-                    ii = ii[ok]
-                    h = h[:, ok]
-                    if self.dense:  # gh = y_{t-1} W_hh^T computed by the host for the whole batch
-                        gh = yprev @ w.to(real)
-                        h = torch.stack([gh[ii], gh[H + ii], gh[2 * H + ii]])
-                    if bhh is not None:
-                        h = h + torch.stack([bhh[ii], bhh[H + ii], bhh[2 * H + ii]])
-                    hr, hz, hn = h
-                    r = torch.sigmoid(gi[step, b, ii] + hr)
-                    z = torch.sigmoid(gi[step, b, H + ii] + hz)
-                    n = torch.tanh(gi[step, b, 2 * H + ii] + r * hn)
-                    cp = c0[b, ii] if step == 0 else c[step - 1, b, ii]
-                    tp = tr0[b, ii] if step == 0 else tr[step - 1, b, ii]
-                    ch = n + z * (cp - n)
-                    if zmask is not None:
-                        ch = cp + zmask[step, b, ii] * (ch - cp)
-                    elif zo_p > 0:
-                        ch = zo_p * cp + zo_keep * ch
-                    th = theta[ii]
-                    ov = (ch - th > 0).to(real)
-                    yv = ov * ch
-                    if cfg.reset_mode == 0:
-                        cv = ch - ov * th
-                    elif cfg.reset_mode == 1:
-                        cv = ch * (1 - ov)
-                    else:
-                        cv = ch
-                    y[step, b, ii], c[step, b, ii], o[step, b, ii] = yv, cv, ov
-                    tr[step, b, ii] = TRACE_DECAY * tp + _GAIN * yv
-                    if t["s_r"] is not None:
-                        t["s_r"][step, b, ii], t["s_z"][step, b, ii] = r, z
-                        t["s_n"][step, b, ii], t["s_hn"][step, b, ii] = n, hn
+                    h = (yprev @ wr).view(3, H)[:, ii[ok]] if self.dense else self._gather(yprev, wr, chunk)[:, ok]
+                    _forward_pointwise(cfg, t, step, b, ii[ok], h)
 
+    def _gather(self, yprev: torch.Tensor, wr: torch.Tensor, chunk: int) -> torch.Tensor:
+        """``[3, units]`` recurrent sums of one item: compaction tiles, then k-group g of thread
+        (g, u) visits the active inputs k = g, g + KSPLIT, ... in order; k-groups added in order."""
+        H = yprev.numel()
+        block, units = self.block, self.units
+        ksplit = block // units
+        tid = torch.arange(block)
+        u, g = tid % units, tid // units
+        i = chunk * units + u
+        valid, ic = i < H, i.clamp(max=H - 1)
+        acc = torch.zeros(3, block, dtype=wr.dtype)
+        for base in range(0, H, self.tile):
+            s_idx, s_val, count = block_compact(yprev[base:base + min(self.tile, H - base)], base, block, self.tile)
+            n_m = (count + ksplit - 1) // ksplit
+            if n_m == 0:
+                continue
+            k = g.unsqueeze(0) + ksplit * torch.arange(n_m).unsqueeze(1)  # [M, block]
+            kk = k.clamp(max=count - 1)
+            v = torch.where(valid & (k < count), s_val[kk], torch.zeros((), dtype=wr.dtype))
+            cols = torch.stack([ic, H + ic, 2 * H + ic])  # [3, block]
+            prod = v.unsqueeze(0) * wr[s_idx[kk].unsqueeze(0), cols.unsqueeze(1)]  # [3, M, block]
+            for m in range(n_m):  # the kernel's order m = 0, 1, ...
+                acc += prod[:, m]
+        red = acc.view(3, ksplit, units)
+        h = torch.zeros(3, units, dtype=wr.dtype)
+        for gg in range(ksplit):  # fixed-order reduction over k-groups, done by k-group 0
+            h += red[:, gg]
+        return h
+
+    # ------------------------------------------------------------------ backward
     def backward(self, cfg: KernelConfig, t: dict) -> None:
-        w, theta, c0, zmask = t["whh_t"], t["theta"], t["c0"], t["zmask"]
-        y, c, o = t["y"], t["c"], t["o"]
-        ga, gqn, dy, dc, tb, dth = t["ga"], t["gqn"], t["dy"], t["dc"], t["tb"], t["dth"]
-        T, B, H = y.shape
-        real = y.dtype
-        block = self.block
-        nchunk = (H + block - 1) // block
-        nitems = B * nchunk
-        zo_p, zo_keep = cfg.zoneout_p, 1.0 - cfg.zoneout_p
-        gamma, eps = cfg.gamma, cfg.eps
-        zero = torch.zeros((), dtype=real)
-
-        def up(name, step, b, ii):
-            g = t[name]
-            return zero if g is None else g[step, b, ii]
-
+        T, B, H = t["y"].shape
+        nchunk = (H + self.block - 1) // self.block
         for step in range(T - 1, -1, -1):
-            # phase 1: thread per (b, i)
-            for blk in range(self.grid):
-                for item in range(blk, nitems, self.grid):
+            for blk in range(self.grid):  # phase 1: thread per (b, i), grid-stride over (b, chunk)
+                for item in range(blk, B * nchunk, self.grid):
                     b, chunk = divmod(item, nchunk)
-                    ii = chunk * block + torch.arange(block)
-                    ii = ii[ii < H]
-                    th = theta[ii]
-                    ov = o[step, b, ii]
-                    ch = torch.where(ov != 0, y[step, b, ii], c[step, b, ii])
-                    v = ch - th
-                    lin = 1 - eps * v.abs()
-                    psi = torch.where(lin > 0, gamma * lin, zero)
-                    tbar = up("g_tr", step, b, ii) + TRACE_DECAY * tb[b, ii]
-                    tb[b, ii] = tbar
-                    Y = up("g_y", step, b, ii) + dy[b, ii] + _GAIN * tbar
-                    C = up("g_c", step, b, ii) + dc[b, ii]
-                    if cfg.reset_mode == 0:
-                        ko, kc = -th, torch.ones_like(ch)
-                    elif cfg.reset_mode == 1:
-                        ko, kc = -ch, 1 - ov
-                    else:
-                        ko, kc = torch.zeros_like(ch), torch.ones_like(ch)
-                    Ob = up("g_o", step, b, ii) + ch * Y + ko * C
-                    S = psi * Ob
-                    dtheta = -S
-                    if cfg.reset_mode == 0:
-                        dtheta = dtheta - ov * C
-                    dth[b, ii] += dtheta
-                    Chat = ov * Y + S + kc * C
-                    if zmask is not None:
-                        m = zmask[step, b, ii]
-                        Chat0, dcp = m * Chat, (1 - m) * Chat
-                    elif zo_p > 0:
-                        Chat0, dcp = zo_keep * Chat, zo_p * Chat
-                    else:
-                        Chat0, dcp = Chat, torch.zeros_like(Chat)
-                    r, z = t["s_r"][step, b, ii], t["s_z"][step, b, ii]
-                    n, hn = t["s_n"][step, b, ii], t["s_hn"][step, b, ii]
-                    cp = c0[b, ii] if step == 0 else c[step - 1, b, ii]
-                    dc[b, ii] = dcp + z * Chat0
-                    nb = (1 - z) * Chat0
-                    zb = (cp - n) * Chat0
-                    an = (1 - n * n) * nb
-                    rb = hn * an
-                    ar = r * (1 - r) * rb
-                    az = z * (1 - z) * zb
-                    ga[step, b, ii], ga[step, b, H + ii], ga[step, b, 2 * H + ii] = ar, az, an
-                    gqn[step, b, ii] = r * an
+                    ii = chunk * self.block + torch.arange(self.block)
+                    _backward_pointwise(cfg, t, step, b, ii[ii < H])
             if step >= 1 and self.dense:  # host GEMMs instead of phase 2
-                w_eff = w.to(real).t()
-                dy.copy_(ga[step, :, :2 * H] @ w_eff[:2 * H] + gqn[step] @ w_eff[2 * H:])
-            # phase 2: warp per (b, j), grid-stride over the B * H pairs
+                w_eff = t["whh_t"].to(t["y"].dtype).t()
+                t["dy"].copy_(t["ga"][step, :, :2 * H] @ w_eff[:2 * H] + t["gqn"][step] @ w_eff[2 * H:])
             elif step >= 1:
-                pairs = torch.arange(B * H)  # grid-stride: pair p is handled by warp p % (grid * warps)
-                bb, jj = pairs // H, pairs % H
-                ov = o[step - 1, bb, jj]
-                ch = torch.where(ov != 0, y[step - 1, bb, jj], c[step - 1, bb, jj])
-                lin = 1 - eps * (ch - theta[jj]).abs()
-                in_g = (ov != 0) | ((gamma > 0) & (lin > 0))
-                H3 = 3 * H
-                nblk = (H3 + 31) // 32
-                q = torch.zeros(B, nblk * 32, dtype=real)
-                q[:, :2 * H] = ga[step, :, :2 * H]  # q_t = [a_r, a_z | q_n]
-                q[:, 2 * H:H3] = gqn[step]
-                wt = torch.zeros(H, nblk * 32, dtype=real)
-                wt[:, :H3] = w.to(real)
-                lanes = torch.zeros(B * H, 32, dtype=real)
-                for kb in range(nblk):  # lane l sums k = l, l + 32, ... in increasing order
-                    sl = slice(kb * 32, kb * 32 + 32)
-                    lanes += q[bb, sl] * wt[jj, sl]
-                for off in (16, 8, 4, 2, 1):  # __shfl_xor_sync butterfly
-                    lanes = lanes + lanes[:, torch.arange(32) ^ off]
-                acc = torch.where(in_g, lanes[:, 0], zero)
-                dy.view(-1)[:] = acc
+                t["dy"].copy_(_recurrent_dy(cfg, t, step))
+
+
+def _forward_pointwise(cfg: KernelConfig, t: dict, step: int, b: int, ii: torch.Tensor, h: torch.Tensor) -> None:
+    """k-group 0 of one forward item: gates, threshold, reset, zoneout, trace of units ``ii``."""
+    gi, H = t["gi"], t["y"].shape[2]
+    if t["bhh"] is not None:
+        h = h + t["bhh"].view(3, H)[:, ii]
+    hr, hz, hn = h
+    r = torch.sigmoid(gi[step, b, ii] + hr)
+    z = torch.sigmoid(gi[step, b, H + ii] + hz)
+    n = torch.tanh(gi[step, b, 2 * H + ii] + r * hn)
+    cp = t["c0"][b, ii] if step == 0 else t["c"][step - 1, b, ii]
+    tp = t["tr0"][b, ii] if step == 0 else t["tr"][step - 1, b, ii]
+    ch = n + z * (cp - n)
+    if t["zmask"] is not None:
+        ch = cp + t["zmask"][step, b, ii] * (ch - cp)
+    elif cfg.zoneout_p > 0:
+        ch = cfg.zoneout_p * cp + (1.0 - cfg.zoneout_p) * ch
+    th = t["theta"][ii]
+    ov = (ch - th > 0).to(ch.dtype)
+    yv = ov * ch
+    cv = {0: ch - ov * th, 1: ch * (1 - ov)}.get(cfg.reset_mode, ch)
+    t["y"][step, b, ii], t["c"][step, b, ii], t["o"][step, b, ii] = yv, cv, ov
+    t["tr"][step, b, ii] = TRACE_DECAY * tp + _GAIN * yv
+    if t["s_r"] is not None:
+        t["s_r"][step, b, ii], t["s_z"][step, b, ii] = r, z
+        t["s_n"][step, b, ii], t["s_hn"][step, b, ii] = n, hn
+
+
+def _backward_pointwise(cfg: KernelConfig, t: dict, step: int, b: int, ii: torch.Tensor) -> None:
+    """Phase 1 for units ``ii`` of sample ``b``: carries, gate gradients, threshold gradient."""
+    y, c, o, H = t["y"], t["c"], t["o"], t["y"].shape[2]
+    zero = torch.zeros((), dtype=y.dtype)
+
+    def up(name):
+        return zero if t[name] is None else t[name][step, b, ii]
+
+    th, ov = t["theta"][ii], o[step, b, ii]
+    ch = torch.where(ov != 0, y[step, b, ii], c[step, b, ii])
+    lin = 1 - cfg.eps * (ch - th).abs()
+    psi = torch.where(lin > 0, cfg.gamma * lin, zero)
+    tbar = up("g_tr") + TRACE_DECAY * t["tb"][b, ii]
+    t["tb"][b, ii] = tbar
+    Y = up("g_y") + t["dy"][b, ii] + _GAIN * tbar
+    C = up("g_c") + t["dc"][b, ii]
+    ko, kc = {0: (-th, 1.0), 1: (-ch, 1 - ov)}.get(cfg.reset_mode, (zero, 1.0))
+    S = psi * (up("g_o") + ch * Y + ko * C)
+    t["dth"][b, ii] += -S - ov * C if cfg.reset_mode == 0 else -S
+    Chat = ov * Y + S + kc * C
+    if t["zmask"] is not None:
+        m = t["zmask"][step, b, ii]
+        Chat0, dcp = m * Chat, (1 - m) * Chat
+    elif cfg.zoneout_p > 0:
+        Chat0, dcp = (1.0 - cfg.zoneout_p) * Chat, cfg.zoneout_p * Chat
+    else:
+        Chat0, dcp = Chat, torch.zeros_like(Chat)
+    r, z = t["s_r"][step, b, ii], t["s_z"][step, b, ii]
+    n, hn = t["s_n"][step, b, ii], t["s_hn"][step, b, ii]
+    cp = t["c0"][b, ii] if step == 0 else c[step - 1, b, ii]
+    t["dc"][b, ii] = dcp + z * Chat0
+    an = (1 - n * n) * ((1 - z) * Chat0)
+    ar = r * (1 - r) * (hn * an)
+    az = z * (1 - z) * ((cp - n) * Chat0)
+    t["ga"][step, b, ii], t["ga"][step, b, H + ii], t["ga"][step, b, 2 * H + ii] = ar, az, an
+    t["gqn"][step, b, ii] = r * an
+
+
+def _recurrent_dy(cfg: KernelConfig, t: dict, step: int, depth: int = 2) -> torch.Tensor:
+    """Phase 2: ``dy[b, j] = q_t[b] . W_eff^T[j]`` for (b, j) in G_{t-1}, else 0. Order of the
+    kernel's scalar path: lane l, partial d sums k = l + 32 d + 32 depth m (m = 0, 1, ...), the
+    partials are added in order, then the lanes by the xor butterfly."""
+    y, c, o, theta = t["y"], t["c"], t["o"], t["theta"]
+    T, B, H = y.shape
+    real = y.dtype
+    ov, yp, cp = o[step - 1], y[step - 1], c[step - 1]
+    ch = torch.where(ov != 0, yp, cp)
+    in_g = (ov != 0) | ((cfg.gamma > 0) & (1 - cfg.eps * (ch - theta).abs() > 0))  # [B, H]
+    H3, span = 3 * H, 32 * depth
+    nblk = (H3 + span - 1) // span
+    q = torch.zeros(B, nblk * span, dtype=real)
+    q[:, :2 * H], q[:, 2 * H:H3] = t["ga"][step, :, :2 * H], t["gqn"][step]  # q_t = [a_r, a_z | q_n]
+    w = torch.zeros(H, nblk * span, dtype=real)
+    w[:, :H3] = t["whh_t"].to(real)
+    q, w = q.view(B, 1, nblk, depth, 32), w.view(1, H, nblk, depth, 32)
+    part = torch.zeros(B, H, depth, 32, dtype=real)  # [b, j, partial d, lane]
+    for m in range(nblk):
+        part += q[:, :, m] * w[:, :, m]
+    lanes = part[:, :, 0]
+    for d in range(1, depth):
+        lanes = lanes + part[:, :, d]
+    for off in (16, 8, 4, 2, 1):  # __shfl_xor_sync butterfly
+        lanes = lanes + lanes[..., torch.arange(32) ^ off]
+    return torch.where(in_g, lanes[..., 0], torch.zeros((), dtype=real))

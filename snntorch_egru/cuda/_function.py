@@ -18,7 +18,6 @@ from typing import Any, Optional, Protocol
 import torch
 
 from .._checks import RESET_CODES
-from ..functional import TRACE_DECAY
 
 __all__ = ["KernelConfig", "Launcher", "EGRUKernelFunction", "RESET_CODES", "check_tensor", "kernel_forward",
            "kernel_backward"]
@@ -174,6 +173,9 @@ class EGRUKernelFunction(torch.autograd.Function):
         needs_grad = any(ctx.needs_input_grad[:9])
         t = kernel_forward(launcher, cfg, x, y0, c0, tr0, w_ih, w_eff, b_ih, b_hh, theta, zo_mask, needs_grad)
         ctx.cfg, ctx.launcher = cfg, launcher
+        # outputs that get no gradient arrive as None (the kernels take null upstream gradients)
+        # instead of three materialised [T, B, H] zero tensors
+        ctx.set_materialize_grads(False)
         ctx.dtypes = [None if a is None else a.dtype for a in (x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta)]
         ctx.real, ctx.T, ctx.B, ctx.H = real, T, B, H
         if needs_grad:

@@ -1,9 +1,7 @@
-"""Locating and preparing the CUDA C sources in ``kernels/``.
+"""Locating and preparing the CUDA C sources in ``snntorch_egru/cuda/kernels/``.
 
-The sources live in the repository's top-level ``kernels/`` directory, which is
-reached from the package through the symlink ``snntorch_egru/cuda/kernels``
-and shipped as its package data (see ``pyproject.toml``), so they are found
-from a wheel and from an editable install alike.
+The sources are ordinary files of the package (package data, see ``pyproject.toml``),
+found next to this module in a source tree, an editable install and an installed wheel alike.
 """
 
 from __future__ import annotations
@@ -25,17 +23,13 @@ VARIANTS: List[Tuple[str, int, int]] = [
 
 def kernel_dir() -> Path:
     """Directory holding the ``.cu`` / ``.cuh`` sources (installed or in the source tree)."""
-    here = Path(__file__).resolve().parent
-    # installed wheel: package data snntorch_egru/cuda/kernels/; source tree / editable
-    # install: the symlink snntorch_egru/cuda/kernels -> ../../kernels, or kernels/ itself.
-    for d in (Path(__file__).parent / "kernels", here.parents[1] / "kernels"):
-        if (d / "egru_forward.cu").is_file():
-            return d
-    raise FileNotFoundError(
-        "the EGRU CUDA kernel sources (egru_forward.cu, egru_backward.cu) were not found in the "
-        "installed package (snntorch_egru/cuda/kernels) nor in the source tree's kernels/ directory; "
-        "reinstall snntorch-egru"
-    )
+    d = Path(__file__).resolve().parent / "kernels"
+    missing = [n for n in ("egru_common.cuh", "egru_forward.cu", "egru_backward.cu") if not (d / n).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"the EGRU CUDA kernel sources {missing} were not found in {d} (package data of "
+            "snntorch_egru.cuda); the installation is incomplete: reinstall snntorch-egru")
+    return d
 
 
 def kernel_files() -> List[Path]:
@@ -47,7 +41,7 @@ _CACHE: Dict[str, str] = {}
 
 
 def kernel_source(name: str) -> str:
-    """Source of ``kernels/<name>`` with local ``#include "..."`` files inlined (once each).
+    """Source of ``snntorch_egru/cuda/kernels/<name>`` with local ``#include "..."`` files inlined (once each).
 
     Inlining makes the text self-contained (no include path for NVRTC) and makes
     CuPy's on-disk cache key cover the headers too.

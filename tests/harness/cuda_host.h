@@ -1,5 +1,5 @@
 // CPU execution harness for the EGRU CUDA kernels: the CUDA built-ins the kernels use,
-// for compiling kernels/*.cu UNCHANGED as C++20 with g++/clang++ (one OS thread per
+// for compiling snntorch_egru/cuda/kernels/*.cu UNCHANGED as C++20 with g++/clang++ (one OS thread per
 // CUDA thread). Included before the kernel sources by host_runtime.cpp; the kernels'
 // inline-PTX helpers take their host bodies from egru_common.cuh under EGRU_HOST_BUILD.
 //

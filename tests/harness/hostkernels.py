@@ -1,7 +1,7 @@
 """Builder, ctypes binding and launcher of the host-compiled CUDA kernels.
 
 * :func:`find_cxx` -- a C++20 compiler (``$CXX``, ``g++``, ``clang++``) or ``None``;
-* :func:`build` -- compiles ``host_runtime.cpp`` with ``kernels/*.cu`` for one variant
+* :func:`build` -- compiles ``host_runtime.cpp`` with ``snntorch_egru/cuda/kernels/*.cu`` for one variant
   (``EGRU_REAL``/``EGRU_WSTORE``/``EGRU_UNITS``, optional sanitizer), cached under
   ``build/egru-host/`` (git-ignored) by a hash of every source, flag and the compiler version;
 * :class:`HostKernels` -- the shared library (``egru_host_launch``);
@@ -16,7 +16,6 @@ import contextlib
 import ctypes
 import hashlib
 import os
-import re
 import shutil
 import struct
 import subprocess
@@ -34,7 +33,7 @@ from snntorch_egru.cuda import _cupy
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-KERNELS = ROOT / "kernels"
+KERNELS = ROOT / "snntorch_egru" / "cuda" / "kernels"
 SLOTS = 8  # co-resident blocks of the host build (EGRU_HOST_SLOTS)
 SANITIZERS = {
     None: [],
@@ -168,16 +167,9 @@ def build(real: str = "double", wstore: int = 0, units: int = 32, *, sanitize: O
 def kernel_params(name: str, kernels: Optional[Path] = None) -> List[Tuple[str, str]]:
     """``(name, kind)`` of every parameter of ``extern "C" __global__`` kernel ``name``,
     kind ``ptr`` / ``int`` / ``real``, parsed from the ``.cu`` source."""
-    src = ((Path(kernels) if kernels else KERNELS) / f"{name}.cu").read_text()
-    sig = src[src.index(f"\n{name}(") + len(name) + 2:]
-    sig = sig[:sig.index(") {")]
-    sig = re.sub(r"//[^\n]*", "", sig)
-    params = []
-    for p in sig.split(","):
-        toks = p.replace("*", " * ").split()
-        kind = "ptr" if "*" in toks else ("int" if "int" in toks else "real")
-        params.append((toks[-1], kind))
-    return params
+    from kernel_cases import kernel_params as parse
+
+    return parse(name, ((Path(kernels) if kernels else KERNELS) / f"{name}.cu").read_text())
 
 
 class HostLaunchRefused(RuntimeError):
@@ -262,7 +254,7 @@ class HostLauncher(_cupy.CupyLauncher):
         sms: multiprocessor count reported to the launcher (drives ``_choose_units``).
         coresident: co-resident block limit reported to the launcher (grid cap of persistent
             launches; above :data:`SLOTS` the cooperative launch fails like on a GPU).
-        kernels: directory of the kernel sources (default: the repository's ``kernels/``).
+        kernels: directory of the kernel sources (default: the package's ``snntorch_egru/cuda/kernels/``).
         sanitize: ``None``, or build the shared library with ``"address"`` (needs the ASan
             runtime preloaded; use the replay executable instead).
         record: directory; every launch is also written there (inputs and outputs of every

@@ -1,5 +1,5 @@
 """Injected kernel bugs for the mutation test: each is one exact text edit of a COPY of
-``kernels/`` (the edit must match exactly once, so a changed kernel makes the test fail
+``snntorch_egru/cuda/kernels/`` (the edit must match exactly once, so a changed kernel makes the test fail
 loudly instead of silently testing nothing)."""
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ MUTANTS = [
            "            s_red[2 * EGRU_BLOCK + tid] = acc_n;\n", "tsan"),
     Mutant("no_phase_grid_barrier", "egru_backward.cu",
            "        if (barrier != 0) grid_barrier(barrier, ++nbar);\n", "\n", "tsan"),
+    Mutant("no_staging_barrier", "egru_backward.cu",
+           "                    egru_stage(qn + (size_t)b * H + (base - 2 * H), split, len, s_q);\n"
+           "                    __syncthreads();\n",
+           "                    egru_stage(qn + (size_t)b * H + (base - 2 * H), split, len, s_q);\n", "tsan"),
     Mutant("grid_barrier_skipped_by_block_0", "egru_forward.cu",
            "if (barrier != 0 && t + 1 < t_end) {", "if (barrier != 0 && t + 1 < t_end && blockIdx.x != 0) {",
            "hang"),
@@ -41,7 +45,7 @@ MUTANTS = [
 
 
 def make_mutant(m: Mutant, dest: Path) -> Path:
-    """Copy ``kernels/`` to ``dest`` and apply ``m``; returns ``dest``."""
+    """Copy the kernel sources to ``dest`` and apply ``m``; returns ``dest``."""
     dest = Path(dest)
     if dest.exists():
         shutil.rmtree(dest)

@@ -40,15 +40,22 @@
 
 typedef EGRU_REAL real;
 
+// Alignment of a (shared) variable: __align__ for NVRTC/nvcc, the GCC attribute for the host build.
+#ifdef EGRU_HOST_BUILD
+#define EGRU_ALIGN(n) __attribute__((aligned(n)))
+#else
+#define EGRU_ALIGN(n) __align__(n)
+#endif
+
 // ---------------------------------------------------------------- weights
+// wconv: one stored weight -> real; wload: *p converted.
 #if EGRU_WSTORE == 0
 typedef real wstore;
-__device__ __forceinline__ real wload(const wstore* p) { return *p; }
+__device__ __forceinline__ real wconv(wstore w) { return w; }
 #elif EGRU_WSTORE == 1
 typedef unsigned short wstore;
-__device__ __forceinline__ real wload(const wstore* p) {
+__device__ __forceinline__ real wconv(wstore h) {
     float f;
-    unsigned short h = *p;
 #ifdef EGRU_HOST_BUILD
     f = egru_host_half_to_float(h);
 #else
@@ -58,12 +65,20 @@ __device__ __forceinline__ real wload(const wstore* p) {
 }
 #elif EGRU_WSTORE == 2
 typedef unsigned short wstore;
-__device__ __forceinline__ real wload(const wstore* p) {
-    return (real)__uint_as_float(((unsigned int)(*p)) << 16);
+__device__ __forceinline__ real wconv(wstore h) {
+    return (real)__uint_as_float(((unsigned int)h) << 16);
 }
 #else
 #error "EGRU_WSTORE must be 0, 1 or 2"
 #endif
+__device__ __forceinline__ real wload(const wstore* p) { return wconv(*p); }
+
+// Four consecutive values in one (vector) load: ld.global.nc.v4 for float weights, v2 pairs for
+// double, one 64-bit load for fp16/bf16. The address must be a multiple of sizeof(egru_vec4<T>).
+template <class T>
+struct alignas(4 * sizeof(T)) egru_vec4 {
+    T v[4];
+};
 
 // ---------------------------------------------------------------- math
 __device__ __forceinline__ float egru_exp(float x) { return expf(x); }

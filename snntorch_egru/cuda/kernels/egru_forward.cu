@@ -66,6 +66,28 @@ egru_forward(const real* __restrict__ gi,       // [T, B, 3H]  x W_ih^T + b_ih
             const bool valid = i < H;
             const real* yprev = (t == 0) ? (y0 + (size_t)b * H)
                                          : (y + ((size_t)(t - 1) * B + b) * H);
+            // loads that do not depend on the gather, issued before it (their latency overlaps
+            // the compaction and the gather instead of following them): gate inputs, biases,
+            // threshold and the unit's own previous state
+            const size_t row3 = ((size_t)t * B + b) * H3;
+            const size_t idx = ((size_t)t * B + b) * H + i;
+            const size_t bi = (size_t)b * H + i;
+            real pre[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};  // gi r/z/n, bhh r/z/n, theta, c_{t-1}, trace_{t-1}
+            if (g == 0 && valid) {
+                pre[0] = gi[row3 + i];
+                pre[1] = gi[row3 + H + i];
+                pre[2] = gi[row3 + 2 * H + i];
+                if (bhh != 0) {
+                    pre[3] = bhh[i];
+                    pre[4] = bhh[H + i];
+                    pre[5] = bhh[2 * H + i];
+                }
+                pre[6] = theta[i];
+                // c_{t-1}, trace_{t-1} of (b, i): written by this same thread (persistent mode)
+                // or by the previous launch (step mode), so plain loads are coherent.
+                pre[7] = (t == 0) ? c0[bi] : c[idx - BH];
+                pre[8] = (t == 0) ? tr0[bi] : tr[idx - BH];
+            }
             real acc_r = 0, acc_z = 0, acc_n = 0;
             for (int base = 0; gh == 0 && base < H; base += EGRU_TILE) {  // gh: uniform
                 const int len = min(EGRU_TILE, H - base);
@@ -102,27 +124,22 @@ egru_forward(const real* __restrict__ gi,       // [T, B, 3H]  x W_ih^T + b_ih
                     hn = ghb[2 * H + i];
                 }
                 if (bhh != 0) {
-                    hr += bhh[i];
-                    hz += bhh[H + i];
-                    hn += bhh[2 * H + i];
+                    hr += pre[3];
+                    hz += pre[4];
+                    hn += pre[5];
                 }
-                const size_t row3 = ((size_t)t * B + b) * H3;
-                const real r = egru_sigmoid(gi[row3 + i] + hr);
-                const real z = egru_sigmoid(gi[row3 + H + i] + hz);
-                const real n = egru_tanh(gi[row3 + 2 * H + i] + r * hn);
-                const size_t idx = ((size_t)t * B + b) * H + i;
-                const size_t bi = (size_t)b * H + i;
-                // c_{t-1}, trace_{t-1} of (b, i): written by this same thread (persistent mode)
-                // or by the previous launch (step mode), so plain loads are coherent.
-                const real cp = (t == 0) ? c0[bi] : c[idx - BH];
-                const real tp = (t == 0) ? tr0[bi] : tr[idx - BH];
+                const real r = egru_sigmoid(pre[0] + hr);
+                const real z = egru_sigmoid(pre[1] + hz);
+                const real n = egru_tanh(pre[2] + r * hn);
+                const real cp = pre[7];
+                const real tp = pre[8];
                 real ch = n + z * (cp - n);
                 if (zmask != 0) {
                     ch = cp + zmask[idx] * (ch - cp);
                 } else if (zo_p > (real)0) {
                     ch = zo_p * cp + zo_keep * ch;
                 }
-                const real th = theta[i];
+                const real th = pre[6];
                 const real ov = (ch - th > (real)0) ? (real)1 : (real)0;
                 const real yv = ov * ch;
                 real cv;
