@@ -7,7 +7,7 @@ with a few vectorised ops (:func:`_coefficients`) and then runs a short sequenti
 step (:func:`_backward_chunk`): a few element-wise ops plus ``delta_y_{t-1} = q_t W_hh``
 restricted to the units that can absorb gradient (``G = {fired} U {|c_hat - theta| <
 support}``, :func:`_recurrent_grad`). The large weight products are formed afterwards, once,
-by :func:`snntorch_egru._op.grad_products` from the per-step gate gradients returned here.
+by :func:`snntorch_egru._grad.grad_products` from the per-step gate gradients returned here.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ def cpu_backward(gamma: float, eps: float, reset: str, zoneout_p: float, gy: tor
 
     Returns:
         ``(ga [T, B, 3H], gqn [T, B, H], dc0 [B, H], trace gradient [B, H], dtheta [H])``, the
-        inputs of :func:`snntorch_egru._op.grad_products`.
+        inputs of :func:`snntorch_egru._grad.grad_products`.
     """
     T, B, H = ys.shape
     dense = sparse._FORCE_DENSE or _weights_small(w_t)

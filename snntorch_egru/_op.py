@@ -37,60 +37,11 @@ from . import functional as F
 from . import sparse
 from ._checks import reset_mechanism
 from ._cpu_backward import cpu_backward
+from ._grad import grad_products
 from ._op_checks import (  # noqa: F401 - check_native_forward: re-exported for the tests
     RESET_CODES, _COMPUTE_DTYPES, _RESET_NAMES, check_layer_args, check_native_forward, surrogate_params)
 from .backends import EGRUOptions, EGRUWeights, LayerCall, _zero_length, register_backend
-from .sparse import _sparse_left_mm, fast_layout
-
-# ------------------------------------------------------------------------------------------
-# the weight/bias/input/initial-state gradients: written once for every launcher
-
-
-def grad_products(ga: torch.Tensor, gqn: torch.Tensor, dc: torch.Tensor, tb: torch.Tensor, dth: torch.Tensor,
-                  x: torch.Tensor, y0: torch.Tensor, ys: torch.Tensor, w_ih: torch.Tensor, w_t: torch.Tensor,
-                  need: Sequence[bool], input_is_events: bool) -> List[Optional[torch.Tensor]]:
-    """Gradients of ``(x, y0, c0, trace0, w_ih, w_hh_eff, b_ih, b_hh, theta)`` from a backward loop.
-
-    Args:
-        ga: ``[T, B, 3H]`` input-side gate gradients ``(a_r, a_z, a_n)``.
-        gqn: ``[T, B, H]`` recurrent-side n-gate gradient (``q = (a_r, a_z, q_n)``).
-        dc: ``[B, H]`` gradient at ``c0``; tb: ``[B, H]`` carried trace gradient;
-        dth: ``[H]`` or per-sample ``[B, H]`` threshold gradient.
-        x: ``[T, B, I]`` layer input; y0: ``[B, H]``; ys: ``[T, B, H]`` events;
-        w_ih: ``[3H, I]``; w_t: ``[H, 3H]`` = effective ``W_hh^T``.
-        need: which of the nine gradients are needed.
-    """
-    T, B, H = gqn.shape
-    I = x.shape[-1]
-    ga2 = ga.reshape(T * B, 3 * H)
-    gqn2 = gqn.reshape(T * B, H)
-    out: List[Optional[torch.Tensor]] = [None] * 9
-    if need[0]:
-        out[0] = (ga2 @ w_ih).view(T, B, I)
-    if need[1]:  # q_0 W_eff with q = (a_r, a_z | q_n), W_eff = w_t^T
-        out[1] = ga[0, :, :2 * H] @ w_t[:, :2 * H].t() + gqn[0] @ w_t[:, 2 * H:].t()
-    if need[2]:
-        out[2] = dc
-    if need[3]:
-        out[3] = F.TRACE_DECAY * tb
-    if need[4]:
-        x2 = x.reshape(T * B, I)
-        # [3H, I]; from the events (CSR) for a lower layer's output: a transposed view [I, 3H]^T
-        out[4] = _sparse_left_mm(x2.t(), ga2).t() if input_is_events else ga2.t() @ x2
-    if need[5]:
-        y_prev = torch.cat([y0.unsqueeze(0), ys[:-1]], 0).reshape(T * B, H)
-        q = torch.cat([ga2[:, :2 * H], gqn2], 1)
-        # [3H, H] as a transposed view of [H, 3H] (from the events only; CSR when sparse). The
-        # copy into .grad's layout is AccumulateGrad's; transposing here would cost the same again.
-        out[5] = _sparse_left_mm(y_prev.t(), q).t()
-    if need[6]:
-        out[6] = ga2.sum(0)
-    if need[7]:
-        out[7] = torch.cat([ga2[:, :2 * H].sum(0), gqn2.sum(0)])
-    if need[8]:
-        out[8] = dth.sum(0) if dth.dim() == 2 else dth
-    return out
-
+from .sparse import fast_layout
 
 # ------------------------------------------------------------------------------------------
 # launchers behind the op: CPU (sparse.py: native helper or pure torch) and CUDA (CuPy)
@@ -102,7 +53,7 @@ def _real(dtype: torch.dtype) -> torch.dtype:
 
 def _cupy_usable() -> bool:
     """CuPy present: CUDA tensors run the CuPy kernels; otherwise the torch launcher (any device)."""
-    from .cuda import cupy_available
+    from .cuda._probe import cupy_available
 
     return cupy_available()
 

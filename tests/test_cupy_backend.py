@@ -38,7 +38,7 @@ def test_cupy_backend_is_registered_and_never_auto_on_cpu():
 def test_cpu_tensor_error_says_what_to_do(monkeypatch):
     # Pretend CuPy is importable so the CUDA check (not the missing-CuPy one) is what fires,
     # whether or not CuPy is installed in this environment.
-    monkeypatch.setattr(K, "_CUPY", True)
+    monkeypatch.setattr(K._probe, "_CUPY", True)
     rnn = se.EGRU(4, 8, backend="cupy")
     with pytest.raises(RuntimeError, match="cupy") as info:
         rnn(torch.randn(3, 2, 4))
@@ -51,7 +51,7 @@ def test_cpu_tensor_error_says_what_to_do(monkeypatch):
 
 
 def test_missing_cupy_error_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(K, "_CUPY", False)
+    monkeypatch.setattr(K._probe, "_CUPY", False)
     assert not K.cupy_available()
     rnn = se.EGRU(4, 8, backend="cupy")
     with pytest.raises(RuntimeError) as info:

@@ -34,15 +34,15 @@ Example::
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Optional
 
 import torch
 
 from ..backends import LayerCall, register_backend
 from ..functional import EGRUStepOutput, egru_sequence
-from ..surrogate import EGRUSurrogate, _HeavisideNoGrad
+from ..surrogate import kernel_params as _surrogate_params
 from ._function import RESET_CODES, EGRUKernelFunction, KernelConfig, Launcher
+from ._probe import cupy_available
 
 __all__ = ["cupy_available", "run", "supports", "INSTALL_HINT"]
 
@@ -52,35 +52,6 @@ INSTALL_HINT = (
 )
 
 _SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-_CUPY: Optional[bool] = None
-
-
-def cupy_available() -> bool:
-    """Whether CuPy can be imported (checked once).
-
-    Example::
-
-        >>> from snntorch_egru import cuda
-        >>> isinstance(cuda.cupy_available(), bool)
-        True
-    """
-    global _CUPY
-    if _CUPY is None:
-        try:
-            _CUPY = importlib.util.find_spec("cupy") is not None
-            if _CUPY:
-                import cupy  # noqa: F401
-        except Exception:  # a broken CuPy install counts as missing
-            _CUPY = False
-    return bool(_CUPY)
-
-
-def _surrogate_params(spike_fn: object) -> Optional[tuple]:
-    if isinstance(spike_fn, EGRUSurrogate):
-        return spike_fn.gamma, spike_fn.epsilon
-    if isinstance(spike_fn, _HeavisideNoGrad):
-        return 0.0, 1.0
-    return None
 
 
 def supports(call: LayerCall) -> Optional[str]:

@@ -137,7 +137,7 @@ def kernel_forward(launcher: Launcher, cfg: KernelConfig, x, y0, c0, tr0, w_ih, 
 def kernel_backward(launcher: Launcher, cfg: KernelConfig, whh_t, theta, c0, zmask, y, c, o, s_r, s_z, s_n,
                     s_hn, g_y, g_c, g_o, g_tr):
     """Check and launch the backward kernel; returns ``(ga, gqn, dc, tb, dth)`` for
-    :func:`snntorch_egru._op.grad_products` (the gradient products shared by every launcher)."""
+    :func:`snntorch_egru._grad.grad_products` (the gradient products shared by every launcher)."""
     T, B, H = y.shape
     real = y.dtype
     t = {
@@ -159,7 +159,7 @@ class EGRUKernelFunction(torch.autograd.Function):
     Same contract as :func:`snntorch_egru.functional.egru_sequence` (with the
     DropConnect mask applied inside); all four outputs are differentiable (once:
     the backward is not itself differentiable). The gradient products after the
-    backward loop are :func:`snntorch_egru._op.grad_products`, shared with the
+    backward loop are :func:`snntorch_egru._grad.grad_products`, shared with the
     ``snntorch_egru::egru_layer`` operator.
     """
 
@@ -187,7 +187,7 @@ class EGRUKernelFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, g_y, g_c, g_o, g_tr):  # type: ignore[override]
-        from .._op import grad_products
+        from .._grad import grad_products
 
         (x, w_ih, whh_t, dc_mask, theta, y0, c0, zmask, y, c, o, s_r, s_z, s_n, s_hn) = ctx.saved_tensors
         real = ctx.real
