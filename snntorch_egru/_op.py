@@ -148,7 +148,8 @@ _GradOut = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.T
 
 
 @torch.library.custom_op("snntorch_egru::egru_layer_backward", mutates_args=())
-def egru_layer_backward_op(g_y: torch.Tensor, g_c: torch.Tensor, g_o: torch.Tensor, g_tr: torch.Tensor,
+def egru_layer_backward_op(g_y: Optional[torch.Tensor], g_c: Optional[torch.Tensor], g_o: Optional[torch.Tensor],
+                           g_tr: Optional[torch.Tensor],
                            x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, w_ih: torch.Tensor,
                            theta: torch.Tensor, zoneout_mask: Optional[torch.Tensor], y: torch.Tensor,
                            c: torch.Tensor, o: torch.Tensor, rz: torch.Tensor, n: torch.Tensor, hn: torch.Tensor,
@@ -156,12 +157,14 @@ def egru_layer_backward_op(g_y: torch.Tensor, g_c: torch.Tensor, g_o: torch.Tens
                            input_is_events: bool, need: List[bool]) -> _GradOut:
     """Gradients of ``egru_layer`` w.r.t. ``(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta)``.
 
-    Entries not in ``need`` are empty tensors."""
+    Missing upstream gradients are ``None`` (the CUDA kernels skip them; the CPU loop gets
+    zeros). Entries not in ``need`` are empty tensors."""
     real = w_t.dtype
     cv = lambda t: None if t is None else t.detach().to(real).contiguous()  # noqa: E731
     args = [cv(t) for t in (g_y, g_c, g_o, g_tr, x, y0, c0, w_ih, theta, zoneout_mask, y, c, o)]
     g_y, g_c, g_o, g_tr, xr, y0r, c0r, w_ihr, thr, zo, yr, cr, or_ = args
     if x.device.type == "cpu" or not _cupy_usable():
+        g_y, g_c, g_o, g_tr = (torch.zeros_like(yr) if g is None else g for g in (g_y, g_c, g_o, g_tr))
         ga, gqn, dc, tb, dth = cpu_backward(gamma, eps, _RESET_NAMES[reset], zoneout_p, g_y, g_c, g_o, g_tr,
                                              y0r, c0r, thr, zo, yr, cr, or_, rz, n, hn, w_t, need[8])
     else:
@@ -212,7 +215,7 @@ def _setup_context(ctx, inputs, output):
     ctx.w_t_is_view = w_t.numel() == 0
     ctx.scalars = (zoneout_p, reset, gamma, eps, input_is_events)
     ctx.has_bias = (b_ih is not None, b_hh is not None)
-    ctx.set_materialize_grads(False)  # only the four sequence gradients are used (zeros made below)
+    ctx.set_materialize_grads(False)  # missing sequence gradients reach the backward op as None
 
 
 def _backward(ctx, g_y, g_c, g_o, g_tr, *_saved_grads):
@@ -226,7 +229,6 @@ def _backward(ctx, g_y, g_c, g_o, g_tr, *_saved_grads):
     x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n, hn, w_t = ctx.saved_tensors
     if ctx.w_t_is_view:  # the saved w_hh [3H, H] in the fast layout: its transpose is contiguous
         w_t = w_t.detach().t().to(rz.dtype)
-    g_y, g_c, g_o, g_tr = (torch.zeros_like(y) if g is None else g for g in (g_y, g_c, g_o, g_tr))
     ni = ctx.needs_input_grad
     need = [bool(ni[0]), bool(ni[1]), bool(ni[2]), bool(ni[3]), bool(ni[4]), bool(ni[5]),
             bool(ni[6]) and ctx.has_bias[0], bool(ni[7]) and ctx.has_bias[1], bool(ni[8])]
