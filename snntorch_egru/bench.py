@@ -51,6 +51,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
+from . import functional as F
+
 __all__ = ["main", "Cell", "calibrate_thresholds", "run_cell"]
 
 FULL_HIDDEN = (256, 1024, 2048)
@@ -123,7 +125,7 @@ def calibrate_thresholds(model: torch.nn.Module, x: torch.Tensor, activity: floa
         for _ in range(rounds):
             _, _, rec = model(x, return_internals=True)
             for k in range(model.num_layers):
-                c_hat = torch.where(rec.o[k] > 0, rec.y[k], rec.c[k])  # [T, B, H]
+                c_hat = F.pre_reset_state(rec.y[k], rec.c[k], rec.o[k])  # [T, B, H]
                 flat = c_hat.reshape(-1, c_hat.shape[-1]).float()
                 q = torch.quantile(flat, 1.0 - activity, dim=0)
                 getattr(model, f"threshold_l{k}").copy_(q.to(c_hat.dtype))

@@ -56,6 +56,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from . import functional as F
 from ._layer_setup import EGRUBase
 from .backends import LayerCall
 from .surrogate import surrogate_support
@@ -102,7 +103,7 @@ def layer_counts(
             absorbing = T * B * H
             g_prev = torch.full((T,), B * H, dtype=torch.long)
         else:
-            c_hat = torch.where(fired, y, c)
+            c_hat = F.pre_reset_state(y, c, o)
             g = fired | ((c_hat - threshold).abs() < support)
             absorbing = int(g.sum())
             g_prev = torch.cat([torch.tensor([B * H], device=g.device), g[:-1].sum((1, 2))]).cpu()
