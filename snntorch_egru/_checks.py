@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, ContextManager, Optional, Sequence
+from typing import Any, Callable, ContextManager, Optional, Sequence
 
 import numpy as np
 import torch
@@ -48,40 +48,33 @@ def to_param_dtype(x: Optional[torch.Tensor], ref: torch.Tensor) -> Optional[tor
     return x
 
 
+def _number(name: str, value: Any, what: str, ok: Callable[[float], bool], must: str, integer: bool = False) -> Any:
+    """``value`` as an int/float if it is one (bools are not) and ``ok``; else a clear error:
+    ``TypeError`` "``name`` must be ``what``", ``ValueError`` "``name`` must ``must``"."""
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__} {value!r}")
+    v = value if integer else float(value)
+    if not ok(v):
+        raise ValueError(f"{name} must {must}, got {v!r}")
+    return v
+
+
 def positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a positive int, got {type(value).__name__} {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive int (> 0), got {value}")
-    return value
+    return _number(name, value, "a positive int", lambda v: v > 0, "be a positive int (> 0)", integer=True)
 
 
 def probability(name: str, value: Any) -> float:
     """A probability in [0, 1) (1 would drop or freeze everything)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float in [0, 1), got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not (0.0 <= value < 1.0):
-        raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
-    return value
+    return _number(name, value, "a float in [0, 1)", lambda v: 0.0 <= v < 1.0, "be a probability in [0, 1)")
 
 
 def open_unit(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float in (0, 1), got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not (0.0 < value < 1.0):
-        raise ValueError(f"{name} must lie strictly between 0 and 1, got {value!r}")
-    return value
+    return _number(name, value, "a float in (0, 1)", lambda v: 0.0 < v < 1.0, "lie strictly between 0 and 1")
 
 
 def positive_float(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a positive float, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value <= 0.0:
-        raise ValueError(f"{name} must be a finite float > 0, got {value!r}")
-    return value
+    return _number(name, value, "a positive float", lambda v: math.isfinite(v) and v > 0.0,
+                   "be a finite float > 0")
 
 
 #: The one table from reset name to the code the native and CUDA kernels take (the order of
