@@ -103,11 +103,13 @@ def test_digits_run_metrics_json(tmp_path):
     assert 0 < m["effective_macs"] <= m["dense_macs"]
     assert 0.0 <= m["backward_sparsity"] <= 1.0 and 0.0 < m["activity"] < 1.0
     assert m["parameters"] == (I + I) + 3 * H * (I + H) + 6 * H + H + H * 10 + 10
-    # independent recomputation of the test accuracy and activity from the checkpoint
+    # independent recomputation of the test accuracy and activity from the tested (best validation) model
     ck = torch.load(run / "checkpoint.pt", weights_only=False)
+    best = torch.load(run / "best.pt", weights_only=False)
+    assert m["selected_on"] == "valid" and best["epoch"] == m["selected_epoch"]
     cfg = TrainConfig.from_dict(ck["config"])
     model = SequenceClassifier(build_egru(cfg, 32, 8), 10, frontend=torch.nn.Linear(1, 32), readout=cfg.readout)
-    model.load_state_dict(ck["model"])
+    model.load_state_dict(best["model"])
     model.eval()
     data = load_digits_data()
     x, y = collate_time_first([data.test[i] for i in range(40)])

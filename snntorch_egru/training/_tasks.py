@@ -49,13 +49,15 @@ EvNN code differ, and the option that switches it.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 __all__ = ["TASKS", "TrainConfig", "preset"]
 
-TASKS = ("digits", "smnist", "psmnist", "dvsgesture", "shd", "ptb", "wikitext2")
+LM_TASKS = ("ptb", "wikitext2")
+TASKS = ("digits", "row-mnist", "smnist", "psmnist", "dvsgesture", "shd", "ptb", "wikitext2")
 
 
 @dataclass
@@ -78,6 +80,8 @@ class TrainConfig:
     out: Optional[str] = None
     download: bool = False
     # model
+    model: str = "egru"  # "egru", or "gru": a dense torch.nn.GRU of the same size in the same classifier
+    baseline: str = "none"  # "gru": also train a same-size GRU on the same data, budget and seed
     hidden_size: int = 128
     num_layers: int = 1
     hidden_sizes: Optional[List[int]] = None  # language models: size of every layer
@@ -131,6 +135,9 @@ class TrainConfig:
     reg_form: str = "smooth"  # "smooth": (mean(o)-a*)^2 + mean((c-v*)^2); "evnn": count-based + linear c-(theta-v*)
     # run control
     seed: int = 0
+    seeds: Optional[List[int]] = None  # run every seed (sub-folders seed-<s>), report mean +- sd
+    valid_fraction: float = 0.2  # held out of the training set for model selection (0: none; MNIST: fixed 0.2)
+    threads: int = 0  # torch.set_num_threads (0: torch's default)
     device: str = "cpu"
     limit_train: int = 0  # use only the first N training samples (0 = all)
     limit_test: int = 0
@@ -154,26 +161,30 @@ class TrainConfig:
 # = 0.4554 (Monte Carlo, 1e7 draws), as the Beta init's mean.
 DVS_THR_MEAN = 0.455
 
+#: sMNIST and psMNIST share the recipe (psMNIST only permutes the pixels)
+_SEQUENTIAL_MNIST: Dict[str, Any] = dict(
+    hidden_size=590, num_layers=1, epochs=200, batch_size=500, lr=1e-3, grad_clip=0.25, layer_grad_clip=0.25,
+    dampening_factor=0.7, pseudo_derivative_support=1.0, readout="last", eval_batch_size=500, seed=3000,
+)
+
 _PRESETS: Dict[str, Dict[str, Any]] = {
     "digits": dict(
         hidden_size=256, num_layers=1, input_encoder=32, thr_mean=0.1, init="evnn",
         epochs=40, batch_size=32, lr=1e-2, schedule="cosine", grad_clip=1.0, dropout=0.5,
         activity_reg=1.0, activity_target=0.05, readout="state",
     ),
-    "smnist": dict(
-        hidden_size=590, num_layers=1, epochs=200, batch_size=500, lr=1e-3, grad_clip=0.25, layer_grad_clip=0.25,
-        dampening_factor=0.7, pseudo_derivative_support=1.0, readout="last", eval_batch_size=500, seed=3000,
+    "row-mnist": dict(
+        hidden_size=128, num_layers=1, epochs=20, batch_size=100, lr=2e-3, schedule="cosine", grad_clip=1.0,
+        thr_mean=0.3, readout="last", activity_reg=0.5, activity_target=0.05, eval_batch_size=500,
     ),
-    "psmnist": dict(
-        hidden_size=590, num_layers=1, epochs=200, batch_size=500, lr=1e-3, grad_clip=0.25, layer_grad_clip=0.25,
-        dampening_factor=0.7, pseudo_derivative_support=1.0, readout="last", eval_batch_size=500, seed=3000,
-    ),
+    "smnist": _SEQUENTIAL_MNIST,
+    "psmnist": _SEQUENTIAL_MNIST,
     "dvsgesture": dict(
         hidden_size=795, num_layers=1, epochs=500, batch_size=40, lr=9.975e-4, schedule="step",
         step_size=56, step_gamma=0.8747, dropconnect=0.08134, zoneout=0.2319, dropout=0.6321,
         pseudo_derivative_support=1.7, activity_reg=0.01, activity_target=0.05, voltage_reg=0.01,
         readout="mean", eval_batch_size=40, frame_size=128, cnn="alexnet", readout_dropout="step",
-        reg_form="evnn", voltage_target=0.05, thr_mean=DVS_THR_MEAN, seed=3000,
+        reg_form="evnn", voltage_target=0.05, thr_mean=DVS_THR_MEAN, seed=3000, valid_fraction=0.0,
     ),
     "shd": dict(
         hidden_size=256, num_layers=1, epochs=50, batch_size=64, lr=1e-3, grad_clip=1.0,
@@ -212,5 +223,4 @@ def preset(task: str) -> TrainConfig:
     """
     if task not in _PRESETS:
         raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
-    cfg = TrainConfig(task=task, **_PRESETS[task])
-    return cfg
+    return TrainConfig(task=task, **copy.deepcopy(_PRESETS[task]))
