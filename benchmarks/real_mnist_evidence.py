@@ -37,6 +37,8 @@ ROOT = os.path.dirname(HERE)
 
 
 def _commit() -> Optional[str]:
+    if os.environ.get("EVIDENCE_COMMIT"):  # run from an exported snapshot of the tree
+        return os.environ["EVIDENCE_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     except OSError:
