@@ -252,13 +252,13 @@ def _fetch(url: str, dest: str, md5: str, opener: Callable, progress: bool) -> N
             os.remove(part)
 
 
-def download_mnist(raw: str, mirrors: Sequence[str] = MNIST_MIRRORS, opener: Optional[Callable] = None,
+def download_mnist(raw: str, mirrors: Optional[Sequence[str]] = None, opener: Optional[Callable] = None,
                    progress: bool = True) -> List[str]:
     """Fetch the MNIST ``.gz`` files missing in ``raw`` (trying each mirror; MD5 checked); returns their paths.
 
     Args:
         raw: the folder (``<data_dir>/MNIST/raw``), created if needed.
-        mirrors: base URLs, tried in order for each file.
+        mirrors: base URLs, tried in order for each file (default :data:`MNIST_MIRRORS`).
         opener: ``url -> file-like response`` (default :func:`urllib.request.urlopen`).
         progress: show a progress bar per file.
 
@@ -268,6 +268,7 @@ def download_mnist(raw: str, mirrors: Sequence[str] = MNIST_MIRRORS, opener: Opt
     import urllib.request
 
     opener = opener or (lambda url: urllib.request.urlopen(url, timeout=60))
+    mirrors = MNIST_MIRRORS if mirrors is None else tuple(mirrors)
     os.makedirs(raw, exist_ok=True)
     got = []
     for name in MNIST_FILES:
@@ -280,7 +281,7 @@ def download_mnist(raw: str, mirrors: Sequence[str] = MNIST_MIRRORS, opener: Opt
             try:
                 _fetch(url, dest, MNIST_MD5[name + ".gz"], opener, progress)
                 break
-            except (OSError, ValueError) as err:
+            except (OSError, ValueError) as err:  # URLError is an OSError
                 errors.append(f"{url}: {err}")
         else:
             raise OSError(f"could not download {name}.gz into {raw}: " + "; ".join(errors))
