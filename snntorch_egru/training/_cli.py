@@ -29,7 +29,6 @@ RESUME_REFUSED = frozenset({
     "learn_threshold", "thr_mean", "cnn", "frame_size", "polarity", "time_bins", "optimizer", "seed",
     "limit_train", "batch_size", "model", "valid_fraction",
 })
-_NOT_RECORDED = ("stop_after", "progress")
 
 LM_TASKS = ("ptb", "wikitext2")
 
@@ -225,7 +224,8 @@ def parse_seeds(text: str) -> List[int]:
     try:
         seeds = [int(t) for t in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 0 such as 0,1,2, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers >= 0 such as 0,1,2, got {text!r}") from None
     if any(x < 0 for x in seeds) or len(set(seeds)) != len(seeds):
         raise argparse.ArgumentTypeError(f"expected distinct integers >= 0 such as 0,1,2, got {text!r}")
     return seeds

@@ -65,8 +65,8 @@ def with_baseline(cfg: TrainConfig, info: Any, ckpt: Optional[Dict[str, Any]], c
                            "egru_activity_sparsity": m["activity_sparsity"]}
     if info.is_main:
         m = _write_metrics(os.path.join(cfg.out, "metrics.json"), m)
-        print(f"{cfg.task}: {_fmt_model('EGRU', m)} | {_fmt_model('GRU', g)} | {m['wall_time_s'] + g['wall_time_s']:.0f}"
-              f" s -> {cfg.out}", flush=True)
+        wall = m["wall_time_s"] + g["wall_time_s"]
+        print(f"{cfg.task}: {_fmt_model('EGRU', m)} | {_fmt_model('GRU', g)} | {wall:.0f} s -> {cfg.out}", flush=True)
     return m
 
 

@@ -11,8 +11,8 @@ from ..modules import EGRU
 from ..state import EGRURecord, EGRUState
 from ._lm import locked_dropout
 
-__all__ = ["SequenceClassifier", "GRUClassifier", "DenseRecord", "dense_gru_macs", "MODELS", "LanguageModel", "FrameCNN", "build_egru", "READOUTS", "LM_STATES",
-           "READOUT_DROPOUTS", "window_start_state", "zero_state", "layer_gradient_groups",
+__all__ = ["SequenceClassifier", "GRUClassifier", "DenseRecord", "dense_gru_macs", "MODELS", "LanguageModel",
+           "FrameCNN", "build_egru", "READOUTS", "LM_STATES", "READOUT_DROPOUTS", "window_start_state", "zero_state", "layer_gradient_groups",
            "clip_layer_gradients"]
 
 READOUTS = ("last", "mean", "rate", "state")

@@ -171,6 +171,14 @@ _SEQUENTIAL_MNIST: Dict[str, Any] = dict(
     dampening_factor=0.7, pseudo_derivative_support=1.0, readout="last", eval_batch_size=500, seed=3000,
 )
 
+#: what the PTB and WikiText-2 recipes share (each task adds its epochs, batch, lr, decay, schedule and seed)
+_LM_RECIPE: Dict[str, Any] = dict(
+    hidden_sizes=[1350, 1350, 750], emb_size=750, test_batch_size=1, lm_state="y", dropout_mask="batch",
+    bptt_lr_scale="nominal", bptt=70, optimizer="adamw", beta1=0.0, schedule="cosine_tail", dropout_words=0.1,
+    dropout=0.25, dropout_out=0.5, dropconnect=0.7, grad_clip=0.1, layer_grad_clip=0.1, thr_mean=0.01,
+    learn_threshold=False, dampening_factor=3.6, pseudo_derivative_support=3.6, variable_bptt=True,
+)
+
 _PRESETS: Dict[str, Dict[str, Any]] = {
     "digits": dict(
         hidden_size=256, num_layers=1, input_encoder=32, thr_mean=0.1, init="evnn",
@@ -194,22 +202,10 @@ _PRESETS: Dict[str, Dict[str, Any]] = {
         hidden_size=256, num_layers=1, epochs=50, batch_size=64, lr=1e-3, grad_clip=1.0,
         readout="mean", time_bins=100, activity_reg=0.01, activity_target=0.05,
     ),
-    "ptb": dict(
-        hidden_sizes=[1350, 1350, 750], emb_size=750, epochs=1000, batch_size=64, eval_batch_size=64,
-        test_batch_size=1, lm_state="y", dropout_mask="batch", bptt_lr_scale="nominal",
-        bptt=70, optimizer="adamw", lr=1.2e-3, beta1=0.0, weight_decay=0.10, schedule="cosine_tail",
-        cosine_start=0.7, dropout_emb=0.6, dropout_words=0.1, dropout=0.25, dropout_out=0.5,
-        dropconnect=0.7, grad_clip=0.1, layer_grad_clip=0.1, thr_mean=0.01, learn_threshold=False,
-        dampening_factor=3.6, pseudo_derivative_support=3.6, seed=9612, variable_bptt=True,
-    ),
-    "wikitext2": dict(
-        hidden_sizes=[1350, 1350, 750], emb_size=750, epochs=800, batch_size=128, eval_batch_size=128,
-        test_batch_size=1, lm_state="y", dropout_mask="batch", bptt_lr_scale="nominal",
-        bptt=70, optimizer="adamw", lr=1e-3, beta1=0.0, weight_decay=0.12, schedule="cosine_tail",
-        cosine_start=0.5, dropout_emb=0.7, dropout_words=0.1, dropout=0.25, dropout_out=0.5,
-        dropconnect=0.7, grad_clip=0.1, layer_grad_clip=0.1, thr_mean=0.01, learn_threshold=False,
-        dampening_factor=3.6, pseudo_derivative_support=3.6, seed=913420, variable_bptt=True,
-    ),
+    "ptb": dict(_LM_RECIPE, epochs=1000, batch_size=64, eval_batch_size=64, lr=1.2e-3, weight_decay=0.10,
+                cosine_start=0.7, dropout_emb=0.6, seed=9612),
+    "wikitext2": dict(_LM_RECIPE, epochs=800, batch_size=128, eval_batch_size=128, lr=1e-3, weight_decay=0.12,
+                      cosine_start=0.5, dropout_emb=0.7, seed=913420),
 }
 
 
