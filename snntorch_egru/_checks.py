@@ -132,6 +132,11 @@ def tensor_input(name: str, x: Any, ranks: Sequence[int], feature_size: int, ref
             f"{name} must have input_size={feature_size} features in its last dimension ({layout}), "
             f"got shape {tuple(x.shape)}"
         )
+    return same_place(name, x, ref)
+
+
+def same_place(name: str, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``x`` if it has the parameters' dtype (or autocast's) and device, else a clear error."""
     same_dtype(name, x, ref)
     same_device(name, x, ref)
     return x
@@ -163,9 +168,7 @@ def state_tensor(name: str, s: Any, expected_shape: tuple[int, ...], ref: torch.
             f"{name} must have shape {list(expected_shape)} to match the input's batch size and hidden_size, "
             f"got {list(s.shape)}"
         )
-    same_dtype(name, s, ref)
-    same_device(name, s, ref)
-    return s
+    return same_place(name, s, ref)
 
 
 def optional_generator(value: Optional[torch.Generator]) -> Optional[torch.Generator]:

@@ -110,8 +110,10 @@ def check_folder(out):
         try:
             graph = senir.read(os.path.join(out, "model.nir"))
             node = [n for n in graph.nodes.values() if isinstance(n, senir.EGRU)][0]
-            if not np.array_equal(node.weight_hh, ckpt["model"]["egru.weight_hh_l0"].numpy()):
-                problems.append("model.nir holds other weights than checkpoint.pt")
+            # the exported model is the tested one: the best validation epoch's (kept in the checkpoint)
+            tested = (ckpt.get("best") or {}).get("model") or ckpt["model"]
+            if not np.array_equal(node.weight_hh, tested["egru.weight_hh_l0"].numpy()):
+                problems.append("model.nir holds other weights than the tested model of checkpoint.pt")
         except Exception as err:  # noqa: BLE001
             problems.append(f"model.nir unreadable: {err}")
     if "activity.png" in present:

@@ -234,3 +234,92 @@ def test_language_model_missing_files_message(tmp_path):
         D.load_corpus("wikitext2", str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"ptb\.valid\.txt"):
         D.load_corpus("ptb", str(tmp_path))
+
+
+# ----------------------------------------------------------------------------- MNIST: .gz, rows, download
+def _gzip_copy(src, dst):
+    import gzip
+
+    with open(src, "rb") as f, gzip.open(dst, "wb") as g:
+        g.write(f.read())
+
+
+def test_mnist_reads_gz_files_and_row_mnist_gives_rows(mnist_dir):
+    raw = mnist_dir / "data" / "MNIST" / "raw"
+    plain = D.load_classification("smnist", str(mnist_dir / "data"))
+    for name in D.MNIST_FILES:  # the same files, gzip-compressed as published
+        _gzip_copy(raw / name, raw / (name + ".gz"))
+        (raw / name).unlink()
+    gz = D.load_classification("smnist", str(mnist_dir / "data"))
+    for i in range(3):
+        torch.testing.assert_close(gz.test[i][0], plain.test[i][0])
+        assert gz.test[i][1] == plain.test[i][1]
+    rows = D.load_classification("row-mnist", str(mnist_dir / "data"))
+    assert rows.input_shape == (28,) and rows.steps == 28 and len(rows.valid) == 2 and len(rows.train) == 10
+    x, y = rows.train[1]
+    xs, ys = gz.train[1]  # the same split: row t of the image is pixels 28 t .. 28 t + 27
+    assert x.shape == (28, 28) and y == ys
+    torch.testing.assert_close(x.reshape(-1), xs[:, 0])
+    m, _ = _run(mnist_dir, "row-mnist", "--batch-size", "5", "--eval-batch-size", "6", "--baseline", "gru")
+    assert m["dense_macs"] == 28 * 3 * 8 * (28 + 8) and m["baseline"]["dense_macs"] == m["dense_macs"]
+
+
+def _serve_mnist(tmp_path, mnist_dir):
+    """A local mirror (file:// URL) holding .gz copies of the synthetic files, and their MD5s."""
+    import hashlib
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    md5 = {}
+    for name in D.MNIST_FILES:
+        _gzip_copy(mnist_dir / "data" / "MNIST" / "raw" / name, mirror / (name + ".gz"))
+        md5[name + ".gz"] = hashlib.md5((mirror / (name + ".gz")).read_bytes()).hexdigest()
+    return mirror, md5
+
+
+def test_mnist_download_from_a_mirror_checks_the_checksums(tmp_path, mnist_dir, monkeypatch):
+    mirror, md5 = _serve_mnist(tmp_path, mnist_dir)
+    monkeypatch.setattr(D, "MNIST_MD5", md5)
+    dead = (tmp_path / "no-such-mirror").as_uri() + "/"
+    monkeypatch.setattr(D, "MNIST_MIRRORS", (dead, mirror.as_uri() + "/"))  # the first mirror fails: next one
+    target = tmp_path / "fresh"
+    data = D.load_classification("smnist", str(target), download=True)
+    got = sorted(os.listdir(target / "MNIST" / "raw"))
+    assert got == sorted(n + ".gz" for n in D.MNIST_FILES)  # no .part files left
+    ref = D.load_classification("smnist", str(mnist_dir / "data"))
+    torch.testing.assert_close(data.test[0][0], ref.test[0][0])
+    # a corrupted mirror: the checksum catches it, nothing is kept, the error names the file and both mirrors
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in D.MNIST_FILES:
+        (bad / (name + ".gz")).write_bytes(b"not the file")
+    monkeypatch.setattr(D, "MNIST_MIRRORS", (bad.as_uri() + "/",))
+    with pytest.raises(OSError, match=r"could not download train-images-idx3-ubyte\.gz.*checksum mismatch"):
+        D.load_classification("smnist", str(tmp_path / "again"), download=True)
+    assert os.listdir(tmp_path / "again" / "MNIST" / "raw") == []
+
+
+def test_mnist_download_uses_the_given_opener(tmp_path, mnist_dir, monkeypatch):
+    import io
+
+    mirror, md5 = _serve_mnist(tmp_path, mnist_dir)
+    monkeypatch.setattr(D, "MNIST_MD5", md5)
+    urls = []
+
+    def opener(url):
+        urls.append(url)
+        return io.BytesIO((mirror / url.rsplit("/", 1)[1]).read_bytes())
+
+    got = D.download_mnist(str(tmp_path / "raw"), mirrors=("https://example.invalid/mnist",), opener=opener,
+                           progress=False)
+    assert urls == [f"https://example.invalid/mnist/{n}.gz" for n in D.MNIST_FILES]
+    assert [os.path.basename(p) for p in got] == [n + ".gz" for n in D.MNIST_FILES]
+    assert D.download_mnist(str(tmp_path / "raw"), opener=opener) == [] and len(urls) == 4  # nothing missing
+
+
+def test_mnist_corrupt_gz_file_message(mnist_dir):
+    raw = mnist_dir / "data" / "MNIST" / "raw"
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte\.gz' is not a readable gzip file"):
+        D.load_classification("row-mnist", str(mnist_dir / "data"))

@@ -257,7 +257,7 @@ def test_best_checkpoint_keeps_the_best_epoch(tmp_path):
 import json  # noqa: E402
 
 from snntorch_egru.training import main  # noqa: E402
-from snntorch_egru.training import _loop  # noqa: E402
+from snntorch_egru.training import _loop, _run_lm  # noqa: E402
 
 TINY = ["--epochs", "3", "--no-progress", "--no-plot", "--no-nir", "--seed", "3"]
 
@@ -329,7 +329,7 @@ def test_lm_awd_windows_scale_the_lr_and_the_best_valid_model_is_tested(tmp_path
         lrs.append(self.optimizer.param_groups[0]["lr"])
         return real_step(self, loss, initial)
 
-    monkeypatch.setattr(_loop, "awd_windows", spy_windows)
+    monkeypatch.setattr(_run_lm, "awd_windows", spy_windows)
     monkeypatch.setattr(_loop._Run, "_step", spy_step)
     calls = _record_evaluations(monkeypatch)
     starts, ends = _record_layer_states(monkeypatch)
@@ -746,7 +746,7 @@ def test_test_batch_and_drop_last_options():
         for k, v in kw.items():
             setattr(cfg, k, v)
         cfg.out = "unused"  # BestCheckpoint would write there; digits has no validation split
-        r = _loop._Run(cfg, Dist.DistInfo(), "test")
+        r = _loop.make_run(cfg, Dist.DistInfo(), "test")
         r.build()
         return r.test_loader
 

@@ -103,11 +103,13 @@ def test_digits_run_metrics_json(tmp_path):
     assert 0 < m["effective_macs"] <= m["dense_macs"]
     assert 0.0 <= m["backward_sparsity"] <= 1.0 and 0.0 < m["activity"] < 1.0
     assert m["parameters"] == (I + I) + 3 * H * (I + H) + 6 * H + H + H * 10 + 10
-    # independent recomputation of the test accuracy and activity from the checkpoint
+    # independent recomputation of the test accuracy and activity from the tested (best validation) model
     ck = torch.load(run / "checkpoint.pt", weights_only=False)
+    best = torch.load(run / "best.pt", weights_only=False)
+    assert m["selected_on"] == "valid" and best["epoch"] == m["selected_epoch"]
     cfg = TrainConfig.from_dict(ck["config"])
     model = SequenceClassifier(build_egru(cfg, 32, 8), 10, frontend=torch.nn.Linear(1, 32), readout=cfg.readout)
-    model.load_state_dict(ck["model"])
+    model.load_state_dict(best["model"])
     model.eval()
     data = load_digits_data()
     x, y = collate_time_first([data.test[i] for i in range(40)])
@@ -185,3 +187,149 @@ def test_rate_readout_is_the_exported_nir_graph_averaged_over_time(tmp_path):
     torch.testing.assert_close(tail.double(), torch.stack(outs[-4:]).mean(0), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="readout must be 'last', 'mean', 'rate' or 'state', got 'sum'"):
         SequenceClassifier(build_egru(cfg, 4, 6), 3, readout="sum")
+
+
+# ----------------------------------------------------------------------------- issue 11: baseline, seeds, splits
+def _gru_logits_reference(state, x, readout, readout_steps=0):
+    """Independent float64 forward of GRUClassifier's weights: Linear encoder -> torch GRU math -> readout."""
+    sd = {k: v.double() for k, v in state.items()}
+    z = x.double() @ sd["frontend.weight"].T + sd["frontend.bias"]
+    H = sd["egru.weight_hh_l0"].shape[1]
+    h = torch.zeros(x.shape[1], H, dtype=torch.float64)
+    outs = []
+    for t in range(z.shape[0]):
+        gi = z[t] @ sd["egru.weight_ih_l0"].T + sd["egru.bias_ih_l0"]
+        gh = h @ sd["egru.weight_hh_l0"].T + sd["egru.bias_hh_l0"]
+        r = torch.sigmoid(gi[:, :H] + gh[:, :H])
+        u = torch.sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+        n = torch.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+        h = (1 - u) * n + u * h
+        outs.append(h)
+    hs = torch.stack(outs)
+    if readout == "rate":
+        feat = (hs[-readout_steps:] if readout_steps else hs).mean(0)
+    else:
+        feat = hs[-1]
+    return feat @ sd["head.weight"].T + sd["head.bias"]
+
+
+def test_gru_baseline_and_seeds_report_both_with_mean_and_sd(tmp_path, capsys):
+    import statistics
+
+    out = tmp_path / "cmp"
+    assert main(["--out", str(out), *TINY, "--epochs", "2", "--no-plot", "--no-nir", "--baseline", "gru",
+                 "--seeds", "0,1"]) == 0
+    agg = json.loads((out / "metrics.json").read_text())
+    assert agg["seeds"] == [0, 1]
+    per = {s: json.loads((out / f"seed-{s}" / "metrics.json").read_text()) for s in (0, 1)}
+    gru = {s: json.loads((out / f"seed-{s}" / "gru" / "metrics.json").read_text()) for s in (0, 1)}
+    for name, runs in (("egru", per), ("gru", gru)):
+        accs = [runs[s]["test_accuracy"] for s in (0, 1)]
+        assert agg[name]["test_accuracy"]["per_seed"] == accs
+        assert agg[name]["test_accuracy"]["mean"] == pytest.approx(statistics.fmean(accs))
+        assert agg[name]["test_accuracy"]["sd"] == pytest.approx(statistics.stdev(accs))
+    for s in (0, 1):
+        e, g = per[s], gru[s]
+        assert e["model"] == "egru" and g["model"] == "gru" and e["config"]["seed"] == g["config"]["seed"] == s
+        assert e["baseline"]["test_accuracy"] == g["test_accuracy"] and e["baseline"]["model"] == "gru"
+        assert (e["train_samples"], e["test_samples"]) == (g["train_samples"], g["test_samples"])
+        assert len(e["history"]) == len(g["history"]) == 2
+        H, T, I = 8, 64, 32
+        assert g["dense_macs"] == g["effective_macs"] == e["dense_macs"] == T * 3 * H * (I + H)
+        assert g["activity"] == 1.0 and 0 < e["activity"] < 1
+        assert e["comparison"]["egru_minus_gru_accuracy_points"] == pytest.approx(
+            100 * (e["test_accuracy"] - g["test_accuracy"]))
+    # the GRU's reported count of correct test answers, recomputed from its tested weights (float64 reference)
+    cfg = TrainConfig.from_dict(gru[1]["config"])
+    best = torch.load(out / "seed-1" / "gru" / "best.pt", weights_only=False)
+    data = load_digits_data()
+    x, y = collate_time_first([data.test[i] for i in range(40)])
+    logits = _gru_logits_reference(best["model"], x, cfg.readout, cfg.readout_steps)
+    assert gru[1]["test_correct"] == int((logits.argmax(1) == y).sum())
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("digits, seeds 0,1 | EGRU test accuracy ") and "| GRU test accuracy " in last
+    assert f"{100 * agg['gru']['test_accuracy']['mean']:.2f} ± {100 * agg['gru']['test_accuracy']['sd']:.2f}%" in last
+
+
+def test_validation_split_is_held_out_of_train_and_the_test_split_is_read_once(tmp_path, monkeypatch):
+    from snntorch_egru.training import _run_classify
+
+    reads = []
+    real_build = _run_classify._ClassifyRun._build
+
+    class Counting:
+        def __init__(self, loader):
+            self.loader = loader
+
+        def __iter__(self):
+            reads.append("test")
+            return iter(self.loader)
+
+        def __len__(self):
+            return len(self.loader)
+
+    def build(self):
+        out = real_build(self)
+        self.test_loader = Counting(self.test_loader)
+        return out
+
+    monkeypatch.setattr(_run_classify._ClassifyRun, "_build", build)
+    m = _run(tmp_path / "run", "--epochs", "2", "--limit-train", "64", "--limit-test", "0", "--hidden-size", "4",
+             "--eval-batch-size", "400", "--no-plot")
+    assert reads == ["test"]  # two epochs selected on validation; the test split once, at the end
+    assert (m["train_samples"], m["valid_samples"], m["test_samples"]) == (64, 287, 360)
+    assert m["selected_on"] == "valid" and all(h["eval_split"] == "valid" for h in m["history"])
+    assert "0.2 of the training set" in m["validation"]["source"]
+    # the validation images come from the training images, never from the test images
+    from snntorch_egru.training._data import split_train_valid
+
+    data = load_digits_data()
+    tr, va = split_train_valid(data.train, 0.2, 42)
+    test_rows = {tuple(data.test[i][0].flatten().tolist()) for i in range(len(data.test))}
+    assert len(va) == 287 and not any(tuple(va[i][0].flatten().tolist()) in test_rows for i in range(20))
+
+
+def test_default_task_nir_file_reproduces_the_reported_test_count(tmp_path):
+    """Issue 11: the digits preset's readout is what the exported NIR graph computes."""
+    from snntorch_egru import nir as se_nir
+
+    cfg = preset("digits")
+    assert cfg.readout == "rate"  # the per-step graph's outputs, averaged over steps
+    out = tmp_path / "run"
+    assert main(["--out", str(out), "--epochs", "1", "--limit-train", "64", "--no-progress", "--no-plot"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert "faithful" in m["nir_note"]
+    step = se_nir.import_from_nir(str(out / "model.nir"))
+    data = load_digits_data()
+    x, y = collate_time_first([data.test[i] for i in range(len(data.test))])
+    state, outs = None, []
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            o, state = step(x[t], state)
+            outs.append(o)
+    outs = torch.stack(outs)
+    if cfg.readout_steps:
+        outs = outs[-cfg.readout_steps:]
+    correct = int((outs.mean(0).argmax(1) == y).sum())
+    assert m["test_samples"] == 360 and m["test_correct"] == correct
+    assert m["test_accuracy"] == pytest.approx(correct / 360, abs=1e-12)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", "1,x"], "--seeds: expected comma-separated integers"),
+    (["--seeds", "1,1"], "--seeds: expected distinct integers"),
+    (["--model", "lstm"], "--model: invalid choice: 'lstm'"),
+    (["--valid-fraction", "1"], "--valid-fraction: expected a number in [0, 1)"),
+])
+def test_new_flags_refuse_bad_values(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_gru_options_are_checked_before_training(tmp_path):
+    for kw, msg in ((dict(task="ptb", baseline="gru"), "--baseline gru are for classification tasks"),
+                    (dict(model="gru", baseline="gru"), "--baseline gru trains a GRU next to the EGRU"),
+                    (dict(seeds=[0, 0]), "--seeds must be a non-empty list of distinct integers")):
+        cfg = TrainConfig(**kw)
+        with pytest.raises(ValueError, match=msg):
+            _validate(cfg, 1)

@@ -4,7 +4,7 @@ Classification tasks give a :class:`torch.utils.data.Dataset` of ``(x, label)`` 
 ``x`` time-first ``[T, *features]``; :func:`collate_time_first` stacks a batch to
 ``[T, B, *features]``. Language-model tasks give a :class:`Corpus` of token ids.
 
-Heavy libraries (scikit-learn, torchvision, tonic) are imported inside the functions.
+Heavy libraries (scikit-learn, tonic) are imported inside the functions.
 Nothing is downloaded unless ``download=True``; missing files raise
 :class:`FileNotFoundError` naming the files expected and where to get them.
 """
@@ -23,6 +23,8 @@ __all__ = [
     "Corpus",
     "bit_reversal_permutation",
     "collate_time_first",
+    "download_mnist",
+    "read_idx",
     "load_classification",
     "load_corpus",
     "split_train_valid",
@@ -130,92 +132,208 @@ def bit_reversal_permutation(n: int = 784) -> torch.Tensor:
     return torch.tensor([r for r in rev if r < n], dtype=torch.long)
 
 
-class _SequentialImages(Dataset):
-    def __init__(self, base: Dataset, permutation: torch.Tensor | None) -> None:
-        self.base = base
-        self.permutation = permutation
+#: MD5 of the four gzip files as published (the checksums torchvision and others check too)
+MNIST_MD5 = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
+_IDX_HINT = "(delete it and fetch it again, or rerun with --download)"
+
+
+class _MnistSequences(Dataset):
+    """MNIST images as sequences: 784 steps of one pixel (``layout="pixels"``, optionally permuted)
+    or 28 steps of one 28-pixel row (``layout="rows"``), values byte / 255."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, layout: str = "pixels",
+                 permutation: Optional[torch.Tensor] = None) -> None:
+        self.images, self.labels = images, labels
+        self.layout, self.permutation = layout, permutation
 
     def __len__(self) -> int:
-        return len(self.base)
+        return len(self.labels)
 
     def __getitem__(self, i: int) -> Tuple[torch.Tensor, int]:
-        img, label = self.base[i]
-        x = torch.as_tensor(img, dtype=torch.float32).reshape(-1)
+        img = self.images[i].to(torch.float32).div_(255.0)
+        if self.layout == "rows":
+            return img.reshape(28, 28), int(self.labels[i])
+        x = img.reshape(-1)
         if self.permutation is not None:
             x = x[self.permutation]
-        return x.unsqueeze(-1), int(label)
+        return x.unsqueeze(-1), int(self.labels[i])
 
 
-def _idx_count(path: str, magic: int, item_bytes: int, item_dims: Tuple[int, ...]) -> int:
-    """Number of items in an uncompressed idx file, after checking its header against its size."""
+def find_idx(raw: str, name: str) -> Optional[str]:
+    """``raw/name`` if it exists, else ``raw/name.gz`` if that does, else None."""
+    for path in (os.path.join(raw, name), os.path.join(raw, name + ".gz")):
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def read_idx(path: str, magic: int, item_dims: Tuple[int, ...]) -> torch.Tensor:
+    """The ``uint8`` items of an idx file (``.gz``: gzip-compressed) as ``[N, *item_dims]``.
+
+    The header (magic number, item shape) and the file size are checked; a damaged file raises
+    :class:`ValueError` naming it and what is wrong.
+
+    Example::
+
+        >>> import struct, tempfile, os
+        >>> from snntorch_egru.training._data import read_idx
+        >>> path = os.path.join(tempfile.mkdtemp(), "labels-idx1-ubyte")
+        >>> with open(path, "wb") as f:
+        ...     _ = f.write(struct.pack(">II", 2049, 3) + bytes([7, 2, 1]))
+        >>> read_idx(path, 2049, ()).tolist()
+        [7, 2, 1]
+    """
+    import gzip
     import struct
+    import zlib
 
+    if path.endswith(".gz"):
+        try:
+            with gzip.open(path, "rb") as f:
+                data = f.read()
+        except (OSError, EOFError, zlib.error) as err:
+            raise ValueError(f"MNIST file {path!r} is not a readable gzip file ({err}) {_IDX_HINT}") from err
+    else:
+        with open(path, "rb") as f:
+            data = f.read()
     ndim = 1 + len(item_dims)
     head = 4 + 4 * ndim
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        header = f.read(head)
-    hint = "(delete it and fetch it again, or rerun with --download)"
-    if len(header) < head:
-        raise ValueError(f"MNIST file {path!r} is truncated: {size} bytes, shorter than its {head}-byte header {hint}")
-    found_magic, *dims = struct.unpack(f">{ndim + 1}I", header)
+    if len(data) < head:
+        raise ValueError(f"MNIST file {path!r} is truncated: {len(data)} bytes, shorter than its {head}-byte header "
+                         f"{_IDX_HINT}")
+    found_magic, *dims = struct.unpack(f">{ndim + 1}I", data[:head])
     if found_magic != magic:
-        raise ValueError(f"MNIST file {path!r} is not an uncompressed idx file: magic number {found_magic:#x}, "
-                         f"expected {magic:#x} (gunzip .gz files first) {hint}")
+        kind = "an idx file" if path.endswith(".gz") else "an uncompressed idx file"
+        raise ValueError(f"MNIST file {path!r} is not {kind}: magic number {found_magic:#x}, expected {magic:#x} "
+                         f"(a gzip file must end in .gz) {_IDX_HINT}")
     if tuple(dims[1:]) != item_dims:
-        raise ValueError(f"MNIST file {path!r} holds items of shape {dims[1:]}, expected {list(item_dims)} {hint}")
-    want = head + dims[0] * item_bytes
-    if size != want:
-        raise ValueError(f"MNIST file {path!r} is {'truncated' if size < want else 'too long'}: {size} bytes, "
-                         f"its header declares {dims[0]} items ({want} bytes) {hint}")
-    return int(dims[0])
+        raise ValueError(f"MNIST file {path!r} holds items of shape {dims[1:]}, expected {list(item_dims)} {_IDX_HINT}")
+    item = 1
+    for d in item_dims:
+        item *= d
+    want = head + dims[0] * item
+    if len(data) != want:
+        raise ValueError(f"MNIST file {path!r} is {'truncated' if len(data) < want else 'too long'}: {len(data)} "
+                         f"bytes, its header declares {dims[0]} items ({want} bytes) {_IDX_HINT}")
+    return torch.frombuffer(bytearray(data[head:]), dtype=torch.uint8).view((dims[0],) + item_dims)
 
 
-def _check_mnist_files(raw: str) -> None:
-    for prefix in ("train", "t10k"):
-        images = os.path.join(raw, f"{prefix}-images-idx3-ubyte")
-        labels = os.path.join(raw, f"{prefix}-labels-idx1-ubyte")
-        n_img = _idx_count(images, 2051, 28 * 28, (28, 28))
-        n_lab = _idx_count(labels, 2049, 1, ())
-        if n_img != n_lab:
-            raise ValueError(f"MNIST files disagree: {images!r} holds {n_img} images but {labels!r} {n_lab} labels")
-        with open(labels, "rb") as f:
-            f.seek(8)
-            bad = max(f.read(), default=0)
-        if bad > 9:
-            raise ValueError(f"MNIST labels file {labels!r} holds label {bad}; expected digits 0-9")
+def _fetch(url: str, dest: str, md5: str, opener: Callable, progress: bool) -> None:
+    """Download ``url`` to ``dest`` (through ``dest.part``) and check its MD5; raises OSError/ValueError."""
+    import hashlib
 
-
-def load_mnist_data(data_dir: str, permuted: bool, download: bool = False) -> ClassificationData:
-    """Sequential MNIST (784 steps of one pixel in [0, 1]) through torchvision.
-
-    The 60000 training images are split 80/20 (seed 42) into ``train`` and ``valid``
-    (:func:`split_train_valid`); ``test`` is the 10000 test images, used only at the end.
-    Expects ``<data_dir>/MNIST/raw/`` with the four uncompressed idx files.
-    """
+    part = dest + ".part"
+    digest = hashlib.md5()
     try:
-        from torchvision import datasets, transforms
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError("tasks 'smnist'/'psmnist' need torchvision: pip install 'snntorch-egru[vision]'") from exc
+        with opener(url) as response, open(part, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) if hasattr(response, "headers") else 0
+            from tqdm.auto import tqdm
+
+            with tqdm(total=total or None, unit="B", unit_scale=True, desc=os.path.basename(dest), leave=False,
+                      disable=not progress) as bar:
+                while True:
+                    chunk = response.read(1 << 16)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+        if digest.hexdigest() != md5:
+            raise ValueError(f"checksum mismatch for {url}: MD5 {digest.hexdigest()}, expected {md5}")
+        os.replace(part, dest)
+    finally:
+        if os.path.exists(part):
+            os.remove(part)
+
+
+def download_mnist(raw: str, mirrors: Optional[Sequence[str]] = None, opener: Optional[Callable] = None,
+                   progress: bool = True) -> List[str]:
+    """Fetch the MNIST ``.gz`` files missing in ``raw`` (trying each mirror; MD5 checked); returns their paths.
+
+    Args:
+        raw: the folder (``<data_dir>/MNIST/raw``), created if needed.
+        mirrors: base URLs, tried in order for each file (default :data:`MNIST_MIRRORS`).
+        opener: ``url -> file-like response`` (default :func:`urllib.request.urlopen`).
+        progress: show a progress bar per file.
+
+    Raises:
+        OSError: a file could not be fetched from any mirror (each mirror's error is named).
+    """
+    import urllib.request
+
+    opener = opener or (lambda url: urllib.request.urlopen(url, timeout=60))
+    mirrors = MNIST_MIRRORS if mirrors is None else tuple(mirrors)
+    os.makedirs(raw, exist_ok=True)
+    got = []
+    for name in MNIST_FILES:
+        if find_idx(raw, name) is not None:
+            continue
+        dest = os.path.join(raw, name + ".gz")
+        errors = []
+        for base in mirrors:
+            url = base.rstrip("/") + "/" + name + ".gz"
+            try:
+                _fetch(url, dest, MNIST_MD5[name + ".gz"], opener, progress)
+                break
+            except (OSError, ValueError) as err:  # URLError is an OSError
+                errors.append(f"{url}: {err}")
+        else:
+            raise OSError(f"could not download {name}.gz into {raw}: " + "; ".join(errors))
+        got.append(dest)
+    return got
+
+
+def _mnist_arrays(raw: str, prefix: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    images_path = find_idx(raw, f"{prefix}-images-idx3-ubyte")
+    labels_path = find_idx(raw, f"{prefix}-labels-idx1-ubyte")
+    assert images_path is not None and labels_path is not None
+    images = read_idx(images_path, 2051, (28, 28))
+    labels = read_idx(labels_path, 2049, ())
+    if len(images) != len(labels):
+        raise ValueError(f"MNIST files disagree: {images_path!r} holds {len(images)} images but {labels_path!r} "
+                         f"{len(labels)} labels")
+    if len(labels) and int(labels.max()) > 9:
+        raise ValueError(f"MNIST labels file {labels_path!r} holds label {int(labels.max())}; expected digits 0-9")
+    return images, labels.to(torch.long)
+
+
+def load_mnist_data(data_dir: str, permuted: bool = False, download: bool = False, layout: str = "pixels"
+                    ) -> ClassificationData:
+    """MNIST from the standard idx files: sequential (784 steps of one pixel) or row-by-row (28 x 28).
+
+    ``layout="pixels"`` gives sMNIST (``permuted=True``: psMNIST with the bit-reversal permutation),
+    ``layout="rows"`` row-MNIST. Pixels are byte / 255. The 60000 training images are split 80/20
+    (EvNN's ``random_split``, seed 42) into ``train`` and ``valid`` (:func:`split_train_valid`);
+    ``test`` is the 10000 test images, used only at the end. Expects
+    ``<data_dir>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`` (as torchvision writes them;
+    each may be ``.gz``); ``download=True`` fetches the missing ones (:func:`download_mnist`).
+    """
+    if layout not in ("pixels", "rows"):
+        raise ValueError(f"layout must be 'pixels' or 'rows', got {layout!r}")
     raw = os.path.join(data_dir, "MNIST", "raw")
-    missing = [f for f in MNIST_FILES if not os.path.exists(os.path.join(raw, f))]
+    missing = [f for f in MNIST_FILES if find_idx(raw, f) is None]
     if missing and not download:
         raise FileNotFoundError(
-            f"MNIST files missing in {raw}: {', '.join(missing)} (uncompressed; gunzip the .gz files). Get them from "
-            "https://ossci-datasets.s3.amazonaws.com/mnist/ (or yann.lecun.com/exdb/mnist), or rerun with "
-            "--download to let torchvision fetch them (about 11 MB)."
+            f"MNIST files missing in {raw}: {', '.join(missing)} (each may also be .gz). Get them from "
+            f"{MNIST_MIRRORS[0]} (or yann.lecun.com/exdb/mnist), or rerun with --download to fetch them "
+            "(about 11 MB)."
         )
     if missing:
         print(f"Downloading MNIST (about 11 MB) to {raw} ...", flush=True)
-    tf = transforms.ToTensor()
-    if not missing:
-        _check_mnist_files(raw)
-    train = datasets.MNIST(data_dir, train=True, transform=tf, download=bool(missing))
-    test = datasets.MNIST(data_dir, train=False, transform=tf, download=False)
+        download_mnist(raw)
+    train_x, train_y = _mnist_arrays(raw, "train")
+    test_x, test_y = _mnist_arrays(raw, "t10k")
     perm = bit_reversal_permutation(784) if permuted else None
-    train_part, valid_part = split_train_valid(_SequentialImages(train, perm))
-    return ClassificationData(train_part, _SequentialImages(test, perm), num_classes=10, input_shape=(1,),
-                              steps=784, valid=valid_part)
+    train_part, valid_part = split_train_valid(_MnistSequences(train_x, train_y, layout, perm))
+    steps, shape = (28, (28,)) if layout == "rows" else (784, (1,))
+    return ClassificationData(train_part, _MnistSequences(test_x, test_y, layout, perm), num_classes=10,
+                              input_shape=shape, steps=steps, valid=valid_part)
 
 
 # --------------------------------------------------------------------------- tonic
@@ -365,12 +483,15 @@ def load_classification(task: str, data_dir: str, *, frame_size: int = 32, time_
         return load_digits_data()
     if task in ("smnist", "psmnist"):
         return load_mnist_data(data_dir, permuted=task == "psmnist", download=download)
+    if task == "row-mnist":
+        return load_mnist_data(data_dir, download=download, layout="rows")
     if task == "dvsgesture":
         return load_dvsgesture_data(data_dir, frame_size=frame_size, download=download, polarity=polarity,
                                     augment=augment)
     if task == "shd":
         return load_shd_data(data_dir, time_bins=time_bins, download=download)
-    raise ValueError(f"task must be a classification task (digits, smnist, psmnist, dvsgesture, shd), got {task!r}")
+    raise ValueError("task must be a classification task (digits, row-mnist, smnist, psmnist, dvsgesture, shd), "
+                     f"got {task!r}")
 
 
 # --------------------------------------------------------------------------- language models

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -11,13 +11,14 @@ from ..modules import EGRU
 from ..state import EGRURecord, EGRUState
 from ._lm import locked_dropout
 
-__all__ = ["SequenceClassifier", "LanguageModel", "FrameCNN", "build_egru", "READOUTS", "LM_STATES",
-           "READOUT_DROPOUTS", "window_start_state", "zero_state", "layer_gradient_groups",
+__all__ = ["SequenceClassifier", "GRUClassifier", "DenseRecord", "dense_gru_macs", "MODELS", "LanguageModel",
+           "FrameCNN", "build_egru", "READOUTS", "LM_STATES", "READOUT_DROPOUTS", "window_start_state", "zero_state", "layer_gradient_groups",
            "clip_layer_gradients"]
 
 READOUTS = ("last", "mean", "rate", "state")
 READOUT_DROPOUTS = ("pooled", "step")
 LM_STATES = ("full", "y")
+MODELS = ("egru", "gru")
 
 
 def window_start_state(state: EGRUState, mode: str) -> EGRUState:
@@ -170,26 +171,86 @@ class SequenceClassifier(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(egru.hidden_size, num_classes)
 
-    def forward(self, x: torch.Tensor, state: Optional[EGRUState] = None) -> Tuple[torch.Tensor, EGRURecord]:
-        if self.frontend is not None:
-            x = self.frontend(x)
+    def _sequences(self, x: torch.Tensor, state: Optional[Any]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
+        """``(events y [T, B, H], trace [T, B, H], final state c [B, H], record)`` of the last layer."""
         _, _, rec = self.egru(x, state, return_internals=True)
-        trace = rec.trace[-1]  # last layer, [T, B, H]
+        return rec.y[-1], rec.trace[-1], rec.c[-1, -1], rec
+
+    def _readout(self, y: torch.Tensor, trace: torch.Tensor, c_last: torch.Tensor) -> torch.Tensor:
         if self.readout_dropout == "step" and self.readout in ("mean", "rate"):
-            seq = rec.y[-1] if self.readout == "rate" else trace
+            seq = y if self.readout == "rate" else trace
             if self.readout == "rate" and self.readout_steps:
                 seq = seq[-self.readout_steps:]
-            return self.head(self.drop(seq)).mean(0), rec  # a new mask at every step, logits averaged
+            return self.head(self.drop(seq)).mean(0)  # a new mask at every step, logits averaged
         if self.readout == "rate":
-            y = rec.y[-1]
             if self.readout_steps:
                 y = y[-self.readout_steps:]
             feat = y.mean(0)  # mean_t head(y_t) == head(mean_t y_t): the head is linear
         elif self.readout == "state":
-            feat = rec.c[-1, -1]  # internal state of the last layer after the last step
+            feat = c_last  # internal state of the last layer after the last step
         else:
             feat = trace[-1] if self.readout == "last" else trace.mean(0)
-        return self.head(self.drop(feat)), rec
+        return self.head(self.drop(feat))
+
+    def forward(self, x: torch.Tensor, state: Optional[EGRUState] = None) -> Tuple[torch.Tensor, EGRURecord]:
+        if self.frontend is not None:
+            x = self.frontend(x)
+        y, trace, c_last, rec = self._sequences(x, state)
+        return self._readout(y, trace, c_last), rec
+
+
+class DenseRecord(NamedTuple):
+    """What a dense GRU "emits": ``o [num_layers, T, B, H]``, 1 where a unit's output is non-zero."""
+
+    o: torch.Tensor
+
+
+class GRUClassifier(SequenceClassifier):
+    """The same classifier around a dense :class:`torch.nn.GRU` (the baseline of ``--baseline gru``).
+
+    Same front end, hidden size, layers, readout and dropout as the EGRU classifier; the GRU's
+    output ``h`` plays the part of the events, of the trace and (``h_T``) of the final state.
+    ``forward`` returns ``(logits, DenseRecord)``; a dense GRU's activity is the fraction of
+    non-zero outputs (1.0 in practice).
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru.training._models import GRUClassifier
+        >>> m = GRUClassifier(1, 8, 10, readout="last")
+        >>> logits, rec = m(torch.rand(5, 2, 1))
+        >>> logits.shape, rec.o.shape
+        (torch.Size([2, 10]), torch.Size([1, 5, 2, 8]))
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_classes: int, num_layers: int = 1,
+                 frontend: Optional[nn.Module] = None, readout: str = "last", dropout: float = 0.0,
+                 readout_steps: int = 0, readout_dropout: str = "pooled") -> None:
+        gru = nn.GRU(input_size, hidden_size, num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0)
+        super().__init__(gru, num_classes, frontend=frontend, readout=readout, dropout=dropout,  # type: ignore[arg-type]
+                         readout_steps=readout_steps, readout_dropout=readout_dropout)
+
+    def _sequences(self, x: torch.Tensor, state: Optional[Any]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
+        h, _ = self.egru(x, state)
+        return h, h, h[-1], DenseRecord((h != 0).to(h.dtype)[None])
+
+
+def dense_gru_macs(input_size: int, hidden_size: int, num_layers: int, steps: int) -> int:
+    """Multiply-accumulates of a dense GRU per sample (the package's ``dense_macs`` convention).
+
+    ``3 H (I + H)`` per layer and step (gate matrices; biases and readout not counted).
+
+    Example::
+
+        >>> from snntorch_egru.training._models import dense_gru_macs
+        >>> dense_gru_macs(1, 4, 1, 64) == 64 * 3 * 4 * (1 + 4)
+        True
+    """
+    total, i = 0, input_size
+    for _ in range(num_layers):
+        total += 3 * hidden_size * (i + hidden_size)
+        i = hidden_size
+    return steps * total
 
 
 class LanguageModel(nn.Module):

@@ -1,0 +1,219 @@
+"""The shared part of a training run: optimiser, schedule, regularisers, one update, the epoch skeleton.
+
+:class:`_Run` is the runner; ``_loop.make_run(cfg, info, command)`` builds the runner of the task's kind
+(:class:`~._run_classify._ClassifyRun` or :class:`~._run_lm._LMRun`). Subclasses give the data, the
+model and the batches (``_build``, ``_train_batches``, ``_eval_batches``); the epoch, evaluation and
+final-test skeletons here are the same for both.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from . import _distributed as D
+from ._lm import BestCheckpoint
+from ..modules import EGRU
+from ._models import clip_layer_gradients, layer_gradient_groups
+from ._tasks import LM_TASKS, TrainConfig
+
+__all__ = ["regularisers"]
+
+
+# ----------------------------------------------------------------------------- building blocks
+def _lr_factor(cfg: TrainConfig):
+    E = cfg.epochs
+
+    def factor(epoch: int) -> float:
+        if cfg.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(epoch, E) / E))
+        if cfg.schedule == "step":
+            return cfg.step_gamma ** (epoch // max(cfg.step_size, 1))
+        if cfg.schedule == "cosine_tail":
+            start = int(cfg.cosine_start * E)
+            if epoch < start:
+                return 1.0
+            return 0.5 * (1 + math.cos(math.pi * min(epoch - start, E - start) / max(E - start, 1)))
+        return 1.0
+
+    return factor
+
+
+def _optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, 0.999), weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, 0.999), weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.beta1, weight_decay=cfg.weight_decay)
+
+
+def regularisers(cfg: TrainConfig, records: Sequence[Any], model: Optional[nn.Module] = None) -> torch.Tensor:
+    """The activity and voltage regularisers over all layers' records.
+
+    ``reg_form="smooth"``: ``activity_reg * (mean(o) - activity_target)^2`` (through the surrogate)
+    plus ``voltage_reg * mean((c - voltage_target)^2)``.
+    ``reg_form="evnn"`` (the EvNN DVS code): ``activity_reg * (mean(1[o != 0]) - activity_target)^2``,
+    built from a comparison and so without gradient (it only shifts the loss), plus
+    ``voltage_reg * sum_layers mean(c - (theta.detach() - voltage_target))``, linear in ``c``
+    (``model`` gives the thresholds; one record per EGRU module, in module order).
+    """
+    total = records[0].o.new_zeros(())
+    if cfg.reg_form == "evnn":
+        if cfg.activity_reg:
+            with torch.no_grad():
+                act = torch.cat([(r.o != 0).float().reshape(-1) for r in records]).mean()
+            total = total + cfg.activity_reg * (act - cfg.activity_target) ** 2
+        if cfg.voltage_reg:
+            if model is None:
+                raise ValueError("reg_form 'evnn' needs the model (its thresholds) for the voltage term")
+            egrus = [m for m in model.modules() if isinstance(m, EGRU)]
+            for egru, r in zip(egrus, records):
+                theta = torch.stack([egru.layer_tensors(k)["threshold"].detach() for k in range(egru.num_layers)])
+                total = total + cfg.voltage_reg * (r.c - (theta[:, None, None, :] - cfg.voltage_target)).mean(
+                    dim=(1, 2, 3)).sum()
+        return total
+    if cfg.activity_reg:
+        o = torch.cat([r.o.reshape(-1) for r in records])
+        total = total + cfg.activity_reg * (o.mean() - cfg.activity_target) ** 2
+    if cfg.voltage_reg:
+        c = torch.cat([r.c.reshape(-1) for r in records])
+        total = total + cfg.voltage_reg * ((c - cfg.voltage_target) ** 2).mean()
+    return total
+
+
+def _apply_optimizer_settings(r: "_Run", cfg: TrainConfig) -> None:
+    """After loading a checkpoint's optimiser and scheduler: use this invocation's lr, weight decay and
+    beta1 (momentum for SGD) from the resumed epoch on (the schedule's factor at that epoch applies)."""
+    factor = r.scheduler.lr_lambdas[0](r.scheduler.last_epoch)
+    r.scheduler.base_lrs = [cfg.lr for _ in r.optimizer.param_groups]
+    for g in r.optimizer.param_groups:
+        g["initial_lr"] = cfg.lr
+        g["lr"] = cfg.lr * factor
+        g["weight_decay"] = cfg.weight_decay
+        if "betas" in g:
+            g["betas"] = (cfg.beta1, g["betas"][1])
+        if "momentum" in g:
+            g["momentum"] = cfg.beta1
+    r.scheduler._last_lr = [g["lr"] for g in r.optimizer.param_groups]
+
+
+class _Run:
+    """One training run of ``cfg`` (data, model, optimiser); ``_loop.make_run`` picks the task's kind."""
+
+    is_lm = False
+    #: the summed quantities of an epoch or evaluation: loss*n, correct (or 0), activity*n, n
+    N_SUMS = 4
+
+    def __init__(self, cfg: TrainConfig, info: D.DistInfo, command: str) -> None:
+        self.cfg, self.info, self.command = cfg, info, command
+        if cfg.device == "cuda":
+            self.device = torch.device("cuda", info.local_rank if info.enabled else torch.cuda.current_device())
+        else:
+            self.device = torch.device("cpu")
+        self.raster: Optional[torch.Tensor] = None
+        self.valid_loader: Any = None
+
+    # -- data and model ------------------------------------------------------------------------
+    def _build(self) -> Tuple[nn.Module, bool]:
+        """Data and model; returns ``(model, has_validation)``. Sets ``sample_step``."""
+        raise NotImplementedError
+
+    def build(self) -> None:
+        cfg, info = self.cfg, self.info
+        torch.manual_seed(cfg.seed)
+        model, has_valid = self._build()
+        self.model = model.to(self.device)
+        self.net: nn.Module = self.model
+        if info.enabled:
+            ids = [info.local_rank] if self.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.optimizer = _optimizer(cfg, [p for p in self.model.parameters() if p.requires_grad])
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_factor(cfg))
+        self.select_split = "valid" if has_valid else "test"
+        self.best = (BestCheckpoint(os.path.join(cfg.out, "best.pt"), "min" if self.is_lm else "max")
+                     if has_valid else None)
+
+    # -- epochs ----------------------------------------------------------------------------------
+    def _bar(self, it, total: int, desc: str):
+        from tqdm.auto import tqdm
+
+        return tqdm(it, total=total, desc=desc, leave=False, dynamic_ncols=True,
+                    disable=not (self.cfg.progress and self.info.is_main))
+
+    def _step(self, loss: torch.Tensor, initial_states: Optional[List[Any]] = None) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.layer_grad_clip > 0:  # EvNN's in-op clip of each EGRU layer, before the global clip
+            clip_layer_gradients(layer_gradient_groups(self.model, initial_states), self.cfg.layer_grad_clip)
+        if self.cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+
+    def _train_batches(self, epoch: int, sums: List[float], desc: str) -> None:
+        raise NotImplementedError
+
+    def train_epoch(self, epoch: int) -> Dict[str, float]:
+        self.net.train()
+        torch.manual_seed(self.cfg.seed + 7919 * (epoch + 1) + self.info.rank)  # exact resume, per-rank masks
+        sums = [0.0] * self.N_SUMS
+        self._train_batches(epoch, sums, f"epoch {epoch + 1}/{self.cfg.epochs}")
+        self.scheduler.step()
+        s = D.all_reduce_sum(sums, self.info, self.device)
+        out = {"train_loss": s[0] / s[3], "train_activity": s[2] / s[3]}
+        if not self.is_lm:
+            out["train_accuracy"] = s[1] / s[3]
+        return out
+
+    def _eval_batches(self, split: str, keep_raster: bool, sums: List[float]) -> None:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, split: str = "test", keep_raster: bool = False) -> Dict[str, float]:
+        self.net.eval()
+        sums = [0.0] * self.N_SUMS
+        self._eval_batches(split, keep_raster, sums)
+        return self._eval_figures(sums)
+
+    def _eval_figures(self, sums: List[float]) -> Dict[str, float]:
+        s = D.all_reduce_sum(sums, self.info, self.device)
+        n = max(s[3], 1.0)
+        out = {"loss": s[0] / n, "activity": s[2] / n}
+        if self.is_lm:
+            out["perplexity"] = math.exp(min(out["loss"], 50.0))
+        else:
+            out["accuracy"] = s[1] / n
+            out["correct"] = s[1]
+        return out
+
+    # -- the end ---------------------------------------------------------------------------------
+    def final_test(self) -> Tuple[Dict[str, float], Dict[str, Any], Dict[str, str]]:
+        """The one pass over the test split: ``(figures, efficiency, absent)``.
+
+        The activity tracker counts this pass and the raster of the first test sample is kept,
+        so the test data are read once at the end of a run.
+        """
+        try:
+            from .. import metrics
+        except ImportError as err:
+            reason = f"snntorch_egru.metrics is not available ({err})"
+            return (self.evaluate("test", keep_raster=True), {},
+                    {k: reason for k in ("backward_sparsity", "effective_macs", "dense_macs")})
+        with metrics.track(self.model) as tracker:
+            final = self.evaluate("test", keep_raster=True)
+        summ = tracker.summary()
+        keys = ("activity", "batch_union_activity", "backward_sparsity", "effective_macs", "dense_macs",
+                "backward_macs", "dense_backward_macs")
+        calls = sum(layer.get("samples", 1) for layer in summ.get("layers", [])) or 1
+        reduced = D.all_reduce_sum([summ[k] * calls for k in keys] + [calls], self.info, self.device)
+        out = {k: reduced[i] / reduced[-1] for i, k in enumerate(keys)}
+        out["layers"] = summ.get("layers", [])
+        return final, out, {}
+
+    def protocols(self, final: Dict[str, float], last_test: Optional[Dict[str, float]],
+                  history: List[Dict[str, Any]], best_epoch: int, completed: int) -> Tuple[str, Dict[str, Any]]:
+        """Label of the reported test number and the number the EvNN code's protocol gives, labelled."""
+        raise NotImplementedError
