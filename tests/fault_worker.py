@@ -175,7 +175,9 @@ def main_worker(report, workdir, kills, seed):
             done = 0
             if argv[0] == "--resume":
                 done = load_checkpoint(os.path.join(run, "checkpoint.pt"))["epoch"]
-            sig = signal.SIGINT if i % 4 == 3 else signal.SIGKILL
+            # every fourth kill a Ctrl-C, sent while epochs remain (a run in its short final phase may
+            # finish before a late signal lands; SIGKILLs cover that phase)
+            sig = signal.SIGINT if i % 4 == 3 and done < epochs else signal.SIGKILL
             i += 1
             if attempt == 1 and len(out["chains"]) % 2 == 0:  # even chains: first kill before the 1st checkpoint
                 delay = rng.uniform(0.0, 0.7 * t_first)
