@@ -111,7 +111,8 @@ _FORCE_DENSE = False
 
 
 class force_dense:
-    """Context manager that disables every sparse product of the ``"torch"`` backend.
+    """Context manager that disables every sparse product of the ``"torch"`` backend (and puts the
+    CuPy kernels into their dense mode).
 
     The numbers are unchanged (up to rounding); it is the "dense EGRU" baseline of
     ``snntorch-egru bench``.
