@@ -47,6 +47,9 @@ def _child(argv):
     pid = os.fork()
     if pid == 0:  # the training run
         code = 1
+        # Ctrl-C as in a terminal, also when this worker was started with SIGINT ignored (a shell's
+        # background job inherits SIG_IGN, and Python then installs no KeyboardInterrupt handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 1)
@@ -175,9 +178,7 @@ def main_worker(report, workdir, kills, seed):
             done = 0
             if argv[0] == "--resume":
                 done = load_checkpoint(os.path.join(run, "checkpoint.pt"))["epoch"]
-            # every fourth kill a Ctrl-C, sent while epochs remain (a run in its short final phase may
-            # finish before a late signal lands; SIGKILLs cover that phase)
-            sig = signal.SIGINT if i % 4 == 3 and done < epochs else signal.SIGKILL
+            sig = signal.SIGINT if i % 4 == 3 else signal.SIGKILL
             i += 1
             if attempt == 1 and len(out["chains"]) % 2 == 0:  # even chains: first kill before the 1st checkpoint
                 delay = rng.uniform(0.0, 0.7 * t_first)
