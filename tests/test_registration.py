@@ -219,6 +219,21 @@ def _norse():
     return norse_torch
 
 
+def _step_both(imported, model, x):
+    """Step an imported network and the Norse ``SequentialState`` reference over ``x`` [T, ...]:
+    (stacked outputs, stacked reference outputs, event activity of the reference's EGRU layer)."""
+    ref, out, events = [], [], []
+    s_ref = s_imp = None
+    with torch.no_grad():
+        for x_t in x:
+            o, s_ref = model(x_t, s_ref)
+            ref.append(o)
+            events.append(s_ref[1].y)
+            o2, s_imp = imported(x_t, s_imp)
+            out.append(o2)
+    return torch.stack(out), torch.stack(ref), torch.stack(events).ne(0).float().mean().item()
+
+
 def test_norse_to_nir_from_nir_round_trip_equal_over_20_steps(registered, tmp_path):
     norse = _norse()
     from snntorch_egru.norse import EGRURecurrentCell
@@ -236,18 +251,9 @@ def test_norse_to_nir_from_nir_round_trip_equal_over_20_steps(registered, tmp_pa
         warnings.simplefilter("ignore")
         imported = norse.from_nir(nir.read(path))
     x = torch.randn(20, 5, 4, generator=torch.Generator().manual_seed(3)) * 2
-    ref, out, events = [], [], []
-    s_ref = s_imp = None
-    with torch.no_grad():
-        for t in range(20):
-            o, s_ref = model(x[t], s_ref)
-            ref.append(o)
-            events.append(s_ref[1].y)
-            o2, s_imp = imported(x[t], s_imp)
-            out.append(o2)
-    activity = torch.stack(events).ne(0).float().mean().item()
+    out, ref, activity = _step_both(imported, model, x)
     assert 0.05 < activity < 0.95, activity
-    torch.testing.assert_close(torch.stack(out), torch.stack(ref), rtol=0, atol=0)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
 
 
 def test_norse_from_nir_drops_egru_without_registration(unregistered, tmp_path):
@@ -453,16 +459,8 @@ def test_own_export_of_norse_sequential_state_and_lift(tmp_path):
     senir.write(path, graph)
     step = senir.import_from_nir(senir.read(path))
     x = torch.randn(20, 5, 4, generator=torch.Generator().manual_seed(7)) * 2
-    s_ref = s_imp = None
-    outs, refs, events = [], [], []
-    with torch.no_grad():
-        for t in range(20):
-            o, s_ref = model(x[t], s_ref)
-            refs.append(o)
-            events.append(s_ref[1].y)
-            o2, s_imp = step(x[t], s_imp)
-            outs.append(o2)
-    assert 0.05 < torch.stack(events).ne(0).float().mean().item() < 0.95
-    torch.testing.assert_close(torch.stack(outs), torch.stack(refs), rtol=1e-6, atol=1e-6)
+    outs, refs, activity = _step_both(step, model, x)
+    assert 0.05 < activity < 0.95, activity
+    torch.testing.assert_close(outs, refs, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match=r"unsupported module.*torch.nn.modules.activation.ReLU"):
         senir.export_to_nir(norse.SequentialState(torch.nn.Linear(4, 4), torch.nn.ReLU()), torch.randn(2, 4))
