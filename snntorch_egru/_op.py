@@ -29,7 +29,7 @@ step-by-step reference (:func:`snntorch_egru.functional.egru_sequence`).
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -39,7 +39,7 @@ from ._checks import reset_mechanism
 from ._cpu_backward import cpu_backward
 from ._grad import grad_products
 from ._op_checks import (  # noqa: F401 - check_native_forward: re-exported for the tests
-    RESET_CODES, _COMPUTE_DTYPES, _RESET_NAMES, check_layer_args, check_native_forward, surrogate_params)
+    RESET_CODES, _RESET_NAMES, check_layer_args, check_native_forward, surrogate_params)
 from .backends import EGRUOptions, EGRUWeights, LayerCall, _zero_length, register_backend
 from .sparse import fast_layout
 

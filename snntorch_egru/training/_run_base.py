@@ -19,7 +19,7 @@ from . import _distributed as D
 from ._lm import BestCheckpoint
 from ..modules import EGRU
 from ._models import clip_layer_gradients, layer_gradient_groups
-from ._tasks import LM_TASKS, TrainConfig
+from ._tasks import TrainConfig
 
 __all__ = ["regularisers"]
 
