@@ -333,3 +333,20 @@ def test_gru_options_are_checked_before_training(tmp_path):
         cfg = TrainConfig(**kw)
         with pytest.raises(ValueError, match=msg):
             _validate(cfg, 1)
+
+
+def test_gru_model_accepts_the_per_layer_clip_that_only_egru_layers_have(tmp_path):
+    """The smnist presets clip each EGRU layer (``layer_grad_clip``); a ``--model gru`` run of them (the dense
+    baseline) has no EGRU layer, so the option leaves its update unchanged instead of failing."""
+    outs = {}
+    for name, extra in (("clip", ["--layer-grad-clip", "0.25"]), ("plain", [])):
+        outs[name] = tmp_path / name
+        assert main(["--out", str(outs[name]), *TINY, "--epochs", "1", "--no-plot", "--no-nir", "--model", "gru",
+                     "--threads", "1", *extra]) == 0
+    a = torch.load(outs["clip"] / "best.pt", weights_only=False)["model"]
+    b = torch.load(outs["plain"] / "best.pt", weights_only=False)["model"]
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    m = json.loads((outs["clip"] / "metrics.json").read_text())
+    assert m["model"] == "gru" and m["config"]["layer_grad_clip"] == 0.25

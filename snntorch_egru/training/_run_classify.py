@@ -108,7 +108,7 @@ class _ClassifyRun(_Run):
                      if cfg.layer_grad_clip > 0 and egru else None)
             logits, rec = self.net(x) if start is None else self.net(x, start)
             ce = nn.functional.cross_entropy(logits, y)
-            self._step(ce + regularisers(cfg, [rec], self.model) if egru else ce, [start])
+            self._step(ce + regularisers(cfg, [rec], self.model) if egru else ce, [start] if egru else None)
             n = y.numel()
             act = rec.o.detach().mean().item()
             sums[0] += ce.item() * n
