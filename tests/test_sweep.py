@@ -81,6 +81,11 @@ def test_sweep_with_seeds_and_gru_writes_the_runs_and_their_figures(tmp_path, ca
     acc = top["per_target"][0]["test_accuracy"]
     assert last.startswith("digits, activity targets 0.3,0.02 | EGRU test accuracy target 0.3: ")
     assert f"{100 * acc['mean']:.2f} ± {100 * acc['sd']:.2f}%" in last and "| GRU test accuracy " in last
+    # the same folder without --seeds: refused, nothing trained or replaced
+    assert main(["--out", str(out), *TINY, "--activity-targets", "0.3"]) == 2
+    assert f"{str(out / 'target-0.3' / 'metrics.json')!r} holds a --seeds run (seed-<s>/ folders)" in \
+        capsys.readouterr().err
+    assert len(trained) == 6 and _read(out / "metrics.json") == top
 
 
 def test_finished_runs_are_reused_and_runs_made_alone_assembled(tmp_path, capsys, monkeypatch):
@@ -114,6 +119,11 @@ def test_finished_runs_are_reused_and_runs_made_alone_assembled(tmp_path, capsys
     assert main(["--out", str(out), *TINY, "--activity-targets", "0.1", "--hidden-size", "4"]) == 2
     err = capsys.readouterr().err
     assert "holds a finished run made with other settings: --hidden-size 8 (this sweep: 4)" in err
+    # and a folder of one run is not turned into a --seeds folder
+    assert main(["--out", str(out), *TINY, "--activity-targets", "0.1", "--seeds", "0"]) == 2
+    assert f"{str(out / 'target-0.1' / 'metrics.json')!r} holds a single run and this sweep has --seeds" in \
+        capsys.readouterr().err
+    assert (out / "target-0.1" / "metrics.json").stat().st_mtime_ns == alone
     assert len(trained) == 2
 
 

@@ -70,6 +70,9 @@ def _finished(c: TrainConfig) -> Tuple[Optional[Dict[str, Any]], str]:
             m = json.load(f)
     except (OSError, ValueError) as err:
         return None, f"{path}: unreadable ({type(err).__name__}); training that run again"
+    if isinstance(m, dict) and "seeds" in m and "test_accuracy" not in m:
+        raise UsageError(f"--activity-targets: {path!r} holds a --seeds run (seed-<s>/ folders) and this sweep "
+                         "has no --seeds; give the same --seeds or another --out")
     if not isinstance(m, dict) or not isinstance(m.get("config"), dict) or "test_accuracy" not in m:
         return None, f"{path}: not the metrics of a finished classification run; training that run again"
     if m.get("epochs_completed") != m.get("epochs"):
@@ -85,17 +88,38 @@ def _finished(c: TrainConfig) -> Tuple[Optional[Dict[str, Any]], str]:
     return m, f"{c.out}: reusing the finished run (metrics.json)"
 
 
-def _reuse_or_run(c: TrainConfig, info: Any, run_one: RunOne, command: str) -> Dict[str, Any]:
-    """The finished run in ``c.out`` (decided on the main process), else ``run_one(c, command)``."""
-    found: Tuple[Optional[Dict[str, Any]], str, Optional[str]] = (None, "", None)
+def _single_run_in(c: TrainConfig) -> Tuple[None, str]:
+    """For a ``--seeds`` folder: refuse one that holds a single run (its metrics.json would be replaced)."""
+    path = os.path.join(c.out, "metrics.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            m = json.load(f)
+        single = isinstance(m, dict) and "epochs_completed" in m
+    except (OSError, ValueError):
+        single = False
+    if single:
+        raise UsageError(f"--activity-targets: {path!r} holds a single run and this sweep has --seeds (seed-<s>/ "
+                         "folders); drop --seeds or give another --out")
+    return None, ""
+
+
+def _on_main(check: Callable[[TrainConfig], Tuple[Any, str]], c: TrainConfig, info: Any) -> Tuple[Any, str]:
+    """``check(c)`` on the main process, its answer (or its :class:`UsageError`) on every process."""
+    found: Tuple[Any, str, Optional[str]] = (None, "", None)
     if info.is_main:
         try:
-            found = (*_finished(c), None)
+            found = (*check(c), None)
         except UsageError as err:
             found = (None, "", str(err))
-    m, note, error = D.broadcast_object(found, info)
+    value, note, error = D.broadcast_object(found, info)
     if error is not None:
         raise UsageError(error)
+    return value, note
+
+
+def _reuse_or_run(c: TrainConfig, info: Any, run_one: RunOne, command: str) -> Dict[str, Any]:
+    """The finished run in ``c.out`` (decided on the main process), else ``run_one(c, command)``."""
+    m, note = _on_main(_finished, c, info)
     if note and info.is_main:
         print(note, flush=True)
     return m if m is not None else run_one(c, command)
@@ -111,6 +135,7 @@ def _runs_of(c: TrainConfig, info: Any, run_one: RunOne, command: str) -> List[D
         return m
 
     if c.seeds:
+        _on_main(_single_run_in, c, info)
         over_seeds(c, info, command, leaf)
     else:
         leaf(c)
