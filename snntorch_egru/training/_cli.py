@@ -15,7 +15,7 @@ from ._lm import DROPOUT_SHARES
 from ._models import LM_STATES, MODELS, READOUT_DROPOUTS, READOUTS
 from ._tasks import LM_TASKS, TASKS, TrainConfig, preset
 
-__all__ = ["UsageError", "build_parser", "parse_config", "parse_seeds", "RESUME_REFUSED"]
+__all__ = ["UsageError", "build_parser", "parse_config", "parse_seeds", "parse_targets", "RESUME_REFUSED"]
 
 class UsageError(ValueError):
     """A user error (bad flag value, bad file, incompatible resume): one line, exit status 2."""
@@ -63,6 +63,10 @@ _HELP = {
     "baseline": "'gru': also train a same-size dense GRU on the same data, budget and seed (run folder gru/); "
                 "metrics.json and the summary report both",
     "seeds": "comma-separated seeds, e.g. 0,1,2: one run per seed (sub-folders seed-<s>), mean and sd reported",
+    "activity_targets": "comma-separated activity targets in [0, 1], e.g. 0.02,0.05,0.1,0.2: one EGRU run per "
+                        "target (sub-folders target-<t>, finished ones reused; with --baseline gru one GRU in "
+                        "gru/), accuracy against activity in metrics.json, accuracy_vs_activity.png and .csv; "
+                        "needs --activity-reg > 0",
     "valid_fraction": "fraction of the training set held out (fixed split, seed 42) for model selection; the test "
                       "split is read once at the end (0: no validation, the last epoch is tested; MNIST tasks: "
                       "EvNN's fixed 48k/12k split)",
@@ -175,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_)
         elif f.name == "seeds":
             p.add_argument(flag, type=parse_seeds, default=argparse.SUPPRESS, metavar="S,S,...", help=help_)
+        elif f.name == "activity_targets":
+            p.add_argument(flag, type=parse_targets, default=argparse.SUPPRESS, metavar="T,T,...", help=help_)
         elif f.name == "hidden_sizes":
             p.add_argument(flag, type=_parse_type("hidden_size", int), nargs="+", default=argparse.SUPPRESS,
                            help=help_)
@@ -231,6 +237,30 @@ def parse_seeds(text: str) -> List[int]:
     return seeds
 
 
+def _targets_ok(v: Any) -> bool:
+    return (isinstance(v, (list, tuple)) and len(v) > 0 and all(_num(t) and 0 <= t <= 1 for t in v)
+            and len(set(v)) == len(v))
+
+
+def parse_targets(text: str) -> List[float]:
+    """``"0.02,0.05"`` -> ``[0.02, 0.05]`` (distinct numbers in [0, 1]); an argparse type of ``--activity-targets``.
+
+    Example::
+
+        >>> from snntorch_egru.training._cli import parse_targets
+        >>> parse_targets("0.02, 0.05,0.1")
+        [0.02, 0.05, 0.1]
+    """
+    what = "distinct comma-separated numbers in [0, 1] such as 0.02,0.05,0.1,0.2"
+    try:
+        targets = [float(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not _targets_ok(targets):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return targets
+
+
 def _check_types(cfg: TrainConfig) -> None:
     """Strict types for Python callers: a string where a bool or number is expected raises."""
     for f in dataclasses.fields(TrainConfig):
@@ -242,6 +272,10 @@ def _check_types(cfg: TrainConfig) -> None:
             if v is not None and (not isinstance(v, (list, tuple)) or not v or not all(_nonneg_int(s) for s in v)
                                   or len(set(v)) != len(v)):
                 raise UsageError(f"--seeds must be a non-empty list of distinct integers >= 0, got {v!r}")
+        elif f.name == "activity_targets":
+            if v is not None and not _targets_ok(v):
+                raise UsageError(f"--activity-targets must be a non-empty list of distinct numbers in [0, 1], "
+                                 f"got {v!r}")
         elif f.name in ("out", "data_dir"):
             if not (v is None and f.name == "out") and not isinstance(v, (str, os.PathLike)):
                 raise UsageError(f"{_flag(f.name)} must be a folder path (str), got {type(v).__name__} {v!r}")
@@ -257,6 +291,18 @@ def _check_types(cfg: TrainConfig) -> None:
         elif isinstance(default, str):
             if not isinstance(v, str):
                 raise UsageError(f"{_flag(f.name)} must be a string, got {type(v).__name__} {v!r}")
+
+
+def _validate_sweep(cfg: TrainConfig) -> None:
+    """The settings an ``--activity-targets`` sweep needs: an EGRU classifier with an activity regulariser."""
+    if cfg.task in LM_TASKS:
+        raise UsageError(f"--activity-targets is for classification tasks; task {cfg.task!r} is a language model")
+    if cfg.model != "egru":
+        raise UsageError(f"--activity-targets sweeps the EGRU's activity regulariser target and needs --model egru, "
+                         f"got --model {cfg.model} (add --baseline gru for the GRU's accuracy as a line)")
+    if not cfg.activity_reg:
+        raise UsageError(f"--activity-targets needs an activity regulariser, but --activity-reg is "
+                         f"{cfg.activity_reg!r} (task {cfg.task!r}); give --activity-reg > 0, e.g. --activity-reg 0.5")
 
 
 def _validate(cfg: TrainConfig, world: int) -> None:
@@ -276,6 +322,8 @@ def _validate(cfg: TrainConfig, world: int) -> None:
                          f"language model (got --model {cfg.model}, --baseline {cfg.baseline})")
     if cfg.model == "gru" and cfg.baseline != "none":
         raise UsageError("--baseline gru trains a GRU next to the EGRU and needs --model egru, got --model gru")
+    if cfg.activity_targets is not None:
+        _validate_sweep(cfg)
     if cfg.batch_size % world:
         raise UsageError(
             f"--batch-size is the global batch and must be divisible by the number of processes ({world}), "

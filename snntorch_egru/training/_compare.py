@@ -79,7 +79,7 @@ def over_seeds(cfg: TrainConfig, info: Any, command: str, run_seed: Callable[[Tr
     agg: Dict[str, Any] = {"task": cfg.task, "seeds": seeds, "command": command,
                            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                            "run_dir": cfg.out, "runs": [r["run_dir"] for r in runs], "config": cfg.to_dict()}
-    models = {"egru": runs}
+    models = {cfg.model: runs}  # "egru", or "gru" for a --model gru run (the GRU of a sweep)
     if cfg.baseline == "gru":
         models["gru"] = [r["baseline"] for r in runs]
     for name, ms in models.items():

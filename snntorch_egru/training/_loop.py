@@ -259,7 +259,9 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
     With ``cfg.baseline == "gru"`` a same-size dense GRU is trained next to the EGRU (folder
     ``gru/``; the EGRU's metrics gain ``baseline`` and ``comparison``); with ``cfg.seeds`` every
     seed runs in ``seed-<s>/`` and the returned (and top-level) metrics hold mean, sd and the
-    per-seed figures.
+    per-seed figures; with ``cfg.activity_targets`` one EGRU run per target in ``target-<t>/`` (the
+    GRU once, in ``gru/``) and the sweep's accuracy against activity (metrics.json,
+    ``accuracy_vs_activity.png`` and ``.csv``).
 
     Args:
         cfg: the settings (a preset plus overrides).
@@ -281,6 +283,10 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
     """
     ckpt, changes = None, {}
     if resume is not None:
+        if cfg.activity_targets is not None or (explicit or {}).get("activity_targets") is not None:
+            raise UsageError("--resume continues one run folder; an --activity-targets sweep has one per target: "
+                             "give the sweep's command again without --resume (finished target runs are reused, "
+                             "interrupted ones continued)")
         cfg, ckpt, changes = _resume_config(cfg, resume, explicit)
         if cfg.seeds:
             raise UsageError("--resume continues one run folder; a --seeds run has one per seed: resume its "
@@ -313,9 +319,28 @@ def _dispatch(cfg: TrainConfig, info: D.DistInfo, ckpt: Optional[Dict[str, Any]]
             return _compare.with_baseline(c, info, ck, ch or {}, command, _run_one, resume_gru)
         return _run_one(c, info, ck, ch or {}, command)
 
+    if cfg.activity_targets is not None:
+        from . import _sweep
+
+        return _sweep.over_targets(cfg, info, command, lambda c, cmd: _sweep_run(c, info, cmd))
     if cfg.seeds:
         return _compare.over_seeds(cfg, info, command, one_seed)
     return one_seed(cfg, ckpt, changes)
+
+
+def _sweep_run(c: TrainConfig, info: D.DistInfo, command: str) -> Dict[str, Any]:
+    """One run of an ``--activity-targets`` sweep: continued from the checkpoint an interruption left in its
+    folder (with the sweep's settings), else trained from the start."""
+    ckpt, changes = None, {}
+    if os.path.isfile(os.path.join(c.out, "checkpoint.pt")):
+        try:
+            c, ckpt, changes = _resume_config(c, c.out, c.to_dict())
+        except UsageError as err:
+            raise UsageError(f"--activity-targets: cannot continue the interrupted run in {c.out!r} ({err}); "
+                             "remove that folder or give another --out") from err
+        if info.is_main:
+            print(f"{c.out}: continuing from epoch {ckpt['epoch']} of {c.epochs}", flush=True)
+    return _run_one(c, info, ckpt, changes, command)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

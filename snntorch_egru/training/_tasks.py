@@ -134,6 +134,7 @@ class TrainConfig:
     test_drop_last: bool = False  # drop the last partial test batch (EvNN's DVS loader); off: every sample counts
     activity_reg: float = 0.0
     activity_target: float = 0.05
+    activity_targets: Optional[List[float]] = None  # sweep: one EGRU run per target (target-<t>/)
     voltage_reg: float = 0.0
     voltage_target: float = -0.9
     reg_form: str = "smooth"  # "smooth": (mean(o)-a*)^2 + mean((c-v*)^2); "evnn": count-based + linear c-(theta-v*)
