@@ -5,8 +5,8 @@ Stages (each model is its own ``snntorch-egru train`` process on one thread, ``-
 1. row-MNIST (28 steps of 28 pixels), EGRU and GRU (``--model gru``), seeds 0, 1, 2, the
    ``row-mnist`` preset with ``--epochs`` / ``--hidden-size`` as given; validation = EvNN's
    48k/12k split, the best validation epoch is tested once on the 10k test images.
-2. accuracy vs activity: EGRU on row-MNIST (seed 0) for each activity-regulariser target;
-   the PNG has the GRU's mean test accuracy as a horizontal line.
+2. accuracy vs activity: ``snntorch-egru train --activity-targets ... --baseline gru`` on row-MNIST
+   (seed 0); the command writes the PNG (GRU's test accuracy as a line) and CSV, copied to the results.
 3. issue 12: the sMNIST preset's first updates on real MNIST (``smnist_real_check.py``).
 4. sMNIST-784 on a CPU budget: EGRU vs GRU for a fixed number of updates, learning curves.
 
@@ -102,32 +102,6 @@ def _mean_sd(values: List[float]) -> str:
     return f"{100 * statistics.fmean(values):.2f} ± {100 * sd:.2f}"
 
 
-def _plot(rows: List[Dict[str, Any]], gru_acc: Optional[float], path: str) -> Optional[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install 'snntorch-egru[data]'): no PNG written", file=sys.stderr)
-        return None
-    pts = sorted((100 * r["activity_sparsity"], 100 * r["test_accuracy"], r["activity_target"]) for r in rows)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label="EGRU (one seed per target)")
-    for x, y, t in pts:
-        ax.annotate(f"target {t:g}", (x, y), textcoords="offset points", xytext=(4, -12), fontsize=8)
-    if gru_acc is not None:
-        ax.axhline(100 * gru_acc, color="k", ls="--", label="dense GRU (mean of seeds)")
-    ax.set_xlabel("activity sparsity (% of units silent per step)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("row-MNIST: EGRU accuracy vs activity sparsity")
-    ax.legend(loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 def _write(results: Dict[str, Any], base: str) -> None:
     with open(base + ".json", "w") as f:
         json.dump(results, f, indent=2)
@@ -158,10 +132,20 @@ def _write(results: Dict[str, Any], base: str) -> None:
         lines.append("")
     sweep = [r for r in rows if r["stage"] == "sweep"]
     if sweep:
-        lines += ["## Accuracy vs activity (row-MNIST, seed 0)", "", f"![sweep]({os.path.basename(base)}-sweep.png)",
-                  "", "| activity target | test accuracy % | activity sparsity % |", "|---|---|---|"]
-        lines += [f"| {r['activity_target']:g} | {100 * r['test_accuracy']:.2f} | {100 * r['activity_sparsity']:.1f} |"
+        sw = results.get("sweep") or {}
+        lines += ["## Accuracy vs activity (row-MNIST, seed 0)", "",
+                  f"Written by the command itself: `{sw.get('command', '')}` (the target-0.05 run and the GRU are the "
+                  "seed-0 runs of the table above, reused).", "",
+                  f"![sweep]({os.path.basename(base)}-sweep.png)", "",
+                  "| activity target | test accuracy % | activity sparsity % | effective MACs % of dense |",
+                  "|---|---|---|---|"]
+        lines += [f"| {r['activity_target']:g} | {100 * r['test_accuracy']:.2f} | {100 * r['activity_sparsity']:.1f} | "
+                  f"{100 * (r['effective_mac_fraction'] or 0):.1f} |"
                   for r in sorted(sweep, key=lambda r: r["activity_target"])]
+        if sw.get("gru"):
+            g = sw["gru"]
+            acc = g.get("test_accuracy", {})
+            lines.append(f"| GRU (dense) | {100 * acc.get('mean', float('nan')):.2f} | 0.0 | 100.0 |")
         lines.append("")
     if results.get("smnist_check"):
         lines += ["## Issue 12: sMNIST preset, first updates", "", "```",
@@ -183,6 +167,46 @@ def _write(results: Dict[str, Any], base: str) -> None:
     lines += ["Every run: see the CSV/JSON (command, seed, wall time, run folder).", ""]
     with open(base + ".md", "w") as f:
         f.write("\n".join(lines))
+
+
+PRESET_TARGET = 0.05  # the row-mnist preset's activity target: its seed-0 run is the sweep's point too
+
+
+def _targets(a: Any) -> List[float]:
+    return [float(x) for x in a.targets.split(",")]
+
+
+def _sweep_dir(a: Any, t: float) -> str:
+    return os.path.join(a.work, "sweep", f"target-{t:g}")
+
+
+def _sweep(a: Any, common: List[str]) -> Dict[str, Any]:
+    """Stage 2 through the command itself: ``train --activity-targets ... --baseline gru`` (seed 0) in
+    ``<work>/sweep``; it reuses the seed-0 runs of stage 1 (copied in) and any target run already finished
+    there, trains the rest, and writes ``accuracy_vs_activity.{png,csv}``, which are copied next to the results."""
+    import shutil
+
+    sweep = os.path.join(a.work, "sweep")
+    os.makedirs(sweep, exist_ok=True)
+    for src, dst in ((os.path.join(a.work, "row-egru-seed0"), _sweep_dir(a, PRESET_TARGET)),
+                     (os.path.join(a.work, "row-gru-seed0"), os.path.join(sweep, "gru"))):
+        if _metrics(src) and not os.path.exists(dst) and (PRESET_TARGET in _targets(a) or dst.endswith("gru")):
+            shutil.copytree(src, dst)
+    cmd = _train_cmd(a.data_dir, sweep, *common, "--seed", "0", "--activity-targets", a.targets, "--baseline", "gru")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    print("start:", " ".join(cmd), flush=True)
+    rc = subprocess.run(cmd, cwd=ROOT, env=env).returncode
+    m = _metrics(sweep) or {}
+    base = os.path.join(a.results, f"real-mnist-{dt.date.today().isoformat()}-sweep")
+    copied = {}
+    for key, ext in (("plot", ".png"), ("csv", ".csv")):
+        src = (m.get("files") or {}).get(key)
+        if src and os.path.exists(src):
+            shutil.copyfile(src, base + ext)
+            copied[key] = base + ext
+    return {"command": "snntorch-egru " + " ".join(cmd[cmd.index("train"):]), "rc": rc, "run_dir": sweep,
+            "files": copied, "per_target": m.get("per_target"), "gru": m.get("gru")}
+
 
 
 #: sMNIST-784 on a CPU budget: the recipe's EGRU, the same with lower thresholds (issue 12's finding), a dense GRU
@@ -257,7 +281,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--hidden-size", type=int, default=128)
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--targets", default="0.02,0.05,0.1,0.2", help="activity-regulariser targets of the sweep")
+    p.add_argument("--targets", default="0.01,0.05,0.1,0.2", help="activity-regulariser targets of the sweep")
     p.add_argument("--smnist-updates", type=int, default=150)
     p.add_argument("--smnist-minutes", type=float, default=120.0)
     p.add_argument("--budget-updates", type=int, default=200, help="sMNIST-784 EGRU vs GRU (0: skip)")
@@ -286,19 +310,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         if m:
             results["rows"].append(_row("row-mnist", f"{j['model']}-seed{j['seed']}", m))
     _write(results, base)
-    gru = [r["test_accuracy"] for r in results["rows"] if r["model"] == "gru"]
     if "2" in stages:
-        preset_target = 0.05
-        sweep_jobs = []
-        for t in (float(x) for x in a.targets.split(",")):
-            out = (os.path.join(a.work, "row-egru-seed0") if t == preset_target
-                   else os.path.join(a.work, f"row-egru-target{t:g}"))
-            sweep_jobs.append({"out": out, "target": t,
-                               "cmd": _train_cmd(a.data_dir, out, *common, "--seed", "0", "--activity-target", str(t))})
-        _run_jobs(sweep_jobs, a.jobs, logs)
-        rows = [_row("sweep", f"target{j['target']:g}", m) for j in sweep_jobs if (m := _metrics(j["out"]))]
-        results["rows"] += rows
-        results["sweep_png"] = _plot(rows, sum(gru) / len(gru) if gru else None, base + "-sweep.png")
+        results["sweep"] = _sweep(a, common)
+        results["rows"] += [_row("sweep", f"target{t:g}", m) for t in _targets(a)
+                            if (m := _metrics(_sweep_dir(a, t)))]
         _write(results, base)
     if "3" in stages:
         out = base + "-smnist-check.json"
