@@ -12,7 +12,8 @@ from ..state import EGRURecord, EGRUState
 from ._lm import locked_dropout
 
 __all__ = ["SequenceClassifier", "GRUClassifier", "DenseRecord", "dense_gru_macs", "MODELS", "LanguageModel",
-           "FrameCNN", "build_egru", "READOUTS", "LM_STATES", "READOUT_DROPOUTS", "window_start_state", "zero_state", "layer_gradient_groups",
+           "FrameCNN", "build_egru", "READOUTS", "LM_STATES", "READOUT_DROPOUTS", "window_start_state", "zero_state",
+           "layer_gradient_groups",
            "clip_layer_gradients"]
 
 READOUTS = ("last", "mean", "rate", "state")
@@ -36,7 +37,8 @@ def window_start_state(state: EGRUState, mode: str) -> EGRUState:
     raise ValueError(f"lm_state must be 'full' or 'y', got {mode!r}")
 
 
-def build_egru(cfg, input_size: int, hidden_size: int, num_layers: int = 1, dropconnect: Optional[float] = None) -> EGRU:
+def build_egru(cfg, input_size: int, hidden_size: int, num_layers: int = 1,
+               dropconnect: Optional[float] = None) -> EGRU:
     """An :class:`~snntorch_egru.EGRU` with the options of a training config."""
     return EGRU(
         input_size, hidden_size, num_layers=num_layers,
@@ -227,7 +229,8 @@ class GRUClassifier(SequenceClassifier):
                  frontend: Optional[nn.Module] = None, readout: str = "last", dropout: float = 0.0,
                  readout_steps: int = 0, readout_dropout: str = "pooled") -> None:
         gru = nn.GRU(input_size, hidden_size, num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0)
-        super().__init__(gru, num_classes, frontend=frontend, readout=readout, dropout=dropout,  # type: ignore[arg-type]
+        super().__init__(gru, num_classes, frontend=frontend, readout=readout,  # type: ignore[arg-type]
+                         dropout=dropout,
                          readout_steps=readout_steps, readout_dropout=readout_dropout)
 
     def _sequences(self, x: torch.Tensor, state: Optional[Any]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
