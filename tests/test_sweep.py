@@ -183,3 +183,35 @@ def test_python_api_checks_the_targets():
                                              r"in \[0, 1\], got "):
             _validate(TrainConfig(activity_reg=1.0, activity_targets=targets), 1)
     _validate(TrainConfig(activity_reg=1.0, activity_targets=[0, 1, 0.5]), 1)  # the ends are allowed
+
+
+def test_a_gru_made_without_the_egru_only_options_is_reused(tmp_path, capsys, monkeypatch):
+    """Zoneout, DropConnect, thresholds, init and the per-layer clip belong to the EGRU layer: a GRU trained
+    without them is the sweep's GRU (and gives the same weights as one trained with them, checked here)."""
+    out = tmp_path / "sweep"
+    egru_only = ["--zoneout", "0.1", "--dropconnect", "0.2", "--thr-mean", "0.2", "--init", "torch",
+                 "--layer-grad-clip", "0.5"]
+    assert main(["--out", str(out / "gru"), *TINY, "--model", "gru"]) == 0
+    assert main(["--out", str(tmp_path / "gru-with"), *TINY, "--model", "gru", *egru_only]) == 0
+    a = torch.load(out / "gru" / "best.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "gru-with" / "best.pt", weights_only=False)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    trained = _count_runs(monkeypatch)
+    assert main(["--out", str(out), *TINY, "--activity-targets", "0.1", "--baseline", "gru", "--no-plot",
+                 *egru_only]) == 0
+    assert trained == [str(out / "target-0.1")]
+    assert "gru: reusing the finished run" in capsys.readouterr().out
+    # a setting the GRU does use (its learning rate) is still refused
+    (out / "target-0.1" / "metrics.json").unlink()
+    assert main(["--out", str(out / "other"), *TINY, "--activity-targets", "0.1", "--baseline", "gru",
+                 "--no-plot", "--lr", "0.5", *egru_only]) == 0  # (a fresh sweep folder: trains both)
+    (out / "other" / "gru").rename(out / "gru-lr")
+    import shutil
+    shutil.rmtree(out / "gru")
+    (out / "gru-lr").rename(out / "gru")
+    capsys.readouterr()
+    assert main(["--out", str(out), *TINY, "--activity-targets", "0.1", "--baseline", "gru", "--no-plot",
+                 *egru_only]) == 2
+    err = capsys.readouterr().err
+    assert "gru" in err and "--lr 0.5 (this sweep: " in err

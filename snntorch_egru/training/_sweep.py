@@ -33,8 +33,11 @@ CSV_FILE = "accuracy_vs_activity.csv"
 #: settings that do not change what a run learns: a finished run that differs only in these is reused
 _RUN_CONTROL = frozenset({"out", "data_dir", "download", "progress", "nir", "plot", "threads", "stop_after",
                           "num_workers", "device", "backend", "seeds", "baseline", "activity_targets"})
-#: settings a dense GRU does not use (it has no regularisers)
-_GRU_UNUSED = frozenset({"activity_reg", "activity_target", "voltage_reg", "voltage_target", "reg_form"})
+#: settings a dense GRU does not use: no regularisers, and none of the EGRU layer's own options
+#: (``GRUClassifier`` is built from the sizes, the front end and the readout only)
+_GRU_UNUSED = frozenset({"activity_reg", "activity_target", "voltage_reg", "voltage_target", "reg_form",
+                         "zoneout", "dropconnect", "thr_mean", "learn_threshold", "dampening_factor",
+                         "pseudo_derivative_support", "init", "layer_grad_clip"})
 
 #: ``run_one(config, command)`` trains, tests and records one run folder and returns its metrics
 RunOne = Callable[[TrainConfig, str], Dict[str, Any]]
