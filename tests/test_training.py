@@ -350,3 +350,12 @@ def test_gru_model_accepts_the_per_layer_clip_that_only_egru_layers_have(tmp_pat
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
     m = json.loads((outs["clip"] / "metrics.json").read_text())
     assert m["model"] == "gru" and m["config"]["layer_grad_clip"] == 0.25
+
+
+def test_row_mnist_preset_is_the_one_measured_in_benchmarks_results():
+    """The row-MNIST preset is the configuration of ``benchmarks/results/real-mnist-*.md`` (EGRU(256) vs GRU(256))."""
+    from snntorch_egru.training import preset
+
+    c = preset("row-mnist")
+    assert (c.hidden_size, c.epochs, c.batch_size, c.lr, c.schedule) == (256, 18, 100, 5e-3, "cosine")
+    assert (c.readout, c.activity_reg, c.activity_target, c.thr_mean, c.grad_clip) == ("last", 1.0, 0.05, 0.3, 1.0)
