@@ -216,7 +216,7 @@ BUDGET_VARIANTS = (("egru", ["--model", "egru"]), ("egru-thr0.05", ["--model", "
 
 def _smnist_budget(a: Any, logs: str, base: str) -> Dict[str, Any]:
     """EGRU vs GRU on sMNIST-784 for a fixed number of updates; learning curves as JSON and PNG."""
-    batch, epochs = 50, 4
+    batch, epochs = 50, 8
     per_epoch = max(1, a.budget_updates // epochs)
     jobs = []
     for name, flags in BUDGET_VARIANTS:
@@ -284,7 +284,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--targets", default="0.01,0.05,0.1,0.2", help="activity-regulariser targets of the sweep")
     p.add_argument("--smnist-updates", type=int, default=150)
     p.add_argument("--smnist-minutes", type=float, default=120.0)
-    p.add_argument("--budget-updates", type=int, default=200, help="sMNIST-784 EGRU vs GRU (0: skip)")
+    p.add_argument("--budget-updates", type=int, default=400, help="sMNIST-784 EGRU vs GRU (0: skip)")
     p.add_argument("--budget-hidden-size", type=int, default=128, help="hidden size of the sMNIST-784 budget runs")
     p.add_argument("--stages", default="1,2,3,4")
     p.add_argument("--extra", default="", help="flags added to every train command (e.g. a smoke test's limits)")
