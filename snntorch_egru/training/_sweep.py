@@ -242,9 +242,9 @@ def _plot_sweep(path: str, rows: List[Dict[str, Any]], gru: Optional[Dict[str, A
                     yerr=[100 * r["test_accuracy"]["sd"] for r in pts], fmt="o-", capsize=3, label="EGRU (mean ± sd)")
     else:
         ax.plot(x, y, "o-", label="EGRU")
-    for xi, yi, r in zip(x, y, pts):
-        ax.annotate(f"target {_t(r['activity_target'])}", (xi, yi), textcoords="offset points", xytext=(4, 6),
-                    fontsize=8)
+    for i, (xi, yi, r) in enumerate(zip(x, y, pts)):  # labels alternate above / below: neighbours can be close
+        ax.annotate(f"target {_t(r['activity_target'])}", (xi, yi), textcoords="offset points",
+                    xytext=(4, 6 if i % 2 == 0 else -14), fontsize=8)
     if gru is not None:
         g = gru["test_accuracy"]
         ax.axhline(100 * g["mean"], linestyle="--", color="tab:red", label="GRU (dense)")
