@@ -227,10 +227,11 @@ def _smnist_budget(a: Any, logs: str, base: str) -> Dict[str, Any]:
             "--limit-test", "1000", "--eval-batch-size", "250", "--seed", "0")})
     _run_jobs(jobs, a.jobs, logs)
     res: Dict[str, Any] = {"updates": per_epoch * epochs, "batch_size": batch, "hidden_size": a.budget_hidden_size,
-                           "note": (f"{per_epoch * epochs} updates of batch {batch} (--limit-train "
-                                    f"{per_epoch * batch}, {epochs} epochs of {per_epoch} updates), every other "
-                                    "setting the smnist preset's (cosine-free Adam 1e-3, clip 0.25 per layer and "
-                                    "global); validation on the first 1000 of EvNN's 12k, test on the first 1000"),
+                           "note": (f"{per_epoch * epochs} updates of batch {batch}: {epochs} passes over the first "
+                                    f"{per_epoch * batch} training images (--limit-train {per_epoch * batch}, "
+                                    f"{per_epoch} updates each), every other setting the smnist preset's (Adam 1e-3 "
+                                    "without schedule, clip 0.25 per EGRU layer and then globally); validation on "
+                                    "the first 1000 of EvNN's 12k, test on the first 1000 test images"),
                            "curves": {}, "runs": {}}
     for j in jobs:
         m = _metrics(j["out"])
