@@ -30,8 +30,6 @@ RESUME_REFUSED = frozenset({
     "limit_train", "batch_size", "model", "valid_fraction",
 })
 
-LM_TASKS = ("ptb", "wikitext2")
-
 _HELP = {
     "data_dir": "folder with the dataset files (MNIST/, DVSGesture/, SHD/, ptb.*.txt, wiki.*.tokens)",
     "out": "run folder (default runs/<task>-<timestamp>)",
@@ -251,13 +249,13 @@ def parse_targets(text: str) -> List[float]:
         >>> parse_targets("0.02, 0.05,0.1")
         [0.02, 0.05, 0.1]
     """
-    what = "distinct comma-separated numbers in [0, 1] such as 0.02,0.05,0.1,0.2"
     try:
-        targets = [float(t) for t in text.split(",")]
+        targets: Optional[List[float]] = [float(t) for t in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-    if not _targets_ok(targets):
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        targets = None
+    if targets is None or not _targets_ok(targets):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct comma-separated numbers in [0, 1] such as 0.02,0.05,0.1,0.2, got {text!r}")
     return targets
 
 

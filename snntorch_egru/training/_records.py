@@ -70,13 +70,31 @@ def _export_nir(model: nn.Module, sample_step: torch.Tensor, path: str) -> Tuple
         return None, f"NIR export failed: {type(err).__name__}: {err}"
 
 
-def _plot(path: str, raster: Optional[torch.Tensor], history: List[Dict[str, Any]], title: str) -> Optional[str]:
+def _pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend, or None when matplotlib is not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def _save_png(plt: Any, fig: Any, path: str) -> str:
+    """Write ``fig`` to ``path`` as PNG (atomically) and close it; returns ``path``."""
+    try:
+        with _io.atomic_open(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _plot(path: str, raster: Optional[torch.Tensor], history: List[Dict[str, Any]], title: str) -> Optional[str]:
+    plt = _pyplot()
+    if plt is None:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     if raster is not None:
@@ -96,12 +114,7 @@ def _plot(path: str, raster: Optional[torch.Tensor], history: List[Dict[str, Any
     axes[1].legend()
     fig.suptitle(title)
     fig.tight_layout()
-    try:
-        with _io.atomic_open(path, "wb") as f:
-            fig.savefig(f, format="png", dpi=100)
-    finally:
-        plt.close(fig)
-    return path
+    return _save_png(plt, fig, path)
 
 
 #: files of a run folder; the last three describe the checkpoint beside them (written at the end of a run)

@@ -20,7 +20,7 @@ from .. import _io
 from . import _distributed as D
 from ._cli import UsageError, _flag
 from ._compare import over_seeds, spread
-from ._records import _write_metrics
+from ._records import _pyplot, _save_png, _write_metrics
 from ._tasks import TrainConfig
 
 __all__ = ["FIGURES", "target_folder", "over_targets", "PLOT_FILE", "CSV_FILE"]
@@ -225,12 +225,8 @@ def _csv_text(rows: List[Dict[str, Any]], gru: Optional[Dict[str, Any]]) -> str:
 def _plot_sweep(path: str, rows: List[Dict[str, Any]], gru: Optional[Dict[str, Any]], title: str) -> Optional[str]:
     """Test accuracy against activity sparsity, one point per target joined in sparsity order, the GRU as a
     dashed line (its ± sd band with several seeds); None if matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         return None
     pts = sorted(rows, key=lambda r: r["activity_sparsity"]["mean"])
     x = [100 * r["activity_sparsity"]["mean"] for r in pts]
@@ -255,12 +251,7 @@ def _plot_sweep(path: str, rows: List[Dict[str, Any]], gru: Optional[Dict[str, A
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    try:
-        with _io.atomic_open(path, "wb") as f:
-            fig.savefig(f, format="png", dpi=100)
-    finally:
-        plt.close(fig)
-    return path
+    return _save_png(plt, fig, path)
 
 
 def _sweep_line(m: Dict[str, Any]) -> str:

@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 __all__ = ["TASKS", "TrainConfig", "preset"]
