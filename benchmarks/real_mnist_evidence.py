@@ -50,6 +50,11 @@ def _train_cmd(data_dir: str, out: str, *flags: str) -> List[str]:
             "--no-progress", *flags]
 
 
+def _env() -> Dict[str, str]:
+    """The environment of a child run: this checkout first on PYTHONPATH."""
+    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
 def _run_jobs(jobs: List[Dict[str, Any]], parallel: int, log_dir: str) -> None:
     """Run ``jobs`` (each with ``cmd`` and ``out``) ``parallel`` at a time; a finished run folder is skipped."""
     pending = [j for j in jobs if not os.path.exists(os.path.join(j["out"], "metrics.json"))]
@@ -60,8 +65,7 @@ def _run_jobs(jobs: List[Dict[str, Any]], parallel: int, log_dir: str) -> None:
             os.makedirs(log_dir, exist_ok=True)
             log = open(os.path.join(log_dir, os.path.basename(job["out"].rstrip("/")) + f"-{len(running)}.log"), "w")
             print("start:", " ".join(job["cmd"]), flush=True)
-            env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-            running.append((subprocess.Popen(job["cmd"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env),
+            running.append((subprocess.Popen(job["cmd"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=_env()),
                             job, log, time.time()))
         time.sleep(5)
         for item in list(running):
@@ -193,9 +197,8 @@ def _sweep(a: Any, common: List[str]) -> Dict[str, Any]:
         if _metrics(src) and not os.path.exists(dst) and (PRESET_TARGET in _targets(a) or dst.endswith("gru")):
             shutil.copytree(src, dst)
     cmd = _train_cmd(a.data_dir, sweep, *common, "--seed", "0", "--activity-targets", a.targets, "--baseline", "gru")
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     print("start:", " ".join(cmd), flush=True)
-    rc = subprocess.run(cmd, cwd=ROOT, env=env).returncode
+    rc = subprocess.run(cmd, cwd=ROOT, env=_env()).returncode
     m = _metrics(sweep) or {}
     base = os.path.join(a.results, f"real-mnist-{dt.date.today().isoformat()}-sweep")
     copied = {}
@@ -321,9 +324,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         cmd = [sys.executable, os.path.join(HERE, "smnist_real_check.py"), "--data-dir", a.data_dir, "--batch-size",
                "50", "--updates", str(a.smnist_updates), "--valid", "250", "--threads", "1", "--max-minutes",
                str(a.smnist_minutes), "--out", out]
-        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         t0 = time.time()
-        subprocess.run(cmd, cwd=ROOT, env=env)
+        subprocess.run(cmd, cwd=ROOT, env=_env())
         if os.path.exists(out):
             with open(out) as f:
                 chk = json.load(f)
