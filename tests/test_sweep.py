@@ -215,3 +215,46 @@ def test_a_gru_made_without_the_egru_only_options_is_reused(tmp_path, capsys, mo
                  *egru_only]) == 2
     err = capsys.readouterr().err
     assert "gru" in err and "--lr 0.5 (this sweep: " in err
+
+
+def test_a_sweep_stopped_early_says_so_in_every_figure(tmp_path, capsys):
+    """--stop-after leaves runs before their last epoch: the CSV, metrics.json, the summary line and the plot
+    say which entries are unfinished, and the same command without it finishes them and clears the flag."""
+    out = tmp_path / "sweep"
+    two = [*TINY, "--epochs", "2"]
+    assert main(["--out", str(out), *two, "--activity-targets", "0.3,0.05", "--baseline", "gru",
+                 "--stop-after", "1"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "| UNFINISHED (target 0.3, target 0.05, GRU stopped early: give the same command again to continue)" \
+        in last
+    top = _read(out / "metrics.json")
+    assert top["finished"] is False
+    assert [r["finished"] for r in top["per_target"]] == [False, False] and top["gru"]["finished"] is False
+    assert [r["epochs_completed"] for r in top["per_target"]] == [[1], [1]]
+    rows = list(csv.DictReader((out / "accuracy_vs_activity.csv").open()))
+    assert [r["finished"] for r in rows] == ["false", "false", "false"]
+    if HAS_MPL:
+        assert (out / "accuracy_vs_activity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the same command without --stop-after continues every run to its last epoch
+    assert main(["--out", str(out), *two, "--activity-targets", "0.3,0.05", "--baseline", "gru"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "UNFINISHED" not in last
+    top = _read(out / "metrics.json")
+    assert top["finished"] is True and top["gru"]["epochs_completed"] == [2]
+    assert [r["finished"] for r in csv.DictReader((out / "accuracy_vs_activity.csv").open())] == ["true"] * 3
+
+
+def test_one_target_and_a_sweep_of_targets_are_not_both_taken(tmp_path, capsys):
+    _one_line_error(capsys, ["--out", str(tmp_path / "o"), *TINY, "--activity-target", "0.2",
+                             "--activity-targets", "0.1,0.3"],
+                    "--activity-target 0.2 and --activity-targets 0.1,0.3 were both given")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_run_without_matplotlib_says_its_plot_is_missing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert main(["--out", str(tmp_path / "run"), *TINY]) == 0
+    assert "activity.png not written: matplotlib is not installed" in capsys.readouterr().out
+    m = _read(tmp_path / "run" / "metrics.json")
+    assert m["files"]["plot"] is None and m["absent"]["plot"] == "matplotlib is not installed"
+    assert not (tmp_path / "run" / "activity.png").exists()

@@ -222,6 +222,10 @@ def _write_files(r: _Run, m: Dict[str, Any], absent: Dict[str, str], history: Li
             what = "GRU" if cfg.model == "gru" else "EGRU"
             files["plot"] = _plot(os.path.join(cfg.out, "activity.png"), r.raster, history,
                                   f"{cfg.task}: {what}({cfg.hidden_size})")
+            if files["plot"] is None:
+                absent["plot"] = "matplotlib is not installed"
+                print("activity.png not written: matplotlib is not installed (pip install matplotlib, or "
+                      "pip install 'snntorch-egru[data]'); --no-plot silences this", flush=True)
     m["files"] = files
     if absent:
         m["absent"] = absent
@@ -282,6 +286,11 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
         (1, True)
     """
     ckpt, changes = None, {}
+    given = explicit or {}
+    if given.get("activity_targets") is not None and "activity_target" in given:
+        raise UsageError(f"--activity-target {given['activity_target']!r} and --activity-targets "
+                         f"{','.join(map(str, given['activity_targets']))} were both given; the sweep sets each run's "
+                         "target from --activity-targets, so give one of the two")
     if resume is not None:
         if cfg.activity_targets is not None or (explicit or {}).get("activity_targets") is not None:
             raise UsageError("--resume continues one run folder; an --activity-targets sweep has one per target: "

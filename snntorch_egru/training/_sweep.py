@@ -151,6 +151,17 @@ def _figures(runs: List[Dict[str, Any]], folder: str) -> Dict[str, Any]:
     out["seeds"] = [r["config"]["seed"] for r in runs]
     out["run_dir"] = folder
     out["runs"] = [r["run_dir"] for r in runs]
+    # a run stopped early (--stop-after) reports the figures of its last completed epoch: say so wherever shown
+    out["epochs_completed"] = [r.get("epochs_completed") for r in runs]
+    out["finished"] = all(r.get("epochs_completed") == r.get("epochs") for r in runs)
+    return out
+
+
+def _unfinished(m: Dict[str, Any]) -> List[str]:
+    """The labels (``target 0.05``, ``GRU``) of the sweep's entries with a run stopped before its last epoch."""
+    out = [f"target {_t(r['activity_target'])}" for r in m["per_target"] if not r.get("finished", True)]
+    if "gru" in m and not m["gru"].get("finished", True):
+        out.append("GRU")
     return out
 
 
@@ -177,6 +188,7 @@ def over_targets(cfg: TrainConfig, info: Any, command: str, run_one: RunOne) -> 
     }
     if gru is not None:
         m["gru"] = gru
+    m["finished"] = not _unfinished(m)
     m.update({"command": command, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
               "run_dir": cfg.out, "config": cfg.to_dict()})
     if info.is_main:
@@ -195,6 +207,8 @@ def _write_sweep(cfg: TrainConfig, m: Dict[str, Any]) -> Dict[str, Any]:
     if cfg.plot:
         h = cfg.hidden_size
         title = f"{cfg.task}: accuracy vs activity, EGRU({h})" + (f" vs GRU({h})" if "gru" in m else "")
+        if not m["finished"]:
+            title += " (UNFINISHED)"
         files["plot"] = _plot_sweep(os.path.join(cfg.out, PLOT_FILE), m["per_target"], m.get("gru"), title)
         if files["plot"] is None:
             m["absent"] = {"plot": "matplotlib is not installed"}
@@ -212,13 +226,13 @@ def _csv_text(rows: List[Dict[str, Any]], gru: Optional[Dict[str, Any]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["model", "activity_target", "activity_sparsity_pct", "activity_sparsity_sd_pct", "test_accuracy_pct",
-                "test_accuracy_sd_pct", "effective_mac_fraction", "valid_accuracy_pct", "seeds", "run_dir"])
+                "test_accuracy_sd_pct", "effective_mac_fraction", "valid_accuracy_pct", "seeds", "finished", "run_dir"])
     for r in rows + ([gru] if gru is not None else []):
         sp, acc = r.get("activity_sparsity"), r["test_accuracy"]
         mac, va = r.get("effective_mac_fraction"), r.get("valid_accuracy")
         w.writerow([r.get("model", "egru"), r.get("activity_target", ""), _pct(sp, "mean"), _pct(sp, "sd"),
                     _pct(acc, "mean"), _pct(acc, "sd"), "" if mac is None else repr(mac["mean"]), _pct(va, "mean"),
-                    " ".join(map(str, r["seeds"])), r["run_dir"]])
+                    " ".join(map(str, r["seeds"])), str(bool(r.get("finished", True))).lower(), r["run_dir"]])
     return buf.getvalue()
 
 
@@ -238,12 +252,18 @@ def _plot_sweep(path: str, rows: List[Dict[str, Any]], gru: Optional[Dict[str, A
                     yerr=[100 * r["test_accuracy"]["sd"] for r in pts], fmt="o-", capsize=3, label="EGRU (mean ± sd)")
     else:
         ax.plot(x, y, "o-", label="EGRU")
+    stopped = [(xi, yi) for xi, yi, r in zip(x, y, pts) if not r.get("finished", True)]
+    if stopped:  # a run stopped early (--stop-after): its point is not a result, mark it
+        ax.plot(*zip(*stopped), "o", markersize=11, markerfacecolor="white", markeredgecolor="tab:orange",
+                zorder=0, label="unfinished run (stopped early)")
     for i, (xi, yi, r) in enumerate(zip(x, y, pts)):  # labels alternate above / below: neighbours can be close
-        ax.annotate(f"target {_t(r['activity_target'])}", (xi, yi), textcoords="offset points",
+        note = "" if r.get("finished", True) else " (unfinished)"
+        ax.annotate(f"target {_t(r['activity_target'])}{note}", (xi, yi), textcoords="offset points",
                     xytext=(4, 6 if i % 2 == 0 else -14), fontsize=8)
     if gru is not None:
         g = gru["test_accuracy"]
-        ax.axhline(100 * g["mean"], linestyle="--", color="tab:red", label="GRU (dense)")
+        ax.axhline(100 * g["mean"], linestyle="--", color="tab:red",
+                   label="GRU (dense)" + ("" if gru.get("finished", True) else ", unfinished run"))
         if len(g["per_seed"]) > 1:
             ax.axhspan(100 * (g["mean"] - g["sd"]), 100 * (g["mean"] + g["sd"]), color="tab:red", alpha=0.15)
     ax.set_xlabel("activity sparsity (% of units silent per step)")
@@ -266,5 +286,8 @@ def _sweep_line(m: Dict[str, Any]) -> str:
         for r in m["per_target"]))
     if "gru" in m:
         parts.append(f"GRU test accuracy {acc(m['gru'])}")
+    stopped = _unfinished(m)
+    if stopped:
+        parts.append(f"UNFINISHED ({', '.join(stopped)} stopped early: give the same command again to continue)")
     parts.append(f"-> {m['run_dir']}")
     return " | ".join(parts)
