@@ -138,7 +138,7 @@ def _write(results: Dict[str, Any], base: str) -> None:
     if sweep:
         sw = results.get("sweep") or {}
         lines += ["## Accuracy vs activity (row-MNIST, seed 0)", "",
-                  f"Written by the command itself: `{sw.get('command', '')}` (the target-0.05 run and the GRU are the "
+                  f"Written by the command itself: `{sw.get('command', '')}` (the target-{_preset_target():g} run and the GRU are the "
                   "seed-0 runs of the table above, reused).", "",
                   f"![sweep]({os.path.basename(base)}-sweep.png)", "",
                   "| activity target | test accuracy % | activity sparsity % | effective MACs % of dense |",
@@ -173,7 +173,12 @@ def _write(results: Dict[str, Any], base: str) -> None:
         f.write("\n".join(lines))
 
 
-PRESET_TARGET = 0.05  # the row-mnist preset's activity target: its seed-0 run is the sweep's point too
+def _preset_target() -> float:
+    """The row-mnist preset's activity target: stage 1's seed-0 run is the sweep's point for that target too."""
+    sys.path.insert(0, ROOT)
+    from snntorch_egru.training import preset
+
+    return float(preset("row-mnist").activity_target)
 
 
 def _targets(a: Any) -> List[float]:
@@ -192,9 +197,10 @@ def _sweep(a: Any, common: List[str]) -> Dict[str, Any]:
 
     sweep = os.path.join(a.work, "sweep")
     os.makedirs(sweep, exist_ok=True)
-    for src, dst in ((os.path.join(a.work, "row-egru-seed0"), _sweep_dir(a, PRESET_TARGET)),
+    target = _preset_target()
+    for src, dst in ((os.path.join(a.work, "row-egru-seed0"), _sweep_dir(a, target)),
                      (os.path.join(a.work, "row-gru-seed0"), os.path.join(sweep, "gru"))):
-        if _metrics(src) and not os.path.exists(dst) and (PRESET_TARGET in _targets(a) or dst.endswith("gru")):
+        if _metrics(src) and not os.path.exists(dst) and (target in _targets(a) or dst.endswith("gru")):
             shutil.copytree(src, dst)
     cmd = _train_cmd(a.data_dir, sweep, *common, "--seed", "0", "--activity-targets", a.targets, "--baseline", "gru")
     print("start:", " ".join(cmd), flush=True)

@@ -358,4 +358,4 @@ def test_row_mnist_preset_is_the_one_measured_in_benchmarks_results():
 
     c = preset("row-mnist")
     assert (c.hidden_size, c.epochs, c.batch_size, c.lr, c.schedule) == (256, 18, 100, 5e-3, "cosine")
-    assert (c.readout, c.activity_reg, c.activity_target, c.thr_mean, c.grad_clip) == ("last", 1.0, 0.05, 0.3, 1.0)
+    assert (c.readout, c.activity_reg, c.activity_target, c.thr_mean, c.grad_clip) == ("last", 1.0, 0.1, 0.3, 1.0)
