@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence
 import torch
 
 from . import functional as F
-from .sparse import _sparse_left_mm
+from .sparse import _sparse_left_mm, _sparse_left_mm_into
 
 
 def grad_products(ga: torch.Tensor, gqn: torch.Tensor, dc: torch.Tensor, tb: torch.Tensor, dth: torch.Tensor,
@@ -48,11 +48,18 @@ def grad_products(ga: torch.Tensor, gqn: torch.Tensor, dc: torch.Tensor, tb: tor
         # [3H, I]; from the events (CSR) for a lower layer's output: a transposed view [I, 3H]^T
         out[4] = _sparse_left_mm(x2.t(), ga2).t() if input_is_events else ga2.t() @ x2
     if need[5]:
-        y_prev = torch.cat([y0.unsqueeze(0), ys[:-1]], 0).reshape(T * B, H)
-        q = torch.cat([ga2[:, :2 * H], gqn2], 1)
-        # [3H, H] as a transposed view of [H, 3H] (from the events only; CSR when sparse). The
-        # copy into .grad's layout is AccumulateGrad's; transposing here would cost the same again.
-        out[5] = _sparse_left_mm(y_prev.t(), q).t()
+        # sum_t y_{t-1}^T q_t with q = (a_r, a_z | q_n), y_{-1} = y0: step 0 and the two column blocks apart,
+        # written into the result, so neither y_prev nor q is stacked (4 T*B*H fewer elements); from the
+        # events only, CSR when sparse (one conversion for both blocks). [3H, H] as a transposed view of
+        # [H, 3H]: the copy into .grad's layout is AccumulateGrad's; transposing here would cost it again.
+        n = (T - 1) * B
+        g = torch.empty(H, 3 * H, dtype=ga.dtype, device=ga.device)
+        rz, cand = g[:, :2 * H], g[:, 2 * H:]
+        _sparse_left_mm_into(ys[:-1].reshape(n, H).t(), (ga[1:, :, :2 * H].reshape(n, 2 * H),
+                                                           gqn[1:].reshape(n, H)), (rz, cand))
+        rz.addmm_(y0.t(), ga[0, :, :2 * H])
+        cand.addmm_(y0.t(), gqn[0])
+        out[5] = g.t()
     if need[6]:
         out[6] = ga2.sum(0)
     if need[7]:

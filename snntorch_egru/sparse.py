@@ -67,7 +67,7 @@ Example::
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import torch
 
@@ -147,15 +147,46 @@ def _weights_small(w_t: torch.Tensor) -> bool:
 
 def _sparse_left_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b`` with ``a`` 2-D and mostly zeros: CSR product when sparse enough, else dense."""
-    if not _FORCE_DENSE and a.device.type == "cpu" and a.shape[0] > 0 and a.shape[1] > 0:
-        nnz = int(torch.count_nonzero(a))
-        if nnz <= CSR_MAX_DENSITY * a.numel():
-            if nnz == 0:
-                return a.new_zeros(a.shape[0], b.shape[1])
-            with warnings.catch_warnings():  # torch flags CSR support as beta; the product is exact
-                warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
-                return torch.sparse.mm(a.to_sparse_csr(), b)
-    return a @ b
+    csr = _csr_if_sparse(a)
+    if csr is None:
+        return a @ b
+    return a.new_zeros(a.shape[0], b.shape[1]) if csr is _NO_EVENTS else _csr_mm(csr, b)
+
+
+def _sparse_left_mm_into(a: torch.Tensor, bs: Sequence[torch.Tensor], outs: Sequence[torch.Tensor]) -> None:
+    """``outs[i] = a @ bs[i]`` in place (``outs`` may be column blocks of one matrix), ``a`` 2-D and
+    mostly zeros: one density count and one CSR conversion of ``a`` serve every product."""
+    csr = _csr_if_sparse(a)
+    for b, o in zip(bs, outs):
+        if csr is None:
+            torch.mm(a, b, out=o)
+        elif csr is _NO_EVENTS:
+            o.zero_()
+        else:
+            o.copy_(_csr_mm(csr, b))
+
+
+_NO_EVENTS = object()
+
+
+def _csr_if_sparse(a: torch.Tensor) -> Any:
+    """``a`` as CSR when the product should use it, :data:`_NO_EVENTS` when ``a`` is all zeros, else None."""
+    if _FORCE_DENSE or a.device.type != "cpu" or a.shape[0] == 0 or a.shape[1] == 0:
+        return None
+    nnz = int(torch.count_nonzero(a))
+    if nnz > CSR_MAX_DENSITY * a.numel():
+        return None
+    if nnz == 0:
+        return _NO_EVENTS
+    with warnings.catch_warnings():  # torch flags CSR support as beta; the product is exact
+        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+        return a.to_sparse_csr()
+
+
+def _csr_mm(csr: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+        return torch.sparse.mm(csr, b)
 
 
 #: The native per-sample gather is used while the batch holds at most this many events per
