@@ -442,8 +442,12 @@ def test_duck_typed_cell_roundtrip(tmp_path):
         with torch.no_grad():
             ref, st = net.cell(x[t], st)
         y, state = step(x[t], state)
-        assert torch.equal(y, ref)
-        assert torch.equal(state["cell"].c, st[1])
+        # this cell keeps W_hh row-major, the imported step in the package layers' layout (transpose
+        # contiguous): BLAS may round the two products differently (MKL on AVX-512 does), so the values
+        # agree to float32 rounding, the events exactly
+        assert torch.equal(y != 0, ref != 0)
+        torch.testing.assert_close(y, ref, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(state["cell"].c, st[1], rtol=1e-6, atol=1e-6)
         fired.append((ref != 0).float())
     assert 0.0 < torch.stack(fired).mean().item() < 1.0
 

@@ -79,6 +79,10 @@ class EGRUStep(nn.Module):
         super().__init__()
         for name in F.LAYER_TENSOR_NAMES:
             setattr(self, name, _param(getattr(node, name)))
+        # the layers' storage of W_hh [3H, H] (its transpose contiguous, see EGRU.flatten_parameters): the
+        # same GEMM layout as the exported layer, so an imported graph gives bit for bit the layer's numbers
+        # (BLAS kernels round a transposed operand differently, e.g. MKL on AVX-512)
+        self.weight_hh.data = self.weight_hh.data.t().contiguous().t()
         self.reset = node.reset
         self.zoneout = node.zoneout
         self.output = node.output
