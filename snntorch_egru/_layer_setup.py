@@ -69,6 +69,11 @@ OPTION_CHECKS: Dict[str, Callable[[str, Any], Any]] = {
 }
 
 
+def recurrent_layout(w_hh: torch.Tensor) -> torch.Tensor:
+    """``w_hh`` [3H, H] in the layers' storage: its transpose contiguous (the tensor itself if already so)."""
+    return w_hh if w_hh.t().is_contiguous() else w_hh.t().contiguous().t()
+
+
 def make_spike_fn(spike_grad: Optional[SpikeFn], surrogate_disable: bool, gamma: float, eps: float) -> SpikeFn:
     """The module's spike function: plain Heaviside, the paper's triangle, or the user's surrogate."""
     if surrogate_disable:
@@ -181,7 +186,7 @@ class EGRUBase(nn.Module):
         with torch.no_grad():
             for name, p in self.named_parameters(recurse=False):
                 if name.startswith("weight_hh") and p.dim() == 2 and not p.t().is_contiguous():
-                    p.data = p.data.t().contiguous().t()
+                    p.data = recurrent_layout(p.data)
 
     def _effective_threshold(self, theta: torch.Tensor) -> torch.Tensor:
         # Thresholds are kept in [0, 1] (as the official code does) by a clamp in the forward

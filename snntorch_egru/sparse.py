@@ -66,8 +66,9 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 
 import torch
 
@@ -145,12 +146,39 @@ def _weights_small(w_t: torch.Tensor) -> bool:
     return w_t.numel() * w_t.element_size() < SMALL_WEIGHT_BYTES
 
 
+_NO_EVENTS = object()  # _csr_if_sparse's answer for an all-zero matrix
+
+
+@contextlib.contextmanager
+def _quiet_csr_beta() -> Iterator[None]:
+    """torch flags CSR support as beta; the products here are exact."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+        yield
+
+
+def _csr_if_sparse(a: torch.Tensor) -> Any:
+    """``a`` as CSR when the product should use it, :data:`_NO_EVENTS` when ``a`` is all zeros, else None."""
+    if _FORCE_DENSE or a.device.type != "cpu" or a.shape[0] == 0 or a.shape[1] == 0:
+        return None
+    nnz = int(torch.count_nonzero(a))
+    if nnz > CSR_MAX_DENSITY * a.numel():
+        return None
+    if nnz == 0:
+        return _NO_EVENTS
+    with _quiet_csr_beta():
+        return a.to_sparse_csr()
+
+
 def _sparse_left_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b`` with ``a`` 2-D and mostly zeros: CSR product when sparse enough, else dense."""
     csr = _csr_if_sparse(a)
     if csr is None:
         return a @ b
-    return a.new_zeros(a.shape[0], b.shape[1]) if csr is _NO_EVENTS else _csr_mm(csr, b)
+    if csr is _NO_EVENTS:
+        return a.new_zeros(a.shape[0], b.shape[1])
+    with _quiet_csr_beta():
+        return torch.sparse.mm(csr, b)
 
 
 def _sparse_left_mm_into(a: torch.Tensor, bs: Sequence[torch.Tensor], outs: Sequence[torch.Tensor]) -> None:
@@ -163,30 +191,8 @@ def _sparse_left_mm_into(a: torch.Tensor, bs: Sequence[torch.Tensor], outs: Sequ
         elif csr is _NO_EVENTS:
             o.zero_()
         else:
-            o.copy_(_csr_mm(csr, b))
-
-
-_NO_EVENTS = object()
-
-
-def _csr_if_sparse(a: torch.Tensor) -> Any:
-    """``a`` as CSR when the product should use it, :data:`_NO_EVENTS` when ``a`` is all zeros, else None."""
-    if _FORCE_DENSE or a.device.type != "cpu" or a.shape[0] == 0 or a.shape[1] == 0:
-        return None
-    nnz = int(torch.count_nonzero(a))
-    if nnz > CSR_MAX_DENSITY * a.numel():
-        return None
-    if nnz == 0:
-        return _NO_EVENTS
-    with warnings.catch_warnings():  # torch flags CSR support as beta; the product is exact
-        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
-        return a.to_sparse_csr()
-
-
-def _csr_mm(csr: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
-        return torch.sparse.mm(csr, b)
+            with _quiet_csr_beta():
+                o.copy_(torch.sparse.mm(csr, b))
 
 
 #: The native per-sample gather is used while the batch holds at most this many events per

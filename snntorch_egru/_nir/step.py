@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .. import functional as F
+from .._layer_setup import recurrent_layout
 from ..state import EGRUState
 from ..surrogate import heaviside
 from .node import EGRU
@@ -79,10 +80,9 @@ class EGRUStep(nn.Module):
         super().__init__()
         for name in F.LAYER_TENSOR_NAMES:
             setattr(self, name, _param(getattr(node, name)))
-        # the layers' storage of W_hh [3H, H] (its transpose contiguous, see EGRU.flatten_parameters): the
-        # same GEMM layout as the exported layer, so an imported graph gives bit for bit the layer's numbers
-        # (BLAS kernels round a transposed operand differently, e.g. MKL on AVX-512)
-        self.weight_hh.data = self.weight_hh.data.t().contiguous().t()
+        # W_hh in the layers' storage: the exported layer's GEMM layout, so an imported graph gives bit for
+        # bit the layer's numbers (BLAS rounds a transposed operand differently, e.g. MKL on AVX-512)
+        self.weight_hh.data = recurrent_layout(self.weight_hh.data)
         self.reset = node.reset
         self.zoneout = node.zoneout
         self.output = node.output
