@@ -56,8 +56,8 @@ for b in blocks:
         except SystemExit:
             raise
         except BaseException:
-            print(f"{b['where']} (block lines {k + 2 - len(buf_done)}-{k + 1}) raised:\n" + traceback.format_exc(),
-                  file=sys.stderr)
+            print(f"{b['where']} (block lines {k + 2 - len(buf_done)}-{k + 1}) raised:\n"
+                  + traceback.format_exc(), file=sys.stderr)
             sys.exit(1)
 print(f"ran {len(blocks)} block(s)")
 '''
@@ -78,20 +78,42 @@ def _runnable_pages():
 RUNNABLE = _runnable_pages()
 SKIPPED = [b for b in _all_blocks() if b.skip is not None]
 
+# Pages whose blocks fail today, owned by other work in progress (strict: an entry that passes fails the
+# test, so the list can only shrink). Each needs the names its snippet uses defined in the snippet.
+KNOWN_FAILING = {
+    "docs/guide/neurobench.md": "the 'Use' snippet uses net and test_loader without defining them",
+    "docs/guide/nir.md": "the 'Import' snippet iterates over x without defining it",
+}
 
-@pytest.mark.parametrize("page", sorted(RUNNABLE))
+
+def _page_param(page):
+    if page in KNOWN_FAILING:
+        return pytest.param(page, marks=pytest.mark.xfail(reason=KNOWN_FAILING[page], strict=True))
+    return page
+
+
+@pytest.mark.parametrize("page", [_page_param(p) for p in sorted(RUNNABLE)])
 def test_page_blocks_run_as_pasted(page, tmp_path):
     blocks = [{"where": b.where, "code": b.code, "cell": b.lang == "{code-cell}"} for b in RUNNABLE[page]]
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MPLBACKEND="Agg")
     res = subprocess.run([sys.executable, "-c", RUNNER], input=json.dumps(blocks), cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, f"{page}: a code block fails when pasted into a fresh interpreter\n{res.stderr[-4000:]}"
+    assert res.returncode == 0, \
+        f"{page}: a code block fails when pasted into a fresh interpreter\n{res.stderr[-4000:]}"
     assert f"ran {len(blocks)} block(s)" in res.stdout
 
 
-@pytest.mark.parametrize("block", SKIPPED, ids=[f"{b.where}-{b.lang or 'plain'}" for b in SKIPPED])
-def test_skipped_block(block):
-    pytest.skip(f"{block.where} ({block.lang or 'no language'}): {block.skip}")
+def _skipped_groups():
+    groups: dict = {}
+    for b in SKIPPED:
+        groups.setdefault((b.page, b.skip), []).append(b.line)
+    return sorted(groups.items())
+
+
+@pytest.mark.parametrize("group", _skipped_groups(), ids=[f"{p}-{len(ls)}" for (p, _), ls in _skipped_groups()])
+def test_skipped_blocks(group):
+    (page, reason), lines = group
+    pytest.skip(f"{page}: {len(lines)} block(s) at line(s) {', '.join(map(str, lines))}: {reason}")
 
 
 def test_inventory_of_blocks(capsys):
@@ -102,13 +124,15 @@ def test_inventory_of_blocks(capsys):
         for reason, n in reasons.most_common():
             print(f"  {n:3d}  {reason}")
     assert runs >= 15 and "README.md" in RUNNABLE
+    assert set(KNOWN_FAILING) <= set(RUNNABLE), "a KNOWN_FAILING page has no runnable block any more"
     for b in SKIPPED:
         assert b.skip and not b.skip.endswith("no-run: "), f"{b.where}: a no-run marker needs a reason"
 
 
 def test_block_extraction_rules():
     text = ("# t\n```python\na = 1\n```\n\n<!-- no-run: needs a GPU -->\n\n```python\nb = 2\n```\n"
-            "1. item\n\n   ```python\n   c = 3\n   ```\n```bash\nls\n```\n```{code-cell} ipython3\n:tags: [x]\nd = 4\n```\n"
+            "1. item\n\n   ```python\n   c = 3\n   ```\n```bash\nls\n```\n"
+            "```{code-cell} ipython3\n:tags: [x]\nd = 4\n```\n"
             "````\n```python\nnot a block\n```\n````\n")
     got = doc_blocks.blocks(Path("docs/x.md"), text)
     assert [(b.line, b.lang, b.code, b.skip is None) for b in got] == [
@@ -121,10 +145,12 @@ def test_block_extraction_rules():
 def test_paste_check_catches_what_the_interpreter_rejects(tmp_path):
     # a with-block followed directly by an unindented line fails when pasted, though it runs as a script
     code = "import contextlib\nwith contextlib.nullcontext():\n    x = 1\nprint(x)\n"
-    res = subprocess.run([sys.executable, "-c", RUNNER], input=json.dumps([{"where": "t:1", "code": code, "cell": False}]),
+    res = subprocess.run([sys.executable, "-c", RUNNER],
+                         input=json.dumps([{"where": "t:1", "code": code, "cell": False}]),
                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert res.returncode == 1 and "does not compile when pasted" in res.stderr
     ok = code.replace("print(x)", "\nprint(x)")
-    res = subprocess.run([sys.executable, "-c", RUNNER], input=json.dumps([{"where": "t:1", "code": ok, "cell": False}]),
+    res = subprocess.run([sys.executable, "-c", RUNNER],
+                         input=json.dumps([{"where": "t:1", "code": ok, "cell": False}]),
                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
