@@ -49,6 +49,7 @@ source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-n
 exclude_patterns = [
     "_build", "jupyter_execute", "**.ipynb_checkpoints", "_ext", "Thumbs.db", ".DS_Store",
     "tutorials/README.md", "tutorials/_data",
+    "changelog.d",  # per-branch changelog fragments, merged into changelog.md by hand
 ]
 html_static_path = ["_static"]
 html_css_files = ["custom.css"]

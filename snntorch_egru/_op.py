@@ -29,7 +29,8 @@ step-by-step reference (:func:`snntorch_egru.functional.egru_sequence`).
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+import sys
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 
@@ -247,6 +248,46 @@ for _dev in ("cpu", "cuda"):
 
 # ------------------------------------------------------------------------------------------
 # the wrapper the backends call
+
+
+def _dynamo_off_when_loaded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``torch._dynamo.disable(fn)``, but without importing ``torch._dynamo`` while nothing has loaded it.
+
+    torch wraps every custom-op kernel in ``torch._disable_dynamo``, which imports ``torch._dynamo``
+    (~500 modules, ~0.5 s, ~160 MiB) on the first eager call. Dynamo's frame hook can only be
+    installed by ``torch._dynamo`` itself, so while that module is not loaded the disable is a no-op
+    and ``fn`` runs directly; once it is (``torch.compile``, ``torch.export``) every call goes through
+    the real ``torch._dynamo.disable``, exactly as torch would.
+    """
+    disabled: list = []
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if "torch._dynamo" not in sys.modules:
+            return fn(*args, **kwargs)
+        if not disabled:
+            import torch._dynamo
+
+            disabled.append(torch._dynamo.disable(fn, True, wrapping=False))
+        return disabled[0](*args, **kwargs)
+
+    return call
+
+
+def _eager_calls_without_dynamo(op: Any) -> None:
+    """Pre-fill the cache of torch's lazy ``_disable_dynamo`` wrapper around each kernel of ``op``.
+
+    Relies on torch internals (``CustomOpDef._backend_fns``, ``functools.wraps``' ``__wrapped__`` and the
+    ``__dynamo_disable`` cache attribute of ``torch/_compile.py``); if they change, nothing is done and
+    the first eager call imports ``torch._dynamo`` as before (``tests/test_cold_start.py`` notices).
+    """
+    for kernel in getattr(op, "_backend_fns", {}).values():
+        inner = getattr(kernel, "__wrapped__", None)
+        if inner is not None and getattr(inner, "__dynamo_disable", None) is None:
+            setattr(inner, "__dynamo_disable", _dynamo_off_when_loaded(inner))
+
+
+_eager_calls_without_dynamo(egru_layer_op)
+_eager_calls_without_dynamo(egru_layer_backward_op)
 
 
 def egru_layer_call(x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0: torch.Tensor, w: EGRUWeights,

@@ -21,13 +21,14 @@ give the same fields as the small named bundles :class:`EGRUWeights`,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import torch
 
 from . import functional as F
 
-__all__ = ["LayerCall", "EGRUWeights", "EGRUOptions", "register_backend", "unregister_backend", "get_backend", "available_backends", "resolve_backend"]
+__all__ = ["LayerCall", "EGRUWeights", "EGRUOptions", "register_backend", "unregister_backend", "get_backend",
+           "available_backends", "usable_backends", "resolve_backend"]
 
 
 @dataclass(frozen=True)
@@ -240,11 +241,12 @@ def get_backend(name: str) -> _Backend:
 
 
 def available_backends() -> List[str]:
-    """Names of the registered backends, sorted.
+    """Names of the *registered* backends, sorted (the accepted values of ``backend=`` besides ``"auto"``).
 
     ``"reference"`` is always there; the package also registers ``"torch"``
-    (event-driven CPU path) and ``"cupy"`` (GPU kernels). Whether a backend can
-    run a given call is decided by its ``available`` predicate.
+    (event-driven CPU path) and ``"cupy"`` (GPU kernels), whether or not CuPy and a
+    GPU are present. Which of them can actually run on this machine:
+    :func:`usable_backends`.
 
     Example::
 
@@ -253,6 +255,53 @@ def available_backends() -> List[str]:
         True
     """
     return sorted(_REGISTRY)
+
+
+def usable_backends(device: Optional[Union[str, torch.device]] = None) -> List[str]:
+    """Names of the backends that can run here, sorted: each backend's ``available`` predicate, asked
+    with a small float32 layer call on ``device``.
+
+    Args:
+        device: the device to ask about; ``None`` (default): the CPU and, when
+            ``torch.cuda.is_available()``, the current CUDA device (a backend usable on either counts).
+
+    Returns:
+        e.g. ``["reference", "torch"]`` on a machine without CuPy or an NVIDIA GPU, and
+        ``["cupy", "reference", "torch"]`` with both (``python -m snntorch_egru.cuda`` says what is missing);
+        ``[]`` for ``device="cuda"`` without a CUDA device.
+
+    Raises:
+        ValueError: ``device`` is not a device.
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru import backends
+        >>> backends.usable_backends("cpu")           # the CuPy kernels never run CPU tensors
+        ['reference', 'torch']
+        >>> from snntorch_egru import cuda
+        >>> ("cupy" in backends.usable_backends()) == (torch.cuda.is_available() and cuda.cupy_available())
+        True
+    """
+    from .surrogate import EGRUSurrogate
+
+    if device is None:
+        devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    else:
+        try:
+            devices = [torch.device(device)]
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device must be None, a torch.device or a device string such as 'cpu' or 'cuda', "
+                             f"got {device!r}") from None
+    names = set()
+    for dev in devices:
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            continue  # no CUDA device here: nothing runs on it
+        z = torch.zeros(1, 1, device=dev)
+        call = LayerCall(torch.zeros(1, 1, 1, device=dev), z, z, z, torch.zeros(3, 1, device=dev),
+                         torch.zeros(3, 1, device=dev), None, None, torch.zeros(1, device=dev), EGRUSurrogate())
+        names.update(b.name for b in _REGISTRY.values() if b.available(call))
+    return sorted(names)
 
 
 def resolve_backend(name: str, call: LayerCall) -> _Backend:

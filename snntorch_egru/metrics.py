@@ -61,7 +61,7 @@ from ._layer_setup import EGRUBase
 from .backends import LayerCall
 from .surrogate import surrogate_support
 
-__all__ = ["Tracker", "track", "layer_counts"]
+__all__ = ["Tracker", "Summary", "track", "layer_counts"]
 
 
 def layer_counts(
@@ -162,12 +162,62 @@ class _LayerAccumulator:
         }
 
 
+def _fmt_macs(v: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g}{unit}"
+    return f"{v:.3g}"
+
+
+def _row(name: str, s: Dict[str, Any]) -> List[str]:
+    ratio = s["effective_macs"] / s["dense_macs"] if s["dense_macs"] else 0.0
+    bwd = s["backward_macs"] / s["dense_backward_macs"] if s["dense_backward_macs"] else 0.0
+    return [name, f"{s['activity']:.1%}", f"{s['batch_union_activity']:.1%}", f"{s['backward_sparsity']:.1%}",
+            f"{_fmt_macs(s['effective_macs'])} / {_fmt_macs(s['dense_macs'])} ({ratio:.2f}x)", f"{bwd:.2f}x"]
+
+
+class Summary(dict):
+    """What :meth:`Tracker.summary` returns: a ``dict`` (keys in :class:`Tracker`) printed as a table.
+
+    Indexing, ``json.dumps`` and comparisons work as for the plain dict; ``str()`` / ``repr()``
+    give one row per layer and one for the whole model: activity, batch-union activity,
+    backward sparsity, forward MACs per sample (effective / dense GRU, ratio) and the
+    backward MAC ratio.
+
+    Example::
+
+        >>> import torch, snntorch_egru as se
+        >>> from snntorch_egru import metrics
+        >>> rnn = se.EGRU(4, 16)
+        >>> with metrics.track(rnn) as tracker:
+        ...     _ = rnn(torch.randn(20, 2, 4))
+        >>> s = tracker.summary()
+        >>> isinstance(s, dict), str(s).splitlines()[1].split()[:3]
+        (True, ['layer', 'activity', 'batch-union'])
+    """
+
+    def __str__(self) -> str:
+        layers = self.get("layers", [])
+        head = ["layer", "activity", "batch-union", "bwd sparsity", "fwd MACs/sample: eff. / dense GRU", "bwd MACs"]
+        rows = [_row(f"{lay['name']}[{lay['layer']}] {lay['input_size']}->{lay['hidden_size']} "
+                     f"({lay['calls']} calls, {lay['samples']} samples)", lay) for lay in layers]
+        if layers:
+            rows.append(_row("model", self))
+        widths = [max(len(r[k]) for r in [head] + rows) for k in range(len(head))]
+        lines = ["  ".join(c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths)))
+                 for r in [head] + rows]
+        title = f"EGRU counters: {len(layers)} layer(s)" + ("" if layers else " (nothing recorded yet)")
+        return "\n".join([title] + [line.rstrip() for line in lines])
+
+    __repr__ = __str__
+
+
 class Tracker:
     """Counters of every EGRU layer inside a model; use via :func:`track`.
 
     Methods:
-        summary(): dict with ``"layers"`` (one dict per layer, keys as below plus
-            ``name``, ``layer``, ``calls``, ``samples``) and the model-level
+        summary(): a :class:`Summary` (a dict printed as a table) with ``"layers"``
+            (one dict per layer, keys as below plus ``name``, ``layer``, ``calls``, ``samples``) and the model-level
             ``activity``, ``batch_union_activity``, ``backward_density``,
             ``backward_sparsity``, ``effective_macs``, ``dense_macs``,
             ``backward_macs``, ``dense_backward_macs``.
@@ -244,8 +294,9 @@ class Tracker:
         with self._lock:
             self._layers.clear()
 
-    def summary(self) -> Dict[str, Any]:
-        """Per-layer and model-level counters (see the module docstring for definitions)."""
+    def summary(self) -> Summary:
+        """Per-layer and model-level counters (see the module docstring for definitions), as a :class:`Summary`:
+        a dict whose ``print``/``repr`` is a table."""
         with self._lock:
             accs = [self._layers[k] for k in sorted(self._layers, key=lambda k: (k[0], k[1]))]
             layers = [acc.summary() for acc in accs]
@@ -264,7 +315,7 @@ class Tracker:
         }
         for k in ("effective_macs", "dense_macs", "backward_macs", "dense_backward_macs"):
             out[k] = sum(layer[k] for layer in layers)
-        return out
+        return Summary(out)
 
 
 def track(model: nn.Module) -> Tracker:

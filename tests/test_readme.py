@@ -31,3 +31,39 @@ def test_readme_quickstart_runs():
     torch.manual_seed(0)
     namespace: dict = {"__name__": "__readme__"}
     exec(compile(code, str(README) + ":Quickstart", "exec"), namespace)
+
+
+def _section(text: str, heading: str) -> str:
+    m = re.search(rf"^## {re.escape(heading)}[^\n]*\n(.*?)(?=^## |\Z)", text, flags=re.S | re.M)
+    assert m, f'README.md has no "## {heading}" section'
+    return m.group(1)
+
+
+def test_readme_is_for_users_first():
+    text = README.read_text(encoding="utf-8")
+    headings = re.findall(r"^## (.+)$", text, flags=re.M)
+    install = _section(text, "Install")
+    assert "pip install snntorch-egru" in install and "[cuda12]" in install and "[data]" in install
+    # users first: install, quickstart and the main job come before the contributor set-up
+    order = [next(k for k, h in enumerate(headings) if h.startswith(name))
+             for name in ("Install", "Quickstart", "The main job", "Development")]
+    assert order == sorted(order), headings
+
+
+def test_readme_main_job_figures_placeholder():
+    job = _section(README.read_text(encoding="utf-8"), "The main job")
+    assert "snntorch-egru train" in job
+    lines = job.splitlines()
+    k = lines.index("<!-- default-job-figures -->")
+    figures = lines[k + 1]
+    assert re.search(r"\d+(\.\d+)? ± \d+(\.\d+)? %", figures), f"no accuracy figures after the placeholder: {figures!r}"
+
+
+def test_readme_development_commands_match_ci():
+    dev = _section(README.read_text(encoding="utf-8"), "Development")
+    block = re.search(r"^```bash\n(.*?)^```", dev, flags=re.S | re.M)
+    assert block, 'no ```bash block under "## Development"'
+    commands = [line.split("#")[0].strip() for line in block.group(1).splitlines() if line.strip()]
+    assert commands == ['python -m pip install -e ".[dev]"', "python -m pytest"]
+    ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
+    assert re.search(r'python -m pip install .*-e "\.\[dev\]"', ci) and "\npython -m pytest\n" in ci

@@ -1,29 +1,44 @@
-"""Diagnostics for the "cupy" backend: ``python -m snntorch_egru.cuda``.
+"""Diagnostics for the "cupy" backend: ``python -m snntorch_egru.cuda [--tables]``.
 
-Prints where the kernel sources are, which NVRTC/nvcc compilers are found
-(and compiles every kernel with them to PTX, and to cubin for sm_80/sm_90 with
-the ptxas register/spill table against the budget; no GPU needed), whether CuPy and a GPU are
-usable, and on a GPU runs a small float64 forward/backward comparison of the
-kernels with the reference. Exit status 0 when everything available works.
+The first line is the verdict: whether the CuPy kernels can run here and, if not, what to install.
+Then the versions, the kernel sources, the NVRTC/nvcc compilers found, and on a GPU a small float64
+forward/backward comparison of the kernels with the reference. ``--tables`` also compiles every
+kernel with every compiler to PTX, and to cubin for sm_80/sm_90 with the ptxas register/spill table
+against the budget (no GPU needed; a minute or more). Exit status 0 when everything checked works
+(a machine without a GPU is not a failure).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
+from typing import List, Optional, Tuple
 
 
-def main() -> int:
-    import torch
+def verdict(cupy_ok: bool, cuda_ok: bool, cuda_version: Optional[str]) -> Tuple[bool, str]:
+    """(usable, one line): whether the kernels can run, and if not, the fix."""
+    extra = "cuda13" if (cuda_version or "").startswith("13") else "cuda12"
+    pip = f"pip install snntorch-egru[{extra}]" if cuda_version else \
+        "pip install snntorch-egru[cuda12] (CUDA 12.x) or snntorch-egru[cuda13] (CUDA 13.x)"
+    if cupy_ok and cuda_ok:
+        return True, "CuPy kernels usable: EGRU(..., backend='auto') runs CUDA tensors with the 'cupy' backend"
+    if not cupy_ok and not cuda_ok:
+        return False, ("No CUDA GPU and CuPy not installed: the 'cupy' backend cannot run here (the CPU backend "
+                       f"'torch' is used). On a machine with an NVIDIA GPU: {pip}")
+    if not cupy_ok:
+        return False, f"CUDA GPU found but CuPy not installed: {pip}"
+    return False, ("CuPy installed but torch.cuda.is_available() is False (no NVIDIA GPU, or a CPU-only torch "
+                   "build): install a CUDA build of torch on a GPU machine (https://pytorch.org/get-started)")
 
-    from . import cupy_available
+
+def _compile_tables() -> bool:
     from ._nvrtc import REGISTER_BUDGET, SPILL_BUDGET, find_compilers, format_table, resource_table
-    from ._sources import VARIANTS, kernel_dir, kernel_files, kernel_source, variant_options
+    from ._sources import VARIANTS, kernel_files, kernel_source, variant_options
 
     ok = True
-    print(f"kernel sources: {kernel_dir()} ({', '.join(f.name for f in kernel_files())})")
     comps = find_compilers()
     if not comps:
-        print("compilers: none found (install nvidia-cuda-nvrtc-cu12 or a CUDA toolkit); compile check skipped")
+        print("compile check skipped: no compiler")
     for comp in comps:
         try:
             for f in kernel_files():
@@ -46,8 +61,35 @@ def main() -> int:
         except Exception as e:
             ok = False
             print(f"cubin check with {comps[0]}: FAILED\n{e}")
-    print(f"CuPy importable: {cupy_available()}; torch.cuda.is_available(): {torch.cuda.is_available()}")
-    if cupy_available() and torch.cuda.is_available():
+    return ok
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m snntorch_egru.cuda", description=__doc__.split("\n\n")[0])
+    p.add_argument("--tables", "--verbose", action="store_true", dest="tables",
+                   help="also compile every kernel variant and print the ptxas register/spill tables (slow)")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from . import cupy_available
+    from ._nvrtc import find_compilers
+    from ._sources import kernel_dir, kernel_files
+
+    usable, line = verdict(cupy_available(), torch.cuda.is_available(), torch.version.cuda)
+    print(line, flush=True)
+    print(f"torch {torch.__version__} (CUDA build: {torch.version.cuda or 'no'}); CuPy importable: "
+          f"{cupy_available()}; torch.cuda.is_available(): {torch.cuda.is_available()}")
+    print(f"kernel sources: {kernel_dir()} ({', '.join(f.name for f in kernel_files())})")
+    comps = find_compilers()
+    print("compilers: " + (", ".join(map(str, comps)) if comps else
+                           "none found (install nvidia-cuda-nvrtc-cu12 or a CUDA toolkit)"))
+    ok = True
+    if args.tables:
+        ok = _compile_tables()
+    else:
+        print("(compile check and ptxas register tables: python -m snntorch_egru.cuda --tables)")
+    if usable:
         from ..backends import LayerCall, get_backend
         from ..surrogate import EGRUSurrogate
         from . import run
