@@ -91,7 +91,7 @@ def _n(count: int, word: str) -> str:
 def _header(cfg: TrainConfig, r: _Run) -> str:
     """The line printed when a run starts: task, model and size, epochs, batch, threads, run folder."""
     return (f"snntorch-egru train: task {cfg.task}, {_model_words(cfg, r)}, {_n(cfg.epochs, 'epoch')}, batch "
-            f"{cfg.batch_size}, {_n(torch.get_num_threads(), "thread")}, device {cfg.device}, run folder {cfg.out}")
+            f"{cfg.batch_size}, {_n(torch.get_num_threads(), 'thread')}, device {cfg.device}, run folder {cfg.out}")
 
 
 def _resume_line(cfg: TrainConfig, ckpt: Dict[str, Any]) -> str:
