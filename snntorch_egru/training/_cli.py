@@ -414,5 +414,24 @@ def _validate(cfg: TrainConfig, world: int) -> None:
 
         if importlib.util.find_spec("cupy") is None:
             raise UsageError("--backend cupy needs CuPy, which is not installed (pip install 'snntorch-egru[cuda12]')")
-    if cfg.out is not None and os.path.exists(cfg.out) and not os.path.isdir(cfg.out):
-        raise UsageError(f"--out {str(cfg.out)!r} is a file; expected a run folder (existing or to create)")
+    _check_paths(cfg)
+
+
+def _check_paths(cfg: TrainConfig) -> None:
+    """``--out`` is a folder (or can be created: no file, no dangling link in its place); ``--data-dir`` is a
+    folder where the task reads one."""
+    out = cfg.out
+    if out is not None:
+        if os.path.islink(out) and not os.path.exists(out):
+            raise UsageError(f"--out {str(out)!r} is a symbolic link to {os.readlink(out)!r}, which does not exist; "
+                             "create that folder or give another --out")
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise UsageError(f"--out {str(out)!r} is a file; expected a run folder (existing or to create)")
+    if cfg.task != "digits":  # digits are bundled with scikit-learn; the other tasks read --data-dir
+        d = cfg.data_dir
+        if os.path.islink(d) and not os.path.exists(d):
+            raise UsageError(f"--data-dir {str(d)!r} is a symbolic link to {os.readlink(d)!r}, which does not "
+                             "exist; expected the folder holding the dataset files")
+        if os.path.exists(d) and not os.path.isdir(d):
+            raise UsageError(f"--data-dir {str(d)!r} is a file; expected the folder holding the dataset files "
+                             f"of task {cfg.task!r} (see --help for the layout)")

@@ -192,7 +192,7 @@ def _train_epochs(r: _Run, history: List[Dict[str, Any]], start_epoch: int, wall
             if cfg.progress:
                 print(_epoch_message(r, epoch, tr, ev), flush=True)
             _save_checkpoint(os.path.join(cfg.out, "checkpoint.pt"), {
-                "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "epoch": epoch + 1,
+                "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "epoch": epoch + 1, "spec": r.spec,
                 "model": r.model.state_dict(),
                 "optimizer": r.optimizer.state_dict(), "scheduler": r.scheduler.state_dict(),
                 "history": history, "wall_time_s": wall_before + time.perf_counter() - t_run,
