@@ -167,19 +167,19 @@ def _train_epochs(r: _Run, history: List[Dict[str, Any]], start_epoch: int, wall
     """Train from ``start_epoch`` (checkpoint after every epoch); returns the run's total wall time."""
     cfg, info = r.cfg, r.info
     t_run = time.perf_counter()
-    done_here, finals_removed = 0, False
+    done_here = 0
     for epoch in range(start_epoch, cfg.epochs):
         if cfg.stop_after and done_here >= cfg.stop_after:
             break
         t_epoch = time.perf_counter()
         tr = r.train_epoch(epoch)
         ev = r.evaluate(r.select_split)
-        if info.is_main and not finals_removed:
-            # metrics.json, model.nir and activity.png of an earlier invocation describe the checkpoint (and
-            # best.pt) about to be replaced: remove them first, so the folder never pairs them with newer ones
+        if info.is_main:
+            # metrics.json, model.nir and activity.png (of an earlier invocation, or the previous epoch's progress)
+            # describe the checkpoint (and best.pt) about to be replaced: remove them first, so the folder never
+            # pairs them with newer ones; write_progress writes them again after the checkpoint
             for name in FINAL_FILES:
                 _io.remove_durably(os.path.join(cfg.out, name))
-            finals_removed = True
         if r.best is not None:
             r.best.update(ev["perplexity"] if r.is_lm else ev["accuracy"], r.model, epoch + 1, write=info.is_main)
         row = {"epoch": epoch + 1, **tr, "eval_loss": ev["loss"], "eval_activity": ev["activity"],
