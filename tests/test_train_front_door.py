@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 
 import pytest
 import torch
@@ -208,3 +209,39 @@ def test_load_run_of_a_gru_model(tmp_path):
     model, cfg = load_run(str(out))
     assert cfg.model == "gru" and isinstance(model.egru, torch.nn.GRU)
 
+
+
+def test_load_run_of_a_language_model(tmp_path):
+    from snntorch_egru.training._data import LM_FILES
+
+    data = tmp_path / "data"
+    data.mkdir()
+    words = "the cat sat on the mat and the dog ran to the cat".split()
+    for i, name in enumerate(LM_FILES["ptb"]):
+        (data / name).write_text("\n".join(" ".join(words[(i + j) % 5:] + words[:(i + j) % 5]) for j in range(8)))
+    out = tmp_path / "lm"
+    assert main(["--task", "ptb", "--data-dir", str(data), "--out", str(out), "--hidden-sizes", "8", "6",
+                 "--emb-size", "6", "--batch-size", "2", "--eval-batch-size", "2", "--bptt", "5", "--epochs", "1",
+                 "--no-progress", "--no-nir", "--no-plot", "--threads", "1"]) == 0
+    model, cfg = load_run(str(out))
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert cfg.task == "ptb" and cfg.hidden_sizes == [8, 6] and ck["spec"]["vocab_size"] == 10
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, ck["best"]["model"][k], rtol=0, atol=0)
+    assert model.decoder.weight is model.embedding.weight
+    logits, states, _ = model(torch.zeros(3, 2, dtype=torch.long))
+    assert tuple(logits.shape) == (3, 2, 10) and len(states) == 2
+
+
+def test_a_resume_whose_checkpoint_is_replaced_before_the_lock_is_refused(tmp_path):
+    out = tmp_path / "run"
+    assert main(["--out", str(out), *TINY, "--epochs", "1", "--no-plot"]) == 0
+    cfg, ckpt, _ = _loop._resume_config(TrainConfig(), str(out), {})
+    _loop._check_unchanged(ckpt)  # unchanged: accepted
+    data = (out / "checkpoint.pt").read_bytes()
+    (out / "checkpoint.pt").unlink()
+    (out / "checkpoint.pt").write_bytes(data)  # another process replaced it with a newer file
+    st = os.stat(out / "checkpoint.pt")
+    os.utime(out / "checkpoint.pt", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with pytest.raises(ValueError, match="was replaced while this run was starting"):
+        _loop._check_unchanged(ckpt)

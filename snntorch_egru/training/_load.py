@@ -46,7 +46,7 @@ def load_run(folder: str, which: str = "selected", device: Any = "cpu") -> Tuple
     The model is rebuilt from the settings saved in ``checkpoint.pt`` (no dataset is read for
     runs of this version) and its trained parameters are loaded; it is returned in eval mode.
     A classifier maps ``[T, B, *input]`` to ``(logits [B, classes], record)``; a language
-    model maps tokens ``[T, B]`` (and states) to ``(log-probabilities, states, records)``.
+    model maps tokens ``[T, B]`` (and states) to ``(logits, states, records)``.
 
     Args:
         folder: the run folder (or its ``checkpoint.pt``).
