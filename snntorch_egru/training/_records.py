@@ -162,8 +162,14 @@ def write_progress(r: Any, history: List[Dict[str, Any]], resumes: List[Dict[str
                  f"with --resume {cfg.out}); the test split is read at the end",
          "command": r.command, "run_dir": cfg.out, "history": history, "config": cfg.to_dict(), "resumes": resumes,
          "files": {"checkpoint": os.path.join(cfg.out, "checkpoint.pt")}}
-    if cfg.plot and _plot(os.path.join(cfg.out, "activity.png"), None, history, plot_title(cfg)) is not None:
-        m["files"]["plot"] = os.path.join(cfg.out, "activity.png")
+    if cfg.plot:
+        try:
+            if _plot(os.path.join(cfg.out, "activity.png"), None, history, plot_title(cfg)) is not None:
+                m["files"]["plot"] = os.path.join(cfg.out, "activity.png")
+        except OSError:
+            raise
+        except Exception as err:  # the progress plot is a by-product: never stop training for it
+            m["absent"] = {"plot": f"progress plot failed: {type(err).__name__}: {err}"}
     _write_metrics(os.path.join(cfg.out, "metrics.json"), m)
 
 
