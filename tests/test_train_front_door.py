@@ -236,7 +236,7 @@ def test_load_run_of_a_language_model(tmp_path):
 def test_a_resume_whose_checkpoint_is_replaced_before_the_lock_is_refused(tmp_path):
     out = tmp_path / "run"
     assert main(["--out", str(out), *TINY, "--epochs", "1", "--no-plot"]) == 0
-    cfg, ckpt, _ = _loop._resume_config(TrainConfig(), str(out), {})
+    _, ckpt, _ = _loop._resume_config(TrainConfig(), str(out), {})
     _loop._check_unchanged(ckpt)  # unchanged: accepted
     data = (out / "checkpoint.pt").read_bytes()
     (out / "checkpoint.pt").unlink()
