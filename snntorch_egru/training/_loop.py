@@ -294,12 +294,7 @@ def _run_one(cfg: TrainConfig, info: D.DistInfo, ckpt: Optional[Dict[str, Any]],
     """Train, test and record one model in ``cfg.out``; returns its metrics."""
     t_start = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        if info.is_main:
-            os.makedirs(cfg.out, exist_ok=True)
-            stack.enter_context(_io.folder_lock(cfg.out, "another snntorch-egru train", "run folder"))
-            if ckpt is not None:
-                _check_unchanged(ckpt)
-            _io.remove_stale_temporaries(cfg.out, RUN_FILES)  # left by a killed write
+        _take_folder(cfg, info, ckpt, stack)
         r = make_run(cfg, info, command)
         r.build()
         history: List[Dict[str, Any]] = []
@@ -317,6 +312,27 @@ def _run_one(cfg: TrainConfig, info: D.DistInfo, ckpt: Optional[Dict[str, Any]],
         if info.is_main and not quiet:
             print(_summary_line(cfg.task, m), flush=True)
         return m
+
+
+def _take_folder(cfg: TrainConfig, info: D.DistInfo, ckpt: Optional[Dict[str, Any]],
+                 stack: contextlib.ExitStack) -> None:
+    """Main process: create ``cfg.out`` and hold its lock (in ``stack``) for the run; a refusal reaches every
+    process (so the other ranks stop too instead of waiting for the main one)."""
+    failure: Optional[BaseException] = None
+    if info.is_main:
+        try:
+            os.makedirs(cfg.out, exist_ok=True)
+            stack.enter_context(_io.folder_lock(cfg.out, "another snntorch-egru train", "run folder"))
+            if ckpt is not None:
+                _check_unchanged(ckpt)
+            _io.remove_stale_temporaries(cfg.out, RUN_FILES)  # left by a killed write
+        except (ValueError, OSError) as err:
+            failure = err
+    text = D.broadcast_object(None if failure is None else str(failure), info)
+    if failure is not None:
+        raise failure
+    if text is not None:
+        raise UsageError(text)
 
 
 def _check_unchanged(ckpt: Dict[str, Any]) -> None:
