@@ -129,7 +129,7 @@ def test_disk_full_keeps_the_previous_checkpoint(capsys, monkeypatch, tmp_path, 
 
     monkeypatch.setattr(torch, "save", full_disk)
     _one_line_error(capsys, ["--resume", str(run_dir), "--epochs", "3", "--no-progress"],
-                    "no space left on device (disk full)")
+                    f"no space left on device (disk full): {str(run_dir / 'checkpoint.pt')!r}")
     assert (run_dir / "checkpoint.pt").read_bytes() == before
     assert not [n for n in os.listdir(run_dir) if n.endswith(".tmp")]
     # the folder is consistent: the metrics of the old checkpoint were removed before it was to be replaced
