@@ -154,7 +154,8 @@ def folder_lock(folder: PathLike, owner: str = "another process", flag: str = "t
 
     A second process asking for the same folder gets :class:`ValueError` naming the folder and the process
     holding it (its pid, written into the lock file); the lock is released when the block ends or the process
-    dies. Re-entrant within one process. Where ``fcntl`` is missing (Windows) nothing is locked.
+    dies. Re-entrant within one process. Where ``fcntl`` is missing (Windows) or the file system has no locks,
+    nothing is locked.
 
     Example::
 
@@ -188,8 +189,9 @@ def folder_lock(folder: PathLike, owner: str = "another process", flag: str = "t
         f.seek(0)
         other = f.read().strip()[:200]
         f.close()
-        if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-            raise
+        if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):  # a file system without locks
+            yield
+            return
         who = f"{owner} ({other})" if other else owner
         raise ValueError(f"{flag} {os.fspath(folder)!r} is in use by {who}: two runs in one folder would "
                          "overwrite each other's files; wait for it to finish or use another folder") from None

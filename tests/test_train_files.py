@@ -152,6 +152,27 @@ def test_two_runs_into_one_folder_the_second_is_refused(capsys, tmp_path, done_r
     assert main(["--resume", str(run_dir), "--epochs", "3", "--no-progress"]) == 0  # free again
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fcntl locks are POSIX")
+def test_a_running_train_command_holds_its_folder(capsys, tmp_path):
+    out = tmp_path / "busy"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "snntorch_egru", "train", "--out", str(out), *TINY,
+                             "--epochs", "200"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        header = proc.stdout.readline()  # printed once the folder is locked and the model built
+        assert header.startswith("snntorch-egru train: task digits") and str(out) in header
+        _one_line_error(capsys, ["--out", str(out), *TINY, "--epochs", "2"],
+                        f"run folder {str(out)!r} is in use by another snntorch-egru train (pid {proc.pid})")
+    finally:
+        proc.kill()
+        proc.wait()
+    from snntorch_egru import _io
+
+    with _io.folder_lock(str(out)):  # the lock died with the process
+        pass
+
+
 # ----------------------------------------------------------------------------- a full disk
 def test_full_disk_inside_torch_save_names_the_file(capsys, monkeypatch, tmp_path, done_run):
     run_dir = _copy(done_run, tmp_path)
