@@ -16,7 +16,7 @@ import tempfile
 from typing import IO, Any, Callable, Iterator, Union
 
 __all__ = ["atomic_open", "atomic_write_path", "atomic_write_bytes", "atomic_write_text", "fsync_dir",
-           "remove_stale_temporaries", "remove_durably", "describe_os_error"]
+           "remove_stale_temporaries", "remove_durably", "describe_os_error", "atomic_save", "folder_lock"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -72,6 +72,12 @@ def atomic_write_path(path: PathLike) -> Iterator[str]:
         finally:
             os.close(fd)
         _commit(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if err.filename is None or err.filename == tmp:  # name the file being written, not the temporary
+            raise OSError(err.errno, err.strerror or str(err), path) from err
+        raise
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -102,10 +108,103 @@ def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Non
         f.write(text)
 
 
+def _write_failure(err: RuntimeError, path: str) -> OSError:
+    """An OSError naming ``path`` for a serialiser's RuntimeError (``torch.save`` reports a full disk as
+    ``RuntimeError: ... file write failed``): ENOSPC when the folder's device has no room left."""
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+        full = st.f_bavail * st.f_frsize < (1 << 20)
+    except (OSError, AttributeError):
+        full = False
+    if full:
+        return OSError(errno.ENOSPC, "No space left on device", path)
+    return OSError(errno.EIO, f"write failed ({' '.join(str(err).split())[:200]})", path)
+
+
 def atomic_save(path: PathLike, write: Callable[[IO[bytes]], None]) -> None:
-    """Call ``write(file_object)`` on a binary temporary file, then replace ``path`` atomically."""
-    with atomic_open(path, "wb") as f:
-        write(f)
+    """Call ``write(file_object)`` on a binary temporary file, then replace ``path`` atomically.
+
+    A failure of the write (full disk, ...) raises :class:`OSError` naming ``path``; the previous file is
+    kept.
+
+    Example::
+
+        >>> import os, tempfile
+        >>> from snntorch_egru._io import atomic_save
+        >>> path = os.path.join(tempfile.mkdtemp(), "a.bin")
+        >>> atomic_save(path, lambda f: f.write(b"xy"))
+        >>> open(path, "rb").read()
+        b'xy'
+    """
+    path = os.fspath(path)
+    try:
+        with atomic_open(path, "wb") as f:
+            write(f)
+    except RuntimeError as err:
+        raise _write_failure(err, path) from err
+
+
+#: locks held by this process: real path of the folder -> (file object, depth)
+_HELD: dict = {}
+
+
+@contextlib.contextmanager
+def folder_lock(folder: PathLike, owner: str = "another process", flag: str = "the folder") -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (``fcntl.flock`` on ``folder/.lock``) while the block runs.
+
+    A second process asking for the same folder gets :class:`ValueError` naming the folder and the process
+    holding it (its pid, written into the lock file); the lock is released when the block ends or the process
+    dies. Re-entrant within one process. Where ``fcntl`` is missing (Windows) or the file system has no locks,
+    nothing is locked.
+
+    Example::
+
+        >>> import tempfile
+        >>> from snntorch_egru._io import folder_lock
+        >>> d = tempfile.mkdtemp()
+        >>> with folder_lock(d):
+        ...     with folder_lock(d):  # the same process may enter again
+        ...         pass
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    key = os.path.realpath(os.fspath(folder))
+    if key in _HELD:
+        f, depth = _HELD[key]
+        _HELD[key] = (f, depth + 1)
+        try:
+            yield
+        finally:
+            f, depth = _HELD[key]
+            _HELD[key] = (f, depth - 1)
+        return
+    lock_path = os.path.join(key, ".lock")
+    f = open(lock_path, "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        f.seek(0)
+        other = f.read().strip()[:200]
+        f.close()
+        if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):  # a file system without locks
+            yield
+            return
+        who = f"{owner} ({other})" if other else owner
+        raise ValueError(f"{flag} {os.fspath(folder)!r} is in use by {who}: two runs in one folder would "
+                         "overwrite each other's files; wait for it to finish or use another folder") from None
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}\n")
+        f.flush()
+        _HELD[key] = (f, 1)
+        yield
+    finally:
+        _HELD.pop(key, None)
+        f.close()  # releases the lock
 
 
 def remove_durably(path: PathLike) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
-from typing import List, NoReturn, Optional
+from typing import Any, List, NoReturn, Optional
 
 _COMMANDS = {
     "train": ("snntorch_egru.training", "train an EGRU on a task (default: offline digits)"),
@@ -23,7 +23,12 @@ _COMMANDS = {
 
 class OneLineErrorParser(argparse.ArgumentParser):
     """``argparse.ArgumentParser`` whose usage errors are one line on stderr, exit status 2:
-    ``<prog>: error: argument --lr: expected ..., got ... (see --help)``."""
+    ``<prog>: error: argument --lr: expected ..., got ... (see --help)``. Flags are never abbreviated
+    (``allow_abbrev=False``): ``--epoch 3`` is an error, not ``--epochs 3``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")

@@ -127,6 +127,16 @@ def check_folder(out):
     return problems
 
 
+def _finished_metrics(run):
+    """Whether ``run`` holds the metrics.json of a finished run (an unfinished run's progress file says
+    ``"finished": false``)."""
+    try:
+        with open(os.path.join(run, "metrics.json")) as f:
+            return json.load(f).get("finished") is not False
+    except (OSError, ValueError):
+        return False
+
+
 def main_worker(report, workdir, kills, seed):
     rng = random.Random(seed)
     torch.set_num_threads(1)
@@ -203,7 +213,7 @@ def main_worker(report, workdir, kills, seed):
                 after = load_checkpoint(os.path.join(run, "checkpoint.pt"))["epoch"]
             out["events"].append({"chain": len(out["chains"]), "signal": int(sig), "delay_s": delay, "status": code,
                                   "resumed": argv[0] == "--resume", "epoch_before": done, "epoch_after": after,
-                                  "metrics_after": os.path.exists(os.path.join(run, "metrics.json")),
+                                  "metrics_after": _finished_metrics(run),
                                   "problems": check_folder(run)})
         chain = {"status": code, "problems": check_folder(run)}
         if code == 0:

@@ -129,7 +129,7 @@ def test_disk_full_keeps_the_previous_checkpoint(capsys, monkeypatch, tmp_path, 
 
     monkeypatch.setattr(torch, "save", full_disk)
     _one_line_error(capsys, ["--resume", str(run_dir), "--epochs", "3", "--no-progress"],
-                    "no space left on device (disk full)")
+                    f"no space left on device (disk full): {str(run_dir / 'checkpoint.pt')!r}")
     assert (run_dir / "checkpoint.pt").read_bytes() == before
     assert not [n for n in os.listdir(run_dir) if n.endswith(".tmp")]
     # the folder is consistent: the metrics of the old checkpoint were removed before it was to be replaced
@@ -268,7 +268,8 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 def test_ctrl_c_in_a_resumed_run_leaves_no_stale_metrics(capsys, monkeypatch, tmp_path, done_run):
-    """Issue 14 item 2: after Ctrl-C in a resumed run, metrics.json no longer describes an older checkpoint."""
+    """After Ctrl-C in a resumed run, metrics.json describes the checkpoint beside it (the last completed epoch),
+    flagged unfinished, and the plot is there."""
     run_dir = tmp_path / "run"
     shutil.copytree(done_run, run_dir)
     assert (run_dir / "metrics.json").exists()
@@ -287,7 +288,11 @@ def test_ctrl_c_in_a_resumed_run_leaves_no_stale_metrics(capsys, monkeypatch, tm
     assert len(err) == 1 and "interrupted" in err[0] and "--resume" in err[0]
     ck = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert ck["epoch"] == 3 and calls == [2, 3]
-    assert not (run_dir / "metrics.json").exists()  # it described epoch 2; removed before epoch 3 was saved
+    with open(run_dir / "metrics.json") as f:
+        partial = json.load(f)
+    assert partial["finished"] is False and partial["epochs_completed"] == 3 and partial["epochs"] == 4
+    assert [h["epoch"] for h in partial["history"]] == [1, 2, 3] and partial["history"] == ck["history"]
+    assert "test_accuracy" not in partial and f"--resume {run_dir}" in partial["note"]
     monkeypatch.setattr(_loop._Run, "train_epoch", real)
     assert main(["--resume", str(run_dir), "--no-progress"]) == 0
     with open(run_dir / "metrics.json") as f:

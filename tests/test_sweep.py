@@ -146,6 +146,30 @@ def test_interrupted_target_run_is_continued_and_equals_the_run_alone(tmp_path, 
     assert _read(out / "metrics.json")["per_target"][0]["test_accuracy"]["mean"] == ref["test_accuracy"]
 
 
+def test_a_target_run_stopped_by_ctrl_c_is_continued_not_restarted(tmp_path, capsys, monkeypatch):
+    """Ctrl-C leaves the target run's progress metrics.json ("finished": false); the sweep's next command
+    continues that run from its checkpoint without calling it unreadable or training it again."""
+    out = tmp_path / "sweep"
+    two = [*TINY, "--epochs", "2", "--no-plot"]
+    real = _loop._Run.train_epoch
+
+    def stop_in_second(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real(self, epoch)
+
+    monkeypatch.setattr(_loop._Run, "train_epoch", stop_in_second)
+    assert main(["--out", str(out), *two, "--activity-targets", "0.3"]) == 130
+    assert _read(out / "target-0.3" / "metrics.json")["finished"] is False
+    monkeypatch.setattr(_loop._Run, "train_epoch", real)
+    capsys.readouterr()
+    assert main(["--out", str(out), *two, "--activity-targets", "0.3"]) == 0
+    printed = capsys.readouterr().out
+    assert "target-0.3: continuing from epoch 1 of 2" in printed and "training that run again" not in printed
+    m = _read(out / "target-0.3" / "metrics.json")
+    assert m["finished"] is True and m["epochs_completed"] == 2 and [r["at_epoch"] for r in m["resumes"]] == [1]
+
+
 def _one_line_error(capsys, argv, message):
     assert main(argv) == 2, argv
     captured = capsys.readouterr()

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 from typing import List, Optional
 
+from ._load import load_run
 from ._loop import build_parser, parse_config, run
 from ._tasks import TASKS, TrainConfig, preset
 
-__all__ = ["main", "run", "parse_config", "preset", "TrainConfig", "TASKS"]
+__all__ = ["main", "run", "load_run", "parse_config", "preset", "TrainConfig", "TASKS"]
 
 
 def main(argv: Optional[List[str]] = None) -> int:

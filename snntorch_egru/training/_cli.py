@@ -71,6 +71,46 @@ _HELP = {
     "threads": "torch.set_num_threads for this run (0: torch's default)",
     "download": "fetch missing datasets (MNIST: from the usual mirrors, checksums checked; others: "
                 "torchvision/tonic)",
+    "hidden_size": "units of each EGRU (or GRU) layer of a classifier",
+    "num_layers": "number of stacked EGRU layers of a classifier",
+    "emb_size": "LM: size of the (tied) word embedding",
+    "dampening_factor": "height gamma of the surrogate (pseudo-)derivative of the event function",
+    "pseudo_derivative_support": "half-width eps of the surrogate derivative around the threshold",
+    "thr_mean": "mean of the Beta-distributed initial thresholds, in (0, 1)",
+    "learn_threshold": "train the thresholds (--no-learn-threshold keeps them at their initial values)",
+    "init": "weight initialisation: 'evnn' (EvNN's) or 'torch' (torch.nn.GRU's uniform)",
+    "dropout": "dropout between layers and before the readout",
+    "dropconnect": "DropConnect probability on the recurrent weights",
+    "zoneout": "zoneout probability of the internal state",
+    "dropout_emb": "LM: dropout on the embedding output",
+    "dropout_words": "LM: probability of dropping a whole word (embedding row)",
+    "dropout_out": "LM: dropout on the last layer's output, before the decoder",
+    "frame_size": "dvsgesture: frame width and height in pixels",
+    "polarity": "dvsgesture: event polarities averaged into one channel ('mean') or kept ('separate')",
+    "augment": "dvsgesture: random crop, perspective and rotation of training frames",
+    "time_bins": "shd: number of time bins (steps) per recording",
+    "backend": "EGRU implementation: 'auto' or a registered backend",
+    "epochs": "number of training epochs (the learning-rate schedule spans them)",
+    "batch_size": "training batch (global: divided among torchrun processes)",
+    "eval_batch_size": "batch of validation and test passes",
+    "optimizer": "adam | adamw | sgd",
+    "lr": "learning rate",
+    "weight_decay": "weight decay of the optimiser",
+    "beta1": "Adam's beta1 (SGD: momentum)",
+    "step_size": "'step' schedule: epochs between learning-rate drops",
+    "step_gamma": "'step' schedule: factor of each drop",
+    "cosine_start": "'cosine_tail' schedule: fraction of the epochs at constant learning rate",
+    "grad_clip": "clip the global gradient norm to this value (0 = off)",
+    "bptt": "LM: length of a truncated-BPTT window (steps)",
+    "variable_bptt": "LM: AWD-style random window lengths (learning rate scaled by the window length)",
+    "dropout_mask": "LM: variational dropout mask shared over 'time' (AWD) or over the 'batch' (EvNN code)",
+    "activity_target": "target fraction of units active per step of the activity regulariser",
+    "voltage_target": "target of the voltage regulariser",
+    "seed": "random seed (initialisation, data order, dropout masks)",
+    "num_workers": "DataLoader worker processes",
+    "progress": "progress bars and one line per epoch (--no-progress: the header and summary lines only)",
+    "nir": "export the trained model as model.nir",
+    "plot": "write activity.png (event raster, activity, loss and accuracy per epoch)",
 }
 
 
@@ -147,9 +187,45 @@ def _parse_type(name: str, base: type) -> Callable[[str], Any]:
     return convert
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Argument parser; every :class:`TrainConfig` field is a flag (default: the task's preset)."""
+def _shown(value: Any) -> str:
+    """A preset value as the help text shows it (``%`` escaped for argparse)."""
+    if value is None:
+        text = "none"
+    elif isinstance(value, (list, tuple)):
+        text = ",".join(map(str, value))
+    elif isinstance(value, bool):
+        text = "on" if value else "off"
+    else:
+        text = str(value)
+    return text.replace("%", "%%")
+
+
+def _task_in(argv: Sequence[str]) -> str:
+    """The ``--task`` given in ``argv`` (for the help's preset values), else ``digits``."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--task", default="digits")
+    try:
+        ns, _ = pre.parse_known_args(list(argv))
+    except SystemExit:  # pragma: no cover - "--task" without a value: the real parser reports it
+        return "digits"
+    return ns.task if ns.task in TASKS else "digits"
+
+
+def build_parser(task: str = "digits") -> argparse.ArgumentParser:
+    """Argument parser; every :class:`TrainConfig` field is a flag (default: the task's preset).
+
+    Every flag's help ends with the value of ``task``'s preset (``--task smnist --help`` shows the
+    sMNIST values). Flags are never abbreviated (``--epoch`` is refused, not taken as ``--epochs``).
+
+    Example::
+
+        >>> from snntorch_egru.training import build_parser
+        >>> "(smnist preset: 200)" in build_parser("smnist").format_help().replace("\n", " ")
+        True
+    """
     from ..cli import OneLineErrorParser
+
+    defaults = preset(task if task in TASKS else "digits")
 
     p = OneLineErrorParser(
         prog="snntorch-egru train",
@@ -161,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
                "(e.g. --lr, --weight-decay, --epochs) is applied from the resumed epoch on and recorded in "
                "metrics.json ('resumes').",
     )
-    p.add_argument("--task", choices=TASKS, default=argparse.SUPPRESS, help="task (default: digits)")
+    p.add_argument("--task", choices=TASKS, default=argparse.SUPPRESS,
+                   help="task whose preset gives every default (default: digits; --task T --help shows T's values)")
     p.add_argument("--resume", default=None, metavar="PATH",
                    help="continue from a run folder or checkpoint.pt (its settings, plus any flags given; "
                         "see below for the flags a resume refuses)")
@@ -171,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
         if f.name == "task":
             continue
         flag = _flag(f.name)
-        help_ = _HELP.get(f.name, "")
+        help_ = f"{_HELP[f.name]} ({defaults.task} preset: {_shown(getattr(defaults, f.name))})"
         default = f.default
         if isinstance(default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_)
@@ -206,7 +283,7 @@ def parse_config(argv: Sequence[str]) -> Tuple[TrainConfig, Optional[str], Dict[
         >>> cfg.hidden_size, cfg.lr, resume, sorted(given)
         (590, 0.003, None, ['lr', 'task'])
     """
-    ns = vars(build_parser().parse_args(list(argv)))
+    ns = vars(build_parser(_task_in(argv)).parse_args(list(argv)))
     resume = ns.pop("resume", None)
     ns.pop("debug", None)
     task = ns.get("task", "digits")
@@ -337,5 +414,24 @@ def _validate(cfg: TrainConfig, world: int) -> None:
 
         if importlib.util.find_spec("cupy") is None:
             raise UsageError("--backend cupy needs CuPy, which is not installed (pip install 'snntorch-egru[cuda12]')")
-    if cfg.out is not None and os.path.exists(cfg.out) and not os.path.isdir(cfg.out):
-        raise UsageError(f"--out {str(cfg.out)!r} is a file; expected a run folder (existing or to create)")
+    _check_paths(cfg)
+
+
+def _check_paths(cfg: TrainConfig) -> None:
+    """``--out`` is a folder (or can be created: no file, no dangling link in its place); ``--data-dir`` is a
+    folder where the task reads one."""
+    out = cfg.out
+    if out is not None:
+        if os.path.islink(out) and not os.path.exists(out):
+            raise UsageError(f"--out {str(out)!r} is a symbolic link to {os.readlink(out)!r}, which does not exist; "
+                             "create that folder or give another --out")
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise UsageError(f"--out {str(out)!r} is a file; expected a run folder (existing or to create)")
+    if cfg.task != "digits":  # digits are bundled with scikit-learn; the other tasks read --data-dir
+        d = cfg.data_dir
+        if os.path.islink(d) and not os.path.exists(d):
+            raise UsageError(f"--data-dir {str(d)!r} is a symbolic link to {os.readlink(d)!r}, which does not "
+                             "exist; expected the folder holding the dataset files")
+        if os.path.exists(d) and not os.path.isdir(d):
+            raise UsageError(f"--data-dir {str(d)!r} is a file; expected the folder holding the dataset files "
+                             f"of task {cfg.task!r} (see --help for the layout)")

@@ -18,6 +18,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from ._idx import _IDX_HINT, MAX_IDX_ITEMS, read_idx  # noqa: F401  (MAX_IDX_ITEMS, read_idx: re-exported)
+
 __all__ = [
     "ClassificationData",
     "Corpus",
@@ -140,7 +142,6 @@ MNIST_MD5 = {
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
 }
 MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
-_IDX_HINT = "(delete it and fetch it again, or rerun with --download)"
 
 
 class _MnistSequences(Dataset):
@@ -171,57 +172,6 @@ def find_idx(raw: str, name: str) -> Optional[str]:
         if os.path.exists(path):
             return path
     return None
-
-
-def read_idx(path: str, magic: int, item_dims: Tuple[int, ...]) -> torch.Tensor:
-    """The ``uint8`` items of an idx file (``.gz``: gzip-compressed) as ``[N, *item_dims]``.
-
-    The header (magic number, item shape) and the file size are checked; a damaged file raises
-    :class:`ValueError` naming it and what is wrong.
-
-    Example::
-
-        >>> import struct, tempfile, os
-        >>> from snntorch_egru.training._data import read_idx
-        >>> path = os.path.join(tempfile.mkdtemp(), "labels-idx1-ubyte")
-        >>> with open(path, "wb") as f:
-        ...     _ = f.write(struct.pack(">II", 2049, 3) + bytes([7, 2, 1]))
-        >>> read_idx(path, 2049, ()).tolist()
-        [7, 2, 1]
-    """
-    import gzip
-    import struct
-    import zlib
-
-    if path.endswith(".gz"):
-        try:
-            with gzip.open(path, "rb") as f:
-                data = f.read()
-        except (OSError, EOFError, zlib.error) as err:
-            raise ValueError(f"MNIST file {path!r} is not a readable gzip file ({err}) {_IDX_HINT}") from err
-    else:
-        with open(path, "rb") as f:
-            data = f.read()
-    ndim = 1 + len(item_dims)
-    head = 4 + 4 * ndim
-    if len(data) < head:
-        raise ValueError(f"MNIST file {path!r} is truncated: {len(data)} bytes, shorter than its {head}-byte header "
-                         f"{_IDX_HINT}")
-    found_magic, *dims = struct.unpack(f">{ndim + 1}I", data[:head])
-    if found_magic != magic:
-        kind = "an idx file" if path.endswith(".gz") else "an uncompressed idx file"
-        raise ValueError(f"MNIST file {path!r} is not {kind}: magic number {found_magic:#x}, expected {magic:#x} "
-                         f"(a gzip file must end in .gz) {_IDX_HINT}")
-    if tuple(dims[1:]) != item_dims:
-        raise ValueError(f"MNIST file {path!r} holds items of shape {dims[1:]}, expected {list(item_dims)} {_IDX_HINT}")
-    item = 1
-    for d in item_dims:
-        item *= d
-    want = head + dims[0] * item
-    if len(data) != want:
-        raise ValueError(f"MNIST file {path!r} is {'truncated' if len(data) < want else 'too long'}: {len(data)} "
-                         f"bytes, its header declares {dims[0]} items ({want} bytes) {_IDX_HINT}")
-    return torch.frombuffer(bytearray(data[head:]), dtype=torch.uint8).view((dims[0],) + item_dims)
 
 
 def _fetch(url: str, dest: str, md5: str, opener: Callable, progress: bool) -> None:

@@ -8,6 +8,7 @@ and with ``seeds``, each seed) and writes the run folder. The runners live in
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import os
@@ -24,8 +25,9 @@ from . import _distributed as D
 from ._cli import RESUME_REFUSED, UsageError, _flag, _validate, build_parser, parse_config
 from ._lm import awd_windows
 from ._models import layer_gradient_groups
-from ._records import (FINAL_FILES, RUN_FILES, _export_nir, _nir_note, _plot, _save_checkpoint, _summary_line,
-                       _write_metrics, load_checkpoint)
+from ._records import (CHECKPOINT_FORMAT, FINAL_FILES, RUN_FILES, SOURCE_KEY, _export_nir, _nir_note, _plot,
+                       _save_checkpoint, _summary_line, _write_metrics, check_state_dtypes, config_from_checkpoint,
+                       load_checkpoint, plot_title, write_progress)
 from ._run_base import _lr_factor, _Run, regularisers
 from ._run_classify import _ClassifyRun
 from ._run_lm import _LMRun
@@ -44,11 +46,11 @@ def _resume_config(cfg: TrainConfig, resume: str, explicit: Optional[Dict[str, A
                    ) -> Tuple[TrainConfig, Dict[str, Any], Dict[str, Any]]:
     """``(config, checkpoint, changes)`` of a resumed run: the saved settings with the flags given now."""
     path = os.path.join(resume, "checkpoint.pt") if os.path.isdir(resume) else resume
+    st = os.stat(path) if os.path.isfile(path) else None
     ckpt = load_checkpoint(path)
-    try:
-        saved = TrainConfig.from_dict(ckpt["config"])
-    except TypeError as err:
-        raise UsageError(f"--resume: {path!r} has an unreadable 'config' entry ({err})") from err
+    if st is not None:
+        ckpt[SOURCE_KEY] = (path, (st.st_ino, st.st_size, st.st_mtime_ns))
+    saved = config_from_checkpoint(ckpt["config"], path)
     cfg = dataclasses.replace(saved, stop_after=0)  # an interruption is not a setting: run to --epochs
     changes: Dict[str, Any] = {}
     for k, v in (explicit or {}).items():
@@ -70,6 +72,57 @@ def _resume_config(cfg: TrainConfig, resume: str, explicit: Optional[Dict[str, A
     return cfg, ckpt, changes
 
 
+def _model_words(cfg: TrainConfig, r: _Run) -> str:
+    """``EGRU(256)``, ``EGRU(1350/1350/750)``, ``2-layer EGRU(64)`` or ``dense GRU(256)``, and the parameter count."""
+    if r.is_lm:
+        what = f"EGRU({'/'.join(map(str, cfg.hidden_sizes or [cfg.hidden_size] * cfg.num_layers))})"
+    else:
+        what = ("dense GRU" if cfg.model == "gru" else "EGRU") + f"({cfg.hidden_size})"
+        if cfg.num_layers > 1:
+            what = f"{cfg.num_layers}-layer {what}"
+    n = sum(p.numel() for p in r.model.parameters())
+    return f"{what}, {n:,} parameters"
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
+def _header(cfg: TrainConfig, r: _Run) -> str:
+    """The line printed when a run starts: task, model and size, epochs, batch, threads, run folder."""
+    return (f"snntorch-egru train: task {cfg.task}, {_model_words(cfg, r)}, {_n(cfg.epochs, 'epoch')}, batch "
+            f"{cfg.batch_size}, {_n(torch.get_num_threads(), 'thread')}, device {cfg.device}, run folder {cfg.out}")
+
+
+def _resume_line(cfg: TrainConfig, ckpt: Dict[str, Any]) -> str:
+    """What a ``--resume`` continues: the folder, the epochs done of how many, the best value so far."""
+    line = f"resuming {cfg.out}: epoch {ckpt['epoch']} of {cfg.epochs} completed"
+    best = ckpt.get("best") or {}
+    if best.get("value") is not None:
+        what = "valid perplexity {:.2f}" if cfg.task in LM_TASKS else "valid accuracy {:.2%}"
+        line += f", best {what.format(best['value'])} (epoch {best.get('epoch')})"
+    elif ckpt["history"]:
+        last = ckpt["history"][-1]
+        if "eval_accuracy" in last:
+            line += f", last {last.get('eval_split', 'eval')} accuracy {last['eval_accuracy']:.2%}"
+        elif "eval_perplexity" in last:
+            line += f", last valid perplexity {last['eval_perplexity']:.2f}"
+    return line
+
+
+def _epochs_note(cfg: TrainConfig, given: Dict[str, Any]) -> Optional[str]:
+    """A note when ``--epochs`` is below the task preset's (its learning-rate schedule and accuracy)."""
+    from ._tasks import preset
+
+    full = preset(cfg.task)
+    if "epochs" not in given or cfg.epochs >= full.epochs:
+        return None
+    sched = (f"the {cfg.schedule} learning-rate schedule is compressed into {cfg.epochs} epochs, "
+             if cfg.schedule != "none" else "")
+    return (f"note: --epochs {cfg.epochs} is below the {cfg.task} preset's {full.epochs}: {sched}so expect less than "
+            "the preset's accuracy (see docs/guide/training.md)")
+
+
 def make_run(cfg: TrainConfig, info: D.DistInfo, command: str) -> _Run:
     """The runner of ``cfg``'s kind of task: a language-model run or a classification run."""
     return (_LMRun if cfg.task in LM_TASKS else _ClassifyRun)(cfg, info, command)
@@ -78,6 +131,9 @@ def make_run(cfg: TrainConfig, info: D.DistInfo, command: str) -> _Run:
 def _restore(r: _Run, ckpt: Dict[str, Any], changes: Dict[str, Any]) -> Tuple[List[Dict[str, Any]], int, float,
                                                                              List[Dict[str, Any]]]:
     """Load a checkpoint into the built run; ``(history, start epoch, wall time so far, resumes)``."""
+    check_state_dtypes(r.model, ckpt["model"], "model")
+    if ckpt.get("best") and ckpt["best"].get("model") is not None:
+        check_state_dtypes(r.model, ckpt["best"]["model"], "best.model")
     try:
         r.model.load_state_dict(ckpt["model"])
         r.optimizer.load_state_dict(ckpt["optimizer"])
@@ -111,19 +167,19 @@ def _train_epochs(r: _Run, history: List[Dict[str, Any]], start_epoch: int, wall
     """Train from ``start_epoch`` (checkpoint after every epoch); returns the run's total wall time."""
     cfg, info = r.cfg, r.info
     t_run = time.perf_counter()
-    done_here, finals_removed = 0, False
+    done_here = 0
     for epoch in range(start_epoch, cfg.epochs):
         if cfg.stop_after and done_here >= cfg.stop_after:
             break
         t_epoch = time.perf_counter()
         tr = r.train_epoch(epoch)
         ev = r.evaluate(r.select_split)
-        if info.is_main and not finals_removed:
-            # metrics.json, model.nir and activity.png of an earlier invocation describe the checkpoint (and
-            # best.pt) about to be replaced: remove them first, so the folder never pairs them with newer ones
+        if info.is_main:
+            # metrics.json, model.nir and activity.png (of an earlier invocation, or the previous epoch's progress)
+            # describe the checkpoint (and best.pt) about to be replaced: remove them first, so the folder never
+            # pairs them with newer ones; write_progress writes them again after the checkpoint
             for name in FINAL_FILES:
                 _io.remove_durably(os.path.join(cfg.out, name))
-            finals_removed = True
         if r.best is not None:
             r.best.update(ev["perplexity"] if r.is_lm else ev["accuracy"], r.model, epoch + 1, write=info.is_main)
         row = {"epoch": epoch + 1, **tr, "eval_loss": ev["loss"], "eval_activity": ev["activity"],
@@ -136,11 +192,13 @@ def _train_epochs(r: _Run, history: List[Dict[str, Any]], start_epoch: int, wall
             if cfg.progress:
                 print(_epoch_message(r, epoch, tr, ev), flush=True)
             _save_checkpoint(os.path.join(cfg.out, "checkpoint.pt"), {
-                "config": cfg.to_dict(), "epoch": epoch + 1, "model": r.model.state_dict(),
+                "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "epoch": epoch + 1, "spec": r.spec,
+                "model": r.model.state_dict(),
                 "optimizer": r.optimizer.state_dict(), "scheduler": r.scheduler.state_dict(),
                 "history": history, "wall_time_s": wall_before + time.perf_counter() - t_run,
                 "best": r.best.state_dict() if r.best is not None else None, "resumes": resumes,
             })
+            write_progress(r, history, resumes)
         D.barrier(info)
     return wall_before + time.perf_counter() - t_run
 
@@ -187,7 +245,7 @@ def _metrics(r: _Run, t: Dict[str, Any], history: List[Dict[str, Any]], wall: fl
         m["effective_mac_fraction"] = eff["effective_macs"] / eff["dense_macs"]
     m["layers"] = eff.get("layers", [])
     m.update({
-        "epochs_completed": t["completed"], "epochs": cfg.epochs,
+        "finished": t["completed"] == cfg.epochs, "epochs_completed": t["completed"], "epochs": cfg.epochs,
         "parameters": sum(p.numel() for p in r.model.parameters()),
         "wall_time_s": wall, "process_time_s": time.perf_counter() - t_start,
         "command": r.command, "argv": sys.argv, "world_size": r.info.world_size, "device": str(r.device),
@@ -219,9 +277,7 @@ def _write_files(r: _Run, m: Dict[str, Any], absent: Dict[str, str], history: Li
             else:
                 m["nir_note"] = "per-step graph: " + _nir_note(cfg, r.is_lm)
         if cfg.plot:
-            what = "GRU" if cfg.model == "gru" else "EGRU"
-            files["plot"] = _plot(os.path.join(cfg.out, "activity.png"), r.raster, history,
-                                  f"{cfg.task}: {what}({cfg.hidden_size})")
+            files["plot"] = _plot(os.path.join(cfg.out, "activity.png"), r.raster, history, plot_title(cfg))
             if files["plot"] is None:
                 absent["plot"] = "matplotlib is not installed"
                 print("activity.png not written: matplotlib is not installed (pip install matplotlib, or "
@@ -237,22 +293,61 @@ def _run_one(cfg: TrainConfig, info: D.DistInfo, ckpt: Optional[Dict[str, Any]],
              command: str, quiet: bool = False) -> Dict[str, Any]:
     """Train, test and record one model in ``cfg.out``; returns its metrics."""
     t_start = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        _take_folder(cfg, info, ckpt, stack)
+        r = make_run(cfg, info, command)
+        r.build()
+        history: List[Dict[str, Any]] = []
+        start_epoch, wall_before, resumes = 0, 0.0, []
+        if ckpt is not None:
+            history, start_epoch, wall_before, resumes = _restore(r, ckpt, changes)
+        if info.is_main:
+            print(_header(cfg, r), flush=True)
+            if ckpt is not None:
+                print(_resume_line(cfg, ckpt), flush=True)
+        wall = _train_epochs(r, history, start_epoch, wall_before, resumes)
+        t = _test_once(r, history)
+        m = _metrics(r, t, history, wall, t_start, resumes)
+        _write_files(r, m, t["absent"], history)
+        if info.is_main and not quiet:
+            print(_summary_line(cfg.task, m), flush=True)
+        return m
+
+
+def _take_folder(cfg: TrainConfig, info: D.DistInfo, ckpt: Optional[Dict[str, Any]],
+                 stack: contextlib.ExitStack) -> None:
+    """Main process: create ``cfg.out`` and hold its lock (in ``stack``) for the run; a refusal reaches every
+    process (so the other ranks stop too instead of waiting for the main one)."""
+    failure: Optional[BaseException] = None
     if info.is_main:
-        os.makedirs(cfg.out, exist_ok=True)
-        _io.remove_stale_temporaries(cfg.out, RUN_FILES)  # left by a killed write
-    r = make_run(cfg, info, command)
-    r.build()
-    history: List[Dict[str, Any]] = []
-    start_epoch, wall_before, resumes = 0, 0.0, []
-    if ckpt is not None:
-        history, start_epoch, wall_before, resumes = _restore(r, ckpt, changes)
-    wall = _train_epochs(r, history, start_epoch, wall_before, resumes)
-    t = _test_once(r, history)
-    m = _metrics(r, t, history, wall, t_start, resumes)
-    _write_files(r, m, t["absent"], history)
-    if info.is_main and not quiet:
-        print(_summary_line(cfg.task, m), flush=True)
-    return m
+        try:
+            os.makedirs(cfg.out, exist_ok=True)
+            stack.enter_context(_io.folder_lock(cfg.out, "another snntorch-egru train", "run folder"))
+            if ckpt is not None:
+                _check_unchanged(ckpt)
+            _io.remove_stale_temporaries(cfg.out, RUN_FILES)  # left by a killed write
+        except (ValueError, OSError) as err:
+            failure = err
+    text = D.broadcast_object(None if failure is None else str(failure), info)
+    if failure is not None:
+        raise failure
+    if text is not None:
+        raise UsageError(text)
+
+
+def _check_unchanged(ckpt: Dict[str, Any]) -> None:
+    """After taking the folder's lock: the checkpoint a resume loaded is still the one on disk (not replaced
+    by another process between loading and locking)."""
+    path, stat = ckpt.get(SOURCE_KEY, (None, None))
+    if path is None:
+        return
+    try:
+        now = os.stat(path)
+    except OSError:
+        now = None
+    if now is None or (now.st_ino, now.st_size, now.st_mtime_ns) != stat:
+        raise UsageError(f"--resume: {path!r} was replaced while this run was starting (by another process "
+                         "training in that folder?); give the command again")
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -281,6 +376,7 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
         >>> cfg = TrainConfig(hidden_size=4, epochs=1, limit_train=16, limit_test=16, progress=False,
         ...                   nir=False, plot=False, out=tempfile.mkdtemp())
         >>> m = run(cfg)  # doctest: +ELLIPSIS
+        snntorch-egru train: task digits, EGRU(4), ... parameters, 1 epoch, batch 32, ... run folder ...
         digits: test accuracy ...
         >>> m["epochs_completed"], m["dense_macs"] == 64 * 3 * 4 * (1 + 4)
         (1, True)
@@ -308,6 +404,9 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
         if cfg.out is None:
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             cfg.out = D.broadcast_object(os.path.join("runs", f"{cfg.task}-{stamp}"), info)
+        note = _epochs_note(cfg, given)
+        if note and info.is_main:
+            print(note, flush=True)
         return _dispatch(cfg, info, ckpt, changes, explicit, command)
     finally:
         D.cleanup(info)

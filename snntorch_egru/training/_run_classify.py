@@ -26,6 +26,28 @@ __all__: List[str] = []
 EVNN_FINAL_EPOCH_TASKS = ("smnist", "psmnist")
 
 
+def classifier_model(cfg: Any, input_shape: List[int], num_classes: int) -> nn.Module:
+    """The classifier of ``cfg`` for inputs of ``input_shape`` per step (frames: ``[C, H, W]``); its
+    ``rnn_input_size`` attribute is the width entering the recurrent layer."""
+    frontend: Optional[nn.Module] = None
+    in_size = int(torch.tensor(input_shape).prod())
+    if len(input_shape) == 3:  # frames
+        frontend = build_frontend(cfg.cnn, input_shape[0], input_shape[-1], cfg.dropout)
+        in_size = frontend.features
+    elif cfg.input_encoder:
+        frontend = nn.Linear(in_size, cfg.input_encoder)
+        in_size = cfg.input_encoder
+    readout = dict(frontend=frontend, readout=cfg.readout, dropout=cfg.dropout,
+                   readout_steps=cfg.readout_steps, readout_dropout=cfg.readout_dropout)
+    model: nn.Module
+    if cfg.model == "gru":
+        model = GRUClassifier(in_size, cfg.hidden_size, num_classes, num_layers=cfg.num_layers, **readout)
+    else:
+        model = SequenceClassifier(build_egru(cfg, in_size, cfg.hidden_size, cfg.num_layers), num_classes, **readout)
+    model.rnn_input_size = in_size
+    return model
+
+
 class _ClassifyRun(_Run):
     """A run of a classification task; ``shadow`` (set before the final test) is a second model whose
     figures on the same test batches are collected in ``shadow_sums`` (the EvNN protocol's model)."""
@@ -79,22 +101,10 @@ class _ClassifyRun(_Run):
         return self._model(data), valid is not None
 
     def _model(self, data: Any) -> nn.Module:
-        cfg = self.cfg
-        frontend: Optional[nn.Module] = None
-        in_size = int(torch.tensor(data.input_shape).prod())
-        if len(data.input_shape) == 3:  # frames
-            frontend = build_frontend(cfg.cnn, data.input_shape[0], data.input_shape[-1], cfg.dropout)
-            in_size = frontend.features
-        elif cfg.input_encoder:
-            frontend = nn.Linear(in_size, cfg.input_encoder)
-            in_size = cfg.input_encoder
-        self.rnn_input_size = in_size
-        readout = dict(frontend=frontend, readout=cfg.readout, dropout=cfg.dropout,
-                       readout_steps=cfg.readout_steps, readout_dropout=cfg.readout_dropout)
-        if cfg.model == "gru":
-            return GRUClassifier(in_size, cfg.hidden_size, data.num_classes, num_layers=cfg.num_layers, **readout)
-        egru = build_egru(cfg, in_size, cfg.hidden_size, cfg.num_layers)
-        return SequenceClassifier(egru, data.num_classes, **readout)
+        self.spec = {"input_shape": [int(d) for d in data.input_shape], "num_classes": int(data.num_classes)}
+        model = classifier_model(self.cfg, self.spec["input_shape"], self.spec["num_classes"])
+        self.rnn_input_size = model.rnn_input_size
+        return model
 
     # -- batches ---------------------------------------------------------------------------------
     def _train_batches(self, epoch: int, sums: List[float], desc: str) -> None:

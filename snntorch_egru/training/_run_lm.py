@@ -35,6 +35,7 @@ class _LMRun(_Run):
         self.test_data = self._eval_columns(batchify(corpus.test, cfg.test_batch_size or cfg.eval_batch_size))
         self.sample_step = torch.zeros(1, cfg.emb_size)
         self.validation = {"source": "the corpus's validation file"}
+        self.spec = {"vocab_size": len(corpus.vocab)}
         return LanguageModel(cfg, len(corpus.vocab)), True
 
     def _eval_columns(self, data: torch.Tensor) -> torch.Tensor:

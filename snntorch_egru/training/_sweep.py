@@ -76,6 +76,8 @@ def _finished(c: TrainConfig) -> Tuple[Optional[Dict[str, Any]], str]:
     if isinstance(m, dict) and "seeds" in m and "test_accuracy" not in m:
         raise UsageError(f"--activity-targets: {path!r} holds a --seeds run (seed-<s>/ folders) and this sweep "
                          "has no --seeds; give the same --seeds or another --out")
+    if isinstance(m, dict) and m.get("finished") is False and "test_accuracy" not in m:
+        return None, ""  # the progress of an interrupted run: the runner continues it from its checkpoint
     if not isinstance(m, dict) or not isinstance(m.get("config"), dict) or "test_accuracy" not in m:
         return None, f"{path}: not the metrics of a finished classification run; training that run again"
     if m.get("epochs_completed") != m.get("epochs"):
