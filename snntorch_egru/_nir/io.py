@@ -49,9 +49,9 @@ def _build_node(d: Any, where: str, type_check: bool) -> nir.NIRNode:
 #: and dtypes, checked before anything is read): 1 GiB. Override with ``read(..., max_bytes=...)``.
 DEFAULT_MAX_READ_BYTES = 1 << 30
 #: Default limit on the number of HDF5 objects (groups and datasets) in a NIR file, checked while the
-#: structure is walked, before any array is read (a graph of a few thousand nodes holds tens of thousands).
+#: structure is walked, before any array is read (an EGRU node is 12 objects, a stock node 3 to 10).
 #: Override with ``read(..., max_objects=...)``.
-DEFAULT_MAX_READ_OBJECTS = 50_000
+DEFAULT_MAX_READ_OBJECTS = 10_000
 _MAX_DEPTH = 64  # nesting of groups (graphs in graphs, metadata dicts)
 _MAX_CHUNKS = 1 << 17  # HDF5 chunks over all datasets: reading each costs ~10 us even when it is empty
 _FILE_SLACK = 64 << 20  # file bytes allowed beyond max_bytes (HDF5 object headers, B-trees, string heaps)
@@ -262,7 +262,7 @@ def read(path: Union[str, pathlib.Path], type_check: bool = True,
         max_bytes: refuse a file whose datasets declare more bytes than this in total (from their
             shapes and dtypes, before any data is read). Default: :data:`DEFAULT_MAX_READ_BYTES` (1 GiB).
         max_objects: refuse a file with more HDF5 groups and datasets than this.
-            Default: :data:`DEFAULT_MAX_READ_OBJECTS` (50 000).
+            Default: :data:`DEFAULT_MAX_READ_OBJECTS` (10 000).
 
     Returns:
         the stored node, usually a ``nir.NIRGraph``.
