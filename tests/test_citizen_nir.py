@@ -250,3 +250,160 @@ def test_write_errors_name_the_users_path(tmp_path):
         senir.write(folder, _graph())
     assert str(folder) in str(info.value) and ".tmp" not in str(info.value)
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+# ----------------------------------------------------------------------------- item 10: Norse and snnTorch routes
+def _norse():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import norse.torch as norse_torch
+    return norse_torch
+
+
+def _through_file(graph: nir.NIRGraph, tmp_path) -> senir.NIRStepModule:
+    path = tmp_path / "net.nir"
+    senir.write(path, graph)
+    return senir.import_from_nir(senir.read(path))
+
+
+def _step_over(step, x: torch.Tensor) -> torch.Tensor:
+    out, state = [], None
+    with torch.no_grad():
+        for x_t in x:
+            y, state = step(x_t, state)
+            out.append(y)
+    return torch.stack(out)
+
+
+def test_lift_inside_nn_sequential_round_trips(tmp_path):
+    norse = _norse()
+    from snntorch_egru.norse import EGRURecurrent
+
+    torch.manual_seed(2)
+    net = torch.nn.Sequential(norse.Lift(torch.nn.Linear(4, 16)),
+                              torch.nn.Sequential(EGRURecurrent(16, 8, thr_mean=0.1)))
+    graph = senir.export_to_nir(net, torch.randn(5, 4))
+    assert sorted(type(n).__name__ for n in graph.nodes.values()) == ["Affine", "EGRU", "Input", "Output"]
+    x = 2 * torch.randn(20, 5, 4, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want, _ = net(x)
+    assert 0.05 < float(want.ne(0).float().mean()) < 0.95
+    torch.testing.assert_close(_step_over(_through_file(graph, tmp_path), x), want, rtol=1e-6, atol=1e-6)
+
+
+def test_norse_containers_called_in_a_custom_forward_round_trip(tmp_path):
+    norse = _norse()
+    from snntorch_egru.norse import EGRURecurrent, EGRURecurrentCell
+
+    class Lifted(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp = norse.Lift(torch.nn.Linear(4, 16))
+            self.egru = EGRURecurrent(16, 8, thr_mean=0.1)
+            self.out = norse.Lift(torch.nn.Sequential(torch.nn.Linear(8, 5), torch.nn.Linear(5, 2)))
+
+        def forward(self, x):
+            y, _ = self.egru(self.inp(x))
+            return self.out(y)
+
+    class Stateful(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.seq = norse.SequentialState(torch.nn.Linear(4, 16), EGRURecurrentCell(16, 8, thr_mean=0.1))
+            self.out = torch.nn.Linear(8, 3)
+
+        def forward(self, x, state=None):
+            y, state = self.seq(x, state)
+            return self.out(y), state
+
+    torch.manual_seed(5)
+    x = 2 * torch.randn(20, 5, 4, generator=torch.Generator().manual_seed(6))
+    lifted = Lifted()
+    with torch.no_grad():
+        want = lifted(x)
+    step = _through_file(senir.export_to_nir(lifted, torch.randn(5, 4)), tmp_path)
+    torch.testing.assert_close(_step_over(step, x), want, rtol=1e-6, atol=1e-6)
+    stateful = Stateful()
+    state, want = None, []
+    with torch.no_grad():
+        for x_t in x:
+            y, state = stateful(x_t, state)
+            want.append(y)
+    step = _through_file(senir.export_to_nir(stateful, torch.randn(5, 4)), tmp_path)
+    torch.testing.assert_close(_step_over(step, x), torch.stack(want), rtol=1e-6, atol=1e-6)
+
+
+def test_untraceable_forward_names_the_supported_route():
+    norse = _norse()
+
+    class Looping(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 4)
+
+        def forward(self, x):
+            for _ in range(x.shape[0]):  # Python control flow on a shape: torch.fx cannot trace it
+                x = self.fc(x)
+            return x
+
+    with pytest.raises(ValueError, match=r"cannot trace the model's forward for NIR export.*Norse's Lift and "
+                                         r"SequentialState are exported"):
+        senir.export_to_nir(torch.nn.Sequential(Looping()), torch.randn(5, 4))
+    with pytest.raises(ValueError, match=r"unsupported module torch.nn.modules.activation.ReLU inside Sequential"):
+        senir.export_to_nir(torch.nn.Sequential(norse.Lift(torch.nn.ReLU())), torch.randn(5, 4))
+
+
+def test_snntorch_export_of_the_sequence_layer_round_trips(tmp_path):
+    import snntorch_egru as se
+    from snntorch.export_nir import export_to_nir
+    from snntorch.import_nir import import_from_nir
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc_in = torch.nn.Linear(4, 16)
+            self.egru = se.EGRU(16, 8, num_layers=2, thr_mean=0.1)
+            self.fc_out = torch.nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.fc_out(self.egru(self.fc_in(x))[0])
+
+    torch.manual_seed(8)
+    net = Net().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = export_to_nir(net, torch.randn(1, 4), ignore_dims=[0])
+        path = tmp_path / "snn.nir"
+        nir.write(path, graph)
+        imported = import_from_nir(nir.read(path))
+    assert sum(type(n).__name__ == "EGRU" for n in graph.nodes.values()) == 2
+    x = 2 * torch.randn(20, 5, 4, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        want = net(x)
+        events = net.egru(net.fc_in(x))[0]
+    assert 0.05 < float(events.ne(0).float().mean()) < 0.95
+    torch.testing.assert_close(_step_over(imported, x), want, rtol=1e-6, atol=1e-6)
+
+
+def test_snntorch_export_of_a_lone_egru_names_the_supported_route(tmp_path):
+    import snntorch_egru as se
+    from snntorch.export_nir import export_to_nir
+    from snntorch.import_nir import import_from_nir
+
+    torch.manual_seed(10)
+    for lone in (se.EGRU(4, 6, thr_mean=0.1), torch.nn.Sequential(se.EGRU(4, 6, thr_mean=0.1))):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pytest.raises(ValueError, match=r"could not export this network holding EGRU modules.*Use "
+                                                 r"snntorch_egru.nir.export_to_nir\(model, sample_input\)"):
+                export_to_nir(lone, torch.randn(1, 4), ignore_dims=[0])
+        graph = senir.export_to_nir(lone, torch.randn(1, 4))  # the named route works, and snnTorch reads it
+        path = tmp_path / "lone.nir"
+        senir.write(path, graph)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            imported = import_from_nir(senir.read(path))
+        x = torch.randn(15, 3, 4, generator=torch.Generator().manual_seed(11))
+        with torch.no_grad():
+            want = lone(x)[0]
+        torch.testing.assert_close(_step_over(imported, x), want, rtol=1e-6, atol=1e-6)
