@@ -407,3 +407,79 @@ def test_snntorch_export_of_a_lone_egru_names_the_supported_route(tmp_path):
         with torch.no_grad():
             want = lone(x)[0]
         torch.testing.assert_close(_step_over(imported, x), want, rtol=1e-6, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- item 5: ONNX with dynamic shapes
+def _onnx_session(tmp_path, name: str, model, args, dynamic_shapes):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    path = tmp_path / f"{name}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, args, str(path), dynamo=True, dynamic_shapes=dynamic_shapes, verbose=False)
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    return ort.InferenceSession(str(path)), ops
+
+
+def _reference_stack(rnn, x: torch.Tensor) -> torch.Tensor:
+    """The float64 reference (tests/egru_reference.py) with the module's weights."""
+    from egru_reference import ref_heaviside_nograd, ref_stack
+
+    layers = [{k: (None if v is None else v.detach().double()) for k, v in rnn.layer_tensors(k).items()}
+              for k in range(rnn.num_layers)]
+    z = torch.zeros(rnn.num_layers, x.shape[1], rnn.hidden_size, dtype=torch.float64)
+    return ref_stack(x.double(), layers, z, z, z, reset=rnn.reset_mechanism, spike=ref_heaviside_nograd)[0]
+
+
+def test_onnx_export_of_egru_with_dynamic_length_and_batch(tmp_path):
+    import snntorch_egru as se
+
+    torch.manual_seed(12)
+    rnn = se.EGRU(I, 6, num_layers=2, thr_mean=0.1).eval()
+    dim = torch.export.Dim.DYNAMIC
+    sess, ops = _onnx_session(tmp_path, "egru", rnn, (torch.randn(4, 2, I),), ({0: dim, 1: dim},))
+    assert "Scan" in ops  # one loop over time, not the example's length unrolled
+    for T, B in ((7, 3), (13, 5)):
+        x = 2 * torch.randn(T, B, I, generator=torch.Generator().manual_seed(T))
+        got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+        with torch.no_grad():
+            out, state = rnn(x)
+        ref = _reference_stack(rnn, x)
+        assert 0.05 < float(ref.ne(0).double().mean()) < 0.95
+        torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(torch.from_numpy(got[0]), out, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(torch.from_numpy(got[2]), state.c, rtol=1e-5, atol=1e-5)
+
+
+def test_onnx_export_of_egrucell_steps_like_eager(tmp_path):
+    import snntorch_egru as se
+
+    torch.manual_seed(13)
+    cell = se.EGRUCell(I, 6, thr_mean=0.1).eval()
+    dim = torch.export.Dim.DYNAMIC
+    B0 = 2
+    sess, _ = _onnx_session(tmp_path, "cell", cell, (torch.randn(B0, I), torch.zeros(B0, 6), torch.zeros(B0, 6)),
+                            ({0: dim}, {0: dim}, {0: dim}))
+    names = [i.name for i in sess.get_inputs()]
+    assert len(names) == 3 and len(sess.get_outputs()) == 2
+    for B in (3, 8):  # ten chained steps from zero state: ONNX Runtime and eager mode agree at every step
+        x = 2 * torch.randn(10, B, I, generator=torch.Generator().manual_seed(B))
+        y = c = torch.zeros(B, 6)
+        y_o, c_o = y.numpy(), c.numpy()
+        for t in range(10):
+            with torch.no_grad():
+                y, c = cell(x[t], y, c)
+            y_o, c_o = sess.run(None, dict(zip(names, (x[t].numpy(), y_o, c_o))))
+            torch.testing.assert_close(torch.from_numpy(y_o), y, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(torch.from_numpy(c_o), c, rtol=1e-5, atol=1e-5)
+    # init_hidden=True exports one step from the stored (zero) state, and export leaves that state alone
+    stored = se.EGRUCell(I, 6, thr_mean=0.1, init_hidden=True).eval()
+    sess, _ = _onnx_session(tmp_path, "cell_ih", stored, (torch.randn(B0, I),), ({0: dim},))
+    assert stored.y.shape == (0,)
+    x = torch.randn(5, I)
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        want = stored(x)
+    torch.testing.assert_close(torch.from_numpy(got), want, rtol=1e-5, atol=1e-5)
