@@ -252,6 +252,21 @@ def test_write_errors_name_the_users_path(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
+def test_errors_inside_nir_write_name_the_users_path(tmp_path, monkeypatch):
+    import errno
+
+    def disk_full(filename, graph, **kwargs):  # what h5py raises: the file it was given, the reason
+        raise OSError(errno.ENOSPC, f"Unable to create file (name = '{filename}', No space left on device)")
+
+    monkeypatch.setattr(nir, "write", disk_full)
+    target = tmp_path / "model.nir"
+    with pytest.raises(OSError) as info:
+        senir.write(target, _graph())
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert f"name = '{target}'" in str(info.value) and ".tmp" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 # ----------------------------------------------------------------------------- item 10: Norse and snnTorch routes
 def _norse():
     with warnings.catch_warnings():
@@ -482,4 +497,26 @@ def test_onnx_export_of_egrucell_steps_like_eager(tmp_path):
     got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
     with torch.no_grad():
         want = stored(x)
+    torch.testing.assert_close(torch.from_numpy(got), want, rtol=1e-5, atol=1e-5)
+
+
+def test_onnx_export_through_the_strict_capture_runs_the_scan(tmp_path, monkeypatch):
+    # torch.onnx falls back to torch.export(strict=True) when the non-strict capture fails; there TorchDynamo
+    # folds torch.onnx.is_in_onnx_export() to False, and the custom operator (which has no ONNX translation)
+    # used to be recorded: "No ONNX function found for snntorch_egru.egru_layer"
+    import snntorch_egru as se
+
+    strategies = pytest.importorskip("torch.onnx._internal.exporter._capture_strategies")
+    if not hasattr(strategies, "TorchExportStrictStrategy"):
+        pytest.skip("this torch has no strict capture strategy")
+    monkeypatch.setattr(strategies, "CAPTURE_STRATEGIES", (strategies.TorchExportStrictStrategy,))
+    torch.manual_seed(14)
+    rnn = se.EGRU(I, 5, thr_mean=0.1).eval()
+    dim = torch.export.Dim.DYNAMIC
+    sess, ops = _onnx_session(tmp_path, "strict", rnn, (torch.randn(4, 2, I),), ({0: dim, 1: dim},))
+    assert "Scan" in ops
+    x = 2 * torch.randn(9, 4, I, generator=torch.Generator().manual_seed(15))
+    with torch.no_grad():
+        want = rnn(x)[0]
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
     torch.testing.assert_close(torch.from_numpy(got), want, rtol=1e-5, atol=1e-5)
