@@ -37,13 +37,19 @@ def fsync_dir(folder: PathLike) -> None:
 
 def _tmp_name(path: str) -> str:
     folder, name = os.path.split(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    except OSError as err:  # name the user's file, not the hidden temporary one
+        raise type(err)(err.errno, err.strerror, path) from None
     os.close(fd)
     return tmp
 
 
 def _commit(tmp: str, path: str) -> None:
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except OSError as err:
+        raise type(err)(err.errno, err.strerror, path) from None
     fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 

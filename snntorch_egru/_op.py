@@ -39,6 +39,7 @@ from . import sparse
 from ._checks import reset_mechanism
 from ._cpu_backward import cpu_backward
 from ._grad import grad_products
+from ._onnx import egru_sequence_export, exporting_to_onnx
 from ._op_checks import (  # noqa: F401 - check_native_forward: re-exported for the tests
     RESET_CODES, _RESET_NAMES, check_layer_args, check_native_forward, surrogate_params)
 from .backends import EGRUOptions, EGRUWeights, LayerCall, _zero_length, register_backend
@@ -305,8 +306,11 @@ def egru_layer_call(x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0:
     if x.shape[0] == 0:
         return _zero_length(x, y0, w)
     params = surrogate_params(opts.spike_fn)
-    if params is None or torch.onnx.is_in_onnx_export() or x.device.type not in ("cpu", "cuda"):
-        # any other spike function (or ONNX export): the step-by-step decomposition
+    if exporting_to_onnx():  # one scan over time: the ONNX graph keeps a dynamic sequence length
+        return egru_sequence_export(x, y0, c0, trace0, w.w_ih, w_hh, w.b_ih, w.b_hh, theta, spike_fn=opts.spike_fn,
+                                    reset=opts.reset, zoneout_mask=zo, zoneout_p=zo_p)
+    if params is None or x.device.type not in ("cpu", "cuda"):
+        # any other spike function: the step-by-step decomposition
         return F.egru_sequence(x, y0, c0, trace0, w.w_ih, w_hh, w.b_ih, w.b_hh, theta, spike_fn=opts.spike_fn,
                                reset=opts.reset, zoneout_mask=zo, zoneout_p=zo_p)
     tensors = (x, y0, c0, trace0, w.w_ih, w_hh, w.b_ih, w.b_hh, theta)

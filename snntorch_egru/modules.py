@@ -211,6 +211,12 @@ class EGRUCell(EGRUBase):
     def forward(
         self, input_: torch.Tensor, y: Optional[torch.Tensor] = None, c: Optional[torch.Tensor] = None
     ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+        if torch.compiler.is_exporting():  # torch.export / ONNX: one pure step, the stored state is left as it was
+            saved = (self.y, self.c, self.trace)
+            try:
+                return self._step(input_, y, c)
+            finally:
+                self.y, self.c, self.trace = saved
         if isinstance(input_, torch.Tensor) and _checks.autocast_active(input_):
             # autocast policy (see EGRU.forward): the step runs in the parameters' dtype
             ref = self.weight_ih

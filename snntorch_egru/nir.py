@@ -55,6 +55,7 @@ __all__ = [
     "SUPPORTED_SPEC_VERSIONS",
     "DEFAULT_DT",
     "DEFAULT_MAX_READ_BYTES",
+    "DEFAULT_MAX_READ_OBJECTS",
     "export_to_nir",
     "import_from_nir",
     "read",
@@ -76,6 +77,9 @@ DEFAULT_DT = _node.DEFAULT_DT
 #: Default limit on the total bytes a NIR file may declare (sum over its datasets, from their shapes
 #: and dtypes, checked before anything is read): 1 GiB. Override with ``read(..., max_bytes=...)``.
 DEFAULT_MAX_READ_BYTES = _io.DEFAULT_MAX_READ_BYTES
+#: Default limit on the number of HDF5 groups and datasets in a NIR file (checked while its structure is
+#: walked, before any array is read). Override with ``read(..., max_objects=...)``.
+DEFAULT_MAX_READ_OBJECTS = _io.DEFAULT_MAX_READ_OBJECTS
 
 # The classes and functions live in the underscore rooms (``snntorch_egru._nir``) but belong to this
 # page: they say so in ``__module__`` (as NumPy's ``set_module`` does), so reprs, pickles and the error

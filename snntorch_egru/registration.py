@@ -9,7 +9,9 @@ NIR node:
   depth (the function is wrapped; snnTorch's own neurons are reset by the original, unchanged);
 - ``snntorch.EGRUCell`` and ``snntorch.EGRU`` are the classes, next to ``snn.Leaky``;
 - ``snntorch.export_to_nir`` (``snntorch.export_nir``) maps EGRU modules to EGRU nodes (wraps the
-  per-module mapper ``_extract_snntorch_module``; other modules go to the original);
+  per-module mapper ``_extract_snntorch_module``; other modules go to the original), the sequence layer
+  :class:`~snntorch_egru.EGRU` as per-step EGRU nodes; where snnTorch's tracer fails on a network holding
+  EGRU modules (e.g. a network of one module), the error names :func:`snntorch_egru.nir.export_to_nir`;
 - ``snntorch.import_from_nir`` and ``nirtorch.nir_to_torch`` build EGRU nodes as
   :class:`~snntorch_egru.nir.EGRUStep` modules (an entry in nirtorch's default node map);
 - ``norse.torch.to_nir`` maps EGRU modules to EGRU nodes (wraps ``_extract_norse_module``) and
@@ -158,6 +160,26 @@ def _register_snntorch() -> None:
             return node if node is not None else original_extract(module)
 
         _set(export_nir, "_extract_snntorch_module", _mark(extract))
+
+    original_export = export_nir.export_to_nir
+    if not _is_ours(original_export):
+        @functools.wraps(original_export)
+        def export_to_nir(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return original_export(module, *args, **kwargs)
+            except ValueError as err:  # nirtorch's tracer: e.g. a network of one module has no input edge
+                if not isinstance(module, nn.Module) or not any(
+                        isinstance(m, _egru_module_types()) for m in module.modules()):
+                    raise
+                raise ValueError(
+                    f"snntorch.export_nir.export_to_nir could not export this network holding EGRU modules "
+                    f"({err}); snnTorch's exporter needs at least two modules called one after the other and "
+                    "ignore_dims=[0] with a one-step sample [B, features]. Use "
+                    "snntorch_egru.nir.export_to_nir(model, sample_input), which exports any such network "
+                    "(a lone EGRU or EGRUCell included) to a graph that snntorch's import_from_nir reads"
+                ) from err
+
+        _set(export_nir, "export_to_nir", _mark(export_to_nir))
 
     for name, cls in (("EGRUCell", EGRUCell), ("EGRU", EGRU)):
         existing = getattr(snntorch, name, None)

@@ -263,38 +263,60 @@ def _norse_kind(m: nn.Module) -> Optional[str]:
     return None
 
 
-def _norse_chain(model: nn.Module, maps: _Maps, input_shape: Tuple[int, ...]) -> Optional[nir.NIRGraph]:
-    """Norse's ``SequentialState`` / ``Lift`` as a chain of mapped nodes (torch.fx cannot trace them: they
-    thread state through Python lists). ``None`` when ``model`` is not such a container."""
-    if _norse_kind(model) is None:
-        return None
+def _has_norse(model: nn.Module) -> bool:
+    return any(_norse_kind(m) is not None for m in model.modules())
 
-    def flatten(m: nn.Module) -> list:
-        kind = _norse_kind(m)
-        if kind == "Lift":  # maps a step module over time: in a one-step graph it is that module
-            return flatten(m.lifted_module)
-        if kind == "SequentialState" or type(m) is nn.Sequential:
-            return [c for child in m.children() for c in flatten(child)]
-        return [m]
 
-    nodes: Dict[str, nir.NIRNode] = {"input": nir.Input(input_type=np.array(input_shape))}
-    edges = []
-    prev = "input"
-    for i, m in enumerate(flatten(model)):
+def _flatten_chain(m: nn.Module) -> list:
+    """The modules a Norse container (or ``nn.Sequential``) runs one after the other in one time step."""
+    kind = _norse_kind(m)
+    if kind == "Lift":  # maps a step module over time: in a one-step graph it is that module
+        return _flatten_chain(m.lifted_module)
+    if kind == "SequentialState" or type(m) is nn.Sequential:
+        return [c for child in m.children() for c in _flatten_chain(child)]
+    return [m]
+
+
+def _chain_graph(model: nn.Module, maps: _Maps, input_shape: Optional[Tuple[int, ...]]) -> nir.NIRNode:
+    """``input -> mapped modules in order -> output`` (a single mapped node when there is one module and
+    no input shape is given)."""
+    mods = _flatten_chain(model)
+    for m in mods:
         if type(m) not in maps:
             raise ValueError(f"cannot export to NIR: unsupported module {type(m).__module__}.{type(m).__name__} "
                              f"inside {type(model).__name__}; supported: {_SUPPORTED_TEXT}")
+    if input_shape is None and len(mods) == 1:
+        return maps[type(mods[0])](mods[0])
+    nodes: Dict[str, nir.NIRNode] = {}
+    edges = []
+    prev = "input"
+    for i, m in enumerate(mods):
         nodes[str(i)] = maps[type(m)](m)
         edges.append((prev, str(i)))
         prev = str(i)
-    nodes["output"] = nir.Output(output_type=np.array([0]))  # set by infer_types below
+    first = nodes["0"] if input_shape is None else None
+    in_type = getattr(first, "input_type", None) if first is not None else None
+    if input_shape is not None:
+        nodes["input"] = nir.Input(input_type=np.array(input_shape))
+    elif isinstance(in_type, dict) and in_type:
+        nodes["input"] = nir.Input(input_type=next(iter(in_type.values())))
+    else:
+        nodes["input"] = nir.Input(input_type=np.array([0]))
+    out_type = getattr(nodes[prev], "output_type", None)
+    shape = next(iter(out_type.values())) if isinstance(out_type, dict) and out_type else np.array([0])
+    nodes["output"] = nir.Output(output_type=shape)
     edges.append((prev, "output"))
-    graph = nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
-    last = nodes[prev]
-    out_type = getattr(last, "output_type", None)
-    if isinstance(out_type, dict) and out_type:
-        nodes["output"] = nir.Output(output_type=next(iter(out_type.values())))
-        graph = nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+    return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+
+
+def _norse_chain(model: nn.Module, maps: _Maps, input_shape: Tuple[int, ...]) -> Optional[nir.NIRGraph]:
+    """Norse's ``SequentialState`` / ``Lift`` (also inside ``nn.Sequential``) as a chain of mapped nodes
+    (torch.fx cannot trace them: they thread state through Python lists and loop over time). ``None`` when
+    ``model`` is neither such a container nor an ``nn.Sequential`` holding one."""
+    if _norse_kind(model) is None and not (type(model) is nn.Sequential and _has_norse(model)):
+        return None
+    graph = _chain_graph(model, maps, input_shape)
+    assert isinstance(graph, nir.NIRGraph)
     return graph
 
 
@@ -390,6 +412,15 @@ def _trace(model: nn.Module, maps: _Maps, sample_input: torch.Tensor) -> nir.NIR
     except (KeyError, torch.fx.proxy.TraceError) as err:
         raise ValueError(f"cannot trace the model for NIR export ({err}); supported modules: {_SUPPORTED_TEXT}") \
             from err
+    except TypeError as err:
+        if "Proxy" not in str(err):
+            raise
+        raise ValueError(
+            f"cannot trace the model's forward for NIR export (torch.fx: {err}); the forward must call its "
+            "modules one after the other without Python control flow on tensor values or shapes. Norse's "
+            "Lift and SequentialState are exported when they (or an nn.Sequential holding them) are the model, "
+            "or when the forward calls them as modules; supported modules: " + _SUPPORTED_TEXT
+        ) from err
     if not isinstance(graph, nir.NIRGraph):  # the model itself is one mapped module
         graph = nir.NIRGraph.from_list(graph)
     return graph
@@ -458,6 +489,9 @@ def export_to_nir(
     shapes: Dict[int, Tuple[int, ...]] = {}
     exporter = _Exporter(shapes, float(dt), bool(allow_lossy))
     maps = _module_maps(exporter)
+    for m in model.modules():  # Norse containers called inside a traced forward: leaves mapped to their chain
+        if _norse_kind(m) is not None:
+            maps.setdefault(type(m), lambda mod: _chain_graph(mod, maps, None))
     _check_supported(model, maps, exporter)
     _record_shapes(model, maps, sample_input, shapes)
     graph = _canonical_io_names(_trace(model, maps, sample_input))

@@ -26,18 +26,33 @@ _GATE_ORDERS = ("rzn",)
 _show = _checks.show  # numpy scalars (as read back from HDF5) shown as plain Python values
 
 
+_FINITE_BLOCK = 1 << 20  # elements per block of the finite check (bounded temporary memory)
+
+
+def _all_finite(value: np.ndarray) -> bool:
+    if value.size and not any(value.strides):  # one value broadcast (the reader's shape placeholders)
+        return bool(np.isfinite(value.flat[0]))
+    if not value.flags.c_contiguous:
+        return bool(np.isfinite(value).all())
+    flat = value.reshape(-1)
+    return all(bool(np.isfinite(flat[i:i + _FINITE_BLOCK]).all()) for i in range(0, flat.size, _FINITE_BLOCK))
+
+
 def _float32_array(name: str, value: Any) -> np.ndarray:
     if not isinstance(value, np.ndarray):
         raise TypeError(
             f"EGRU node field {name} must be a numpy.ndarray of dtype float32, got {type(value).__name__} "
             "(convert a tensor with .detach().cpu().numpy())"
         )
+    if value.dtype.kind == "f" and value.dtype.itemsize == 4 and not value.dtype.isnative:
+        # float32 stored in the other byte order (e.g. big-endian ">f4"): the same values, native order
+        value = value.astype(np.float32)
     if value.dtype != np.float32:
         raise TypeError(
             f"EGRU node field {name} must have dtype float32, got {value.dtype} "
             "(cast explicitly with .astype(numpy.float32) if the precision loss is acceptable)"
         )
-    if not np.all(np.isfinite(value)):
+    if not _all_finite(value):
         raise ValueError(f"EGRU node field {name} must contain only finite values, got NaN or inf")
     return value
 
@@ -160,6 +175,12 @@ class EGRU(nir.NIRNode):
         missing = [n for n in F.LAYER_TENSOR_NAMES if n not in d]
         if missing:
             raise ValueError(f"EGRU node is missing the fields {missing}")
+        if "spec_version" not in d:
+            raise ValueError(
+                f"EGRU node is missing the field spec_version (expected one of {SUPPORTED_SPEC_VERSIONS}, the "
+                "EGRU semantics version every writer stores; got no such field): the file was not written by "
+                "snntorch_egru.nir.write / nir.write of an EGRU node, or it was damaged"
+            )
         for key in ("reset", "output", "gate_order"):
             if isinstance(d.get(key), bytes):
                 d[key] = d[key].decode("utf8")
