@@ -92,3 +92,51 @@ def grads_of(tensors) -> List[torch.Tensor]:
 def clear_grads(tensors) -> None:
     for t in tensors:
         t.grad = None
+
+
+# -- the fast loop -------------------------------------------------------------------------------
+#: Tests that take many seconds each (training runs, torch.compile, sanitizer builds, subprocess
+#: fleets). They are marked ``slow``: the default ``python -m pytest`` deselects them (see
+#: ``[tool.pytest.ini_options]`` in pyproject.toml), ``python -m pytest -m slow`` runs only them,
+#: and ``.ci/run`` runs both. A node id without brackets covers every parametrization.
+SLOW_TESTS = frozenset(
+    {
+        "tests/test_training.py::test_gru_baseline_and_seeds_report_both_with_mean_and_sd",
+        "tests/test_training.py::test_default_task_nir_file_reproduces_the_reported_test_count",
+        "tests/test_training.py::test_import_does_not_load_training_or_heavy_libraries",
+        "tests/test_training.py::test_resume_equals_uninterrupted",
+        "tests/test_recipes.py::test_mnist_selects_on_validation_and_tests_the_best_epoch",
+        "tests/test_recipes.py::test_smnist_reports_both_protocols",
+        "tests/test_recipes.py::test_lm_awd_windows_scale_the_lr_and_the_best_valid_model_is_tested",
+        "tests/test_recipes.py::test_smnist_preset_clips_each_layer_before_the_global_clip",
+        "tests/test_recipes.py::test_dvs_reports_the_recipes_best_over_epochs_on_test",
+        "tests/test_recipes.py::test_dvs_recipe_trains_at_full_resolution",
+        "tests/test_operator.py::test_compile_egru_forward_backward_equal_eager_repeatedly",
+        "tests/test_operator.py::test_compile_egru_training_options_and_recompiles",
+        "tests/test_operator.py::test_onnx_export_runs_in_onnxruntime_equal_to_eager",
+        "tests/test_sweep.py::test_a_sweep_stopped_early_says_so_in_every_figure",
+        "tests/test_sweep.py::test_a_run_without_matplotlib_says_its_plot_is_missing",
+        "tests/test_sweep.py::test_a_gru_made_without_the_egru_only_options_is_reused",
+        "tests/test_sweep.py::test_interrupted_target_run_is_continued_and_equals_the_run_alone",
+        "tests/test_registration.py::test_norse_own_nir_tests_unchanged_by_registration",
+        "tests/test_registration.py::test_norse_is_hooked_when_imported_later_and_not_imported_by_us",
+        "tests/test_registration.py::test_opt_out_environment_variable",
+        "tests/test_kernel_sanitizers.py",
+        "tests/test_distributed.py",
+        "tests/test_fault_injection.py",
+        "tests/test_kernel_harness.py::test_two_compaction_tiles_and_256_units",
+        "tests/test_kernel_harness.py::test_half_weight_storage",
+        "tests/test_kernels_compile.py::test_cubin_registers_and_spills_within_budget",
+        "tests/test_kernels_compile.py::test_wheel_ships_kernels_and_loader_finds_them",
+        "tests/test_hardening_files.py::test_sigkill_during_writes_leaves_a_complete_file",
+        "tests/test_docs.py::test_docstring_examples_run",
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
+    slow = pytest.mark.slow
+    for item in items:
+        node = item.nodeid
+        if node in SLOW_TESTS or node.split("[")[0] in SLOW_TESTS or node.split("::")[0] in SLOW_TESTS:
+            item.add_marker(slow)
