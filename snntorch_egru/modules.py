@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from . import _checks, _packed
+from . import _cell_fast, _checks, _packed
 from . import functional as F
 from ._layer_setup import LAYER_TENSOR_NAMES, EGRUBase, in_param_dtype
 from .backends import LayerCall
@@ -217,6 +217,10 @@ class EGRUCell(EGRUBase):
     def forward(
         self, input_: torch.Tensor, y: Optional[torch.Tensor] = None, c: Optional[torch.Tensor] = None
     ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+        if not torch.is_grad_enabled():  # inference: the native event path, when it applies
+            out = _cell_fast.try_step(self, input_, y, c)
+            if out is not None:
+                return out
         if isinstance(input_, torch.Tensor) and _checks.autocast_active(input_):
             # autocast policy (see EGRU.forward): the step runs in the parameters' dtype
             ref = self.weight_ih

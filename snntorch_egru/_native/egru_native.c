@@ -117,6 +117,57 @@ EGRU_HOT void egru_fwd_##SUF(int64_t tn, int64_t b, int64_t h, const T* gi, cons
 SEQ(float, f32, expf, tanhf)
 SEQ(double, f64, exp, tanh)
 
+/* One inference step of one layer for a few samples (the per-step cell under no_grad):
+ *   gh = b_hh + sum over units j that fired of y_prev[j] * W_hh^T[j, :]    (rows of active units only)
+ *   gi = b_ih + W_ih x                                                      (W_ih [3H, I] row-major)
+ * then the gates, threshold, reset and trace as in egru_fwd. theta is the effective threshold.
+ * gi and gh are scratch [b, 3H]; y, c, tr are written (they may not alias the inputs). */
+#define STEP(T, SUF, EXP, TANH)                                                             \
+EGRU_HOT void egru_step_##SUF(int64_t b, int64_t h, int64_t in, const T* x, const T* wih,        \
+        const T* bih, const T* y0, const T* c0, const T* tr0, const T* wt, const T* bhh,  \
+        const T* theta, double zo_p, int reset, double decay, double gain, T* ys, T* cs,   \
+        T* trs, T* gi, T* gh) {                                                           \
+    const int64_t g3 = 3 * h;                                                             \
+    const T p = (T)zo_p, keep = (T)(1.0 - zo_p), dec = (T)decay, inc = (T)gain;           \
+    for (int64_t s = 0; s < b; ++s) {                                                     \
+        T* restrict g = gh + s * g3;                                                      \
+        if (bhh) memcpy(g, bhh, (size_t)g3 * sizeof(T)); else memset(g, 0, (size_t)g3 * sizeof(T)); \
+        const T* yp = y0 + s * h;                                                         \
+        for (int64_t j = 0; j < h; ++j) {                                                 \
+            const T a = yp[j];                                                            \
+            if (a != 0) {                                                                 \
+                const T* restrict row = wt + j * g3;                                      \
+                for (int64_t k = 0; k < g3; ++k) g[k] += a * row[k];                      \
+            }                                                                             \
+        }                                                                                 \
+        T* restrict q = gi + s * g3;                                                      \
+        const T* restrict xs = x + s * in;                                                \
+        for (int64_t k = 0; k < g3; ++k) {                                                \
+            const T* restrict wr = wih + k * in;                                          \
+            T acc = bih ? bih[k] : (T)0;                                                  \
+            _Pragma("omp simd reduction(+:acc)")                                          \
+            for (int64_t i = 0; i < in; ++i) acc += wr[i] * xs[i];                        \
+            q[k] = acc;                                                                   \
+        }                                                                                 \
+        for (int64_t i = 0; i < h; ++i) {                                                 \
+            const T r = (T)1 / ((T)1 + EXP(-(q[i] + g[i])));                              \
+            const T z = (T)1 / ((T)1 + EXP(-(q[h + i] + g[h + i])));                      \
+            const T n = TANH(q[2 * h + i] + r * g[2 * h + i]);                            \
+            const T cprev = c0[s * h + i];                                                \
+            T ch = n + z * (cprev - n);                                                   \
+            if (zo_p > 0) ch = p * cprev + keep * ch;                                     \
+            const T th = theta[i];                                                        \
+            const T o = (ch - th) > 0 ? (T)1 : (T)0;                                      \
+            const T y = o * ch;                                                           \
+            ys[s * h + i] = y;                                                            \
+            cs[s * h + i] = reset == 0 ? ch - o * th : (reset == 1 ? ch * ((T)1 - o) : ch); \
+            trs[s * h + i] = tr0[s * h + i] * dec + inc * y;                              \
+        }                                                                                 \
+    }                                                                                     \
+}
+STEP(float, f32, expf, tanhf)
+STEP(double, f64, exp, tanh)
+
 /* dst[cols, rows] = src[rows, cols]^T in 32 x 32 tiles (a plain strided copy of a large matrix
  * misses the cache on every element of one side). */
 #define TRANSPOSE(T, SUF)                                                                   \
