@@ -74,7 +74,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from . import functional as F
 from ._checks import RESET_CODES
-from ._native_lib import _native_fns, native_library
+from ._native_lib import _native_fns, _native_fwd_mt, native_library
 from ._op_checks import check_native_forward
 from .backends import LayerCall, get_backend
 from .surrogate import EGRUSurrogate
@@ -91,6 +91,7 @@ __all__ = [
     "clear_transposed_cache",
     "NATIVE_MAX_FRACTION",
     "NATIVE_SEQ_MAX_BATCH",
+    "NATIVE_UNITS_PER_THREAD",
     "DENSE_HOLD_STEPS",
 ]
 
@@ -206,6 +207,11 @@ NATIVE_MAX_FRACTION = 0.5
 #: threshold, reset, trace) runs in one native call: no per-step Python/dispatch cost, which
 #: otherwise exceeds a whole ``torch.nn.GRU`` step at H = 256.
 NATIVE_SEQ_MAX_BATCH = 4
+
+#: The native time loop runs on up to ``torch.get_num_threads()`` threads, each owning at least
+#: this many units (a barrier per step costs about a microsecond; smaller layers use one thread).
+#: The threaded loop gives bitwise the numbers of one thread.
+NATIVE_UNITS_PER_THREAD = 256
 
 
 class _Switch:
@@ -483,9 +489,13 @@ def _native_sequence(fn: Any, reset: str, zoneout_p: float, gi: torch.Tensor, y0
     check_native_forward(gi, y0, c0, trace0, w_t, b_hh, theta, zo_mask, (ys, cs, os_, trs), (rz, n, hn), gh)
     code = RESET_CODES[reset]
     ptr = lambda t: None if t is None else t.data_ptr()  # noqa: E731
-    fn(T, B, H, ptr(gi), ptr(y0), ptr(c0), ptr(trace0), ptr(w_t), ptr(b_hh), ptr(theta), ptr(zo_mask),
-       float(zoneout_p), code, F.TRACE_DECAY, 1.0 - F.TRACE_DECAY,
-       ptr(ys), ptr(cs), ptr(os_), ptr(trs), ptr(rz), ptr(n), ptr(hn), ptr(gh))
+    args = (T, B, H, ptr(gi), ptr(y0), ptr(c0), ptr(trace0), ptr(w_t), ptr(b_hh), ptr(theta), ptr(zo_mask),
+            float(zoneout_p), code, F.TRACE_DECAY, 1.0 - F.TRACE_DECAY,
+            ptr(ys), ptr(cs), ptr(os_), ptr(trs), ptr(rz), ptr(n), ptr(hn), ptr(gh))
+    threads = min(torch.get_num_threads(), max(1, H // NATIVE_UNITS_PER_THREAD))
+    mt = _native_fwd_mt(gi.dtype) if threads > 1 else None
+    if mt is None or mt(*args, threads) != 0:  # a thread that cannot be started: one thread, same numbers
+        fn(*args)
     if need_cache:
         return ys, cs, os_, trs, rz, n, hn, w_t
     return ys, cs, os_, trs
