@@ -134,12 +134,14 @@ def usable(x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, trace: torch.Tenso
 
 def inference_step(fn: Any, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, trace: torch.Tensor,
                    w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: Optional[torch.Tensor],
-                   b_hh: Optional[torch.Tensor], theta: torch.Tensor, reset: str, zoneout_p: float
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   b_hh: Optional[torch.Tensor], theta: torch.Tensor, reset: str, zoneout_p: float,
+                   w_t: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(y, c, trace)`` after one step, from tensors :func:`usable` accepted (new tensors; the
-    inputs are not written). ``theta`` is the effective (clamped) threshold."""
+    inputs are not written). ``theta`` is the effective (clamped) threshold; ``w_t`` a contiguous
+    ``W_hh^T`` the caller keeps (default: :func:`~snntorch_egru.sparse.transposed_weight`)."""
     b, h = y.shape
-    w_t = transposed_weight(w_hh)
+    if w_t is None:
+        w_t = transposed_weight(w_hh)
     y_new, c_new, tr_new = torch.empty_like(y), torch.empty_like(y), torch.empty_like(y)
     scratch = torch.empty((2, b, 3 * h), dtype=y.dtype)
     fn(b, h, x.shape[1], x.data_ptr(), w_ih.data_ptr(), b_ih.data_ptr() if b_ih is not None else None,

@@ -213,3 +213,54 @@ def test_threaded_time_loop_equals_one_thread_bitwise_and_the_reference(reset, b
     torch.testing.assert_close(many.detach(), want.detach(), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(state.c, want_state.c, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(xr.grad, xq.grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_streamer_equals_the_layer_over_a_sequence_float64(batch):
+    """Streamer.step over a sequence equals EGRU.forward in eval mode (two layers, zoneout expectation,
+    clamped thresholds), state included; reset starts over; the state setter continues a stream."""
+    torch.manual_seed(8)
+    rnn = se.EGRU(5, 24, num_layers=2, thr_mean=0.15, zoneout=0.2, dropout=0.3).double().eval()
+    with torch.no_grad():
+        rnn.threshold_l1[:2] = torch.tensor([1.4, -0.2], dtype=torch.float64)
+    x = 2 * torch.randn(25, batch, 5, dtype=torch.float64)
+    with torch.no_grad():
+        want, want_state = rnn(x)
+    stream = se.Streamer(rnn, batch_size=batch)
+    step = (lambda t: stream.step(t[0])) if batch == 1 else stream.step
+    got = torch.stack([step(x_t) for x_t in x])
+    got = got.unsqueeze(1) if batch == 1 else got
+    assert 0.02 < (want != 0).double().mean().item() < 0.9
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    for a, b in zip(stream.state, want_state):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    stream.reset()
+    first = torch.stack([step(x_t) for x_t in x[:10]])
+    saved = stream.state
+    rest = torch.stack([step(x_t) for x_t in x[10:]])
+    stream.state = saved
+    again = torch.stack([step(x_t) for x_t in x[10:]])
+    torch.testing.assert_close(again, rest, rtol=0, atol=0)
+    torch.testing.assert_close(first.reshape(10, batch, -1), want[:10], rtol=1e-12, atol=1e-12)
+
+
+def test_streamer_from_a_cell_and_clear_errors():
+    torch.manual_seed(9)
+    cell = se.EGRUCell(3, 10, thr_mean=0.1)
+    stream = se.Streamer(cell)
+    xs = torch.randn(8, 3)
+    cell.reset_mem()
+    with torch.no_grad():
+        want = torch.stack([cell(x_t.unsqueeze(0))[0][0] for x_t in xs])
+    got = torch.stack([stream.step(x_t) for x_t in xs])
+    torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match=r"x_t must have shape \[3\] or \[1, 3\]"):
+        stream.step(torch.randn(4))
+    with pytest.raises(ValueError, match="x_t must be torch.float32"):
+        stream.step(torch.randn(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        se.Streamer(cell, batch_size=0)
+    with pytest.raises(TypeError, match="model must be a snntorch_egru.EGRU or EGRUCell"):
+        se.Streamer(torch.nn.GRU(3, 10))
+    with pytest.raises(ValueError, match=r"state.y must have shape \(1, 1, 10\)"):
+        stream.state = se.EGRUState(torch.zeros(2), torch.zeros(1, 1, 10), torch.zeros(1, 1, 10))
