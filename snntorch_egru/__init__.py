@@ -16,6 +16,7 @@ from . import _op, metrics, sparse  # _op registers the "torch" backend (the eve
 from . import cuda  # registers the "cupy" backend (GPU kernels; CuPy is imported lazily)
 from .modules import EGRU, EGRUCell
 from .state import EGRURecord, EGRUState
+from .streaming import Streamer
 from . import interop, norse  # Norse flavour (Norse itself is imported only for Norse threshold methods)
 from . import registration
 
@@ -26,6 +27,7 @@ __all__ = [
     "EGRUCell",
     "EGRUState",
     "EGRURecord",
+    "Streamer",
     "functional",
     "surrogate",
     "utils",

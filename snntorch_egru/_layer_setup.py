@@ -21,6 +21,7 @@ from torch.utils.hooks import RemovableHandle
 from . import _checks
 from . import functional as F
 from .backends import LayerCall, get_backend, resolve_backend
+from .sparse import clear_transposed_cache
 from .surrogate import EGRUSurrogate, heaviside
 
 SpikeFn = Callable[[torch.Tensor], torch.Tensor]
@@ -70,7 +71,9 @@ OPTION_CHECKS: Dict[str, Callable[[str, Any], Any]] = {
 
 
 def recurrent_layout(w_hh: torch.Tensor) -> torch.Tensor:
-    """``w_hh`` [3H, H] in the layers' storage: its transpose contiguous (the tensor itself if already so)."""
+    """``w_hh`` [3H, H] in the layout the CPU operator multiplies with: its transpose contiguous
+    (the tensor itself if already so). The modules store ``weight_hh`` row-major, as ``torch.nn.GRU``
+    does, and the operator reads a cached copy in this layout (``sparse.transposed_weight``)."""
     return w_hh if w_hh.t().is_contiguous() else w_hh.t().contiguous().t()
 
 
@@ -134,14 +137,18 @@ class EGRUBase(nn.Module):
                 args["spike_grad"], self.surrogate_disable, self.dampening_factor, self.pseudo_derivative_support
             )
 
-    def _register_layer(self, suffix: str, input_size: int) -> None:
+    def _register_layer(self, suffix: str, input_size: int, device: Any = None, dtype: Any = None) -> None:
+        """Create one layer's parameters (``device``/``dtype`` as ``torch.nn.GRU``'s factory arguments;
+        ``None`` follows the default device and dtype)."""
         H = self.hidden_size
-        self.register_parameter(f"weight_ih{suffix}", nn.Parameter(torch.empty(3 * H, input_size)))
-        # the fast layout: stored as W_hh^T [H, 3H], seen as [3H, H] (see flatten_parameters)
-        self.register_parameter(f"weight_hh{suffix}", nn.Parameter(torch.empty(H, 3 * H).t()))
+        f: Dict[str, Any] = {"device": device, "dtype": dtype}
+        self.register_parameter(f"weight_ih{suffix}", nn.Parameter(torch.empty(3 * H, input_size, **f)))
+        # row-major, as torch.nn.GRU (the CPU event path reads a cached W_hh^T, see flatten_parameters)
+        self.register_parameter(f"weight_hh{suffix}", nn.Parameter(torch.empty(3 * H, H, **f)))
         for name in ("bias_ih", "bias_hh"):
-            self.register_parameter(f"{name}{suffix}", nn.Parameter(torch.empty(3 * H)) if self.bias else None)
-        theta = F.beta_threshold_init(H, self.thr_mean)
+            self.register_parameter(f"{name}{suffix}", nn.Parameter(torch.empty(3 * H, **f)) if self.bias else None)
+        ref = getattr(self, f"weight_ih{suffix}")
+        theta = F.beta_threshold_init(H, self.thr_mean, dtype=ref.dtype, device=ref.device)
         if self.learn_threshold:
             self.register_parameter(f"threshold{suffix}", nn.Parameter(theta))
         else:
@@ -158,35 +165,33 @@ class EGRUBase(nn.Module):
                                               device=theta.device))
 
     def flatten_parameters(self) -> None:
-        """Put every ``weight_hh`` back into the fast storage layout (values unchanged).
+        """Make every ``weight_hh`` contiguous (row-major, as ``torch.nn.GRU``) and drop the
+        cached transposed copies (values unchanged).
 
-        The recurrent weights ``[3H, H]`` are stored as their transpose ``[H, 3H]`` so that the
-        event-driven CPU path reads one unit's outgoing weights as one contiguous row, with no
-        copy per call (``weight_hh.t().is_contiguous()`` is ``True``). A weight replaced by a
-        row-major tensor (``.data = ...``, ``load_state_dict(assign=True)``, FSDP) still gives
-        the same results, but costs a transposition per call on the CPU (a warning says so
-        once); this method restores the layout in place, like ``torch.nn.GRU``'s method of the
-        same name. Optimizers keep working (the parameter objects stay the same).
-
-        Everything that works on strided tensors works on these weights (state dicts,
-        ``torch.save``, optimizers, DDP, ``torch.compile``/``export``, NIR export). Code that
-        calls ``.view(-1)`` on parameters (``torch.nn.utils.parameters_to_vector``) or needs
-        contiguous tensors (safetensors) must use ``.reshape(-1)`` / ``.contiguous()``, e.g.
-        ``{k: v.contiguous() for k, v in rnn.state_dict().items()}``.
+        The recurrent weights ``[3H, H]`` are stored row-major like ``torch.nn.GRU``'s, so
+        ``.view(-1)``, ``torch.nn.utils.parameters_to_vector``, ``torch.nn.utils.prune`` and
+        safetensors work on them. The event-driven CPU path reads one unit's outgoing weights as
+        one contiguous row of ``W_hh^T``, from a copy made once per weight version
+        (:func:`snntorch_egru.sparse.transposed_weight`): an optimizer step or any torch in-place
+        edit makes a new copy. Call this method after an in-place edit that bypasses autograd's
+        version counter (``weight.data.mul_(...)``, NumPy or raw pointer writes), or to make a
+        replaced weight (``.data = ...`` with a strided tensor) contiguous again. Optimizers keep
+        working (the parameter objects stay the same).
 
         Example::
 
             >>> import torch, snntorch_egru as se
             >>> rnn = se.EGRU(3, 8)
-            >>> rnn.weight_hh_l0.data = rnn.weight_hh_l0.data.contiguous()   # row-major now
+            >>> rnn.weight_hh_l0.data = rnn.weight_hh_l0.data.t().contiguous().t()   # strided now
             >>> rnn.flatten_parameters()
-            >>> rnn.weight_hh_l0.t().is_contiguous()
+            >>> rnn.weight_hh_l0.is_contiguous()
             True
         """
         with torch.no_grad():
             for name, p in self.named_parameters(recurse=False):
-                if name.startswith("weight_hh") and p.dim() == 2 and not p.t().is_contiguous():
-                    p.data = recurrent_layout(p.data)
+                if name.startswith("weight_hh") and p.dim() == 2 and not p.is_contiguous():
+                    p.data = p.data.contiguous()
+        clear_transposed_cache()
 
     def _effective_threshold(self, theta: torch.Tensor) -> torch.Tensor:
         # Thresholds are kept in [0, 1] (as the official code does) by a clamp in the forward

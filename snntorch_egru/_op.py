@@ -43,7 +43,6 @@ from ._onnx import egru_sequence_export, exporting_to_onnx
 from ._op_checks import (  # noqa: F401 - check_native_forward: re-exported for the tests
     RESET_CODES, _RESET_NAMES, check_layer_args, check_native_forward, surrogate_params)
 from .backends import EGRUOptions, EGRUWeights, LayerCall, _zero_length, register_backend
-from .sparse import fast_layout
 
 # ------------------------------------------------------------------------------------------
 # launchers behind the op: CPU (sparse.py: native helper or pure torch) and CUDA (CuPy)
@@ -67,7 +66,7 @@ def _cpu_forward(x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, zo, zoneout_p, r
     args = [t if t is None or (t.dtype is real and t.is_contiguous()) else t.to(real).contiguous()
             for t in (x, y0, c0, tr0, w_ih, b_ih, b_hh, theta, zo)]
     x, y0, c0, tr0, w_ih, b_ih, b_hh, theta, zo = args
-    w_hh = w_hh if w_hh.dtype is real else w_hh.to(real)  # any layout: viewed or transposed (sparse._transposed)
+    w_hh = w_hh if w_hh.dtype is real else w_hh.to(real)  # any layout: W_hh^T cached (sparse.transposed_weight)
     H = w_hh.shape[1]
     if b_ih is None:
         b_ih = x.new_zeros(3 * H)
@@ -90,7 +89,7 @@ def _cuda_forward(x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, zo, zoneout_p, 
     t = kernel_forward(launcher, cfg, x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, zo, need_saved)
     if need_saved:
         rz = torch.cat([t["s_r"], t["s_z"]], -1)
-        return t["y"], t["c"], t["o"], t["tr"], rz, t["s_n"], t["s_hn"], t["whh_t"].to(t["y"].dtype)
+        return t["y"], t["c"], t["o"], t["tr"], rz, t["s_n"], t["s_hn"]
     return t["y"], t["c"], t["o"], t["tr"]
 
 
@@ -121,10 +120,9 @@ def egru_layer_op(x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0: t
     dt = x.dtype
     y, c, o, tr = (t.to(dt) for t in res[:4])
     if need_saved:
-        # W_hh^T in the fast layout is a view of the input (an op output may not alias an input):
-        # the backward takes it from the saved w_hh instead (``_saved_w_t``)
-        w_t = _empty(res[7]) if fast_layout(w_hh) else res[7]
-        return (y, c, o, tr, res[4], res[5], res[6], w_t)
+        # W_hh^T is not an output (it may be a view of w_hh or a cached copy, and an op output may
+        # alias neither): the backward takes it from the saved w_hh (sparse.transposed_weight)
+        return (y, c, o, tr, res[4], res[5], res[6], _empty(res[4]))
     e = _empty(res[0])
     return y, c, o, tr, e, e.clone(), e.clone(), e.clone()
 
@@ -137,9 +135,8 @@ def _(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, zoneout_mask, zoneout_p,
     real = _real(x.dtype)
     outs = [x.new_empty(T, B, H) for _ in range(4)]
     if need_saved:
-        w_t = x.new_empty(0, dtype=real) if fast_layout(w_hh) else x.new_empty(H, 3 * H, dtype=real)
         saved = [x.new_empty(T, B, 2 * H, dtype=real), x.new_empty(T, B, H, dtype=real),
-                 x.new_empty(T, B, H, dtype=real), w_t]
+                 x.new_empty(T, B, H, dtype=real), x.new_empty(0, dtype=real)]
     else:
         saved = [x.new_empty(0, dtype=real) for _ in range(4)]
     return (*outs, *saved)
@@ -212,12 +209,17 @@ def _setup_context(ctx, inputs, output):
         ctx.unusable = True
         return
     ctx.unusable = False
-    ctx.save_for_backward(x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n, hn,
-                          w_t if w_t.numel() else w_hh)
-    ctx.w_t_is_view = w_t.numel() == 0
+    ctx.save_for_backward(x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n, hn, w_hh)
     ctx.scalars = (zoneout_p, reset, gamma, eps, input_is_events)
     ctx.has_bias = (b_ih is not None, b_hh is not None)
     ctx.set_materialize_grads(False)  # missing sequence gradients reach the backward op as None
+
+
+def _saved_w_t(w_hh: torch.Tensor, real: torch.dtype) -> torch.Tensor:
+    """Contiguous ``W_hh^T`` [H, 3H] in ``real`` of the saved weight (the forward's cached copy on the CPU)."""
+    if w_hh.device.type == "cpu" and w_hh.dtype == real:
+        return sparse.transposed_weight(w_hh)
+    return w_hh.detach().to(real).t().contiguous()
 
 
 def _backward(ctx, g_y, g_c, g_o, g_tr, *_saved_grads):
@@ -228,9 +230,8 @@ def _backward(ctx, g_y, g_c, g_o, g_tr, *_saved_grads):
         raise RuntimeError(
             "the EGRU operator's backward is not differentiable (double backward / create_graph=True); "
             "use EGRU(..., backend='reference') for higher-order gradients")
-    x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n, hn, w_t = ctx.saved_tensors
-    if ctx.w_t_is_view:  # the saved w_hh [3H, H] in the fast layout: its transpose is contiguous
-        w_t = w_t.detach().t().to(rz.dtype)
+    x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n, hn, w_hh = ctx.saved_tensors
+    w_t = _saved_w_t(w_hh, rz.dtype)
     ni = ctx.needs_input_grad
     need = [bool(ni[0]), bool(ni[1]), bool(ni[2]), bool(ni[3]), bool(ni[4]), bool(ni[5]),
             bool(ni[6]) and ctx.has_bias[0], bool(ni[7]) and ctx.has_bias[1], bool(ni[8])]

@@ -35,7 +35,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Union
 
 import torch
 
@@ -379,8 +379,8 @@ def beta_threshold_init(
     hidden_size: int,
     thr_mean: float = 0.3,
     *,
-    dtype: torch.dtype = torch.float32,
-    device: Optional[torch.device] = None,
+    dtype: Optional[torch.dtype] = None,
+    device: Optional[Union[torch.device, str]] = None,
 ) -> torch.Tensor:
     """Thresholds drawn from Beta(alpha, 3) with mean ``thr_mean`` (the official code's init).
 
@@ -390,8 +390,10 @@ def beta_threshold_init(
     Args:
         hidden_size: number of units ``H``.
         thr_mean: mean threshold, strictly between 0 and 1.
-        dtype: dtype of the result. Default: ``torch.float32``.
-        device: device of the result. Default: the CPU.
+        dtype: dtype of the result. Default: ``torch.get_default_dtype()``.
+        device: device of the result (drawn on the CPU, then moved; on ``"meta"`` nothing is
+            drawn). Default: the default device (``torch.device`` context or
+            ``torch.set_default_device``), the CPU unless set.
 
     Returns:
         ``[H]`` tensor of thresholds (drawn from torch's global random generator).
@@ -412,8 +414,14 @@ def beta_threshold_init(
     """
     if not 0.0 < thr_mean < 1.0:
         raise ValueError(f"thr_mean must lie strictly between 0 and 1, got {thr_mean!r}")
+    dtype = torch.get_default_dtype() if dtype is None else dtype
+    device = torch.empty(0).device if device is None else torch.device(device)
+    if device.type == "meta":  # shapes only (as torch.nn.GRU's parameters on "meta")
+        return torch.empty(hidden_size, dtype=dtype, device=device)
     alpha = 3.0 * thr_mean / (1.0 - thr_mean)
-    dist = torch.distributions.Beta(torch.tensor(alpha, dtype=torch.float64), torch.tensor(3.0, dtype=torch.float64))
+    cpu = torch.device("cpu")  # drawn on the CPU whatever the default device: one seed, one draw
+    dist = torch.distributions.Beta(torch.tensor(alpha, dtype=torch.float64, device=cpu),
+                                    torch.tensor(3.0, dtype=torch.float64, device=cpu))
     theta = dist.sample((hidden_size,))
     return theta.to(dtype=dtype, device=device)
 

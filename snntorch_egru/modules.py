@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from . import _checks, _packed
+from . import _cell_fast, _checks, _packed
 from . import functional as F
 from ._layer_setup import LAYER_TENSOR_NAMES, EGRUBase, in_param_dtype
 from .backends import LayerCall
@@ -58,6 +58,9 @@ class EGRUCell(EGRUBase):
         threshold_clamp: clamp thresholds to [0, 1] in the forward pass. Default: True.
         init: ``"evnn"`` (xavier-normal weights, zero biases; the official code)
             or ``"torch"`` (``torch.nn.GRU``'s uniform init). Default: ``"evnn"``.
+        device: device of the parameters (e.g. ``"meta"`` to build without memory, then
+            ``to_empty(device=...)`` and :meth:`reset_parameters`). Default: the default device.
+        dtype: dtype of the parameters. Default: ``torch.get_default_dtype()``.
 
     Inputs: ``input_, y, c``
         - **input_** of shape ``[B, I]`` (or ``[I]``): input at this step.
@@ -106,14 +109,17 @@ class EGRUCell(EGRUBase):
         *,
         threshold_clamp: bool = True,
         init: str = "evnn",
+        device: Optional[Union[torch.device, str]] = None,
+        dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
         self._setup(locals())  # every argument checked by one table (_layer_setup.OPTION_CHECKS)
-        self._register_layer("", self.input_size)
+        self._register_layer("", self.input_size, device=device, dtype=dtype)
         # States live in non-persistent buffers (follow .to(), not in state_dict), as in snnTorch.
-        self.register_buffer("y", torch.zeros(0), persistent=False)
-        self.register_buffer("c", torch.zeros(0), persistent=False)
-        self.register_buffer("trace", torch.zeros(0), persistent=False)
+        ref = self.weight_ih
+        self.register_buffer("y", ref.new_zeros(0), persistent=False)
+        self.register_buffer("c", ref.new_zeros(0), persistent=False)
+        self.register_buffer("trace", ref.new_zeros(0), persistent=False)
         self._dropconnect_mask: Optional[torch.Tensor] = None
         self.reset_parameters()
 
@@ -217,6 +223,10 @@ class EGRUCell(EGRUBase):
                 return self._step(input_, y, c)
             finally:
                 self.y, self.c, self.trace = saved
+        if not torch.is_grad_enabled():  # inference: the native event path, when it applies
+            out = _cell_fast.try_step(self, input_, y, c)
+            if out is not None:
+                return out
         if isinstance(input_, torch.Tensor) and _checks.autocast_active(input_):
             # autocast policy (see EGRU.forward): the step runs in the parameters' dtype
             ref = self.weight_ih
@@ -312,6 +322,9 @@ class EGRU(EGRUBase):
         init: ``"evnn"`` (default) or ``"torch"`` weight initialisation.
         backend: ``"auto"`` (default), ``"reference"`` (step-by-step autograd) or
             any registered fast backend (see :mod:`snntorch_egru.backends`).
+        device: device of the parameters, as ``torch.nn.GRU``'s (``"meta"``: shapes only; then
+            ``to_empty(device=...)`` and :meth:`reset_parameters`). Default: the default device.
+        dtype: dtype of the parameters. Default: ``torch.get_default_dtype()``.
 
     Inputs: ``x, state``
         - **x**: ``[T, B, I]`` (``[B, T, I]`` with ``batch_first``; ``[T, I]`` unbatched).
@@ -361,6 +374,8 @@ class EGRU(EGRUBase):
         threshold_clamp: bool = True,
         init: str = "evnn",
         backend: str = "auto",
+        device: Optional[Union[torch.device, str]] = None,
+        dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
         self._setup(locals())  # every argument checked by one table (_layer_setup.OPTION_CHECKS)
@@ -370,7 +385,8 @@ class EGRU(EGRUBase):
                 f"expects num_layers greater than 1, but got dropout={self.dropout} and num_layers=1",
                 UserWarning, stacklevel=2)
         for k in range(self.num_layers):
-            self._register_layer(f"_l{k}", self.input_size if k == 0 else self.hidden_size)
+            self._register_layer(f"_l{k}", self.input_size if k == 0 else self.hidden_size, device=device,
+                                 dtype=dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

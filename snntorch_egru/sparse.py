@@ -10,9 +10,9 @@ Forward:
     * the input projection ``x W_ih^T + b_ih`` for all steps in one matrix product
       (a sparse-CSR product when the input is a lower layer's events and they are
       sparse enough);
-    * per step, the recurrent product uses only the rows of ``W_hh^T`` (the modules
-      store ``weight_hh`` as its transpose, see :func:`fast_layout`, so one active
-      unit = one contiguous row, read in place) of the units that
+    * per step, the recurrent product uses only the rows of ``W_hh^T`` (a transposed
+      copy cached per weight, see :func:`transposed_weight`, so one active unit = one
+      contiguous row) of the units that
       fired: per sample at batch 1, over the batch union of active units above,
       or a plain dense product when the active fraction exceeds a measured
       crossover (:data:`GATHER_MAX_FRACTION`) or the weights are small enough to
@@ -31,10 +31,9 @@ Saved for backward: the returned sequences (no extra memory), plus ``r, z``
 pre-reset state is rebuilt as ``where(o, y, c)``. The backward builds its
 per-unit coefficients chunk by chunk of time steps, so its own temporaries stay
 small; measured peak training memory (``snntorch-egru bench --memory``) is below
-autograd through the step-by-step reference. A ``weight_hh`` in the fast layout is
-read in place (no copy, nothing cached between calls, so no edit can be missed); any
-other layout is transposed once per call (a tiled native transpose) and reused by that
-call's backward. The backward loop is ``snntorch_egru/_cpu_backward.py``; the operator
+autograd through the step-by-step reference. ``weight_hh`` (row-major, as in
+``torch.nn.GRU``) is transposed once per weight version (a tiled native transpose) and the
+copy is reused by later calls and their backward (:func:`transposed_weight`). The backward loop is ``snntorch_egru/_cpu_backward.py``; the operator
 that calls both is ``snntorch_egru/_op.py``.
 
 Native helpers: a small C library built when the package is installed
@@ -71,10 +70,11 @@ import warnings
 from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
 from . import functional as F
 from ._checks import RESET_CODES
-from ._native_lib import _native_fns, native_library
+from ._native_lib import _native_fns, _native_fwd_mt, native_library
 from ._op_checks import check_native_forward
 from .backends import LayerCall, get_backend
 from .surrogate import EGRUSurrogate
@@ -87,8 +87,11 @@ __all__ = [
     "force_dense",
     "native_library",
     "fast_layout",
+    "transposed_weight",
+    "clear_transposed_cache",
     "NATIVE_MAX_FRACTION",
     "NATIVE_SEQ_MAX_BATCH",
+    "NATIVE_UNITS_PER_THREAD",
     "DENSE_HOLD_STEPS",
 ]
 
@@ -205,6 +208,11 @@ NATIVE_MAX_FRACTION = 0.5
 #: otherwise exceeds a whole ``torch.nn.GRU`` step at H = 256.
 NATIVE_SEQ_MAX_BATCH = 4
 
+#: The native time loop runs on up to ``torch.get_num_threads()`` threads, each owning at least
+#: this many units (a barrier per step costs about a microsecond; smaller layers use one thread).
+#: The threaded loop gives bitwise the numbers of one thread.
+NATIVE_UNITS_PER_THREAD = 256
+
 
 class _Switch:
     """Density switch with hysteresis: after a step found too dense for a gather, the next
@@ -276,21 +284,13 @@ def _native_ok(*tensors: torch.Tensor) -> bool:
     return all(t.dtype == dt and t.device.type == "cpu" and t.is_contiguous() for t in tensors)
 
 
-#: ``W_hh`` sizes (bytes) from which a row-major weight (``W_hh`` itself contiguous) costs a
-#: noticeable transposition on every call; the first such call warns once.
-_ROW_MAJOR_WARN_BYTES = SMALL_WEIGHT_BYTES
-_warned_row_major = False
-
-
 def fast_layout(w_hh: torch.Tensor) -> bool:
     """``True`` when ``W_hh`` [3H, H] is stored as its transpose: ``W_hh.t()`` [H, 3H] contiguous.
 
-    The modules create their recurrent weights in this layout (as ``torch.nn.GRU`` under cuDNN
-    keeps its weights as views of the kernel's buffer): one unit's outgoing weights are one
-    contiguous row, so the event gather reads ``W_hh.t()`` directly, with no copy and no cache
-    that an edit (in place, through ``.data``, under ``inference_mode``) could make stale.
-    Other layouts give the same results at the cost of one transposition per call (see
-    :meth:`snntorch_egru.EGRU.flatten_parameters`).
+    The modules store ``weight_hh`` row-major (contiguous, as ``torch.nn.GRU`` does), and the CPU
+    event path reads one unit's outgoing weights as one contiguous row of ``W_hh^T``: from a
+    transposed copy cached per weight tensor (see :func:`transposed_weight`), or in place for a
+    weight in this layout (no copy at all).
 
     Args:
         w_hh: a recurrent weight ``[3H, H]``.
@@ -299,27 +299,75 @@ def fast_layout(w_hh: torch.Tensor) -> bool:
 
         >>> import torch, snntorch_egru as se
         >>> from snntorch_egru.sparse import fast_layout
-        >>> fast_layout(se.EGRU(3, 8).weight_hh_l0), fast_layout(torch.randn(24, 8))
-        (True, False)
+        >>> fast_layout(se.EGRU(3, 8).weight_hh_l0), fast_layout(torch.randn(8, 24).t())
+        (False, True)
     """
     return w_hh.dim() == 2 and w_hh.t().is_contiguous()
 
 
-def _transposed(w_hh: torch.Tensor, native: Optional[Tuple[Any, ...]]) -> torch.Tensor:
-    """Contiguous ``W_hh^T`` [H, 3H]: a view for the fast layout, else transposed now (per call)."""
-    global _warned_row_major
+#: weight tensor -> ((data_ptr, _version, shape, strides, dtype, device) when copied, the contiguous W_hh^T)
+_T_CACHE = WeakIdKeyDictionary()
+
+
+def _cache_key(w_hh: torch.Tensor) -> Optional[Tuple[Any, ...]]:
+    try:
+        version = w_hh._version
+    except RuntimeError:  # an inference tensor keeps no version counter: never cached
+        return None
+    return (w_hh.data_ptr(), version, tuple(w_hh.shape), w_hh.stride(), w_hh.dtype, w_hh.device)
+
+
+def transposed_weight(w_hh: torch.Tensor, native: Optional[Tuple[Any, ...]] = None) -> torch.Tensor:
+    """Contiguous ``W_hh^T`` [H, 3H] of a recurrent weight ``W_hh`` [3H, H] (what the event path reads).
+
+    A weight stored transposed is read in place (a view). Any other weight is transposed once
+    (a tiled native transpose) and the copy is kept for that tensor object, keyed on its storage
+    address and autograd version counter: every torch in-place edit (an optimizer step,
+    ``with torch.no_grad(): w.mul_(2)``, ``copy_``, ``load_state_dict``) and every replacement
+    (``.data = ...``, pruning's recomputed weight) makes a new copy. An in-place edit that bypasses
+    the version counter (through ``w.data``, NumPy or a raw pointer) is not seen until the next
+    version bump: call :meth:`snntorch_egru.EGRU.flatten_parameters` (or
+    :func:`clear_transposed_cache`) after such an edit.
+
+    Args:
+        w_hh: a recurrent weight ``[3H, H]``.
+        native: the native helpers (internal; ``None`` uses a torch copy).
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru.sparse import transposed_weight
+        >>> w = torch.randn(6, 2)
+        >>> w_t = transposed_weight(w)
+        >>> torch.equal(w_t, w.t()), w_t.is_contiguous(), transposed_weight(w) is w_t
+        (True, True, True)
+    """
     if fast_layout(w_hh):
         return w_hh.t()
-    if (not _warned_row_major and w_hh.device.type == "cpu"
-            and w_hh.numel() * w_hh.element_size() >= _ROW_MAJOR_WARN_BYTES):
-        _warned_row_major = True
-        warnings.warn(
-            f"snntorch-egru: weight_hh {list(w_hh.shape)} is stored row-major (contiguous), so the CPU event "
-            "path transposes it on every call (about 20 % of a forward at hidden_size 1024). EGRU modules "
-            "create it in the fast layout (weight_hh.t() contiguous); after replacing it (`.data = ...`, "
-            "load_state_dict(assign=True), FSDP), call module.flatten_parameters() to restore it.",
-            RuntimeWarning, stacklevel=4)
-    return _transpose(w_hh, native)
+    key = _cache_key(w_hh)
+    if key is not None:
+        hit = _T_CACHE.get(w_hh)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+    w_t = _transpose(w_hh, native)
+    if key is not None:
+        _T_CACHE[w_hh] = (key, w_t)
+    return w_t
+
+
+def clear_transposed_cache() -> None:
+    """Drop every cached ``W_hh^T`` copy (after an in-place edit that bypassed the version counter).
+
+    Example::
+
+        >>> import torch, snntorch_egru as se
+        >>> from snntorch_egru.sparse import clear_transposed_cache
+        >>> rnn = se.EGRU(3, 8)
+        >>> _ = rnn(torch.randn(4, 1, 3))
+        >>> _ = rnn.weight_hh_l0.data.mul_(0.5)        # no version bump: the cached copy is stale
+        >>> clear_transposed_cache()                   # (rnn.flatten_parameters() does the same)
+    """
+    _T_CACHE.clear()
 
 
 def _transpose(w_hh: torch.Tensor, native: Optional[Tuple[Any, ...]]) -> torch.Tensor:
@@ -349,7 +397,7 @@ def _run_forward(reset: str, zoneout_p: float, input_is_events: bool, x: torch.T
     # W_hh^T [H, 3H] (one unit = one contiguous row): a view of the fast layout, or transposed
     # once for this call (and reused by its backward).
     native = _native_fns(x.dtype) if x.device.type == "cpu" else None
-    w_t = _transposed(w_hh, native)
+    w_t = transposed_weight(w_hh, native)
     dense = _FORCE_DENSE or _weights_small(w_t)
     new = x.new_empty
     ys, cs, os_, trs = new(T, B, H), new(T, B, H), new(T, B, H), new(T, B, H)
@@ -441,9 +489,13 @@ def _native_sequence(fn: Any, reset: str, zoneout_p: float, gi: torch.Tensor, y0
     check_native_forward(gi, y0, c0, trace0, w_t, b_hh, theta, zo_mask, (ys, cs, os_, trs), (rz, n, hn), gh)
     code = RESET_CODES[reset]
     ptr = lambda t: None if t is None else t.data_ptr()  # noqa: E731
-    fn(T, B, H, ptr(gi), ptr(y0), ptr(c0), ptr(trace0), ptr(w_t), ptr(b_hh), ptr(theta), ptr(zo_mask),
-       float(zoneout_p), code, F.TRACE_DECAY, 1.0 - F.TRACE_DECAY,
-       ptr(ys), ptr(cs), ptr(os_), ptr(trs), ptr(rz), ptr(n), ptr(hn), ptr(gh))
+    args = (T, B, H, ptr(gi), ptr(y0), ptr(c0), ptr(trace0), ptr(w_t), ptr(b_hh), ptr(theta), ptr(zo_mask),
+            float(zoneout_p), code, F.TRACE_DECAY, 1.0 - F.TRACE_DECAY,
+            ptr(ys), ptr(cs), ptr(os_), ptr(trs), ptr(rz), ptr(n), ptr(hn), ptr(gh))
+    threads = min(torch.get_num_threads(), max(1, H // NATIVE_UNITS_PER_THREAD))
+    mt = _native_fwd_mt(gi.dtype) if threads > 1 else None
+    if mt is None or mt(*args, threads) != 0:  # a thread that cannot be started: one thread, same numbers
+        fn(*args)
     if need_cache:
         return ys, cs, os_, trs, rz, n, hn, w_t
     return ys, cs, os_, trs

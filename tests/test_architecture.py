@@ -25,10 +25,11 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     ("base", ("_checks", "_version", "_io", "_native", "cli")),  # cli.main reaches its commands by name
     ("surrogate", ("surrogate",)),
     ("math", ("functional", "state")),
-    ("engines", ("backends", "_op_checks", "_native_lib", "sparse", "_cpu_backward", "_grad", "_onnx", "_op", "cuda")),
+    ("engines", ("backends", "_op_checks", "_native_lib", "sparse", "_cpu_backward", "_grad", "_onnx", "_op", "cuda",
+                 "_cell_fast")),
     ("layers", ("_layer_setup", "_packed", "modules", "norse")),
     ("bridges", ("interop", "_tbptt", "_recorder", "metrics", "nir", "_nir", "convert", "registration", "neurobench", "bench",
-                 "utils")),
+                 "utils", "streaming")),
     ("training", ("training",)),
     ("entry points", ("", "__main__", "cuda.__main__")),
 ]

@@ -13,6 +13,9 @@
 #include <stdint.h>
 #include <string.h>
 #include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(EGRU_NO_CLONES) && defined(__linux__)
 #define EGRU_HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
@@ -116,6 +119,200 @@ EGRU_HOT void egru_fwd_##SUF(int64_t tn, int64_t b, int64_t h, const T* gi, cons
 }
 SEQ(float, f32, expf, tanhf)
 SEQ(double, f64, exp, tanh)
+
+/* The same forward time loop on several threads (egru_fwd_mt_*): each thread owns a contiguous
+ * range of units [i0, i1): it accumulates the recurrent product for its own gate columns (the
+ * three segments i0..i1 of r, z and n) over the rows of the units that fired, in the same order
+ * as egru_fwd (rows j ascending), then computes the gates of its units. One barrier per step
+ * (the next step reads every unit's event). Results are bitwise those of egru_fwd. */
+typedef struct {
+    atomic_int count;
+    atomic_int phase;
+    int n;
+} egru_barrier;
+
+static void egru_barrier_wait(egru_barrier* b) {
+    const int phase = atomic_load_explicit(&b->phase, memory_order_acquire);
+    if (atomic_fetch_add_explicit(&b->count, 1, memory_order_acq_rel) == b->n - 1) {
+        atomic_store_explicit(&b->count, 0, memory_order_relaxed);
+        atomic_store_explicit(&b->phase, phase + 1, memory_order_release);
+        return;
+    }
+    unsigned spins = 0;
+    while (atomic_load_explicit(&b->phase, memory_order_acquire) == phase)
+        if (++spins > 2000u) { sched_yield(); spins = 0; }
+}
+
+typedef struct {
+    int64_t tn, b, h, i0, i1;
+    const void *gi, *y0, *c0, *tr0, *w, *bhh, *theta, *zo;
+    double zo_p, decay, gain;
+    int reset;
+    void *ys, *cs, *os, *trs, *rz_out, *n_out, *hn_out, *gh;
+    egru_barrier* bar;
+    atomic_int* go;  /* 0: wait, 1: run, -1: give up (a sibling thread could not be started) */
+} egru_mt_args;
+
+#define SEQMT(T, SUF, EXP, TANH)                                                            \
+static void* egru_fwd_range_##SUF(void* arg) {                                             \
+    const egru_mt_args* A = (const egru_mt_args*)arg;                                     \
+    const int64_t b = A->b, h = A->h, g3 = 3 * h, i0 = A->i0, i1 = A->i1;                 \
+    const T *gi = (const T*)A->gi, *y0 = (const T*)A->y0, *c0 = (const T*)A->c0;          \
+    const T *tr0 = (const T*)A->tr0, *w = (const T*)A->w, *bhh = (const T*)A->bhh;        \
+    const T *theta = (const T*)A->theta, *zo = (const T*)A->zo;                           \
+    T *ys = (T*)A->ys, *cs = (T*)A->cs, *os = (T*)A->os, *trs = (T*)A->trs;               \
+    T *rz_out = (T*)A->rz_out, *n_out = (T*)A->n_out, *hn_out = (T*)A->hn_out, *gh = (T*)A->gh; \
+    const double zo_p = A->zo_p;                                                          \
+    const int reset = A->reset;                                                           \
+    const T p = (T)zo_p, keep = (T)(1.0 - zo_p), dec = (T)A->decay, inc = (T)A->gain;     \
+    const int64_t len = i1 - i0;                                                          \
+    int go;                                                                               \
+    while ((go = atomic_load_explicit(A->go, memory_order_acquire)) == 0) sched_yield();  \
+    if (go < 0) return NULL;                                                              \
+    for (int64_t t = 0; t < A->tn; ++t) {                                                 \
+        const T* yp = t ? ys + (t - 1) * b * h : y0;                                      \
+        const T* cp = t ? cs + (t - 1) * b * h : c0;                                      \
+        const T* tp = t ? trs + (t - 1) * b * h : tr0;                                    \
+        for (int64_t s = 0; s < b; ++s)                                                   \
+            for (int64_t q = 0; q < 3; ++q)                                               \
+                memcpy(gh + s * g3 + q * h + i0, bhh + q * h + i0, (size_t)len * sizeof(T)); \
+        for (int64_t j = 0; j < h; ++j) {                                                 \
+            const T* restrict row = w + j * g3;                                           \
+            for (int64_t s = 0; s < b; ++s) {                                             \
+                const T a = yp[s * h + j];                                                \
+                if (a != 0) {                                                             \
+                    T* restrict g = gh + s * g3;                                          \
+                    for (int64_t q = 0; q < 3; ++q) {                                     \
+                        T* restrict gq = g + q * h;                                       \
+                        const T* restrict rq = row + q * h;                               \
+                        for (int64_t k = i0; k < i1; ++k) gq[k] += a * rq[k];             \
+                    }                                                                     \
+                }                                                                         \
+            }                                                                             \
+        }                                                                                 \
+        for (int64_t s = 0; s < b; ++s) {                                                 \
+            const T* restrict g = gh + s * g3;                                            \
+            const int64_t base = (t * b + s) * h;                                         \
+            const T* gib = gi + (t * b + s) * g3;                                         \
+            for (int64_t i = i0; i < i1; ++i) {                                           \
+                const T r = (T)1 / ((T)1 + EXP(-(gib[i] + g[i])));                        \
+                const T z = (T)1 / ((T)1 + EXP(-(gib[h + i] + g[h + i])));                \
+                const T hn = g[2 * h + i];                                                \
+                const T n = TANH(gib[2 * h + i] + r * hn);                                \
+                const T cprev = cp[s * h + i];                                            \
+                T ch = n + z * (cprev - n);                                               \
+                if (zo) { const T m = zo[base + i]; ch = cprev + m * (ch - cprev); }      \
+                else if (zo_p > 0) ch = p * cprev + keep * ch;                            \
+                const T th = theta[i];                                                    \
+                const T o = (ch - th) > 0 ? (T)1 : (T)0;                                  \
+                const T y = o * ch;                                                       \
+                os[base + i] = o;                                                         \
+                ys[base + i] = y;                                                         \
+                cs[base + i] = reset == 0 ? ch - o * th : (reset == 1 ? ch * ((T)1 - o) : ch); \
+                trs[base + i] = tp[s * h + i] * dec + inc * y;                            \
+                if (rz_out) {                                                             \
+                    rz_out[(t * b + s) * 2 * h + i] = r;                                  \
+                    rz_out[(t * b + s) * 2 * h + h + i] = z;                              \
+                    n_out[base + i] = n;                                                  \
+                    hn_out[base + i] = hn;                                                \
+                }                                                                         \
+            }                                                                             \
+        }                                                                                 \
+        egru_barrier_wait(A->bar);                                                        \
+    }                                                                                     \
+    return NULL;                                                                          \
+}                                                                                         \
+/* Returns 0 on success, 1 when a thread could not be started (nothing was computed then). */  \
+int egru_fwd_mt_##SUF(int64_t tn, int64_t b, int64_t h, const T* gi, const T* y0,          \
+        const T* c0, const T* tr0, const T* w, const T* bhh, const T* theta, const T* zo, \
+        double zo_p, int reset, double decay, double gain, T* ys, T* cs, T* os, T* trs,    \
+        T* rz_out, T* n_out, T* hn_out, T* gh, int nthreads) {                            \
+    enum { MAXT = 16 };                                                                   \
+    if (nthreads < 1) nthreads = 1;                                                       \
+    if (nthreads > MAXT) nthreads = MAXT;                                                 \
+    if (nthreads > h) nthreads = (int)h;                                                  \
+    egru_barrier bar;                                                                     \
+    atomic_init(&bar.count, 0);                                                           \
+    atomic_init(&bar.phase, 0);                                                           \
+    bar.n = nthreads;                                                                     \
+    atomic_int go;                                                                        \
+    atomic_init(&go, 0);                                                                  \
+    egru_mt_args args[MAXT];                                                              \
+    pthread_t tid[MAXT];                                                                  \
+    const int64_t chunk = (h + nthreads - 1) / nthreads;                                  \
+    for (int k = 0; k < nthreads; ++k) {                                                  \
+        egru_mt_args a = {tn, b, h, k * chunk, (k + 1) * chunk < h ? (k + 1) * chunk : h, \
+            gi, y0, c0, tr0, w, bhh, theta, zo, zo_p, decay, gain, reset, ys, cs, os, trs, \
+            rz_out, n_out, hn_out, gh, &bar, &go};                                            \
+        args[k] = a;                                                                      \
+    }                                                                                     \
+    int started = 1;                                                                      \
+    for (int k = 1; k < nthreads; ++k) {                                                  \
+        if (pthread_create(&tid[k], NULL, egru_fwd_range_##SUF, &args[k]) != 0) break;    \
+        ++started;                                                                        \
+    }                                                                                     \
+    atomic_store_explicit(&go, started == nthreads ? 1 : -1, memory_order_release);       \
+    if (started < nthreads) {                                                             \
+        for (int k = 1; k < started; ++k) pthread_join(tid[k], NULL);                     \
+        return 1;                                                                         \
+    }                                                                                     \
+    egru_fwd_range_##SUF(&args[0]);                                                       \
+    for (int k = 1; k < nthreads; ++k) pthread_join(tid[k], NULL);                        \
+    return 0;                                                                             \
+}
+SEQMT(float, f32, expf, tanhf)
+SEQMT(double, f64, exp, tanh)
+
+/* One inference step of one layer for a few samples (the per-step cell under no_grad):
+ *   gh = b_hh + sum over units j that fired of y_prev[j] * W_hh^T[j, :]    (rows of active units only)
+ *   gi = b_ih + W_ih x                                                      (W_ih [3H, I] row-major)
+ * then the gates, threshold, reset and trace as in egru_fwd. theta is the effective threshold.
+ * gi and gh are scratch [b, 3H]; y, c, tr are written (they may not alias the inputs). */
+#define STEP(T, SUF, EXP, TANH)                                                             \
+EGRU_HOT void egru_step_##SUF(int64_t b, int64_t h, int64_t in, const T* x, const T* wih,        \
+        const T* bih, const T* y0, const T* c0, const T* tr0, const T* wt, const T* bhh,  \
+        const T* theta, double zo_p, int reset, double decay, double gain, T* ys, T* cs,   \
+        T* trs, T* gi, T* gh) {                                                           \
+    const int64_t g3 = 3 * h;                                                             \
+    const T p = (T)zo_p, keep = (T)(1.0 - zo_p), dec = (T)decay, inc = (T)gain;           \
+    for (int64_t s = 0; s < b; ++s) {                                                     \
+        T* restrict g = gh + s * g3;                                                      \
+        if (bhh) memcpy(g, bhh, (size_t)g3 * sizeof(T)); else memset(g, 0, (size_t)g3 * sizeof(T)); \
+        const T* yp = y0 + s * h;                                                         \
+        for (int64_t j = 0; j < h; ++j) {                                                 \
+            const T a = yp[j];                                                            \
+            if (a != 0) {                                                                 \
+                const T* restrict row = wt + j * g3;                                      \
+                for (int64_t k = 0; k < g3; ++k) g[k] += a * row[k];                      \
+            }                                                                             \
+        }                                                                                 \
+        T* restrict q = gi + s * g3;                                                      \
+        const T* restrict xs = x + s * in;                                                \
+        for (int64_t k = 0; k < g3; ++k) {                                                \
+            const T* restrict wr = wih + k * in;                                          \
+            T acc = bih ? bih[k] : (T)0;                                                  \
+            _Pragma("omp simd reduction(+:acc)")                                          \
+            for (int64_t i = 0; i < in; ++i) acc += wr[i] * xs[i];                        \
+            q[k] = acc;                                                                   \
+        }                                                                                 \
+        for (int64_t i = 0; i < h; ++i) {                                                 \
+            const T r = (T)1 / ((T)1 + EXP(-(q[i] + g[i])));                              \
+            const T z = (T)1 / ((T)1 + EXP(-(q[h + i] + g[h + i])));                      \
+            const T n = TANH(q[2 * h + i] + r * g[2 * h + i]);                            \
+            const T cprev = c0[s * h + i];                                                \
+            T ch = n + z * (cprev - n);                                                   \
+            if (zo_p > 0) ch = p * cprev + keep * ch;                                     \
+            const T th = theta[i];                                                        \
+            const T o = (ch - th) > 0 ? (T)1 : (T)0;                                      \
+            const T y = o * ch;                                                           \
+            ys[s * h + i] = y;                                                            \
+            cs[s * h + i] = reset == 0 ? ch - o * th : (reset == 1 ? ch * ((T)1 - o) : ch); \
+            trs[s * h + i] = tr0[s * h + i] * dec + inc * y;                              \
+        }                                                                                 \
+    }                                                                                     \
+}
+STEP(float, f32, expf, tanhf)
+STEP(double, f64, exp, tanh)
 
 /* dst[cols, rows] = src[rows, cols]^T in 32 x 32 tiles (a plain strided copy of a large matrix
  * misses the cache on every element of one side). */

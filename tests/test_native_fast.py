@@ -1,0 +1,266 @@
+"""The native fast paths: the per-step cell's event path under ``no_grad`` (``snntorch_egru/_cell_fast.py``)
+and the threaded forward time loop of the sequence layer (``egru_fwd_mt`` in ``_native/egru_native.c``).
+
+Every check runs the same cell twice over the same inputs: once with gradients on (the plain torch
+step ``functional.egru_step``) and once under ``torch.no_grad()`` / ``torch.inference_mode()`` (the
+native path), and compares outputs and states in float64, with real activity.
+"""
+
+from __future__ import annotations
+
+import pytest
+import snntorch as snn
+import torch
+
+import snntorch_egru as se
+from snntorch_egru import _cell_fast, functional as F
+from snntorch_egru.sparse import native_library
+
+pytestmark = pytest.mark.skipif(
+    native_library() is None or _cell_fast.step_function(torch.float64) is None,
+    reason="the native CPU helper is not built",
+)
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Counts the calls that took the native path."""
+    n = [0]
+    orig = _cell_fast.inference_step
+
+    def counting(*args, **kwargs):
+        n[0] += 1
+        return orig(*args, **kwargs)
+
+    monkeypatch.setattr(_cell_fast, "inference_step", counting)
+    return n
+
+
+def _run(cell, xs, explicit, grad_mode):
+    """Outputs y and c per step and the final stored state, in the given grad mode."""
+    cell.reset_mem()
+    ys, cs = [], []
+    y = c = None
+    with grad_mode():
+        for x in xs:
+            if explicit:
+                y, c = cell(x, y, c) if y is not None else cell(x)
+            else:
+                out = cell(x)
+                y, c = out if isinstance(out, tuple) else (out, cell.c)
+            ys.append(y.detach().clone())
+            cs.append(c.detach().clone())
+    return torch.stack(ys), torch.stack(cs), cell.trace.detach().clone()
+
+
+def _check(cell, xs, explicit=False, mode=torch.no_grad):
+    ref = _run(cell, xs, explicit, torch.enable_grad)
+    fast = _run(cell, xs, explicit, mode)
+    activity = (ref[0] != 0).double().mean().item()
+    assert 0.02 < activity < 0.9, f"test needs real activity, got {activity:.3f}"
+    for a, b in zip(ref, fast):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero", "none"])
+@pytest.mark.parametrize("batch", [None, 1, 3])
+def test_native_step_equals_torch_step_float64(reset, batch, calls):
+    torch.manual_seed(0)
+    cell = se.EGRUCell(7, 33, thr_mean=0.1, reset_mechanism=reset).double()
+    with torch.no_grad():
+        cell.bias_hh.normal_(0.0, 0.3)
+        cell.bias_ih.normal_(0.0, 0.3)
+    xs = 2 * torch.randn(15, *((batch,) if batch else ()), 7, dtype=torch.float64)
+    _check(cell, xs)
+    assert calls[0] == 15  # every step took the native path (the first run sized the stored state)
+
+
+def test_explicit_state_zoneout_eval_inference_mode_and_clamp(calls):
+    torch.manual_seed(1)
+    cell = se.EGRUCell(5, 21, thr_mean=0.2, zoneout=0.3).double().eval()
+    with torch.no_grad():
+        cell.threshold[:3] = torch.tensor([-0.5, 1.5, 0.05], dtype=torch.float64)  # clamped to [0, 1]
+    xs = 2 * torch.randn(12, 2, 5, dtype=torch.float64)
+    _check(cell, xs, explicit=True)
+    _check(cell, xs, explicit=False, mode=torch.inference_mode)
+    assert calls[0] > 0
+
+
+def test_init_hidden_in_sequential_with_snntorch_and_reset(calls):
+    torch.manual_seed(2)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 16), se.EGRUCell(16, 16, init_hidden=True, thr_mean=0.1),
+                              torch.nn.Linear(16, 3), snn.Leaky(beta=0.9, init_hidden=True)).double()
+    xs = torch.randn(10, 2, 6, dtype=torch.float64)
+
+    def run(mode):
+        snn.utils.reset(net)
+        with mode():
+            return torch.stack([net(x).detach() for x in xs])
+
+    torch.testing.assert_close(run(torch.no_grad), run(torch.enable_grad), rtol=1e-12, atol=1e-12)
+    assert calls[0] == len(xs) - 1  # snnTorch's reset empties the state: the first step sizes it
+
+
+def test_float32_agrees_with_torch_step():
+    torch.manual_seed(3)
+    cell = se.EGRUCell(8, 64, thr_mean=0.1)
+    x = torch.randn(4, 8)
+    y0, c0 = torch.relu(torch.randn(4, 64)) * 0.5, torch.randn(4, 64)
+    cell(x, y0, c0)  # sizes nothing: explicit states of the right shape go straight through
+    with torch.no_grad():
+        y, c = cell(x, y0, c0)
+    ref = F.egru_step(x, y0, c0, torch.zeros(4, 64), cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh,
+                      cell.threshold.clamp(0, 1))
+    torch.testing.assert_close(y, ref.y.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(c, ref.c.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_paths_that_need_the_torch_step(calls):
+    """Gradients on, training masks, a spike function without a Heaviside forward contract, a large
+    batch, a weight edit: the torch step runs (or the edit is seen), with the same numbers."""
+    torch.manual_seed(4)
+    x = torch.randn(3, 5, dtype=torch.float64)
+    cell = se.EGRUCell(5, 9, dropconnect=0.5).double().train()
+    with torch.no_grad():
+        cell(x)
+        cell(x)
+    assert calls[0] == 0  # DropConnect in training draws a mask: torch step
+    cell = se.EGRUCell(5, 9, spike_grad=snn.surrogate.atan()).double()
+    with torch.no_grad():
+        cell(x)
+        cell(x)
+    assert calls[0] == 0
+    big = se.EGRUCell(5, 9).double()
+    with torch.no_grad():
+        big(torch.randn(_cell_fast.MAX_BATCH + 1, 5, dtype=torch.float64))
+        big(torch.randn(_cell_fast.MAX_BATCH + 1, 5, dtype=torch.float64))
+    assert calls[0] == 0
+    cell = se.EGRUCell(5, 9, thr_mean=0.1).double()
+    with torch.no_grad():
+        cell(x)
+        y1, _ = cell(x)
+        cell.weight_hh.mul_(0.0)  # an in-place edit (version bump) is seen by the next step
+        cell.threshold.fill_(2.0)  # clamped to 1: no unit can fire above c = 1
+        y2, _ = cell(x)
+    assert calls[0] == 2 and y1.ne(0).any() and y2.eq(0).all()
+
+
+def test_bad_input_still_gets_the_clear_error():
+    cell = se.EGRUCell(5, 9)
+    with torch.no_grad():
+        cell(torch.randn(2, 5))
+        with pytest.raises(ValueError, match="input_"):
+            cell(torch.randn(2, 4))
+
+
+def test_a_trace_records_the_torch_step():
+    """Under torch.jit.trace the native path is not taken (it would be recorded as a constant)."""
+    torch.manual_seed(5)
+    cell = se.EGRUCell(4, 12, thr_mean=0.1).eval().requires_grad_(False)
+    x, x2 = torch.randn(2, 4), 3 * torch.randn(2, 4)
+    y0, c0 = torch.relu(torch.randn(2, 12)), torch.randn(2, 12)
+    with torch.no_grad():
+        traced = torch.jit.trace(lambda a, y, c: cell(a, y, c), (x, y0, c0), check_trace=False)
+        eager = cell(x2, y0, c0)
+        torch.testing.assert_close(traced(x2, y0, c0), eager)
+
+
+def test_torch_compile_under_no_grad_equals_eager(calls):
+    """torch.compile traces the torch step (dynamo cannot see into the native helper)."""
+    torch.manual_seed(6)
+    cell = se.EGRUCell(4, 12, thr_mean=0.1).eval()
+    x, y0, c0 = torch.randn(2, 4), torch.relu(torch.randn(2, 12)), torch.randn(2, 12)
+    compiled = torch.compile(lambda a, y, c: cell(a, y, c), backend="eager", fullgraph=True)
+    with torch.no_grad():
+        got = compiled(x, y0, c0)
+        n_compiled = calls[0]
+        want = cell(x, y0, c0)
+    assert n_compiled == 0 and calls[0] == 1
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_threaded_time_loop_equals_one_thread_bitwise_and_the_reference(reset, batch, monkeypatch):
+    """Several threads (each owning a range of units, one barrier per step) give bitwise the numbers of
+    one thread, and both equal the float64 reference; gradients through the threaded forward too."""
+    from snntorch_egru import sparse
+
+    if sparse._native_fwd_mt(torch.float64) is None:
+        pytest.skip("the native helper predates the threaded loop")
+    torch.manual_seed(7)
+    rnn = se.EGRU(6, 37, thr_mean=0.1, reset_mechanism=reset).double()
+    ref = se.EGRU(6, 37, thr_mean=0.1, reset_mechanism=reset, backend="reference").double()
+    ref.load_state_dict(rnn.state_dict())
+    x = 2 * torch.randn(20, batch, 6, dtype=torch.float64)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, _ = rnn(x)
+        torch.set_num_threads(3)
+        monkeypatch.setattr(sparse, "NATIVE_UNITS_PER_THREAD", 8)  # 37 units: 3 threads of 13, 13, 11
+        xr = x.clone().requires_grad_(True)
+        many, state = rnn(xr)
+        many.sum().backward()
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, many.detach())
+    activity = (one != 0).double().mean().item()
+    assert 0.02 < activity < 0.9
+    xq = x.clone().requires_grad_(True)
+    want, want_state = ref(xq)
+    want.sum().backward()
+    torch.testing.assert_close(many.detach(), want.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(state.c, want_state.c, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(xr.grad, xq.grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_streamer_equals_the_layer_over_a_sequence_float64(batch):
+    """Streamer.step over a sequence equals EGRU.forward in eval mode (two layers, zoneout expectation,
+    clamped thresholds), state included; reset starts over; the state setter continues a stream."""
+    torch.manual_seed(8)
+    rnn = se.EGRU(5, 24, num_layers=2, thr_mean=0.15, zoneout=0.2, dropout=0.3).double().eval()
+    with torch.no_grad():
+        rnn.threshold_l1[:2] = torch.tensor([1.4, -0.2], dtype=torch.float64)
+    x = 2 * torch.randn(25, batch, 5, dtype=torch.float64)
+    with torch.no_grad():
+        want, want_state = rnn(x)
+    stream = se.Streamer(rnn, batch_size=batch)
+    step = (lambda t: stream.step(t[0])) if batch == 1 else stream.step
+    got = torch.stack([step(x_t) for x_t in x])
+    got = got.unsqueeze(1) if batch == 1 else got
+    assert 0.02 < (want != 0).double().mean().item() < 0.9
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    for a, b in zip(stream.state, want_state):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    stream.reset()
+    first = torch.stack([step(x_t) for x_t in x[:10]])
+    saved = stream.state
+    rest = torch.stack([step(x_t) for x_t in x[10:]])
+    stream.state = saved
+    again = torch.stack([step(x_t) for x_t in x[10:]])
+    torch.testing.assert_close(again, rest, rtol=0, atol=0)
+    torch.testing.assert_close(first.reshape(10, batch, -1), want[:10], rtol=1e-12, atol=1e-12)
+
+
+def test_streamer_from_a_cell_and_clear_errors():
+    torch.manual_seed(9)
+    cell = se.EGRUCell(3, 10, thr_mean=0.1)
+    stream = se.Streamer(cell)
+    xs = torch.randn(8, 3)
+    cell.reset_mem()
+    with torch.no_grad():
+        want = torch.stack([cell(x_t.unsqueeze(0))[0][0] for x_t in xs])
+    got = torch.stack([stream.step(x_t) for x_t in xs])
+    torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match=r"x_t must have shape \[3\] or \[1, 3\]"):
+        stream.step(torch.randn(4))
+    with pytest.raises(ValueError, match="x_t must be torch.float32"):
+        stream.step(torch.randn(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        se.Streamer(cell, batch_size=0)
+    with pytest.raises(TypeError, match="model must be a snntorch_egru.EGRU or EGRUCell"):
+        se.Streamer(torch.nn.GRU(3, 10))
+    with pytest.raises(ValueError, match=r"state.y must have shape \(1, 1, 10\)"):
+        stream.state = se.EGRUState(torch.zeros(2), torch.zeros(1, 1, 10), torch.zeros(1, 1, 10))
