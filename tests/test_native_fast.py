@@ -18,7 +18,7 @@ from snntorch_egru.sparse import native_library
 
 pytestmark = pytest.mark.skipif(
     native_library() is None or _cell_fast.step_function(torch.float64) is None,
-    reason="the native CPU helper is not built",
+    reason="the native CPU helper is not built (or was built before egru_step existed: reinstall the package)",
 )
 
 
