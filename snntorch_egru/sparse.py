@@ -304,11 +304,14 @@ _T_CACHE = WeakIdKeyDictionary()
 
 
 def _cache_key(w_hh: torch.Tensor) -> Optional[Tuple[Any, ...]]:
-    try:
-        version = w_hh._version
-    except RuntimeError:  # an inference tensor keeps no version counter: never cached
+    """The identity of ``w_hh``'s current values, or ``None`` (never cached): an inference tensor keeps
+    no version counter, and a traced tensor (``torch.compile``'s backward graph) has no storage."""
+    if type(w_hh) not in (torch.Tensor, torch.nn.Parameter) or torch.compiler.is_compiling():
         return None
-    return (w_hh.data_ptr(), version, tuple(w_hh.shape), w_hh.stride(), w_hh.dtype, w_hh.device)
+    try:
+        return (w_hh.data_ptr(), w_hh._version, tuple(w_hh.shape), w_hh.stride(), w_hh.dtype, w_hh.device)
+    except RuntimeError:
+        return None
 
 
 def transposed_weight(w_hh: torch.Tensor, native: Optional[Tuple[Any, ...]] = None) -> torch.Tensor:
