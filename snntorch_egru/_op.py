@@ -250,6 +250,31 @@ for _dev in ("cpu", "cuda"):
 # the wrapper the backends call
 
 
+def under_transform(*tensors: Optional[torch.Tensor]) -> bool:
+    """Whether a ``torch.func`` transform (``grad``, ``jacrev``, ``jvp``, ``vmap``, ...) is active or a
+    tensor carries a forward-mode tangent (``torch.autograd.forward_ad``): the operator supports neither
+    (torch would give zero tangents), so the layer runs the reference math, which supports both.
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru._op import under_transform
+        >>> x = torch.randn(3)
+        >>> with torch.autograd.forward_ad.dual_level():
+        ...     dual = torch.autograd.forward_ad.make_dual(x, torch.ones(3))
+        ...     under_transform(x), under_transform(dual)
+        (False, True)
+    """
+    if torch.compiler.is_compiling():  # traced graphs: the operator node (compile / export)
+        return False
+    if torch._C._functorch.maybe_current_level() is not None:
+        return True
+    fwd = torch.autograd.forward_ad
+    if getattr(fwd, "_current_level", 0) < 0:  # no dual_level open: no tangents anywhere
+        return False
+    return any(t is not None and fwd.unpack_dual(t).tangent is not None for t in tensors)
+
+
 def egru_layer_call(x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0: torch.Tensor, w: EGRUWeights,
                     opts: EGRUOptions, zoneout_mask: Optional[torch.Tensor] = None,
                     dropconnect_mask: Optional[torch.Tensor] = None) -> F.EGRUStepOutput:
@@ -265,8 +290,10 @@ def egru_layer_call(x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0:
     if x.shape[0] == 0:
         return _zero_length(x, y0, w)
     params = surrogate_params(opts.spike_fn)
-    if params is None or torch.onnx.is_in_onnx_export() or x.device.type not in ("cpu", "cuda"):
-        # any other spike function (or ONNX export): the step-by-step decomposition
+    if (params is None or torch.onnx.is_in_onnx_export() or x.device.type not in ("cpu", "cuda")
+            or under_transform(x, y0, c0, trace0, w.w_ih, w_hh, w.b_ih, w.b_hh, theta)):
+        # any other spike function, ONNX export or a torch.func transform / forward-mode AD (the
+        # operator has a backward formula only): the step-by-step decomposition
         return F.egru_sequence(x, y0, c0, trace0, w.w_ih, w_hh, w.b_ih, w.b_hh, theta, spike_fn=opts.spike_fn,
                                reset=opts.reset, zoneout_mask=zo, zoneout_p=zo_p)
     tensors = (x, y0, c0, trace0, w.w_ih, w_hh, w.b_ih, w.b_hh, theta)

@@ -35,7 +35,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import torch
 
@@ -76,18 +76,35 @@ class HeavisideTriangle(torch.autograd.Function):
         tensor([0.3500, 0.7000, 0.5250, 0.0000])
     """
 
+    # torch.func transforms (grad, jacrev, jvp, vmap): setup_context, a jvp rule and a generated vmap rule
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, v: torch.Tensor, gamma: float, epsilon: float) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(v)
-        ctx.gamma = gamma
-        ctx.epsilon = epsilon
+    def forward(v: torch.Tensor, gamma: float, epsilon: float) -> torch.Tensor:  # type: ignore[override]
         return (v > 0).to(v.dtype)
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+    def setup_context(ctx: Any, inputs: Tuple[Any, ...], output: torch.Tensor) -> None:
+        v, gamma, epsilon = inputs
+        ctx.save_for_backward(v)
+        ctx.save_for_forward(v)
+        ctx.gamma = gamma
+        ctx.epsilon = epsilon
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor):  # type: ignore[override]
         (v,) = ctx.saved_tensors
-        psi = ctx.gamma * torch.clamp(1.0 - ctx.epsilon * v.abs(), min=0.0)
-        return grad_out * psi, None, None
+        return grad_out * _triangle(v, ctx.gamma, ctx.epsilon), None, None
+
+    @staticmethod
+    def jvp(ctx: Any, v_t: torch.Tensor, *_: Any) -> torch.Tensor:  # type: ignore[override]
+        """Forward-mode rule, the transpose of :meth:`backward`: ``psi(v) * dv`` (what ``jacrev`` gives)."""
+        (v,) = ctx.saved_tensors
+        return v_t * _triangle(v, ctx.gamma, ctx.epsilon)
+
+
+def _triangle(v: torch.Tensor, gamma: float, epsilon: float) -> torch.Tensor:
+    return gamma * torch.clamp(1.0 - epsilon * v.abs(), min=0.0)
 
 
 class SpikeFunction:
