@@ -109,12 +109,29 @@ def choice(name: str, value: Any, options: Sequence[str]) -> str:
     return value
 
 
+_SPIKE_GRAD_KINDS = ("a callable f(v) -> H(v) of one tensor returning a tensor of v's shape, such as "
+                     "snntorch_egru.surrogate.pseudo_derivative() or snntorch.surrogate.atan()")
+
+
 def spike_grad(value: Any) -> None:
-    if value is not None and not callable(value):
-        raise TypeError(
-            "spike_grad must be None or a callable f(v) -> H(v) such as "
-            f"snntorch_egru.surrogate.pseudo_derivative() or snntorch.surrogate.atan(), got {type(value).__name__}"
-        )
+    """``None`` or a spike function: callable, and called once on a small probe tensor (CPU, the default
+    dtype, no grad) it returns a tensor of the probe's shape. A function of another signature would
+    otherwise fail deep inside the layer, at the first forward."""
+    if value is None:
+        return
+    if not callable(value):
+        raise TypeError(f"spike_grad must be None or {_SPIKE_GRAD_KINDS}, got {type(value).__name__}")
+    probe = torch.linspace(-1.0, 1.0, 5, device="cpu")
+    try:
+        with torch.no_grad():
+            out = value(probe)
+    except Exception as e:  # noqa: BLE001 - any failure of the user's function is reported as its own
+        raise TypeError(f"spike_grad must be {_SPIKE_GRAD_KINDS}; calling spike_grad(v) on a probe v of "
+                        f"shape [5] raised {type(e).__name__}: {e}") from e
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(probe.shape):
+        got = f"a tensor of shape {list(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+        raise TypeError(f"spike_grad must be {_SPIKE_GRAD_KINDS}; spike_grad(v) on a probe v of shape [5] "
+                        f"returned {got}")
 
 
 def tensor_input(name: str, x: Any, ranks: Sequence[int], feature_size: int, ref: torch.Tensor,

@@ -540,7 +540,8 @@ class EGRU(EGRUBase):
 
         Args:
             gru: a ``torch.nn.GRU`` (unidirectional, no projections).
-            **kwargs: further EGRU options (e.g. ``backend``).
+            **kwargs: further EGRU options (e.g. ``backend``); ``num_layers`` and ``bias``, if
+                given, must equal ``gru``'s (``ValueError`` otherwise).
 
         Example::
 
@@ -555,13 +556,19 @@ class EGRU(EGRUBase):
             raise TypeError(f"gru must be a torch.nn.GRU, got {type(gru).__name__}")
         if gru.bidirectional or getattr(gru, "proj_size", 0):
             raise ValueError("gru must be unidirectional without projections (bidirectional=False)")
+        for name in ("num_layers", "bias"):  # the copied weights fix these: refuse another value
+            if name in kwargs and kwargs[name] != getattr(gru, name):
+                raise ValueError(
+                    f"from_gru copies every layer of gru, so {name} must equal gru.{name}={getattr(gru, name)!r}, "
+                    f"got {name}={kwargs[name]!r}; drop the {name} argument (or build the torch.nn.GRU with "
+                    f"{name}={kwargs[name]!r})")
+        ref = gru.weight_ih_l0
         options = dict(
             num_layers=gru.num_layers, bias=gru.bias, batch_first=gru.batch_first, dropout=gru.dropout,
-            reset_mechanism="none", threshold_clamp=False,
+            reset_mechanism="none", threshold_clamp=False, device=ref.device, dtype=ref.dtype,
         )
         options.update(kwargs)
-        ref = gru.weight_ih_l0
-        egru = cls(gru.input_size, gru.hidden_size, **options).to(dtype=ref.dtype, device=ref.device)
+        egru = cls(gru.input_size, gru.hidden_size, **options)
         with torch.no_grad():
             for k in range(gru.num_layers):
                 for name in ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if gru.bias else ()):

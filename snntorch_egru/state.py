@@ -144,3 +144,21 @@ class EGRURecurrentState(NamedTuple):
 
 
 EGRURecurrentState.__module__ = "snntorch_egru.norse"  # its public home (pickles and docs name it there)
+
+
+def _register_for_serialization() -> None:
+    """Name the state types for pytree serialization, so ``torch.export.save`` of a model that takes or
+    returns them works (namedtuples are pytree nodes already; this adds a stable serialized name)."""
+    from torch.utils import _pytree as pytree
+
+    for cls, name in ((EGRUState, "snntorch_egru.EGRUState"), (EGRURecord, "snntorch_egru.EGRURecord"),
+                      (EGRURecurrentState, "snntorch_egru.norse.EGRURecurrentState")):
+        if cls in pytree.SUPPORTED_SERIALIZED_TYPES:  # a re-import of this module
+            continue
+        try:
+            pytree._register_namedtuple(cls, serialized_type_name=name)
+        except ValueError:  # registered already (e.g. by an older copy of this module)
+            pass
+
+
+_register_for_serialization()
