@@ -67,6 +67,14 @@ class EGRUCell(EGRUBase):
         - **y** of shape ``[B, H]``: previous events (optional).
         - **c** of shape ``[B, H]``: previous internal state (optional).
 
+    .. warning::
+        The second argument is the previous *events* ``y``, as ``snn.RLeaky(cur, spk, mem)``
+        takes ``spk`` second, not the membrane/state as ``snn.Leaky(cur, mem)``. The
+        ``snn.Leaky`` idiom ``y, mem = cell(x, mem)`` would feed the state back as events:
+        pass both, ``y, c = cell(x, y, c)`` (start from ``y, c = cell.init_egru()``), or
+        call ``cell(x)`` to continue from the stored state. The cell raises ``TypeError``
+        when it can tell: a ``y`` that is the ``c`` it returned, or a ``(y, c)`` tuple.
+
     Outputs: ``y, c``
         - **y** ``[B, H]``: graded events of this step.
         - **c** ``[B, H]``: internal state after the reset.
@@ -226,6 +234,18 @@ class EGRUCell(EGRUBase):
                 return self._step(input_, y, c)
         return self._step(input_, y, c)
 
+    def _check_state_order(self, y: Any, c: Any) -> None:
+        """Catch the ``snn.Leaky`` idiom ``y, mem = cell(x, mem)`` where it can be seen (see the class warning)."""
+        fix = ("EGRUCell.forward(input_, y, c) takes the previous events y second and the state c third "
+               "(as snn.RLeaky(cur, spk, mem), not snn.Leaky(cur, mem)): call y, c = cell(input_, y, c), "
+               "starting from y, c = cell.init_egru(), or cell(input_) to continue from the stored state")
+        if isinstance(y, tuple):
+            raise TypeError(f"y must be a torch.Tensor (the previous events), got a tuple of {len(y)}; "
+                            "init_egru() returns (y, c): unpack it, y, c = cell.init_egru(). " + fix)
+        if y is not None and y is self.c and y is not self.y and self.c.numel() > 0:
+            raise TypeError("the tensor passed as y is the internal state c that this cell returned "
+                            "(the snn.Leaky idiom y, mem = cell(input_, mem)). " + fix)
+
     def _load_state(self, y: Optional[torch.Tensor], c: Optional[torch.Tensor], shape: tuple[int, ...]) -> None:
         """Store the passed ``y``/``c``; stored states of another shape (first call, new batch size),
         dtype or device start from zero. The check is against ``(B, hidden_size)``, never the input's shape."""
@@ -256,6 +276,7 @@ class EGRUCell(EGRUBase):
                 "EGRUCell with init_hidden=True keeps its own state: call it as cell(input_) "
                 "without y or c, or build it with init_hidden=False to pass the state explicitly"
             )
+        self._check_state_order(y, c)
         w = self.weight_ih
         _checks.tensor_input("input_", input_, (1, 2), self.input_size, w, "[B, input_size] or [input_size]")
         shape = self._state_shape(input_)
