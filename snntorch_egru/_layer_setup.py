@@ -77,6 +77,22 @@ def recurrent_layout(w_hh: torch.Tensor) -> torch.Tensor:
     return w_hh if w_hh.t().is_contiguous() else w_hh.t().contiguous().t()
 
 
+def nan_threshold_propagates(theta: torch.Tensor, out: F.EGRUStepOutput) -> F.EGRUStepOutput:
+    """``out`` with NaN in ``y``, ``c`` and ``trace`` of every unit whose threshold is NaN.
+
+    ``H(c_hat - NaN)`` is 0, so a NaN threshold would otherwise silence its unit without a trace
+    under ``reset="zero"`` or ``"none"``; ``torch.nn.GRU`` propagates a NaN weight into its outputs,
+    and so does this. Eager CPU calls skip the sum when no threshold is NaN (a check of ``H`` values,
+    no device sync); traced, compiled or CUDA calls always add the (zero) term.
+    """
+    eager_cpu = (theta.device.type == "cpu" and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+                 and torch._C._functorch.maybe_current_level() is None)
+    if eager_cpu and not bool(theta.isnan().any()):
+        return out
+    term = torch.where(theta.isnan(), theta, torch.zeros_like(theta))
+    return out._replace(y=out.y + term, c=out.c + term, trace=out.trace + term)
+
+
 def make_spike_fn(spike_grad: Optional[SpikeFn], surrogate_disable: bool, gamma: float, eps: float) -> SpikeFn:
     """The module's spike function: plain Heaviside, the paper's triangle, or the user's surrogate."""
     if surrogate_disable:
@@ -230,7 +246,7 @@ class EGRUBase(nn.Module):
 
     def _run_layer(self, call: LayerCall) -> F.EGRUStepOutput:
         """Run one layer call through the backend registry and tell the observers."""
-        out = resolve_backend(self.backend, call).run(call)
+        out = nan_threshold_propagates(call.threshold, resolve_backend(self.backend, call).run(call))
         observers = self._layer_observers
         if observers:
             for fn in tuple(observers.values()):

@@ -15,7 +15,7 @@ from torch import nn
 
 from . import _checks, _packed
 from . import functional as F
-from ._layer_setup import LAYER_TENSOR_NAMES, EGRUBase, in_param_dtype
+from ._layer_setup import LAYER_TENSOR_NAMES, EGRUBase, in_param_dtype, nan_threshold_propagates
 from .backends import LayerCall
 from .state import EGRURecord, EGRURecurrentState, EGRUState
 
@@ -246,18 +246,18 @@ class EGRUCell(EGRUBase):
             raise TypeError("the tensor passed as y is the internal state c that this cell returned "
                             "(the snn.Leaky idiom y, mem = cell(input_, mem)). " + fix)
 
-    def _load_state(self, y: Optional[torch.Tensor], c: Optional[torch.Tensor], shape: tuple[int, ...]) -> None:
-        """Store the passed ``y``/``c``; stored states of another shape (first call, new batch size),
-        dtype or device start from zero. The check is against ``(B, hidden_size)``, never the input's shape."""
+    def _load_state(self, y: Optional[torch.Tensor], c: Optional[torch.Tensor], shape: tuple[int, ...]
+                    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The step's starting ``(y, c, trace)``: the passed ``y``/``c``, else the stored ones; states of
+        another shape (first call, new batch size), dtype or device start from zero. The check is against
+        ``(B, hidden_size)``, never the input's shape. Nothing is stored here (see :meth:`_step`)."""
         w = self.weight_ih
-        if y is not None:
-            self.y = self._explicit_state("y", y, shape, w)
-        if c is not None:
-            self.c = self._explicit_state("c", c, shape, w)
-        for name in ("y", "c", "trace"):
-            s = getattr(self, name)
+        start = [self.y if y is None else self._explicit_state("y", y, shape, w),
+                 self.c if c is None else self._explicit_state("c", c, shape, w), self.trace]
+        for i, s in enumerate(start):
             if tuple(s.shape) != shape or s.dtype != w.dtype or s.device != w.device:
-                setattr(self, name, torch.zeros(shape, dtype=w.dtype, device=w.device))
+                start[i] = torch.zeros(shape, dtype=w.dtype, device=w.device)
+        return start[0], start[1], start[2]
 
     def _recurrent_weight(self) -> torch.Tensor:
         """``weight_hh``, times the DropConnect mask in training (one mask per sequence, see reset_mem)."""
@@ -280,15 +280,25 @@ class EGRUCell(EGRUBase):
         w = self.weight_ih
         _checks.tensor_input("input_", input_, (1, 2), self.input_size, w, "[B, input_size] or [input_size]")
         shape = self._state_shape(input_)
-        self._load_state(y, c, shape)
+        recomputing = torch._C._current_graph_task_id() != -1  # run by a backward pass (checkpoint)
+        if recomputing and (y is None or c is None):
+            raise RuntimeError(
+                "EGRUCell was run again during a backward pass (torch.utils.checkpoint recomputing a "
+                "step) while reading the state it stores on itself, which by now is a later step's "
+                "state, so the gradients would be wrong. Pass the state explicitly: build the cell "
+                "with init_hidden=False and checkpoint y, c = checkpoint(cell, x_t, y, c, "
+                "use_reentrant=False), starting from y, c = cell.init_egru()")
+        y0, c0, tr0 = self._load_state(y, c, shape)
         w_hh = self._recurrent_weight()
         zo_mask, zo_p = self._zoneout_args(shape, w)
+        theta = self._effective_threshold(self.threshold)
         step = F.egru_step(
-            input_, self.y, self.c, self.trace, self.weight_ih, w_hh, self.bias_ih, self.bias_hh,
-            self._effective_threshold(self.threshold), spike_fn=self.spike_grad,
-            reset=self.reset_mechanism, zoneout_mask=zo_mask, zoneout_p=zo_p,
+            input_, y0, c0, tr0, self.weight_ih, w_hh, self.bias_ih, self.bias_hh,
+            theta, spike_fn=self.spike_grad, reset=self.reset_mechanism, zoneout_mask=zo_mask, zoneout_p=zo_p,
         )
-        self.y, self.c, self.trace = step.y, step.c, step.trace
+        step = nan_threshold_propagates(theta, step)
+        if not recomputing:  # a recomputation (checkpoint) leaves the stored state, a later step's, as it is
+            self.y, self.c, self.trace = step.y, step.c, step.trace
         if self.init_hidden and not self.output:
             return step.y
         return step.y, step.c
