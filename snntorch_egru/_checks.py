@@ -134,6 +134,30 @@ def spike_grad(value: Any) -> None:
                         f"returned {got}")
 
 
+_STATE_ORDER_FIX = (
+    "EGRUCell.forward(input_, y, c) takes the previous events y second and the state c third "
+    "(as snn.RLeaky(cur, spk, mem), not snn.Leaky(cur, mem)): call y, c = cell(input_, y, c), "
+    "starting from y, c = cell.init_egru(), or cell(input_) to continue from the stored state")
+
+#: EGRUCell run by a backward pass (checkpoint recomputation) on the state it stores on itself.
+RECOMPUTED_STORED_STATE = (
+    "EGRUCell was run again during a backward pass (torch.utils.checkpoint recomputing a step) while "
+    "reading the state it stores on itself, which by now is a later step's state, so the gradients would "
+    "be wrong. Pass the state explicitly: build the cell with init_hidden=False and checkpoint "
+    "y, c = checkpoint(cell, x_t, y, c, use_reentrant=False), starting from y, c = cell.init_egru()")
+
+
+def cell_state_order(y: Any, stored_y: torch.Tensor, stored_c: torch.Tensor) -> None:
+    """Catch the ``snn.Leaky`` idiom ``y, mem = cell(x, mem)`` where it can be seen: the ``c`` the
+    cell returned (``stored_c``) passed back as ``y``, or the ``(y, c)`` tuple of ``init_egru()``."""
+    if isinstance(y, tuple):
+        raise TypeError(f"y must be a torch.Tensor (the previous events), got a tuple of {len(y)}; "
+                        "init_egru() returns (y, c): unpack it, y, c = cell.init_egru(). " + _STATE_ORDER_FIX)
+    if y is not None and y is stored_c and y is not stored_y and stored_c.numel() > 0:
+        raise TypeError("the tensor passed as y is the internal state c that this cell returned "
+                        "(the snn.Leaky idiom y, mem = cell(input_, mem)). " + _STATE_ORDER_FIX)
+
+
 def tensor_input(name: str, x: Any, ranks: Sequence[int], feature_size: int, ref: torch.Tensor,
                  layout: str) -> torch.Tensor:
     """Check an input tensor's type, rank, last dimension, dtype and device against a parameter ``ref``."""

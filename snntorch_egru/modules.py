@@ -58,9 +58,8 @@ class EGRUCell(EGRUBase):
         threshold_clamp: clamp thresholds to [0, 1] in the forward pass. Default: True.
         init: ``"evnn"`` (xavier-normal weights, zero biases; the official code)
             or ``"torch"`` (``torch.nn.GRU``'s uniform init). Default: ``"evnn"``.
-        device: device of the parameters (e.g. ``"meta"`` to build without memory, then
-            ``to_empty(device=...)`` and :meth:`reset_parameters`). Default: the default device.
-        dtype: dtype of the parameters. Default: ``torch.get_default_dtype()``.
+        device, dtype: of the parameters, as ``torch.nn.GRU``'s (``"meta"``: then ``to_empty()`` and
+            :meth:`reset_parameters`). Default: the default device and dtype.
 
     Inputs: ``input_, y, c``
         - **input_** of shape ``[B, I]`` (or ``[I]``): input at this step.
@@ -68,12 +67,9 @@ class EGRUCell(EGRUBase):
         - **c** of shape ``[B, H]``: previous internal state (optional).
 
     .. warning::
-        The second argument is the previous *events* ``y``, as ``snn.RLeaky(cur, spk, mem)``
-        takes ``spk`` second, not the membrane/state as ``snn.Leaky(cur, mem)``. The
-        ``snn.Leaky`` idiom ``y, mem = cell(x, mem)`` would feed the state back as events:
-        pass both, ``y, c = cell(x, y, c)`` (start from ``y, c = cell.init_egru()``), or
-        call ``cell(x)`` to continue from the stored state. The cell raises ``TypeError``
-        when it can tell: a ``y`` that is the ``c`` it returned, or a ``(y, c)`` tuple.
+        The second argument is the previous *events* ``y`` (as ``snn.RLeaky(cur, spk, mem)``), not
+        the state (``snn.Leaky(cur, mem)``): write ``y, c = cell(x, y, c)`` from ``y, c = cell.init_egru()``,
+        or ``cell(x)``. ``y, mem = cell(x, mem)`` raises ``TypeError`` where it can be seen.
 
     Outputs: ``y, c``
         - **y** ``[B, H]``: graded events of this step.
@@ -234,18 +230,6 @@ class EGRUCell(EGRUBase):
                 return self._step(input_, y, c)
         return self._step(input_, y, c)
 
-    def _check_state_order(self, y: Any, c: Any) -> None:
-        """Catch the ``snn.Leaky`` idiom ``y, mem = cell(x, mem)`` where it can be seen (see the class warning)."""
-        fix = ("EGRUCell.forward(input_, y, c) takes the previous events y second and the state c third "
-               "(as snn.RLeaky(cur, spk, mem), not snn.Leaky(cur, mem)): call y, c = cell(input_, y, c), "
-               "starting from y, c = cell.init_egru(), or cell(input_) to continue from the stored state")
-        if isinstance(y, tuple):
-            raise TypeError(f"y must be a torch.Tensor (the previous events), got a tuple of {len(y)}; "
-                            "init_egru() returns (y, c): unpack it, y, c = cell.init_egru(). " + fix)
-        if y is not None and y is self.c and y is not self.y and self.c.numel() > 0:
-            raise TypeError("the tensor passed as y is the internal state c that this cell returned "
-                            "(the snn.Leaky idiom y, mem = cell(input_, mem)). " + fix)
-
     def _load_state(self, y: Optional[torch.Tensor], c: Optional[torch.Tensor], shape: tuple[int, ...]
                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The step's starting ``(y, c, trace)``: the passed ``y``/``c``, else the stored ones; states of
@@ -276,18 +260,13 @@ class EGRUCell(EGRUBase):
                 "EGRUCell with init_hidden=True keeps its own state: call it as cell(input_) "
                 "without y or c, or build it with init_hidden=False to pass the state explicitly"
             )
-        self._check_state_order(y, c)
+        _checks.cell_state_order(y, self.y, self.c)
         w = self.weight_ih
         _checks.tensor_input("input_", input_, (1, 2), self.input_size, w, "[B, input_size] or [input_size]")
         shape = self._state_shape(input_)
         recomputing = torch._C._current_graph_task_id() != -1  # run by a backward pass (checkpoint)
         if recomputing and (y is None or c is None):
-            raise RuntimeError(
-                "EGRUCell was run again during a backward pass (torch.utils.checkpoint recomputing a "
-                "step) while reading the state it stores on itself, which by now is a later step's "
-                "state, so the gradients would be wrong. Pass the state explicitly: build the cell "
-                "with init_hidden=False and checkpoint y, c = checkpoint(cell, x_t, y, c, "
-                "use_reentrant=False), starting from y, c = cell.init_egru()")
+            raise RuntimeError(_checks.RECOMPUTED_STORED_STATE)
         y0, c0, tr0 = self._load_state(y, c, shape)
         w_hh = self._recurrent_weight()
         zo_mask, zo_p = self._zoneout_args(shape, w)
@@ -343,9 +322,8 @@ class EGRU(EGRUBase):
         init: ``"evnn"`` (default) or ``"torch"`` weight initialisation.
         backend: ``"auto"`` (default), ``"reference"`` (step-by-step autograd) or
             any registered fast backend (see :mod:`snntorch_egru.backends`).
-        device: device of the parameters, as ``torch.nn.GRU``'s (``"meta"``: shapes only; then
-            ``to_empty(device=...)`` and :meth:`reset_parameters`). Default: the default device.
-        dtype: dtype of the parameters. Default: ``torch.get_default_dtype()``.
+        device, dtype: of the parameters, as ``torch.nn.GRU``'s (``"meta"``: then ``to_empty()`` and
+            :meth:`reset_parameters`). Default: the default device and dtype.
 
     Inputs: ``x, state``
         - **x**: ``[T, B, I]`` (``[B, T, I]`` with ``batch_first``; ``[T, I]`` unbatched).
