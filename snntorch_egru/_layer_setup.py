@@ -188,10 +188,10 @@ class EGRUBase(nn.Module):
         ``.view(-1)``, ``torch.nn.utils.parameters_to_vector``, ``torch.nn.utils.prune`` and
         safetensors work on them. The event-driven CPU path reads one unit's outgoing weights as
         one contiguous row of ``W_hh^T``, from a copy made once per weight version
-        (:func:`snntorch_egru.sparse.transposed_weight`): an optimizer step or any torch in-place
-        edit makes a new copy. Call this method after an in-place edit that bypasses autograd's
-        version counter (``weight.data.mul_(...)``, NumPy or raw pointer writes), or to make a
-        replaced weight (``.data = ...`` with a strided tensor) contiguous again. Optimizers keep
+        (:func:`snntorch_egru.sparse.transposed_weight`): an optimizer step, any torch in-place
+        edit and any ``.data`` edit of more than a few elements make a new copy. Call this method
+        after editing only a few elements through ``.data`` (or NumPy, or a raw pointer), or to make
+        a replaced weight (``.data = ...`` with a strided tensor) contiguous again. Optimizers keep
         working (the parameter objects stay the same).
 
         Example::
