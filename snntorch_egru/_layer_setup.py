@@ -71,10 +71,10 @@ OPTION_CHECKS: Dict[str, Callable[[str, Any], Any]] = {
 
 
 def recurrent_layout(w_hh: torch.Tensor) -> torch.Tensor:
-    """``w_hh`` [3H, H] in the layout the CPU operator multiplies with: its transpose contiguous
-    (the tensor itself if already so). The modules store ``weight_hh`` row-major, as ``torch.nn.GRU``
-    does, and the operator reads a cached copy in this layout (``sparse.transposed_weight``)."""
-    return w_hh if w_hh.t().is_contiguous() else w_hh.t().contiguous().t()
+    """``w_hh`` [3H, H] in the layers' storage: row-major (contiguous), as ``torch.nn.GRU`` keeps it (the
+    tensor itself if already so). A step that multiplies with it (``functional.egru_step``: the cells, the
+    Norse flavour, NIR's ``EGRUStep``) then runs the same GEMM, so their numbers agree bit for bit."""
+    return w_hh.contiguous()
 
 
 def nan_threshold_propagates(theta: torch.Tensor, out: F.EGRUStepOutput) -> F.EGRUStepOutput:
@@ -206,7 +206,7 @@ class EGRUBase(nn.Module):
         with torch.no_grad():
             for name, p in self.named_parameters(recurse=False):
                 if name.startswith("weight_hh") and p.dim() == 2 and not p.is_contiguous():
-                    p.data = p.data.contiguous()
+                    p.data = recurrent_layout(p.data)
         clear_transposed_cache()
 
     def _effective_threshold(self, theta: torch.Tensor) -> torch.Tensor:

@@ -264,7 +264,8 @@ class EGRUCell(EGRUBase):
         w = self.weight_ih
         _checks.tensor_input("input_", input_, (1, 2), self.input_size, w, "[B, input_size] or [input_size]")
         shape = self._state_shape(input_)
-        recomputing = torch._C._current_graph_task_id() != -1  # run by a backward pass (checkpoint)
+        # run by a backward pass (a checkpoint recomputation); traced code (torch.compile) is not
+        recomputing = not torch.compiler.is_compiling() and torch._C._current_graph_task_id() != -1
         if recomputing and (y is None or c is None):
             raise RuntimeError(_checks.RECOMPUTED_STORED_STATE)
         y0, c0, tr0 = self._load_state(y, c, shape)
