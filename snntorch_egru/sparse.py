@@ -33,8 +33,9 @@ per-unit coefficients chunk by chunk of time steps, so its own temporaries stay
 small; measured peak training memory (``snntorch-egru bench --memory``) is below
 autograd through the step-by-step reference. ``weight_hh`` (row-major, as in
 ``torch.nn.GRU``) is transposed once per weight version (a tiled native transpose) and the
-copy is reused by later calls and their backward (:func:`transposed_weight`). The backward loop is ``snntorch_egru/_cpu_backward.py``; the operator
-that calls both is ``snntorch_egru/_op.py``.
+copy is reused by later calls and their backward (:func:`transposed_weight`). The backward
+loop is ``snntorch_egru/_cpu_backward.py``; the operator that calls both is
+``snntorch_egru/_op.py``.
 
 Native helpers: a small C library built when the package is installed
 (``snntorch_egru/_native``, optional extension) runs the whole forward time loop
