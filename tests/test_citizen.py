@@ -19,7 +19,7 @@ from egru_reference import ref_heaviside_nograd, ref_stack, ref_triangle
 from conftest import layer_params, randomize_
 
 T, B, I, H = 5, 2, 3, 6
-BACKENDS = ["auto", "reference"]
+BACKENDS = ["auto", "torch", "reference"]
 
 
 def _model(backend="auto", layers=1, reset="subtract", seed=0, **kw):
