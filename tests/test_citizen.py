@@ -91,6 +91,29 @@ def test_forward_ad_tangents_of_input_and_weights_equal_the_reference(backend):
     torch.testing.assert_close(t_w, ref, rtol=1e-9, atol=1e-10)
 
 
+def test_kernel_function_under_transforms_is_a_clear_error():
+    """The CuPy kernels' autograd Function (run here by their CPU emulator) has no forward-mode rule:
+    a clear error, never zero tangents (the "cupy" backend routes these calls to the reference)."""
+    from snntorch_egru import cuda
+    from snntorch_egru.backends import LayerCall
+    from snntorch_egru.cuda._emulator import EmulatorLauncher
+
+    z = torch.zeros(B, H)
+    w_ih, w_hh = torch.randn(3 * H, I), torch.randn(3 * H, H)
+
+    def run(a):
+        call = LayerCall(a, z, z, z, w_ih, w_hh, None, None, torch.full((H,), 0.1), se.surrogate.EGRUSurrogate())
+        return cuda.run(call, launcher=EmulatorLauncher())[0]
+
+    x = torch.randn(T, B, I)
+    assert run(x).shape == (T, B, H)
+    with pytest.raises(RuntimeError, match=r"backward formula only.*backend='reference'"):
+        torch.func.jvp(run, (x,), (torch.ones_like(x),))
+    with pytest.raises(RuntimeError, match=r"forward-mode AD"):
+        with torch.autograd.forward_ad.dual_level():
+            run(torch.autograd.forward_ad.make_dual(x, torch.ones_like(x)))
+
+
 def test_jvp_through_the_cell_equals_the_reference():
     cell = se.EGRUCell(I, H).double()
     randomize_(cell, 3)
