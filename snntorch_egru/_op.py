@@ -40,7 +40,7 @@ from ._checks import reset_mechanism
 from ._cpu_backward import cpu_backward
 from ._grad import grad_products
 from ._op_checks import (  # noqa: F401 - check_native_forward: re-exported for the tests
-    RESET_CODES, _RESET_NAMES, check_layer_args, check_native_forward, surrogate_params)
+    RESET_CODES, _RESET_NAMES, check_layer_args, check_native_forward, surrogate_params, under_transform)
 from .backends import EGRUOptions, EGRUWeights, LayerCall, _zero_length, register_backend
 
 # ------------------------------------------------------------------------------------------
@@ -250,31 +250,6 @@ for _dev in ("cpu", "cuda"):
 
 # ------------------------------------------------------------------------------------------
 # the wrapper the backends call
-
-
-def under_transform(*tensors: Optional[torch.Tensor]) -> bool:
-    """Whether a ``torch.func`` transform (``grad``, ``jacrev``, ``jvp``, ``vmap``, ...) is active or a
-    tensor carries a forward-mode tangent (``torch.autograd.forward_ad``): the operator supports neither
-    (torch would give zero tangents), so the layer runs the reference math, which supports both.
-
-    Example::
-
-        >>> import torch
-        >>> from snntorch_egru._op import under_transform
-        >>> x = torch.randn(3)
-        >>> with torch.autograd.forward_ad.dual_level():
-        ...     dual = torch.autograd.forward_ad.make_dual(x, torch.ones(3))
-        ...     under_transform(x), under_transform(dual)
-        (False, True)
-    """
-    if torch.compiler.is_compiling():  # traced graphs: the operator node (compile / export)
-        return False
-    if torch._C._functorch.maybe_current_level() is not None:
-        return True
-    fwd = torch.autograd.forward_ad
-    if getattr(fwd, "_current_level", 0) < 0:  # no dual_level open: no tangents anywhere
-        return False
-    return any(t is not None and fwd.unpack_dual(t).tangent is not None for t in tensors)
 
 
 def egru_layer_call(x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0: torch.Tensor, w: EGRUWeights,

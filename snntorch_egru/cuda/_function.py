@@ -18,6 +18,7 @@ from typing import Any, Optional, Protocol
 import torch
 
 from .._checks import RESET_CODES
+from .._op_checks import under_transform
 
 __all__ = ["KernelConfig", "Launcher", "EGRUKernelFunction", "RESET_CODES", "check_tensor", "kernel_forward",
            "kernel_backward"]
@@ -166,8 +167,6 @@ class EGRUKernelFunction(torch.autograd.Function):
 
     @classmethod
     def apply(cls, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        from .._op import under_transform
-
         if under_transform(*(a for a in args if isinstance(a, torch.Tensor))):
             raise RuntimeError(
                 "the EGRU kernels (and their CPU emulator) have a backward formula only, so torch.func "
