@@ -109,12 +109,53 @@ def choice(name: str, value: Any, options: Sequence[str]) -> str:
     return value
 
 
+_SPIKE_GRAD_KINDS = ("a callable f(v) -> H(v) of one tensor returning a tensor of v's shape, such as "
+                     "snntorch_egru.surrogate.pseudo_derivative() or snntorch.surrogate.atan()")
+
+
 def spike_grad(value: Any) -> None:
-    if value is not None and not callable(value):
-        raise TypeError(
-            "spike_grad must be None or a callable f(v) -> H(v) such as "
-            f"snntorch_egru.surrogate.pseudo_derivative() or snntorch.surrogate.atan(), got {type(value).__name__}"
-        )
+    """``None`` or a spike function: callable, and called once on a small probe tensor (CPU, the default
+    dtype, no grad) it returns a tensor of the probe's shape. A function of another signature would
+    otherwise fail deep inside the layer, at the first forward."""
+    if value is None:
+        return
+    if not callable(value):
+        raise TypeError(f"spike_grad must be None or {_SPIKE_GRAD_KINDS}, got {type(value).__name__}")
+    probe = torch.linspace(-1.0, 1.0, 5, device="cpu")
+    try:
+        with torch.no_grad():
+            out = value(probe)
+    except Exception as e:  # noqa: BLE001 - any failure of the user's function is reported as its own
+        raise TypeError(f"spike_grad must be {_SPIKE_GRAD_KINDS}; calling spike_grad(v) on a probe v of "
+                        f"shape [5] raised {type(e).__name__}: {e}") from e
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(probe.shape):
+        got = f"a tensor of shape {list(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+        raise TypeError(f"spike_grad must be {_SPIKE_GRAD_KINDS}; spike_grad(v) on a probe v of shape [5] "
+                        f"returned {got}")
+
+
+_STATE_ORDER_FIX = (
+    "EGRUCell.forward(input_, y, c) takes the previous events y second and the state c third "
+    "(as snn.RLeaky(cur, spk, mem), not snn.Leaky(cur, mem)): call y, c = cell(input_, y, c), "
+    "starting from y, c = cell.init_egru(), or cell(input_) to continue from the stored state")
+
+#: EGRUCell run by a backward pass (checkpoint recomputation) on the state it stores on itself.
+RECOMPUTED_STORED_STATE = (
+    "EGRUCell was run again during a backward pass (torch.utils.checkpoint recomputing a step) while "
+    "reading the state it stores on itself, which by now is a later step's state, so the gradients would "
+    "be wrong. Pass the state explicitly: build the cell with init_hidden=False and checkpoint "
+    "y, c = checkpoint(cell, x_t, y, c, use_reentrant=False), starting from y, c = cell.init_egru()")
+
+
+def cell_state_order(y: Any, stored_y: torch.Tensor, stored_c: torch.Tensor) -> None:
+    """Catch the ``snn.Leaky`` idiom ``y, mem = cell(x, mem)`` where it can be seen: the ``c`` the
+    cell returned (``stored_c``) passed back as ``y``, or the ``(y, c)`` tuple of ``init_egru()``."""
+    if isinstance(y, tuple):
+        raise TypeError(f"y must be a torch.Tensor (the previous events), got a tuple of {len(y)}; "
+                        "init_egru() returns (y, c): unpack it, y, c = cell.init_egru(). " + _STATE_ORDER_FIX)
+    if y is not None and y is stored_c and y is not stored_y and stored_c.numel() > 0:
+        raise TypeError("the tensor passed as y is the internal state c that this cell returned "
+                        "(the snn.Leaky idiom y, mem = cell(input_, mem)). " + _STATE_ORDER_FIX)
 
 
 def tensor_input(name: str, x: Any, ranks: Sequence[int], feature_size: int, ref: torch.Tensor,

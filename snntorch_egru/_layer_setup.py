@@ -71,10 +71,26 @@ OPTION_CHECKS: Dict[str, Callable[[str, Any], Any]] = {
 
 
 def recurrent_layout(w_hh: torch.Tensor) -> torch.Tensor:
-    """``w_hh`` [3H, H] in the layout the CPU operator multiplies with: its transpose contiguous
-    (the tensor itself if already so). The modules store ``weight_hh`` row-major, as ``torch.nn.GRU``
-    does, and the operator reads a cached copy in this layout (``sparse.transposed_weight``)."""
-    return w_hh if w_hh.t().is_contiguous() else w_hh.t().contiguous().t()
+    """``w_hh`` [3H, H] in the layers' storage: row-major (contiguous), as ``torch.nn.GRU`` keeps it (the
+    tensor itself if already so). A step that multiplies with it (``functional.egru_step``: the cells, the
+    Norse flavour, NIR's ``EGRUStep``) then runs the same GEMM, so their numbers agree bit for bit."""
+    return w_hh.contiguous()
+
+
+def nan_threshold_propagates(theta: torch.Tensor, out: F.EGRUStepOutput) -> F.EGRUStepOutput:
+    """``out`` with NaN in ``y``, ``c`` and ``trace`` of every unit whose threshold is NaN.
+
+    ``H(c_hat - NaN)`` is 0, so a NaN threshold would otherwise silence its unit without a trace
+    under ``reset="zero"`` or ``"none"``; ``torch.nn.GRU`` propagates a NaN weight into its outputs,
+    and so does this. Eager CPU calls skip the sum when no threshold is NaN (a check of ``H`` values,
+    no device sync); traced, compiled or CUDA calls always add the (zero) term.
+    """
+    eager_cpu = (theta.device.type == "cpu" and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+                 and torch._C._functorch.maybe_current_level() is None)
+    if eager_cpu and not bool(theta.isnan().any()):
+        return out
+    term = torch.where(theta.isnan(), theta, torch.zeros_like(theta))
+    return out._replace(y=out.y + term, c=out.c + term, trace=out.trace + term)
 
 
 def make_spike_fn(spike_grad: Optional[SpikeFn], surrogate_disable: bool, gamma: float, eps: float) -> SpikeFn:
@@ -172,10 +188,10 @@ class EGRUBase(nn.Module):
         ``.view(-1)``, ``torch.nn.utils.parameters_to_vector``, ``torch.nn.utils.prune`` and
         safetensors work on them. The event-driven CPU path reads one unit's outgoing weights as
         one contiguous row of ``W_hh^T``, from a copy made once per weight version
-        (:func:`snntorch_egru.sparse.transposed_weight`): an optimizer step or any torch in-place
-        edit makes a new copy. Call this method after an in-place edit that bypasses autograd's
-        version counter (``weight.data.mul_(...)``, NumPy or raw pointer writes), or to make a
-        replaced weight (``.data = ...`` with a strided tensor) contiguous again. Optimizers keep
+        (:func:`snntorch_egru.sparse.transposed_weight`): an optimizer step, any torch in-place
+        edit and any ``.data`` edit of more than a few elements make a new copy. Call this method
+        after editing only a few elements through ``.data`` (or NumPy, or a raw pointer), or to make
+        a replaced weight (``.data = ...`` with a strided tensor) contiguous again. Optimizers keep
         working (the parameter objects stay the same).
 
         Example::
@@ -190,7 +206,7 @@ class EGRUBase(nn.Module):
         with torch.no_grad():
             for name, p in self.named_parameters(recurse=False):
                 if name.startswith("weight_hh") and p.dim() == 2 and not p.is_contiguous():
-                    p.data = p.data.contiguous()
+                    p.data = recurrent_layout(p.data)
         clear_transposed_cache()
 
     def _effective_threshold(self, theta: torch.Tensor) -> torch.Tensor:
@@ -230,7 +246,7 @@ class EGRUBase(nn.Module):
 
     def _run_layer(self, call: LayerCall) -> F.EGRUStepOutput:
         """Run one layer call through the backend registry and tell the observers."""
-        out = resolve_backend(self.backend, call).run(call)
+        out = nan_threshold_propagates(call.threshold, resolve_backend(self.backend, call).run(call))
         observers = self._layer_observers
         if observers:
             for fn in tuple(observers.values()):

@@ -13,7 +13,8 @@ Layout of one call::
         |                         and broadcast, autocast -> float32, spike function -> (gamma, eps)
         v
     egru_layer (custom op)        device impls: CPU (native helper or pure torch), CUDA (CuPy)
-        |  returns y, c, o, trace and the saved gates (r|z, n, W_hn y + b_hn) and W_eff^T
+        |  returns y, c, o, trace and the saved gates (r|z, n, W_hn y + b_hn); W_eff^T is
+        |  not an output (the backward rebuilds it from the saved w_hh: sparse.transposed_weight)
         v
     egru_layer_backward           a *launcher* runs the sequential backward loop and writes the
                                   per-step gate gradients ``ga`` [T, B, 3H] (input side),
@@ -41,7 +42,7 @@ from ._cpu_backward import cpu_backward
 from ._grad import grad_products
 from ._onnx import egru_sequence_export, exporting_to_onnx
 from ._op_checks import (  # noqa: F401 - check_native_forward: re-exported for the tests
-    RESET_CODES, _RESET_NAMES, check_layer_args, check_native_forward, surrogate_params)
+    RESET_CODES, _RESET_NAMES, check_layer_args, check_native_forward, surrogate_params, under_transform)
 from .backends import EGRUOptions, EGRUWeights, LayerCall, _zero_length, register_backend
 
 # ------------------------------------------------------------------------------------------
@@ -107,7 +108,8 @@ def egru_layer_op(x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0: t
                   b_hh: Optional[torch.Tensor], theta: torch.Tensor, zoneout_mask: Optional[torch.Tensor],
                   zoneout_p: float, reset: int, gamma: float, eps: float, input_is_events: bool,
                   need_saved: bool) -> _OpOut:
-    """One EGRU layer over ``[T, B, I]`` -> ``(y, c, o, trace, rz, n, hn, w_t)`` (last four: saved state)."""
+    """One EGRU layer over ``[T, B, I]`` -> ``(y, c, o, trace, rz, n, hn, w_t)`` (rz, n, hn: saved state;
+    w_t: always empty, kept in the schema)."""
     if x.device.type == "cpu" or not _cupy_usable():
         res = _cpu_forward(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, zoneout_mask, zoneout_p, reset,
                            gamma, eps, input_is_events, need_saved)
@@ -310,8 +312,10 @@ def egru_layer_call(x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0:
     if exporting_to_onnx():  # one scan over time: the ONNX graph keeps a dynamic sequence length
         return egru_sequence_export(x, y0, c0, trace0, w.w_ih, w_hh, w.b_ih, w.b_hh, theta, spike_fn=opts.spike_fn,
                                     reset=opts.reset, zoneout_mask=zo, zoneout_p=zo_p)
-    if params is None or x.device.type not in ("cpu", "cuda"):
-        # any other spike function: the step-by-step decomposition
+    if (params is None or x.device.type not in ("cpu", "cuda")
+            or under_transform(x, y0, c0, trace0, w.w_ih, w_hh, w.b_ih, w.b_hh, theta)):
+        # any other spike function, another device, or a torch.func transform / forward-mode AD (the
+        # operator has a backward formula only): the step-by-step decomposition
         return F.egru_sequence(x, y0, c0, trace0, w.w_ih, w_hh, w.b_ih, w.b_hh, theta, spike_fn=opts.spike_fn,
                                reset=opts.reset, zoneout_mask=zo, zoneout_p=zo_p)
     tensors = (x, y0, c0, trace0, w.w_ih, w_hh, w.b_ih, w.b_hh, theta)

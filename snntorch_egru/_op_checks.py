@@ -118,3 +118,28 @@ def check_native_forward(gi: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, t
         _check_kernel_tensor("n", saved[1], (T, B, H), dt, dev)
         _check_kernel_tensor("hn", saved[2], (T, B, H), dt, dev)
     _check_kernel_tensor("gh", gh, (B, 3 * H), dt, dev)
+
+
+def under_transform(*tensors: Optional[torch.Tensor]) -> bool:
+    """Whether a ``torch.func`` transform (``grad``, ``jacrev``, ``jvp``, ``vmap``, ...) is active or a
+    tensor carries a forward-mode tangent (``torch.autograd.forward_ad``): the operator supports neither
+    (torch would give zero tangents), so the layer runs the reference math, which supports both.
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru._op_checks import under_transform
+        >>> x = torch.randn(3)
+        >>> with torch.autograd.forward_ad.dual_level():
+        ...     dual = torch.autograd.forward_ad.make_dual(x, torch.ones(3))
+        ...     under_transform(x), under_transform(dual)
+        (False, True)
+    """
+    if torch.compiler.is_compiling():  # traced graphs: the operator node (compile / export)
+        return False
+    if torch._C._functorch.maybe_current_level() is not None:
+        return True
+    fwd = torch.autograd.forward_ad
+    if getattr(fwd, "_current_level", 0) < 0:  # no dual_level open: no tangents anywhere
+        return False
+    return any(t is not None and fwd.unpack_dual(t).tangent is not None for t in tensors)

@@ -15,7 +15,7 @@ from torch import nn
 
 from . import _cell_fast, _checks, _packed
 from . import functional as F
-from ._layer_setup import LAYER_TENSOR_NAMES, EGRUBase, in_param_dtype
+from ._layer_setup import LAYER_TENSOR_NAMES, EGRUBase, in_param_dtype, nan_threshold_propagates
 from .backends import LayerCall
 from .state import EGRURecord, EGRURecurrentState, EGRUState
 
@@ -58,14 +58,18 @@ class EGRUCell(EGRUBase):
         threshold_clamp: clamp thresholds to [0, 1] in the forward pass. Default: True.
         init: ``"evnn"`` (xavier-normal weights, zero biases; the official code)
             or ``"torch"`` (``torch.nn.GRU``'s uniform init). Default: ``"evnn"``.
-        device: device of the parameters (e.g. ``"meta"`` to build without memory, then
-            ``to_empty(device=...)`` and :meth:`reset_parameters`). Default: the default device.
-        dtype: dtype of the parameters. Default: ``torch.get_default_dtype()``.
+        device, dtype: of the parameters, as ``torch.nn.GRU``'s (``"meta"``: then ``to_empty()`` and
+            :meth:`reset_parameters`). Default: the default device and dtype.
 
     Inputs: ``input_, y, c``
         - **input_** of shape ``[B, I]`` (or ``[I]``): input at this step.
         - **y** of shape ``[B, H]``: previous events (optional).
         - **c** of shape ``[B, H]``: previous internal state (optional).
+
+    .. warning::
+        The second argument is the previous *events* ``y`` (as ``snn.RLeaky(cur, spk, mem)``), not
+        the state (``snn.Leaky(cur, mem)``): write ``y, c = cell(x, y, c)`` from ``y, c = cell.init_egru()``,
+        or ``cell(x)``. ``y, mem = cell(x, mem)`` raises ``TypeError`` where it can be seen.
 
     Outputs: ``y, c``
         - **y** ``[B, H]``: graded events of this step.
@@ -236,18 +240,18 @@ class EGRUCell(EGRUBase):
                 return self._step(input_, y, c)
         return self._step(input_, y, c)
 
-    def _load_state(self, y: Optional[torch.Tensor], c: Optional[torch.Tensor], shape: tuple[int, ...]) -> None:
-        """Store the passed ``y``/``c``; stored states of another shape (first call, new batch size),
-        dtype or device start from zero. The check is against ``(B, hidden_size)``, never the input's shape."""
+    def _load_state(self, y: Optional[torch.Tensor], c: Optional[torch.Tensor], shape: tuple[int, ...]
+                    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The step's starting ``(y, c, trace)``: the passed ``y``/``c``, else the stored ones; states of
+        another shape (first call, new batch size), dtype or device start from zero. The check is against
+        ``(B, hidden_size)``, never the input's shape. Nothing is stored here (see :meth:`_step`)."""
         w = self.weight_ih
-        if y is not None:
-            self.y = self._explicit_state("y", y, shape, w)
-        if c is not None:
-            self.c = self._explicit_state("c", c, shape, w)
-        for name in ("y", "c", "trace"):
-            s = getattr(self, name)
+        start = [self.y if y is None else self._explicit_state("y", y, shape, w),
+                 self.c if c is None else self._explicit_state("c", c, shape, w), self.trace]
+        for i, s in enumerate(start):
             if tuple(s.shape) != shape or s.dtype != w.dtype or s.device != w.device:
-                setattr(self, name, torch.zeros(shape, dtype=w.dtype, device=w.device))
+                start[i] = torch.zeros(shape, dtype=w.dtype, device=w.device)
+        return start[0], start[1], start[2]
 
     def _recurrent_weight(self) -> torch.Tensor:
         """``weight_hh``, times the DropConnect mask in training (one mask per sequence, see reset_mem)."""
@@ -266,18 +270,25 @@ class EGRUCell(EGRUBase):
                 "EGRUCell with init_hidden=True keeps its own state: call it as cell(input_) "
                 "without y or c, or build it with init_hidden=False to pass the state explicitly"
             )
+        _checks.cell_state_order(y, self.y, self.c)
         w = self.weight_ih
         _checks.tensor_input("input_", input_, (1, 2), self.input_size, w, "[B, input_size] or [input_size]")
         shape = self._state_shape(input_)
-        self._load_state(y, c, shape)
+        # run by a backward pass (a checkpoint recomputation); traced code (torch.compile) is not
+        recomputing = not torch.compiler.is_compiling() and torch._C._current_graph_task_id() != -1
+        if recomputing and (y is None or c is None):
+            raise RuntimeError(_checks.RECOMPUTED_STORED_STATE)
+        y0, c0, tr0 = self._load_state(y, c, shape)
         w_hh = self._recurrent_weight()
         zo_mask, zo_p = self._zoneout_args(shape, w)
+        theta = self._effective_threshold(self.threshold)
         step = F.egru_step(
-            input_, self.y, self.c, self.trace, self.weight_ih, w_hh, self.bias_ih, self.bias_hh,
-            self._effective_threshold(self.threshold), spike_fn=self.spike_grad,
-            reset=self.reset_mechanism, zoneout_mask=zo_mask, zoneout_p=zo_p,
+            input_, y0, c0, tr0, self.weight_ih, w_hh, self.bias_ih, self.bias_hh,
+            theta, spike_fn=self.spike_grad, reset=self.reset_mechanism, zoneout_mask=zo_mask, zoneout_p=zo_p,
         )
-        self.y, self.c, self.trace = step.y, step.c, step.trace
+        step = nan_threshold_propagates(theta, step)
+        if not recomputing:  # a recomputation (checkpoint) leaves the stored state, a later step's, as it is
+            self.y, self.c, self.trace = step.y, step.c, step.trace
         if self.init_hidden and not self.output:
             return step.y
         return step.y, step.c
@@ -322,9 +333,8 @@ class EGRU(EGRUBase):
         init: ``"evnn"`` (default) or ``"torch"`` weight initialisation.
         backend: ``"auto"`` (default), ``"reference"`` (step-by-step autograd) or
             any registered fast backend (see :mod:`snntorch_egru.backends`).
-        device: device of the parameters, as ``torch.nn.GRU``'s (``"meta"``: shapes only; then
-            ``to_empty(device=...)`` and :meth:`reset_parameters`). Default: the default device.
-        dtype: dtype of the parameters. Default: ``torch.get_default_dtype()``.
+        device, dtype: of the parameters, as ``torch.nn.GRU``'s (``"meta"``: then ``to_empty()`` and
+            :meth:`reset_parameters`). Default: the default device and dtype.
 
     Inputs: ``x, state``
         - **x**: ``[T, B, I]`` (``[B, T, I]`` with ``batch_first``; ``[T, I]`` unbatched).
@@ -550,7 +560,8 @@ class EGRU(EGRUBase):
 
         Args:
             gru: a ``torch.nn.GRU`` (unidirectional, no projections).
-            **kwargs: further EGRU options (e.g. ``backend``).
+            **kwargs: further EGRU options (e.g. ``backend``); ``num_layers`` and ``bias``, if
+                given, must equal ``gru``'s (``ValueError`` otherwise).
 
         Example::
 
@@ -565,13 +576,19 @@ class EGRU(EGRUBase):
             raise TypeError(f"gru must be a torch.nn.GRU, got {type(gru).__name__}")
         if gru.bidirectional or getattr(gru, "proj_size", 0):
             raise ValueError("gru must be unidirectional without projections (bidirectional=False)")
+        for name in ("num_layers", "bias"):  # the copied weights fix these: refuse another value
+            if name in kwargs and kwargs[name] != getattr(gru, name):
+                raise ValueError(
+                    f"from_gru copies every layer of gru, so {name} must equal gru.{name}={getattr(gru, name)!r}, "
+                    f"got {name}={kwargs[name]!r}; drop the {name} argument (or build the torch.nn.GRU with "
+                    f"{name}={kwargs[name]!r})")
+        ref = gru.weight_ih_l0
         options = dict(
             num_layers=gru.num_layers, bias=gru.bias, batch_first=gru.batch_first, dropout=gru.dropout,
-            reset_mechanism="none", threshold_clamp=False,
+            reset_mechanism="none", threshold_clamp=False, device=ref.device, dtype=ref.dtype,
         )
         options.update(kwargs)
-        ref = gru.weight_ih_l0
-        egru = cls(gru.input_size, gru.hidden_size, **options).to(dtype=ref.dtype, device=ref.device)
+        egru = cls(gru.input_size, gru.hidden_size, **options)
         with torch.no_grad():
             for k in range(gru.num_layers):
                 for name in ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if gru.bias else ()):

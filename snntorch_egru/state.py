@@ -144,3 +144,31 @@ class EGRURecurrentState(NamedTuple):
 
 
 EGRURecurrentState.__module__ = "snntorch_egru.norse"  # its public home (pickles and docs name it there)
+
+
+def _register_for_serialization() -> None:
+    """Name the state types for pytree serialization, so ``torch.export.save`` of a model that takes or
+    returns them works (namedtuples are pytree nodes already; this adds a stable serialized name)."""
+    from collections import namedtuple
+
+    from torch.fx import _pytree as fx_pytree
+    from torch.utils import _pytree as pytree
+
+    # An exported module flattens its namedtuple inputs with d[i], which EGRUState refuses (its fields
+    # go by name): flatten every namedtuple with tuple.__getitem__ instead, the same values for any
+    # namedtuple that keeps tuple's indexing.
+    exact = fx_pytree.SUPPORTED_NODES_EXACT_MATCH.get(namedtuple)
+    fx_pytree.register_pytree_flatten_spec(
+        namedtuple, lambda d, spec: [tuple.__getitem__(d, i) for i in range(spec.num_children)], exact)
+
+    for cls, name in ((EGRUState, "snntorch_egru.EGRUState"), (EGRURecord, "snntorch_egru.EGRURecord"),
+                      (EGRURecurrentState, "snntorch_egru.norse.EGRURecurrentState")):
+        if cls in pytree.SUPPORTED_SERIALIZED_TYPES:  # a re-import of this module
+            continue
+        try:
+            pytree._register_namedtuple(cls, serialized_type_name=name)
+        except ValueError:  # registered already (e.g. by an older copy of this module)
+            pass
+
+
+_register_for_serialization()

@@ -35,7 +35,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import torch
 
@@ -76,18 +76,48 @@ class HeavisideTriangle(torch.autograd.Function):
         tensor([0.3500, 0.7000, 0.5250, 0.0000])
     """
 
+    # torch.func transforms (grad, jacrev, vmap): setup_context and a generated vmap rule (jvp: see below)
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, v: torch.Tensor, gamma: float, epsilon: float) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(v)
-        ctx.gamma = gamma
-        ctx.epsilon = epsilon
+    def forward(v: torch.Tensor, gamma: float, epsilon: float) -> torch.Tensor:  # type: ignore[override]
         return (v > 0).to(v.dtype)
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+    def setup_context(ctx: Any, inputs: Tuple[Any, ...], output: torch.Tensor) -> None:
+        v, gamma, epsilon = inputs
+        ctx.save_for_backward(v)
+        ctx.save_for_forward(v)
+        ctx.gamma = gamma
+        ctx.epsilon = epsilon
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor):  # type: ignore[override]
         (v,) = ctx.saved_tensors
-        psi = ctx.gamma * torch.clamp(1.0 - ctx.epsilon * v.abs(), min=0.0)
-        return grad_out * psi, None, None
+        return grad_out * _triangle(v, ctx.gamma, ctx.epsilon), None, None
+
+
+class _HeavisideTriangleForwardAD(HeavisideTriangle):
+    """:class:`HeavisideTriangle` with a forward-mode rule (``torch.func.jvp``, ``forward_ad``). A separate
+    class because ``torch.compile`` cannot trace an autograd Function that defines ``jvp``."""
+
+    @staticmethod
+    def jvp(ctx: Any, v_t: torch.Tensor, *_: Any) -> torch.Tensor:  # type: ignore[override]
+        """The transpose of :meth:`backward`: ``psi(v) * dv`` (what ``jacrev`` gives)."""
+        (v,) = ctx.saved_tensors
+        return v_t * _triangle(v, ctx.gamma, ctx.epsilon)
+
+
+def _forward_ad_possible() -> bool:
+    """A ``torch.func`` transform or a ``forward_ad.dual_level`` is active (never under ``torch.compile``)."""
+    if torch.compiler.is_compiling():
+        return False
+    return (torch._C._functorch.maybe_current_level() is not None
+            or getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0)
+
+
+def _triangle(v: torch.Tensor, gamma: float, epsilon: float) -> torch.Tensor:
+    return gamma * torch.clamp(1.0 - epsilon * v.abs(), min=0.0)
 
 
 class SpikeFunction:
@@ -195,7 +225,8 @@ class EGRUSurrogate(SpikeFunction):
         return float(self.gamma), float(self.epsilon)
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
-        return HeavisideTriangle.apply(v, self.gamma, self.epsilon)
+        fn = _HeavisideTriangleForwardAD if _forward_ad_possible() else HeavisideTriangle
+        return fn.apply(v, self.gamma, self.epsilon)
 
     def derivative(self, v: torch.Tensor) -> torch.Tensor:
         """The pseudo-derivative ``psi(v)`` itself (no autograd), same shape as ``v``.

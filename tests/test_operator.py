@@ -371,7 +371,11 @@ def test_data_edits_after_a_forward_are_seen():
     with torch.no_grad():
         fast(x)
         for m in (fast, ref):
-            m.weight_hh_l0.data[:, 1:] *= 3  # no version bump, element 0 unchanged
+            m.weight_hh_l0[:, 1:] *= 3  # an in-place edit (version bump), element 0 unchanged
+        torch.testing.assert_close(fast(x)[0], ref(x)[0], rtol=1e-10, atol=1e-10)
+        for m in (fast, ref):
+            m.weight_hh_l0.data[:, 1:] *= 3  # no version bump: flatten_parameters() drops the copies
+            m.flatten_parameters()
         torch.testing.assert_close(fast(x)[0], ref(x)[0], rtol=1e-10, atol=1e-10)
     for m in (fast, ref):
         m.weight_hh_l0.data = m.weight_hh_l0.data.t().contiguous().t() * 0.5  # new storage, strided
@@ -502,55 +506,53 @@ def test_zero_length_sequence_output_has_grad_fn(backend):
 
 
 @pytest.mark.parametrize("use_native", [True, False])
-@pytest.mark.parametrize("layout", ["fast", "row-major"])
-def test_recurrent_weight_is_read_in_place_and_never_stale(monkeypatch, use_native, layout):
-    """The modules store W_hh as W_hh^T (no copy, no cache): every edit is seen; a row-major
-    weight is transposed per call (one warning) and gives the same numbers."""
+@pytest.mark.parametrize("layout", ["row-major", "transposed"])
+def test_recurrent_weight_copy_is_cached_and_never_stale(monkeypatch, use_native, layout):
+    """weight_hh is stored row-major (torch.nn.GRU's layout); the CPU event path reads W_hh^T from a copy
+    made once per weight version (every torch edit is seen); a weight stored transposed is read in place."""
     monkeypatch.setattr(sparse, "SMALL_WEIGHT_BYTES", 0)  # the event path even for these small weights
     monkeypatch.setattr(_native_lib, "_USE_NATIVE", use_native)
-    monkeypatch.setattr(sparse, "_ROW_MAJOR_WARN_BYTES", 0)
-    monkeypatch.setattr(sparse, "_warned_row_major", False)
     calls = []
     real_transpose = sparse._transpose
     monkeypatch.setattr(sparse, "_transpose", lambda w, n: calls.append(1) or real_transpose(w, n))
     fast, ref = _pair(layers=2, dtype=torch.float64)
-    assert all(sparse.fast_layout(getattr(fast, f"weight_hh_l{k}")) for k in range(2))
-    if layout == "row-major":
+    sparse.clear_transposed_cache()
+    calls.clear()  # (_pair's threshold calibration ran the layer)
+    assert all(getattr(fast, f"weight_hh_l{k}").is_contiguous() for k in range(2))
+    if layout == "transposed":
         for m in (fast, ref):
             for k in range(2):
                 w = getattr(m, f"weight_hh_l{k}")
-                w.data = w.data.contiguous()
+                w.data = w.data.t().contiguous().t()
     x = torch.randn(T, B, I, dtype=torch.float64)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with torch.no_grad():
-            torch.testing.assert_close(fast(x)[0], ref(x)[0], rtol=1e-10, atol=1e-10)
-            for m in (fast, ref):
-                m.weight_hh_l0.data[:, 1:] *= 3  # no version bump, element 0 unchanged
-                m.weight_hh_l1.data[-1, -1] += 1e-12  # one element, a tiny change
-            torch.testing.assert_close(fast(x)[0], ref(x)[0], rtol=1e-10, atol=1e-10)
-        with torch.inference_mode():
-            for m in (fast, ref):
-                m.weight_hh_l0.add_(0.01)
-            torch.testing.assert_close(fast(x)[0], ref(x)[0], rtol=1e-10, atol=1e-10)
-        _assert_equal_runs(_loss_and_grads(fast, x), _loss_and_grads(ref, x), rtol=1e-10, atol=1e-10)
-    row_major = [w for w in caught if "row-major" in str(w.message)]
-    if layout == "fast":
-        assert calls == [] and row_major == []
-    else:
-        assert len(calls) >= 4 and len(row_major) == 1 and "flatten_parameters" in str(row_major[0].message)
-        p0 = fast.weight_hh_l0
-        before = p0.detach().clone()
-        fast.flatten_parameters()
-        assert fast.weight_hh_l0 is p0 and sparse.fast_layout(p0) and torch.equal(p0, before)
-        calls.clear()
-        with torch.no_grad():
-            torch.testing.assert_close(fast(x)[0], ref(x)[0], rtol=1e-10, atol=1e-10)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x)[0], ref(x)[0], rtol=1e-10, atol=1e-10)
+        first = len(calls)
+        torch.testing.assert_close(fast(x)[0], ref(x)[0], rtol=1e-10, atol=1e-10)
+        assert len(calls) == first  # unchanged weights: the cached copies
+        for m in (fast, ref):
+            m.weight_hh_l0[:, 1:] *= 3  # in place, element 0 unchanged
+            m.weight_hh_l1[-1, -1] += 1e-12  # one element, a tiny change
+        torch.testing.assert_close(fast(x)[0], ref(x)[0], rtol=1e-10, atol=1e-10)
+    with torch.inference_mode():
+        for m in (fast, ref):
+            m.weight_hh_l0.add_(0.01)
+        torch.testing.assert_close(fast(x)[0], ref(x)[0], rtol=1e-10, atol=1e-10)
+    _assert_equal_runs(_loss_and_grads(fast, x), _loss_and_grads(ref, x), rtol=1e-10, atol=1e-10)
+    if layout == "transposed":
         assert calls == []
+    else:
+        assert first == 2 and len(calls) == 2 + 2 + 1  # one copy per layer, then one per edited version
+        torch.optim.SGD(fast.parameters(), lr=0.1).step()  # bumps every version: the next call copies again
+        ref.load_state_dict(fast.state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close(fast(x)[0], ref(x)[0], rtol=1e-10, atol=1e-10)
+        assert len(calls) == 5 + 2
 
 
-def test_fast_layout_survives_the_usual_module_operations():
-    """state_dict round trips, .to(dtype), deepcopy, an optimizer step and gradients keep it."""
+def test_recurrent_storage_survives_the_usual_module_operations():
+    """state_dict round trips, .to(dtype), deepcopy, an optimizer step and gradients keep weight_hh
+    contiguous (torch.nn.GRU's layout): view(-1) and parameters_to_vector work."""
     import copy
 
     rnn = se.EGRU(I, H, num_layers=2)
@@ -561,5 +563,8 @@ def test_fast_layout_survives_the_usual_module_operations():
     opt.step()
     assert rnn.weight_hh_l0.grad.shape == (3 * H, H)
     for m in (rnn, other, copy.deepcopy(rnn), copy.deepcopy(rnn).double()):
-        assert all(sparse.fast_layout(getattr(m, f"weight_hh_l{k}")) for k in range(2))
-    assert rnn.weight_hh_l0.shape == (3 * H, H)  # the nn.GRU shape; only the storage is transposed
+        assert all(getattr(m, f"weight_hh_l{k}").is_contiguous() for k in range(2))
+        vec = torch.nn.utils.parameters_to_vector(m.parameters())
+        assert vec.numel() == sum(p.numel() for p in m.parameters())
+        assert torch.equal(m.weight_hh_l1.view(-1), m.weight_hh_l1.reshape(-1))
+    assert rnn.weight_hh_l0.shape == (3 * H, H)

@@ -18,6 +18,7 @@ from typing import Any, Optional, Protocol
 import torch
 
 from .._checks import RESET_CODES
+from .._op_checks import under_transform
 
 __all__ = ["KernelConfig", "Launcher", "EGRUKernelFunction", "RESET_CODES", "check_tensor", "kernel_forward",
            "kernel_backward"]
@@ -160,8 +161,19 @@ class EGRUKernelFunction(torch.autograd.Function):
     DropConnect mask applied inside); all four outputs are differentiable (once:
     the backward is not itself differentiable). The gradient products after the
     backward loop are :func:`snntorch_egru._grad.grad_products`, shared with the
-    ``snntorch_egru::egru_layer`` operator.
+    ``snntorch_egru::egru_layer`` operator. ``torch.func`` transforms and forward-mode AD are
+    refused with a clear error (the ``"cupy"`` backend itself switches to the reference math there).
     """
+
+    @classmethod
+    def apply(cls, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        if under_transform(*(a for a in args if isinstance(a, torch.Tensor))):
+            raise RuntimeError(
+                "the EGRU kernels (and their CPU emulator) have a backward formula only, so torch.func "
+                "transforms (jvp, grad, jacrev, vmap) and forward-mode AD (torch.autograd.forward_ad) cannot "
+                "run through them: use EGRU(..., backend='cupy') or 'auto', which switch to the reference math "
+                "under these transforms, or backend='reference'")
+        return super().apply(*args, **kwargs)
 
     @staticmethod
     def forward(ctx: Any, x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, dc_mask, zo_mask,  # type: ignore[override]
