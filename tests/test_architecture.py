@@ -27,7 +27,7 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     ("math", ("functional", "state")),
     ("engines", ("backends", "_op_checks", "_native_lib", "sparse", "_cpu_backward", "_grad", "_onnx", "_op", "cuda",
                  "_cell_fast")),
-    ("layers", ("_layer_setup", "_packed", "modules", "norse")),
+    ("layers", ("_layer_setup", "_packed", "_cell", "modules", "norse")),
     ("bridges", ("interop", "_tbptt", "_recorder", "metrics", "nir", "_nir", "convert", "registration", "neurobench", "bench",
                  "utils", "streaming")),
     ("training", ("training",)),
