@@ -89,6 +89,16 @@ class EGRUCell(EGRUBase):
         torch.Size([25, 8, 5])
     """
 
+    # parameters and state buffers (declared for type checkers; registered in __init__)
+    weight_ih: torch.Tensor
+    weight_hh: torch.Tensor
+    bias_ih: Optional[torch.Tensor]
+    bias_hh: Optional[torch.Tensor]
+    threshold: torch.Tensor
+    y: torch.Tensor
+    c: torch.Tensor
+    trace: torch.Tensor
+
     def __init__(
         self,
         input_size: int,
@@ -229,8 +239,8 @@ class EGRUCell(EGRUBase):
         if isinstance(input_, torch.Tensor) and _checks.autocast_active(input_):
             # autocast policy (see EGRU.forward): the step runs in the parameters' dtype
             ref = self.weight_ih
-            input_, y, c = (_checks.to_param_dtype(t, ref) if isinstance(t, torch.Tensor) else t
-                            for t in (input_, y, c))
+            input_ = _checks.to_param_dtype(input_, ref)
+            y, c = (_checks.to_param_dtype(t, ref) if isinstance(t, torch.Tensor) else t for t in (y, c))
             with _checks.float32_region(input_):
                 return self._step(input_, y, c)
         return self._step(input_, y, c)
@@ -254,8 +264,8 @@ class EGRUCell(EGRUBase):
         if self.training and self.dropconnect > 0.0:
             mask = self._dropconnect_mask
             if mask is None or mask.shape != w_hh.shape or mask.device != w_hh.device:
-                self._dropconnect_mask = F.dropconnect_mask(w_hh.detach(), self.dropconnect)
-            w_hh = w_hh * self._dropconnect_mask
+                mask = self._dropconnect_mask = F.dropconnect_mask(w_hh.detach(), self.dropconnect)
+            w_hh = w_hh * mask
         return w_hh
 
     def _step(self, input_: torch.Tensor, y: Optional[torch.Tensor], c: Optional[torch.Tensor]

@@ -135,6 +135,30 @@ class EGRUBase(nn.Module):
     # per-instance dict once an observer is added (a class default, so modules saved before it existed load)
     _layer_observers: Optional["OrderedDict[int, LayerObserver]"] = None
 
+    # Set by _setup from OPTION_CHECKS (declared for type checkers: nn.Module's __getattr__ would
+    # otherwise type every attribute as Tensor | Module). Not every subclass has every option.
+    input_size: int
+    hidden_size: int
+    num_layers: int
+    bias: bool
+    batch_first: bool
+    dropout: float
+    dropconnect: float
+    zoneout: float
+    dampening_factor: float
+    pseudo_derivative_support: float
+    thr_mean: float
+    reset_mechanism: str
+    learn_threshold: bool
+    spike_grad: Callable[[torch.Tensor], torch.Tensor]
+    surrogate_disable: bool
+    init_hidden: bool
+    output: bool
+    record_states: bool
+    threshold_clamp: bool
+    init: str
+    backend: str
+
     def _setup(self, args: Mapping[str, Any]) -> None:
         """Check and store every constructor argument found in :data:`OPTION_CHECKS`.
 
