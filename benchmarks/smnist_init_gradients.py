@@ -1,16 +1,23 @@
 """One backward pass of the sMNIST preset at initialisation on real MNIST: EGRU (recipe and thr_mean 0.05) vs a
 same-size GRU; gradient norms of the recurrent layer and the readout (issue 12). Expects idx files in /tmp/mnist."""
-import torch, json, time
-torch.set_num_threads(1)
+import json
+import time
+
+import torch
+
 from snntorch_egru.training import preset
-from snntorch_egru.training._data import load_classification, collate_time_first
-from snntorch_egru.training._models import build_egru, SequenceClassifier, GRUClassifier
+from snntorch_egru.training._data import collate_time_first, load_classification
+from snntorch_egru.training._models import GRUClassifier, SequenceClassifier, build_egru
+
+torch.set_num_threads(1)
+
 data = load_classification("smnist", "/tmp/mnist")
 x, y = collate_time_first([data.train[i] for i in range(8)])
 res = {}
 for name, kw in (("egru recipe (thr_mean 0.3)", {}), ("egru thr_mean 0.05", {"thr_mean": 0.05}), ("gru", {"model": "gru"})):
     cfg = preset("smnist")
-    for k, v in kw.items(): setattr(cfg, k, v)
+    for k, v in kw.items():
+        setattr(cfg, k, v)
     torch.manual_seed(cfg.seed)
     if cfg.model == "gru":
         m = GRUClassifier(1, cfg.hidden_size, 10, readout="last")

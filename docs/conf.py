@@ -10,7 +10,6 @@ loaded by the browser when a page is viewed.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from pathlib import Path

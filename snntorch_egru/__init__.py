@@ -10,15 +10,16 @@ Example::
     >>> out, state = rnn(torch.randn(100, 8, 16))   # [T, B, I] -> [T, B, H]
 """
 
+from . import backends, convert, cuda, functional, interop, metrics, norse, registration, sparse, surrogate, utils
+
+# isort: split
+# _op registers the "torch" backend (the event-driven CPU path) and cuda the "cupy" backend (GPU kernels,
+# CuPy imported lazily); norse is the Norse flavour (Norse itself is imported only for its threshold methods).
+from . import _op  # noqa: F401  (imported for its registration)
 from ._version import __version__
-from . import backends, convert, functional, surrogate, utils
-from . import _op, metrics, sparse  # _op registers the "torch" backend (the event-driven CPU path)
-from . import cuda  # registers the "cupy" backend (GPU kernels; CuPy is imported lazily)
 from .modules import EGRU, EGRUCell
 from .state import EGRURecord, EGRUState
 from .streaming import Streamer
-from . import interop, norse  # Norse flavour (Norse itself is imported only for Norse threshold methods)
-from . import registration
 
 registration._register_at_import()  # snnTorch/Norse/NIR entry points handle EGRU (opt out: SNNTORCH_EGRU_REGISTER=0)
 

@@ -25,7 +25,8 @@ from .sparse import clear_transposed_cache
 from .surrogate import EGRUSurrogate, heaviside
 
 SpikeFn = Callable[[torch.Tensor], torch.Tensor]
-#: ``(module, call, out)``: called after each layer call of a sequence module (see :meth:`EGRUBase._add_layer_observer`).
+#: ``(module, call, out)``: called after each layer call of a sequence module
+#: (see :meth:`EGRUBase._add_layer_observer`).
 LayerObserver = Callable[[nn.Module, LayerCall, F.EGRUStepOutput], None]
 
 INITS = ("evnn", "torch")

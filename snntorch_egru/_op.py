@@ -42,7 +42,13 @@ from ._cpu_backward import cpu_backward
 from ._grad import grad_products
 from ._onnx import egru_sequence_export, exporting_to_onnx
 from ._op_checks import (  # noqa: F401 - check_native_forward: re-exported for the tests
-    RESET_CODES, _RESET_NAMES, check_layer_args, check_native_forward, surrogate_params, under_transform)
+    _RESET_NAMES,
+    RESET_CODES,
+    check_layer_args,
+    check_native_forward,
+    surrogate_params,
+    under_transform,
+)
 from .backends import EGRUOptions, EGRUWeights, LayerCall, _zero_length, register_backend
 
 # ------------------------------------------------------------------------------------------
@@ -169,8 +175,8 @@ def egru_layer_backward_op(g_y: Optional[torch.Tensor], g_c: Optional[torch.Tens
         ga, gqn, dc, tb, dth = cpu_backward(gamma, eps, _RESET_NAMES[reset], zoneout_p, g_y, g_c, g_o, g_tr,
                                              y0r, c0r, thr, zo, yr, cr, or_, rz, n, hn, w_t, need[8])
     else:
-        from .cuda._function import KernelConfig, kernel_backward
         from .cuda._cupy import CupyLauncher
+        from .cuda._function import KernelConfig, kernel_backward
 
         cfg = KernelConfig(reset_mode=int(reset), zoneout_p=float(zoneout_p), gamma=float(gamma), eps=float(eps))
         H = w_t.shape[0]

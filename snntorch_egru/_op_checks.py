@@ -97,7 +97,8 @@ def _check_kernel_tensor(name: str, t: Optional[torch.Tensor], shape: Tuple[int,
 
 def check_native_forward(gi: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, tr0: torch.Tensor,
                          w_t: torch.Tensor, b_hh: torch.Tensor, theta: torch.Tensor, zo: Optional[torch.Tensor],
-                         outs: Sequence[torch.Tensor], saved: Sequence[Optional[torch.Tensor]], gh: torch.Tensor) -> None:
+                         outs: Sequence[torch.Tensor], saved: Sequence[Optional[torch.Tensor]],
+                         gh: torch.Tensor) -> None:
     """Last line of defence before ``egru_fwd_*``: exact shapes, dtype, CPU, contiguous."""
     T, B, H3 = gi.shape
     H = H3 // 3

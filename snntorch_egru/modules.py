@@ -15,9 +15,9 @@ from torch import nn
 
 from . import _checks, _packed
 from . import functional as F
+from ._cell import EGRUCell
 from ._layer_setup import LAYER_TENSOR_NAMES, EGRUBase, in_param_dtype
 from .backends import LayerCall
-from ._cell import EGRUCell
 from .state import EGRURecord, EGRURecurrentState, EGRUState
 
 __all__ = ["EGRUCell", "EGRU"]

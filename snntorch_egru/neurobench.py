@@ -64,7 +64,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -274,7 +274,8 @@ class _EGRUHooksMixin:
     """Adds EGRU hooks to a NeuroBench model wrapper's ``register_hooks``."""
 
     def egru_modules(self) -> List[Tuple[str, nn.Module]]:
-        """``(name, module)`` of every :class:`~snntorch_egru.EGRU` / :class:`~snntorch_egru.EGRUCell` in the network."""
+        """``(name, module)`` of every :class:`~snntorch_egru.EGRU` / :class:`~snntorch_egru.EGRUCell` in the
+        network."""
         return [(name, m) for name, m in self.__net__().named_modules() if isinstance(m, _EGRU_TYPES)]
 
     def register_hooks(self) -> None:

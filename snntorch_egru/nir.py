@@ -40,11 +40,10 @@ from __future__ import annotations
 
 import numpy as np  # noqa: F401  (EGRU's field annotations, ``np.ndarray``, resolve in this namespace)
 
-from ._nir.export import _egru_attrs, _egru_node, _map_egru_layer  # noqa: F401  (registration.py uses them)
-from ._nir.export import export_to_nir
-from ._nir.graph import NIRStepModule, import_from_nir
 from ._nir import io as _io
 from ._nir import node as _node
+from ._nir.export import _egru_attrs, _egru_node, _map_egru_layer, export_to_nir  # noqa: F401  (registration.py uses them)
+from ._nir.graph import NIRStepModule, import_from_nir
 from ._nir.io import read, register_nir_extension, write
 from ._nir.node import EGRU
 from ._nir.step import CubaLIFStep, EGRUStep, LIFStep

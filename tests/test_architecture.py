@@ -291,6 +291,7 @@ def test_one_reset_table():
 def test_one_version():
     """``__version__`` lives in ``_version``; the package root, the NIR export and the build read it there."""
     import re
+
     import tomllib
 
     import snntorch_egru

@@ -7,11 +7,11 @@ import snntorch as snn
 import snntorch.functional as SF
 import snntorch.surrogate as ss
 import torch
+from conftest import PARAM_NAMES, cell_params, clear_grads, grads_of, randomize_
+from egru_reference import ref_heaviside_nograd, ref_layer, ref_triangle
 
 import snntorch_egru as se
 from snntorch_egru import utils
-from conftest import PARAM_NAMES, cell_params, clear_grads, grads_of, randomize_
-from egru_reference import ref_heaviside_nograd, ref_layer, ref_triangle
 
 D = torch.float64
 T, B, I, H = 10, 4, 5, 7

@@ -11,12 +11,12 @@ import io
 
 import pytest
 import torch
+from conftest import layer_params, randomize_
+from egru_reference import ref_heaviside_nograd, ref_stack, ref_triangle
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
 import snntorch_egru as se
-from egru_reference import ref_heaviside_nograd, ref_stack, ref_triangle
-from conftest import layer_params, randomize_
 
 T, B, I, H = 5, 2, 3, 6
 BACKENDS = ["auto", "torch", "reference"]

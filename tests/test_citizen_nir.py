@@ -369,9 +369,10 @@ def test_untraceable_forward_names_the_supported_route():
 
 
 def test_snntorch_export_of_the_sequence_layer_round_trips(tmp_path):
-    import snntorch_egru as se
     from snntorch.export_nir import export_to_nir
     from snntorch.import_nir import import_from_nir
+
+    import snntorch_egru as se
 
     class Net(torch.nn.Module):
         def __init__(self):
@@ -401,9 +402,10 @@ def test_snntorch_export_of_the_sequence_layer_round_trips(tmp_path):
 
 
 def test_snntorch_export_of_a_lone_egru_names_the_supported_route(tmp_path):
-    import snntorch_egru as se
     from snntorch.export_nir import export_to_nir
     from snntorch.import_nir import import_from_nir
+
+    import snntorch_egru as se
 
     torch.manual_seed(10)
     for lone in (se.EGRU(4, 6, thr_mean=0.1), torch.nn.Sequential(se.EGRU(4, 6, thr_mean=0.1))):

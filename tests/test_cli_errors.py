@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from snntorch_egru.training import main, run
-from snntorch_egru.training import _loop
+from snntorch_egru.training import _loop, main, run
 from snntorch_egru.training._loop import UsageError, _write_metrics
 from snntorch_egru.training._tasks import TrainConfig
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from egru_reference import evnn_layer
 
 import snntorch_egru as se
 from snntorch_egru.convert import evnn_to_torch, load_evnn_state_dict, torch_to_evnn
-from egru_reference import evnn_layer
 
 D = torch.float64
 

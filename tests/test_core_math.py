@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import (
+    backend_device,
+    backend_names,
+    clear_grads,
+    grads_of,
+    layer_params,
+    on_device,
+    param_grads,
+    randomize_,
+    skip_if_unavailable,
+)
+from egru_reference import c_hat_from, psi, ref_stack, ref_triangle
 
 import snntorch_egru as se
 from snntorch_egru import functional as F
-from conftest import (backend_device, backend_names, clear_grads, grads_of, layer_params, on_device, param_grads,
-                      randomize_, skip_if_unavailable)
-from egru_reference import c_hat_from, psi, ref_stack, ref_triangle
 
 D = torch.float64
 T, B, I, H = 9, 4, 5, 7

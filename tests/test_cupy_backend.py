@@ -8,6 +8,16 @@ import os
 
 import pytest
 import torch
+from kernel_cases import (
+    INPUT_NAMES,
+    assert_match,
+    calibrated_call,
+    cast_call,
+    kernel_params,
+    make_call,
+    module_run_vs_reference,
+    outputs_and_grads,
+)
 
 import snntorch_egru as se
 from snntorch_egru import backends
@@ -15,9 +25,6 @@ from snntorch_egru import cuda as K
 from snntorch_egru.cuda._emulator import EmulatorLauncher, block_compact
 from snntorch_egru.cuda._function import check_backward_args, check_forward_args, check_tensor
 from snntorch_egru.surrogate import EGRUSurrogate, heaviside
-
-from kernel_cases import (INPUT_NAMES, assert_match, calibrated_call, cast_call, kernel_params, make_call,
-                          module_run_vs_reference, outputs_and_grads)
 
 GPU = torch.cuda.is_available() and K.cupy_available()
 needs_gpu = pytest.mark.skipif(not GPU, reason="needs a CUDA GPU and CuPy")

@@ -16,10 +16,10 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-
-from snntorch_egru.training import main
-from snntorch_egru.training import _data as D
 from data_helpers import write_dvs
+
+from snntorch_egru.training import _data as D
+from snntorch_egru.training import main
 
 TINY = ["--hidden-size", "8", "--epochs", "1", "--no-progress", "--no-plot", "--no-nir", "--seed", "3"]
 

@@ -9,6 +9,10 @@ import pytest
 import snntorch as snn
 import snntorch.functional as SF
 import torch
+from egru_reference import psi
+from flavour_helpers import B, D, H, I, T
+from flavour_helpers import randomize as _randomize
+from flavour_helpers import x_seq as _x
 
 import snntorch_egru as se
 from snntorch_egru import interop, utils
@@ -25,11 +29,6 @@ from snntorch_egru.interop import (
     truncated_bptt,
 )
 from snntorch_egru.norse import EGRUParameters, EGRURecurrent, EGRURecurrentCell, EGRURecurrentState
-from egru_reference import psi
-
-from flavour_helpers import B, D, H, I, T
-from flavour_helpers import randomize as _randomize
-from flavour_helpers import x_seq as _x
 
 NAMES = interop.PARAMETER_NAMES
 

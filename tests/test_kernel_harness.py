@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from harness.hostkernels import HostLauncher, require_cxx
+from kernel_cases import assert_match, calibrated_call, cast_call, make_call, module_run_vs_reference, outputs_and_grads
 
 from snntorch_egru import backends
 from snntorch_egru import cuda as K
 from snntorch_egru.surrogate import EGRUSurrogate, heaviside
-
-from harness.hostkernels import HostLauncher, require_cxx
-from kernel_cases import assert_match, calibrated_call, cast_call, make_call, module_run_vs_reference, outputs_and_grads
 
 
 @pytest.fixture(autouse=True)
@@ -173,7 +172,6 @@ def test_grid_barrier_survives_counter_wrap(fixed, tmp_path, monkeypatch):
     import shutil
 
     import numpy as np
-
     from harness.hostkernels import HostKernelError, HostKernels, build
     from harness.mutants import KERNELS
 

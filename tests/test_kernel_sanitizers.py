@@ -5,13 +5,12 @@ small cases recorded through the launcher), and the mutation test: injected kern
 from __future__ import annotations
 
 import pytest
-
-from snntorch_egru import backends
-from snntorch_egru import cuda as K
-
 from harness.hostkernels import HostKernelError, HostLauncher, build, replay, require, require_cxx, sanitizer_works
 from harness.mutants import MUTANTS, make_mutant
 from kernel_cases import assert_match, make_call, outputs_and_grads
+
+from snntorch_egru import backends
+from snntorch_egru import cuda as K
 
 SAN_ENV = {"TSAN_OPTIONS": "halt_on_error=1 exitcode=66 report_signal_unsafe=0",
            "ASAN_OPTIONS": "detect_leaks=1 abort_on_error=0 exitcode=67", "UBSAN_OPTIONS": "print_stacktrace=1",

@@ -10,8 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from snntorch_egru.cuda._nvrtc import (REGISTER_BUDGET, CompileError, Resources, check_budget, find_compilers,
-                                      format_table, nvcc_compiler, parse_ptxas_info, resource_table)
+from snntorch_egru.cuda._nvrtc import (
+    REGISTER_BUDGET,
+    CompileError,
+    Resources,
+    check_budget,
+    find_compilers,
+    format_table,
+    nvcc_compiler,
+    parse_ptxas_info,
+    resource_table,
+)
 from snntorch_egru.cuda._sources import VARIANTS, kernel_dir, kernel_files, kernel_source, variant_options
 
 ROOT = Path(__file__).resolve().parents[1]

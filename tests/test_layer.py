@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import snntorch as snn
 import torch
+from conftest import backend_names, randomize_, skip_if_unavailable
 
 import snntorch_egru as se
 from snntorch_egru import utils
-from conftest import backend_names, randomize_, skip_if_unavailable
 
 D = torch.float64
 

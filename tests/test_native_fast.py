@@ -13,7 +13,8 @@ import snntorch as snn
 import torch
 
 import snntorch_egru as se
-from snntorch_egru import _cell_fast, functional as F
+from snntorch_egru import _cell_fast
+from snntorch_egru import functional as F
 from snntorch_egru.sparse import native_library
 
 pytestmark = pytest.mark.skipif(

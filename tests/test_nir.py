@@ -16,14 +16,13 @@ import numpy as np
 import pytest
 import snntorch as snn
 import torch
+from conftest import randomize_
+from egru_reference import ref_heaviside_nograd, ref_layer
 from torch import nn
 
 import snntorch_egru as se
 from snntorch_egru import nir as senir
 from snntorch_egru.state import EGRUState
-
-from conftest import randomize_
-from egru_reference import ref_heaviside_nograd, ref_layer
 
 T = 24
 B = 3
@@ -506,7 +505,7 @@ def clean_registry():
     yield
     registry[:] = saved
     if had:
-        setattr(nir.ir, "EGRU", old)
+        nir.ir.EGRU = old
     elif "EGRU" in nir.ir.__dict__:
         delattr(nir.ir, "EGRU")
 
@@ -535,7 +534,7 @@ def test_registration_refuses_taken_name(clean_registry):
     class EGRU:  # a foreign node of the same name
         pass
 
-    setattr(nir.ir, "EGRU", EGRU)
+    nir.ir.EGRU = EGRU
     with pytest.raises(RuntimeError, match="refusing to shadow"):
         senir.register_nir_extension()
 

@@ -11,6 +11,10 @@ from typing import NamedTuple
 
 import pytest
 import torch
+from egru_reference import psi, ref_layer, ref_triangle
+from flavour_helpers import B, D, H, I, T
+from flavour_helpers import randomize as _randomize
+from flavour_helpers import x_seq as _x
 
 import snntorch_egru as se
 from snntorch_egru import interop
@@ -23,11 +27,6 @@ from snntorch_egru.norse import (
     NorseThreshold,
     spike_function,
 )
-from egru_reference import psi, ref_layer, ref_triangle
-
-from flavour_helpers import B, D, H, I, T
-from flavour_helpers import randomize as _randomize
-from flavour_helpers import x_seq as _x
 
 NAMES = interop.PARAMETER_NAMES
 
@@ -481,7 +480,7 @@ def test_former_state_name_is_a_deprecated_alias():
     assert "EGRUState" not in norse_flavour.__all__ and "EGRURecurrentState" in norse_flavour.__all__
     assert EGRURecurrentState is not se.EGRUState  # one name per thing
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
-        norse_flavour.nope
+        norse_flavour.nope  # noqa: B018  (the attribute access is what raises)
     import pickle
     s = EGRURecurrentState(torch.zeros(2), torch.ones(2), None)
     assert pickle.loads(pickle.dumps(s)).c.tolist() == [1.0, 1.0]

@@ -12,7 +12,8 @@ import torch
 import torch.utils._pytree as pytree
 
 import snntorch_egru as se
-from snntorch_egru import _native_lib, _op, functional as F, sparse
+from snntorch_egru import _native_lib, _op, sparse
+from snntorch_egru import functional as F
 from snntorch_egru.bench import calibrate_thresholds
 from snntorch_egru.cuda._emulator import EmulatorLauncher
 from snntorch_egru.cuda._function import EGRUKernelFunction, KernelConfig

@@ -11,11 +11,11 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
+from data_helpers import write_dvs
 from torch.utils.data import TensorDataset
 
 from snntorch_egru.training import _data as D
 from snntorch_egru.training import _dvs, _lm
-from data_helpers import write_dvs
 
 
 # ----------------------------------------------------------------------------- DVS frames
@@ -256,8 +256,11 @@ def test_best_checkpoint_keeps_the_best_epoch(tmp_path):
 # ----------------------------------------------------------------------------- the loop (selection, AWD)
 import json  # noqa: E402
 
-from snntorch_egru.training import main  # noqa: E402
-from snntorch_egru.training import _loop, _run_lm  # noqa: E402
+from snntorch_egru.training import (  # noqa: E402
+    _loop,
+    _run_lm,
+    main,  # noqa: E402
+)
 
 TINY = ["--epochs", "3", "--no-progress", "--no-plot", "--no-nir", "--seed", "3"]
 
@@ -511,7 +514,7 @@ def test_lm_dropout_masks_per_step_shared_by_batch():
 
 
 def test_layer_gradient_clip_scales_each_layer_to_the_limit():
-    from snntorch_egru.training._models import (LanguageModel, clip_layer_gradients, layer_gradient_groups)
+    from snntorch_egru.training._models import LanguageModel, clip_layer_gradients, layer_gradient_groups
 
     torch.manual_seed(2)
     model = LanguageModel(_lm_cfg(hidden_sizes=[9, 6], emb_size=6), 30).train()
@@ -524,7 +527,7 @@ def test_layer_gradient_clip_scales_each_layer_to_the_limit():
     assert len(groups) == 2 and all(len(p) == 5 for p, _, _ in groups)  # W_ih, W_hh, b_ih, b_hh, theta
     # independent norms: parameters of layer k plus the gradient of its initial events y_0
     ref = []
-    for k, layer in enumerate(model.layers):
+    for k, _layer in enumerate(model.layers):
         sq = sum(before[f"layers.{k}.{name}_l0"].double().pow(2).sum()
                  for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "threshold"))
         assert states[k].y.grad is not None and states[k].y.grad.abs().sum() > 0

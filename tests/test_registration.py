@@ -63,7 +63,7 @@ def _tutorial_epoch(net: torch.nn.Module, batches: list, steps: int = 12) -> lis
         net.train()
         snntorch.utils.reset(net)
         spk_rec = []
-        for step in range(steps):
+        for _step in range(steps):
             spk_out, _ = net(data)
             spk_rec.append(spk_out)
         loss = loss_fn(torch.stack(spk_rec), targets)
@@ -186,7 +186,7 @@ def test_snntorch_export_import_round_trip_equal_over_20_steps(registered, tmp_p
 def test_snntorch_export_fails_without_registration(unregistered):
     from snntorch.export_nir import export_to_nir
 
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017  (whatever snnTorch raises for a module it does not know)
         export_to_nir(_snn_nir_net(), torch.randn(1, 4), ignore_dims=[0])
 
 

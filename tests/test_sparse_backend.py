@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import snntorch_egru as se
-from snntorch_egru import _cpu_backward, _native_lib, backends, functional as F, sparse
+from snntorch_egru import _cpu_backward, _native_lib, backends, sparse
+from snntorch_egru import functional as F
 from snntorch_egru.bench import calibrate_thresholds
 from snntorch_egru.state import EGRUState
 

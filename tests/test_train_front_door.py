@@ -12,8 +12,7 @@ import os
 import pytest
 import torch
 
-from snntorch_egru.training import build_parser, load_run, main, parse_config, preset
-from snntorch_egru.training import _loop, _records
+from snntorch_egru.training import _loop, _records, build_parser, load_run, main, parse_config, preset
 from snntorch_egru.training._data import collate_time_first, load_digits_data
 from snntorch_egru.training._tasks import TrainConfig
 

@@ -10,12 +10,12 @@ import sys
 import pytest
 import torch
 
+from snntorch_egru.state import EGRURecord
 from snntorch_egru.training import main, parse_config, preset
 from snntorch_egru.training._data import collate_time_first, load_digits_data
 from snntorch_egru.training._loop import _lr_factor, _validate, regularisers
 from snntorch_egru.training._models import SequenceClassifier, build_egru
 from snntorch_egru.training._tasks import TrainConfig
-from snntorch_egru.state import EGRURecord
 
 TINY = ["--hidden-size", "8", "--batch-size", "16", "--limit-train", "48", "--limit-test", "40",
         "--eval-batch-size", "40", "--no-progress", "--seed", "5"]

@@ -15,7 +15,6 @@ from .io import read
 from .node import DEFAULT_DT, EGRU
 from .step import CubaLIFStep, EGRUStep, LIFStep, _affine, _check_state_keys, _conv, _flatten
 
-
 _STATEFUL = (EGRUStep, LIFStep, CubaLIFStep)
 
 

@@ -393,6 +393,6 @@ def register_nir_extension() -> None:
             f"nir already defines a node type named 'EGRU' ({existing!r}); refusing to shadow it. "
             "Use snntorch_egru.nir.read to read files written by snntorch-egru"
         )
-    setattr(nir.ir, "EGRU", EGRU)
+    nir.ir.EGRU = EGRU
     if "EGRU" not in registry:
         registry.append("EGRU")

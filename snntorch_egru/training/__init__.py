@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import List, Optional
 
 from ._load import load_run
-from ._loop import build_parser, parse_config, run
+from ._loop import build_parser, parse_config, run  # noqa: F401  (build_parser: public through this package)
 from ._tasks import TASKS, TrainConfig, preset
 
 __all__ = ["main", "run", "load_run", "parse_config", "preset", "TrainConfig", "TASKS"]

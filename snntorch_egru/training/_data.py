@@ -412,7 +412,8 @@ def load_shd_data(data_dir: str, time_bins: int = 100, download: bool = False) -
         if not (os.path.exists(h5) and os.path.exists(h5 + ".zip")):
             if not download:
                 raise FileNotFoundError(
-                    f"SHD not found: expected {h5} and {h5}.zip (tonic checks for the archive). Get shd_train.h5.zip and shd_test.h5.zip "
+                    f"SHD not found: expected {h5} and {h5}.zip (tonic checks for the archive). "
+                    "Get shd_train.h5.zip and shd_test.h5.zip "
                     "from https://zenkelab.org/datasets/ (compneuro.net/datasets) and unzip them in "
                     f"{root}, or rerun with --download (about 0.5 GB)."
                 )

@@ -25,9 +25,23 @@ from . import _distributed as D
 from ._cli import RESUME_REFUSED, UsageError, _flag, _validate, build_parser, parse_config
 from ._lm import awd_windows
 from ._models import layer_gradient_groups
-from ._records import (CHECKPOINT_FORMAT, FINAL_FILES, RUN_FILES, SOURCE_KEY, _export_nir, _nir_note, _plot,
-                       _save_checkpoint, _summary_line, _write_metrics, check_state_dtypes, config_from_checkpoint,
-                       load_checkpoint, plot_title, write_progress)
+from ._records import (
+    CHECKPOINT_FORMAT,
+    FINAL_FILES,
+    RUN_FILES,
+    SOURCE_KEY,
+    _export_nir,
+    _nir_note,
+    _plot,
+    _save_checkpoint,
+    _summary_line,
+    _write_metrics,
+    check_state_dtypes,
+    config_from_checkpoint,
+    load_checkpoint,
+    plot_title,
+    write_progress,
+)
 from ._run_base import _lr_factor, _Run, regularisers
 from ._run_classify import _ClassifyRun
 from ._run_lm import _LMRun

@@ -15,9 +15,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..modules import EGRU
 from . import _distributed as D
 from ._lm import BestCheckpoint
-from ..modules import EGRU
 from ._models import clip_layer_gradients, layer_gradient_groups
 from ._tasks import TrainConfig
 

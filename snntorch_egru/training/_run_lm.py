@@ -12,11 +12,11 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
+from ..state import EGRUState
 from ._data import batchify, load_corpus
 from ._lm import awd_windows, lr_scale
 from ._models import LanguageModel
 from ._run_base import _Run, regularisers
-from ..state import EGRUState
 
 __all__: List[str] = []
 
