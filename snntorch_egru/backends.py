@@ -293,7 +293,7 @@ def usable_backends(device: Optional[Union[str, torch.device]] = None) -> List[s
         except (RuntimeError, TypeError):
             raise ValueError(f"device must be None, a torch.device or a device string such as 'cpu' or 'cuda', "
                              f"got {device!r}") from None
-    names = set()
+    names: set[str] = set()
     for dev in devices:
         if dev.type == "cuda" and not torch.cuda.is_available():
             continue  # no CUDA device here: nothing runs on it

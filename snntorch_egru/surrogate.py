@@ -80,7 +80,7 @@ class HeavisideTriangle(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(v: torch.Tensor, gamma: float, epsilon: float) -> torch.Tensor:  # type: ignore[override]
+    def forward(v: torch.Tensor, gamma: float, epsilon: float) -> torch.Tensor:
         return (v > 0).to(v.dtype)
 
     @staticmethod
@@ -92,7 +92,7 @@ class HeavisideTriangle(torch.autograd.Function):
         ctx.epsilon = epsilon
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad_out: torch.Tensor):
         (v,) = ctx.saved_tensors
         return grad_out * _triangle(v, ctx.gamma, ctx.epsilon), None, None
 
@@ -102,7 +102,7 @@ class _HeavisideTriangleForwardAD(HeavisideTriangle):
     class because ``torch.compile`` cannot trace an autograd Function that defines ``jvp``."""
 
     @staticmethod
-    def jvp(ctx: Any, v_t: torch.Tensor, *_: Any) -> torch.Tensor:  # type: ignore[override]
+    def jvp(ctx: Any, v_t: torch.Tensor, *_: Any) -> torch.Tensor:
         """The transpose of :meth:`backward`: ``psi(v) * dv`` (what ``jacrev`` gives)."""
         (v,) = ctx.saved_tensors
         return v_t * _triangle(v, ctx.gamma, ctx.epsilon)

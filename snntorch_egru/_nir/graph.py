@@ -109,7 +109,8 @@ class NIRStepModule(nn.Module):
     def _schedule(self) -> Tuple[list, set]:
         done = {self.input_name}
         pending = [n for n in self.sources if n not in done]
-        order, delayed = [], set()
+        order: list[Any] = []
+        delayed: set[Any] = set()
         while pending:
             ready = [n for n in pending if all(s in done or (s, n) in delayed for s in self.sources[n])]
             if not ready:
