@@ -36,6 +36,7 @@ TEST_LYAP = 10.0
 REPEATS = 30
 OFFSET_LYAP = 0.5  # start of repeat k: k * OFFSET_LYAP Lyapunov times into the series
 SERIES_FILE = "mg_17_jitcdde.npy"
+CONSTANT_PAST = 0.7206597  # NeuroBench's default initial history
 
 
 def start_offsets(repeats: int = REPEATS) -> List[float]:
@@ -69,13 +70,14 @@ def _nb_mackey_glass():
     return MackeyGlass
 
 
-def generate_series(n_points: int) -> np.ndarray:
+def generate_series(n_points: int, constant_past: float = CONSTANT_PAST) -> np.ndarray:
     """``n_points`` samples of Mackey-Glass tau = 17 from NeuroBench's own generator (``jitcdde``).
 
     NeuroBench's ``MackeyGlass.generate_data`` is run with the equation's default parameters
     and train/test lengths that cover ``n_points`` (its constructor would load a file instead,
     so it is built on a placeholder file and then asked to generate). Takes seconds to minutes:
-    ``jitcdde`` compiles the equation to C first.
+    ``jitcdde`` compiles the equation to C first. Another ``constant_past`` (the initial history)
+    gives another trajectory of the same attractor (used to tune models away from the test series).
     """
     if not isinstance(n_points, int) or n_points < 3:
         raise ValueError(f"n_points must be an int >= 3, got {n_points!r}")
@@ -85,7 +87,7 @@ def generate_series(n_points: int) -> np.ndarray:
     with tempfile.TemporaryDirectory() as tmp:
         placeholder = os.path.join(tmp, "placeholder.npy")
         np.save(placeholder, np.zeros(n_points))
-        mg = MackeyGlass(file_path=placeholder, traintime=train_pts / PTS_PER_LYAPTIME,
+        mg = MackeyGlass(file_path=placeholder, constant_past=constant_past, traintime=train_pts / PTS_PER_LYAPTIME,
                          testtime=test_pts / PTS_PER_LYAPTIME, download=False)
     if mg.maxtime_pts != n_points:  # pragma: no cover - guards a change of NeuroBench's rounding
         raise RuntimeError(f"NeuroBench's generator would give {mg.maxtime_pts} points, expected {n_points}")

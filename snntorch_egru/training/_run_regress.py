@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List
 
 import torch
 from torch.nn import functional as F
@@ -123,11 +123,10 @@ def run(cfg: Any, command: str = "snntorch-egru train --task mackey-glass", log=
     specs = _model_specs(cfg)
     results: Dict[str, List[Dict[str, Any]]] = {name: [] for name in specs}
     forecasts: Dict[str, List[float]] = {}
-    first_split: Optional[MG.Split] = None
+    metrics: Dict[str, Any] = {}
     started = time.time()
     for k, offset in enumerate(MG.start_offsets(cfg.repeats)):
         split = MG.load_split(path, offset)
-        first_split = first_split or split
         for name, spec in specs.items():
             torch.manual_seed(cfg.seed + k)
             t0 = time.time()
@@ -139,18 +138,25 @@ def run(cfg: Any, command: str = "snntorch-egru train --task mackey-glass", log=
             results[name].append(res)
             log(f"mackey-glass repeat {k} (offset {offset:g}): {name} sMAPE {res['SMAPE']:.2f}, activation sparsity "
                 f"{res['ActivationSparsity']:.3f}, effective MACs {res['SynapticOperations']['Effective_MACs']:.0f}")
+        metrics = _write(cfg, command, path, specs, results, k + 1, started)  # after every repeat
+        if k == 0 and cfg.plot:
+            plot_forecast(split, forecasts, os.path.join(cfg.out, "forecast.png"))
+    log(table(metrics["summary"], cfg.repeats))
+    return metrics
+
+
+def _write(cfg: Any, command: str, path: Any, specs: Dict[str, Any], results: Dict[str, List[Dict[str, Any]]],
+           done: int, started: float) -> Dict[str, Any]:
+    """Write ``metrics.json`` and ``results.md`` for the ``done`` repeats completed so far."""
     summary = {name: summarise(rs) for name, rs in results.items()}
     metrics = {"task": "mackey-glass", "command": command, "series": str(path), "repeats": cfg.repeats,
-               "offsets": MG.start_offsets(cfg.repeats), "wall_s": round(time.time() - started, 1),
-               "config": {n: {k: v for k, v in s.items()} for n, s in specs.items()},
-               "summary": summary, "per_repeat": results, "leaderboard_official_series": LEADERBOARD}
+               "repeats_completed": done, "offsets": MG.start_offsets(done), "wall_s": round(time.time() - started, 1),
+               "config": specs, "summary": summary, "per_repeat": results,
+               "leaderboard_official_series": LEADERBOARD}
     with open(os.path.join(cfg.out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=1)
     with open(os.path.join(cfg.out, "results.md"), "w") as f:
-        f.write(table(summary, cfg.repeats))
-    if cfg.plot and first_split is not None:
-        plot_forecast(first_split, forecasts, os.path.join(cfg.out, "forecast.png"))
-    log(table(summary, cfg.repeats))
+        f.write(table(summary, done))
     return metrics
 
 
