@@ -60,7 +60,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -89,24 +89,16 @@ _EGRU_TYPES = (EGRU, EGRUCell, EGRURecurrent, EGRURecurrentCell)
 _ONE_LAYER = (EGRUCell, EGRURecurrent, EGRURecurrentCell)
 
 
-# ------------------------------------------------------------------------------------------
-
-
 class _NoHandle:
-    """Stands in for a torch hook handle: NeuroBench removes and re-registers connection
-    hooks around each count; the EGRU observer owns the real handles."""
+    """Stands in for a torch hook handle (NeuroBench removes/re-registers it; the observer owns the real ones)."""
 
     def remove(self) -> None:
         pass
 
 
 class _WeightView(nn.Linear):
-    """An ``nn.Linear`` (no bias) whose weight *is* one EGRU weight matrix (shared, not copied).
-
-    NeuroBench counts a Linear layer's synaptic operations from binary copies of its
-    weight and input; this view lets it count an EGRU weight product the same way. It
-    is never a submodule of the benchmarked network.
-    """
+    """An ``nn.Linear`` (no bias) whose weight *is* one EGRU weight matrix (shared), so NeuroBench counts
+    the product like a Linear layer's (from binary copies of weight and input); never a submodule."""
 
     def __init__(self, weight: torch.Tensor) -> None:
         nn.Module.__init__(self)
@@ -202,7 +194,6 @@ class _Observer:
 
     # -- EGRUCell: one step per call ---------------------------------------------------------
     def _cell_pre(self, module: EGRUCell, args: tuple, kwargs: dict) -> None:
-        # keep references only; the cell itself validates its arguments
         self._pending.append((args, kwargs, module.y, module.c))
 
     def _cell_post(self, module: EGRUCell, args: tuple, kwargs: dict, output: Any) -> None:
@@ -314,7 +305,16 @@ class _Observer:
 
 
 def egru_modules(net: nn.Module) -> List[Tuple[str, nn.Module]]:
-    """``(name, module)`` of every EGRU module in ``net`` (``EGRU``, ``EGRUCell``, Norse flavour), at any depth."""
+    """``(name, module)`` of every EGRU module in ``net`` (``EGRU``, ``EGRUCell``, Norse flavour), at any depth.
+
+    Example::
+
+        >>> import torch, snntorch_egru as se
+        >>> from snntorch_egru.norse import EGRURecurrent
+        >>> from snntorch_egru.neurobench import egru_modules
+        >>> [n for n, _ in egru_modules(torch.nn.Sequential(EGRURecurrent(2, 3), torch.nn.Linear(3, 1)))]
+        ['0']
+    """
     return [(name, m) for name, m in net.named_modules() if isinstance(m, _EGRU_TYPES)]
 
 

@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .. import EGRU
+from ..modules import EGRU
 
 KINDS = ("egru", "lstm", "gru")
 
