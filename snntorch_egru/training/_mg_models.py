@@ -69,6 +69,7 @@ class Forecaster(nn.Module):
         self.register_buffer("inp", torch.zeros(1, window, dtype=dt))  # rolling window, as the example's
         self.mode = "single_step"
         self.state: Optional[object] = None
+        self.train_mse = float("nan")  # set by training
 
     # -- one step and whole sequences ------------------------------------------------------
     def _prep(self, w: torch.Tensor) -> torch.Tensor:

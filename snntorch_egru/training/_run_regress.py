@@ -45,6 +45,7 @@ def train_model(kind: str, split: MG.Split, window: int, hidden: int, epochs: in
     for _ in range(epochs):
         pred, rec = model.sequence(wins, return_internals=True)
         loss = F.mse_loss(pred, split.train_y)
+        model.train_mse = float(loss)  # the last epoch's teacher-forced training error (before its step)
         if rec is not None and activity_reg:
             loss = loss + activity_reg * (rec.o.mean() - activity_target) ** 2
         opt.zero_grad()
@@ -112,6 +113,7 @@ def summarise(per_repeat: List[Dict[str, Any]]) -> Dict[str, Any]:
         "dense_ops": avg(lambda r: r["SynapticOperations"]["Dense"]),
         "footprint_bytes": avg(lambda r: r["Footprint"]),
         "connection_sparsity": avg(lambda r: r["ConnectionSparsity"]),
+        "train_mse": avg(lambda r: r.get("train_mse", float("nan"))),
     }
 
 
@@ -130,7 +132,9 @@ def run(cfg: Any, command: str = "snntorch-egru train --task mackey-glass", log=
         for name, spec in specs.items():
             torch.manual_seed(cfg.seed + k)
             t0 = time.time()
-            res = benchmark(train_model(split=split, **spec), split)
+            model = train_model(split=split, **spec)
+            res = benchmark(model, split)
+            res["train_mse"] = model.train_mse
             if k == 0:
                 forecasts[name] = res["forecast"]
             res.pop("forecast")
