@@ -51,6 +51,11 @@ Every field of :class:`TrainConfig` can be overridden on the command line
   ``lm_state="y"``); validation at the training batch, the best validation epoch's model
   tested at batch 1.
 
+- ``mackey-glass``: NeuroBench's Mackey-Glass (tau = 17) protocol, a regression run by its own runner
+  (``_run_regress``): EGRU(64) on the last value, 200 full-batch epochs, Adam 5e-3, weight decay 1e-3, activity
+  regulariser 1.0 towards 10 %; NeuroBench's example LSTM and a same-size GRU beside it (``--baseline none``
+  skips them); ``--repeats`` (30) and ``--window`` (1). See ``docs/guide/neurobench.md``.
+
 ``docs/guide/training.md`` ("Recipe vs preset") lists every point where a preset and the
 EvNN code differ, and the option that switches it.
 """
@@ -116,7 +121,7 @@ class TrainConfig:
     augment: bool = True  # dvsgesture: the recipe's crop/perspective/rotation of training frames
     time_bins: int = 100  # shd
     window: int = 1  # mackey-glass: past values the EGRU reads per step
-    repeats: int = 30  # mackey-glass: repeats of NeuroBench's protocol (start offsets 0, 0.5, ... Lyapunov times)
+    repeats: int = 30  # mackey-glass: NeuroBench's repeats (starts 0, 0.5, 1, ... Lyapunov times in)
     backend: str = "auto"
     # optimisation
     epochs: int = 10
