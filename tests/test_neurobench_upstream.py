@@ -174,3 +174,27 @@ def test_unregister_restores_neurobench_and_shows_the_undercount():
     finally:
         registration.register()
     assert _run(NBTorchModel, net)["SynapticOperations"]["Dense"] == full > blind
+
+
+class RnnOnly(torch.nn.Module):
+    def __init__(self, rnn):
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x):
+        return self.rnn(x.transpose(0, 1))[0].sum(0)
+
+
+@pytest.mark.parametrize("cls", [se.EGRU, EGRURecurrent])
+def test_two_live_benchmarks_on_one_network_both_count(cls):
+    # A Benchmark keeps its hooks until it is garbage-collected: a second one on the same EGRU must nest.
+    # (No Linear here: NeuroBench's own Linear hooks do not survive two live benchmarks on one layer.)
+    rnn = _egru() if cls is se.EGRU else _norse_like(_egru(), EGRURecurrent)
+    net = RnnOnly(rnn).eval()
+    first = Benchmark(TorchModel(net), _loader(), [], [], [[], WORKLOAD])
+    a = first.run(quiet=True)
+    second = Benchmark(NBTorchModel(net), _loader(), [], [], [[], WORKLOAD])
+    assert second.run(quiet=True) == a
+    assert a["SynapticOperations"]["Dense"] == T * 3 * H * (I + H)
+    out = rnn(torch.randn(T, 2, I))  # the user's call still gets what it asked for: (y, final state)
+    assert len(out) == 2 and out[1].y.shape[-2:] == (2, H) and not getattr(rnn, "record_states", False)
