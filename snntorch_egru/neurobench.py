@@ -150,7 +150,7 @@ class _EventHook(_NBNeuronHook):
 
 
 class _Observer:
-    """Registers the torch hooks on one EGRU module and feeds its NeuroBench hooks."""
+    """Hooks one EGRU module and feeds its NeuroBench hooks (post-hooks prepended: observers of a module nest)."""
 
     def __init__(self, module: nn.Module, name: str) -> None:
         self.module = module
@@ -169,7 +169,6 @@ class _Observer:
             (EGRUCell, (self._cell_pre, self._cell_post)), (EGRU, (self._layer_pre, self._layer_post)),
             (EGRURecurrentCell, (None, self._norse_cell_post)),
             (EGRURecurrent, (self._norse_layer_pre, self._norse_layer_post))) if isinstance(module, cls))
-        # prepend: a later observer's post-hook runs first, so observers nest (the first one strips what it added)
         self._handles = [module.register_forward_hook(post, with_kwargs=True, always_call=True, prepend=True)]
         if pre is not None:
             self._handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
