@@ -45,7 +45,7 @@ def train_model(kind: str, split: MG.Split, window: int, hidden: int, epochs: in
     for _ in range(epochs):
         pred, rec = model.sequence(wins, return_internals=True)
         loss = F.mse_loss(pred, split.train_y)
-        model.train_mse = float(loss)  # the last epoch's teacher-forced training error (before its step)
+        model.train_mse = float(loss.detach())  # the last epoch's teacher-forced training error (before its step)
         if rec is not None and activity_reg:
             loss = loss + activity_reg * (rec.o.mean() - activity_target) ** 2
         opt.zero_grad()
