@@ -48,13 +48,16 @@ def main() -> None:
             split = MG.load_split(path, off)
             model = R.train_model(split=split, **spec)
             r = R.benchmark(model, split)
-            r.pop("forecast")
+            forecast = torch.tensor(r.pop("forecast"))
             r["train_mse"] = model.train_mse
+            r["amplitude_ratio"] = float(forecast.std() / split.test_y[:, 0].std())  # < 1: a damped forecast
             res.append(r)
         s = R.summarise(res)
+        s["amplitude_ratio"] = sum(r["amplitude_ratio"] for r in res) / len(res)
         rows.append({"spec": spec, **{k: v for k, v in s.items()}})
         print(spec, f"sMAPE {s['sMAPE_mean']:.2f} +- {s['sMAPE_sd']:.2f}  sparsity {s['activation_sparsity']:.3f}  "
-              f"MACs {s['effective_macs']:.0f}  train MSE {s['train_mse']:.2e}", flush=True)
+              f"MACs {s['effective_macs']:.0f}  train MSE {s['train_mse']:.2e}  "
+              f"amplitude {s['amplitude_ratio']:.2f}", flush=True)
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=1)
 
