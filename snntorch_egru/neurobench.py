@@ -1,16 +1,15 @@
 """NeuroBench adapter: benchmark EGRU models with NeuroBench's own ``Benchmark`` and metrics.
 
 `NeuroBench <https://neurobench.readthedocs.io>`_ (``neurobench`` 2.3) finds what to
-measure through forward hooks on the modules it knows: activation modules
-(``nn.ReLU``, ``nn.Sigmoid``, snnTorch neurons) and connection layers (``nn.Linear``,
-``nn.Conv*``, ``nn.RNNCellBase``). An :class:`~snntorch_egru.EGRUCell` or
-:class:`~snntorch_egru.EGRU` is neither, so NeuroBench alone does not see its events
-or count its weight products, and ``snntorch.utils.reset`` does not reset its state.
-
-This module closes that gap with drop-in subclasses of NeuroBench's classes:
+measure through forward hooks on the modules it knows (``nn.ReLU``, snnTorch neurons,
+``nn.Linear``, ``nn.Conv*``, ``nn.RNNCellBase``). An EGRU module (:class:`~snntorch_egru.EGRU`,
+:class:`~snntorch_egru.EGRUCell`, the Norse flavour's ``EGRURecurrent`` / ``EGRURecurrentCell``)
+is none of them, so NeuroBench alone would not see its events or weight products.
+``import snntorch_egru`` therefore patches NeuroBench's own wrappers to call
+:func:`add_egru_hooks` (:mod:`snntorch_egru._nb_register`); this module also offers:
 
 * :class:`TorchModel` and :class:`SNNTorchModel` wrap a network exactly like NeuroBench's
-  wrappers of the same name, and additionally hook every EGRU layer inside it:
+  wrappers of the same name, and additionally hook every EGRU module inside it:
 
   - one *activation* hook per EGRU layer, fed with the layer's events ``y`` (and its
     internal state ``c`` as the membrane potential), so NeuroBench's
@@ -34,12 +33,9 @@ This module closes that gap with drop-in subclasses of NeuroBench's classes:
   same outputs), because NeuroBench 2.3 counts ``GRUCell`` but not ``nn.GRU``: the dense
   baseline a paper prints next to an EGRU.
 
-The numbers agree with :func:`snntorch_egru.metrics.track` on the same run; see the
-``NeuroBench`` guide page for the exact correspondence and the few differences.
-Models must be benchmarked in eval mode (NeuroBench's wrappers call ``net.eval()``).
-
-Install with ``pip install "snntorch-egru[neurobench]"``; importing ``snntorch_egru``
-never imports NeuroBench.
+The numbers agree with :func:`snntorch_egru.metrics.track` on the same run (see the
+``NeuroBench`` guide page). Benchmark in eval mode (NeuroBench's wrappers call ``net.eval()``).
+Install with ``pip install "snntorch-egru[neurobench]"``; ``import snntorch_egru`` never imports NeuroBench.
 
 Example::
 
@@ -84,31 +80,25 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from . import utils as _utils
 from .modules import EGRU, EGRUCell
+from .norse import EGRURecurrent, EGRURecurrentCell
+from .state import EGRURecurrentState
 
-__all__ = ["TorchModel", "SNNTorchModel", "ConnectionSparsity", "UnrolledGRU"]
+__all__ = ["TorchModel", "SNNTorchModel", "ConnectionSparsity", "UnrolledGRU", "add_egru_hooks", "egru_modules"]
 
-_EGRU_TYPES = (EGRU, EGRUCell)
-
-
-# ------------------------------------------------------------------------------------------
-# hooks
+_EGRU_TYPES = (EGRU, EGRUCell, EGRURecurrent, EGRURecurrentCell)
+_ONE_LAYER = (EGRUCell, EGRURecurrent, EGRURecurrentCell)
 
 
 class _NoHandle:
-    """Stands in for a torch hook handle: NeuroBench removes and re-registers connection
-    hooks around each count; the EGRU observer owns the real handles."""
+    """Stands in for a torch hook handle (NeuroBench removes/re-registers it; the observer owns the real ones)."""
 
     def remove(self) -> None:
         pass
 
 
 class _WeightView(nn.Linear):
-    """An ``nn.Linear`` (no bias) whose weight *is* one EGRU weight matrix (shared, not copied).
-
-    NeuroBench counts a Linear layer's synaptic operations from binary copies of its
-    weight and input; this view lets it count an EGRU weight product the same way. It
-    is never a submodule of the benchmarked network.
-    """
+    """An ``nn.Linear`` (no bias) whose weight *is* one EGRU weight matrix (shared), so NeuroBench counts
+    the product like a Linear layer's (from binary copies of weight and input); never a submodule."""
 
     def __init__(self, weight: torch.Tensor) -> None:
         nn.Module.__init__(self)
@@ -160,12 +150,12 @@ class _EventHook(_NBNeuronHook):
 
 
 class _Observer:
-    """Registers the torch hooks on one EGRU module and feeds its NeuroBench hooks."""
+    """Hooks one EGRU module and feeds its NeuroBench hooks (post-hooks prepended: observers of a module nest)."""
 
     def __init__(self, module: nn.Module, name: str) -> None:
         self.module = module
         self.name = name or type(module).__name__
-        if isinstance(module, EGRUCell):
+        if isinstance(module, _ONE_LAYER):
             suffixes = [""]
             names = [self.name]
         else:
@@ -175,14 +165,13 @@ class _Observer:
         self.input_products = [_ProductHook(self, f"weight_ih{s}") for s in suffixes]
         self.recurrent_products = [_ProductHook(self, f"weight_hh{s}") for s in suffixes]
         self._pending: List[Tuple[Any, ...]] = []
-        if isinstance(module, EGRUCell):
-            pre, post = self._cell_pre, self._cell_post
-        else:
-            pre, post = self._layer_pre, self._layer_post
-        self._handles = [
-            module.register_forward_pre_hook(pre, with_kwargs=True),
-            module.register_forward_hook(post, with_kwargs=True),
-        ]
+        pre, post = next(hooks for cls, hooks in (
+            (EGRUCell, (self._cell_pre, self._cell_post)), (EGRU, (self._layer_pre, self._layer_post)),
+            (EGRURecurrentCell, (None, self._norse_cell_post)),
+            (EGRURecurrent, (self._norse_layer_pre, self._norse_layer_post))) if isinstance(module, cls))
+        self._handles = [module.register_forward_hook(post, with_kwargs=True, always_call=True, prepend=True)]
+        if pre is not None:
+            self._handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
 
     @property
     def hooks(self) -> Tuple[List[_EventHook], List[_ProductHook]]:
@@ -196,7 +185,7 @@ class _Observer:
     def _check_eval(self) -> None:
         m = self.module
         dropout = getattr(m, "dropout", 0.0) > 0.0 and getattr(m, "num_layers", 1) > 1
-        if m.training and (m.dropconnect > 0.0 or dropout):
+        if m.training and (getattr(m, "dropconnect", 0.0) > 0.0 or dropout):
             raise RuntimeError(
                 f"NeuroBench counts of {self.name} need the model in eval mode: in training, "
                 "dropout/DropConnect change the inputs and weights the counts are taken from; "
@@ -205,11 +194,12 @@ class _Observer:
 
     # -- EGRUCell: one step per call ---------------------------------------------------------
     def _cell_pre(self, module: EGRUCell, args: tuple, kwargs: dict) -> None:
-        # keep references only; the cell itself validates its arguments
         self._pending.append((args, kwargs, module.y, module.c))
 
     def _cell_post(self, module: EGRUCell, args: tuple, kwargs: dict, output: Any) -> None:
         _, _, y_stored, c_stored = self._pending.pop()
+        if output is None:  # the call raised
+            return
         self._check_eval()
         x = args[0] if args else kwargs["input_"]
         given = list(args[1:3]) + [None] * (2 - len(args[1:3]))
@@ -239,15 +229,21 @@ class _Observer:
 
     def _layer_post(self, module: EGRU, args: tuple, kwargs: dict, output: Any) -> Any:
         (asked,) = self._pending.pop()
+        if output is None:  # the call raised
+            return None
         out, state, record = output
         self._check_eval()
         x = args[0] if args else kwargs["x"]
         state_in = args[1] if len(args) > 1 else kwargs.get("state")
-        y, c = record.y.detach(), record.c.detach()  # [L, T, B, H] after normalising below
-        x = x.detach()
+        self._push_sequence(x.detach(), record.y.detach(), record.c.detach(), module.batch_first, state_in)
+        return output if asked else (out, state)
+
+    def _push_sequence(self, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, batch_first: bool,
+                       state_in: Any) -> None:
+        """Feed the hooks with a sequence: ``x`` as given, ``y``/``c`` ``[L, T, (B,) H]`` (batch-first if so)."""
         if x.dim() == 2:  # unbatched [T, I]
             x, y, c = x.unsqueeze(1), y.unsqueeze(2), c.unsqueeze(2)
-        elif module.batch_first:
+        elif batch_first:
             x, y, c = x.transpose(0, 1), y.transpose(1, 2), c.transpose(1, 2)
         L, T, B, H = y.shape
         if state_in is None:
@@ -263,32 +259,107 @@ class _Observer:
                 self.recurrent_products[k].push(y_prev)
                 for t in range(T):
                     self.events[k].push(y[k, t], c_prev[t], c[k, t], (layer_in[t],))
-        return output if asked else (out, state)
+
+    # -- Norse flavour: the state is passed in and returned ---------------------------------------
+    def _norse_cell_post(self, module: EGRURecurrentCell, args: tuple, kwargs: dict, output: Any) -> None:
+        if output is None:  # the call raised
+            return
+        self._check_eval()
+        x = args[0] if args else kwargs["input_tensor"]
+        state_in = args[1] if len(args) > 1 else kwargs.get("state")
+        y, new = output
+        zeros = torch.zeros_like(y)
+        y_prev = zeros if state_in is None else state_in[0]
+        c_prev = zeros if state_in is None else state_in[1]
+        self.input_products[0].push(x)
+        self.recurrent_products[0].push(y_prev.detach())
+        self.events[0].push(y, c_prev, new.c, (x,))
+
+    def _norse_layer_pre(self, module: EGRURecurrent, args: tuple, kwargs: dict) -> None:
+        # every step's c is needed (membrane potentials): record the states for this call only
+        self._pending.append((module.record_states,))
+        module.record_states = True
+
+    def _norse_layer_post(self, module: EGRURecurrent, args: tuple, kwargs: dict, output: Any) -> Any:
+        (asked,) = self._pending.pop()
+        module.record_states = asked
+        if output is None:  # the call raised
+            return None
+        self._check_eval()
+        x = args[0] if args else kwargs["input_tensor"]
+        state_in = args[1] if len(args) > 1 else kwargs.get("state")
+        out, states = output
+        T = x.shape[0]
+        if T > 0:
+            if state_in is not None:
+                state_in = EGRURecurrentState(*(f.unsqueeze(0) for f in state_in[:2]), None)
+            self._push_sequence(x.detach(), out.detach().unsqueeze(0), states.c.detach().unsqueeze(0), False,
+                                state_in)
+        if asked or T == 0:
+            return output
+        return out, EGRURecurrentState(*(f[-1] for f in states))
 
 
 # ------------------------------------------------------------------------------------------
 # model wrappers
 
 
+def egru_modules(net: nn.Module) -> List[Tuple[str, nn.Module]]:
+    """``(name, module)`` of every EGRU module in ``net`` (``EGRU``, ``EGRUCell``, Norse flavour), at any depth.
+
+    Example::
+
+        >>> import torch, snntorch_egru as se
+        >>> from snntorch_egru.norse import EGRURecurrent
+        >>> from snntorch_egru.neurobench import egru_modules
+        >>> [n for n, _ in egru_modules(torch.nn.Sequential(EGRURecurrent(2, 3), torch.nn.Linear(3, 1)))]
+        ['0']
+    """
+    return [(name, m) for name, m in net.named_modules() if isinstance(m, _EGRU_TYPES)]
+
+
+def add_egru_hooks(model: Any) -> None:
+    """Add the EGRU hooks to a NeuroBench model wrapper whose NeuroBench hooks are registered.
+
+    :mod:`snntorch_egru.registration` calls this from NeuroBench's own
+    ``NeuroBenchModel.register_hooks``, so ``neurobench.models.TorchModel`` and ``SNNTorchModel``
+    count EGRU layers too; this module's wrappers call it themselves.
+
+    Example::
+
+        >>> import torch, snntorch_egru as se
+        >>> from neurobench.models import TorchModel as NBTorchModel
+        >>> from snntorch_egru.neurobench import add_egru_hooks
+        >>> model = NBTorchModel(torch.nn.Sequential(se.EGRUCell(3, 4), torch.nn.Linear(4, 2)))
+        >>> model.register_hooks()                  # NeuroBench's hooks, and (registered) the EGRU ones
+        >>> len(model.connection_hooks)             # Linear + weight_ih + weight_hh
+        3
+    """
+    if any(isinstance(h, (_EventHook, _ProductHook)) for h in model.activation_hooks + model.connection_hooks):
+        return  # already added
+    # NeuroBench's generic hook would record an EGRU's (y, c) / (out, state) tuple as the
+    # activation (the user may have called add_activation_module(EGRUCell)): replace it.
+    for hook in [h for h in model.activation_hooks if isinstance(h.layer, _EGRU_TYPES)]:
+        hook.close()
+        model.activation_hooks.remove(hook)
+    for name, m in egru_modules(model.__net__()):
+        events, products = _Observer(m, name).hooks
+        model.activation_hooks.extend(events)
+        model.connection_hooks.extend(products)
+
+
 class _EGRUHooksMixin:
     """Adds EGRU hooks to a NeuroBench model wrapper's ``register_hooks``."""
 
+    _counts_egru = True  # NeuroBench's patched register_hooks leaves the EGRU hooks to this class
+
     def egru_modules(self) -> List[Tuple[str, nn.Module]]:
-        """``(name, module)`` of every :class:`~snntorch_egru.EGRU` / :class:`~snntorch_egru.EGRUCell` in the
-        network."""
-        return [(name, m) for name, m in self.__net__().named_modules() if isinstance(m, _EGRU_TYPES)]
+        """``(name, module)`` of every EGRU module (``EGRU``, ``EGRUCell``, Norse flavour) in the network."""
+        return egru_modules(self.__net__())
 
     def register_hooks(self) -> None:
         super().register_hooks()  # type: ignore[misc]
-        # NeuroBench's generic hook would record an EGRU's (y, c) / (out, state) tuple as the
-        # activation (the user may have called add_activation_module(EGRUCell)): replace it.
-        for hook in [h for h in self.activation_hooks if isinstance(h.layer, _EGRU_TYPES)]:
-            hook.close()
-            self.activation_hooks.remove(hook)
-        for name, m in self.egru_modules():
-            events, products = _Observer(m, name).hooks
-            self.activation_hooks.extend(events)
-            self.connection_hooks.extend(products)
+        add_egru_hooks(self)
 
     def _reset_egru_cells(self) -> None:
         for _, m in self.egru_modules():
@@ -384,7 +455,7 @@ class SNNTorchModel(_EGRUHooksMixin, _NBSNNTorchModel):
 
 def _connection_tensors(m: nn.Module) -> List[torch.Tensor]:
     """The tensors NeuroBench's ConnectionSparsity counts for one module (EGRU modules added)."""
-    if isinstance(m, EGRUCell):
+    if isinstance(m, _ONE_LAYER):
         names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if m.bias else [])
     elif isinstance(m, EGRU):
         names = [f"{n}_l{k}" for k in range(m.num_layers)

@@ -51,6 +51,8 @@ from typing import Any, Callable, Dict, Optional
 
 from torch import nn
 
+from . import _nb_register
+
 __all__ = ["register", "unregister", "is_registered", "ENV_VAR"]
 
 #: Environment variable read at ``import snntorch_egru``: ``0`` skips the automatic :func:`register`.
@@ -363,6 +365,7 @@ def register(*, snntorch: bool = True, norse: bool = True, nir: bool = True) -> 
         _register_snntorch()
     if norse:
         _register_norse()
+    _nb_register.install()  # NeuroBench's own wrappers count EGRU layers (when NeuroBench is imported)
 
 
 def unregister() -> None:
@@ -379,6 +382,7 @@ def unregister() -> None:
         True
     """
     _unregister_norse()
+    _nb_register.uninstall()
     if _active["nir"]:
         _unregister_nir()
     _restore()

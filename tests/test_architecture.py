@@ -28,8 +28,8 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     ("engines", ("backends", "_op_checks", "_native_lib", "sparse", "_cpu_backward", "_grad", "_onnx", "_op", "cuda",
                  "_cell_fast")),
     ("layers", ("_layer_setup", "_packed", "_cell", "modules", "norse")),
-    ("bridges", ("interop", "_tbptt", "_recorder", "metrics", "nir", "_nir", "convert", "registration", "neurobench", "bench",
-                 "utils", "streaming")),
+    ("bridges", ("interop", "_tbptt", "_recorder", "metrics", "nir", "_nir", "convert", "_nb_register", "registration",
+                 "neurobench", "bench", "utils", "streaming")),
     ("training", ("training",)),
     ("entry points", ("", "__main__", "cuda.__main__")),
 ]

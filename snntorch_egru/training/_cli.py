@@ -69,6 +69,8 @@ _HELP = {
                       "split is read once at the end (0: no validation, the last epoch is tested; MNIST tasks: "
                       "EvNN's fixed 48k/12k split)",
     "threads": "torch.set_num_threads for this run (0: torch's default)",
+    "window": "mackey-glass: past values of the series the EGRU reads per step",
+    "repeats": "mackey-glass: repeats of NeuroBench's protocol, each 0.5 Lyapunov times later (at most 30)",
     "download": "fetch missing datasets (MNIST: from the usual mirrors, checksums checked; others: "
                 "torchvision/tonic)",
     "hidden_size": "units of each EGRU (or GRU) layer of a classifier",

@@ -45,7 +45,7 @@ from ._records import (
 from ._run_base import _lr_factor, _Run, regularisers
 from ._run_classify import _ClassifyRun
 from ._run_lm import _LMRun
-from ._tasks import LM_TASKS, TrainConfig
+from ._tasks import LM_TASKS, REGRESS_TASKS, TrainConfig
 
 __all__ = ["build_parser", "parse_config", "run", "main", "load_checkpoint", "UsageError"]
 
@@ -412,6 +412,11 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
                              "seed-<s> folders one by one")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if cfg.task in REGRESS_TASKS:  # regression (NeuroBench's Mackey-Glass protocol): its own runner
+        from . import _run_regress
+
+        cfg.out = cfg.out or os.path.join("runs", f"{cfg.task}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
+        return _run_regress.run(cfg, command)
     info = D.setup(cfg.device)
     try:
         _validate(cfg, info.world_size)

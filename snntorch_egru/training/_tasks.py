@@ -51,6 +51,11 @@ Every field of :class:`TrainConfig` can be overridden on the command line
   ``lm_state="y"``); validation at the training batch, the best validation epoch's model
   tested at batch 1.
 
+- ``mackey-glass``: NeuroBench's Mackey-Glass (tau = 17) protocol, a regression run by its own runner
+  (``_run_regress``): EGRU(64) on the last value, 200 full-batch epochs, Adam 5e-3, weight decay 1e-3, activity
+  regulariser 1.0 towards 10 %; NeuroBench's example LSTM and a same-size GRU beside it (``--baseline none``
+  skips them); ``--repeats`` (30) and ``--window`` (1). See ``docs/guide/neurobench.md``.
+
 ``docs/guide/training.md`` ("Recipe vs preset") lists every point where a preset and the
 EvNN code differ, and the option that switches it.
 """
@@ -65,7 +70,8 @@ from typing import Any, Dict, List, Optional
 __all__ = ["TASKS", "TrainConfig", "preset"]
 
 LM_TASKS = ("ptb", "wikitext2")
-TASKS = ("digits", "row-mnist", "smnist", "psmnist", "dvsgesture", "shd", "ptb", "wikitext2")
+REGRESS_TASKS = ("mackey-glass",)
+TASKS = ("digits", "row-mnist", "smnist", "psmnist", "dvsgesture", "shd", "ptb", "wikitext2", "mackey-glass")
 
 
 @dataclass
@@ -114,6 +120,8 @@ class TrainConfig:
     polarity: str = "mean"  # dvsgesture: polarities averaged ("mean", the recipe) or "separate"
     augment: bool = True  # dvsgesture: the recipe's crop/perspective/rotation of training frames
     time_bins: int = 100  # shd
+    window: int = 1  # mackey-glass: past values the EGRU reads per step
+    repeats: int = 30  # mackey-glass: NeuroBench's repeats (starts 0, 0.5, 1, ... Lyapunov times in)
     backend: str = "auto"
     # optimisation
     epochs: int = 10
@@ -206,6 +214,10 @@ _PRESETS: Dict[str, Dict[str, Any]] = {
     "shd": dict(
         hidden_size=256, num_layers=1, epochs=50, batch_size=64, lr=1e-3, grad_clip=1.0,
         readout="mean", time_bins=100, activity_reg=0.01, activity_target=0.05,
+    ),
+    "mackey-glass": dict(
+        hidden_size=64, window=1, epochs=200, lr=5e-3, weight_decay=1e-3, thr_mean=0.3, activity_reg=1.0,
+        activity_target=0.1, baseline="gru", nir=False,
     ),
     "ptb": dict(_LM_RECIPE, epochs=1000, batch_size=64, eval_batch_size=64, lr=1.2e-3, weight_decay=0.10,
                 cosine_start=0.7, dropout_emb=0.6, seed=9612),

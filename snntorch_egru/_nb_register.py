@@ -1,0 +1,155 @@
+"""Make NeuroBench's own model wrappers and ``ConnectionSparsity`` count EGRU layers.
+
+NeuroBench 2.3 finds what to count through fixed lists of torch layers, so its own
+``neurobench.models.TorchModel`` and ``SNNTorchModel`` see no EGRU layer: without this
+module they would report the synaptic operations of the other layers only, silently.
+:func:`install` (called by :func:`snntorch_egru.registration.register`, i.e. at
+``import snntorch_egru``) patches, as soon as NeuroBench is imported (at once if it
+already is):
+
+- ``NeuroBenchModel.register_hooks``: after NeuroBench's own hooks, every EGRU module
+  (``EGRU``, ``EGRUCell``, and the Norse flavour's ``EGRURecurrent`` /
+  ``EGRURecurrentCell``) gets the hooks of :mod:`snntorch_egru.neurobench`, so any
+  NeuroBench wrapper counts its events and weight products;
+- ``neurobench.metrics.static.ConnectionSparsity``: on a network with EGRU layers it
+  returns :class:`snntorch_egru.neurobench.ConnectionSparsity` (EGRU weights counted).
+
+``snntorch.utils.reset``, which NeuroBench's ``SNNTorchModel`` calls before each batch,
+already resets EGRU cells once :mod:`snntorch_egru.registration` is active.
+:func:`uninstall` restores NeuroBench exactly.
+
+Example::
+
+    >>> import torch, snntorch_egru as se
+    >>> from torch.utils.data import DataLoader, TensorDataset
+    >>> from neurobench.benchmarks import Benchmark
+    >>> from neurobench.models import TorchModel             # NeuroBench's own wrapper
+    >>> from neurobench.metrics.workload import SynapticOperations
+    >>> class Net(torch.nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.rnn = se.EGRU(4, 16, batch_first=True)
+    ...         self.fc = torch.nn.Linear(16, 3)
+    ...     def forward(self, x):
+    ...         return self.fc(self.rnn(x)[0]).sum(1)
+    >>> data = DataLoader(TensorDataset(torch.randn(8, 20, 4), torch.zeros(8)), batch_size=4)
+    >>> r = Benchmark(TorchModel(Net()), data, [], [], [[], [SynapticOperations]]).run(quiet=True)
+    >>> r["SynapticOperations"]["Dense"] == 20 * (48 * (4 + 16) + 3 * 16)
+    True
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import sys
+from typing import Any, Callable, Dict, Optional
+
+_MODEL = "neurobench.models.neurobench_model"
+_SPARSITY = "neurobench.metrics.static.connection_sparsity"
+_saved: Dict[str, Any] = {}
+_wanted = False
+
+
+def _egru_types() -> tuple:
+    from . import norse as _norse
+    from .modules import EGRU, EGRUCell
+
+    return (EGRUCell, EGRU, _norse.EGRURecurrentCell, _norse.EGRURecurrent)
+
+
+def _patch_model(module: Any) -> None:
+    cls = module.NeuroBenchModel
+    if "register_hooks" in _saved:
+        return
+    original = cls.register_hooks
+    _saved["register_hooks"] = (cls, original)
+
+    def register_hooks(self: Any) -> None:
+        original(self)
+        if not getattr(self, "_counts_egru", False):  # snntorch_egru.neurobench's wrappers add them themselves
+            from .neurobench import add_egru_hooks
+
+            add_egru_hooks(self)
+
+    register_hooks.__doc__ = original.__doc__
+    cls.register_hooks = register_hooks
+
+
+def _patch_sparsity(module: Any) -> None:
+    cls = module.ConnectionSparsity
+    if "connection_sparsity" in _saved:
+        return
+    original = cls.__call__
+    _saved["connection_sparsity"] = (cls, original)
+
+    def __call__(self: Any, model: Any) -> float:
+        types = _egru_types()
+        if any(isinstance(m, types) for m in model.__net__().modules()):
+            from .neurobench import ConnectionSparsity
+
+            return ConnectionSparsity.__call__(self, model)
+        return original(self, model)
+
+    cls.__call__ = __call__
+
+
+_PATCHES: Dict[str, Callable[[Any], None]] = {_MODEL: _patch_model, _SPARSITY: _patch_sparsity}
+
+
+class _PostImportHook(importlib.abc.MetaPathFinder):
+    """Patches NeuroBench's modules right after Python imports them (NeuroBench stays unimported until then)."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Optional[importlib.machinery.ModuleSpec]:
+        if fullname not in _PATCHES or not _wanted:
+            return None
+        for finder in sys.meta_path:  # the regular finders, skipping this hook
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        exec_module = loader.exec_module
+
+        def exec_and_patch(module: Any) -> None:
+            exec_module(module)
+            if _wanted:
+                _PATCHES[fullname](module)
+
+        loader.exec_module = exec_and_patch  # type: ignore[method-assign]
+        return spec
+
+
+_hook = _PostImportHook()
+
+
+def install() -> None:
+    """Patch NeuroBench now if it is imported, else as soon as it is (idempotent)."""
+    global _wanted
+    _wanted = True
+    if _hook not in sys.meta_path:
+        sys.meta_path.insert(0, _hook)
+    for name, patch in _PATCHES.items():
+        if name in sys.modules:
+            patch(sys.modules[name])
+
+
+def uninstall() -> None:
+    """Restore NeuroBench's original ``register_hooks`` and ``ConnectionSparsity``."""
+    global _wanted
+    _wanted = False
+    if _hook in sys.meta_path:
+        sys.meta_path.remove(_hook)
+    for key in list(_saved):
+        cls, original = _saved.pop(key)
+        setattr(cls, "register_hooks" if key == "register_hooks" else "__call__", original)
+
+
+def is_installed() -> bool:
+    """Whether NeuroBench's classes are patched now."""
+    return bool(_saved)
