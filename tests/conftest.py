@@ -130,6 +130,20 @@ SLOW_TESTS = frozenset(
         "tests/test_kernels_compile.py::test_wheel_ships_kernels_and_loader_finds_them",
         "tests/test_hardening_files.py::test_sigkill_during_writes_leaves_a_complete_file",
         "tests/test_docs.py::test_docstring_examples_run",
+        "tests/test_citizen_nir.py::test_onnx_export_of_egru_with_dynamic_length_and_batch",
+        "tests/test_citizen_nir.py::test_onnx_export_of_egrucell_steps_like_eager",
+        "tests/test_citizen_nir.py::test_onnx_export_through_the_strict_capture_runs_the_scan",
+        "tests/test_interop.py::test_mixed_leaky_and_egrucell_trains_below_chance",
+        "tests/test_sweep.py::test_sweep_with_seeds_and_gru_writes_the_runs_and_their_figures",
+        "tests/test_datasets.py::test_mnist_tasks_train_and_evaluate",
+        "tests/test_kernel_harness.py::test_grid_barrier_survives_counter_wrap",
+        "tests/test_kernel_harness.py::test_persistent_launch_failure_falls_back_to_step_once",
+        "tests/test_cli_errors.py::test_debug_shows_the_traceback",
+        "tests/test_cli_errors.py::test_ctrl_c_in_a_resumed_run_leaves_no_stale_metrics",
+        "tests/test_cell.py::test_cell_in_sequential_with_leaky_trains_with_snntorch_loss",
+        "tests/test_cold_start.py::test_kernels_still_run_under_dynamo_once_it_is_loaded",
+        "tests/test_train_files.py::test_a_running_train_command_holds_its_folder",
+        "tests/test_kernels_compile.py::test_every_kernel_compiles",
     }
 )
 
