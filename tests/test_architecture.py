@@ -28,7 +28,7 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     ("engines", ("backends", "_op_checks", "_native_lib", "sparse", "_cpu_backward", "_grad", "_op", "cuda")),
     ("layers", ("_layer_setup", "_packed", "modules", "norse")),
     ("bridges", ("interop", "_tbptt", "_recorder", "metrics", "nir", "_nir", "convert", "registration", "neurobench", "bench",
-                 "utils")),
+                 "utils", "init")),
     ("training", ("training",)),
     ("entry points", ("", "__main__", "cuda.__main__")),
 ]

@@ -100,6 +100,7 @@ class TrainConfig:
     thr_mean: float = 0.3
     learn_threshold: bool = True
     init: str = "evnn"
+    threshold_init: str = "calibrated"  # "calibrated" (one training batch sets each unit's rate) or "beta" only
     dropout: float = 0.0  # between layers / before the readout
     dropconnect: float = 0.0
     zoneout: float = 0.0
@@ -182,6 +183,7 @@ _LM_RECIPE: Dict[str, Any] = dict(
     bptt_lr_scale="nominal", bptt=70, optimizer="adamw", beta1=0.0, schedule="cosine_tail", dropout_words=0.1,
     dropout=0.25, dropout_out=0.5, dropconnect=0.7, grad_clip=0.1, layer_grad_clip=0.1, thr_mean=0.01,
     learn_threshold=False, dampening_factor=3.6, pseudo_derivative_support=3.6, variable_bptt=True,
+    threshold_init="beta",
 )
 
 _PRESETS: Dict[str, Dict[str, Any]] = {
@@ -202,6 +204,7 @@ _PRESETS: Dict[str, Dict[str, Any]] = {
         pseudo_derivative_support=1.7, activity_reg=0.01, activity_target=0.05, voltage_reg=0.01,
         readout="mean", eval_batch_size=40, frame_size=128, cnn="alexnet", readout_dropout="step",
         reg_form="evnn", voltage_target=0.05, thr_mean=DVS_THR_MEAN, seed=3000, valid_fraction=0.0,
+        threshold_init="beta",
     ),
     "shd": dict(
         hidden_size=256, num_layers=1, epochs=50, batch_size=64, lr=1e-3, grad_clip=1.0,
