@@ -71,6 +71,20 @@ def _unit_rates(egru: EGRU, x: Any, state: Any, k: int) -> torch.Tensor:
     return (o != 0).to(torch.float64).reshape(-1, o.shape[-1]).mean(0)
 
 
+def _scale_input_weights(egru: EGRU, x: Any, state: Any, k: int, std: float) -> float:
+    """Scale layer ``k``'s ``weight_ih`` so that ``weight_ih @ input`` has standard deviation ``std``; returns
+    the standard deviation before."""
+    if k == 0:
+        inp = x.transpose(0, 1) if egru.batch_first else x
+    else:
+        inp = egru(x, state, return_internals=True)[2].y[k - 1]
+    w = egru.layer_tensors(k)["weight_ih"]
+    before = float((inp.reshape(-1, inp.shape[-1]).to(w.dtype) @ w.t()).std())
+    if before > 0:
+        w.mul_(std / before)
+    return before
+
+
 def _bisect_layer(egru: EGRU, x: Any, state: Any, k: int, target: float, lo: float, hi: float,
                   iterations: int) -> torch.Tensor:
     """Bisect every threshold of layer ``k`` (all units at once) towards ``target``; returns the rates."""
@@ -87,6 +101,28 @@ def _bisect_layer(egru: EGRU, x: Any, state: Any, k: int, target: float, lo: flo
     return _unit_rates(egru, x, state, k)
 
 
+def _calibrate_modules(model: nn.Module, egrus: List[EGRU], inputs: Any, forward: Any, target: float,
+                       bounds: Tuple[float, float], iterations: int, input_std: Optional[float]
+                       ) -> Tuple[List[float], List[float], List[Optional[float]]]:
+    """Every layer of every EGRU module in turn: input drive (optional), then thresholds."""
+    lo, hi = bounds
+    run = (lambda: model(inputs)) if forward is None else (lambda: forward(model, inputs))
+    activity: List[float] = []
+    saturated: List[float] = []
+    drive: List[Optional[float]] = []
+    tol = (hi - lo) * 2.0 ** -iterations
+    for egru in egrus:
+        x, state = (inputs, None) if egru is model and forward is None else _captured_inputs(model, egru, run)
+        for k in range(egru.num_layers):
+            drive.append(None if input_std is None else _scale_input_weights(egru, x, state, k, float(input_std)))
+            rates = _bisect_layer(egru, x, state, k, target, lo, hi, iterations)
+            theta = egru.layer_tensors(k)["threshold"]
+            edge = (theta - lo < tol) | (hi - theta < tol)
+            activity.append(float(rates.mean()))
+            saturated.append(float(edge.to(torch.float64).mean()))
+    return activity, saturated, drive
+
+
 @torch.no_grad()
 def calibrate_thresholds(
     model: nn.Module,
@@ -96,6 +132,7 @@ def calibrate_thresholds(
     iterations: int = 16,
     bounds: Sequence[float] = (0.0, 1.0),
     forward: Optional[Callable[[nn.Module, Any], Any]] = None,
+    input_std: Optional[float] = None,
 ) -> Dict[str, Any]:
     """Set every EGRU threshold of ``model`` so that each unit fires at ``target_activity`` on ``inputs``.
 
@@ -105,7 +142,11 @@ def calibrate_thresholds(
     gradient. EGRU modules are calibrated in module order and the layers of a stacked EGRU bottom-up,
     each with the input that the calibrated layers below now give it. Units whose rate cannot reach the
     target inside ``bounds`` (always firing even at ``high``, or silent even at ``low``) end at that bound.
-    Only thresholds change; the weights are left as drawn.
+    Only thresholds change unless ``input_std`` is given: then each layer's input weights are first scaled
+    (one factor per layer, LSUV-style) so that the input drive ``weight_ih @ x`` has that standard deviation
+    on ``inputs``. The EvNN (xavier-normal) init gives a layer with few inputs and many units a weak drive,
+    std ``sqrt(2 / (I + 3H))`` per unit input (0.05 for I = 32, H = 256), so the state ``c`` barely
+    depends on the input at the first step.
 
     Args:
         model: an :class:`~snntorch_egru.EGRU`, or a module holding EGRU layers (e.g. a classifier).
@@ -117,11 +158,14 @@ def calibrate_thresholds(
         bounds: ``(low, high)`` range of the thresholds. Default: ``(0, 1)``, the Beta init's support and
             the range that ``threshold_clamp`` keeps.
         forward: how to run the model on ``inputs`` (default: ``model(inputs)``).
+        input_std: if given (> 0), the standard deviation of every layer's input drive after scaling its
+            ``weight_ih``. Default: None (weights unchanged).
 
     Returns:
-        ``{"target": target_activity, "activity": [...], "saturated": [...]}`` with, per calibrated layer
-        (module order, then layer order), the measured mean activity on ``inputs`` and the fraction of units
-        left at a bound.
+        ``{"target": target_activity, "activity": [...], "saturated": [...], "input_std_before": [...]}``
+        with, per calibrated layer (module order, then layer order), the measured mean activity on
+        ``inputs``, the fraction of units left at a bound and the input drive's standard deviation before
+        scaling (None without ``input_std``).
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``.
@@ -142,25 +186,20 @@ def calibrate_thresholds(
         True
     """
     lo, hi = _check_args(model, target_activity, iterations, bounds)
+    if input_std is not None and (isinstance(input_std, bool) or not isinstance(input_std, (int, float))
+                                  or not 0 < float(input_std) < float("inf")):
+        raise ValueError(f"input_std must be None or a finite number > 0, got {input_std!r}")
     egrus = [m for m in model.modules() if isinstance(m, EGRU)]
     if not egrus:
         raise ValueError(f"model must hold at least one snntorch_egru.EGRU layer, found none in "
                          f"{type(model).__name__}")
     modes = {m: m.training for m in model.modules()}
     model.eval()
-    run = (lambda: model(inputs)) if forward is None else (lambda: forward(model, inputs))
-    activity: List[float] = []
-    saturated: List[float] = []
     try:
-        for egru in egrus:
-            x, state = (inputs, None) if egru is model and forward is None else _captured_inputs(model, egru, run)
-            for k in range(egru.num_layers):
-                rates = _bisect_layer(egru, x, state, k, float(target_activity), lo, hi, iterations)
-                theta = egru.layer_tensors(k)["threshold"]
-                edge = (theta - lo < (hi - lo) * 2.0 ** -iterations) | (hi - theta < (hi - lo) * 2.0 ** -iterations)
-                activity.append(float(rates.mean()))
-                saturated.append(float(edge.to(torch.float64).mean()))
+        activity, saturated, drive = _calibrate_modules(model, egrus, inputs, forward, float(target_activity),
+                                                        (lo, hi), iterations, input_std)
     finally:
         for m, mode in modes.items():
             m.train(mode)
-    return {"target": float(target_activity), "activity": activity, "saturated": saturated}
+    return {"target": float(target_activity), "activity": activity, "saturated": saturated,
+            "input_std_before": drive}

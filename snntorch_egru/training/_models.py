@@ -58,8 +58,9 @@ def calibrate_classifier(cfg, model: nn.Module, train: Any, collate: Any) -> Opt
 
     The batch is :data:`CALIBRATION_SAMPLES` samples of ``train`` drawn with a generator seeded by
     ``cfg.seed`` (the global random stream is not used, so the rest of the run draws as before), stacked by
-    ``collate``; :func:`snntorch_egru.init.calibrate_thresholds` then gives every unit an event rate of
-    ``cfg.activity_target`` on it. Returns its report (plus the samples used), or None when nothing is
+    ``collate``; :func:`snntorch_egru.init.calibrate_thresholds` then scales each layer's input weights to
+    an input drive of standard deviation 1 and gives every unit an event rate of ``cfg.activity_target`` on it.
+    Returns its report (plus the samples used), or None when nothing is
     calibrated (``threshold_init="beta"`` or a model without EGRU layers, e.g. the GRU baseline).
     """
     if cfg.threshold_init == "beta" or not any(isinstance(m, EGRU) for m in model.modules()):
@@ -70,7 +71,7 @@ def calibrate_classifier(cfg, model: nn.Module, train: Any, collate: Any) -> Opt
     idx = torch.randperm(len(train), generator=g)[:CALIBRATION_SAMPLES].tolist()
     x, _ = collate([train[i] for i in idx])
     p = next(model.parameters())
-    report = calibrate_thresholds(model, x.to(p.device), cfg.activity_target)
+    report = calibrate_thresholds(model, x.to(p.device), cfg.activity_target, input_std=1.0)
     report["samples"] = len(idx)
     return report
 
