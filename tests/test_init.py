@@ -130,7 +130,8 @@ def test_classifier_calibration_uses_a_seeded_batch_and_skips_beta_and_gru():
 def test_presets_choose_the_threshold_init():
     assert preset("digits").threshold_init == "calibrated"
     assert preset("row-mnist").threshold_init == "calibrated"
-    for task in ("ptb", "wikitext2", "dvsgesture"):  # recipes reproduced as published
+    assert preset("shd").threshold_init == "calibrated"
+    for task in ("ptb", "wikitext2", "dvsgesture", "smnist", "psmnist"):  # recipes reproduced as published
         assert preset(task).threshold_init == "beta"
 
 

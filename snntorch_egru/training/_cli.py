@@ -69,10 +69,11 @@ _HELP = {
     "valid_fraction": "fraction of the training set held out (fixed split, seed 42) for model selection; the test "
                       "split is read once at the end (0: no validation, the last epoch is tested; MNIST tasks: "
                       "EvNN's fixed 48k/12k split)",
-    "threshold_init": "'calibrated' (classification presets): on one training batch each layer's input drive is "
-                      "scaled to std 1 and each unit's threshold set so that it fires at --activity-target "
-                      "(snntorch_egru.init.calibrate_thresholds); 'beta': the Beta draw of mean --thr-mean only "
-                      "(the EvNN code's init and the earlier default; the LM and DVS presets)",
+    "threshold_init": "'calibrated' (digits, row-mnist, shd presets): on one training batch each layer's "
+                      "input drive is scaled to std 1 and each unit's threshold set so that it fires at "
+                      "--activity-target (snntorch_egru.init.calibrate_thresholds); 'beta': the Beta draw of mean "
+                      "--thr-mean only (the EvNN code's init and the earlier default; the smnist, psmnist, "
+                      "dvsgesture and LM presets)",
     "threads": "torch.set_num_threads for this run (0: torch's default)",
     "download": "fetch missing datasets (MNIST: from the usual mirrors, checksums checked; others: "
                 "torchvision/tonic)",

@@ -1,10 +1,11 @@
 """Task presets of ``snntorch-egru train``: the paper's recipes, scaled where noted.
 
 Every field of :class:`TrainConfig` can be overridden on the command line
-(``--hidden-size 256`` etc.). The presets follow ``egru-model.md`` §8. Classification presets use the
-calibrated threshold init (``threshold_init="calibrated"``, :func:`snntorch_egru.init.calibrate_thresholds`
-on 128 training samples drawn with the run's seed, target ``activity_target``); the LM and DVS
-recipes keep the Beta init of the EvNN code (``--threshold-init beta`` chooses it for any task):
+(``--hidden-size 256`` etc.). The presets follow ``egru-model.md`` §8. The digits, row-MNIST
+and SHD presets use the calibrated init (``threshold_init="calibrated"``,
+:func:`snntorch_egru.init.calibrate_thresholds` on 128 training samples drawn with the run's seed: input drive
+scaled to std 1, each unit firing at ``activity_target``); the sMNIST/psMNIST, DVS and LM recipes keep the
+Beta init of the EvNN code (``--threshold-init beta`` chooses it for any task):
 
 - ``digits`` (default, offline): scikit-learn's 8x8 digits read one pixel per step
   (64 steps), the sequential-MNIST analogue; sized to finish in about 2 minutes on 2 CPU
@@ -182,6 +183,7 @@ DVS_THR_MEAN = 0.455
 _SEQUENTIAL_MNIST: Dict[str, Any] = dict(
     hidden_size=590, num_layers=1, epochs=200, batch_size=500, lr=1e-3, grad_clip=0.25, layer_grad_clip=0.25,
     dampening_factor=0.7, pseudo_derivative_support=1.0, readout="last", eval_batch_size=500, seed=3000,
+    threshold_init="beta",
 )
 
 #: what the PTB and WikiText-2 recipes share (each task adds its epochs, batch, lr, decay, schedule and seed)
