@@ -10,6 +10,10 @@ events carry little about the input and learning stalls until the weights have m
 target fraction of (step, sample) pairs (LSUV-style: a data batch sets a statistic of every unit, here the
 event rate instead of the variance). Layers are calibrated bottom-up, each by a per-unit bisection of its
 thresholds with the network's actual forward pass (resets, recurrence and the layers below included).
+With ``input_std`` each layer's input weights are first scaled so that its input drive has that standard
+deviation on the batch (the EvNN xavier init gives a narrow input into a wide layer a weak drive, so ``c``
+hardly depends on the input). ``snntorch-egru train --threshold-init calibrated`` uses both
+(``benchmarks/results/init-calibration-2026-12-06.md`` has the measurements).
 """
 
 from __future__ import annotations
