@@ -13,6 +13,7 @@ import torch
 from ._dvs import CNNS
 from ._lm import DROPOUT_SHARES
 from ._models import LM_STATES, MODELS, READOUT_DROPOUTS, READOUTS
+from ..init import THRESHOLD_INITS
 from ._tasks import LM_TASKS, TASKS, TrainConfig, preset
 
 __all__ = ["UsageError", "build_parser", "parse_config", "parse_seeds", "parse_targets", "RESUME_REFUSED"]
@@ -68,6 +69,11 @@ _HELP = {
     "valid_fraction": "fraction of the training set held out (fixed split, seed 42) for model selection; the test "
                       "split is read once at the end (0: no validation, the last epoch is tested; MNIST tasks: "
                       "EvNN's fixed 48k/12k split)",
+    "threshold_init": "'calibrated' (digits, row-mnist, shd presets): on one training batch each layer's "
+                      "input drive is scaled to std 1 and each unit's threshold set so that it fires at "
+                      "--activity-target (snntorch_egru.init.calibrate_thresholds); 'beta': the Beta draw of mean "
+                      "--thr-mean only (the EvNN code's init and the earlier default; the smnist, psmnist, "
+                      "dvsgesture and LM presets)",
     "threads": "torch.set_num_threads for this run (0: torch's default)",
     "window": "mackey-glass: past values of the series the EGRU reads per step",
     "repeats": "mackey-glass: repeats of NeuroBench's protocol, each 0.5 Lyapunov times later (at most 30)",
@@ -158,6 +164,7 @@ _CHOICES: Dict[str, Tuple[str, ...]] = {
     "cnn": CNNS, "polarity": ("mean", "separate"), "dropout_mask": DROPOUT_SHARES,
     "lm_state": LM_STATES, "readout_dropout": READOUT_DROPOUTS, "bptt_lr_scale": ("nominal", "bptt"),
     "reg_form": ("smooth", "evnn"), "model": MODELS, "baseline": ("none", "gru"),
+    "threshold_init": THRESHOLD_INITS,
 }
 
 

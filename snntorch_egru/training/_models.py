@@ -7,14 +7,14 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..init import calibrate_thresholds
 from ..modules import EGRU
 from ..state import EGRURecord, EGRUState
 from ._lm import locked_dropout
 
 __all__ = ["SequenceClassifier", "GRUClassifier", "DenseRecord", "dense_gru_macs", "MODELS", "LanguageModel",
            "FrameCNN", "build_egru", "READOUTS", "LM_STATES", "READOUT_DROPOUTS", "window_start_state", "zero_state",
-           "layer_gradient_groups",
-           "clip_layer_gradients"]
+           "layer_gradient_groups", "clip_layer_gradients", "calibrate_classifier", "CALIBRATION_SAMPLES"]
 
 READOUTS = ("last", "mean", "rate", "state")
 READOUT_DROPOUTS = ("pooled", "step")
@@ -47,6 +47,33 @@ def build_egru(cfg, input_size: int, hidden_size: int, num_layers: int = 1,
         dampening_factor=cfg.dampening_factor, pseudo_derivative_support=cfg.pseudo_derivative_support,
         thr_mean=cfg.thr_mean, learn_threshold=cfg.learn_threshold, init=cfg.init, backend=cfg.backend,
     )
+
+
+#: training samples in the batch that ``threshold_init="calibrated"`` calibrates the thresholds on
+CALIBRATION_SAMPLES = 128
+
+
+def calibrate_classifier(cfg, model: nn.Module, train: Any, collate: Any) -> Optional[Dict[str, Any]]:
+    """``threshold_init="calibrated"``: set the EGRU thresholds of ``model`` from one training batch.
+
+    The batch is :data:`CALIBRATION_SAMPLES` samples of ``train`` drawn with a generator seeded by
+    ``cfg.seed`` (the global random stream is not used, so the rest of the run draws as before), stacked by
+    ``collate``; :func:`snntorch_egru.init.calibrate_thresholds` then scales each layer's input weights to
+    an input drive of standard deviation 1 and gives every unit an event rate of ``cfg.activity_target`` on it.
+    Returns its report (plus the samples used), or None when nothing is
+    calibrated (``threshold_init="beta"`` or a model without EGRU layers, e.g. the GRU baseline).
+    """
+    if cfg.threshold_init == "beta" or not any(isinstance(m, EGRU) for m in model.modules()):
+        return None
+    if cfg.threshold_init != "calibrated":
+        raise ValueError(f"threshold_init must be 'calibrated' or 'beta', got {cfg.threshold_init!r}")
+    g = torch.Generator().manual_seed(int(cfg.seed))
+    idx = torch.randperm(len(train), generator=g)[:CALIBRATION_SAMPLES].tolist()
+    x, _ = collate([train[i] for i in idx])
+    p = next(model.parameters())
+    report = calibrate_thresholds(model, x.to(p.device), cfg.activity_target, input_std=1.0)
+    report["samples"] = len(idx)
+    return report
 
 
 def zero_state(egru: EGRU, batch: int, device=None, requires_grad: bool = False) -> EGRUState:

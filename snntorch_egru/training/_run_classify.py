@@ -17,7 +17,8 @@ from torch.utils.data.distributed import DistributedSampler
 
 from ._data import VALID_SEED, collate_time_first, load_classification, split_train_valid
 from ._dvs import build_frontend
-from ._models import GRUClassifier, SequenceClassifier, build_egru, dense_gru_macs, zero_state
+from ._models import (GRUClassifier, SequenceClassifier, build_egru, calibrate_classifier, dense_gru_macs,
+                      zero_state)
 from ._run_base import _Run, regularisers
 
 __all__: List[str] = []
@@ -98,7 +99,9 @@ class _ClassifyRun(_Run):
             self.validation["samples"] = self.n_valid
         self.steps = data.steps
         self.sample_step = torch.zeros((1,) + tuple(data.input_shape))
-        return self._model(data), valid is not None
+        model = self._model(data)
+        self.calibration = calibrate_classifier(cfg, model, train, collate_time_first)
+        return model, valid is not None
 
     def _model(self, data: Any) -> nn.Module:
         self.spec = {"input_shape": [int(d) for d in data.input_shape], "num_classes": int(data.num_classes)}
