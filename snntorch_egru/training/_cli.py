@@ -10,10 +10,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..init import THRESHOLD_INITS
 from ._dvs import CNNS
 from ._lm import DROPOUT_SHARES
 from ._models import LM_STATES, MODELS, READOUT_DROPOUTS, READOUTS
-from ..init import THRESHOLD_INITS
 from ._tasks import LM_TASKS, TASKS, TrainConfig, preset
 
 __all__ = ["UsageError", "build_parser", "parse_config", "parse_seeds", "parse_targets", "RESUME_REFUSED"]

@@ -17,8 +17,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from ._data import VALID_SEED, collate_time_first, load_classification, split_train_valid
 from ._dvs import build_frontend
-from ._models import (GRUClassifier, SequenceClassifier, build_egru, calibrate_classifier, dense_gru_macs,
-                      zero_state)
+from ._models import GRUClassifier, SequenceClassifier, build_egru, calibrate_classifier, dense_gru_macs, zero_state
 from ._run_base import _Run, regularisers
 
 __all__: List[str] = []
