@@ -178,12 +178,13 @@ def _first_epoch_valid_accuracy(tmp_path, name: str, *flags: str) -> float:
 
 
 def test_digits_preset_learns_in_its_first_epoch_and_the_beta_init_does_not(tmp_path):
-    # 600 training images, 128 units, one epoch (19 updates); the 287 validation images; chance is about 10 %.
-    # Measured (seed 0 / 1): calibrated 24.0 / 22.6 %, the earlier preset 8.0 / 8.0 % (its plateau).
+    # 600 training images, 128 units, one epoch (38 updates); the 287 validation images; chance is about 10 %.
+    # Measured (seed 0, rows of 8 pixels): calibrated 56.8 %, the Beta init 24.0 %. (With the earlier
+    # pixel-by-pixel reading: calibrated 24.0 %, Beta 8.0 %, its plateau.)
     new = _first_epoch_valid_accuracy(tmp_path, "calibrated")
-    old = _first_epoch_valid_accuracy(tmp_path, "beta", "--threshold-init", "beta", "--readout-steps", "0")
-    assert new >= 0.18
-    assert old <= 0.15
+    old = _first_epoch_valid_accuracy(tmp_path, "beta", "--threshold-init", "beta")
+    assert new >= 0.45
+    assert old <= 0.35 and new >= old + 0.15
 
 
 def test_input_std_scales_every_layers_input_drive_before_its_thresholds():

@@ -98,17 +98,17 @@ def test_digits_run_metrics_json(tmp_path):
         assert key in m, key
     assert m["command"].startswith("snntorch-egru train --out ")
     assert m["epochs_completed"] == 2 and len(m["history"]) == 2 and m["wall_time_s"] > 0
-    H, T, I = 8, 64, 32  # the digits preset reads each pixel through a Linear(1, 32) encoder
+    H, T, I = 8, 8, 8  # the digits preset reads the 8 rows of 8 pixels straight into the EGRU (no encoder)
     assert m["dense_macs"] == T * 3 * H * (I + H)
     assert 0 < m["effective_macs"] <= m["dense_macs"]
     assert 0.0 <= m["backward_sparsity"] <= 1.0 and 0.0 < m["activity"] < 1.0
-    assert m["parameters"] == (I + I) + 3 * H * (I + H) + 6 * H + H + H * 10 + 10
+    assert m["parameters"] == 3 * H * (I + H) + 6 * H + H + H * 10 + 10
     # independent recomputation of the test accuracy and activity from the tested (best validation) model
     ck = torch.load(run / "checkpoint.pt", weights_only=False)
     best = torch.load(run / "best.pt", weights_only=False)
     assert m["selected_on"] == "valid" and best["epoch"] == m["selected_epoch"]
     cfg = TrainConfig.from_dict(ck["config"])
-    model = SequenceClassifier(build_egru(cfg, 32, 8), 10, frontend=torch.nn.Linear(1, 32), readout=cfg.readout)
+    model = SequenceClassifier(build_egru(cfg, 8, 8), 10, readout=cfg.readout)
     model.load_state_dict(best["model"])
     model.eval()
     data = load_digits_data()
@@ -191,9 +191,9 @@ def test_rate_readout_is_the_exported_nir_graph_averaged_over_time(tmp_path):
 
 # ----------------------------------------------------------------------------- issue 11: baseline, seeds, splits
 def _gru_logits_reference(state, x, readout, readout_steps=0):
-    """Independent float64 forward of GRUClassifier's weights: Linear encoder -> torch GRU math -> readout."""
+    """Independent float64 forward of GRUClassifier's weights: (Linear encoder) -> torch GRU math -> readout."""
     sd = {k: v.double() for k, v in state.items()}
-    z = x.double() @ sd["frontend.weight"].T + sd["frontend.bias"]
+    z = x.double() @ sd["frontend.weight"].T + sd["frontend.bias"] if "frontend.weight" in sd else x.double()
     H = sd["egru.weight_hh_l0"].shape[1]
     h = torch.zeros(x.shape[1], H, dtype=torch.float64)
     outs = []
@@ -234,7 +234,7 @@ def test_gru_baseline_and_seeds_report_both_with_mean_and_sd(tmp_path, capsys):
         assert e["baseline"]["test_accuracy"] == g["test_accuracy"] and e["baseline"]["model"] == "gru"
         assert (e["train_samples"], e["test_samples"]) == (g["train_samples"], g["test_samples"])
         assert len(e["history"]) == len(g["history"]) == 2
-        H, T, I = 8, 64, 32
+        H, T, I = 8, 8, 8
         assert g["dense_macs"] == g["effective_macs"] == e["dense_macs"] == T * 3 * H * (I + H)
         assert g["activity"] == 1.0 and 0 < e["activity"] < 1
         assert e["comparison"]["egru_minus_gru_accuracy_points"] == pytest.approx(

@@ -87,7 +87,7 @@ DIGITS_SPLIT_SEED = 0
 
 
 def load_digits_data() -> ClassificationData:
-    """scikit-learn's 1797 bundled 8x8 digits as 64-step sequences of one pixel in [0, 1].
+    """scikit-learn's 1797 bundled 8x8 digits read row by row: 8 steps of 8 pixels in [0, 1].
 
     The split is fixed (seed 0, independent of ``--seed``): 1437 train, 360 test.
     """
@@ -98,14 +98,14 @@ def load_digits_data() -> ClassificationData:
             "task 'digits' needs scikit-learn: pip install 'snntorch-egru[data]'"
         ) from exc
     d = load_digits()
-    x = torch.tensor(d.data, dtype=torch.float32).div_(16.0).unsqueeze(-1)  # [N, 64, 1]
+    x = torch.tensor(d.images, dtype=torch.float32).div_(16.0)  # [N, 8 rows, 8 pixels]
     y = torch.tensor(d.target, dtype=torch.long)
     g = torch.Generator().manual_seed(DIGITS_SPLIT_SEED)
     perm = torch.randperm(len(x), generator=g)
     test_idx, train_idx = perm[:DIGITS_TEST_SIZE], perm[DIGITS_TEST_SIZE:]
     return ClassificationData(
         TensorDataset(x[train_idx], y[train_idx]), TensorDataset(x[test_idx], y[test_idx]),
-        num_classes=10, input_shape=(1,), steps=64,
+        num_classes=10, input_shape=(8,), steps=8,
     )
 
 

@@ -70,7 +70,7 @@ def load_run(folder: str, which: str = "selected", device: Any = "cpu") -> Tuple
         ...                     nir=False, plot=False, out=out))  # doctest: +ELLIPSIS
         snntorch-egru train: ...
         >>> model, cfg = load_run(out)
-        >>> logits, _ = model(torch.zeros(64, 2, 1))  # 64 steps of one pixel, batch 2
+        >>> logits, _ = model(torch.zeros(8, 2, 8))  # 8 rows of 8 pixels, batch 2
         >>> cfg.hidden_size, tuple(logits.shape)
         (4, (2, 10))
     """

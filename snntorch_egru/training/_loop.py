@@ -392,7 +392,7 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
         >>> m = run(cfg)  # doctest: +ELLIPSIS
         snntorch-egru train: task digits, EGRU(4), ... parameters, 1 epoch, batch 32, ... run folder ...
         digits: test accuracy ...
-        >>> m["epochs_completed"], m["dense_macs"] == 64 * 3 * 4 * (1 + 4)
+        >>> m["epochs_completed"], m["dense_macs"] == 8 * 3 * 4 * (8 + 4)  # 8 rows of 8 pixels
         (1, True)
     """
     ckpt, changes = None, {}
