@@ -68,6 +68,9 @@ def main(argv: List[str]) -> int:
         pts = [(r["epoch"], 100 * float(r["valid_accuracy"])) for r in rows if r["label"] == lab]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], ".", color=line.get_color(), alpha=0.5)
     ax.set_xlabel("epoch")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title(os.path.basename(stem))
     ax.legend()
