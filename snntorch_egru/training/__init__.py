@@ -1,7 +1,8 @@
 """``snntorch-egru train``: train an EGRU on a task and record accuracy, sparsity, a checkpoint and a NIR file.
 
-Tasks: ``digits`` (default, offline), ``smnist``, ``psmnist``, ``dvsgesture``, ``shd``,
-``ptb``, ``wikitext2``; presets follow the paper's recipes (:mod:`.tasks`). Multi-process
+Tasks: ``digits`` (default, offline), ``row-mnist``, ``smnist``, ``psmnist``, ``dvsgesture``, ``shd``,
+``mackey-glass`` (NeuroBench's protocol), ``ptb``, ``wikitext2``; presets follow the paper's recipes
+(``snntorch_egru.training._tasks``). Multi-process
 training runs under ``torchrun --nproc-per-node N -m snntorch_egru train ...``.
 
 This package is not imported by ``import snntorch_egru``; scikit-learn, torchvision,
@@ -37,7 +38,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     Example (shell)::
 
-        snntorch-egru train                                   # digits, offline, about 2 minutes on 2 cores
+        snntorch-egru train                                   # digits, offline, about 20 s on 2 cores
         snntorch-egru train --task smnist --data-dir data --download --epochs 20 --device cuda
         snntorch-egru train --resume runs/digits-20260101-120000
         torchrun --nproc-per-node 2 -m snntorch_egru train --batch-size 64
