@@ -254,7 +254,7 @@ def test_checkpoints_are_validated_before_training(capsys, tmp_path, done_run, c
 def test_checkpoints_carry_a_format_version_and_older_ones_still_resume(tmp_path, done_run):
     run_dir = _copy(done_run, tmp_path)
     ck = torch.load(run_dir / "checkpoint.pt", weights_only=True)
-    assert ck["format"] == 1 and ck["spec"] == {"input_shape": [1], "num_classes": 10}
+    assert ck["format"] == 1 and ck["spec"] == {"input_shape": [8], "num_classes": 10}  # digits: rows of 8 pixels
     _rewrite(run_dir, lambda c: (c.pop("format"), c.pop("spec")))  # a checkpoint of an earlier version
     assert main(["--resume", str(run_dir), "--epochs", "3", "--no-progress"]) == 0
     assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["format"] == 1
