@@ -17,6 +17,7 @@ from typing import Any, Optional
 import torch
 
 from ._checks import RESET_CODES
+from . import _native_lib
 from ._native_lib import native_library
 from .functional import TRACE_DECAY
 from .sparse import transposed_weight
@@ -37,14 +38,17 @@ def step_function(dtype: torch.dtype) -> Optional[Any]:
     """The native ``egru_step`` for ``dtype``, or ``None`` (no helper, an old build, another dtype)."""
     if dtype not in _FLOATS:
         return None
-    from . import _native_lib
-
     if not _native_lib._USE_NATIVE:
         return None
     lib = native_library()
     if lib is None:
         return None
     return getattr(lib, "egru_step_f32" if dtype == torch.float32 else "egru_step_f64", None)
+
+
+#: ``egru_step`` per dtype, looked up once (kept here, not on the modules: ctypes objects do not pickle).
+_STEP_FNS: dict[torch.dtype, Any] = {}
+_UNKNOWN = object()
 
 
 def _ok(t: Optional[torch.Tensor], shape: tuple[int, ...], dtype: torch.dtype) -> bool:
@@ -64,15 +68,14 @@ def try_step(cell: Any, x: torch.Tensor, y: Optional[torch.Tensor], c: Optional[
         return None
     if (y is None) != (c is None) or (y is not None and cell.init_hidden):
         return None  # the torch step gives the error
+    if not _native_lib._USE_NATIVE:  # switched off (tests cover the torch path so)
+        return None
+    fn = _STEP_FNS.get(x.dtype, _UNKNOWN)
+    if fn is _UNKNOWN:
+        fn = _STEP_FNS[x.dtype] = step_function(x.dtype)
+    if fn is None:
+        return None
     d = cell.__dict__
-    fn = d.get("_fast_fn")
-    if fn is None or d.get("_fast_dtype") is not x.dtype:
-        if d.get("_fast_dtype") is x.dtype:  # known unusable for this dtype
-            return None
-        fn = step_function(x.dtype)
-        d["_fast_dtype"], d["_fast_fn"] = x.dtype, fn
-        if fn is None:
-            return None
     if (cell.training and (cell.zoneout > 0.0 or cell.dropconnect > 0.0)) \
             or not isinstance(cell.spike_grad, SpikeFunction) or tracing():
         return None

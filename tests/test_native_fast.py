@@ -265,3 +265,25 @@ def test_streamer_from_a_cell_and_clear_errors():
         se.Streamer(torch.nn.GRU(3, 10))
     with pytest.raises(ValueError, match=r"state.y must have shape \(1, 1, 10\)"):
         stream.state = se.EGRUState(torch.zeros(2), torch.zeros(1, 1, 10), torch.zeros(1, 1, 10))
+
+
+def test_a_cell_that_took_the_native_path_still_copies_and_pickles():
+    """deepcopy, pickle and torch.save of a cell after inference steps (the tutorials deep-copy models)."""
+    import copy
+    import io
+    import pickle
+
+    torch.manual_seed(10)
+    cell = se.EGRUCell(3, 7, thr_mean=0.1, init_hidden=True)
+    xs = torch.randn(6, 2, 3)
+    with torch.no_grad():
+        for x in xs[:3]:
+            cell(x)
+        twins = [copy.deepcopy(cell), pickle.loads(pickle.dumps(cell))]
+        buf = io.BytesIO()
+        torch.save(cell, buf)
+        buf.seek(0)
+        twins.append(torch.load(buf, weights_only=False))
+        want = torch.stack([cell(x) for x in xs[3:]])
+        for twin in twins:
+            torch.testing.assert_close(torch.stack([twin(x) for x in xs[3:]]), want, rtol=0, atol=0)
