@@ -16,8 +16,8 @@ from typing import Any, Optional
 
 import torch
 
-from ._checks import RESET_CODES
 from . import _native_lib
+from ._checks import RESET_CODES
 from ._native_lib import native_library
 from .functional import TRACE_DECAY
 from .sparse import transposed_weight
