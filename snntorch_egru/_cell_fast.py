@@ -99,7 +99,11 @@ def try_step(cell: Any, x: torch.Tensor, y: Optional[torch.Tensor], c: Optional[
         return None  # the torch step checks, sizes a new state or raises the clear error
     key = (id(theta), theta._version, cell.threshold_clamp)
     if d.get("_fast_theta_key") != key:
-        d["_fast_theta_key"], d["_fast_theta"] = key, cell._effective_threshold(theta).contiguous()
+        eff = cell._effective_threshold(theta).contiguous()
+        # a NaN threshold: the torch step, which propagates it (the native step would silence the unit)
+        d["_fast_theta_key"], d["_fast_theta"] = key, (None if bool(eff.isnan().any()) else eff)
+    if d["_fast_theta"] is None:
+        return None
     yn, cn, trn = inference_step(fn, x, *(t.view(b, h) for t in state), w_ih, w_hh, b_ih, b_hh,
                                  d["_fast_theta"], cell.reset_mechanism, cell.zoneout if not cell.training else 0.0)
     if unbatched:

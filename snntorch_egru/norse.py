@@ -51,7 +51,7 @@ import torch
 
 from . import _checks
 from . import functional as F
-from ._layer_setup import EGRUBase, in_param_dtype
+from ._layer_setup import EGRUBase, in_param_dtype, nan_threshold_propagates
 from .backends import LayerCall
 from .state import EGRURecurrentState
 from .state import EGRUState as _LayerEGRUState
@@ -379,11 +379,13 @@ class EGRURecurrentCell(_NorseEGRUBase):
         else:
             shape = (self.hidden_size,) if input_tensor.dim() == 1 else (input_tensor.shape[0], self.hidden_size)
             state = self._check_state(state, shape)
+        theta = self._effective_threshold(self.threshold)
         step = F.egru_step(
             input_tensor, state.y, state.c, state.trace,
             self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
-            self._effective_threshold(self.threshold), spike_fn=self.spike_grad, reset=self.p.reset,
+            theta, spike_fn=self.spike_grad, reset=self.p.reset,
         )
+        step = nan_threshold_propagates(theta, step)  # a NaN threshold is not silently a silent unit
         return step.y, EGRURecurrentState(step.y, step.c, step.trace)
 
     def extra_repr(self) -> str:

@@ -195,6 +195,22 @@ def test_nan_threshold_propagates_in_the_cell(reset):
         cell.threshold[0] = float("nan")
     y, c = cell(torch.randn(B, I))
     assert y[:, 0].isnan().all() and c[:, 0].isnan().all()
+    with torch.no_grad():  # inference steps (the native event path) too
+        cell.reset_mem()
+        y, c = cell(torch.randn(B, I))
+    assert y[:, 0].isnan().all() and c[:, 0].isnan().all()
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero", "none"])
+def test_nan_threshold_propagates_in_the_norse_cell(reset):
+    from snntorch_egru.norse import EGRUParameters, EGRURecurrentCell
+
+    cell = EGRURecurrentCell(I, H, p=EGRUParameters(reset=reset))
+    with torch.no_grad():
+        cell.threshold[0] = float("nan")
+    y, state = cell(torch.randn(B, I))
+    assert y[:, 0].isnan().all() and state.c[:, 0].isnan().all() and state.trace[:, 0].isnan().all()
+    assert not y[:, 1:].isnan().any()
 
 
 # ------------------------------------------------------------------------------------------
