@@ -169,6 +169,9 @@ def _register_for_serialization() -> None:
             pytree._register_namedtuple(cls, serialized_type_name=name)
         except ValueError:  # registered already (e.g. by an older copy of this module)
             pass
+    # plain tuples of tensors: torch.load(weights_only=True) may rebuild them (torch.export.load does, for
+    # the example inputs it stores; without this it falls back through a warning torch cannot format)
+    torch.serialization.add_safe_globals([EGRUState, EGRURecord, EGRURecurrentState])
 
 
 _register_for_serialization()

@@ -457,3 +457,15 @@ def test_leaky_call_shape_is_refused_where_it_can_be_seen():
     for x_t in x:
         y_ref = ref(x_t)[0]
     torch.testing.assert_close(y, y_ref)
+
+
+def test_states_load_with_torch_load_weights_only():
+    """torch.load's default (weights_only=True) rebuilds the state tuples (torch.export.load relies on it)."""
+    import io
+
+    state = se.EGRUState(torch.randn(1, 2, 3), torch.randn(1, 2, 3), torch.randn(1, 2, 3))
+    buf = io.BytesIO()
+    torch.save({"state": state}, buf)
+    buf.seek(0)
+    back = torch.load(buf, weights_only=True)["state"]
+    assert type(back) is se.EGRUState and all(torch.equal(a, b) for a, b in zip(back, state))
