@@ -209,10 +209,12 @@ NATIVE_MAX_FRACTION = 0.5
 #: otherwise exceeds a whole ``torch.nn.GRU`` step at H = 256.
 NATIVE_SEQ_MAX_BATCH = 4
 
-#: The native time loop runs on up to ``torch.get_num_threads()`` threads, each owning at least
-#: this many units (a barrier per step costs about a microsecond; smaller layers use one thread).
-#: The threaded loop gives bitwise the numbers of one thread.
-NATIVE_UNITS_PER_THREAD = 256
+#: The native time loop may run on up to ``torch.get_num_threads()`` threads, each owning at least
+#: this many units; the threaded loop gives bitwise the numbers of one thread. Off by default: on the
+#: 2-core dev machine it was slower than one thread (EGRU(64, 1024), B = 1, T = 200, 10 % activity:
+#: 20.1 ms on 2 threads against 16.6 ms on one; thread start and one barrier per step outweigh the
+#: split of 1.2 MB of rows). Lower it to try the threaded loop on a machine with more cores.
+NATIVE_UNITS_PER_THREAD = 1 << 30
 
 
 class _Switch:
