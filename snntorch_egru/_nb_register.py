@@ -40,15 +40,14 @@ Example::
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import sys
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict
+
+from ._import_hook import PostImportHook
 
 _MODEL = "neurobench.models.neurobench_model"
 _SPARSITY = "neurobench.metrics.static.connection_sparsity"
 _saved: Dict[str, Any] = {}
-_wanted = False
 
 
 def _egru_types() -> tuple:
@@ -97,43 +96,12 @@ def _patch_sparsity(module: Any) -> None:
 _PATCHES: Dict[str, Callable[[Any], None]] = {_MODEL: _patch_model, _SPARSITY: _patch_sparsity}
 
 
-class _PostImportHook(importlib.abc.MetaPathFinder):
-    """Patches NeuroBench's modules right after Python imports them (NeuroBench stays unimported until then)."""
-
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Optional[importlib.machinery.ModuleSpec]:
-        if fullname not in _PATCHES or not _wanted:
-            return None
-        for finder in sys.meta_path:  # the regular finders, skipping this hook
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                break
-        else:
-            return None
-        loader = spec.loader
-        if loader is None or not hasattr(loader, "exec_module"):
-            return spec
-        exec_module = loader.exec_module
-
-        def exec_and_patch(module: Any) -> None:
-            exec_module(module)
-            if _wanted:
-                _PATCHES[fullname](module)
-
-        loader.exec_module = exec_and_patch  # type: ignore[method-assign]
-        return spec
-
-
-_hook = _PostImportHook()
+_hook = PostImportHook(_PATCHES)
 
 
 def install() -> None:
     """Patch NeuroBench now if it is imported, else as soon as it is (idempotent)."""
-    global _wanted
-    _wanted = True
-    if _hook not in sys.meta_path:
-        sys.meta_path.insert(0, _hook)
+    _hook.install()
     for name, patch in _PATCHES.items():
         if name in sys.modules:
             patch(sys.modules[name])
@@ -141,10 +109,7 @@ def install() -> None:
 
 def uninstall() -> None:
     """Restore NeuroBench's original ``register_hooks`` and ``ConnectionSparsity``."""
-    global _wanted
-    _wanted = False
-    if _hook in sys.meta_path:
-        sys.meta_path.remove(_hook)
+    _hook.uninstall()
     for key in list(_saved):
         cls, original = _saved.pop(key)
         setattr(cls, "register_hooks" if key == "register_hooks" else "__call__", original)

@@ -42,9 +42,6 @@ Example::
 from __future__ import annotations
 
 import functools
-import importlib.abc
-import importlib.machinery
-import importlib.util
 import os
 import sys
 from typing import Any, Callable, Dict, Optional
@@ -52,6 +49,7 @@ from typing import Any, Callable, Dict, Optional
 from torch import nn
 
 from . import _nb_register
+from ._import_hook import PostImportHook
 
 __all__ = ["register", "unregister", "is_registered", "ENV_VAR"]
 
@@ -63,7 +61,6 @@ _MISSING = object()
 _saved: Dict[tuple, Any] = {}
 _nir_before: Dict[str, Any] = {}
 _active = {"snntorch": False, "norse": False, "nir": False}
-_norse_wanted = False
 
 _NORSE_EXPORT = "norse.torch.utils.export_nir"
 _NORSE_IMPORT = "norse.torch.utils.import_nir"
@@ -277,51 +274,24 @@ def _patch_loaded_norse() -> None:
         _active["norse"] = True
 
 
-class _PostImportHook(importlib.abc.MetaPathFinder):
-    """Patches Norse's NIR modules right after Python imports them (Norse stays unimported until then)."""
+def _patch_norse_module(name: str) -> Callable[[Any], None]:
+    def patch(module: Any) -> None:
+        _NORSE_PATCHES[name](module)
+        _patch_loaded_norse()
 
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Optional[importlib.machinery.ModuleSpec]:
-        if fullname not in _NORSE_PATCHES or not _norse_wanted:
-            return None
-        for finder in sys.meta_path:  # the regular finders, skipping this hook
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                break
-        else:
-            return None
-        loader = spec.loader
-        if loader is None or not hasattr(loader, "exec_module"):
-            return spec
-        exec_module = loader.exec_module
-
-        def exec_and_patch(module: Any) -> None:
-            exec_module(module)
-            if _norse_wanted:
-                _NORSE_PATCHES[fullname](module)
-                _patch_loaded_norse()
-
-        loader.exec_module = exec_and_patch  # type: ignore[method-assign]
-        return spec
+    return patch
 
 
-_hook = _PostImportHook()
+_hook = PostImportHook({name: _patch_norse_module(name) for name in _NORSE_PATCHES})
 
 
 def _register_norse() -> None:
-    global _norse_wanted
-    _norse_wanted = True
-    if _hook not in sys.meta_path:
-        sys.meta_path.insert(0, _hook)
+    _hook.install()
     _patch_loaded_norse()
 
 
 def _unregister_norse() -> None:
-    global _norse_wanted
-    _norse_wanted = False
-    if _hook in sys.meta_path:
-        sys.meta_path.remove(_hook)
+    _hook.uninstall()
     for name in _NORSE_PATCHES:
         mod = sys.modules.get(name)
         if mod is not None:
@@ -401,7 +371,7 @@ def is_registered() -> Dict[str, bool]:
         >>> sorted(se.registration.is_registered())
         ['nir', 'norse', 'snntorch']
     """
-    if _norse_wanted:
+    if _hook.active:
         _patch_loaded_norse()
     return dict(_active)
 

@@ -22,7 +22,7 @@ NAME = "snntorch_egru"
 # Names are relative to the package ("" is the package root); a name stands for itself and
 # everything under it ("cuda" covers cuda._cupy, cuda._function, ...).
 LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
-    ("base", ("_checks", "_version", "_io", "_native", "cli")),  # cli.main reaches its commands by name
+    ("base", ("_checks", "_version", "_io", "_native", "_import_hook", "cli")),  # cli.main reaches its commands by name
     ("surrogate", ("surrogate",)),
     ("math", ("functional", "state")),
     ("engines", ("backends", "_op_checks", "_native_lib", "sparse", "_cpu_backward", "_grad", "_onnx", "_op", "cuda",
