@@ -18,9 +18,9 @@ import shlex
 
 from setuptools import Extension, setup
 
-extra = ["-O3", "-fopenmp-simd", "-std=c11", "-fno-strict-aliasing", "-pthread"]
+extra = ["-O3", "-fopenmp-simd", "-std=c11", "-fno-strict-aliasing"]
 extra += shlex.split(os.environ.get("SNNTORCH_EGRU_NATIVE_CFLAGS", ""))
-link = shlex.split(os.environ.get("SNNTORCH_EGRU_NATIVE_LDFLAGS", "")) + ["-lm", "-pthread"]
+link = shlex.split(os.environ.get("SNNTORCH_EGRU_NATIVE_LDFLAGS", "")) + ["-lm"]
 
 setup(
     ext_modules=[

@@ -46,11 +46,6 @@ def _load_native() -> Any:
         fn.argtypes = [i64, i64, i64] + [vp] * 8 + [ctypes.c_double, ctypes.c_int, ctypes.c_double,
                                                    ctypes.c_double] + [vp] * 8
         fn.restype = None
-        fn = getattr(lib, f"egru_fwd_mt_{suf}", None)  # absent from a helper built before it existed
-        if fn is not None:
-            fn.argtypes = [i64, i64, i64] + [vp] * 8 + [ctypes.c_double, ctypes.c_int, ctypes.c_double,
-                                                       ctypes.c_double] + [vp] * 8 + [ctypes.c_int]
-            fn.restype = ctypes.c_int
         fn = getattr(lib, f"egru_step_{suf}", None)  # absent from a helper built before it existed
         if fn is not None:
             fn.argtypes = [i64, i64, i64] + [vp] * 9 + [ctypes.c_double, ctypes.c_int, ctypes.c_double,
@@ -114,12 +109,3 @@ def _native_fns(dtype: torch.dtype) -> Optional[Tuple[Any, Any, Any, Any]]:
 #: Use the native helpers when they can be built (tests switch this off to cover the torch path).
 _USE_NATIVE = True
 
-
-def _native_fwd_mt(dtype: torch.dtype) -> Optional[Any]:
-    """The threaded forward time loop ``egru_fwd_mt`` for ``dtype``, or ``None``."""
-    if not _USE_NATIVE or dtype not in (torch.float32, torch.float64):
-        return None
-    lib = native_library()
-    if lib is None:
-        return None
-    return getattr(lib, "egru_fwd_mt_f32" if dtype == torch.float32 else "egru_fwd_mt_f64", None)

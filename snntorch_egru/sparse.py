@@ -75,7 +75,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from . import functional as F
 from ._checks import RESET_CODES
-from ._native_lib import _native_fns, _native_fwd_mt, native_library
+from ._native_lib import _native_fns, native_library
 from ._op_checks import check_native_forward
 from .backends import LayerCall, get_backend
 from .surrogate import EGRUSurrogate
@@ -92,7 +92,6 @@ __all__ = [
     "clear_transposed_cache",
     "NATIVE_MAX_FRACTION",
     "NATIVE_SEQ_MAX_BATCH",
-    "NATIVE_UNITS_PER_THREAD",
     "DENSE_HOLD_STEPS",
 ]
 
@@ -208,13 +207,6 @@ NATIVE_MAX_FRACTION = 0.5
 #: threshold, reset, trace) runs in one native call: no per-step Python/dispatch cost, which
 #: otherwise exceeds a whole ``torch.nn.GRU`` step at H = 256.
 NATIVE_SEQ_MAX_BATCH = 4
-
-#: The native time loop may run on up to ``torch.get_num_threads()`` threads, each owning at least
-#: this many units; the threaded loop gives bitwise the numbers of one thread. Off by default: on the
-#: 2-core dev machine it was slower than one thread (EGRU(64, 1024), B = 1, T = 200, 10 % activity:
-#: 20.1 ms on 2 threads against 16.6 ms on one; thread start and one barrier per step outweigh the
-#: split of 1.2 MB of rows). Lower it to try the threaded loop on a machine with more cores.
-NATIVE_UNITS_PER_THREAD = 1 << 30
 
 
 class _Switch:
@@ -506,13 +498,9 @@ def _native_sequence(fn: Any, reset: str, zoneout_p: float, gi: torch.Tensor, y0
     check_native_forward(gi, y0, c0, trace0, w_t, b_hh, theta, zo_mask, (ys, cs, os_, trs), (rz, n, hn), gh)
     code = RESET_CODES[reset]
     ptr = lambda t: None if t is None else t.data_ptr()  # noqa: E731
-    args = (T, B, H, ptr(gi), ptr(y0), ptr(c0), ptr(trace0), ptr(w_t), ptr(b_hh), ptr(theta), ptr(zo_mask),
-            float(zoneout_p), code, F.TRACE_DECAY, 1.0 - F.TRACE_DECAY,
-            ptr(ys), ptr(cs), ptr(os_), ptr(trs), ptr(rz), ptr(n), ptr(hn), ptr(gh))
-    threads = min(torch.get_num_threads(), max(1, H // NATIVE_UNITS_PER_THREAD))
-    mt = _native_fwd_mt(gi.dtype) if threads > 1 else None
-    if mt is None or mt(*args, threads) != 0:  # a thread that cannot be started: one thread, same numbers
-        fn(*args)
+    fn(T, B, H, ptr(gi), ptr(y0), ptr(c0), ptr(trace0), ptr(w_t), ptr(b_hh), ptr(theta), ptr(zo_mask),
+       float(zoneout_p), code, F.TRACE_DECAY, 1.0 - F.TRACE_DECAY,
+       ptr(ys), ptr(cs), ptr(os_), ptr(trs), ptr(rz), ptr(n), ptr(hn), ptr(gh))
     if need_cache:
         return ys, cs, os_, trs, rz, n, hn, w_t
     return ys, cs, os_, trs

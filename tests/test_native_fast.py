@@ -1,5 +1,5 @@
 """The native fast paths: the per-step cell's event path under ``no_grad`` (``snntorch_egru/_cell_fast.py``)
-and the threaded forward time loop of the sequence layer (``egru_fwd_mt`` in ``_native/egru_native.c``).
+and the Streamer built on it.
 
 Every check runs the same cell twice over the same inputs: once with gradients on (the plain torch
 step ``functional.egru_step``) and once under ``torch.no_grad()`` / ``torch.inference_mode()`` (the
@@ -178,42 +178,6 @@ def test_torch_compile_under_no_grad_equals_eager(calls):
         want = cell(x, y0, c0)
     assert n_compiled == 0 and calls[0] == 1
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
-
-
-@pytest.mark.parametrize("reset", ["subtract", "zero"])
-@pytest.mark.parametrize("batch", [1, 3])
-def test_threaded_time_loop_equals_one_thread_bitwise_and_the_reference(reset, batch, monkeypatch):
-    """Several threads (each owning a range of units, one barrier per step) give bitwise the numbers of
-    one thread, and both equal the float64 reference; gradients through the threaded forward too."""
-    from snntorch_egru import sparse
-
-    if sparse._native_fwd_mt(torch.float64) is None:
-        pytest.skip("the native helper predates the threaded loop")
-    torch.manual_seed(7)
-    rnn = se.EGRU(6, 37, thr_mean=0.1, reset_mechanism=reset).double()
-    ref = se.EGRU(6, 37, thr_mean=0.1, reset_mechanism=reset, backend="reference").double()
-    ref.load_state_dict(rnn.state_dict())
-    x = 2 * torch.randn(20, batch, 6, dtype=torch.float64)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one, _ = rnn(x)
-        torch.set_num_threads(3)
-        monkeypatch.setattr(sparse, "NATIVE_UNITS_PER_THREAD", 8)  # 37 units: 3 threads of 13, 13, 11
-        xr = x.clone().requires_grad_(True)
-        many, state = rnn(xr)
-        many.sum().backward()
-    finally:
-        torch.set_num_threads(threads)
-    assert torch.equal(one, many.detach())
-    activity = (one != 0).double().mean().item()
-    assert 0.02 < activity < 0.9
-    xq = x.clone().requires_grad_(True)
-    want, want_state = ref(xq)
-    want.sum().backward()
-    torch.testing.assert_close(many.detach(), want.detach(), rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(state.c, want_state.c, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(xr.grad, xq.grad, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("batch", [1, 2])
