@@ -75,7 +75,6 @@ def try_step(cell: Any, x: torch.Tensor, y: Optional[torch.Tensor], c: Optional[
         fn = _STEP_FNS[x.dtype] = step_function(x.dtype)
     if fn is None:
         return None
-    d = cell.__dict__
     if (cell.training and (cell.zoneout > 0.0 or cell.dropconnect > 0.0)) \
             or not isinstance(cell.spike_grad, SpikeFunction) or tracing():
         return None
@@ -97,15 +96,12 @@ def try_step(cell: Any, x: torch.Tensor, y: Optional[torch.Tensor], c: Optional[
             and _ok(theta, (h,), dt) and _ok(b_ih, g3, dt) and _ok(b_hh, g3, dt)
             and all(isinstance(t, torch.Tensor) and _ok(t, sshape, dt) for t in state)):
         return None  # the torch step checks, sizes a new state or raises the clear error
-    key = (id(theta), theta._version, cell.threshold_clamp)
-    if d.get("_fast_theta_key") != key:
-        eff = cell._effective_threshold(theta).contiguous()
-        # a NaN threshold: the torch step, which propagates it (the native step would silence the unit)
-        d["_fast_theta_key"], d["_fast_theta"] = key, (None if bool(eff.isnan().any()) else eff)
-    if d["_fast_theta"] is None:
+    # read every call (an edit through .data bumps no version counter, so nothing here is cached)
+    eff = cell._effective_threshold(theta).contiguous()
+    if bool(eff.isnan().any()):  # the torch step propagates a NaN threshold; the native step would silence it
         return None
     yn, cn, trn = inference_step(fn, x, *(t.view(b, h) for t in state), w_ih, w_hh, b_ih, b_hh,
-                                 d["_fast_theta"], cell.reset_mechanism, cell.zoneout if not cell.training else 0.0)
+                                 eff, cell.reset_mechanism, cell.zoneout if not cell.training else 0.0)
     if unbatched:
         yn, cn, trn = yn.view(h), cn.view(h), trn.view(h)
     bufs["y"], bufs["c"], bufs["trace"] = yn, cn, trn
@@ -114,36 +110,12 @@ def try_step(cell: Any, x: torch.Tensor, y: Optional[torch.Tensor], c: Optional[
     return yn, cn
 
 
-def usable(x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, trace: torch.Tensor, w_ih: torch.Tensor,
-           w_hh: torch.Tensor, b_ih: Optional[torch.Tensor], b_hh: Optional[torch.Tensor],
-           theta: torch.Tensor) -> bool:
-    """Whether :func:`inference_step` may take these tensors: shapes, dtype, device and strides checked
-    here, before any pointer reaches the native helper."""
-    if x.dim() != 2 or x.shape[0] > MAX_BATCH or x.device.type != "cpu":
-        return False
-    dt = x.dtype
-    b, i = x.shape
-    h = w_hh.shape[1] if w_hh.dim() == 2 else -1
-    if h <= 0 or tuple(w_hh.shape) != (3 * h, h) or tuple(w_ih.shape) != (3 * h, i) or tuple(theta.shape) != (h,):
-        return False
-    for t in (y, c, trace):
-        if tuple(t.shape) != (b, h) or t.dtype != dt or t.device.type != "cpu" or not t.is_contiguous():
-            return False
-    for t in (x, w_ih, w_hh, theta):
-        if t.dtype != dt or t.device.type != "cpu" or not t.is_contiguous():
-            return False
-    for t in (b_ih, b_hh):
-        if t is not None and (tuple(t.shape) != (3 * h,) or t.dtype != dt or t.device.type != "cpu"
-                              or not t.is_contiguous()):
-            return False
-    return True
-
-
 def inference_step(fn: Any, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, trace: torch.Tensor,
                    w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: Optional[torch.Tensor],
                    b_hh: Optional[torch.Tensor], theta: torch.Tensor, reset: str, zoneout_p: float,
                    w_t: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(y, c, trace)`` after one step, from tensors :func:`usable` accepted (new tensors; the
+    """``(y, c, trace)`` after one step, from tensors whose shapes, dtype, device and contiguity the
+    caller checked (:func:`try_step`, :class:`~snntorch_egru.Streamer`); new tensors, the
     inputs are not written). ``theta`` is the effective (clamped) threshold; ``w_t`` a contiguous
     ``W_hh^T`` the caller keeps (default: :func:`~snntorch_egru.sparse.transposed_weight`)."""
     b, h = y.shape

@@ -263,11 +263,10 @@ class EGRUBase(nn.Module):
 
     def __getstate__(self) -> Dict[str, Any]:
         # observers belong to this module object: copies and pickles (torch.save, deepcopy) go without them
-        # (and without the native cell path's cached threshold, rebuilt on the next inference step)
         state = super().__getstate__()
-        drop = [k for k in state if k.startswith("_fast_") or (k == "_layer_observers" and state[k] is not None)]
-        if drop:
-            state = {k: v for k, v in state.items() if k not in drop}
+        if state.get("_layer_observers") is not None:
+            state = dict(state)
+            del state["_layer_observers"]
         return state
 
     def _run_layer(self, call: LayerCall) -> F.EGRUStepOutput:

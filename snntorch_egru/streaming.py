@@ -15,6 +15,7 @@ import torch
 
 from . import _cell_fast
 from . import functional as F
+from ._layer_setup import nan_threshold_propagates
 from .modules import EGRU, EGRUCell
 from .state import EGRUState
 
@@ -90,6 +91,8 @@ class Streamer:
         self.dtype, self.device = ref.dtype, ref.device
         self.input_size, self.hidden_size = m.input_size, m.hidden_size
         self._step_fn = _cell_fast.step_function(self.dtype) if self.device.type == "cpu" else None
+        if any(bool(L["theta"].isnan().any()) for L in self._layers):
+            self._step_fn = None  # the torch step propagates a NaN threshold (the native step would silence it)
         self._zoneout = float(m.zoneout)
         self._reset = m.reset_mechanism
         self.reset()
@@ -115,7 +118,8 @@ class Streamer:
             if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
                 got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
                 raise ValueError(f"state.{name} must have shape {shape}, got {got}")
-        self._y, self._c, self._tr = (list(t.detach().to(self.dtype, copy=True).contiguous().unbind(0)) for t in fields)
+        self._y, self._c, self._tr = (list(t.detach().to(device=self.device, dtype=self.dtype, copy=True)
+                                           .contiguous().unbind(0)) for t in fields)
 
     def step(self, x_t: torch.Tensor) -> torch.Tensor:
         """One time step: the last layer's events ``y`` for input ``x_t`` (``[I]`` or ``[B, I]``)."""
@@ -139,6 +143,7 @@ class Streamer:
                 with torch.no_grad():
                     out = F.egru_step(x, y0, c0, tr0, L["w_ih"], L["w_hh"], L["b_ih"], L["b_hh"], L["theta"],
                                       reset=self._reset, zoneout_p=self._zoneout)
+                    out = nan_threshold_propagates(L["theta"], out)
                 y, c, tr = out.y, out.c, out.trace
             self._y[k], self._c[k], self._tr[k] = y, c, tr
             x = y

@@ -251,3 +251,34 @@ def test_a_cell_that_took_the_native_path_still_copies_and_pickles():
         want = torch.stack([cell(x) for x in xs[3:]])
         for twin in twins:
             torch.testing.assert_close(torch.stack([twin(x) for x in xs[3:]]), want, rtol=0, atol=0)
+
+
+def test_threshold_edits_through_data_are_seen_by_the_next_inference_step(calls):
+    """EvNN-style code edits thresholds through .data (no version bump): the native step reads them anew."""
+    torch.manual_seed(11)
+    cell = se.EGRUCell(3, 9, thr_mean=0.1).double()
+    x = 2 * torch.randn(2, 3, dtype=torch.float64)
+    y0, c0 = torch.relu(torch.randn(2, 9, dtype=torch.float64)), torch.randn(2, 9, dtype=torch.float64)
+    with torch.no_grad():
+        cell(x, y0, c0)  # sizes the stored trace (torch step)
+        cell(x, y0, c0)  # native
+        cell.threshold.data.fill_(0.95)
+        before = calls[0]
+        got, _ = cell(x, y0, c0)
+    with torch.enable_grad():
+        want, _ = cell(x, y0, c0)
+    assert before == 1 and calls[0] == 2  # the edited step took the native path
+    torch.testing.assert_close(got, want.detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_streamer_propagates_a_nan_threshold_and_keeps_its_state_on_its_device():
+    rnn = se.EGRU(3, 6, thr_mean=0.1, reset_mechanism="zero").double().eval()
+    with torch.no_grad():
+        rnn.threshold_l0[1] = float("nan")
+        want, _ = rnn(torch.ones(1, 1, 3, dtype=torch.float64))
+    y = se.Streamer(rnn).step(torch.ones(3, dtype=torch.float64))
+    assert y[1].isnan() and want[0, 0, 1].isnan()
+    torch.testing.assert_close(y[[0, 2, 3, 4, 5]], want[0, 0, [0, 2, 3, 4, 5]], rtol=1e-12, atol=1e-12)
+    stream = se.Streamer(se.EGRU(3, 6).double())
+    stream.state = se.EGRUState(*(torch.zeros(1, 1, 6, dtype=torch.float32) for _ in range(3)))
+    assert all(t.dtype == torch.float64 and t.device.type == "cpu" for t in stream.state)
