@@ -48,8 +48,8 @@ def _load_native() -> Any:
         fn.restype = None
         fn = getattr(lib, f"egru_step_{suf}", None)  # absent from a helper built before it existed
         if fn is not None:
-            fn.argtypes = [i64, i64, i64] + [vp] * 9 + [ctypes.c_double, ctypes.c_int, ctypes.c_double,
-                                                       ctypes.c_double] + [vp] * 5
+            fn.argtypes = [i64, i64, i64] + [vp] * 9 + [ctypes.c_int, ctypes.c_double, ctypes.c_int,
+                                                       ctypes.c_double, ctypes.c_double] + [vp] * 5
             fn.restype = None
     return lib
 

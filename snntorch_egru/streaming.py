@@ -91,8 +91,6 @@ class Streamer:
         self.dtype, self.device = ref.dtype, ref.device
         self.input_size, self.hidden_size = m.input_size, m.hidden_size
         self._step_fn = _cell_fast.step_function(self.dtype) if self.device.type == "cpu" else None
-        if any(bool(L["theta"].isnan().any()) for L in self._layers):
-            self._step_fn = None  # the torch step propagates a NaN threshold (the native step would silence it)
         self._zoneout = float(m.zoneout)
         self._reset = m.reset_mechanism
         self.reset()

@@ -121,13 +121,15 @@ SEQ(double, f64, exp, tanh)
 /* One inference step of one layer for a few samples (the per-step cell under no_grad):
  *   gh = b_hh + sum over units j that fired of y_prev[j] * W_hh^T[j, :]    (rows of active units only)
  *   gi = b_ih + W_ih x                                                      (W_ih [3H, I] row-major)
- * then the gates, threshold, reset and trace as in egru_fwd. theta is the effective threshold.
+ * then the gates, threshold, reset and trace as in egru_fwd. With clamp, theta is clamped to [0, 1] here
+ * (the modules' threshold_clamp); a NaN threshold makes its unit's y, c and trace NaN, as the torch step
+ * does (snntorch_egru._layer_setup.nan_threshold_propagates).
  * gi and gh are scratch [b, 3H]; y, c, tr are written (they may not alias the inputs). */
 #define STEP(T, SUF, EXP, TANH)                                                             \
 EGRU_HOT void egru_step_##SUF(int64_t b, int64_t h, int64_t in, const T* x, const T* wih,        \
         const T* bih, const T* y0, const T* c0, const T* tr0, const T* wt, const T* bhh,  \
-        const T* theta, double zo_p, int reset, double decay, double gain, T* ys, T* cs,   \
-        T* trs, T* gi, T* gh) {                                                           \
+        const T* theta, int clamp, double zo_p, int reset, double decay, double gain,      \
+        T* ys, T* cs, T* trs, T* gi, T* gh) {                                             \
     const int64_t g3 = 3 * h;                                                             \
     const T p = (T)zo_p, keep = (T)(1.0 - zo_p), dec = (T)decay, inc = (T)gain;           \
     for (int64_t s = 0; s < b; ++s) {                                                     \
@@ -157,9 +159,14 @@ EGRU_HOT void egru_step_##SUF(int64_t b, int64_t h, int64_t in, const T* x, cons
             const T cprev = c0[s * h + i];                                                \
             T ch = n + z * (cprev - n);                                                   \
             if (zo_p > 0) ch = p * cprev + keep * ch;                                     \
-            const T th = theta[i];                                                        \
+            T th = theta[i];                                                              \
+            if (clamp) th = th < 0 ? (T)0 : (th > 1 ? (T)1 : th);  /* NaN stays NaN */     \
             const T o = (ch - th) > 0 ? (T)1 : (T)0;                                      \
             const T y = o * ch;                                                           \
+            if (th != th) {  /* NaN threshold */                                          \
+                ys[s * h + i] = cs[s * h + i] = trs[s * h + i] = th;                      \
+                continue;                                                                 \
+            }                                                                             \
             ys[s * h + i] = y;                                                            \
             cs[s * h + i] = reset == 0 ? ch - o * th : (reset == 1 ? ch * ((T)1 - o) : ch); \
             trs[s * h + i] = tr0[s * h + i] * dec + inc * y;                              \
