@@ -10,16 +10,16 @@ from typing import Any, Callable, Optional, Tuple, Union
 
 import torch
 
-from . import _cell_fast, _checks
+from . import _cell_fast, _layer
 from . import functional as F
-from ._layer_setup import EGRUBase, nan_threshold_propagates
+from ._layer import EGRULayerBase, nan_threshold_propagates
 
 __all__ = ["EGRUCell"]
 
 SpikeFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-class EGRUCell(EGRUBase):
+class EGRUCell(EGRULayerBase):
     """Event-based GRU neuron, one time step per call (snnTorch conventions).
 
     A GRU whose units communicate only through sparse graded events: a unit emits
@@ -200,9 +200,9 @@ class EGRUCell(EGRUBase):
         """A state passed by the caller: ``[0]`` or an all-zero state of another batch size means zeros."""
         if isinstance(s, torch.Tensor) and s.dim() >= 1 and tuple(s.shape) != shape and (
                 s.numel() == 0 or (s.shape[-1] == shape[-1] and not bool(s.detach().any()))):
-            _checks.same_device(name, s, w)
+            _layer.same_device(name, s, w)
             return torch.zeros(shape, dtype=w.dtype, device=w.device)
-        return _checks.state_tensor(name, s, shape, w)
+        return _layer.state_tensor(name, s, shape, w)
 
     def detach_hidden(self) -> None:
         """Detach the stored state from the autograd graph (truncated BPTT).
@@ -236,12 +236,12 @@ class EGRUCell(EGRUBase):
             out = _cell_fast.try_step(self, input_, y, c)
             if out is not None:
                 return out
-        if isinstance(input_, torch.Tensor) and _checks.autocast_active(input_):
+        if isinstance(input_, torch.Tensor) and _layer.autocast_active(input_):
             # autocast policy (see EGRU.forward): the step runs in the parameters' dtype
             ref = self.weight_ih
-            input_ = _checks.to_param_dtype(input_, ref)
-            y, c = (_checks.to_param_dtype(t, ref) if isinstance(t, torch.Tensor) else t for t in (y, c))
-            with _checks.float32_region(input_):
+            input_ = _layer.to_param_dtype(input_, ref)
+            y, c = (_layer.to_param_dtype(t, ref) if isinstance(t, torch.Tensor) else t for t in (y, c))
+            with _layer.float32_region(input_):
                 return self._step(input_, y, c)
         return self._step(input_, y, c)
 
@@ -275,14 +275,14 @@ class EGRUCell(EGRUBase):
                 "EGRUCell with init_hidden=True keeps its own state: call it as cell(input_) "
                 "without y or c, or build it with init_hidden=False to pass the state explicitly"
             )
-        _checks.cell_state_order(y, self.y, self.c)
+        _layer.cell_state_order(y, self.y, self.c)
         w = self.weight_ih
-        _checks.tensor_input("input_", input_, (1, 2), self.input_size, w, "[B, input_size] or [input_size]")
+        _layer.tensor_input("input_", input_, (1, 2), self.input_size, w, "[B, input_size] or [input_size]")
         shape = self._state_shape(input_)
         # run by a backward pass (a checkpoint recomputation); traced code (torch.compile) is not
         recomputing = not torch.compiler.is_compiling() and torch._C._current_graph_task_id() != -1
         if recomputing and (y is None or c is None):
-            raise RuntimeError(_checks.RECOMPUTED_STORED_STATE)
+            raise RuntimeError(_layer.RECOMPUTED_STORED_STATE)
         y0, c0, tr0 = self._load_state(y, c, shape)
         w_hh = self._recurrent_weight()
         zo_mask, zo_p = self._zoneout_args(shape, w)

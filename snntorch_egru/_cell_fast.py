@@ -16,11 +16,10 @@ from typing import Any, Optional
 
 import torch
 
-from . import _native_lib
+from . import _engine
 from ._checks import RESET_CODES
-from ._native_lib import native_library
+from ._engine import native_library, transposed_weight
 from .functional import TRACE_DECAY
-from .sparse import transposed_weight
 from .surrogate import SpikeFunction
 
 #: Largest batch the per-sample event loop serves (larger batches: the dense torch step is faster).
@@ -38,7 +37,7 @@ def step_function(dtype: torch.dtype) -> Optional[Any]:
     """The native ``egru_step`` for ``dtype``, or ``None`` (no helper, an old build, another dtype)."""
     if dtype not in _FLOATS:
         return None
-    if not _native_lib._USE_NATIVE:
+    if not _engine._USE_NATIVE:
         return None
     lib = native_library()
     if lib is None:
@@ -68,7 +67,7 @@ def try_step(cell: Any, x: torch.Tensor, y: Optional[torch.Tensor], c: Optional[
         return None
     if (y is None) != (c is None) or (y is not None and cell.init_hidden):
         return None  # the torch step gives the error
-    if not _native_lib._USE_NATIVE:  # switched off (tests cover the torch path so)
+    if not _engine._USE_NATIVE:  # switched off (tests cover the torch path so)
         return None
     fn = _STEP_FNS.get(x.dtype, _UNKNOWN)
     if fn is _UNKNOWN:

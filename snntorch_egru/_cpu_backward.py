@@ -17,10 +17,12 @@ from typing import Any, Optional, Tuple
 
 import torch
 
+from . import _engine
 from . import functional as F
-from . import sparse
-from ._native_lib import _native_fns
-from .sparse import _native_ok, _Switch, _weights_small
+from ._checks import RESET_CODES
+from ._engine import _native_fns, _native_ok, _Switch, _weights_small
+
+SUBTRACT, ZERO = RESET_CODES["subtract"], RESET_CODES["zero"]
 
 #: The backward builds its per-unit coefficients for this many (step, sample, unit) elements
 #: at a time, which bounds its temporary memory.
@@ -58,7 +60,7 @@ class _Coefficients:
     pre-activation gradient is ``q_t = k_q * cbar``.
     """
 
-    reset: str
+    reset: int  # reset code (_checks.RESET_CODES)
     absorb: torch.Tensor  # [L + 1 or L, B, H] units that take gradient, from step lo
     chat: torch.Tensor
     o: torch.Tensor
@@ -72,7 +74,7 @@ class _Coefficients:
     k_q: torch.Tensor  # [L, B, 3, H]
 
 
-def _coefficients(sv: _Saved, go: torch.Tensor, start: int, end: int, gamma: float, eps: float, reset: str,
+def _coefficients(sv: _Saved, go: torch.Tensor, start: int, end: int, gamma: float, eps: float, reset: int,
                   zoneout_p: float) -> _Coefficients:
     """Build the chunk's coefficients with vectorised ops."""
     H = sv.ys.shape[-1]
@@ -89,8 +91,8 @@ def _coefficients(sv: _Saved, go: torch.Tensor, start: int, end: int, gamma: flo
     n, hn = sv.n[start:end], sv.hn[start:end]
     cs = sv.cs
     c_prev = cs[start - 1:end - 1] if start > 0 else torch.cat([sv.c0.unsqueeze(0), cs[:end - 1]], 0)
-    kappa_o = {"subtract": -sv.theta, "zero": -chat}.get(reset)  # d c / d o (None: no reset)
-    kappa_c = 1.0 - o if reset == "zero" else None  # d c / d c_hat (None means 1)
+    kappa_o = {SUBTRACT: -sv.theta, ZERO: -chat}.get(reset)  # d c / d o (None: no reset)
+    kappa_c = 1.0 - o if reset == ZERO else None  # d c / d c_hat (None means 1)
     a_y = o if psi is None else o + psi * chat
     if psi is None or kappa_o is None:
         a_c = kappa_c
@@ -166,11 +168,11 @@ def _theta_grad(cf: _Coefficients, gth: torch.Tensor, go: torch.Tensor, y_tot: t
         if cf.kappa_o is not None:
             o_bar.addcmul_(cf.kappa_o, c_tot)
         gth.sub_((cf.psi * o_bar).sum((0, 1)))
-    if cf.reset == "subtract":
+    if cf.reset == SUBTRACT:
         gth.sub_((cf.o * c_tot).sum((0, 1)))
 
 
-def cpu_backward(gamma: float, eps: float, reset: str, zoneout_p: float, gy: torch.Tensor, gc: torch.Tensor,
+def cpu_backward(gamma: float, eps: float, reset: int, zoneout_p: float, gy: torch.Tensor, gc: torch.Tensor,
                  go: torch.Tensor, gtr: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, theta: torch.Tensor,
                  zo_mask: Optional[torch.Tensor], ys: torch.Tensor, cs: torch.Tensor, os_: torch.Tensor,
                  rz: torch.Tensor, n_all: torch.Tensor, hn_all: torch.Tensor, w_t: torch.Tensor,
@@ -179,7 +181,8 @@ def cpu_backward(gamma: float, eps: float, reset: str, zoneout_p: float, gy: tor
 
     Args:
         gamma, eps: the triangle pseudo-derivative (``gamma = 0``: Heaviside, no gradient).
-        reset, zoneout_p: as in the forward. gy, gc, go, gtr: ``[T, B, H]`` output gradients.
+        reset, zoneout_p: as in the forward (``reset``: its code, ``_checks.RESET_CODES``).
+        gy, gc, go, gtr: ``[T, B, H]`` output gradients.
         y0, c0: ``[B, H]`` initial state; theta: ``[H]``; zo_mask: ``[T, B, H]`` or ``None``.
         ys, cs, os_, rz, n_all, hn_all: the forward's outputs and saved gates.
         w_t: ``[H, 3H]`` effective ``W_hh^T``. need_theta: form the threshold gradient.
@@ -189,7 +192,7 @@ def cpu_backward(gamma: float, eps: float, reset: str, zoneout_p: float, gy: tor
         inputs of :func:`snntorch_egru._grad.grad_products`.
     """
     T, B, H = ys.shape
-    dense = sparse._FORCE_DENSE or _weights_small(w_t)
+    dense = _engine._FORCE_DENSE or _weights_small(w_t)
     native = _native_fns(ys.dtype) if ys.device.type == "cpu" else None
     sv = _Saved(ys, cs, os_, rz, n_all, hn_all, c0, theta, zo_mask)
     cr = _Carry(sv, need_theta)
@@ -217,20 +220,20 @@ def _recurrent_grad(q: torch.Tensor, w_t: torch.Tensor, absorb: torch.Tensor, de
         return torch.mm(q, w_t.t())
     if switch is not None:
         switch.sparse_steps += 1
-    if native is not None and not sparse._FORCE_DENSE:
+    if native is not None and not _engine._FORCE_DENSE:
         out = q.new_empty(B, H)
         if not (tuple(w_t.shape) == (H, q.shape[1]) and q.shape[0] == B and absorb.dtype == torch.bool
                 and absorb.is_contiguous() and _native_ok(q, w_t, out)):
             raise RuntimeError("internal error: native row-product arguments do not match")
         if native[1](q.data_ptr(), absorb.data_ptr(), B, H, w_t.data_ptr(), w_t.shape[1], out.data_ptr(),
-                     int(sparse.NATIVE_MAX_FRACTION * H)) == 0:
+                     int(_engine.NATIVE_MAX_FRACTION * H)) == 0:
             return out
     if not dense:
         idx = (absorb[0] if B == 1 else absorb.any(0)).nonzero().squeeze(1)
         k = idx.numel()
         if k == 0:
             return q.new_zeros(B, H)
-        if k <= sparse.GATHER_MAX_FRACTION * H:
+        if k <= _engine.GATHER_MAX_FRACTION * H:
             out = q.new_zeros(B, H)
             out[:, idx] = torch.mm(q, w_t.index_select(0, idx).t())
             return out

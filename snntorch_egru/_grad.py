@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence
 import torch
 
 from . import functional as F
-from .sparse import _sparse_left_mm, _sparse_left_mm_into
+from ._engine import _sparse_left_mm, _sparse_left_mm_into
 
 
 def grad_products(ga: torch.Tensor, gqn: torch.Tensor, dc: torch.Tensor, tb: torch.Tensor, dth: torch.Tensor,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import torch
 from torch import nn
@@ -20,7 +20,7 @@ from torch.utils.hooks import RemovableHandle
 
 from . import _checks
 from . import functional as F
-from .backends import LayerCall, get_backend, resolve_backend
+from .backends import LayerCall, get_backend
 from .sparse import clear_transposed_cache
 from .surrogate import EGRUSurrogate, heaviside
 
@@ -78,22 +78,6 @@ def recurrent_layout(w_hh: torch.Tensor) -> torch.Tensor:
     return w_hh.contiguous()
 
 
-def nan_threshold_propagates(theta: torch.Tensor, out: F.EGRUStepOutput) -> F.EGRUStepOutput:
-    """``out`` with NaN in ``y``, ``c`` and ``trace`` of every unit whose threshold is NaN.
-
-    ``H(c_hat - NaN)`` is 0, so a NaN threshold would otherwise silence its unit without a trace
-    under ``reset="zero"`` or ``"none"``; ``torch.nn.GRU`` propagates a NaN weight into its outputs,
-    and so does this. Eager CPU calls skip the sum when no threshold is NaN (a check of ``H`` values,
-    no device sync); traced, compiled or CUDA calls always add the (zero) term.
-    """
-    eager_cpu = (theta.device.type == "cpu" and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
-                 and torch._C._functorch.maybe_current_level() is None)
-    if eager_cpu and not bool(theta.isnan().any()):
-        return out
-    term = torch.where(theta.isnan(), theta, torch.zeros_like(theta))
-    return out._replace(y=out.y + term, c=out.c + term, trace=out.trace + term)
-
-
 def make_spike_fn(spike_grad: Optional[SpikeFn], surrogate_disable: bool, gamma: float, eps: float) -> SpikeFn:
     """The module's spike function: plain Heaviside, the paper's triangle, or the user's surrogate."""
     if surrogate_disable:
@@ -119,15 +103,6 @@ def init_weights(weight_ih: torch.Tensor, weight_hh: torch.Tensor, biases: List[
             for w in [weight_ih, weight_hh, *biases]:
                 if w is not None:
                     w.uniform_(-bound, bound)
-
-
-def in_param_dtype(x: torch.Tensor, state: Any, ref: torch.Tensor, state_type: type) -> Tuple[torch.Tensor, Any]:
-    """Autocast policy: a lower-precision input (and a state of ``state_type``) cast to the parameters' dtype."""
-    x = _checks.to_param_dtype(x, ref)
-    if isinstance(state, state_type):
-        state = state_type(*(_checks.to_param_dtype(s, ref) if isinstance(s, torch.Tensor) else s
-                             for s in tuple.__iter__(state)))
-    return x, state
 
 
 class EGRUBase(nn.Module):
@@ -234,19 +209,6 @@ class EGRUBase(nn.Module):
                     p.data = recurrent_layout(p.data)
         clear_transposed_cache()
 
-    def _effective_threshold(self, theta: torch.Tensor) -> torch.Tensor:
-        # Thresholds are kept in [0, 1] (as the official code does) by a clamp in the forward
-        # pass, visible to autograd: values inside [0, 1] get their exact gradient.
-        return theta.clamp(0.0, 1.0) if self.threshold_clamp else theta
-
-    def _zoneout_args(self, shape: Tuple[int, ...], ref: torch.Tensor) -> Tuple[Optional[torch.Tensor], float]:
-        """``(zoneout_mask, zoneout_p)`` of one call: masks in training, the expectation in eval."""
-        if self.zoneout <= 0.0:
-            return None, 0.0
-        if self.training:
-            return F.zoneout_masks(shape, self.zoneout, dtype=ref.dtype, device=ref.device), 0.0
-        return None, self.zoneout
-
     # -- layer observers (what snntorch_egru.metrics counts with) --------------------------------
 
     def _add_layer_observer(self, fn: LayerObserver) -> RemovableHandle:
@@ -268,15 +230,6 @@ class EGRUBase(nn.Module):
             state = dict(state)
             del state["_layer_observers"]
         return state
-
-    def _run_layer(self, call: LayerCall) -> F.EGRUStepOutput:
-        """Run one layer call through the backend registry and tell the observers."""
-        out = nan_threshold_propagates(call.threshold, resolve_backend(self.backend, call).run(call))
-        observers = self._layer_observers
-        if observers:
-            for fn in tuple(observers.values()):
-                fn(self, call, out)
-        return out
 
     def _common_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from . import functional as F
+from ._engine import exporting_to_onnx
 
 __all__ = ["egru_sequence_export", "exporting_to_onnx", "scan_available"]
 
@@ -25,25 +26,6 @@ def _scan() -> Optional[Callable[..., Any]]:
     except ImportError:  # pragma: no cover - torch without the scan operator
         return None
     return scan
-
-
-def exporting_to_onnx() -> bool:
-    """Whether ``torch.onnx.export`` is running, also inside its ``torch.export(strict=True)`` capture (where
-    TorchDynamo folds ``torch.onnx.is_in_onnx_export()`` to False; the exporter's own flag is read instead).
-
-    Example::
-
-        >>> from snntorch_egru._onnx import exporting_to_onnx
-        >>> exporting_to_onnx()
-        False
-    """
-    if torch.onnx.is_in_onnx_export():
-        return True
-    try:
-        from torch.onnx._internal.exporter import _flags
-    except ImportError:  # pragma: no cover - another torch layout
-        return False
-    return bool(getattr(_flags, "_is_onnx_exporting", False))
 
 
 def scan_available() -> bool:

@@ -12,9 +12,11 @@ Layout of one call::
     wrapper (egru_layer_call)     ordinary torch ops: checks, DropConnect mask, threshold clamp
         |                         and broadcast, autocast -> float32, spike function -> (gamma, eps)
         v
-    egru_layer (custom op)        device impls: CPU (native helper or pure torch), CUDA (CuPy)
+    egru_layer (custom op)        launcher ``impl``: IMPL_TORCH = the CPU launcher (sparse.py: native
+        |                         helper or torch ops), IMPL_CUPY = the CuPy kernels, 2.. = a kernel
+        |                         launcher registered in cuda/_function.py (the emulator)
         |  returns y, c, o, trace and the saved gates (r|z, n, W_hn y + b_hn); W_eff^T is
-        |  not an output (the backward rebuilds it from the saved w_hh: sparse.transposed_weight)
+        |  not an output (the backward rebuilds it from the saved w_hh: _engine.transposed_weight)
         v
     egru_layer_backward           a *launcher* runs the sequential backward loop and writes the
                                   per-step gate gradients ``ga`` [T, B, 3H] (input side),
@@ -22,6 +24,9 @@ Layout of one call::
                                   trace gradient and ``dtheta``; :func:`grad_products` turns
                                   them into every parameter/input gradient (written once for
                                   all launchers).
+
+The backends ``"torch"`` and ``"cupy"`` are registered here (``cuda/`` never imports this module);
+each names one launcher.
 
 Spike functions: the op covers the paper's triangle (``gamma > 0``) and the
 gradient-free Heaviside (``gamma = 0``); any other spike function runs the
@@ -37,63 +42,42 @@ import torch
 
 from . import functional as F
 from . import sparse
-from ._checks import reset_mechanism
 from ._cpu_backward import cpu_backward
+from ._engine import exporting_to_onnx, real_dtype, transposed_weight, under_transform
 from ._grad import grad_products
-from ._onnx import egru_sequence_export, exporting_to_onnx
-from ._op_checks import (  # noqa: F401 - check_native_forward: re-exported for the tests
-    _RESET_NAMES,
-    RESET_CODES,
-    check_layer_args,
-    check_native_forward,
-    surrogate_params,
-    under_transform,
-)
-from .backends import EGRUOptions, EGRUWeights, LayerCall, _zero_length, register_backend
+from ._onnx import egru_sequence_export
+from .backends import LayerCall, check_layer_args, register_backend, zero_length
+from .cuda import available as cupy_available_for
+from .cuda import kernel_launcher as launcher
+from .cuda import supports as cupy_supports
+from .cuda import _function as _kernels  # (a module: the tests spy on its launch functions)
+from .cuda._function import IMPL_CUPY, IMPL_TORCH, KernelConfig, requested_impl
+from .surrogate import kernel_params as surrogate_params
 
 # ------------------------------------------------------------------------------------------
 # launchers behind the op: CPU (sparse.py: native helper or pure torch) and CUDA (CuPy)
 
 
-def _real(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _cupy_usable() -> bool:
-    """CuPy present: CUDA tensors run the CuPy kernels; otherwise the torch launcher (any device)."""
-    from .cuda._probe import cupy_available
-
-    return cupy_available()
-
-
-def _cpu_forward(x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, zo, zoneout_p, reset, gamma, eps,
-                 input_is_events, need_saved):
-    real = _real(x.dtype)
+def _cpu_forward(x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, zo, zoneout_p, reset, input_is_events, need_saved):
+    real = real_dtype(x.dtype)
     # below autograd (inside the op): conversions only where needed, each a no-op call otherwise
     args = [t if t is None or (t.dtype is real and t.is_contiguous()) else t.to(real).contiguous()
             for t in (x, y0, c0, tr0, w_ih, b_ih, b_hh, theta, zo)]
     x, y0, c0, tr0, w_ih, b_ih, b_hh, theta, zo = args
-    w_hh = w_hh if w_hh.dtype is real else w_hh.to(real)  # any layout: W_hh^T cached (sparse.transposed_weight)
+    w_hh = w_hh if w_hh.dtype is real else w_hh.to(real)  # any layout: W_hh^T cached (_engine.transposed_weight)
     H = w_hh.shape[1]
     if b_ih is None:
         b_ih = x.new_zeros(3 * H)
     if b_hh is None:
         b_hh = x.new_zeros(3 * H)
-    res = sparse._run_forward(_RESET_NAMES[reset], zoneout_p, input_is_events, x, y0, c0, tr0, w_ih, w_hh,
-                              b_ih, b_hh, theta, zo, need_cache=need_saved)
-    return res
+    return sparse._run_forward(reset, zoneout_p, input_is_events, x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta,
+                               zo, need_cache=need_saved)
 
 
-def _cuda_forward(x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, zo, zoneout_p, reset, gamma, eps,
-                  input_is_events, need_saved, launcher=None):
-    from .cuda._function import KernelConfig, kernel_forward
-
-    if launcher is None:
-        from .cuda._cupy import CupyLauncher
-
-        launcher = CupyLauncher()
+def _kernel_forward(impl, x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, zo, zoneout_p, reset, gamma, eps,
+                    need_saved):
     cfg = KernelConfig(reset_mode=int(reset), zoneout_p=float(zoneout_p), gamma=float(gamma), eps=float(eps))
-    t = kernel_forward(launcher, cfg, x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, zo, need_saved)
+    t = _kernels.kernel_forward(launcher(impl), cfg, x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, zo, need_saved)
     if need_saved:
         rz = torch.cat([t["s_r"], t["s_z"]], -1)
         return t["y"], t["c"], t["o"], t["tr"], rz, t["s_n"], t["s_hn"]
@@ -113,18 +97,16 @@ def egru_layer_op(x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0: t
                   w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: Optional[torch.Tensor],
                   b_hh: Optional[torch.Tensor], theta: torch.Tensor, zoneout_mask: Optional[torch.Tensor],
                   zoneout_p: float, reset: int, gamma: float, eps: float, input_is_events: bool,
-                  need_saved: bool) -> _OpOut:
+                  need_saved: bool, impl: int = 0) -> _OpOut:
     """One EGRU layer over ``[T, B, I]`` -> ``(y, c, o, trace, rz, n, hn, w_t)`` (rz, n, hn: saved state;
-    w_t: always empty, kept in the schema)."""
-    if x.device.type == "cpu" or not _cupy_usable():
+    w_t: always empty, kept in the schema). ``impl``: ``IMPL_TORCH`` (the CPU launcher: torch ops on any
+    device, the native helper on the CPU), ``IMPL_CUPY`` or a registered kernel launcher (``cuda._function``)."""
+    if impl == IMPL_TORCH:
         res = _cpu_forward(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, zoneout_mask, zoneout_p, reset,
-                           gamma, eps, input_is_events, need_saved)
-    elif x.device.type == "cuda":  # the CuPy kernels
-        res = _cuda_forward(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, zoneout_mask, zoneout_p, reset,
-                            gamma, eps, input_is_events, need_saved)
+                           input_is_events, need_saved)
     else:
-        raise NotImplementedError(f"snntorch_egru::egru_layer has no implementation for device {x.device}; "
-                                  "use EGRU(..., backend='reference')")
+        res = _kernel_forward(impl, x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, zoneout_mask, zoneout_p,
+                              reset, gamma, eps, need_saved)
     dt = x.dtype
     y, c, o, tr = (t.to(dt) for t in res[:4])
     if need_saved:
@@ -137,10 +119,10 @@ def egru_layer_op(x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0: t
 
 @egru_layer_op.register_fake
 def _(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, zoneout_mask, zoneout_p, reset, gamma, eps,
-      input_is_events, need_saved):
+      input_is_events, need_saved, impl=0):
     T, B, _ = x.shape
     H = w_hh.shape[1]
-    real = _real(x.dtype)
+    real = real_dtype(x.dtype)
     outs = [x.new_empty(T, B, H) for _ in range(4)]
     if need_saved:
         saved = [x.new_empty(T, B, 2 * H, dtype=real), x.new_empty(T, B, H, dtype=real),
@@ -161,7 +143,7 @@ def egru_layer_backward_op(g_y: Optional[torch.Tensor], g_c: Optional[torch.Tens
                            theta: torch.Tensor, zoneout_mask: Optional[torch.Tensor], y: torch.Tensor,
                            c: torch.Tensor, o: torch.Tensor, rz: torch.Tensor, n: torch.Tensor, hn: torch.Tensor,
                            w_t: torch.Tensor, zoneout_p: float, reset: int, gamma: float, eps: float,
-                           input_is_events: bool, need: List[bool]) -> _GradOut:
+                           input_is_events: bool, need: List[bool], impl: int = 0) -> _GradOut:
     """Gradients of ``egru_layer`` w.r.t. ``(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta)``.
 
     Missing upstream gradients are ``None`` (the CUDA kernels skip them; the CPU loop gets
@@ -170,18 +152,15 @@ def egru_layer_backward_op(g_y: Optional[torch.Tensor], g_c: Optional[torch.Tens
     cv = lambda t: None if t is None else t.detach().to(real).contiguous()  # noqa: E731
     args = [cv(t) for t in (g_y, g_c, g_o, g_tr, x, y0, c0, w_ih, theta, zoneout_mask, y, c, o)]
     g_y, g_c, g_o, g_tr, xr, y0r, c0r, w_ihr, thr, zo, yr, cr, or_ = args
-    if x.device.type == "cpu" or not _cupy_usable():
+    if impl == IMPL_TORCH:
         g_y, g_c, g_o, g_tr = (torch.zeros_like(yr) if g is None else g for g in (g_y, g_c, g_o, g_tr))
-        ga, gqn, dc, tb, dth = cpu_backward(gamma, eps, _RESET_NAMES[reset], zoneout_p, g_y, g_c, g_o, g_tr,
+        ga, gqn, dc, tb, dth = cpu_backward(gamma, eps, reset, zoneout_p, g_y, g_c, g_o, g_tr,
                                              y0r, c0r, thr, zo, yr, cr, or_, rz, n, hn, w_t, need[8])
     else:
-        from .cuda._cupy import CupyLauncher
-        from .cuda._function import KernelConfig, kernel_backward
-
         cfg = KernelConfig(reset_mode=int(reset), zoneout_p=float(zoneout_p), gamma=float(gamma), eps=float(eps))
         H = w_t.shape[0]
-        ga, gqn, dc, tb, dth = kernel_backward(
-            CupyLauncher(), cfg, w_t, thr, c0r, zo, yr, cr, or_, rz[..., :H].contiguous(),
+        ga, gqn, dc, tb, dth = _kernels.kernel_backward(
+            launcher(impl), cfg, w_t, thr, c0r, zo, yr, cr, or_, rz[..., :H].contiguous(),
             rz[..., H:].contiguous(), n, hn, g_y, g_c, g_o, g_tr)
     grads = grad_products(ga, gqn, dc, tb, dth, xr, y0r, yr, w_ihr, w_t, need, input_is_events)
     dtypes = (x.dtype, y0.dtype, c0.dtype, y0.dtype, w_ih.dtype, w_ih.dtype, w_ih.dtype, w_ih.dtype, theta.dtype)
@@ -199,7 +178,7 @@ def _layout(g: torch.Tensor, transposed: bool) -> torch.Tensor:
 
 @egru_layer_backward_op.register_fake
 def _(g_y, g_c, g_o, g_tr, x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n, hn, w_t, zoneout_p, reset,
-      gamma, eps, input_is_events, need):
+      gamma, eps, input_is_events, need, impl=0):
     T, B, I = x.shape
     H = y0.shape[-1]
     shapes = [(T, B, I), (B, H), (B, H), (B, H), (3 * H, I), (3 * H, H), (3 * H,), (3 * H,), (H,)]
@@ -211,7 +190,7 @@ def _(g_y, g_c, g_o, g_tr, x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n,
 
 def _setup_context(ctx, inputs, output):
     (x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, zoneout_mask, zoneout_p, reset, gamma, eps,
-     input_is_events, need_saved) = inputs
+     input_is_events, need_saved, impl) = inputs
     y, c, o, tr, rz, n, hn, w_t = output
     if not need_saved:
         ctx.unusable = True
@@ -219,6 +198,7 @@ def _setup_context(ctx, inputs, output):
     ctx.unusable = False
     ctx.save_for_backward(x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n, hn, w_hh)
     ctx.scalars = (zoneout_p, reset, gamma, eps, input_is_events)
+    ctx.impl = impl
     ctx.has_bias = (b_ih is not None, b_hh is not None)
     ctx.set_materialize_grads(False)  # missing sequence gradients reach the backward op as None
 
@@ -226,7 +206,7 @@ def _setup_context(ctx, inputs, output):
 def _saved_w_t(w_hh: torch.Tensor, real: torch.dtype) -> torch.Tensor:
     """Contiguous ``W_hh^T`` [H, 3H] in ``real`` of the saved weight (the forward's cached copy on the CPU)."""
     if w_hh.device.type == "cpu" and w_hh.dtype == real:
-        return sparse.transposed_weight(w_hh)
+        return transposed_weight(w_hh)
     return w_hh.detach().to(real).t().contiguous()
 
 
@@ -244,9 +224,10 @@ def _backward(ctx, g_y, g_c, g_o, g_tr, *_saved_grads):
     need = [bool(ni[0]), bool(ni[1]), bool(ni[2]), bool(ni[3]), bool(ni[4]), bool(ni[5]),
             bool(ni[6]) and ctx.has_bias[0], bool(ni[7]) and ctx.has_bias[1], bool(ni[8])]
     grads = torch.ops.snntorch_egru.egru_layer_backward(
-        g_y, g_c, g_o, g_tr, x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n, hn, w_t, *ctx.scalars, need)
+        g_y, g_c, g_o, g_tr, x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n, hn, w_t, *ctx.scalars, need,
+        ctx.impl)
     out = [g if k else None for g, k in zip(grads, need)]
-    return (*out, None, None, None, None, None, None, None)
+    return (*out, None, None, None, None, None, None, None, None)
 
 
 egru_layer_op.register_autograd(_backward, setup_context=_setup_context)
@@ -300,46 +281,61 @@ _eager_calls_without_dynamo(egru_layer_op)
 _eager_calls_without_dynamo(egru_layer_backward_op)
 
 
-def egru_layer_call(x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0: torch.Tensor, w: EGRUWeights,
-                    opts: EGRUOptions, zoneout_mask: Optional[torch.Tensor] = None,
-                    dropconnect_mask: Optional[torch.Tensor] = None) -> F.EGRUStepOutput:
-    """Checked entry point: one layer over a sequence through the operator (or the reference)."""
-    reset_mechanism(opts.reset, "reset")
-    check_layer_args(x, y0, c0, trace0, w, zoneout_mask, dropconnect_mask)
-    H = w.w_hh.shape[1]
-    w_hh = w.w_hh if dropconnect_mask is None else w.w_hh * dropconnect_mask.to(w.w_hh.dtype)
-    theta = w.threshold.reshape(-1).expand(H) if w.threshold.dim() == 0 or w.threshold.numel() == 1 \
-        else w.threshold
-    zo = None if zoneout_mask is None else zoneout_mask.to(x.dtype)
-    zo_p = 0.0 if zoneout_mask is not None else float(opts.zoneout_p)
+def egru_layer_call(call: LayerCall, impl: int = IMPL_TORCH) -> F.EGRUStepOutput:
+    """Checked entry point: one layer call through the operator with launcher ``impl`` (or the reference math
+    where the operator cannot run it: another spike function, another device, a ``torch.func`` transform)."""
+    reset = call.reset_code  # ValueError naming "reset" for an unknown mechanism
+    check_layer_args(call)
+    x, y0, c0, trace0 = call.x, call.y0, call.c0, call.trace0
+    w_ih, b_ih, b_hh = call.weight_ih, call.bias_ih, call.bias_hh
+    w_hh = call.weight_hh
+    H = w_hh.shape[1]
+    if call.dropconnect_mask is not None:
+        w_hh = w_hh * call.dropconnect_mask.to(w_hh.dtype)
+    th = call.threshold
+    theta = th.reshape(-1).expand(H) if th.dim() == 0 or th.numel() == 1 else th
+    zo = None if call.zoneout_mask is None else call.zoneout_mask.to(x.dtype)
+    zo_p = 0.0 if zo is not None else float(call.zoneout_p)
     if x.shape[0] == 0:
-        return _zero_length(x, y0, w)
-    params = surrogate_params(opts.spike_fn)
+        return zero_length(x, y0, w_ih, call.weight_hh)
+    params = call.kernel_params if call.kernel_params is not None else surrogate_params(call.spike_fn)
     if exporting_to_onnx():  # one scan over time: the ONNX graph keeps a dynamic sequence length
-        return egru_sequence_export(x, y0, c0, trace0, w.w_ih, w_hh, w.b_ih, w.b_hh, theta, spike_fn=opts.spike_fn,
-                                    reset=opts.reset, zoneout_mask=zo, zoneout_p=zo_p)
-    if (params is None or x.device.type not in ("cpu", "cuda")
-            or under_transform(x, y0, c0, trace0, w.w_ih, w_hh, w.b_ih, w.b_hh, theta)):
-        # any other spike function, another device, or a torch.func transform / forward-mode AD (the
-        # operator has a backward formula only): the step-by-step decomposition
-        return F.egru_sequence(x, y0, c0, trace0, w.w_ih, w_hh, w.b_ih, w.b_hh, theta, spike_fn=opts.spike_fn,
-                               reset=opts.reset, zoneout_mask=zo, zoneout_p=zo_p)
-    tensors = (x, y0, c0, trace0, w.w_ih, w_hh, w.b_ih, w.b_hh, theta)
-    need_saved = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+        return egru_sequence_export(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, spike_fn=call.spike_fn,
+                                    reset=call.reset, zoneout_mask=zo, zoneout_p=zo_p)
+    if (params is None or x.device.type not in ("cpu", "cuda") or (impl != IMPL_TORCH and x.shape[1] == 0)
+            or under_transform(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta)):
+        # any other spike function, another device, no samples for a kernel, or a torch.func transform /
+        # forward-mode AD (the operator has a backward formula only): the step-by-step decomposition
+        return F.egru_sequence(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, spike_fn=call.spike_fn,
+                               reset=call.reset, zoneout_mask=zo, zoneout_p=zo_p)
+    need_saved = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta))
     res = torch.ops.snntorch_egru.egru_layer(
-        x, y0, c0, trace0, w.w_ih, w_hh, w.b_ih, w.b_hh, theta, zo, zo_p, RESET_CODES[opts.reset],
-        params[0], params[1], bool(opts.input_is_events), need_saved)
+        x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, zo, zo_p, reset, params[0], params[1],
+        bool(call.input_is_events), need_saved, impl)
     return F.EGRUStepOutput(res[0], res[1], res[2], res[3])
 
 
 # ------------------------------------------------------------------------------------------
-# the "torch" backend: the operator on CPU tensors (EGRU(backend="auto") on the CPU)
+# the backends that run the operator: one name per launcher
 
 
-def _run_torch_backend(call: LayerCall) -> F.EGRUStepOutput:
-    s = call.state
-    return egru_layer_call(call.x, s.y, s.c, s.trace, call.weights, call.options,
-                           zoneout_mask=call.zoneout_mask, dropconnect_mask=call.dropconnect_mask)
+def _run_torch(call: LayerCall) -> F.EGRUStepOutput:
+    return egru_layer_call(call, IMPL_TORCH)
 
 
-register_backend("torch", _run_torch_backend, available=lambda call: call.x.device.type == "cpu", priority=10)
+def _run_cupy(call: LayerCall) -> F.EGRUStepOutput:
+    impl = requested_impl()  # a launcher passed to snntorch_egru.cuda.run (the emulator), else the kernels
+    if impl is None:
+        reason = cupy_supports(call)
+        if reason is not None:
+            raise RuntimeError(reason)
+        impl = IMPL_CUPY
+    return egru_layer_call(call, impl)
+
+
+# "torch": the CPU launcher (the native helper on the CPU; its torch ops on any device when named explicitly)
+register_backend("torch", _run_torch, available=lambda call: call.x.device.type == "cpu", priority=10,
+                 device_type="cpu")
+# "cupy": the CuPy kernels (CUDA tensors; a launcher given to snntorch_egru.cuda.run on any device)
+register_backend("cupy", _run_cupy, available=cupy_available_for, priority=20, device_type="cuda")

@@ -21,11 +21,12 @@ give the same fields as the small named bundles :class:`EGRUWeights`,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from . import functional as F
+from ._checks import RESET_CODES, reset_mechanism
 
 __all__ = ["LayerCall", "EGRUWeights", "EGRUOptions", "register_backend", "unregister_backend", "get_backend",
            "available_backends", "usable_backends", "resolve_backend"]
@@ -98,6 +99,9 @@ class LayerCall:
         zoneout_p: eval-mode zoneout probability.
         input_is_events: the input is the (sparse) event output of a lower EGRU layer.
         layer_index: index of the layer in its stack (for counters).
+        kernel_params: ``(gamma, epsilon)`` of ``spike_fn`` as the fast backends implement it
+            (:meth:`snntorch_egru.surrogate.SpikeFunction.kernel_params`), when the caller knows it
+            (the modules keep it per spike function); ``None``: asked from ``spike_fn`` when needed.
 
     Example::
 
@@ -129,6 +133,16 @@ class LayerCall:
     zoneout_p: float = 0.0
     input_is_events: bool = False
     layer_index: int = 0
+    kernel_params: Optional[Tuple[float, float]] = None
+
+    @property
+    def reset_code(self) -> int:
+        """The reset mechanism as the operator and the kernels take it (``_checks.RESET_CODES``)."""
+        code = RESET_CODES.get(self.reset) if isinstance(self.reset, str) else None
+        if code is None:
+            reset_mechanism(self.reset, "reset")  # ValueError naming the argument and the choices
+            raise AssertionError("unreachable")  # pragma: no cover
+        return code
 
     @property
     def weights(self) -> EGRUWeights:
@@ -148,6 +162,66 @@ class LayerCall:
         return EGRUState(self.y0, self.c0, self.trace0)
 
 
+# ------------------------------------------------------------------------------------------
+# the checks every backend runs first
+
+
+def _shape_err(name: str, expected: Sequence[object], t: torch.Tensor, hint: str = "") -> ValueError:
+    return ValueError(f"{name} must have shape [{', '.join(str(e) for e in expected)}]{hint}, "
+                      f"got {list(t.shape)}")
+
+
+def check_layer_args(call: "LayerCall") -> None:
+    """Types, shapes, dtypes and devices of one layer call (clear errors naming the argument); every
+    backend runs it before anything else (the operator before any pointer leaves Python)."""
+    x, y0, c0, trace0 = call.x, call.y0, call.c0, call.trace0
+    zoneout_mask, dropconnect_mask = call.zoneout_mask, call.dropconnect_mask
+    w_ih, w_hh, th = call.weight_ih, call.weight_hh, call.threshold
+    named = [("x", x), ("y0", y0), ("c0", c0), ("trace0", trace0), ("weight_ih", w_ih),
+             ("weight_hh", w_hh), ("bias_ih", call.bias_ih), ("bias_hh", call.bias_hh), ("threshold", th),
+             ("zoneout_mask", zoneout_mask), ("dropconnect_mask", dropconnect_mask)]
+    optional = {"bias_ih", "bias_hh", "zoneout_mask", "dropconnect_mask"}
+    for name, t in named:
+        if t is None and name in optional:
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+        if t.layout != torch.strided:
+            raise ValueError(f"{name} must be a dense (strided) tensor, got layout {t.layout}")
+    if x.dim() != 3:
+        raise ValueError(f"x must be [T, B, I], got shape {tuple(x.shape)}")
+    T, B, I = x.shape
+    if w_hh.dim() != 2 or w_hh.shape[0] % 3 != 0 or w_hh.shape[0] != 3 * w_hh.shape[1]:
+        raise ValueError(f"weight_hh must have shape [3 * hidden_size, hidden_size], got {list(w_hh.shape)}")
+    H = w_hh.shape[1]
+    if tuple(w_ih.shape) != (3 * H, I):
+        raise _shape_err("weight_ih", (3 * H, I), w_ih, " (3 * hidden_size, input features)")
+    for name, b in (("bias_ih", call.bias_ih), ("bias_hh", call.bias_hh)):
+        if b is not None and tuple(b.shape) != (3 * H,):
+            raise _shape_err(name, (3 * H,), b)
+    if tuple(th.shape) not in ((H,), (), (1,)):
+        raise _shape_err("threshold", (H,), th, " (or a single value)")
+    for name, s in (("y0", y0), ("c0", c0), ("trace0", trace0)):
+        if tuple(s.shape) != (B, H):
+            raise _shape_err(name, (B, H), s)
+    if zoneout_mask is not None and tuple(zoneout_mask.shape) != (T, B, H):
+        raise _shape_err("zoneout_mask", (T, B, H), zoneout_mask)
+    if dropconnect_mask is not None and tuple(dropconnect_mask.shape) != (3 * H, H):
+        raise _shape_err("dropconnect_mask", (3 * H, H), dropconnect_mask)
+    dev = x.device
+    for name, t in named:
+        if t is not None and t.device != dev:
+            raise ValueError(f"{name} is on device {t.device} but x is on {dev}; move them to one device")
+    dtype = w_hh.dtype
+    for name, t in named:
+        if t is not None and t.dtype != dtype and name not in ("zoneout_mask", "dropconnect_mask"):
+            raise TypeError(f"{name} has dtype {t.dtype} but weight_hh has {dtype}; use one dtype "
+                            f"(e.g. module.to({dtype}) / {name}.to({dtype}))")
+
+
+
 BackendFn = Callable[[LayerCall], F.EGRUStepOutput]
 
 
@@ -157,13 +231,15 @@ class _Backend:
     run: BackendFn
     available: Callable[[LayerCall], bool]
     priority: int
+    device_type: Optional[str] = None
 
 
 _REGISTRY: Dict[str, _Backend] = {}
 
 
 def register_backend(
-    name: str, run: BackendFn, available: Optional[Callable[[LayerCall], bool]] = None, priority: int = 0
+    name: str, run: BackendFn, available: Optional[Callable[[LayerCall], bool]] = None, priority: int = 0,
+    device_type: Optional[str] = None,
 ) -> None:
     """Register a backend under ``name``.
 
@@ -172,6 +248,8 @@ def register_backend(
         run: function ``LayerCall -> EGRUStepOutput`` of ``[T, B, H]`` sequences.
         available: predicate telling ``"auto"`` whether this backend handles a call.
         priority: ``"auto"`` tries higher priorities first.
+        device_type: ``"auto"`` considers this backend only for calls on this device type (e.g. ``"cuda"``),
+            without asking ``available``; ``None``: any device.
 
     Registering an existing name replaces that backend. A new backend should
     match :func:`snntorch_egru.functional.egru_sequence` (values and gradients).
@@ -193,7 +271,7 @@ def register_backend(
         torch.Size([5, 2, 8])
         >>> backends.unregister_backend("doc_example")
     """
-    _REGISTRY[name] = _Backend(name, run, available or (lambda call: True), priority)
+    _REGISTRY[name] = _Backend(name, run, available or (lambda call: True), priority, device_type)
 
 
 def unregister_backend(name: str) -> None:
@@ -331,29 +409,29 @@ def resolve_backend(name: str, call: LayerCall) -> _Backend:
     """
     if name != "auto":
         return get_backend(name)
+    device = call.x.device.type
     for backend in sorted(_REGISTRY.values(), key=lambda b: -b.priority):
-        if backend.name != "reference" and backend.available(call):
+        if backend.device_type not in (None, device) or backend.name == "reference":
+            continue
+        if backend.available(call):
             return backend
     return _REGISTRY["reference"]
 
 
-def _zero_length(x: torch.Tensor, y0: torch.Tensor, w: EGRUWeights) -> F.EGRUStepOutput:
+def zero_length(x: torch.Tensor, y0: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor) -> F.EGRUStepOutput:
     """T = 0: empty sequences that still belong to the autograd graph (as torch.nn.GRU's do)."""
     B, H = y0.shape
-    anchor = x.sum() * 0.0 + w.w_ih.reshape(-1)[:0].sum() + w.w_hh.reshape(-1)[:0].sum()
+    anchor = x.sum() * 0.0 + w_ih.reshape(-1)[:0].sum() + w_hh.reshape(-1)[:0].sum()
     empty = x.new_zeros((0, B, H)) + anchor
     return F.EGRUStepOutput(empty, empty, empty, empty)
 
 
 def _run_reference(call: LayerCall) -> F.EGRUStepOutput:
-    from ._op_checks import check_layer_args
-
     # the same checks as the operator's (e.g. parameters replaced through .data): clear errors
-    check_layer_args(call.x, call.y0, call.c0, call.trace0, call.weights, call.zoneout_mask, call.dropconnect_mask)
+    check_layer_args(call)
     w_hh = call.weight_hh if call.dropconnect_mask is None else call.weight_hh * call.dropconnect_mask
     if call.x.shape[0] == 0:  # empty sequences that still belong to the graph (as torch.nn.GRU's)
-        return _zero_length(call.x, call.y0, EGRUWeights(call.weight_ih, w_hh, call.bias_ih, call.bias_hh,
-                                                         call.threshold))
+        return zero_length(call.x, call.y0, call.weight_ih, w_hh)
     return F.egru_sequence(
         call.x, call.y0, call.c0, call.trace0,
         call.weight_ih, w_hh, call.bias_ih, call.bias_hh, call.threshold,

@@ -49,10 +49,9 @@ from typing import Any, Callable, NamedTuple, Optional, Tuple, Union
 
 import torch
 
-from . import _checks
+from . import _checks, _layer
 from . import functional as F
-from ._layer_setup import EGRUBase, in_param_dtype, nan_threshold_propagates
-from .backends import LayerCall
+from ._layer import EGRULayerBase, in_param_dtype, nan_threshold_propagates
 from .state import EGRURecurrentState
 from .state import EGRUState as _LayerEGRUState
 from .surrogate import EGRUSurrogate
@@ -231,7 +230,7 @@ def spike_function(p: EGRUParameters) -> SpikeFn:
     return NorseThreshold(p.method, p.alpha)
 
 
-class _NorseEGRUBase(EGRUBase):
+class _NorseEGRUBase(EGRULayerBase):
     """Parameters shared by the Norse-flavour cell and layer (same names as ``EGRUCell``).
 
     The constructor is the cell's (:class:`EGRURecurrentCell`); the arguments are checked
@@ -277,10 +276,10 @@ class _NorseEGRUBase(EGRUBase):
     def forward(
         self, input_tensor: torch.Tensor, state: Optional[EGRURecurrentState] = None
     ) -> Tuple[torch.Tensor, EGRURecurrentState]:
-        if isinstance(input_tensor, torch.Tensor) and _checks.autocast_active(input_tensor):
+        if isinstance(input_tensor, torch.Tensor) and _layer.autocast_active(input_tensor):
             # autocast policy (as snntorch_egru.EGRU): the recurrence runs in the parameters' dtype
             input_tensor, state = in_param_dtype(input_tensor, state, self.weight_ih, EGRURecurrentState)
-            with _checks.float32_region(input_tensor):
+            with _layer.float32_region(input_tensor):
                 return self._run(input_tensor, state)
         return self._run(input_tensor, state)
 
@@ -304,10 +303,10 @@ class _NorseEGRUBase(EGRUBase):
                 + (f" of length {len(state)}" if isinstance(state, (tuple, list)) else "")
             )
         w = self.weight_ih
-        y = _checks.state_tensor("state.y", state[0], shape, w)
-        c = _checks.state_tensor("state.c", state[1], shape, w)
+        y = _layer.state_tensor("state.y", state[0], shape, w)
+        c = _layer.state_tensor("state.c", state[1], shape, w)
         trace = state[2] if len(state) == 3 else None
-        trace = torch.zeros_like(y) if trace is None else _checks.state_tensor("state.trace", trace, shape, w)
+        trace = torch.zeros_like(y) if trace is None else _layer.state_tensor("state.trace", trace, shape, w)
         return EGRURecurrentState(y, c, trace)
 
     def _extra(self) -> str:
@@ -372,7 +371,7 @@ class EGRURecurrentCell(_NorseEGRUBase):
     def _run(self, input_tensor: torch.Tensor, state: Optional[EGRURecurrentState]
              ) -> Tuple[torch.Tensor, EGRURecurrentState]:
         w = self.weight_ih
-        _checks.tensor_input("input_tensor", input_tensor, (1, 2), self.input_size, w,
+        _layer.tensor_input("input_tensor", input_tensor, (1, 2), self.input_size, w,
                              "[B, input_size] or [input_size]")
         if state is None:
             state = self.initial_state(input_tensor)
@@ -443,7 +442,7 @@ class EGRURecurrent(_NorseEGRUBase):
     def _run(self, input_tensor: torch.Tensor, state: Optional[EGRURecurrentState]
              ) -> Tuple[torch.Tensor, EGRURecurrentState]:
         w = self.weight_ih
-        _checks.tensor_input("input_tensor", input_tensor, (2, 3), self.input_size, w,
+        _layer.tensor_input("input_tensor", input_tensor, (2, 3), self.input_size, w,
                              "[T, B, input_size] or [T, input_size]")
         unbatched = input_tensor.dim() == 2
         x = input_tensor.unsqueeze(1) if unbatched else input_tensor
@@ -455,12 +454,8 @@ class EGRURecurrent(_NorseEGRUBase):
             state = self._check_state(state, (self.hidden_size,) if unbatched else (B, self.hidden_size))
             if unbatched:
                 state = EGRURecurrentState(*(f.unsqueeze(0) for f in state))
-        call = LayerCall(
-            x=x, y0=state.y, c0=state.c, trace0=state.trace,
-            weight_ih=self.weight_ih, weight_hh=self.weight_hh, bias_ih=self.bias_ih, bias_hh=self.bias_hh,
-            threshold=self._effective_threshold(self.threshold), spike_fn=self.spike_grad, reset=self.p.reset,
-        )
-        seq = self._run_layer(call)
+        tensors = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.threshold)
+        seq = self._run_layer(self._layer_call(x, (state.y, state.c, state.trace), tensors))
         out = seq.y
         if self.record_states:
             new_state = EGRURecurrentState(seq.y, seq.c, seq.trace)

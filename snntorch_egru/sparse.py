@@ -1,10 +1,13 @@
 """Event-driven EGRU on CPU: a fused sequence function with a hand-written sparse backward.
 
-This module registers the ``"torch"`` backend (priority 10), which
-``EGRU(backend="auto")`` uses by default for CPU tensors, and holds the CPU
-launcher of the custom operator ``torch.ops.snntorch_egru.egru_layer``
-(``snntorch_egru/_op.py``): one node per layer sequence for autograd,
-``torch.compile`` and ``torch.export``, instead of a tape of ~20 ops per step.
+This module is the forward pass of the CPU launcher of the custom operator
+``torch.ops.snntorch_egru.egru_layer`` (``snntorch_egru/_op.py``, which registers the
+``"torch"`` backend that ``EGRU(backend="auto")`` uses for CPU tensors): one node per layer
+sequence for autograd, ``torch.compile`` and ``torch.export``, instead of a tape of ~20 ops
+per step. Its public names are the event path's tunables, :class:`force_dense`,
+:func:`transposed_weight` and :func:`egru_sequence_fused` (the shared pieces live in the
+private ``snntorch_egru/_engine.py``, which every launcher imports; the tunables set here
+reach it).
 
 Forward:
     * the input projection ``x W_ih^T + b_ih`` for all steps in one matrix product
@@ -66,17 +69,26 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
-import warnings
-from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
+import sys
+import types
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import torch
-from torch.utils.weak import WeakIdKeyDictionary
 
+from . import _engine
 from . import functional as F
 from ._checks import RESET_CODES
-from ._native_lib import _native_fns, native_library
-from ._op_checks import check_native_forward
+from ._engine import (  # noqa: F401 - public here: the event path's switches and its W_hh^T cache
+    _native_fns,
+    _native_ok,
+    _sparse_left_mm,
+    _Switch,
+    clear_transposed_cache,
+    fast_layout,
+    force_dense,
+    native_library,
+    transposed_weight,
+)
 from .backends import LayerCall, get_backend
 from .surrogate import EGRUSurrogate
 
@@ -100,140 +112,53 @@ __all__ = [
 #: active rows + ``addmm`` costs 100 us at 10 % (dense 440 us), 426 us at 29 % and 728 us at
 #: 52 % (batch 1); batch 16 union 26 %: 520 us vs dense 1013 us, union 82 %: 1800 us vs 1020 us.
 #: Break-even is near 30 %; 0.25 keeps a margin for noise.
-GATHER_MAX_FRACTION = 0.25
+GATHER_MAX_FRACTION = _engine.GATHER_MAX_FRACTION
 
 #: Below this size of ``W_hh`` (bytes) the dense product wins at every activity (the
 #: matrix stays in cache; measured at H = 256: dense matvec 9 us, gather at 2 % 18 us).
-SMALL_WEIGHT_BYTES = 1_500_000
+SMALL_WEIGHT_BYTES = _engine.SMALL_WEIGHT_BYTES
 
 #: Products with event matrices (stacked input projection, ``dW_hh`` and ``dW_ih``) use a
 #: sparse CSR operand only at densities up to this value (measured, T*B = 300, 1024 x 3072:
 #: CSR 3.0 ms vs dense 11-16 ms at 1 %, CSR slower from ~10 %).
-CSR_MAX_DENSITY = 0.03
-
-_FORCE_DENSE = False
-
-
-class force_dense:
-    """Context manager that disables every sparse product of the ``"torch"`` backend (and puts the
-    CuPy kernels into their dense mode).
-
-    The numbers are unchanged (up to rounding); it is the "dense EGRU" baseline of
-    ``snntorch-egru bench``.
-
-    Example::
-
-        >>> import torch, snntorch_egru as se
-        >>> from snntorch_egru.sparse import force_dense
-        >>> rnn = se.EGRU(4, 8, backend="torch")
-        >>> with force_dense():
-        ...     out, _ = rnn(torch.randn(5, 2, 4))
-    """
-
-    def __enter__(self) -> "force_dense":
-        global _FORCE_DENSE
-        self._prev = _FORCE_DENSE
-        _FORCE_DENSE = True
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        global _FORCE_DENSE
-        _FORCE_DENSE = self._prev
-
-
-# ------------------------------------------------------------------------------------------
-# helpers
-
-
-def _weights_small(w_t: torch.Tensor) -> bool:
-    return w_t.numel() * w_t.element_size() < SMALL_WEIGHT_BYTES
-
-
-_NO_EVENTS = object()  # _csr_if_sparse's answer for an all-zero matrix
-
-
-@contextlib.contextmanager
-def _quiet_csr_beta() -> Iterator[None]:
-    """torch flags CSR support as beta; the products here are exact."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
-        yield
-
-
-def _csr_if_sparse(a: torch.Tensor) -> Any:
-    """``a`` as CSR when the product should use it, :data:`_NO_EVENTS` when ``a`` is all zeros, else None."""
-    if _FORCE_DENSE or a.device.type != "cpu" or a.shape[0] == 0 or a.shape[1] == 0:
-        return None
-    nnz = int(torch.count_nonzero(a))
-    if nnz > CSR_MAX_DENSITY * a.numel():
-        return None
-    if nnz == 0:
-        return _NO_EVENTS
-    with _quiet_csr_beta():
-        return a.to_sparse_csr()
-
-
-def _sparse_left_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` with ``a`` 2-D and mostly zeros: CSR product when sparse enough, else dense."""
-    csr = _csr_if_sparse(a)
-    if csr is None:
-        return a @ b
-    if csr is _NO_EVENTS:
-        return a.new_zeros(a.shape[0], b.shape[1])
-    with _quiet_csr_beta():
-        return torch.sparse.mm(csr, b)
-
-
-def _sparse_left_mm_into(a: torch.Tensor, bs: Sequence[torch.Tensor], outs: Sequence[torch.Tensor]) -> None:
-    """``outs[i] = a @ bs[i]`` in place (``outs`` may be column blocks of one matrix), ``a`` 2-D and
-    mostly zeros: one density count and one CSR conversion of ``a`` serve every product."""
-    csr = _csr_if_sparse(a)
-    for b, o in zip(bs, outs):
-        if csr is None:
-            torch.mm(a, b, out=o)
-        elif csr is _NO_EVENTS:
-            o.zero_()
-        else:
-            with _quiet_csr_beta():
-                o.copy_(torch.sparse.mm(csr, b))
+CSR_MAX_DENSITY = _engine.CSR_MAX_DENSITY
 
 
 #: The native per-sample gather is used while the batch holds at most this many events per
 #: unit row of ``W_hh^T`` (``nnz <= NATIVE_MAX_FRACTION * H``); above, one dense BLAS product
 #: reading every row once is cheaper than re-reading rows per sample.
-NATIVE_MAX_FRACTION = 0.5
+NATIVE_MAX_FRACTION = _engine.NATIVE_MAX_FRACTION
 
 #: Up to this batch size the whole forward time loop (per-sample event gather, gates,
 #: threshold, reset, trace) runs in one native call: no per-step Python/dispatch cost, which
 #: otherwise exceeds a whole ``torch.nn.GRU`` step at H = 256.
-NATIVE_SEQ_MAX_BATCH = 4
-
-
-class _Switch:
-    """Density switch with hysteresis: after a step found too dense for a gather, the next
-    :data:`DENSE_HOLD_STEPS` steps go straight to the dense product (no counting)."""
-
-    __slots__ = ("hold", "dense_steps", "sparse_steps")
-
-    def __init__(self) -> None:
-        self.hold = 0
-        self.dense_steps = 0
-        self.sparse_steps = 0
-
-    def go_dense(self) -> bool:
-        if self.hold > 0:
-            self.hold -= 1
-            self.dense_steps += 1
-            return True
-        return False
-
-    def failed(self) -> None:
-        self.hold = DENSE_HOLD_STEPS
-        self.dense_steps += 1
-
+NATIVE_SEQ_MAX_BATCH = _engine.NATIVE_SEQ_MAX_BATCH
 
 #: Steps that skip the sparsity check after a dense step (activity changes slowly over time).
-DENSE_HOLD_STEPS = 8
+DENSE_HOLD_STEPS = _engine.DENSE_HOLD_STEPS
+
+
+class _TunablesModule(types.ModuleType):
+    """This module's class: setting a tunable here (``sparse.GATHER_MAX_FRACTION = 0.1``) sets the value the
+    launchers read (in ``_engine``), so the documented names keep working as switches."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _TUNABLES:
+            setattr(_engine, name, value)
+        super().__setattr__(name, value)
+
+
+_TUNABLES = ("GATHER_MAX_FRACTION", "SMALL_WEIGHT_BYTES", "CSR_MAX_DENSITY", "NATIVE_MAX_FRACTION",
+             "NATIVE_SEQ_MAX_BATCH", "DENSE_HOLD_STEPS")
+sys.modules[__name__].__class__ = _TunablesModule
+
+SUBTRACT, ZERO = RESET_CODES["subtract"], RESET_CODES["zero"]
+_COMPUTE_DTYPES = (torch.float32, torch.float64)
+_CPU = torch.device("cpu")
+
+
+# ------------------------------------------------------------------------------------------
+# the CPU forward launcher
 
 
 def _recurrent(y_prev: torch.Tensor, w_t: torch.Tensor, b_hh: torch.Tensor, dense: bool,
@@ -246,14 +171,14 @@ def _recurrent(y_prev: torch.Tensor, w_t: torch.Tensor, b_hh: torch.Tensor, dens
         return
     if switch is not None:
         switch.sparse_steps += 1
-    if native is not None and not _FORCE_DENSE:
+    if native is not None and not _engine._FORCE_DENSE:
         yc = y_prev if y_prev.is_contiguous() else y_prev.contiguous()
         N = w_t.shape[1]
         if not (w_t.shape[0] == H and tuple(out.shape) == (B, N) and tuple(b_hh.shape) == (N,)
                 and _native_ok(yc, w_t, b_hh, out)):
             raise RuntimeError("internal error: native gather arguments do not match")
         if native[0](yc.data_ptr(), B, H, w_t.data_ptr(), w_t.shape[1], b_hh.data_ptr(), out.data_ptr(),
-                     int(NATIVE_MAX_FRACTION * H)) == 0:
+                     int(_engine.NATIVE_MAX_FRACTION * H)) == 0:
             return
     if not dense:
         if B == 1:
@@ -264,7 +189,7 @@ def _recurrent(y_prev: torch.Tensor, w_t: torch.Tensor, b_hh: torch.Tensor, dens
         if k == 0:
             out.copy_(b_hh.expand_as(out))
             return
-        if k <= GATHER_MAX_FRACTION * H:
+        if k <= _engine.GATHER_MAX_FRACTION * H:
             torch.addmm(b_hh, y_prev.index_select(1, idx), w_t.index_select(0, idx), out=out)
             return
     if switch is not None and not dense:
@@ -273,124 +198,7 @@ def _recurrent(y_prev: torch.Tensor, w_t: torch.Tensor, b_hh: torch.Tensor, dens
     torch.addmm(b_hh, y_prev, w_t, out=out)
 
 
-def _native_ok(*tensors: torch.Tensor) -> bool:
-    """Cheap per-call guard of the native gathers: same dtype, CPU, contiguous."""
-    dt = tensors[0].dtype
-    return all(t.dtype == dt and t.device.type == "cpu" and t.is_contiguous() for t in tensors)
-
-
-def fast_layout(w_hh: torch.Tensor) -> bool:
-    """``True`` when ``W_hh`` [3H, H] is stored as its transpose: ``W_hh.t()`` [H, 3H] contiguous.
-
-    The modules store ``weight_hh`` row-major (contiguous, as ``torch.nn.GRU`` does), and the CPU
-    event path reads one unit's outgoing weights as one contiguous row of ``W_hh^T``: from a
-    transposed copy cached per weight tensor (see :func:`transposed_weight`), or in place for a
-    weight in this layout (no copy at all).
-
-    Args:
-        w_hh: a recurrent weight ``[3H, H]``.
-
-    Example::
-
-        >>> import torch, snntorch_egru as se
-        >>> from snntorch_egru.sparse import fast_layout
-        >>> fast_layout(se.EGRU(3, 8).weight_hh_l0), fast_layout(torch.randn(8, 24).t())
-        (False, True)
-    """
-    return w_hh.dim() == 2 and w_hh.t().is_contiguous()
-
-
-#: weight tensor -> ((data_ptr, _version, shape, strides, dtype, device), probe, the contiguous W_hh^T)
-_T_CACHE = WeakIdKeyDictionary()
-
-#: Every this-many-th element of a weight is compared with its value when the copy was made: in-place
-#: edits through ``.data`` bypass the version counter, and any edit of more than a few elements
-#: (``mul_``, ``copy_``, ``clamp_``, re-initialisation) changes the probe (about 0.4 % of the
-#: elements, a strided compare: ~10 us at H = 1024 against ~15 ms for T = 200 steps).
-PROBE_STRIDE = 257
-
-
-def _probe(w_hh: torch.Tensor) -> torch.Tensor:
-    return w_hh.detach().reshape(-1)[::PROBE_STRIDE]
-
-
-def _cache_key(w_hh: torch.Tensor) -> Optional[Tuple[Any, ...]]:
-    """The identity of ``w_hh``'s current values, or ``None`` (never cached): an inference tensor keeps
-    no version counter, and a traced tensor (``torch.compile``'s backward graph) has no storage."""
-    if type(w_hh) not in (torch.Tensor, torch.nn.Parameter) or torch.compiler.is_compiling():
-        return None
-    try:
-        return (w_hh.data_ptr(), w_hh._version, tuple(w_hh.shape), w_hh.stride(), w_hh.dtype, w_hh.device)
-    except RuntimeError:
-        return None
-
-
-def transposed_weight(w_hh: torch.Tensor, native: Optional[Tuple[Any, ...]] = None) -> torch.Tensor:
-    """Contiguous ``W_hh^T`` [H, 3H] of a recurrent weight ``W_hh`` [3H, H] (what the event path reads).
-
-    A weight stored transposed is read in place (a view). Any other weight is transposed once
-    (a tiled native transpose) and the copy is kept for that tensor object, keyed on its storage
-    address, autograd version counter and a probe of its values: every torch in-place edit (an
-    optimizer step, ``with torch.no_grad(): w.mul_(2)``, ``copy_``, ``load_state_dict``) and every
-    replacement (``.data = ...``, pruning's recomputed weight) makes a new copy, and so does an edit
-    through ``w.data`` (which bypasses the version counter) that changes one of the probed elements
-    (every :data:`PROBE_STRIDE`-th; any edit of more than a few elements does). After editing only
-    a few elements through ``.data``, NumPy or a raw pointer, call
-    :meth:`snntorch_egru.EGRU.flatten_parameters` (or :func:`clear_transposed_cache`).
-
-    Args:
-        w_hh: a recurrent weight ``[3H, H]``.
-        native: the native helpers (internal; ``None`` uses a torch copy).
-
-    Example::
-
-        >>> import torch
-        >>> from snntorch_egru.sparse import transposed_weight
-        >>> w = torch.randn(6, 2)
-        >>> w_t = transposed_weight(w)
-        >>> torch.equal(w_t, w.t()), w_t.is_contiguous(), transposed_weight(w) is w_t
-        (True, True, True)
-    """
-    if fast_layout(w_hh):
-        return w_hh.t()
-    key = _cache_key(w_hh)
-    if key is not None:
-        hit = _T_CACHE.get(w_hh)
-        if hit is not None and hit[0] == key and torch.equal(_probe(w_hh), hit[1]):
-            return hit[2]
-    w_t = _transpose(w_hh, native)
-    if key is not None:
-        _T_CACHE[w_hh] = (key, _probe(w_hh).clone(), w_t)
-    return w_t
-
-
-def clear_transposed_cache() -> None:
-    """Drop every cached ``W_hh^T`` copy (after editing a few elements through ``.data``).
-
-    Example::
-
-        >>> import torch, snntorch_egru as se
-        >>> from snntorch_egru.sparse import clear_transposed_cache
-        >>> rnn = se.EGRU(3, 8)
-        >>> _ = rnn(torch.randn(4, 1, 3))
-        >>> rnn.weight_hh_l0.data[0, 1] = 0.5          # one element, no version bump
-        >>> clear_transposed_cache()                   # (rnn.flatten_parameters() does the same)
-    """
-    _T_CACHE.clear()
-
-
-def _transpose(w_hh: torch.Tensor, native: Optional[Tuple[Any, ...]]) -> torch.Tensor:
-    """A new contiguous ``W_hh^T`` [H, 3H] (tiled native transpose when available: torch's strided
-    copy of a large matrix is ~10x slower than a plain copy)."""
-    rows, cols = w_hh.shape
-    out = w_hh.new_empty(cols, rows)
-    if native is not None and w_hh.is_contiguous() and _native_ok(w_hh, out):
-        native[3](w_hh.data_ptr(), rows, cols, out.data_ptr())
-        return out
-    return out.copy_(w_hh.t())
-
-
-def _run_forward(reset: str, zoneout_p: float, input_is_events: bool, x: torch.Tensor, y0: torch.Tensor,
+def _run_forward(reset: int, zoneout_p: float, input_is_events: bool, x: torch.Tensor, y0: torch.Tensor,
                  c0: torch.Tensor, trace0: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
                  b_ih: torch.Tensor, b_hh: torch.Tensor, theta: torch.Tensor, zo_mask: Optional[torch.Tensor],
                  need_cache: bool) -> Tuple[torch.Tensor, ...]:
@@ -407,17 +215,17 @@ def _run_forward(reset: str, zoneout_p: float, input_is_events: bool, x: torch.T
     # once for this call (and reused by its backward).
     native = _native_fns(x.dtype) if x.device.type == "cpu" else None
     w_t = transposed_weight(w_hh, native)
-    dense = _FORCE_DENSE or _weights_small(w_t)
+    dense = _engine._FORCE_DENSE or _engine._weights_small(w_t)
     new = x.new_empty
     ys, cs, os_, trs = new(T, B, H), new(T, B, H), new(T, B, H), new(T, B, H)
-    if native is not None and not _FORCE_DENSE and B <= NATIVE_SEQ_MAX_BATCH:
+    if native is not None and not _engine._FORCE_DENSE and B <= _engine.NATIVE_SEQ_MAX_BATCH:
         return _native_sequence(native[2], reset, zoneout_p, gi, y0, c0, trace0, w_t, b_hh, theta, zo_mask,
                                 need_cache, ys, cs, os_, trs)
     return _torch_sequence(reset, zoneout_p, gi, y0, c0, trace0, w_t, b_hh, theta, zo_mask, need_cache,
                            (ys, cs, os_, trs), dense, native)
 
 
-def _torch_sequence(reset: str, zoneout_p: float, gi: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor,
+def _torch_sequence(reset: int, zoneout_p: float, gi: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor,
                     trace0: torch.Tensor, w_t: torch.Tensor, b_hh: torch.Tensor, theta: torch.Tensor,
                     zo_mask: Optional[torch.Tensor], need_cache: bool, outs: Tuple[torch.Tensor, ...], dense: bool,
                     native: Optional[Tuple[Any, ...]]) -> Tuple[torch.Tensor, ...]:
@@ -468,10 +276,10 @@ def _torch_sequence(reset: str, zoneout_p: float, gi: torch.Tensor, y0: torch.Te
         torch.sub(chat, theta, out=tmp)
         torch.heaviside(tmp, zero, out=o)  # strict step: 1 if v > 0, else 0
         torch.mul(o, chat, out=y)
-        if reset == "subtract":
+        if reset == SUBTRACT:
             torch.mul(o, theta, out=tmp)
             torch.sub(chat, tmp, out=c)
-        elif reset == "zero":
+        elif reset == ZERO:
             torch.neg(o, out=tmp).add_(1.0)
             torch.mul(chat, tmp, out=c)
         else:
@@ -484,7 +292,7 @@ def _torch_sequence(reset: str, zoneout_p: float, gi: torch.Tensor, y0: torch.Te
     return ys, cs, os_, trs
 
 
-def _native_sequence(fn: Any, reset: str, zoneout_p: float, gi: torch.Tensor, y0: torch.Tensor,
+def _native_sequence(fn: Any, reset: int, zoneout_p: float, gi: torch.Tensor, y0: torch.Tensor,
                      c0: torch.Tensor, trace0: torch.Tensor, w_t: torch.Tensor, b_hh: torch.Tensor,
                      theta: torch.Tensor, zo_mask: Optional[torch.Tensor], need_cache: bool, ys: torch.Tensor,
                      cs: torch.Tensor, os_: torch.Tensor, trs: torch.Tensor) -> Tuple[torch.Tensor, ...]:
@@ -496,14 +304,53 @@ def _native_sequence(fn: Any, reset: str, zoneout_p: float, gi: torch.Tensor, y0
         rz = n = hn = None
     gh = gi.new_empty(B, 3 * H)
     check_native_forward(gi, y0, c0, trace0, w_t, b_hh, theta, zo_mask, (ys, cs, os_, trs), (rz, n, hn), gh)
-    code = RESET_CODES[reset]
     ptr = lambda t: None if t is None else t.data_ptr()  # noqa: E731
     fn(T, B, H, ptr(gi), ptr(y0), ptr(c0), ptr(trace0), ptr(w_t), ptr(b_hh), ptr(theta), ptr(zo_mask),
-       float(zoneout_p), code, F.TRACE_DECAY, 1.0 - F.TRACE_DECAY,
+       float(zoneout_p), int(reset), F.TRACE_DECAY, 1.0 - F.TRACE_DECAY,
        ptr(ys), ptr(cs), ptr(os_), ptr(trs), ptr(rz), ptr(n), ptr(hn), ptr(gh))
     if need_cache:
         return ys, cs, os_, trs, rz, n, hn, w_t
     return ys, cs, os_, trs
+
+
+def _check_kernel_tensor(name: str, t: Optional[torch.Tensor], shape: Tuple[int, ...], dtype: torch.dtype,
+                         device: torch.device, optional: bool = False) -> None:
+    if t is None:
+        if optional:
+            return
+        raise RuntimeError(f"internal error: native argument {name} missing")
+    # cheap attribute checks first (this runs on every call); the message is built only on failure
+    if (t.dtype is not dtype or t.shape != shape or t.device.type != device.type or t.layout is not torch.strided
+            or not t.is_contiguous()):
+        raise RuntimeError(
+            f"internal error: native argument {name} is {list(t.shape)} {t.dtype} {t.device} "
+            f"contiguous={t.is_contiguous()}, expected {list(shape)} {dtype} {device} contiguous")
+
+
+def check_native_forward(gi: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, tr0: torch.Tensor,
+                         w_t: torch.Tensor, b_hh: torch.Tensor, theta: torch.Tensor, zo: Optional[torch.Tensor],
+                         outs: Sequence[torch.Tensor], saved: Sequence[Optional[torch.Tensor]],
+                         gh: torch.Tensor) -> None:
+    """Last line of defence before ``egru_fwd_*``: exact shapes, dtype, CPU, contiguous."""
+    T, B, H3 = gi.shape
+    H = H3 // 3
+    dt, dev = gi.dtype, _CPU
+    if dt not in _COMPUTE_DTYPES or gi.device.type != "cpu":
+        raise RuntimeError(f"internal error: native forward got {dt} on {gi.device}")
+    _check_kernel_tensor("gi", gi, (T, B, 3 * H), dt, dev)
+    for n, t in (("y0", y0), ("c0", c0), ("tr0", tr0)):
+        _check_kernel_tensor(n, t, (B, H), dt, dev)
+    _check_kernel_tensor("w_t", w_t, (H, 3 * H), dt, dev)
+    _check_kernel_tensor("b_hh", b_hh, (3 * H,), dt, dev)
+    _check_kernel_tensor("theta", theta, (H,), dt, dev)
+    _check_kernel_tensor("zo", zo, (T, B, H), dt, dev, optional=True)
+    for n, t in zip(("y", "c", "o", "tr"), outs):
+        _check_kernel_tensor(n, t, (T, B, H), dt, dev)
+    if saved[0] is not None:
+        _check_kernel_tensor("rz", saved[0], (T, B, 2 * H), dt, dev)
+        _check_kernel_tensor("n", saved[1], (T, B, H), dt, dev)
+        _check_kernel_tensor("hn", saved[2], (T, B, H), dt, dev)
+    _check_kernel_tensor("gh", gh, (B, 3 * H), dt, dev)
 
 
 def egru_sequence_fused(
@@ -565,3 +412,7 @@ def egru_sequence_fused(
                      zoneout_mask=zoneout_mask, zoneout_p=zoneout_p, dropconnect_mask=dropconnect_mask,
                      input_is_events=input_is_events)
     return get_backend("torch").run(call)  # the operator (registered by snntorch_egru._op)
+
+
+for _public in (force_dense, transposed_weight, clear_transposed_cache, fast_layout, native_library):
+    _public.__module__ = __name__  # documented (and shown in errors) under this module's name

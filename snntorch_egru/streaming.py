@@ -15,7 +15,7 @@ import torch
 
 from . import _cell_fast
 from . import functional as F
-from ._layer_setup import nan_threshold_propagates
+from ._layer import nan_threshold_propagates
 from .modules import EGRU, EGRUCell
 from .state import EGRUState
 

@@ -25,9 +25,15 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     ("base", ("_checks", "_version", "_io", "_native", "_import_hook", "cli")),  # cli.main reaches its commands by name
     ("surrogate", ("surrogate",)),
     ("math", ("functional", "state")),
-    ("engines", ("backends", "_op_checks", "_native_lib", "sparse", "_cpu_backward", "_grad", "_onnx", "_op", "cuda",
-                 "_cell_fast")),
-    ("layers", ("_layer_setup", "_packed", "_cell", "modules", "norse")),
+    # the engines, in three sub-layers: the shared room and the registry, the launchers (which never import
+    # each other), and the operator that dispatches to them and registers the fast backends
+    ("engine core", ("_engine", "backends")),
+    ("engine launchers", ("sparse", "_cpu_backward", "_grad", "_onnx", "cuda", "_cell_fast")),
+    ("engine operator", ("_op",)),
+    # the layers: construction, then the per-call half every module shares, then the modules
+    ("layer setup", ("_layer_setup", "_packed")),
+    ("layer calls", ("_layer",)),
+    ("layers", ("_cell", "modules", "norse")),
     ("bridges", ("interop", "_tbptt", "_recorder", "metrics", "nir", "_nir", "convert", "_nb_register", "registration",
                  "neurobench", "bench", "utils", "streaming", "init")),
     ("training", ("training",)),
@@ -189,7 +195,7 @@ def test_import_graph_sees_function_level_imports():
     graph = import_graph()
     # registration imports the NIR page inside functions only: it must still be an edge
     assert "nir" in graph["registration"]
-    assert "_op_checks" in graph["backends"]  # a lazy import inside _run_reference
+    assert "cuda._cupy" in graph["cuda"]  # a lazy import inside cuda.kernel_launcher()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,19 +279,29 @@ def test_lowest_layer_imports_nothing_of_the_package(low):
 
 def test_one_reset_table():
     """Every reset table of the package is the one in ``_checks`` (the kernels' codes included)."""
-    from snntorch_egru import _checks, _op, functional, sparse
+    import torch
+
+    from snntorch_egru import _checks, _cpu_backward, backends, functional, sparse, surrogate
     from snntorch_egru.cuda import _function
 
     assert functional.RESET_MECHANISMS == tuple(_checks.RESET_CODES) == ("subtract", "zero", "none")
     assert sorted(_checks.RESET_CODES.values()) == [0, 1, 2]
-    assert _op.RESET_CODES is _checks.RESET_CODES and _function.RESET_CODES is _checks.RESET_CODES
-    assert sparse.RESET_CODES is _checks.RESET_CODES
-    for check, name in ((_checks.reset_mechanism, "reset_mechanism"), (_checks.reset_code, "reset")):
-        with pytest.raises(ValueError, match=rf"^{name} must be one of 'subtract', 'zero', 'none', got 'half'$"):
-            check("half")
+    assert backends.RESET_CODES is _checks.RESET_CODES and _function.RESET_CODES is _checks.RESET_CODES
+    assert sparse.RESET_CODES is _checks.RESET_CODES and _cpu_backward.RESET_CODES is _checks.RESET_CODES
+    z = torch.zeros(1, 1)
+    call = backends.LayerCall(torch.zeros(1, 1, 1), z, z, z, torch.zeros(3, 1), torch.zeros(3, 1), None, None,
+                              torch.zeros(1), surrogate.EGRUSurrogate(), "half")
+    with pytest.raises(ValueError, match=r"^reset_mechanism must be one of 'subtract', 'zero', 'none', got 'half'$"):
+        _checks.reset_mechanism("half")
+    with pytest.raises(ValueError, match=r"^reset must be one of 'subtract', 'zero', 'none', got 'half'$"):
+        _ = call.reset_code  # the code the operator and the kernels take, checked where the call is built
     with pytest.raises(ValueError, match=r"^p\.reset must be one of .*, got 3$"):
         _checks.reset_mechanism(3, "p.reset")
-    assert [_checks.reset_code(r) for r in functional.RESET_MECHANISMS] == [0, 1, 2]
+    codes = []
+    for r in functional.RESET_MECHANISMS:
+        call.reset = r
+        codes.append(call.reset_code)
+    assert codes == [0, 1, 2]
 
 
 def test_one_version():

@@ -91,9 +91,10 @@ def test_forward_ad_tangents_of_input_and_weights_equal_the_reference(backend):
     torch.testing.assert_close(t_w, ref, rtol=1e-9, atol=1e-10)
 
 
-def test_kernel_function_under_transforms_is_a_clear_error():
-    """The CuPy kernels' autograd Function (run here by their CPU emulator) has no forward-mode rule:
-    a clear error, never zero tangents (the "cupy" backend routes these calls to the reference)."""
+def test_kernel_path_under_transforms_runs_the_reference_math():
+    """The CuPy kernels (run here by their CPU emulator, through the same operator a GPU run takes) have no
+    forward-mode rule: under ``torch.func`` transforms and forward-mode AD the call runs the reference math,
+    so tangents equal the reference's, never zeros."""
     from snntorch_egru import cuda
     from snntorch_egru.backends import LayerCall
     from snntorch_egru.cuda._emulator import EmulatorLauncher
@@ -105,13 +106,20 @@ def test_kernel_function_under_transforms_is_a_clear_error():
         call = LayerCall(a, z, z, z, w_ih, w_hh, None, None, torch.full((H,), 0.1), se.surrogate.EGRUSurrogate())
         return cuda.run(call, launcher=EmulatorLauncher())[0]
 
+    def ref(a):
+        return se.functional.egru_sequence(a, z, z, z, w_ih, w_hh, None, None, torch.full((H,), 0.1))[0]
+
     x = torch.randn(T, B, I)
+    v = torch.randn(T, B, I)
     assert run(x).shape == (T, B, H)
-    with pytest.raises(RuntimeError, match=r"backward formula only.*backend='reference'"):
-        torch.func.jvp(run, (x,), (torch.ones_like(x),))
-    with pytest.raises(RuntimeError, match=r"forward-mode AD"):
-        with torch.autograd.forward_ad.dual_level():
-            run(torch.autograd.forward_ad.make_dual(x, torch.ones_like(x)))
+    out, tangent = torch.func.jvp(run, (x,), (v,))
+    want_out, want_tangent = torch.func.jvp(ref, (x,), (v,))
+    torch.testing.assert_close(out, want_out)
+    torch.testing.assert_close(tangent, want_tangent)
+    assert tangent.abs().max() > 0  # real activity: the tangent is not trivially zero
+    with torch.autograd.forward_ad.dual_level():
+        dual = run(torch.autograd.forward_ad.make_dual(x, v))
+        torch.testing.assert_close(torch.autograd.forward_ad.unpack_dual(dual).tangent, want_tangent)
 
 
 def test_jvp_through_the_cell_equals_the_reference():

@@ -12,11 +12,11 @@ import torch
 import torch.utils._pytree as pytree
 
 import snntorch_egru as se
-from snntorch_egru import _native_lib, _op, sparse
+from snntorch_egru import _engine, _op, backends, cuda, sparse
 from snntorch_egru import functional as F
 from snntorch_egru.bench import calibrate_thresholds
 from snntorch_egru.cuda._emulator import EmulatorLauncher
-from snntorch_egru.cuda._function import EGRUKernelFunction, KernelConfig
+from snntorch_egru.surrogate import EGRUSurrogate
 
 T, B, I, H = 7, 3, 5, 16
 
@@ -78,21 +78,21 @@ def test_double_backward_raises_a_clear_error():
         torch.autograd.grad(out.sum(), fast.weight_hh_l0, create_graph=True)
 
 
-def test_kernel_function_shim_is_once_differentiable():
+def test_kernel_launcher_path_is_once_differentiable():
+    """The emulator drives the real operator (the path a GPU run takes): values equal the reference, and a
+    double backward through it is refused with the operator's clear error."""
     torch.manual_seed(0)
     z = torch.zeros(B, H, dtype=torch.float64)
     x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
     w_ih = torch.randn(3 * H, I, dtype=torch.float64, requires_grad=True)
     w_hh = (0.3 * torch.randn(3 * H, H, dtype=torch.float64)).requires_grad_()
     theta = torch.full((H,), 0.1, dtype=torch.float64)
-    cfg = KernelConfig(reset_mode=0, zoneout_p=0.0, gamma=0.7, eps=1.0)
-    y, c, o, tr = EGRUKernelFunction.apply(x, z, z, z, w_ih, w_hh, None, None, theta, None, None, cfg,
-                                           EmulatorLauncher())
+    call = backends.LayerCall(x, z, z, z, w_ih, w_hh, None, None, theta, EGRUSurrogate())
+    y, c, o, tr = cuda.run(call, launcher=EmulatorLauncher())
     ref = F.egru_sequence(x, z, z, z, w_ih, w_hh, None, None, theta)
     torch.testing.assert_close(y, ref.y, rtol=1e-10, atol=1e-10)
-    (gx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
-        torch.autograd.grad(gx.sum(), w_hh)
+    with pytest.raises(RuntimeError, match="not differentiable.*backend='reference'"):
+        torch.autograd.grad(y.sum(), x, create_graph=True)
 
 
 # ------------------------------------------------------------------------------------------
@@ -433,11 +433,11 @@ def test_native_forward_guard_refuses_mismatched_buffers():
     outs = [torch.zeros(T, B, H) for _ in range(4)]
     good = dict(gi=gi, y0=s, c0=s, tr0=s, w_t=w_t, b_hh=torch.zeros(3 * H), theta=torch.zeros(H), zo=None,
                 outs=outs, saved=(None, None, None), gh=torch.zeros(B, 3 * H))
-    _op.check_native_forward(**good)
+    sparse.check_native_forward(**good)
     for key, bad in [("w_t", torch.zeros(H, 1)), ("theta", torch.zeros(1)), ("b_hh", torch.zeros(3 * H - 1)),
                      ("y0", torch.zeros(H, B).t()), ("gh", torch.zeros(B, 3 * H, dtype=torch.float64))]:
         with pytest.raises(RuntimeError, match=key):
-            _op.check_native_forward(**{**good, key: bad})
+            sparse.check_native_forward(**{**good, key: bad})
 
 
 def test_generic_spike_function_runs_the_reference_decomposition():
@@ -512,10 +512,10 @@ def test_recurrent_weight_copy_is_cached_and_never_stale(monkeypatch, use_native
     """weight_hh is stored row-major (torch.nn.GRU's layout); the CPU event path reads W_hh^T from a copy
     made once per weight version (every torch edit is seen); a weight stored transposed is read in place."""
     monkeypatch.setattr(sparse, "SMALL_WEIGHT_BYTES", 0)  # the event path even for these small weights
-    monkeypatch.setattr(_native_lib, "_USE_NATIVE", use_native)
+    monkeypatch.setattr(_engine, "_USE_NATIVE", use_native)
     calls = []
-    real_transpose = sparse._transpose
-    monkeypatch.setattr(sparse, "_transpose", lambda w, n: calls.append(1) or real_transpose(w, n))
+    real_transpose = _engine._transpose
+    monkeypatch.setattr(_engine, "_transpose", lambda w, n: calls.append(1) or real_transpose(w, n))
     fast, ref = _pair(layers=2, dtype=torch.float64)
     sparse.clear_transposed_cache()
     calls.clear()  # (_pair's threshold calibration ran the layer)

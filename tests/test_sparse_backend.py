@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import snntorch_egru as se
-from snntorch_egru import _cpu_backward, _native_lib, backends, sparse
+from snntorch_egru import _cpu_backward, _engine, backends, sparse
 from snntorch_egru import functional as F
 from snntorch_egru.bench import calibrate_thresholds
 from snntorch_egru.state import EGRUState
@@ -27,12 +27,12 @@ def path(request, monkeypatch):
         # native-seq: the whole forward loop in C; native-step: torch loop with a C gather per step
         monkeypatch.setattr(sparse, "NATIVE_SEQ_MAX_BATCH", B if request.param == "native-seq" else 0)
     elif request.param == "gather":
-        monkeypatch.setattr(_native_lib, "_USE_NATIVE", False)
+        monkeypatch.setattr(_engine, "_USE_NATIVE", False)
         monkeypatch.setattr(sparse, "SMALL_WEIGHT_BYTES", 0)
         monkeypatch.setattr(sparse, "GATHER_MAX_FRACTION", 1.0)  # always gather rows in torch
         monkeypatch.setattr(sparse, "CSR_MAX_DENSITY", 1.0)  # CSR products for the event operands
     else:
-        monkeypatch.setattr(sparse, "_FORCE_DENSE", True)
+        monkeypatch.setattr(_engine, "_FORCE_DENSE", True)
     # backward coefficient chunks of 1, 2, 4 or all steps
     chunk = {"native-seq": 1, "native-step": 2, "gather": 4, "dense": 1000}[request.param]
     monkeypatch.setattr(_cpu_backward, "_BACKWARD_CHUNK_ELEMENTS", chunk * B * H)
@@ -242,14 +242,14 @@ def test_saved_memory_below_reference():
 
 
 def _fresh_loader(monkeypatch, module=None):
-    monkeypatch.setattr(_native_lib, "_native_tried", False)
-    monkeypatch.setattr(_native_lib, "_lib", None)
+    monkeypatch.setattr(_engine, "_native_tried", False)
+    monkeypatch.setattr(_engine, "_lib", None)
     if module is not None:
-        monkeypatch.setattr(_native_lib, "_NATIVE_MODULE", module)
+        monkeypatch.setattr(_engine, "_NATIVE_MODULE", module)
 
 
 @pytest.mark.parametrize("damage", ["missing", "truncated", "not-a-library"])
-def test_unusable_native_library_warns_once_and_falls_back(monkeypatch, tmp_path, damage):
+def test_unusable_enginerary_warns_once_and_falls_back(monkeypatch, tmp_path, damage):
     """Not built (no compiler at install), a truncated or a foreign file: one warning, correct results."""
     import importlib.machinery
     import sys
@@ -285,12 +285,12 @@ def test_native_opt_out_is_silent(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert sparse.native_library() is None
-    assert "SNNTORCH_EGRU_NATIVE=0" in _native_lib._native_reason
+    assert "SNNTORCH_EGRU_NATIVE=0" in _engine._native_reason
     monkeypatch.delenv("SNNTORCH_EGRU_NATIVE")
     _fresh_loader(monkeypatch)
 
 
-def test_native_library_is_loaded_from_the_package_only():
+def test_enginerary_is_loaded_from_the_package_only():
     lib = sparse.native_library()
     if lib is None:
         pytest.skip("native helper not built in this environment")
@@ -301,7 +301,7 @@ def test_native_library_is_loaded_from_the_package_only():
 
 def test_density_switch_mixing_gather_and_dense_steps(monkeypatch):
     """Near the crossover some steps gather rows and others (with hysteresis) go dense."""
-    monkeypatch.setattr(_native_lib, "_USE_NATIVE", False)
+    monkeypatch.setattr(_engine, "_USE_NATIVE", False)
     monkeypatch.setattr(sparse, "SMALL_WEIGHT_BYTES", 0)
     monkeypatch.setattr(sparse, "GATHER_MAX_FRACTION", 0.4)
     monkeypatch.setattr(sparse, "DENSE_HOLD_STEPS", 2)
@@ -326,4 +326,4 @@ def test_transpose_helper_is_exact(dtype):
     w = torch.randn(3 * 37, 37, dtype=dtype)
     native = sparse._native_fns(dtype)
     for fns in ([native] if native is not None else []) + [None]:
-        assert torch.equal(sparse._transpose(w, fns), w.t())
+        assert torch.equal(_engine._transpose(w, fns), w.t())

@@ -38,13 +38,13 @@ from typing import Optional
 
 import torch
 
-from ..backends import LayerCall, register_backend
-from ..functional import EGRUStepOutput, egru_sequence
+from ..backends import LayerCall, get_backend
+from ..functional import EGRUStepOutput
 from ..surrogate import kernel_params as _surrogate_params
-from ._function import RESET_CODES, EGRUKernelFunction, KernelConfig, Launcher
+from ._function import IMPL_CUPY, Launcher, registered_launcher, use_launcher
 from ._probe import cupy_available
 
-__all__ = ["cupy_available", "run", "supports", "INSTALL_HINT"]
+__all__ = ["cupy_available", "run", "supports", "available", "kernel_launcher", "INSTALL_HINT"]
 
 INSTALL_HINT = (
     "install CuPy for your CUDA version with `pip install snntorch-egru[cuda12]` (CUDA 12.x) or "
@@ -72,7 +72,8 @@ def supports(call: LayerCall) -> Optional[str]:
         >>> cuda.supports(call) is None   # CPU tensors: never
         False
     """
-    if _surrogate_params(call.spike_fn) is None:
+    params = call.kernel_params if call.kernel_params is not None else _surrogate_params(call.spike_fn)
+    if params is None:
         return ("the 'cupy' backend supports spike_grad=None / snntorch_egru.surrogate.pseudo_derivative(...) "
                 f"(the paper's triangle) or surrogate_disable=True, got spike_fn {call.spike_fn!r}; "
                 "use backend='reference' for other surrogates")
@@ -95,7 +96,8 @@ def run(call: LayerCall, launcher: Optional[Launcher] = None) -> EGRUStepOutput:
     Args:
         call: the layer call (see :class:`snntorch_egru.backends.LayerCall`).
         launcher: object with ``forward(cfg, tensors)`` / ``backward(cfg, tensors)``;
-            default: the CuPy kernels. Tests pass the CPU emulator here.
+            default: the CuPy kernels. Tests pass the CPU emulator here: the call then runs through the
+            same operator, autograd formula and gradient products as on the GPU, on any device.
 
     Returns:
         ``EGRUStepOutput`` of ``[T, B, H]`` sequences, differentiable like the reference.
@@ -120,33 +122,51 @@ def run(call: LayerCall, launcher: Optional[Launcher] = None) -> EGRUStepOutput:
         torch.Size([3, 2, 6])
     """
     if launcher is None:
-        reason = supports(call)
-        if reason is not None:
-            raise RuntimeError(reason)
-        # the CuPy kernels behind the snntorch_egru::egru_layer operator (torch.compile/export safe)
-        from .._op import egru_layer_call
-
-        return egru_layer_call(call.x, call.y0, call.c0, call.trace0, call.weights, call.options,
-                               zoneout_mask=call.zoneout_mask, dropconnect_mask=call.dropconnect_mask)
+        return get_backend("cupy").run(call)  # the operator with the CuPy kernels (registered by _op)
     if _surrogate_params(call.spike_fn) is None:
         raise RuntimeError(f"unsupported spike_fn {call.spike_fn!r} for the EGRU kernels")
-    if call.x.shape[0] == 0 or call.x.shape[1] == 0:  # no steps or no samples: nothing to launch
-        w_hh = call.weight_hh if call.dropconnect_mask is None else call.weight_hh * call.dropconnect_mask
-        return egru_sequence(call.x, call.y0, call.c0, call.trace0, call.weight_ih, w_hh, call.bias_ih,
-                             call.bias_hh, call.threshold, spike_fn=call.spike_fn, reset=call.reset)
-    gamma, eps = _surrogate_params(call.spike_fn)  # type: ignore[misc]
-    cfg = KernelConfig(reset_mode=RESET_CODES[call.reset],
-                       zoneout_p=0.0 if call.zoneout_mask is not None else float(call.zoneout_p),
-                       gamma=float(gamma), eps=float(eps))
-    theta = call.threshold.expand(call.weight_hh.shape[1])
-    y, c, o, tr = EGRUKernelFunction.apply(
-        call.x, call.y0, call.c0, call.trace0, call.weight_ih, call.weight_hh, call.bias_ih, call.bias_hh,
-        theta, call.dropconnect_mask, call.zoneout_mask, cfg, launcher)
-    return EGRUStepOutput(y, c, o, tr)
+    with use_launcher(launcher):  # the same operator, its launcher swapped (forward and backward)
+        return get_backend("cupy").run(call)
 
 
-def _available(call: LayerCall) -> bool:
+def available(call: LayerCall) -> bool:
+    """Whether ``backend="auto"`` runs ``call`` with the CuPy kernels (CUDA tensors, CuPy, a supported
+    spike function and dtype).
+
+    Example::
+
+        >>> import torch
+        >>> from snntorch_egru import cuda
+        >>> from snntorch_egru.backends import LayerCall
+        >>> from snntorch_egru.surrogate import EGRUSurrogate
+        >>> z = torch.zeros(2, 4)
+        >>> cuda.available(LayerCall(torch.zeros(3, 2, 1), z, z, z, torch.zeros(12, 1), torch.zeros(12, 4),
+        ...                          None, None, torch.zeros(4), EGRUSurrogate()))
+        False
+    """
     return call.x.is_cuda and supports(call) is None
 
 
-register_backend("cupy", run, available=_available, priority=20)
+_CUPY_LAUNCHER: list = []
+
+
+def kernel_launcher(impl: int) -> Launcher:
+    """The launcher behind the operator's ``impl``: the CuPy kernels (``IMPL_CUPY``, made on first use) or one
+    registered for a test (the emulator).
+
+    Example::
+
+        >>> from snntorch_egru import cuda
+        >>> from snntorch_egru.cuda._emulator import EmulatorLauncher
+        >>> from snntorch_egru.cuda._function import launcher_impl
+        >>> emu = EmulatorLauncher()
+        >>> cuda.kernel_launcher(launcher_impl(emu)) is emu
+        True
+    """
+    if impl == IMPL_CUPY:
+        if not _CUPY_LAUNCHER:
+            from ._cupy import CupyLauncher
+
+            _CUPY_LAUNCHER.append(CupyLauncher())
+        return _CUPY_LAUNCHER[0]
+    return registered_launcher(impl)

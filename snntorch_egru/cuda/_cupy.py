@@ -192,9 +192,9 @@ class CupyLauncher:
         d = os.environ.get("SNNTORCH_EGRU_CUPY_DENSE", self.dense)
         if d not in ("auto", "on", "off"):
             raise ValueError(f"dense must be 'auto', 'on' or 'off', got {d!r}")
-        from .. import sparse
+        from .. import _engine
 
-        if sparse._FORCE_DENSE:  # inside snntorch_egru.sparse.force_dense(): the bench's "dense EGRU"
+        if _engine._FORCE_DENSE:  # inside snntorch_egru.sparse.force_dense(): the bench's "dense EGRU"
             return True
         return d == "on" or (d == "auto" and B >= (DENSE_MIN_BATCH_BWD if backward else DENSE_MIN_BATCH))
 

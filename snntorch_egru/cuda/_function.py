@@ -1,27 +1,30 @@
-"""The autograd Function shared by the CuPy kernels and their CPU emulator.
+"""The kernel launch of the ``snntorch_egru::egru_layer`` operator (``_op``): checks, then a launcher.
 
-Everything that is not the sequential time loop happens here in PyTorch: the
-input projection for all steps (one GEMM), the transposed, DropConnect-masked
-recurrent weights, and after the backward loop the weight, bias, input and
-initial-state gradients (dense GEMMs / reductions over the gate gradients the
-kernel wrote; deterministic). A *launcher* runs the two loops: the CuPy
-launcher (``_cupy.CupyLauncher``) on the GPU, or the emulator
-(``_emulator.EmulatorLauncher``), which executes the kernels' index scheme in
-PyTorch on any device and is what the CPU tests check against the reference.
+Everything that is not the sequential time loop happens in PyTorch: the input projection for all
+steps (one GEMM) and the transposed recurrent weights here; after the backward loop the weight,
+bias, input and initial-state gradients in :func:`snntorch_egru._grad.grad_products` (dense GEMMs
+/ reductions over the gate gradients the kernel wrote; deterministic). A *launcher* runs the two
+loops: the CuPy launcher (``_cupy.CupyLauncher``) on the GPU, or another one registered in the
+launcher table below, such as the emulator (``_emulator.EmulatorLauncher``), which executes the
+kernels' index scheme in PyTorch on any device. The operator carries the launcher's number
+(``impl``), so a test that passes the emulator runs the very operator, autograd formula and
+gradient products a GPU run takes (``snntorch_egru.cuda.run(call, launcher=...)``).
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Any, Optional, Protocol
+from typing import Any, Dict, Iterator, List, Optional, Protocol
 
 import torch
 
 from .._checks import RESET_CODES
-from .._op_checks import under_transform
+from .._engine import real_dtype
 
-__all__ = ["KernelConfig", "Launcher", "EGRUKernelFunction", "RESET_CODES", "check_tensor", "kernel_forward",
-           "kernel_backward"]
+__all__ = ["KernelConfig", "Launcher", "RESET_CODES", "check_tensor", "kernel_forward", "kernel_backward",
+           "IMPL_TORCH", "IMPL_CUPY", "launcher_impl", "registered_launcher", "requested_impl",
+           "use_launcher"]
 
 _STORE_CODES = {torch.float16: 1, torch.bfloat16: 2}
 
@@ -101,10 +104,6 @@ def check_backward_args(t: dict, T: int, B: int, H: int, real: torch.dtype, stor
         check_tensor(k, t[k], (B, H), real, dev)
 
 
-def _real_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _c(x: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
     return None if x is None else x.detach().to(dtype).contiguous()
 
@@ -117,7 +116,7 @@ def kernel_forward(launcher: Launcher, cfg: KernelConfig, x, y0, c0, tr0, w_ih, 
     the launcher's tensor dict (``y, c, o, tr`` and, with ``need_saved``, ``s_r, s_z, s_n, s_hn``)."""
     T, B, _ = x.shape
     H = w_eff.shape[1]
-    real = _real_dtype(x.dtype)
+    real = real_dtype(x.dtype)
     store = x.dtype if x.dtype in _STORE_CODES else real
     gi = torch.nn.functional.linear(x.detach().to(real), w_ih.detach().to(real), _c(b_ih, real))
     t = {
@@ -154,63 +153,47 @@ def kernel_backward(launcher: Launcher, cfg: KernelConfig, whh_t, theta, c0, zma
     return t["ga"], t["gqn"], t["dc"], t["tb"], t["dth"]
 
 
-class EGRUKernelFunction(torch.autograd.Function):
-    """``(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, dc_mask, zo_mask) -> (y, c, o, trace)``.
+# ------------------------------------------------------------------------------------------
+# the launcher table: the operator's ``impl`` argument names one of these
 
-    Same contract as :func:`snntorch_egru.functional.egru_sequence` (with the
-    DropConnect mask applied inside); all four outputs are differentiable (once:
-    the backward is not itself differentiable). The gradient products after the
-    backward loop are :func:`snntorch_egru._grad.grad_products`, shared with the
-    ``snntorch_egru::egru_layer`` operator. ``torch.func`` transforms and forward-mode AD are
-    refused with a clear error (the ``"cupy"`` backend itself switches to the reference math there).
-    """
+#: ``impl`` of the operator's own launchers: the CPU launcher (``sparse``/``_cpu_backward``; pure torch ops on
+#: any device, the native helper on the CPU) and the CuPy kernels. Launchers registered by
+#: :func:`launcher_impl` (the emulator, the tests' harnesses) get the numbers from 2 on.
+IMPL_TORCH, IMPL_CUPY = 0, 1
 
-    @classmethod
-    def apply(cls, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        if under_transform(*(a for a in args if isinstance(a, torch.Tensor))):
-            raise RuntimeError(
-                "the EGRU kernels (and their CPU emulator) have a backward formula only, so torch.func "
-                "transforms (jvp, grad, jacrev, vmap) and forward-mode AD (torch.autograd.forward_ad) cannot "
-                "run through them: use EGRU(..., backend='cupy') or 'auto', which switch to the reference math "
-                "under these transforms, or backend='reference'")
-        return super().apply(*args, **kwargs)
+_LAUNCHERS: List[Any] = [None, None]  # index = impl; 0 and 1 are the operator's own
+_IMPL_OF: Dict[int, int] = {}  # id(launcher) -> impl (the table keeps the launcher alive)
+_REQUESTED: List[int] = []  # innermost use_launcher() last
 
-    @staticmethod
-    def forward(ctx: Any, x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, dc_mask, zo_mask,  # type: ignore[override]
-                cfg: KernelConfig, launcher: Launcher):
-        T, B, _ = x.shape
-        H = w_hh.shape[1]
-        real = _real_dtype(x.dtype)
-        w_eff = w_hh.detach() if dc_mask is None else w_hh.detach() * dc_mask
-        needs_grad = any(ctx.needs_input_grad[:9])
-        t = kernel_forward(launcher, cfg, x, y0, c0, tr0, w_ih, w_eff, b_ih, b_hh, theta, zo_mask, needs_grad)
-        ctx.cfg, ctx.launcher = cfg, launcher
-        # outputs that get no gradient arrive as None (the kernels take null upstream gradients)
-        # instead of three materialised [T, B, H] zero tensors
-        ctx.set_materialize_grads(False)
-        ctx.dtypes = [None if a is None else a.dtype for a in (x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta)]
-        ctx.real, ctx.T, ctx.B, ctx.H = real, T, B, H
-        if needs_grad:
-            ctx.save_for_backward(x, w_ih, t["whh_t"], dc_mask, t["theta"], t["y0"], t["c0"], t["zmask"],
-                                  t["y"], t["c"], t["o"], t["s_r"], t["s_z"], t["s_n"], t["s_hn"])
-        out_dtype = x.dtype
-        return tuple(t[k].to(out_dtype) for k in ("y", "c", "o", "tr"))
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, g_y, g_c, g_o, g_tr):  # type: ignore[override]
-        from .._grad import grad_products
+def launcher_impl(launcher: Any) -> int:
+    """The ``impl`` number of ``launcher`` (registered on first use; the table keeps a reference)."""
+    impl = _IMPL_OF.get(id(launcher))
+    if impl is None or _LAUNCHERS[impl] is not launcher:
+        _LAUNCHERS.append(launcher)
+        impl = _IMPL_OF[id(launcher)] = len(_LAUNCHERS) - 1
+    return impl
 
-        (x, w_ih, whh_t, dc_mask, theta, y0, c0, zmask, y, c, o, s_r, s_z, s_n, s_hn) = ctx.saved_tensors
-        real = ctx.real
-        ga, gqn, dc, tb, dth = kernel_backward(ctx.launcher, ctx.cfg, whh_t, theta, c0, zmask, y, c, o,
-                                               s_r, s_z, s_n, s_hn, g_y, g_c, g_o, g_tr)
-        need = list(ctx.needs_input_grad[:9])
-        grads = grad_products(ga, gqn, dc, tb, dth, x.detach().to(real), y0, y, w_ih.detach().to(real),
-                              whh_t.to(real), need, False)
-        if grads[5] is not None and dc_mask is not None:
-            grads[5] = grads[5] * dc_mask
-        for k, dt in enumerate(ctx.dtypes):
-            if grads[k] is not None and dt is not None:
-                grads[k] = grads[k].to(dt)
-        return (*grads, None, None, None, None)
+
+@contextlib.contextmanager
+def use_launcher(launcher: Any) -> Iterator[int]:
+    """Within the block, the ``"cupy"`` backend runs its calls with ``launcher`` (e.g. the emulator, on any
+    device); the operator records it, so the backward of those calls uses it too."""
+    _REQUESTED.append(launcher_impl(launcher))
+    try:
+        yield _REQUESTED[-1]
+    finally:
+        _REQUESTED.pop()
+
+
+def registered_launcher(impl: int) -> Any:
+    """The launcher registered as ``impl`` (2 and up; ``snntorch_egru.cuda.kernel_launcher`` also knows the
+    CuPy kernels)."""
+    if not 2 <= impl < len(_LAUNCHERS):
+        raise ValueError(f"impl must name a registered kernel launcher (1 to {len(_LAUNCHERS) - 1}), got {impl}")
+    return _LAUNCHERS[impl]
+
+
+def requested_impl() -> Optional[int]:
+    """The ``impl`` of the innermost :func:`use_launcher` block, or ``None`` outside one."""
+    return _REQUESTED[-1] if _REQUESTED else None
