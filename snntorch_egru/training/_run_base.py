@@ -17,7 +17,7 @@ from torch import nn
 
 from ..modules import EGRU
 from . import _distributed as D
-from ._lm import BestCheckpoint
+from ._best import BestCheckpoint
 from ._models import clip_layer_gradients, layer_gradient_groups
 from ._tasks import TrainConfig
 
