@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import math
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 import torch
 
@@ -17,6 +17,8 @@ from ._models import LM_STATES, MODELS, READOUT_DROPOUTS, READOUTS
 from ._tasks import LM_TASKS, TASKS, TrainConfig, preset
 
 __all__ = ["UsageError", "build_parser", "parse_config", "parse_seeds", "parse_targets", "RESUME_REFUSED"]
+
+T = TypeVar("T")
 
 class UsageError(ValueError):
     """A user error (bad flag value, bad file, incompatible resume): one line, exit status 2."""
@@ -311,14 +313,9 @@ def parse_seeds(text: str) -> List[int]:
         >>> parse_seeds("0, 1,2")
         [0, 1, 2]
     """
-    try:
-        seeds = [int(t) for t in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers >= 0 such as 0,1,2, got {text!r}") from None
-    if any(x < 0 for x in seeds) or len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"expected distinct integers >= 0 such as 0,1,2, got {text!r}")
-    return seeds
+    return _parse_list(text, int, lambda v: all(x >= 0 for x in v) and len(set(v)) == len(v),
+                       "expected comma-separated integers >= 0 such as 0,1,2",
+                       "expected distinct integers >= 0 such as 0,1,2")
 
 
 def _targets_ok(v: Any) -> bool:
@@ -335,14 +332,21 @@ def parse_targets(text: str) -> List[float]:
         >>> parse_targets("0.02, 0.05,0.1")
         [0.02, 0.05, 0.1]
     """
+    expected = "expected distinct comma-separated numbers in [0, 1] such as 0.02,0.05,0.1,0.2"
+    return _parse_list(text, float, _targets_ok, expected, expected)
+
+
+def _parse_list(text: str, convert: Callable[[str], T], ok: Callable[[List[T]], bool], unreadable: str,
+                refused: str) -> List[T]:
+    """``text`` split at commas and converted item by item (an argparse type): ``unreadable`` when an item
+    does not convert, ``refused`` when the list fails ``ok`` (each message ends with the text given)."""
     try:
-        targets: Optional[List[float]] = [float(t) for t in text.split(",")]
+        values = [convert(t) for t in text.split(",")]
     except ValueError:
-        targets = None
-    if targets is None or not _targets_ok(targets):
-        raise argparse.ArgumentTypeError(
-            f"expected distinct comma-separated numbers in [0, 1] such as 0.02,0.05,0.1,0.2, got {text!r}")
-    return targets
+        raise argparse.ArgumentTypeError(f"{unreadable}, got {text!r}") from None
+    if not ok(values):
+        raise argparse.ArgumentTypeError(f"{refused}, got {text!r}")
+    return values
 
 
 def _check_types(cfg: TrainConfig) -> None:
