@@ -31,7 +31,6 @@ from ._records import (
     RUN_FILES,
     SOURCE_KEY,
     _export_nir,
-    _nir_note,
     _plot,
     _save_checkpoint,
     _summary_line,
@@ -86,16 +85,10 @@ def _resume_config(cfg: TrainConfig, resume: str, explicit: Optional[Dict[str, A
     return cfg, ckpt, changes
 
 
-def _model_words(cfg: TrainConfig, r: _Run) -> str:
+def _model_words(r: _Run) -> str:
     """``EGRU(256)``, ``EGRU(1350/1350/750)``, ``2-layer EGRU(64)`` or ``dense GRU(256)``, and the parameter count."""
-    if r.is_lm:
-        what = f"EGRU({'/'.join(map(str, cfg.hidden_sizes or [cfg.hidden_size] * cfg.num_layers))})"
-    else:
-        what = ("dense GRU" if cfg.model == "gru" else "EGRU") + f"({cfg.hidden_size})"
-        if cfg.num_layers > 1:
-            what = f"{cfg.num_layers}-layer {what}"
     n = sum(p.numel() for p in r.model.parameters())
-    return f"{what}, {n:,} parameters"
+    return f"{r.model_words()}, {n:,} parameters"
 
 
 def _n(count: int, word: str) -> str:
@@ -104,7 +97,7 @@ def _n(count: int, word: str) -> str:
 
 def _header(cfg: TrainConfig, r: _Run) -> str:
     """The line printed when a run starts: task, model and size, epochs, batch, threads, run folder."""
-    return (f"snntorch-egru train: task {cfg.task}, {_model_words(cfg, r)}, {_n(cfg.epochs, 'epoch')}, batch "
+    return (f"snntorch-egru train: task {cfg.task}, {_model_words(r)}, {_n(cfg.epochs, 'epoch')}, batch "
             f"{cfg.batch_size}, {_n(torch.get_num_threads(), 'thread')}, device {cfg.device}, run folder {cfg.out}")
 
 
@@ -169,8 +162,7 @@ def _restore(r: _Run, ckpt: Dict[str, Any], changes: Dict[str, Any]) -> Tuple[Li
 # ----------------------------------------------------------------------------- the epochs
 def _epoch_message(r: _Run, epoch: int, tr: Dict[str, float], ev: Dict[str, float]) -> str:
     msg = f"epoch {epoch + 1}/{r.cfg.epochs}: train loss {tr['train_loss']:.4f}"
-    msg += (f", {r.select_split} acc {100 * ev['accuracy']:.2f}%" if "accuracy" in ev
-            else f", valid ppl {ev['perplexity']:.2f}")
+    msg += r.epoch_words(ev)
     if r.cfg.model == "gru":
         return msg + " (dense GRU)"
     return msg + f", activity {100 * ev['activity']:.1f}%"
@@ -195,11 +187,11 @@ def _train_epochs(r: _Run, history: List[Dict[str, Any]], start_epoch: int, wall
             for name in FINAL_FILES:
                 _io.remove_durably(os.path.join(cfg.out, name))
         if r.best is not None:
-            r.best.update(ev["perplexity"] if r.is_lm else ev["accuracy"], r.model, epoch + 1, write=info.is_main)
+            r.best.update(ev[r.best_metric], r.model, epoch + 1, write=info.is_main)
         row = {"epoch": epoch + 1, **tr, "eval_loss": ev["loss"], "eval_activity": ev["activity"],
                "lr": r.optimizer.param_groups[0]["lr"], "time_s": time.perf_counter() - t_epoch,
                "eval_split": r.select_split}
-        row.update({"eval_accuracy": ev["accuracy"]} if "accuracy" in ev else {"eval_perplexity": ev["perplexity"]})
+        row[f"eval_{r.best_metric}"] = ev[r.best_metric]
         history.append(row)
         done_here += 1
         if info.is_main:
@@ -222,11 +214,11 @@ def _test_once(r: _Run, history: List[Dict[str, Any]]) -> Dict[str, Any]:
     """The final test: the selected model (best validation epoch, else the last), one pass over the test
     split; also the final epoch's model where the task's EvNN protocol tests that one."""
     completed = history[-1]["epoch"] if history else 0
-    if r.best is not None and not r.is_lm and history:
+    if r.best is not None and history:
         r.keep_final_epoch_model()
     best_epoch = r.best.epoch if r.best is not None and r.best.restore(r.model) else completed
     final, eff, absent = r.final_test()
-    last_test = r.shadow_figures() if not r.is_lm else None
+    last_test = r.shadow_figures()
     return {"final": final, "eff": eff, "absent": absent, "last_test": last_test, "best_epoch": best_epoch,
             "completed": completed}
 
@@ -235,15 +227,7 @@ def _metrics(r: _Run, t: Dict[str, Any], history: List[Dict[str, Any]], wall: fl
              resumes: List[Dict[str, Any]]) -> Dict[str, Any]:
     cfg, final, eff = r.cfg, t["final"], t["eff"]
     m: Dict[str, Any] = {"task": cfg.task, "model": cfg.model}
-    if r.is_lm:
-        m["test_perplexity"] = final["perplexity"]
-        if r.best is not None and r.best.value is not None:
-            m["valid_perplexity"] = r.best.value
-    else:
-        m["test_accuracy"] = final["accuracy"]
-        m["test_correct"] = int(round(final["correct"]))
-        if r.best is not None and r.best.value is not None:
-            m["valid_accuracy"] = r.best.value
+    m.update(r.test_figures(final))
     m["selected_epoch"] = t["best_epoch"]
     m["selected_on"] = r.select_split if r.best is not None else "last epoch (no validation split)"
     m["validation"] = r.validation
@@ -268,10 +252,7 @@ def _metrics(r: _Run, t: Dict[str, Any], history: List[Dict[str, Any]], wall: fl
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "run_dir": cfg.out, "history": history, "config": cfg.to_dict(), "resumes": resumes,
     })
-    if not r.is_lm:
-        m.update({"train_samples": r.n_train, "test_samples": r.n_test})
-        if r.valid_loader is not None:
-            m["valid_samples"] = r.n_valid
+    m.update(r.sample_counts())
     return m
 
 
@@ -289,7 +270,7 @@ def _write_files(r: _Run, m: Dict[str, Any], absent: Dict[str, str], history: Li
             if why:
                 absent["nir"] = why
             else:
-                m["nir_note"] = "per-step graph: " + _nir_note(cfg, r.is_lm)
+                m["nir_note"] = "per-step graph: " + r.nir_note()
         if cfg.plot:
             files["plot"] = _plot(os.path.join(cfg.out, "activity.png"), r.raster, history, plot_title(cfg))
             if files["plot"] is None:

@@ -44,18 +44,6 @@ class _EventsHead(nn.Module):
         return x
 
 
-def _nir_note(cfg: TrainConfig, is_lm: bool) -> str:
-    if is_lm:
-        return "the EGRU stack only (embedding and tied decoder stay in PyTorch)"
-    if cfg.readout == "rate":
-        steps = f"the last {cfg.readout_steps} steps" if cfg.readout_steps else "all steps"
-        return ("front end -> EGRU -> readout Linear applied to the events y; the trained model's logits are "
-                f"this graph's outputs averaged over {steps} (faithful)")
-    what = "internal state c" if cfg.readout == "state" else "trace"
-    return ("front end -> EGRU -> readout Linear applied to the events y "
-            f"(training read out the {cfg.readout!r} {what}, which this graph does not represent)")
-
-
 def _export_nir(model: nn.Module, sample_step: torch.Tensor, path: str) -> Tuple[Optional[str], Optional[str]]:
     try:
         from .. import nir as se_nir

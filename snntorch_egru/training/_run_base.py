@@ -2,7 +2,10 @@
 
 :class:`_Run` is the runner; ``_loop.make_run(cfg, info, command)`` builds the runner of the task's kind
 (:class:`~._run_classify._ClassifyRun` or :class:`~._run_lm._LMRun`). Subclasses give the data, the
-model and the batches (``_build``, ``_train_batches``, ``_eval_batches``); the epoch, evaluation and
+model and the batches (``_build``, ``_train_batches``, ``_eval_batches``) and own what differs between
+the kinds of task: the validation figure the best checkpoint tracks (``best_metric``, ``best_mode``),
+the task's figures of an epoch and of the test (``_train_figures``, ``_task_figures``, ``epoch_words``,
+``test_figures``, ``sample_counts``), the model's name and the NIR note; the epoch, evaluation and
 final-test skeletons here are the same for both.
 """
 
@@ -104,9 +107,17 @@ def _apply_optimizer_settings(r: "_Run", cfg: TrainConfig) -> None:
 class _Run:
     """One training run of ``cfg`` (data, model, optimiser); ``_loop.make_run`` picks the task's kind."""
 
-    is_lm = False
     #: the summed quantities of an epoch or evaluation: loss*n, correct (or 0), activity*n, n
     N_SUMS = 4
+    #: the figure of ``evaluate`` that selects the best validation epoch (also the history's ``eval_<metric>``)
+    best_metric: str
+    #: ``"max"`` (higher is better) or ``"min"``: the direction of :class:`BestCheckpoint`
+    best_mode: str
+    #: set by ``_build``: one input step of the model (for the NIR export), the task's shape of data
+    #: (saved in the checkpoint) and where the validation split comes from (metrics.json)
+    sample_step: torch.Tensor
+    spec: Dict[str, Any]
+    validation: Dict[str, Any]
 
     def __init__(self, cfg: TrainConfig, info: D.DistInfo, command: str) -> None:
         self.cfg, self.info, self.command = cfg, info, command
@@ -134,8 +145,7 @@ class _Run:
         self.optimizer = _optimizer(cfg, [p for p in self.model.parameters() if p.requires_grad])
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_factor(cfg))
         self.select_split = "valid" if has_valid else "test"
-        self.best = (BestCheckpoint(os.path.join(cfg.out, "best.pt"), "min" if self.is_lm else "max")
-                     if has_valid else None)
+        self.best = BestCheckpoint(os.path.join(cfg.out, "best.pt"), self.best_mode) if has_valid else None
 
     # -- epochs ----------------------------------------------------------------------------------
     def _bar(self, it, total: int, desc: str):
@@ -164,9 +174,12 @@ class _Run:
         self.scheduler.step()
         s = D.all_reduce_sum(sums, self.info, self.device)
         out = {"train_loss": s[0] / s[3], "train_activity": s[2] / s[3]}
-        if not self.is_lm:
-            out["train_accuracy"] = s[1] / s[3]
+        out.update(self._train_figures(s))
         return out
+
+    def _train_figures(self, s: List[float]) -> Dict[str, float]:
+        """The task's figures of a training epoch from its summed quantities ``s`` (all ranks)."""
+        raise NotImplementedError
 
     def _eval_batches(self, split: str, keep_raster: bool, sums: List[float]) -> None:
         raise NotImplementedError
@@ -182,12 +195,25 @@ class _Run:
         s = D.all_reduce_sum(sums, self.info, self.device)
         n = max(s[3], 1.0)
         out = {"loss": s[0] / n, "activity": s[2] / n}
-        if self.is_lm:
-            out["perplexity"] = math.exp(min(out["loss"], 50.0))
-        else:
-            out["accuracy"] = s[1] / n
-            out["correct"] = s[1]
+        out.update(self._task_figures(out, s, n))
         return out
+
+    def _task_figures(self, out: Dict[str, float], s: List[float], n: float) -> Dict[str, float]:
+        """The task's figures of an evaluation (``best_metric`` among them) beside its loss and activity ``out``."""
+        raise NotImplementedError
+
+    def epoch_words(self, ev: Dict[str, float]) -> str:
+        """The validation figure in the line printed after an epoch (``", valid acc 97.10%"``)."""
+        raise NotImplementedError
+
+    # -- the model ---------------------------------------------------------------------------------
+    def model_words(self) -> str:
+        """The model in words, for the line printed when a run starts (``EGRU(256)``)."""
+        raise NotImplementedError
+
+    def nir_note(self) -> str:
+        """What the exported NIR graph holds of the trained model (metrics.json's ``nir_note``)."""
+        raise NotImplementedError
 
     # -- the end ---------------------------------------------------------------------------------
     def final_test(self) -> Tuple[Dict[str, float], Dict[str, Any], Dict[str, str]]:
@@ -212,6 +238,22 @@ class _Run:
         out = {k: reduced[i] / reduced[-1] for i, k in enumerate(keys)}
         out["layers"] = summ.get("layers", [])
         return final, out, {}
+
+    def keep_final_epoch_model(self) -> None:
+        """Before the best epoch's model is restored: keep what a task's EvNN protocol tests besides it
+        (nothing here)."""
+
+    def shadow_figures(self) -> Optional[Dict[str, float]]:
+        """Figures of the model kept by ``keep_final_epoch_model`` from the final test (None: none kept)."""
+        return None
+
+    def test_figures(self, final: Dict[str, float]) -> Dict[str, Any]:
+        """The task's test figures (and the best validation figure) for metrics.json."""
+        raise NotImplementedError
+
+    def sample_counts(self) -> Dict[str, int]:
+        """The sizes of the splits, for metrics.json (none here)."""
+        return {}
 
     def protocols(self, final: Dict[str, float], last_test: Optional[Dict[str, float]],
                   history: List[Dict[str, Any]], best_epoch: int, completed: int) -> Tuple[str, Dict[str, Any]]:

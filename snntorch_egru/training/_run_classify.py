@@ -52,6 +52,8 @@ class _ClassifyRun(_Run):
     """A run of a classification task; ``shadow`` (set before the final test) is a second model whose
     figures on the same test batches are collected in ``shadow_sums`` (the EvNN protocol's model)."""
 
+    best_metric = "accuracy"
+    best_mode = "max"
     shadow: Optional[nn.Module] = None
 
     # -- data and model ------------------------------------------------------------------------
@@ -161,6 +163,43 @@ class _ClassifyRun(_Run):
 
     def shadow_figures(self) -> Optional[Dict[str, float]]:
         return self._eval_figures(self.shadow_sums) if self.shadow is not None else None
+
+    # -- figures and words ------------------------------------------------------------------------
+    def _train_figures(self, s: List[float]) -> Dict[str, float]:
+        return {"train_accuracy": s[1] / s[3]}
+
+    def _task_figures(self, out: Dict[str, float], s: List[float], n: float) -> Dict[str, float]:
+        return {"accuracy": s[1] / n, "correct": s[1]}
+
+    def epoch_words(self, ev: Dict[str, float]) -> str:
+        return f", {self.select_split} acc {100 * ev['accuracy']:.2f}%"
+
+    def model_words(self) -> str:
+        cfg = self.cfg
+        what = ("dense GRU" if cfg.model == "gru" else "EGRU") + f"({cfg.hidden_size})"
+        return f"{cfg.num_layers}-layer {what}" if cfg.num_layers > 1 else what
+
+    def nir_note(self) -> str:
+        cfg = self.cfg
+        if cfg.readout == "rate":
+            steps = f"the last {cfg.readout_steps} steps" if cfg.readout_steps else "all steps"
+            return ("front end -> EGRU -> readout Linear applied to the events y; the trained model's logits are "
+                    f"this graph's outputs averaged over {steps} (faithful)")
+        what = "internal state c" if cfg.readout == "state" else "trace"
+        return ("front end -> EGRU -> readout Linear applied to the events y "
+                f"(training read out the {cfg.readout!r} {what}, which this graph does not represent)")
+
+    def test_figures(self, final: Dict[str, float]) -> Dict[str, Any]:
+        m: Dict[str, Any] = {"test_accuracy": final["accuracy"], "test_correct": int(round(final["correct"]))}
+        if self.best is not None and self.best.value is not None:
+            m["valid_accuracy"] = self.best.value
+        return m
+
+    def sample_counts(self) -> Dict[str, int]:
+        counts = {"train_samples": self.n_train, "test_samples": self.n_test}
+        if self.valid_loader is not None:
+            counts["valid_samples"] = self.n_valid
+        return counts
 
     def protocols(self, final: Dict[str, float], last_test: Optional[Dict[str, float]],
                   history: List[Dict[str, Any]], best_epoch: int, completed: int) -> Tuple[str, Dict[str, Any]]:

@@ -22,7 +22,8 @@ __all__: List[str] = []
 
 
 class _LMRun(_Run):
-    is_lm = True
+    best_metric = "perplexity"
+    best_mode = "min"
 
     def _build(self) -> Tuple[nn.Module, bool]:
         cfg, info = self.cfg, self.info
@@ -98,6 +99,29 @@ class _LMRun(_Run):
             sums[3] += n
             if keep_raster and self.raster is None and data.shape[1] > 0:
                 self.raster = recs[-1].o[-1, :, 0].cpu()
+
+    # -- figures and words ------------------------------------------------------------------------
+    def _train_figures(self, s: List[float]) -> Dict[str, float]:
+        return {}
+
+    def _task_figures(self, out: Dict[str, float], s: List[float], n: float) -> Dict[str, float]:
+        return {"perplexity": math.exp(min(out["loss"], 50.0))}
+
+    def epoch_words(self, ev: Dict[str, float]) -> str:
+        return f", valid ppl {ev['perplexity']:.2f}"
+
+    def model_words(self) -> str:
+        cfg = self.cfg
+        return f"EGRU({'/'.join(map(str, cfg.hidden_sizes or [cfg.hidden_size] * cfg.num_layers))})"
+
+    def nir_note(self) -> str:
+        return "the EGRU stack only (embedding and tied decoder stay in PyTorch)"
+
+    def test_figures(self, final: Dict[str, float]) -> Dict[str, Any]:
+        m: Dict[str, Any] = {"test_perplexity": final["perplexity"]}
+        if self.best is not None and self.best.value is not None:
+            m["valid_perplexity"] = self.best.value
+        return m
 
     def protocols(self, final: Dict[str, float], last_test: Optional[Dict[str, float]],
                   history: List[Dict[str, Any]], best_epoch: int, completed: int) -> Tuple[str, Dict[str, Any]]:
