@@ -54,9 +54,9 @@ def with_baseline(cfg: TrainConfig, info: Any, ckpt: Optional[Dict[str, Any]], c
     """Train the EGRU in ``cfg.out`` and a same-size GRU in ``cfg.out/gru`` (same data, budget, seed);
     the EGRU's metrics.json gains ``baseline`` and ``comparison``."""
     m = run_one(cfg, info, ckpt, changes, command, quiet=True)
-    gcfg = dataclasses.replace(cfg, model="gru", baseline="none", seeds=None, out=os.path.join(cfg.out, "gru"))
+    gcfg = dataclasses.replace(cfg, model="gru", baseline="none", seeds=None, out=os.path.join(cfg.run_dir, "gru"))
     gckpt, gchanges = None, {}
-    if ckpt is not None and os.path.exists(os.path.join(gcfg.out, "checkpoint.pt")):
+    if ckpt is not None and os.path.exists(os.path.join(gcfg.run_dir, "checkpoint.pt")):
         gcfg, gckpt, gchanges = resume_gru(gcfg)
     g = run_one(gcfg, info, gckpt, gchanges, command + "  # its GRU baseline", quiet=True)
     m["baseline"] = {"model": "gru", **brief(g)}
@@ -64,7 +64,7 @@ def with_baseline(cfg: TrainConfig, info: Any, ckpt: Optional[Dict[str, Any]], c
         m["comparison"] = {"egru_minus_gru_accuracy_points": 100 * (m["test_accuracy"] - g["test_accuracy"]),
                            "egru_activity_sparsity": m["activity_sparsity"]}
     if info.is_main:
-        m = _write_metrics(os.path.join(cfg.out, "metrics.json"), m)
+        m = _write_metrics(os.path.join(cfg.run_dir, "metrics.json"), m)
         wall = m["wall_time_s"] + g["wall_time_s"]
         print(f"{cfg.task}: {_fmt_model('EGRU', m)} | {_fmt_model('GRU', g)} | {wall:.0f} s -> {cfg.out}", flush=True)
     return m
@@ -74,7 +74,7 @@ def over_seeds(cfg: TrainConfig, info: Any, command: str, run_seed: Callable[[Tr
                ) -> Dict[str, Any]:
     """One run per seed in ``cfg.out/seed-<s>``; ``cfg.out/metrics.json`` holds mean, sd and per-seed figures."""
     seeds = list(cfg.seeds or [cfg.seed])
-    runs = [run_seed(dataclasses.replace(cfg, seed=s, seeds=None, out=os.path.join(cfg.out, f"seed-{s}")))
+    runs = [run_seed(dataclasses.replace(cfg, seed=s, seeds=None, out=os.path.join(cfg.run_dir, f"seed-{s}")))
             for s in seeds]
     agg: Dict[str, Any] = {"task": cfg.task, "seeds": seeds, "command": command,
                            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -88,7 +88,7 @@ def over_seeds(cfg: TrainConfig, info: Any, command: str, run_seed: Callable[[Tr
                                                                     "wall_time_s")
                      if all(x.get(k) is not None for x in ms)}
     if info.is_main:
-        agg = _write_metrics(os.path.join(cfg.out, "metrics.json"), agg)
+        agg = _write_metrics(os.path.join(cfg.run_dir, "metrics.json"), agg)
         print(_seeds_line(agg), flush=True)
     return agg
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Sized, Tuple, cast
 
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
@@ -49,6 +49,11 @@ VALID_FRACTION = 0.2
 VALID_SEED = 42
 
 
+def dataset_len(dataset: Dataset) -> int:
+    """``len(dataset)``: torch's ``Dataset`` does not declare ``__len__``; every dataset here has one."""
+    return len(cast(Sized, dataset))
+
+
 def split_train_valid(dataset: Dataset, fraction: float = VALID_FRACTION, seed: int = VALID_SEED
                       ) -> Tuple[Subset, Subset]:
     """Random ``(train, valid)`` split of ``dataset`` with ``round(fraction * N)`` validation samples.
@@ -61,7 +66,7 @@ def split_train_valid(dataset: Dataset, fraction: float = VALID_FRACTION, seed: 
     """
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must be in (0, 1), got {fraction!r}")
-    n = len(dataset)
+    n = dataset_len(dataset)
     n_valid = int(round(fraction * n))
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     return Subset(dataset, perm[: n - n_valid]), Subset(dataset, perm[n - n_valid:])
@@ -296,7 +301,7 @@ class _Mapped(Dataset):
         self.base, self.fn = base, fn
 
     def __len__(self) -> int:
-        return len(self.base)
+        return dataset_len(self.base)
 
     def __getitem__(self, i: int):
         x, y = self.base[i]

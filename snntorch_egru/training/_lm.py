@@ -41,7 +41,7 @@ def awd_windows(n_tokens: int, bptt: int, generator: Optional[torch.Generator] =
     """
     if not isinstance(bptt, int) or bptt < 1:
         raise ValueError(f"bptt must be a positive int, got {bptt!r}")
-    out: List[Tuple[int, int]] = []
+    out: List[Tuple] = []
     i = 0
     while i < n_tokens - 1:
         nominal = bptt if float(torch.rand((), generator=generator)) < p_full else bptt / 2

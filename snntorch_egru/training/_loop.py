@@ -185,7 +185,7 @@ def _train_epochs(r: _Run, history: List[Dict[str, Any]], start_epoch: int, wall
             # describe the checkpoint (and best.pt) about to be replaced: remove them first, so the folder never
             # pairs them with newer ones; write_progress writes them again after the checkpoint
             for name in FINAL_FILES:
-                _io.remove_durably(os.path.join(cfg.out, name))
+                _io.remove_durably(os.path.join(cfg.run_dir, name))
         if r.best is not None:
             r.best.update(ev[r.best_metric], r.model, epoch + 1, write=info.is_main)
         row = {"epoch": epoch + 1, **tr, "eval_loss": ev["loss"], "eval_activity": ev["activity"],
@@ -197,7 +197,7 @@ def _train_epochs(r: _Run, history: List[Dict[str, Any]], start_epoch: int, wall
         if info.is_main:
             if cfg.progress:
                 print(_epoch_message(r, epoch, tr, ev), flush=True)
-            _save_checkpoint(os.path.join(cfg.out, "checkpoint.pt"), {
+            _save_checkpoint(os.path.join(cfg.run_dir, "checkpoint.pt"), {
                 "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "epoch": epoch + 1, "spec": r.spec,
                 "model": r.model.state_dict(),
                 "optimizer": r.optimizer.state_dict(), "scheduler": r.scheduler.state_dict(),
@@ -259,20 +259,20 @@ def _metrics(r: _Run, t: Dict[str, Any], history: List[Dict[str, Any]], wall: fl
 def _write_files(r: _Run, m: Dict[str, Any], absent: Dict[str, str], history: List[Dict[str, Any]]) -> None:
     """model.nir and activity.png (main process), then metrics.json and the summary line."""
     cfg = r.cfg
-    files: Dict[str, Optional[str]] = {"checkpoint": os.path.join(cfg.out, "checkpoint.pt")
+    files: Dict[str, Optional[str]] = {"checkpoint": os.path.join(cfg.run_dir, "checkpoint.pt")
                                        if m["epochs_completed"] else None}
     if r.info.is_main:
         if cfg.nir and cfg.model == "gru":
             absent["nir"] = "a dense torch.nn.GRU is not exported (NIR has no GRU node)"
         elif cfg.nir:
-            nir_path, why = _export_nir(r.model, r.sample_step, os.path.join(cfg.out, "model.nir"))
+            nir_path, why = _export_nir(r.model, r.sample_step, os.path.join(cfg.run_dir, "model.nir"))
             files["nir"] = nir_path
             if why:
                 absent["nir"] = why
             else:
                 m["nir_note"] = "per-step graph: " + r.nir_note()
         if cfg.plot:
-            files["plot"] = _plot(os.path.join(cfg.out, "activity.png"), r.raster, history, plot_title(cfg))
+            files["plot"] = _plot(os.path.join(cfg.run_dir, "activity.png"), r.raster, history, plot_title(cfg))
             if files["plot"] is None:
                 absent["plot"] = "matplotlib is not installed"
                 print("activity.png not written: matplotlib is not installed (pip install matplotlib, or "
@@ -281,7 +281,7 @@ def _write_files(r: _Run, m: Dict[str, Any], absent: Dict[str, str], history: Li
     if absent:
         m["absent"] = absent
     if r.info.is_main:
-        _write_metrics(os.path.join(cfg.out, "metrics.json"), m)
+        _write_metrics(os.path.join(cfg.run_dir, "metrics.json"), m)
 
 
 def _run_one(cfg: TrainConfig, info: D.DistInfo, ckpt: Optional[Dict[str, Any]], changes: Dict[str, Any],
@@ -293,7 +293,8 @@ def _run_one(cfg: TrainConfig, info: D.DistInfo, ckpt: Optional[Dict[str, Any]],
         r = make_run(cfg, info, command)
         r.build()
         history: List[Dict[str, Any]] = []
-        start_epoch, wall_before, resumes = 0, 0.0, []
+        start_epoch, wall_before = 0, 0.0
+        resumes: List[Dict[str, Any]] = []
         if ckpt is not None:
             history, start_epoch, wall_before, resumes = _restore(r, ckpt, changes)
         if info.is_main:
@@ -316,11 +317,11 @@ def _take_folder(cfg: TrainConfig, info: D.DistInfo, ckpt: Optional[Dict[str, An
     failure: Optional[BaseException] = None
     if info.is_main:
         try:
-            os.makedirs(cfg.out, exist_ok=True)
-            stack.enter_context(_io.folder_lock(cfg.out, "another snntorch-egru train", "run folder"))
+            os.makedirs(cfg.run_dir, exist_ok=True)
+            stack.enter_context(_io.folder_lock(cfg.run_dir, "another snntorch-egru train", "run folder"))
             if ckpt is not None:
                 _check_unchanged(ckpt)
-            _io.remove_stale_temporaries(cfg.out, RUN_FILES)  # left by a killed write
+            _io.remove_stale_temporaries(cfg.run_dir, RUN_FILES)  # left by a killed write
         except (ValueError, OSError) as err:
             failure = err
     text = D.broadcast_object(None if failure is None else str(failure), info)
@@ -376,7 +377,8 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
         >>> m["epochs_completed"], m["dense_macs"] == 8 * 3 * 4 * (8 + 4)  # 8 rows of 8 pixels
         (1, True)
     """
-    ckpt, changes = None, {}
+    ckpt: Optional[Dict[str, Any]] = None
+    changes: Dict[str, Any] = {}
     given = explicit or {}
     if given.get("activity_targets") is not None and "activity_target" in given:
         raise UsageError(f"--activity-target {given['activity_target']!r} and --activity-targets "
@@ -418,7 +420,7 @@ def _dispatch(cfg: TrainConfig, info: D.DistInfo, ckpt: Optional[Dict[str, Any]]
 
     def resume_gru(gcfg: TrainConfig) -> Tuple[TrainConfig, Dict[str, Any], Dict[str, Any]]:
         keep = {k: v for k, v in (explicit or {}).items() if k not in ("out", "baseline", "seeds")}
-        g, gckpt, gchanges = _resume_config(gcfg, gcfg.out, keep)
+        g, gckpt, gchanges = _resume_config(gcfg, gcfg.run_dir, keep)
         return g, gckpt, gchanges
 
     def one_seed(c: TrainConfig, ck: Optional[Dict[str, Any]] = None, ch: Optional[Dict[str, Any]] = None
@@ -439,10 +441,11 @@ def _dispatch(cfg: TrainConfig, info: D.DistInfo, ckpt: Optional[Dict[str, Any]]
 def _sweep_run(c: TrainConfig, info: D.DistInfo, command: str) -> Dict[str, Any]:
     """One run of an ``--activity-targets`` sweep: continued from the checkpoint an interruption left in its
     folder (with the sweep's settings), else trained from the start."""
-    ckpt, changes = None, {}
-    if os.path.isfile(os.path.join(c.out, "checkpoint.pt")):
+    ckpt: Optional[Dict[str, Any]] = None
+    changes: Dict[str, Any] = {}
+    if os.path.isfile(os.path.join(c.run_dir, "checkpoint.pt")):
         try:
-            c, ckpt, changes = _resume_config(c, c.out, c.to_dict())
+            c, ckpt, changes = _resume_config(c, c.run_dir, c.to_dict())
         except UsageError as err:
             raise UsageError(f"--activity-targets: cannot continue the interrupted run in {c.out!r} ({err}); "
                              "remove that folder or give another --out") from err

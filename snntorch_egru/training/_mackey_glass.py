@@ -24,7 +24,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Tuple
+from typing import Any, List, Tuple
 
 import numpy as np
 import torch
@@ -124,7 +124,7 @@ class Split:
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
-    dataset: object  # NeuroBench's MackeyGlass instance (for its test Subset)
+    dataset: Any  # NeuroBench's MackeyGlass instance (for its test Subset)
 
 
 def load_split(path: Path, offset: float) -> Split:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, cast
 
 import torch
 from torch import nn
@@ -101,11 +101,13 @@ def layer_gradient_groups(model: nn.Module, initial_states: Optional[Sequence[Op
     if initial_states is not None and len(initial_states) != len(egrus):
         raise ValueError(f"initial_states must have one entry per EGRU module ({len(egrus)}), "
                          f"got {len(initial_states)}")
-    groups = []
+    groups: List[Tuple[List[torch.Tensor], Optional[torch.Tensor], int]] = []
     for i, egru in enumerate(egrus):
-        y0 = None if initial_states is None or initial_states[i] is None else initial_states[i].y
+        start = None if initial_states is None else initial_states[i]
+        y0 = None if start is None else start.y
         for k in range(egru.num_layers):
-            params = [t for t in egru.layer_tensors(k).values() if isinstance(t, nn.Parameter) and t.requires_grad]
+            params: List[torch.Tensor] = [t for t in egru.layer_tensors(k).values()
+                                          if isinstance(t, nn.Parameter) and t.requires_grad]
             groups.append((params, y0, k))
     return groups
 
@@ -183,6 +185,9 @@ class SequenceClassifier(nn.Module):
     Inputs: ``x`` of shape ``[T, B, *F]``. Outputs: ``logits [B, num_classes]`` and the
     :class:`~snntorch_egru.EGRURecord` of the EGRU.
     """
+
+    #: the width entering the recurrent layer (set by ``_run_classify.classifier_model``)
+    rnn_input_size: int
 
     def __init__(self, egru: EGRU, num_classes: int, frontend: Optional[nn.Module] = None,
                  readout: str = "last", dropout: float = 0.0, readout_steps: int = 0,
@@ -343,7 +348,7 @@ class LanguageModel(nn.Module):
 
     def zero_states(self, batch: int, requires_grad: bool = False) -> List[EGRUState]:
         """All-zero start states of every layer (``y`` a leaf with ``requires_grad``: see :func:`zero_state`)."""
-        return [zero_state(layer, batch, requires_grad=requires_grad) for layer in self.layers]
+        return [zero_state(cast(EGRU, layer), batch, requires_grad=requires_grad) for layer in self.layers]
 
     def forward(self, tokens: torch.Tensor, states: Optional[List[EGRUState]] = None
                 ) -> Tuple[torch.Tensor, List[EGRUState], List[EGRURecord]]:

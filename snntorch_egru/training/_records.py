@@ -7,7 +7,7 @@ import json
 import math
 import os
 import pickle
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, cast
 
 import torch
 from torch import nn
@@ -25,13 +25,16 @@ class _EventsHead(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
+        self.front: Optional[nn.Module]
+        self.egrus: nn.ModuleList
+        self.head: Optional[nn.Module]
         if isinstance(model, SequenceClassifier):
             self.front = model.frontend.net if isinstance(model.frontend, FrameCNN) else model.frontend
             self.egrus = nn.ModuleList([model.egru])
             self.head = model.head
         else:  # LanguageModel: the EGRU stack only (embedding and tied decoder stay in PyTorch)
             self.front = None
-            self.egrus = model.layers
+            self.egrus = cast(nn.ModuleList, model.layers)
             self.head = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -75,7 +75,7 @@ def regularisers(cfg: TrainConfig, records: Sequence[Any], model: Optional[nn.Mo
                 raise ValueError("reg_form 'evnn' needs the model (its thresholds) for the voltage term")
             egrus = [m for m in model.modules() if isinstance(m, EGRU)]
             for egru, r in zip(egrus, records):
-                theta = torch.stack([egru.layer_tensors(k)["threshold"].detach() for k in range(egru.num_layers)])
+                theta = torch.stack([_threshold(egru, k).detach() for k in range(egru.num_layers)])
                 total = total + cfg.voltage_reg * (r.c - (theta[:, None, None, :] - cfg.voltage_target)).mean(
                     dim=(1, 2, 3)).sum()
         return total
@@ -86,6 +86,14 @@ def regularisers(cfg: TrainConfig, records: Sequence[Any], model: Optional[nn.Mo
         c = torch.cat([r.c.reshape(-1) for r in records])
         total = total + cfg.voltage_reg * ((c - cfg.voltage_target) ** 2).mean()
     return total
+
+
+def _threshold(egru: EGRU, k: int) -> torch.Tensor:
+    """The threshold of layer ``k`` of ``egru`` (every layer has one; only the biases may be None)."""
+    theta = egru.layer_tensors(k)["threshold"]
+    if theta is None:
+        raise ValueError(f"EGRU layer {k} has no threshold")
+    return theta
 
 
 def _apply_optimizer_settings(r: "_Run", cfg: TrainConfig) -> None:
@@ -107,6 +115,7 @@ def _apply_optimizer_settings(r: "_Run", cfg: TrainConfig) -> None:
 class _Run:
     """One training run of ``cfg`` (data, model, optimiser); ``_loop.make_run`` picks the task's kind."""
 
+    model: nn.Module
     #: the summed quantities of an epoch or evaluation: loss*n, correct (or 0), activity*n, n
     N_SUMS = 4
     #: the figure of ``evaluate`` that selects the best validation epoch (also the history's ``eval_<metric>``)
@@ -145,7 +154,7 @@ class _Run:
         self.optimizer = _optimizer(cfg, [p for p in self.model.parameters() if p.requires_grad])
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_factor(cfg))
         self.select_split = "valid" if has_valid else "test"
-        self.best = BestCheckpoint(os.path.join(cfg.out, "best.pt"), self.best_mode) if has_valid else None
+        self.best = BestCheckpoint(os.path.join(cfg.run_dir, "best.pt"), self.best_mode) if has_valid else None
 
     # -- epochs ----------------------------------------------------------------------------------
     def _bar(self, it, total: int, desc: str):

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
-from ._data import VALID_SEED, collate_time_first, load_classification, split_train_valid
+from ._data import VALID_SEED, collate_time_first, dataset_len, load_classification, split_train_valid
 from ._dvs import build_frontend
 from ._models import GRUClassifier, SequenceClassifier, build_egru, calibrate_classifier, dense_gru_macs, zero_state
 from ._run_base import _Run, regularisers
@@ -26,7 +26,7 @@ __all__: List[str] = []
 EVNN_FINAL_EPOCH_TASKS = ("smnist", "psmnist")
 
 
-def classifier_model(cfg: Any, input_shape: List[int], num_classes: int) -> nn.Module:
+def classifier_model(cfg: Any, input_shape: List[int], num_classes: int) -> SequenceClassifier:
     """The classifier of ``cfg`` for inputs of ``input_shape`` per step (frames: ``[C, H, W]``); its
     ``rnn_input_size`` attribute is the width entering the recurrent layer."""
     frontend: Optional[nn.Module] = None
@@ -39,7 +39,7 @@ def classifier_model(cfg: Any, input_shape: List[int], num_classes: int) -> nn.M
         in_size = cfg.input_encoder
     readout = dict(frontend=frontend, readout=cfg.readout, dropout=cfg.dropout,
                    readout_steps=cfg.readout_steps, readout_dropout=cfg.readout_dropout)
-    model: nn.Module
+    model: SequenceClassifier
     if cfg.model == "gru":
         model = GRUClassifier(in_size, cfg.hidden_size, num_classes, num_layers=cfg.num_layers, **readout)
     else:
@@ -54,11 +54,12 @@ class _ClassifyRun(_Run):
 
     best_metric = "accuracy"
     best_mode = "max"
+    model: SequenceClassifier  # or its subclass GRUClassifier
     shadow: Optional[nn.Module] = None
 
     # -- data and model ------------------------------------------------------------------------
     def _loader(self, ds: Dataset, batch: int, drop_last: bool = False) -> DataLoader:
-        shard = Subset(ds, range(self.info.rank, len(ds), self.info.world_size))
+        shard = Subset(ds, range(self.info.rank, dataset_len(ds), self.info.world_size))
         return DataLoader(shard, batch_size=batch, shuffle=False, collate_fn=collate_time_first,
                           num_workers=self.cfg.num_workers, drop_last=drop_last)
 
@@ -88,15 +89,15 @@ class _ClassifyRun(_Run):
         data = load_classification(cfg.task, cfg.data_dir, frame_size=cfg.frame_size, time_bins=cfg.time_bins,
                                    download=cfg.download, polarity=cfg.polarity, augment=cfg.augment)
         train, valid, test = self._splits(data)
-        self.sampler = DistributedSampler(train, num_replicas=info.world_size, rank=info.rank,
+        self.sampler: DistributedSampler[Any] = DistributedSampler(train, num_replicas=info.world_size, rank=info.rank,
                                           shuffle=True, seed=cfg.seed, drop_last=False)
         self.train_loader = DataLoader(train, batch_size=cfg.batch_size // info.world_size, sampler=self.sampler,
                                        collate_fn=collate_time_first, num_workers=cfg.num_workers)
         self.test_loader = self._loader(test, cfg.test_batch_size or cfg.eval_batch_size, cfg.test_drop_last)
-        self.n_train, self.n_test = len(train), len(test)
+        self.n_train, self.n_test = dataset_len(train), dataset_len(test)
         if valid is not None:
             self.valid_loader = self._loader(valid, cfg.eval_batch_size)
-            self.n_valid = len(valid)
+            self.n_valid = dataset_len(valid)
             self.validation["samples"] = self.n_valid
         self.steps = data.steps
         self.sample_step = torch.zeros((1,) + tuple(data.input_shape))
@@ -104,7 +105,7 @@ class _ClassifyRun(_Run):
         self.calibration = calibrate_classifier(cfg, model, train, collate_time_first)
         return model, valid is not None
 
-    def _model(self, data: Any) -> nn.Module:
+    def _model(self, data: Any) -> SequenceClassifier:
         self.spec = {"input_shape": [int(d) for d in data.input_shape], "num_classes": int(data.num_classes)}
         model = classifier_model(self.cfg, self.spec["input_shape"], self.spec["num_classes"])
         self.rnn_input_size = model.rnn_input_size

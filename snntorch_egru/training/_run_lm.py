@@ -24,6 +24,7 @@ __all__: List[str] = []
 class _LMRun(_Run):
     best_metric = "perplexity"
     best_mode = "min"
+    model: LanguageModel
 
     def _build(self) -> Tuple[nn.Module, bool]:
         cfg, info = self.cfg, self.info

@@ -65,7 +65,7 @@ def target_folder(out: str, target: float) -> str:
 def _finished(c: TrainConfig) -> Tuple[Optional[Dict[str, Any]], str]:
     """``(metrics, note)``: the metrics of a finished run in ``c.out`` made with ``c``'s settings (else None),
     and what to print about the folder. A finished run with other settings raises :class:`UsageError`."""
-    path = os.path.join(c.out, "metrics.json")
+    path = os.path.join(c.run_dir, "metrics.json")
     if not os.path.isfile(path):
         return None, ""
     try:
@@ -95,7 +95,7 @@ def _finished(c: TrainConfig) -> Tuple[Optional[Dict[str, Any]], str]:
 
 def _single_run_in(c: TrainConfig) -> Tuple[None, str]:
     """For a ``--seeds`` folder: refuse one that holds a single run (its metrics.json would be replaced)."""
-    path = os.path.join(c.out, "metrics.json")
+    path = os.path.join(c.run_dir, "metrics.json")
     try:
         with open(path, encoding="utf-8") as f:
             m = json.load(f)
@@ -177,13 +177,14 @@ def over_targets(cfg: TrainConfig, info: Any, command: str, run_one: RunOne) -> 
     base = dataclasses.replace(cfg, activity_targets=None, baseline="none")
     rows = []
     for t in targets:
-        tcfg = dataclasses.replace(base, activity_target=t, out=target_folder(cfg.out, t))
+        tcfg = dataclasses.replace(base, activity_target=t, out=target_folder(cfg.run_dir, t))
         rows.append({"activity_target": t, **_figures(_runs_of(tcfg, info, run_one, f"{command}  # target {_t(t)}"),
-                                                       tcfg.out)})
+                                                       tcfg.run_dir)})
     gru = None
     if cfg.baseline == "gru":
-        gcfg = dataclasses.replace(base, model="gru", out=os.path.join(cfg.out, "gru"))
-        gru = {"model": "gru", **_figures(_runs_of(gcfg, info, run_one, f"{command}  # its GRU baseline"), gcfg.out)}
+        gcfg = dataclasses.replace(base, model="gru", out=os.path.join(cfg.run_dir, "gru"))
+        gru = {"model": "gru",
+               **_figures(_runs_of(gcfg, info, run_one, f"{command}  # its GRU baseline"), gcfg.run_dir)}
     m: Dict[str, Any] = {
         "task": cfg.task, "model": "egru", "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers,
         "activity_reg": cfg.activity_reg, "targets": targets, "seeds": cfg.seeds, "per_target": rows,
@@ -203,20 +204,21 @@ def over_targets(cfg: TrainConfig, info: Any, command: str, run_one: RunOne) -> 
 def _write_sweep(cfg: TrainConfig, m: Dict[str, Any]) -> Dict[str, Any]:
     """accuracy_vs_activity.csv, the plot (unless ``--no-plot``; skipped with a note without matplotlib),
     then metrics.json; returns what metrics.json holds."""
-    os.makedirs(cfg.out, exist_ok=True)
-    files: Dict[str, Optional[str]] = {"csv": os.path.join(cfg.out, CSV_FILE)}
-    _io.atomic_write_text(files["csv"], _csv_text(m["per_target"], m.get("gru")))
+    os.makedirs(cfg.run_dir, exist_ok=True)
+    csv_path = os.path.join(cfg.run_dir, CSV_FILE)
+    files: Dict[str, Optional[str]] = {"csv": csv_path}
+    _io.atomic_write_text(csv_path, _csv_text(m["per_target"], m.get("gru")))
     if cfg.plot:
         h = cfg.hidden_size
         title = f"{cfg.task}: accuracy vs activity, EGRU({h})" + (f" vs GRU({h})" if "gru" in m else "")
         if not m["finished"]:
             title += " (UNFINISHED)"
-        files["plot"] = _plot_sweep(os.path.join(cfg.out, PLOT_FILE), m["per_target"], m.get("gru"), title)
+        files["plot"] = _plot_sweep(os.path.join(cfg.run_dir, PLOT_FILE), m["per_target"], m.get("gru"), title)
         if files["plot"] is None:
             m["absent"] = {"plot": "matplotlib is not installed"}
             print(f"{PLOT_FILE} not written: matplotlib is not installed (pip install matplotlib)", flush=True)
     m["files"] = files
-    return _write_metrics(os.path.join(cfg.out, "metrics.json"), m)
+    return _write_metrics(os.path.join(cfg.run_dir, "metrics.json"), m)
 
 
 def _pct(fig: Optional[Dict[str, Any]], key: str) -> str:

@@ -175,6 +175,13 @@ class TrainConfig:
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def run_dir(self) -> str:
+        """``out``, the run folder, where a run needs it: ``run`` names one before anything is written."""
+        if self.out is None:
+            raise ValueError("the run folder (out) is not set")
+        return self.out
+
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
         names = {f.name for f in dataclasses.fields(cls)}
