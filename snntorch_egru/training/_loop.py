@@ -38,7 +38,7 @@ from ._records import (
     write_progress,
 )
 from ._resume import _check_unchanged, _restore, _resume_config, _resume_line
-from ._run_base import _lr_factor, _Run, regularisers
+from ._run_base import EFFICIENCY_KEYS, FinalTest, _lr_factor, _Run, regularisers
 from ._run_classify import _ClassifyRun
 from ._run_lm import _LMRun
 from ._tasks import LM_TASKS, REGRESS_TASKS, TrainConfig
@@ -133,7 +133,7 @@ def _train_epochs(r: _Run, history: List[Dict[str, Any]], start_epoch: int, wall
 
 
 # ----------------------------------------------------------------------------- the report
-def _test_once(r: _Run, history: List[Dict[str, Any]]) -> Dict[str, Any]:
+def _test_once(r: _Run, history: List[Dict[str, Any]]) -> FinalTest:
     """The final test: the selected model (best validation epoch, else the last), one pass over the test
     split; also the final epoch's model where the task's EvNN protocol tests that one."""
     completed = history[-1]["epoch"] if history else 0
@@ -142,31 +142,28 @@ def _test_once(r: _Run, history: List[Dict[str, Any]]) -> Dict[str, Any]:
     best_epoch = r.best.epoch if r.best is not None and r.best.restore(r.model) else completed
     final, eff, absent = r.final_test()
     last_test = r.shadow_figures()
-    return {"final": final, "eff": eff, "absent": absent, "last_test": last_test, "best_epoch": best_epoch,
-            "completed": completed}
+    return FinalTest(final, eff, absent, last_test, best_epoch, completed)
 
 
-def _metrics(r: _Run, t: Dict[str, Any], history: List[Dict[str, Any]], wall: float, t_start: float,
+def _metrics(r: _Run, t: FinalTest, history: List[Dict[str, Any]], wall: float, t_start: float,
              resumes: List[Dict[str, Any]]) -> Dict[str, Any]:
-    cfg, final, eff = r.cfg, t["final"], t["eff"]
+    cfg, final, eff = r.cfg, t.final, t.eff
     m: Dict[str, Any] = {"task": cfg.task, "model": cfg.model}
     m.update(r.test_figures(final))
-    m["selected_epoch"] = t["best_epoch"]
+    m["selected_epoch"] = t.best_epoch
     m["selected_on"] = r.select_split if r.best is not None else "last epoch (no validation split)"
     m["validation"] = r.validation
-    m["protocol"], m["recipe_protocol"] = r.protocols(final, t["last_test"], history, t["best_epoch"],
-                                                      t["completed"])
+    m["protocol"], m["recipe_protocol"] = r.protocols(t, history)
     m["test_loss"] = final["loss"]
     m["activity"] = eff.get("activity", final["activity"])
     m["activity_sparsity"] = 1.0 - m["activity"]
-    for k in ("batch_union_activity", "backward_sparsity", "effective_macs", "dense_macs", "backward_macs",
-              "dense_backward_macs"):
+    for k in EFFICIENCY_KEYS:
         m[k] = eff.get(k)
     if eff.get("dense_macs"):
         m["effective_mac_fraction"] = eff["effective_macs"] / eff["dense_macs"]
     m["layers"] = eff.get("layers", [])
     m.update({
-        "finished": t["completed"] == cfg.epochs, "epochs_completed": t["completed"], "epochs": cfg.epochs,
+        "finished": t.completed == cfg.epochs, "epochs_completed": t.completed, "epochs": cfg.epochs,
         "parameters": sum(p.numel() for p in r.model.parameters()),
         "wall_time_s": wall, "process_time_s": time.perf_counter() - t_start,
         "command": r.command, "argv": sys.argv, "world_size": r.info.world_size, "device": str(r.device),
@@ -227,7 +224,7 @@ def _run_one(cfg: TrainConfig, info: D.DistInfo, ckpt: Optional[Dict[str, Any]],
         wall = _train_epochs(r, history, start_epoch, wall_before, resumes)
         t = _test_once(r, history)
         m = _metrics(r, t, history, wall, t_start, resumes)
-        _write_files(r, m, t["absent"], history)
+        _write_files(r, m, t.absent, history)
         if info.is_main and not quiet:
             print(_summary_line(cfg.task, m), flush=True)
         return m

@@ -261,9 +261,10 @@ class GRUClassifier(SequenceClassifier):
                  frontend: Optional[nn.Module] = None, readout: str = "last", dropout: float = 0.0,
                  readout_steps: int = 0, readout_dropout: str = "pooled") -> None:
         gru = nn.GRU(input_size, hidden_size, num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0)
-        super().__init__(gru, num_classes, frontend=frontend, readout=readout,  # type: ignore[arg-type]
-                         dropout=dropout,
-                         readout_steps=readout_steps, readout_dropout=readout_dropout)
+        super().__init__(
+            gru,  # type: ignore[arg-type]  # a dense nn.GRU in the EGRU's place: called alike, has hidden_size
+            num_classes, frontend=frontend, readout=readout, dropout=dropout, readout_steps=readout_steps,
+            readout_dropout=readout_dropout)
 
     def _sequences(self, x: torch.Tensor, state: Optional[Any]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
         h, _ = self.egru(x, state)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -24,7 +24,24 @@ from ._best import BestCheckpoint
 from ._models import clip_layer_gradients, layer_gradient_groups
 from ._tasks import TrainConfig
 
-__all__ = ["regularisers"]
+__all__ = ["regularisers", "FinalTest", "EFFICIENCY_KEYS"]
+
+#: the figures of the activity tracker over the final test (besides its ``activity``), in metrics.json
+EFFICIENCY_KEYS = ("batch_union_activity", "backward_sparsity", "effective_macs", "dense_macs", "backward_macs",
+                   "dense_backward_macs")
+
+
+class FinalTest(NamedTuple):
+    """The end of a run: the test figures of the selected model (``final``), the activity tracker's
+    figures (``eff``) and the reasons of those absent (``absent``), the figures of the model a task's
+    EvNN protocol tests besides it (``last_test``, or None), the selected and the last completed epoch."""
+
+    final: Dict[str, float]
+    eff: Dict[str, Any]
+    absent: Dict[str, str]
+    last_test: Optional[Dict[str, float]]
+    best_epoch: Optional[int]
+    completed: int
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -240,8 +257,7 @@ class _Run:
         with metrics.track(self.model) as tracker:
             final = self.evaluate("test", keep_raster=True)
         summ = tracker.summary()
-        keys = ("activity", "batch_union_activity", "backward_sparsity", "effective_macs", "dense_macs",
-                "backward_macs", "dense_backward_macs")
+        keys = ("activity",) + EFFICIENCY_KEYS
         calls = sum(layer.get("samples", 1) for layer in summ.get("layers", [])) or 1
         reduced = D.all_reduce_sum([summ[k] * calls for k in keys] + [calls], self.info, self.device)
         out = {k: reduced[i] / reduced[-1] for i, k in enumerate(keys)}
@@ -264,7 +280,6 @@ class _Run:
         """The sizes of the splits, for metrics.json (none here)."""
         return {}
 
-    def protocols(self, final: Dict[str, float], last_test: Optional[Dict[str, float]],
-                  history: List[Dict[str, Any]], best_epoch: int, completed: int) -> Tuple[str, Dict[str, Any]]:
+    def protocols(self, t: FinalTest, history: List[Dict[str, Any]]) -> Tuple[str, Dict[str, Any]]:
         """Label of the reported test number and the number the EvNN code's protocol gives, labelled."""
         raise NotImplementedError

@@ -18,7 +18,7 @@ from torch.utils.data.distributed import DistributedSampler
 from ._data import VALID_SEED, collate_time_first, dataset_len, load_classification, split_train_valid
 from ._dvs import build_frontend
 from ._models import GRUClassifier, SequenceClassifier, build_egru, calibrate_classifier, dense_gru_macs, zero_state
-from ._run_base import _Run, regularisers
+from ._run_base import FinalTest, _Run, regularisers
 
 __all__: List[str] = []
 
@@ -202,13 +202,12 @@ class _ClassifyRun(_Run):
             counts["valid_samples"] = self.n_valid
         return counts
 
-    def protocols(self, final: Dict[str, float], last_test: Optional[Dict[str, float]],
-                  history: List[Dict[str, Any]], best_epoch: int, completed: int) -> Tuple[str, Dict[str, Any]]:
+    def protocols(self, t: FinalTest, history: List[Dict[str, Any]]) -> Tuple[str, Dict[str, Any]]:
         if self.best is not None:
             if self.cfg.task not in EVNN_FINAL_EPOCH_TASKS:
                 return "best validation epoch, tested once", {"label": "no EvNN recipe for this task"}
             rec = {"label": "EvNN sMNIST code: the final epoch's model on the test set (validation only printed)",
-                   "test_accuracy": (last_test or final)["accuracy"], "epoch": completed}
+                   "test_accuracy": (t.last_test or t.final)["accuracy"], "epoch": t.completed}
             return "best validation epoch, tested once", rec
         if self.cfg.task != "dvsgesture":
             return "last epoch (no validation split), tested once", {"label": "no EvNN recipe for this task"}

@@ -16,7 +16,7 @@ from ..state import EGRUState
 from ._data import batchify, load_corpus
 from ._lm import awd_windows, lr_scale
 from ._models import LanguageModel
-from ._run_base import _Run, regularisers
+from ._run_base import FinalTest, _Run, regularisers
 
 __all__: List[str] = []
 
@@ -124,10 +124,9 @@ class _LMRun(_Run):
             m["valid_perplexity"] = self.best.value
         return m
 
-    def protocols(self, final: Dict[str, float], last_test: Optional[Dict[str, float]],
-                  history: List[Dict[str, Any]], best_epoch: int, completed: int) -> Tuple[str, Dict[str, Any]]:
+    def protocols(self, t: FinalTest, history: List[Dict[str, Any]]) -> Tuple[str, Dict[str, Any]]:
         tb = self.cfg.test_batch_size or self.cfg.eval_batch_size
         label = f"best validation epoch, tested once at batch {tb}"
         same = "same protocol" if tb == 1 else f"this run tested at batch {tb}, not the recipe's 1"
         return label, {"label": f"EvNN LM code: best validation-loss checkpoint, test batch 1 ({same})",
-                       "test_perplexity": final["perplexity"], "epoch": best_epoch}
+                       "test_perplexity": t.final["perplexity"], "epoch": t.best_epoch}
