@@ -30,8 +30,15 @@ __all__ = ["awd_windows", "lr_scale", "locked_dropout", "BestCheckpoint", "DROPO
 DROPOUT_SHARES = ("time", "batch")
 
 
-def awd_windows(n_tokens: int, bptt: int, generator: Optional[torch.Generator] = None, p_full: float = 0.95,
-                std: float = 5.0, min_len: int = 5, with_nominal: bool = False) -> List[Tuple]:
+def awd_windows(
+    n_tokens: int,
+    bptt: int,
+    generator: Optional[torch.Generator] = None,
+    p_full: float = 0.95,
+    std: float = 5.0,
+    min_len: int = 5,
+    with_nominal: bool = False,
+) -> List[Tuple]:
     """``(start, seq_len)`` windows over a stream of ``n_tokens`` rows (targets are the next rows).
 
     The windows tile ``0 .. n_tokens - 2`` without gaps; lengths follow AWD-LSTM. Draws only

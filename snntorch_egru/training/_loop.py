@@ -48,6 +48,7 @@ __all__ = ["build_parser", "parse_config", "run", "main", "load_checkpoint", "Us
 # names other modules and tests reach through this module
 _REEXPORTED = (awd_windows, layer_gradient_groups, regularisers, _lr_factor, _export_nir, _save_checkpoint)
 
+
 def _model_words(r: _Run) -> str:
     """``EGRU(256)``, ``EGRU(1350/1350/750)``, ``2-layer EGRU(64)`` or ``dense GRU(256)``, and the parameter count."""
     n = sum(p.numel() for p in r.model.parameters())
@@ -60,8 +61,10 @@ def _n(count: int, word: str) -> str:
 
 def _header(cfg: TrainConfig, r: _Run) -> str:
     """The line printed when a run starts: task, model and size, epochs, batch, threads, run folder."""
-    return (f"snntorch-egru train: task {cfg.task}, {_model_words(r)}, {_n(cfg.epochs, 'epoch')}, batch "
-            f"{cfg.batch_size}, {_n(torch.get_num_threads(), 'thread')}, device {cfg.device}, run folder {cfg.out}")
+    return (
+        f"snntorch-egru train: task {cfg.task}, {_model_words(r)}, {_n(cfg.epochs, 'epoch')}, batch "
+        f"{cfg.batch_size}, {_n(torch.get_num_threads(), 'thread')}, device {cfg.device}, run folder {cfg.out}"
+    )
 
 
 def _epochs_note(cfg: TrainConfig, given: Dict[str, Any]) -> Optional[str]:
@@ -71,10 +74,15 @@ def _epochs_note(cfg: TrainConfig, given: Dict[str, Any]) -> Optional[str]:
     full = preset(cfg.task)
     if "epochs" not in given or cfg.epochs >= full.epochs:
         return None
-    sched = (f"the {cfg.schedule} learning-rate schedule is compressed into {cfg.epochs} epochs, "
-             if cfg.schedule != "none" else "")
-    return (f"note: --epochs {cfg.epochs} is below the {cfg.task} preset's {full.epochs}: {sched}so expect less than "
-            "the preset's accuracy (see docs/guide/training.md)")
+    sched = (
+        f"the {cfg.schedule} learning-rate schedule is compressed into {cfg.epochs} epochs, "
+        if cfg.schedule != "none"
+        else ""
+    )
+    return (
+        f"note: --epochs {cfg.epochs} is below the {cfg.task} preset's {full.epochs}: {sched}so expect less than "
+        "the preset's accuracy (see docs/guide/training.md)"
+    )
 
 
 def make_run(cfg: TrainConfig, info: D.DistInfo, command: str) -> _Run:
@@ -91,8 +99,9 @@ def _epoch_message(r: _Run, epoch: int, tr: Dict[str, float], ev: Dict[str, floa
     return msg + f", activity {100 * ev['activity']:.1f}%"
 
 
-def _train_epochs(r: _Run, history: List[Dict[str, Any]], start_epoch: int, wall_before: float,
-                  resumes: List[Dict[str, Any]]) -> float:
+def _train_epochs(
+    r: _Run, history: List[Dict[str, Any]], start_epoch: int, wall_before: float, resumes: List[Dict[str, Any]]
+) -> float:
     """Train from ``start_epoch`` (checkpoint after every epoch); returns the run's total wall time."""
     cfg, info = r.cfg, r.info
     t_run = time.perf_counter()
@@ -111,22 +120,37 @@ def _train_epochs(r: _Run, history: List[Dict[str, Any]], start_epoch: int, wall
                 _io.remove_durably(os.path.join(cfg.run_dir, name))
         if r.best is not None:
             r.best.update(ev[r.best_metric], r.model, epoch + 1, write=info.is_main)
-        row = {"epoch": epoch + 1, **tr, "eval_loss": ev["loss"], "eval_activity": ev["activity"],
-               "lr": r.optimizer.param_groups[0]["lr"], "time_s": time.perf_counter() - t_epoch,
-               "eval_split": r.select_split}
+        row = {
+            "epoch": epoch + 1,
+            **tr,
+            "eval_loss": ev["loss"],
+            "eval_activity": ev["activity"],
+            "lr": r.optimizer.param_groups[0]["lr"],
+            "time_s": time.perf_counter() - t_epoch,
+            "eval_split": r.select_split,
+        }
         row[f"eval_{r.best_metric}"] = ev[r.best_metric]
         history.append(row)
         done_here += 1
         if info.is_main:
             if cfg.progress:
                 print(_epoch_message(r, epoch, tr, ev), flush=True)
-            _save_checkpoint(os.path.join(cfg.run_dir, "checkpoint.pt"), {
-                "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "epoch": epoch + 1, "spec": r.spec,
-                "model": r.model.state_dict(),
-                "optimizer": r.optimizer.state_dict(), "scheduler": r.scheduler.state_dict(),
-                "history": history, "wall_time_s": wall_before + time.perf_counter() - t_run,
-                "best": r.best.state_dict() if r.best is not None else None, "resumes": resumes,
-            })
+            _save_checkpoint(
+                os.path.join(cfg.run_dir, "checkpoint.pt"),
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "config": cfg.to_dict(),
+                    "epoch": epoch + 1,
+                    "spec": r.spec,
+                    "model": r.model.state_dict(),
+                    "optimizer": r.optimizer.state_dict(),
+                    "scheduler": r.scheduler.state_dict(),
+                    "history": history,
+                    "wall_time_s": wall_before + time.perf_counter() - t_run,
+                    "best": r.best.state_dict() if r.best is not None else None,
+                    "resumes": resumes,
+                },
+            )
             write_progress(r, history, resumes)
         D.barrier(info)
     return wall_before + time.perf_counter() - t_run
@@ -145,8 +169,9 @@ def _test_once(r: _Run, history: List[Dict[str, Any]]) -> FinalTest:
     return FinalTest(final, eff, absent, last_test, best_epoch, completed)
 
 
-def _metrics(r: _Run, t: FinalTest, history: List[Dict[str, Any]], wall: float, t_start: float,
-             resumes: List[Dict[str, Any]]) -> Dict[str, Any]:
+def _metrics(
+    r: _Run, t: FinalTest, history: List[Dict[str, Any]], wall: float, t_start: float, resumes: List[Dict[str, Any]]
+) -> Dict[str, Any]:
     cfg, final, eff = r.cfg, t.final, t.eff
     m: Dict[str, Any] = {"task": cfg.task, "model": cfg.model}
     m.update(r.test_figures(final))
@@ -162,16 +187,30 @@ def _metrics(r: _Run, t: FinalTest, history: List[Dict[str, Any]], wall: float, 
     if eff.get("dense_macs"):
         m["effective_mac_fraction"] = eff["effective_macs"] / eff["dense_macs"]
     m["layers"] = eff.get("layers", [])
-    m.update({
-        "finished": t.completed == cfg.epochs, "epochs_completed": t.completed, "epochs": cfg.epochs,
-        "parameters": sum(p.numel() for p in r.model.parameters()),
-        "wall_time_s": wall, "process_time_s": time.perf_counter() - t_start,
-        "command": r.command, "argv": sys.argv, "world_size": r.info.world_size, "device": str(r.device),
-        "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-        "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "run_dir": cfg.out, "history": history, "config": cfg.to_dict(), "resumes": resumes,
-    })
+    m.update(
+        {
+            "finished": t.completed == cfg.epochs,
+            "epochs_completed": t.completed,
+            "epochs": cfg.epochs,
+            "parameters": sum(p.numel() for p in r.model.parameters()),
+            "wall_time_s": wall,
+            "process_time_s": time.perf_counter() - t_start,
+            "command": r.command,
+            "argv": sys.argv,
+            "world_size": r.info.world_size,
+            "device": str(r.device),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "run_dir": cfg.out,
+            "history": history,
+            "config": cfg.to_dict(),
+            "resumes": resumes,
+        }
+    )
     m.update(r.sample_counts())
     return m
 
@@ -179,8 +218,9 @@ def _metrics(r: _Run, t: FinalTest, history: List[Dict[str, Any]], wall: float, 
 def _write_files(r: _Run, m: Dict[str, Any], absent: Dict[str, str], history: List[Dict[str, Any]]) -> None:
     """model.nir and activity.png (main process), then metrics.json and the summary line."""
     cfg = r.cfg
-    files: Dict[str, Optional[str]] = {"checkpoint": os.path.join(cfg.run_dir, "checkpoint.pt")
-                                       if m["epochs_completed"] else None}
+    files: Dict[str, Optional[str]] = {
+        "checkpoint": os.path.join(cfg.run_dir, "checkpoint.pt") if m["epochs_completed"] else None
+    }
     if r.info.is_main:
         if cfg.nir and cfg.model == "gru":
             absent["nir"] = "a dense torch.nn.GRU is not exported (NIR has no GRU node)"
@@ -195,8 +235,11 @@ def _write_files(r: _Run, m: Dict[str, Any], absent: Dict[str, str], history: Li
             files["plot"] = _plot(os.path.join(cfg.run_dir, "activity.png"), r.raster, history, plot_title(cfg))
             if files["plot"] is None:
                 absent["plot"] = "matplotlib is not installed"
-                print("activity.png not written: matplotlib is not installed (pip install matplotlib, or "
-                      "pip install 'snntorch-egru[data]'); --no-plot silences this", flush=True)
+                print(
+                    "activity.png not written: matplotlib is not installed (pip install matplotlib, or "
+                    "pip install 'snntorch-egru[data]'); --no-plot silences this",
+                    flush=True,
+                )
     m["files"] = files
     if absent:
         m["absent"] = absent
@@ -204,8 +247,14 @@ def _write_files(r: _Run, m: Dict[str, Any], absent: Dict[str, str], history: Li
         _write_metrics(os.path.join(cfg.run_dir, "metrics.json"), m)
 
 
-def _run_one(cfg: TrainConfig, info: D.DistInfo, ckpt: Optional[Dict[str, Any]], changes: Dict[str, Any],
-             command: str, quiet: bool = False) -> Dict[str, Any]:
+def _run_one(
+    cfg: TrainConfig,
+    info: D.DistInfo,
+    ckpt: Optional[Dict[str, Any]],
+    changes: Dict[str, Any],
+    command: str,
+    quiet: bool = False,
+) -> Dict[str, Any]:
     """Train, test and record one model in ``cfg.out``; returns its metrics."""
     t_start = time.perf_counter()
     with contextlib.ExitStack() as stack:
@@ -230,8 +279,9 @@ def _run_one(cfg: TrainConfig, info: D.DistInfo, ckpt: Optional[Dict[str, Any]],
         return m
 
 
-def _take_folder(cfg: TrainConfig, info: D.DistInfo, ckpt: Optional[Dict[str, Any]],
-                 stack: contextlib.ExitStack) -> None:
+def _take_folder(
+    cfg: TrainConfig, info: D.DistInfo, ckpt: Optional[Dict[str, Any]], stack: contextlib.ExitStack
+) -> None:
     """Main process: create ``cfg.out`` and hold its lock (in ``stack``) for the run; a refusal reaches every
     process (so the other ranks stop too instead of waiting for the main one)."""
     failure: Optional[BaseException] = None
@@ -252,8 +302,12 @@ def _take_folder(cfg: TrainConfig, info: D.DistInfo, ckpt: Optional[Dict[str, An
 
 
 # ----------------------------------------------------------------------------- entry points
-def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[str, Any]] = None,
-        command: str = "snntorch-egru train") -> Dict[str, Any]:
+def run(
+    cfg: TrainConfig,
+    resume: Optional[str] = None,
+    explicit: Optional[Dict[str, Any]] = None,
+    command: str = "snntorch-egru train",
+) -> Dict[str, Any]:
     """Train, evaluate and record a run; returns the metrics written to ``metrics.json``.
 
     With ``cfg.baseline == "gru"`` a same-size dense GRU is trained next to the EGRU (folder
@@ -286,18 +340,24 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
     changes: Dict[str, Any] = {}
     given = explicit or {}
     if given.get("activity_targets") is not None and "activity_target" in given:
-        raise UsageError(f"--activity-target {given['activity_target']!r} and --activity-targets "
-                         f"{','.join(map(str, given['activity_targets']))} were both given; the sweep sets each run's "
-                         "target from --activity-targets, so give one of the two")
+        raise UsageError(
+            f"--activity-target {given['activity_target']!r} and --activity-targets "
+            f"{','.join(map(str, given['activity_targets']))} were both given; the sweep sets each run's "
+            "target from --activity-targets, so give one of the two"
+        )
     if resume is not None:
         if cfg.activity_targets is not None or (explicit or {}).get("activity_targets") is not None:
-            raise UsageError("--resume continues one run folder; an --activity-targets sweep has one per target: "
-                             "give the sweep's command again without --resume (finished target runs are reused, "
-                             "interrupted ones continued)")
+            raise UsageError(
+                "--resume continues one run folder; an --activity-targets sweep has one per target: "
+                "give the sweep's command again without --resume (finished target runs are reused, "
+                "interrupted ones continued)"
+            )
         cfg, ckpt, changes = _resume_config(cfg, resume, explicit)
         if cfg.seeds:
-            raise UsageError("--resume continues one run folder; a --seeds run has one per seed: resume its "
-                             "seed-<s> folders one by one")
+            raise UsageError(
+                "--resume continues one run folder; a --seeds run has one per seed: resume its "
+                "seed-<s> folders one by one"
+            )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.task in REGRESS_TASKS:  # regression (NeuroBench's Mackey-Glass protocol): its own runner
@@ -319,8 +379,14 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
         D.cleanup(info)
 
 
-def _dispatch(cfg: TrainConfig, info: D.DistInfo, ckpt: Optional[Dict[str, Any]], changes: Dict[str, Any],
-              explicit: Optional[Dict[str, Any]], command: str) -> Dict[str, Any]:
+def _dispatch(
+    cfg: TrainConfig,
+    info: D.DistInfo,
+    ckpt: Optional[Dict[str, Any]],
+    changes: Dict[str, Any],
+    explicit: Optional[Dict[str, Any]],
+    command: str,
+) -> Dict[str, Any]:
     from . import _compare
 
     def resume_gru(gcfg: TrainConfig) -> Tuple[TrainConfig, Dict[str, Any], Dict[str, Any]]:
@@ -328,8 +394,9 @@ def _dispatch(cfg: TrainConfig, info: D.DistInfo, ckpt: Optional[Dict[str, Any]]
         g, gckpt, gchanges = _resume_config(gcfg, gcfg.run_dir, keep)
         return g, gckpt, gchanges
 
-    def one_seed(c: TrainConfig, ck: Optional[Dict[str, Any]] = None, ch: Optional[Dict[str, Any]] = None
-                 ) -> Dict[str, Any]:
+    def one_seed(
+        c: TrainConfig, ck: Optional[Dict[str, Any]] = None, ch: Optional[Dict[str, Any]] = None
+    ) -> Dict[str, Any]:
         if c.baseline == "gru":
             return _compare.with_baseline(c, info, ck, ch or {}, command, _run_one, resume_gru)
         return _run_one(c, info, ck, ch or {}, command)
@@ -352,8 +419,10 @@ def _sweep_run(c: TrainConfig, info: D.DistInfo, command: str) -> Dict[str, Any]
         try:
             c, ckpt, changes = _resume_config(c, c.run_dir, c.to_dict())
         except UsageError as err:
-            raise UsageError(f"--activity-targets: cannot continue the interrupted run in {c.out!r} ({err}); "
-                             "remove that folder or give another --out") from err
+            raise UsageError(
+                f"--activity-targets: cannot continue the interrupted run in {c.out!r} ({err}); "
+                "remove that folder or give another --out"
+            ) from err
         if info.is_main:
             print(f"{c.out}: continuing from epoch {ckpt['epoch']} of {c.epochs}", flush=True)
     return _run_one(c, info, ckpt, changes, command)
@@ -386,8 +455,10 @@ def _exit_status(err: BaseException, debug: bool, started: bool, folder: Optiona
             print("snntorch-egru train: interrupted", file=sys.stderr)
         else:
             where = f" (continue with --resume {shlex.quote(str(folder))})" if folder else ""
-            print(f"snntorch-egru train: interrupted; the run folder keeps the last completed epoch{where}",
-                  file=sys.stderr)
+            print(
+                f"snntorch-egru train: interrupted; the run folder keeps the last completed epoch{where}",
+                file=sys.stderr,
+            )
         return 130
     from ..cli import error_line
 

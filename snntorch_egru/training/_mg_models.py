@@ -124,7 +124,7 @@ class Forecaster(nn.Module):
 
         with torch.no_grad():
             self.sequence(windows(series, self.window))
-        self.inp = torch.cat([self.inp.new_zeros(1, self.window), series.T], 1)[:, -self.window:].clone()
+        self.inp = torch.cat([self.inp.new_zeros(1, self.window), series.T], 1)[:, -self.window :].clone()
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         if batch.dim() != 3 or batch.shape[1:] != (1, 1):

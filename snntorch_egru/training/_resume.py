@@ -21,8 +21,9 @@ __all__: List[str] = []
 _NOT_RECORDED = ("stop_after", "progress", "threads")
 
 
-def _resume_config(cfg: TrainConfig, resume: str, explicit: Optional[Dict[str, Any]]
-                   ) -> Tuple[TrainConfig, Dict[str, Any], Dict[str, Any]]:
+def _resume_config(
+    cfg: TrainConfig, resume: str, explicit: Optional[Dict[str, Any]]
+) -> Tuple[TrainConfig, Dict[str, Any], Dict[str, Any]]:
     """``(config, checkpoint, changes)`` of a resumed run: the saved settings with the flags given now."""
     path = os.path.join(resume, "checkpoint.pt") if os.path.isdir(resume) else resume
     st = os.stat(path) if os.path.isfile(path) else None
@@ -46,8 +47,10 @@ def _resume_config(cfg: TrainConfig, resume: str, explicit: Optional[Dict[str, A
     if not (explicit or {}).get("out"):
         cfg.out = os.path.dirname(os.path.abspath(path))
     if isinstance(cfg.epochs, int) and ckpt["epoch"] > cfg.epochs:
-        raise UsageError(f"--epochs {cfg.epochs} is less than the {ckpt['epoch']} epochs the checkpoint "
-                         "has already completed; give --epochs >= that number")
+        raise UsageError(
+            f"--epochs {cfg.epochs} is less than the {ckpt['epoch']} epochs the checkpoint "
+            "has already completed; give --epochs >= that number"
+        )
     return cfg, ckpt, changes
 
 
@@ -67,8 +70,9 @@ def _resume_line(cfg: TrainConfig, ckpt: Dict[str, Any]) -> str:
     return line
 
 
-def _restore(r: _Run, ckpt: Dict[str, Any], changes: Dict[str, Any]) -> Tuple[List[Dict[str, Any]], int, float,
-                                                                             List[Dict[str, Any]]]:
+def _restore(
+    r: _Run, ckpt: Dict[str, Any], changes: Dict[str, Any]
+) -> Tuple[List[Dict[str, Any]], int, float, List[Dict[str, Any]]]:
     """Load a checkpoint into the built run; ``(history, start epoch, wall time so far, resumes)``."""
     check_state_dtypes(r.model, ckpt["model"], "model")
     if ckpt.get("best") and ckpt["best"].get("model") is not None:
@@ -81,8 +85,10 @@ def _restore(r: _Run, ckpt: Dict[str, Any], changes: Dict[str, Any]) -> Tuple[Li
             r.best.load_state_dict(ckpt["best"])
     except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as err:
         first = " ".join(str(err).split())[:300]
-        raise UsageError(f"--resume: the checkpoint does not match the model and optimiser built from its "
-                         f"settings (written by another version?): {type(err).__name__}: {first}") from err
+        raise UsageError(
+            f"--resume: the checkpoint does not match the model and optimiser built from its "
+            f"settings (written by another version?): {type(err).__name__}: {first}"
+        ) from err
     _apply_optimizer_settings(r, r.cfg)
     resumes = list(ckpt.get("resumes") or [])
     resumes.append({"at_epoch": int(ckpt["epoch"]), "changed": changes})
@@ -100,5 +106,7 @@ def _check_unchanged(ckpt: Dict[str, Any]) -> None:
     except OSError:
         now = None
     if now is None or (now.st_ino, now.st_size, now.st_mtime_ns) != stat:
-        raise UsageError(f"--resume: {path!r} was replaced while this run was starting (by another process "
-                         "training in that folder?); give the command again")
+        raise UsageError(
+            f"--resume: {path!r} was replaced while this run was starting (by another process "
+            "training in that folder?); give the command again"
+        )

@@ -27,8 +27,14 @@ from ._tasks import TrainConfig
 __all__ = ["regularisers", "FinalTest", "EFFICIENCY_KEYS"]
 
 #: the figures of the activity tracker over the final test (besides its ``activity``), in metrics.json
-EFFICIENCY_KEYS = ("batch_union_activity", "backward_sparsity", "effective_macs", "dense_macs", "backward_macs",
-                   "dense_backward_macs")
+EFFICIENCY_KEYS = (
+    "batch_union_activity",
+    "backward_sparsity",
+    "effective_macs",
+    "dense_macs",
+    "backward_macs",
+    "dense_backward_macs",
+)
 
 
 class FinalTest(NamedTuple):
@@ -93,8 +99,10 @@ def regularisers(cfg: TrainConfig, records: Sequence[Any], model: Optional[nn.Mo
             egrus = [m for m in model.modules() if isinstance(m, EGRU)]
             for egru, r in zip(egrus, records):
                 theta = torch.stack([_threshold(egru, k).detach() for k in range(egru.num_layers)])
-                total = total + cfg.voltage_reg * (r.c - (theta[:, None, None, :] - cfg.voltage_target)).mean(
-                    dim=(1, 2, 3)).sum()
+                total = (
+                    total
+                    + cfg.voltage_reg * (r.c - (theta[:, None, None, :] - cfg.voltage_target)).mean(dim=(1, 2, 3)).sum()
+                )
         return total
     if cfg.activity_reg:
         o = torch.cat([r.o.reshape(-1) for r in records])
@@ -177,8 +185,14 @@ class _Run:
     def _bar(self, it, total: int, desc: str):
         from tqdm.auto import tqdm
 
-        return tqdm(it, total=total, desc=desc, leave=False, dynamic_ncols=True,
-                    disable=not (self.cfg.progress and self.info.is_main))
+        return tqdm(
+            it,
+            total=total,
+            desc=desc,
+            leave=False,
+            dynamic_ncols=True,
+            disable=not (self.cfg.progress and self.info.is_main),
+        )
 
     def _step(self, loss: torch.Tensor, initial_states: Optional[List[Any]] = None) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -252,8 +266,11 @@ class _Run:
             from .. import metrics
         except ImportError as err:
             reason = f"snntorch_egru.metrics is not available ({err})"
-            return (self.evaluate("test", keep_raster=True), {},
-                    {k: reason for k in ("backward_sparsity", "effective_macs", "dense_macs")})
+            return (
+                self.evaluate("test", keep_raster=True),
+                {},
+                {k: reason for k in ("backward_sparsity", "effective_macs", "dense_macs")},
+            )
         with metrics.track(self.model) as tracker:
             final = self.evaluate("test", keep_raster=True)
         summ = tracker.summary()

@@ -37,8 +37,13 @@ def classifier_model(cfg: Any, input_shape: List[int], num_classes: int) -> Sequ
     elif cfg.input_encoder:
         frontend = nn.Linear(in_size, cfg.input_encoder)
         in_size = cfg.input_encoder
-    readout = dict(frontend=frontend, readout=cfg.readout, dropout=cfg.dropout,
-                   readout_steps=cfg.readout_steps, readout_dropout=cfg.readout_dropout)
+    readout = dict(
+        frontend=frontend,
+        readout=cfg.readout,
+        dropout=cfg.dropout,
+        readout_steps=cfg.readout_steps,
+        readout_dropout=cfg.readout_dropout,
+    )
     model: SequenceClassifier
     if cfg.model == "gru":
         model = GRUClassifier(in_size, cfg.hidden_size, num_classes, num_layers=cfg.num_layers, **readout)
@@ -60,20 +65,30 @@ class _ClassifyRun(_Run):
     # -- data and model ------------------------------------------------------------------------
     def _loader(self, ds: Dataset, batch: int, drop_last: bool = False) -> DataLoader:
         shard = Subset(ds, range(self.info.rank, dataset_len(ds), self.info.world_size))
-        return DataLoader(shard, batch_size=batch, shuffle=False, collate_fn=collate_time_first,
-                          num_workers=self.cfg.num_workers, drop_last=drop_last)
+        return DataLoader(
+            shard,
+            batch_size=batch,
+            shuffle=False,
+            collate_fn=collate_time_first,
+            num_workers=self.cfg.num_workers,
+            drop_last=drop_last,
+        )
 
     def _splits(self, data: Any) -> Tuple[Dataset, Optional[Dataset], Dataset]:
         """``(train, valid, test)``: the task's fixed validation split, else ``valid_fraction`` of train."""
         cfg = self.cfg
         train, valid, test = data.train, data.valid, data.test
         if valid is not None:
-            self.validation = {"source": "the task's fixed split of the training set (EvNN: random_split, seed "
-                                         f"{VALID_SEED}, the last 20 % of the permutation)"}
+            self.validation = {
+                "source": "the task's fixed split of the training set (EvNN: random_split, seed "
+                f"{VALID_SEED}, the last 20 % of the permutation)"
+            }
         elif cfg.valid_fraction > 0:
             train, valid = split_train_valid(train, cfg.valid_fraction, VALID_SEED)
-            self.validation = {"source": f"{cfg.valid_fraction:g} of the training set held out (random split, "
-                                         f"seed {VALID_SEED}, independent of --seed)"}
+            self.validation = {
+                "source": f"{cfg.valid_fraction:g} of the training set held out (random split, "
+                f"seed {VALID_SEED}, independent of --seed)"
+            }
         else:
             self.validation = {"source": "none (--valid-fraction 0): the last epoch's model is tested"}
         if cfg.limit_train:
@@ -86,13 +101,26 @@ class _ClassifyRun(_Run):
 
     def _build(self) -> Tuple[nn.Module, bool]:
         cfg, info = self.cfg, self.info
-        data = load_classification(cfg.task, cfg.data_dir, frame_size=cfg.frame_size, time_bins=cfg.time_bins,
-                                   download=cfg.download, polarity=cfg.polarity, augment=cfg.augment)
+        data = load_classification(
+            cfg.task,
+            cfg.data_dir,
+            frame_size=cfg.frame_size,
+            time_bins=cfg.time_bins,
+            download=cfg.download,
+            polarity=cfg.polarity,
+            augment=cfg.augment,
+        )
         train, valid, test = self._splits(data)
-        self.sampler: DistributedSampler[Any] = DistributedSampler(train, num_replicas=info.world_size, rank=info.rank,
-                                          shuffle=True, seed=cfg.seed, drop_last=False)
-        self.train_loader = DataLoader(train, batch_size=cfg.batch_size // info.world_size, sampler=self.sampler,
-                                       collate_fn=collate_time_first, num_workers=cfg.num_workers)
+        self.sampler: DistributedSampler[Any] = DistributedSampler(
+            train, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed, drop_last=False
+        )
+        self.train_loader = DataLoader(
+            train,
+            batch_size=cfg.batch_size // info.world_size,
+            sampler=self.sampler,
+            collate_fn=collate_time_first,
+            num_workers=cfg.num_workers,
+        )
         self.test_loader = self._loader(test, cfg.test_batch_size or cfg.eval_batch_size, cfg.test_drop_last)
         self.n_train, self.n_test = dataset_len(train), dataset_len(test)
         if valid is not None:
@@ -119,8 +147,11 @@ class _ClassifyRun(_Run):
         bar = self._bar(self.train_loader, len(self.train_loader), desc)
         for x, y in bar:
             x, y = x.to(self.device), y.to(self.device)
-            start = (zero_state(self.model.egru, x.shape[1], requires_grad=True)
-                     if cfg.layer_grad_clip > 0 and egru else None)
+            start = (
+                zero_state(self.model.egru, x.shape[1], requires_grad=True)
+                if cfg.layer_grad_clip > 0 and egru
+                else None
+            )
             logits, rec = self.net(x) if start is None else self.net(x, start)
             ce = nn.functional.cross_entropy(logits, y)
             self._step(ce + regularisers(cfg, [rec], self.model) if egru else ce, [start] if egru else None)
@@ -137,7 +168,7 @@ class _ClassifyRun(_Run):
         if shadow is not None:
             shadow.eval()
             self.shadow_sums = [0.0] * self.N_SUMS
-        for x, y in (self.valid_loader if split == "valid" else self.test_loader):
+        for x, y in self.valid_loader if split == "valid" else self.test_loader:
             x, y = x.to(self.device), y.to(self.device)
             rec = _accumulate(self.model, x, y, sums)
             if shadow is not None:
@@ -157,8 +188,13 @@ class _ClassifyRun(_Run):
             return super().final_test()
         final = self.evaluate("test", keep_raster=True)
         macs = float(dense_gru_macs(self.rnn_input_size, self.cfg.hidden_size, self.cfg.num_layers, self.steps))
-        eff = {"activity": final["activity"], "effective_macs": macs, "dense_macs": macs,
-               "batch_union_activity": final["activity"], "layers": []}
+        eff = {
+            "activity": final["activity"],
+            "effective_macs": macs,
+            "dense_macs": macs,
+            "batch_union_activity": final["activity"],
+            "layers": [],
+        }
         why = "a dense GRU has no events: its backward pass is dense"
         return final, eff, {"backward_sparsity": why, "backward_macs": why}
 
@@ -184,11 +220,15 @@ class _ClassifyRun(_Run):
         cfg = self.cfg
         if cfg.readout == "rate":
             steps = f"the last {cfg.readout_steps} steps" if cfg.readout_steps else "all steps"
-            return ("front end -> EGRU -> readout Linear applied to the events y; the trained model's logits are "
-                    f"this graph's outputs averaged over {steps} (faithful)")
+            return (
+                "front end -> EGRU -> readout Linear applied to the events y; the trained model's logits are "
+                f"this graph's outputs averaged over {steps} (faithful)"
+            )
         what = "internal state c" if cfg.readout == "state" else "trace"
-        return ("front end -> EGRU -> readout Linear applied to the events y "
-                f"(training read out the {cfg.readout!r} {what}, which this graph does not represent)")
+        return (
+            "front end -> EGRU -> readout Linear applied to the events y "
+            f"(training read out the {cfg.readout!r} {what}, which this graph does not represent)"
+        )
 
     def test_figures(self, final: Dict[str, float]) -> Dict[str, Any]:
         m: Dict[str, Any] = {"test_accuracy": final["accuracy"], "test_correct": int(round(final["correct"]))}
@@ -206,8 +246,11 @@ class _ClassifyRun(_Run):
         if self.best is not None:
             if self.cfg.task not in EVNN_FINAL_EPOCH_TASKS:
                 return "best validation epoch, tested once", {"label": "no EvNN recipe for this task"}
-            rec = {"label": "EvNN sMNIST code: the final epoch's model on the test set (validation only printed)",
-                   "test_accuracy": (t.last_test or t.final)["accuracy"], "epoch": t.completed}
+            rec = {
+                "label": "EvNN sMNIST code: the final epoch's model on the test set (validation only printed)",
+                "test_accuracy": (t.last_test or t.final)["accuracy"],
+                "epoch": t.completed,
+            }
             return "best validation epoch, tested once", rec
         if self.cfg.task != "dvsgesture":
             return "last epoch (no validation split), tested once", {"label": "no EvNN recipe for this task"}
@@ -215,9 +258,12 @@ class _ClassifyRun(_Run):
             return "last epoch (no validation split)", {"label": "no epoch trained", "epoch": 0}
         accs = [h["eval_accuracy"] for h in history]
         k = max(range(len(accs)), key=accs.__getitem__)
-        rec = {"label": "EvNN DVS code: best test accuracy over the epochs (the test set doubles as validation: "
-                        "optimistic, not a held-out figure; how the paper's 97.8 % was selected)",
-               "test_accuracy": accs[k], "epoch": history[k]["epoch"]}
+        rec = {
+            "label": "EvNN DVS code: best test accuracy over the epochs (the test set doubles as validation: "
+            "optimistic, not a held-out figure; how the paper's 97.8 % was selected)",
+            "test_accuracy": accs[k],
+            "epoch": history[k]["epoch"],
+        }
         return "last epoch (no validation split), tested once", rec
 
 

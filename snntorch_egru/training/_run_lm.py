@@ -32,7 +32,7 @@ class _LMRun(_Run):
         self.corpus = corpus
         lb = cfg.batch_size // info.world_size
         train = batchify(corpus.train, cfg.batch_size)
-        self.train_data = train[:, info.rank * lb:(info.rank + 1) * lb]
+        self.train_data = train[:, info.rank * lb : (info.rank + 1) * lb]
         self.valid_data = self._eval_columns(batchify(corpus.valid, cfg.eval_batch_size))
         self.test_data = self._eval_columns(batchify(corpus.test, cfg.test_batch_size or cfg.eval_batch_size))
         self.sample_step = torch.zeros(1, cfg.emb_size)
@@ -41,22 +41,25 @@ class _LMRun(_Run):
         return LanguageModel(cfg, len(corpus.vocab)), True
 
     def _eval_columns(self, data: torch.Tensor) -> torch.Tensor:
-        return data[:, self.info.rank::self.info.world_size]
+        return data[:, self.info.rank :: self.info.world_size]
 
     def _windows(self, epoch: int, n_rows: int) -> List[Tuple[int, int, int]]:
         """``(start, length, nominal length)`` of this epoch's BPTT windows (the same on every rank)."""
         cfg = self.cfg
         if cfg.variable_bptt:  # AWD windows, seeded by seed and epoch only
-            return awd_windows(n_rows, cfg.bptt, torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch),
-                               with_nominal=True)
+            return awd_windows(
+                n_rows, cfg.bptt, torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch), with_nominal=True
+            )
         return [(i, min(cfg.bptt, n_rows - 1 - i), cfg.bptt) for i in range(0, n_rows - 1, cfg.bptt)]
 
     def _start_states(self, states: Optional[List[Any]], batch: int) -> Optional[List[Any]]:
         if states is not None:
             states = [s.detach() for s in states]  # truncated BPTT: carry the state, cut the graph
         if self.cfg.layer_grad_clip > 0:  # the initial events become leaves: their gradient enters the clip
-            states = [EGRUState(s.y.detach().requires_grad_(), s.c, s.trace)
-                      for s in (states if states is not None else self.model.zero_states(batch))]
+            states = [
+                EGRUState(s.y.detach().requires_grad_(), s.c, s.trace)
+                for s in (states if states is not None else self.model.zero_states(batch))
+            ]
         return states
 
     def _train_batches(self, epoch: int, sums: List[float], desc: str) -> None:
@@ -66,14 +69,17 @@ class _LMRun(_Run):
         base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         states = None
         for i, seq, nominal in bar:
-            x = data[i:i + seq].to(self.device)
-            y = data[i + 1:i + 1 + seq].to(self.device)
+            x = data[i : i + seq].to(self.device)
+            y = data[i + 1 : i + 1 + seq].to(self.device)
             start = states = self._start_states(states, x.shape[1])
             logits, states, recs = self.net(x, states)
             ce = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
             for g, lr in zip(self.optimizer.param_groups, base_lrs):
-                g["lr"] = (lr * lr_scale(seq, nominal if cfg.bptt_lr_scale == "nominal" else cfg.bptt)
-                           if cfg.variable_bptt else lr)
+                g["lr"] = (
+                    lr * lr_scale(seq, nominal if cfg.bptt_lr_scale == "nominal" else cfg.bptt)
+                    if cfg.variable_bptt
+                    else lr
+                )
             self._step(ce + regularisers(cfg, recs, self.model), start)
             n = y.numel()
             act = torch.cat([r.o.detach().reshape(-1) for r in recs]).mean().item()
@@ -90,12 +96,13 @@ class _LMRun(_Run):
         states = None
         for i in range(0, data.shape[0] - 1 if data.shape[1] else 0, cfg.bptt):  # no columns on this rank: skip
             seq = min(cfg.bptt, data.shape[0] - 1 - i)
-            x = data[i:i + seq].to(self.device)
-            y = data[i + 1:i + 1 + seq].to(self.device)
+            x = data[i : i + seq].to(self.device)
+            y = data[i + 1 : i + 1 + seq].to(self.device)
             logits, states, recs = self.model(x, states)
             n = y.numel()
-            sums[0] += nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
-                                                   reduction="sum").item()
+            sums[0] += nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum"
+            ).item()
             sums[2] += torch.cat([r.o.reshape(-1) for r in recs]).mean().item() * n
             sums[3] += n
             if keep_raster and self.raster is None and data.shape[1] > 0:
@@ -128,5 +135,8 @@ class _LMRun(_Run):
         tb = self.cfg.test_batch_size or self.cfg.eval_batch_size
         label = f"best validation epoch, tested once at batch {tb}"
         same = "same protocol" if tb == 1 else f"this run tested at batch {tb}, not the recipe's 1"
-        return label, {"label": f"EvNN LM code: best validation-loss checkpoint, test batch 1 ({same})",
-                       "test_perplexity": t.final["perplexity"], "epoch": t.best_epoch}
+        return label, {
+            "label": f"EvNN LM code: best validation-loss checkpoint, test batch 1 ({same})",
+            "test_perplexity": t.final["perplexity"],
+            "epoch": t.best_epoch,
+        }
