@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import math
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 import torch
 
@@ -18,6 +18,9 @@ from ._tasks import LM_TASKS, TASKS, TrainConfig, preset
 
 __all__ = ["UsageError", "build_parser", "parse_config", "parse_seeds", "parse_targets", "RESUME_REFUSED"]
 
+T = TypeVar("T")
+
+
 class UsageError(ValueError):
     """A user error (bad flag value, bad file, incompatible resume): one line, exit status 2."""
 
@@ -25,11 +28,30 @@ class UsageError(ValueError):
 #: settings a ``--resume`` refuses to change: they define the model and its parameters, the data
 #: (and its order), or the optimiser's state layout. Every other flag is applied from the resumed
 #: epoch on and recorded (``resumes`` in the checkpoint and in metrics.json).
-RESUME_REFUSED = frozenset({
-    "task", "hidden_size", "num_layers", "hidden_sizes", "emb_size", "input_encoder", "readout", "init",
-    "learn_threshold", "thr_mean", "cnn", "frame_size", "polarity", "time_bins", "optimizer", "seed",
-    "limit_train", "batch_size", "model", "valid_fraction",
-})
+RESUME_REFUSED = frozenset(
+    {
+        "task",
+        "hidden_size",
+        "num_layers",
+        "hidden_sizes",
+        "emb_size",
+        "input_encoder",
+        "readout",
+        "init",
+        "learn_threshold",
+        "thr_mean",
+        "cnn",
+        "frame_size",
+        "polarity",
+        "time_bins",
+        "optimizer",
+        "seed",
+        "limit_train",
+        "batch_size",
+        "model",
+        "valid_fraction",
+    }
+)
 
 _HELP = {
     "data_dir": "folder with the dataset files (MNIST/, DVSGesture/, SHD/, ptb.*.txt, wiki.*.tokens)",
@@ -37,7 +59,7 @@ _HELP = {
     "hidden_sizes": "LM: size of every EGRU layer (the last one is the embedding size)",
     "input_encoder": "width of a Linear encoder before the EGRU (0 = none)",
     "readout": "'last' trace, 'mean' trace over steps, 'rate' (Linear on the events y at every step, logits "
-                "averaged over steps), or final internal 'state' c",
+    "averaged over steps), or final internal 'state' c",
     "readout_steps": "'rate' readout: average the logits over the last N steps only (0 = all steps)",
     "schedule": "none | cosine | step | cosine_tail",
     "activity_reg": "weight of (mean(o) - activity_target)^2, differentiable through the surrogate",
@@ -47,38 +69,37 @@ _HELP = {
     "stop_after": "stop after N epochs of this invocation, as if interrupted (resume later)",
     "device": "cpu or cuda",
     "lm_state": "LM state passed between BPTT windows: 'y' (EvNN: last events only, c and trace restart at 0) "
-                "or 'full' (y, c, trace)",
+    "or 'full' (y, c, trace)",
     "test_batch_size": "batch of the final test (0 = --eval-batch-size; the LM recipe tests at 1)",
     "test_drop_last": "drop the last partial test batch (EvNN's DVS loader); default: every sample counts",
     "layer_grad_clip": "clip each EGRU layer's own gradients (and its initial-state gradient) to this norm "
-                       "before --grad-clip (EvNN's in-op clip; 0 = off)",
+    "before --grad-clip (EvNN's in-op clip; 0 = off)",
     "readout_dropout": "'pooled': dropout once on the pooled readout input; 'step': at every step, logits "
-                       "averaged (EvNN DVS)",
+    "averaged (EvNN DVS)",
     "reg_form": "'smooth': differentiable activity + quadratic voltage terms; 'evnn': EvNN DVS forms "
-                "(count-based activity without gradient, linear c - (theta - voltage_target))",
+    "(count-based activity without gradient, linear c - (theta - voltage_target))",
     "bptt_lr_scale": "variable windows: lr * seq_len / 'nominal' window length (EvNN) or / 'bptt' (AWD-LSTM)",
     "cnn": "dvsgesture front end: 'alexnet' (the recipe's, 127-190 px frames), 'alexnet-gap' or 'small'",
     "model": "'egru', or 'gru': a dense torch.nn.GRU of the same size in the same classifier (no regularisers)",
     "baseline": "'gru': also train a same-size dense GRU on the same data, budget and seed (run folder gru/); "
-                "metrics.json and the summary report both",
+    "metrics.json and the summary report both",
     "seeds": "comma-separated seeds, e.g. 0,1,2: one run per seed (sub-folders seed-<s>), mean and sd reported",
     "activity_targets": "comma-separated activity targets in [0, 1], e.g. 0.02,0.05,0.1,0.2: one EGRU run per "
-                        "target (sub-folders target-<t>, finished ones reused; with --baseline gru one GRU in "
-                        "gru/), accuracy against activity in metrics.json, accuracy_vs_activity.png and .csv; "
-                        "needs --activity-reg > 0",
+    "target (sub-folders target-<t>, finished ones reused; with --baseline gru one GRU in "
+    "gru/), accuracy against activity in metrics.json, accuracy_vs_activity.png and .csv; "
+    "needs --activity-reg > 0",
     "valid_fraction": "fraction of the training set held out (fixed split, seed 42) for model selection; the test "
-                      "split is read once at the end (0: no validation, the last epoch is tested; MNIST tasks: "
-                      "EvNN's fixed 48k/12k split)",
+    "split is read once at the end (0: no validation, the last epoch is tested; MNIST tasks: "
+    "EvNN's fixed 48k/12k split)",
     "threshold_init": "'calibrated' (digits, row-mnist, shd presets): on one training batch each layer's "
-                      "input drive is scaled to std 1 and each unit's threshold set so that it fires at "
-                      "--activity-target (snntorch_egru.init.calibrate_thresholds); 'beta': the Beta draw of mean "
-                      "--thr-mean only (the EvNN code's init and the earlier default; the smnist, psmnist, "
-                      "dvsgesture and LM presets)",
+    "input drive is scaled to std 1 and each unit's threshold set so that it fires at "
+    "--activity-target (snntorch_egru.init.calibrate_thresholds); 'beta': the Beta draw of mean "
+    "--thr-mean only (the EvNN code's init and the earlier default; the smnist, psmnist, "
+    "dvsgesture and LM presets)",
     "threads": "torch.set_num_threads for this run (0: torch's default)",
     "window": "mackey-glass: past values of the series the EGRU reads per step",
     "repeats": "mackey-glass: repeats of NeuroBench's protocol, each 0.5 Lyapunov times later (at most 30)",
-    "download": "fetch missing datasets (MNIST: from the usual mirrors, checksums checked; others: "
-                "torchvision/tonic)",
+    "download": "fetch missing datasets (MNIST: from the usual mirrors, checksums checked; others: torchvision/tonic)",
     "hidden_size": "units of each EGRU (or GRU) layer of a classifier",
     "num_layers": "number of stacked EGRU layers of a classifier",
     "emb_size": "LM: size of the (tied) word embedding",
@@ -137,13 +158,35 @@ def _num(v: Any) -> bool:
 
 
 _EXPECT: Dict[str, Tuple[str, Callable[[Any], bool]]] = {}
-for _n in ("epochs", "batch_size", "eval_batch_size", "hidden_size", "num_layers", "bptt", "emb_size",
-           "frame_size", "time_bins", "step_size"):
+for _n in (
+    "epochs",
+    "batch_size",
+    "eval_batch_size",
+    "hidden_size",
+    "num_layers",
+    "bptt",
+    "emb_size",
+    "frame_size",
+    "time_bins",
+    "step_size",
+):
     _EXPECT[_n] = ("a positive integer (>= 1)", _pos_int)
-for _n in ("limit_train", "limit_test", "stop_after", "num_workers", "input_encoder", "readout_steps", "seed",
-           "threads"):
-    _EXPECT[_n] = ("an integer >= 0 (0 = off / all)" if _n.startswith(("limit", "stop", "input", "readout"))
-                   else "an integer >= 0", _nonneg_int)
+for _n in (
+    "limit_train",
+    "limit_test",
+    "stop_after",
+    "num_workers",
+    "input_encoder",
+    "readout_steps",
+    "seed",
+    "threads",
+):
+    _EXPECT[_n] = (
+        "an integer >= 0 (0 = off / all)"
+        if _n.startswith(("limit", "stop", "input", "readout"))
+        else "an integer >= 0",
+        _nonneg_int,
+    )
 for _n in ("lr", "dampening_factor", "pseudo_derivative_support", "step_gamma"):
     _EXPECT[_n] = ("a finite number > 0", lambda v: _num(v) and v > 0)
 for _n in ("weight_decay", "grad_clip", "activity_reg", "voltage_reg"):
@@ -159,11 +202,20 @@ _EXPECT["valid_fraction"] = ("a number in [0, 1) (0 = no validation split)", lam
 _EXPECT["layer_grad_clip"] = ("a finite number >= 0 (0 = off)", lambda v: _num(v) and v >= 0)
 
 _CHOICES: Dict[str, Tuple[str, ...]] = {
-    "readout": READOUTS, "schedule": ("none", "cosine", "step", "cosine_tail"),
-    "optimizer": ("adam", "adamw", "sgd"), "device": ("cpu", "cuda"), "init": ("evnn", "torch"),
-    "cnn": CNNS, "polarity": ("mean", "separate"), "dropout_mask": DROPOUT_SHARES,
-    "lm_state": LM_STATES, "readout_dropout": READOUT_DROPOUTS, "bptt_lr_scale": ("nominal", "bptt"),
-    "reg_form": ("smooth", "evnn"), "model": MODELS, "baseline": ("none", "gru"),
+    "readout": READOUTS,
+    "schedule": ("none", "cosine", "step", "cosine_tail"),
+    "optimizer": ("adam", "adamw", "sgd"),
+    "device": ("cpu", "cuda"),
+    "init": ("evnn", "torch"),
+    "cnn": CNNS,
+    "polarity": ("mean", "separate"),
+    "dropout_mask": DROPOUT_SHARES,
+    "lm_state": LM_STATES,
+    "readout_dropout": READOUT_DROPOUTS,
+    "bptt_lr_scale": ("nominal", "bptt"),
+    "reg_form": ("smooth", "evnn"),
+    "model": MODELS,
+    "baseline": ("none", "gru"),
     "threshold_init": THRESHOLD_INITS,
 }
 
@@ -239,20 +291,32 @@ def build_parser(task: str = "digits") -> argparse.ArgumentParser:
     p = OneLineErrorParser(
         prog="snntorch-egru train",
         description="Train an EGRU on a task (default: scikit-learn digits, offline). Every setting "
-                    "defaults to the task's preset (the paper's recipe) and can be overridden.",
+        "defaults to the task's preset (the paper's recipe) and can be overridden.",
         epilog="Errors in flags, files and folders print one line and exit with status 2 (--debug shows the "
-               "traceback). --resume continues a run: flags that change the model, its data or the optimiser "
-               f"type ({', '.join(_flag(n) for n in sorted(RESUME_REFUSED))}) are refused; every other flag given "
-               "(e.g. --lr, --weight-decay, --epochs) is applied from the resumed epoch on and recorded in "
-               "metrics.json ('resumes').",
+        "traceback). --resume continues a run: flags that change the model, its data or the optimiser "
+        f"type ({', '.join(_flag(n) for n in sorted(RESUME_REFUSED))}) are refused; every other flag given "
+        "(e.g. --lr, --weight-decay, --epochs) is applied from the resumed epoch on and recorded in "
+        "metrics.json ('resumes').",
     )
-    p.add_argument("--task", choices=TASKS, default=argparse.SUPPRESS,
-                   help="task whose preset gives every default (default: digits; --task T --help shows T's values)")
-    p.add_argument("--resume", default=None, metavar="PATH",
-                   help="continue from a run folder or checkpoint.pt (its settings, plus any flags given; "
-                        "see below for the flags a resume refuses)")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                   help="show the Python traceback of an error instead of one line")
+    p.add_argument(
+        "--task",
+        choices=TASKS,
+        default=argparse.SUPPRESS,
+        help="task whose preset gives every default (default: digits; --task T --help shows T's values)",
+    )
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="PATH",
+        help="continue from a run folder or checkpoint.pt (its settings, plus any flags given; "
+        "see below for the flags a resume refuses)",
+    )
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the Python traceback of an error instead of one line",
+    )
     for f in dataclasses.fields(TrainConfig):
         if f.name == "task":
             continue
@@ -266,8 +330,7 @@ def build_parser(task: str = "digits") -> argparse.ArgumentParser:
         elif f.name == "activity_targets":
             p.add_argument(flag, type=parse_targets, default=argparse.SUPPRESS, metavar="T,T,...", help=help_)
         elif f.name == "hidden_sizes":
-            p.add_argument(flag, type=_parse_type("hidden_size", int), nargs="+", default=argparse.SUPPRESS,
-                           help=help_)
+            p.add_argument(flag, type=_parse_type("hidden_size", int), nargs="+", default=argparse.SUPPRESS, help=help_)
         elif f.name in _CHOICES or f.name == "backend":
             p.add_argument(flag, choices=_choices(f.name), default=argparse.SUPPRESS, help=help_)
         elif f.name in _EXPECT:
@@ -311,19 +374,22 @@ def parse_seeds(text: str) -> List[int]:
         >>> parse_seeds("0, 1,2")
         [0, 1, 2]
     """
-    try:
-        seeds = [int(t) for t in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers >= 0 such as 0,1,2, got {text!r}") from None
-    if any(x < 0 for x in seeds) or len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"expected distinct integers >= 0 such as 0,1,2, got {text!r}")
-    return seeds
+    return _parse_list(
+        text,
+        int,
+        lambda v: all(x >= 0 for x in v) and len(set(v)) == len(v),
+        "expected comma-separated integers >= 0 such as 0,1,2",
+        "expected distinct integers >= 0 such as 0,1,2",
+    )
 
 
 def _targets_ok(v: Any) -> bool:
-    return (isinstance(v, (list, tuple)) and len(v) > 0 and all(_num(t) and 0 <= t <= 1 for t in v)
-            and len(set(v)) == len(v))
+    return (
+        isinstance(v, (list, tuple))
+        and len(v) > 0
+        and all(_num(t) and 0 <= t <= 1 for t in v)
+        and len(set(v)) == len(v)
+    )
 
 
 def parse_targets(text: str) -> List[float]:
@@ -335,14 +401,22 @@ def parse_targets(text: str) -> List[float]:
         >>> parse_targets("0.02, 0.05,0.1")
         [0.02, 0.05, 0.1]
     """
+    expected = "expected distinct comma-separated numbers in [0, 1] such as 0.02,0.05,0.1,0.2"
+    return _parse_list(text, float, _targets_ok, expected, expected)
+
+
+def _parse_list(
+    text: str, convert: Callable[[str], T], ok: Callable[[List[T]], bool], unreadable: str, refused: str
+) -> List[T]:
+    """``text`` split at commas and converted item by item (an argparse type): ``unreadable`` when an item
+    does not convert, ``refused`` when the list fails ``ok`` (each message ends with the text given)."""
     try:
-        targets: Optional[List[float]] = [float(t) for t in text.split(",")]
+        values = [convert(t) for t in text.split(",")]
     except ValueError:
-        targets = None
-    if targets is None or not _targets_ok(targets):
-        raise argparse.ArgumentTypeError(
-            f"expected distinct comma-separated numbers in [0, 1] such as 0.02,0.05,0.1,0.2, got {text!r}")
-    return targets
+        raise argparse.ArgumentTypeError(f"{unreadable}, got {text!r}") from None
+    if not ok(values):
+        raise argparse.ArgumentTypeError(f"{refused}, got {text!r}")
+    return values
 
 
 def _check_types(cfg: TrainConfig) -> None:
@@ -353,13 +427,15 @@ def _check_types(cfg: TrainConfig) -> None:
             if v is not None and (not isinstance(v, (list, tuple)) or not v or not all(_pos_int(h) for h in v)):
                 raise UsageError(f"--hidden-sizes must be a non-empty list of positive integers, got {v!r}")
         elif f.name == "seeds":
-            if v is not None and (not isinstance(v, (list, tuple)) or not v or not all(_nonneg_int(s) for s in v)
-                                  or len(set(v)) != len(v)):
+            if v is not None and (
+                not isinstance(v, (list, tuple)) or not v or not all(_nonneg_int(s) for s in v) or len(set(v)) != len(v)
+            ):
                 raise UsageError(f"--seeds must be a non-empty list of distinct integers >= 0, got {v!r}")
         elif f.name == "activity_targets":
             if v is not None and not _targets_ok(v):
-                raise UsageError(f"--activity-targets must be a non-empty list of distinct numbers in [0, 1], "
-                                 f"got {v!r}")
+                raise UsageError(
+                    f"--activity-targets must be a non-empty list of distinct numbers in [0, 1], got {v!r}"
+                )
         elif f.name in ("out", "data_dir"):
             if not (v is None and f.name == "out") and not isinstance(v, (str, os.PathLike)):
                 raise UsageError(f"{_flag(f.name)} must be a folder path (str), got {type(v).__name__} {v!r}")
@@ -382,11 +458,15 @@ def _validate_sweep(cfg: TrainConfig) -> None:
     if cfg.task in LM_TASKS:
         raise UsageError(f"--activity-targets is for classification tasks; task {cfg.task!r} is a language model")
     if cfg.model != "egru":
-        raise UsageError(f"--activity-targets sweeps the EGRU's activity regulariser target and needs --model egru, "
-                         f"got --model {cfg.model} (add --baseline gru for the GRU's accuracy as a line)")
+        raise UsageError(
+            f"--activity-targets sweeps the EGRU's activity regulariser target and needs --model egru, "
+            f"got --model {cfg.model} (add --baseline gru for the GRU's accuracy as a line)"
+        )
     if not cfg.activity_reg:
-        raise UsageError(f"--activity-targets needs an activity regulariser, but --activity-reg is "
-                         f"{cfg.activity_reg!r} (task {cfg.task!r}); give --activity-reg > 0, e.g. --activity-reg 0.5")
+        raise UsageError(
+            f"--activity-targets needs an activity regulariser, but --activity-reg is "
+            f"{cfg.activity_reg!r} (task {cfg.task!r}); give --activity-reg > 0, e.g. --activity-reg 0.5"
+        )
 
 
 def _validate(cfg: TrainConfig, world: int) -> None:
@@ -402,8 +482,10 @@ def _validate(cfg: TrainConfig, world: int) -> None:
         if v not in choices:
             raise UsageError(f"{_flag(name)} must be one of {', '.join(map(str, choices))}, got {v!r}")
     if cfg.task in LM_TASKS and (cfg.model != "egru" or cfg.baseline != "none"):
-        raise UsageError(f"--model gru and --baseline gru are for classification tasks; task {cfg.task!r} is a "
-                         f"language model (got --model {cfg.model}, --baseline {cfg.baseline})")
+        raise UsageError(
+            f"--model gru and --baseline gru are for classification tasks; task {cfg.task!r} is a "
+            f"language model (got --model {cfg.model}, --baseline {cfg.baseline})"
+        )
     if cfg.model == "gru" and cfg.baseline != "none":
         raise UsageError("--baseline gru trains a GRU next to the EGRU and needs --model egru, got --model gru")
     if cfg.activity_targets is not None:
@@ -417,8 +499,10 @@ def _validate(cfg: TrainConfig, world: int) -> None:
         raise UsageError("--device cuda was given but torch.cuda.is_available() is False on this machine")
     if cfg.backend == "cupy":
         if cfg.device != "cuda" or not torch.cuda.is_available():
-            raise UsageError(f"--backend cupy runs on CUDA only: it needs --device cuda and a GPU, got --device "
-                             f"{cfg.device} (torch.cuda.is_available() is {torch.cuda.is_available()})")
+            raise UsageError(
+                f"--backend cupy runs on CUDA only: it needs --device cuda and a GPU, got --device "
+                f"{cfg.device} (torch.cuda.is_available() is {torch.cuda.is_available()})"
+            )
         import importlib.util
 
         if importlib.util.find_spec("cupy") is None:
@@ -432,15 +516,21 @@ def _check_paths(cfg: TrainConfig) -> None:
     out = cfg.out
     if out is not None:
         if os.path.islink(out) and not os.path.exists(out):
-            raise UsageError(f"--out {str(out)!r} is a symbolic link to {os.readlink(out)!r}, which does not exist; "
-                             "create that folder or give another --out")
+            raise UsageError(
+                f"--out {str(out)!r} is a symbolic link to {os.readlink(out)!r}, which does not exist; "
+                "create that folder or give another --out"
+            )
         if os.path.exists(out) and not os.path.isdir(out):
             raise UsageError(f"--out {str(out)!r} is a file; expected a run folder (existing or to create)")
     if cfg.task != "digits":  # digits are bundled with scikit-learn; the other tasks read --data-dir
         d = cfg.data_dir
         if os.path.islink(d) and not os.path.exists(d):
-            raise UsageError(f"--data-dir {str(d)!r} is a symbolic link to {os.readlink(d)!r}, which does not "
-                             "exist; expected the folder holding the dataset files")
+            raise UsageError(
+                f"--data-dir {str(d)!r} is a symbolic link to {os.readlink(d)!r}, which does not "
+                "exist; expected the folder holding the dataset files"
+            )
         if os.path.exists(d) and not os.path.isdir(d):
-            raise UsageError(f"--data-dir {str(d)!r} is a file; expected the folder holding the dataset files "
-                             f"of task {cfg.task!r} (see --help for the layout)")
+            raise UsageError(
+                f"--data-dir {str(d)!r} is a file; expected the folder holding the dataset files "
+                f"of task {cfg.task!r} (see --help for the layout)"
+            )

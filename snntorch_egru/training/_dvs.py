@@ -31,8 +31,19 @@ from torch import nn
 
 from ._models import FrameCNN
 
-__all__ = ["DVSFrames", "FrameAugment", "AlexNetFrames", "warp", "perspective_matrix", "TRAIN_SCALE",
-           "TEST_SCALE", "ALEXNET_MIN_SIZE", "CNNS", "evnn_alexnet_sizes", "conv_macs_per_frame"]
+__all__ = [
+    "DVSFrames",
+    "FrameAugment",
+    "AlexNetFrames",
+    "warp",
+    "perspective_matrix",
+    "TRAIN_SCALE",
+    "TEST_SCALE",
+    "ALEXNET_MIN_SIZE",
+    "CNNS",
+    "evnn_alexnet_sizes",
+    "conv_macs_per_frame",
+]
 
 CNNS = ("alexnet", "alexnet-gap", "small")
 
@@ -82,8 +93,11 @@ def warp(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     H, W = x.shape[-2:]
     lead = x.shape[:-2]
     m = matrix.to(dtype=torch.float32, device=x.device)
-    v, u = torch.meshgrid((torch.arange(H, device=x.device, dtype=torch.float32) * 2 + 1) / H - 1,
-                          (torch.arange(W, device=x.device, dtype=torch.float32) * 2 + 1) / W - 1, indexing="ij")
+    v, u = torch.meshgrid(
+        (torch.arange(H, device=x.device, dtype=torch.float32) * 2 + 1) / H - 1,
+        (torch.arange(W, device=x.device, dtype=torch.float32) * 2 + 1) / W - 1,
+        indexing="ij",
+    )
     pts = torch.stack([u, v, torch.ones_like(u)], -1) @ m.t()  # [H, W, 3]
     grid = (pts[..., :2] / pts[..., 2:]).unsqueeze(0)
     flat = x.reshape((1, -1, H, W))
@@ -112,8 +126,14 @@ class FrameAugment:
     (or any ``[..., H, W]``); output of the same shape.
     """
 
-    def __init__(self, crop_scale: Tuple[float, float] = (0.6, 1.0), ratio: Tuple[float, float] = (3 / 4, 4 / 3),
-                 distortion: float = 0.5, perspective_p: float = 0.5, degrees: float = 25.0) -> None:
+    def __init__(
+        self,
+        crop_scale: Tuple[float, float] = (0.6, 1.0),
+        ratio: Tuple[float, float] = (3 / 4, 4 / 3),
+        distortion: float = 0.5,
+        perspective_p: float = 0.5,
+        degrees: float = 25.0,
+    ) -> None:
         self.crop_scale, self.ratio = crop_scale, ratio
         self.distortion, self.perspective_p, self.degrees = distortion, perspective_p, degrees
 
@@ -137,14 +157,17 @@ class FrameAugment:
         if float(torch.rand(())) < self.perspective_p:
             d = self.distortion
             corners = [(-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0)]
-            moved = [(cx_ - sx * self._u(0, d), cy_ - sy * self._u(0, d))
-                     for (cx_, cy_), (sx, sy) in zip(corners, [(-1, -1), (1, -1), (1, 1), (-1, 1)])]
+            moved = [
+                (cx_ - sx * self._u(0, d), cy_ - sy * self._u(0, d))
+                for (cx_, cy_), (sx, sy) in zip(corners, [(-1, -1), (1, -1), (1, 1), (-1, 1)])
+            ]
             persp = perspective_matrix(moved, corners)  # output point (moved corner) -> input corner
         a = math.radians(self._u(-self.degrees, self.degrees))
         # rotation about the centre in pixel units (normalised axes are scaled by W/2, H/2)
         S = torch.tensor([[W / 2, 0, 0], [0, H / 2, 0], [0, 0, 1]], dtype=torch.float64)
-        R = torch.tensor([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]],
-                         dtype=torch.float64)
+        R = torch.tensor(
+            [[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]], dtype=torch.float64
+        )
         rot = torch.linalg.inv(S) @ R @ S
         return crop @ persp @ rot
 
@@ -191,25 +214,41 @@ class AlexNetFrames(FrameCNN):
     Linear(256, features) -> ReLU -> Dropout(dropout); ``S`` at least 63.
     """
 
-    def __init__(self, in_channels: int = 1, features: int = 512, dropout: float = 0.6321,
-                 layout: str = "evnn") -> None:
+    def __init__(
+        self, in_channels: int = 1, features: int = 512, dropout: float = 0.6321, layout: str = "evnn"
+    ) -> None:
         nn.Module.__init__(self)
         if layout not in ("evnn", "gap"):
             raise ValueError(f"layout must be 'evnn' or 'gap', got {layout!r}")
         self.layout = layout
         evnn = layout == "evnn"
         layers = [
-            nn.Conv2d(in_channels, 64, 11, stride=4, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
-            nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
-            nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(), *([nn.MaxPool2d(3, 2)] if evnn else []),
-            nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(), *([nn.MaxPool2d(3, 2)] if evnn else []),
-            nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(in_channels, 64, 11, stride=4, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(3, 2),
+            nn.Conv2d(64, 192, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(3, 2),
+            nn.Conv2d(192, 384, 3, padding=1),
+            nn.ReLU(),
+            *([nn.MaxPool2d(3, 2)] if evnn else []),
+            nn.Conv2d(384, 256, 3, padding=1),
+            nn.ReLU(),
+            *([nn.MaxPool2d(3, 2)] if evnn else []),
+            nn.Conv2d(256, 256, 3, padding=1),
+            nn.ReLU(),
         ]
         if evnn:
             layers += [nn.Flatten(), nn.Linear(256, features), nn.Dropout(dropout)]
         else:
-            layers += [nn.MaxPool2d(3, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, features), nn.ReLU(),
-                       nn.Dropout(dropout)]
+            layers += [
+                nn.MaxPool2d(3, 2),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+                nn.Linear(256, features),
+                nn.ReLU(),
+                nn.Dropout(dropout),
+            ]
         self.net = nn.Sequential(*layers)
         self.features = features
 
@@ -218,12 +257,16 @@ class AlexNetFrames(FrameCNN):
         if self.layout == "evnn":
             lo, hi = evnn_alexnet_sizes()
             if not (lo <= h <= hi and lo <= w <= hi):
-                raise ValueError(f"the recipe's AlexNet-like CNN flattens a 1x1 map and needs frames of {lo} to {hi} "
-                                 f"pixels, got {(h, w)} (use --frame-size 128, --cnn alexnet-gap for >= "
-                                 f"{ALEXNET_MIN_SIZE} pixels, or --cnn small for small frames)")
+                raise ValueError(
+                    f"the recipe's AlexNet-like CNN flattens a 1x1 map and needs frames of {lo} to {hi} "
+                    f"pixels, got {(h, w)} (use --frame-size 128, --cnn alexnet-gap for >= "
+                    f"{ALEXNET_MIN_SIZE} pixels, or --cnn small for small frames)"
+                )
         elif h < ALEXNET_MIN_SIZE or w < ALEXNET_MIN_SIZE:
-            raise ValueError(f"the AlexNet-like CNN needs frames of at least {ALEXNET_MIN_SIZE}x{ALEXNET_MIN_SIZE}, "
-                             f"got {(h, w)} (use --frame-size 128, or --cnn small for small frames)")
+            raise ValueError(
+                f"the AlexNet-like CNN needs frames of at least {ALEXNET_MIN_SIZE}x{ALEXNET_MIN_SIZE}, "
+                f"got {(h, w)} (use --frame-size 128, or --cnn small for small frames)"
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_size(x.shape[-2], x.shape[-1])

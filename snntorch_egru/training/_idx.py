@@ -23,20 +23,25 @@ def _idx_header(f: Any, path: str, magic: int, item_dims: Tuple[int, ...]) -> Tu
     head = 4 + 4 * ndim
     data = f.read(head)
     if len(data) < head:
-        raise ValueError(f"MNIST file {path!r} is truncated: {len(data)} bytes, shorter than its {head}-byte header "
-                         f"{_IDX_HINT}")
+        raise ValueError(
+            f"MNIST file {path!r} is truncated: {len(data)} bytes, shorter than its {head}-byte header {_IDX_HINT}"
+        )
     found_magic, *dims = struct.unpack(f">{ndim + 1}I", data)
     if found_magic != magic:
         kind = "an idx file" if path.endswith(".gz") else "an uncompressed idx file"
-        raise ValueError(f"MNIST file {path!r} is not {kind}: magic number {found_magic:#x}, expected {magic:#x} "
-                         f"(a gzip file must end in .gz) {_IDX_HINT}")
+        raise ValueError(
+            f"MNIST file {path!r} is not {kind}: magic number {found_magic:#x}, expected {magic:#x} "
+            f"(a gzip file must end in .gz) {_IDX_HINT}"
+        )
     if tuple(dims[1:]) != item_dims:
         raise ValueError(f"MNIST file {path!r} holds items of shape {dims[1:]}, expected {list(item_dims)} {_IDX_HINT}")
     if dims[0] == 0:
         raise ValueError(f"MNIST file {path!r} declares 0 items; expected at least one {_IDX_HINT}")
     if dims[0] > MAX_IDX_ITEMS:
-        raise ValueError(f"MNIST file {path!r} declares {dims[0]} items, more than the {MAX_IDX_ITEMS} an idx file "
-                         f"of these tasks may hold (MNIST: 60000) {_IDX_HINT}")
+        raise ValueError(
+            f"MNIST file {path!r} declares {dims[0]} items, more than the {MAX_IDX_ITEMS} an idx file "
+            f"of these tasks may hold (MNIST: 60000) {_IDX_HINT}"
+        )
     return dims[0], head
 
 
@@ -67,14 +72,15 @@ def read_idx(path: str, magic: int, item_dims: Tuple[int, ...]) -> torch.Tensor:
     except OSError as err:
         raise ValueError(f"MNIST file {path!r} cannot be read ({err.strerror or err}) {_IDX_HINT}") from err
     if not stat.S_ISREG(st.st_mode):
-        raise ValueError(f"MNIST file {path!r} is not a regular file (a FIFO, device or socket?); expected an idx "
-                         f"file {_IDX_HINT}")
+        raise ValueError(
+            f"MNIST file {path!r} is not a regular file (a FIFO, device or socket?); expected an idx file {_IDX_HINT}"
+        )
     item = 1
     for d in item_dims:
         item *= d
     gz = path.endswith(".gz")
     try:
-        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+        with gzip.open(path, "rb") if gz else open(path, "rb") as f:
             n, head = _idx_header(f, path, magic, item_dims)
             want = n * item
             if not gz and st.st_size != head + want:
@@ -94,6 +100,8 @@ def read_idx(path: str, magic: int, item_dims: Tuple[int, ...]) -> torch.Tensor:
         raise ValueError(f"MNIST file {path!r} is not a readable gzip file ({err}) {_IDX_HINT}") from err
     if got != head + want:
         size = f"{got} bytes" if got <= head + want else "more bytes"
-        raise ValueError(f"MNIST file {path!r} is {'truncated' if got < head + want else 'too long'}: {size}, its "
-                         f"header declares {n} items ({head + want} bytes) {_IDX_HINT}")
+        raise ValueError(
+            f"MNIST file {path!r} is {'truncated' if got < head + want else 'too long'}: {size}, its "
+            f"header declares {n} items ({head + want} bytes) {_IDX_HINT}"
+        )
     return torch.frombuffer(buf, dtype=torch.uint8, count=want).view((n,) + item_dims)

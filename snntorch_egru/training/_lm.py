@@ -12,25 +12,33 @@
   of the window (Gal & Ghahramani; AWD-LSTM's LockedDropout). ``share="batch"`` reproduces
   the EvNN code literally (mask ``[1, T, H]`` on batch-first tensors: one mask per step,
   shared by the whole batch).
-- :class:`BestCheckpoint`: keeps the parameters of the epoch with the best validation
-  metric (in memory and in ``best.pt``), so that the final test uses that model.
+
+:class:`BestCheckpoint` (the parameters of the best validation epoch) belongs to the runner and lives
+in :mod:`._best`; it is re-exported here under its old name.
 """
 
 from __future__ import annotations
 
-import copy
-from typing import Any, Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
-from torch import nn
+
+from ._best import BestCheckpoint
 
 __all__ = ["awd_windows", "lr_scale", "locked_dropout", "BestCheckpoint", "DROPOUT_SHARES"]
 
 DROPOUT_SHARES = ("time", "batch")
 
 
-def awd_windows(n_tokens: int, bptt: int, generator: Optional[torch.Generator] = None, p_full: float = 0.95,
-                std: float = 5.0, min_len: int = 5, with_nominal: bool = False) -> List[Tuple]:
+def awd_windows(
+    n_tokens: int,
+    bptt: int,
+    generator: Optional[torch.Generator] = None,
+    p_full: float = 0.95,
+    std: float = 5.0,
+    min_len: int = 5,
+    with_nominal: bool = False,
+) -> List[Tuple]:
     """``(start, seq_len)`` windows over a stream of ``n_tokens`` rows (targets are the next rows).
 
     The windows tile ``0 .. n_tokens - 2`` without gaps; lengths follow AWD-LSTM. Draws only
@@ -40,7 +48,7 @@ def awd_windows(n_tokens: int, bptt: int, generator: Optional[torch.Generator] =
     """
     if not isinstance(bptt, int) or bptt < 1:
         raise ValueError(f"bptt must be a positive int, got {bptt!r}")
-    out: List[Tuple[int, int]] = []
+    out: List[Tuple] = []
     i = 0
     while i < n_tokens - 1:
         nominal = bptt if float(torch.rand((), generator=generator)) < p_full else bptt / 2
@@ -69,53 +77,3 @@ def locked_dropout(x: torch.Tensor, p: float, training: bool, share: str = "time
     shape = (1,) + tuple(x.shape[1:]) if share == "time" else (x.shape[0], 1) + tuple(x.shape[2:])
     mask = x.new_empty(shape).bernoulli_(1 - p) / (1 - p)
     return x * mask
-
-
-class BestCheckpoint:
-    """The parameters of the best validation epoch so far.
-
-    Args:
-        path: file written (``torch.save``) each time the metric improves (None: memory only).
-        mode: ``"min"`` (perplexity, loss) or ``"max"`` (accuracy).
-    """
-
-    def __init__(self, path: Optional[str], mode: str = "min") -> None:
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-        self.path, self.mode = path, mode
-        self.value: Optional[float] = None
-        self.epoch: Optional[int] = None
-        self.model_state: Optional[Dict[str, Any]] = None
-
-    def better(self, value: float) -> bool:
-        if self.value is None:
-            return True
-        return value < self.value if self.mode == "min" else value > self.value
-
-    def update(self, value: float, model: nn.Module, epoch: int, write: bool = True) -> bool:
-        """Record ``model`` if ``value`` beats the best so far; returns whether it did."""
-        if not self.better(value):
-            return False
-        self.value, self.epoch = float(value), int(epoch)
-        self.model_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        if write and self.path is not None:
-            from .._io import atomic_save
-
-            state = {"epoch": self.epoch, "value": self.value, "model": self.model_state}
-            atomic_save(self.path, lambda f: torch.save(state, f))
-        return True
-
-    def restore(self, model: nn.Module) -> bool:
-        """Load the best parameters into ``model``; False when nothing was recorded."""
-        if self.model_state is None:
-            return False
-        model.load_state_dict(self.model_state)
-        return True
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {"value": self.value, "epoch": self.epoch, "mode": self.mode, "model": self.model_state}
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        self.value, self.epoch = state.get("value"), state.get("epoch")
-        self.mode = state.get("mode", self.mode)
-        self.model_state = copy.deepcopy(state.get("model"))

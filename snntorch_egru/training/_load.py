@@ -35,8 +35,15 @@ def _spec_from_data(cfg: TrainConfig) -> Dict[str, Any]:
         return {"vocab_size": len(load_corpus(cfg.task, cfg.data_dir).vocab)}
     from ._data import load_classification
 
-    data = load_classification(cfg.task, cfg.data_dir, frame_size=cfg.frame_size, time_bins=cfg.time_bins,
-                               download=False, polarity=cfg.polarity, augment=cfg.augment)
+    data = load_classification(
+        cfg.task,
+        cfg.data_dir,
+        frame_size=cfg.frame_size,
+        time_bins=cfg.time_bins,
+        download=False,
+        polarity=cfg.polarity,
+        augment=cfg.augment,
+    )
     return {"input_shape": list(data.input_shape), "num_classes": data.num_classes}
 
 
@@ -80,7 +87,7 @@ def load_run(folder: str, which: str = "selected", device: Any = "cpu") -> Tuple
         return _load(os.fspath(folder), which, device)
     except UsageError as err:
         msg = str(err)
-        raise UsageError("load_run: " + (msg[len("--resume: "):] if msg.startswith("--resume: ") else msg)) from None
+        raise UsageError("load_run: " + (msg[len("--resume: ") :] if msg.startswith("--resume: ") else msg)) from None
 
 
 def _load(folder: str, which: str, device: Any) -> Tuple[nn.Module, TrainConfig]:
@@ -96,6 +103,5 @@ def _load(folder: str, which: str, device: Any) -> Tuple[nn.Module, TrainConfig]
         model.load_state_dict(state)
     except (RuntimeError, KeyError) as err:
         first = " ".join(str(err).split())[:300]
-        raise UsageError(f"the parameters in {path!r} do not fit the model built from its settings: "
-                         f"{first}") from err
+        raise UsageError(f"the parameters in {path!r} do not fit the model built from its settings: {first}") from err
     return model.to(torch.device(device)).eval(), cfg

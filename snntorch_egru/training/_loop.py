@@ -2,14 +2,13 @@
 
 :func:`run` trains one model (or, with ``baseline="gru"``, the EGRU and a same-size dense GRU,
 and with ``seeds``, each seed) and writes the run folder. The runners live in
-:mod:`._run_classify` and :mod:`._run_lm`, the command line in :mod:`._cli` and the files in
-:mod:`._records`.
+:mod:`._run_classify` and :mod:`._run_lm`, the command line in :mod:`._cli`, the files in
+:mod:`._records` and the ``--resume`` machinery in :mod:`._resume`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as _dt
 import os
 import platform
@@ -22,27 +21,24 @@ import torch
 
 from .. import _io
 from . import _distributed as D
-from ._cli import RESUME_REFUSED, UsageError, _flag, _validate, build_parser, parse_config
+from ._cli import UsageError, _validate, build_parser, parse_config
 from ._lm import awd_windows
 from ._models import layer_gradient_groups
 from ._records import (
     CHECKPOINT_FORMAT,
     FINAL_FILES,
     RUN_FILES,
-    SOURCE_KEY,
     _export_nir,
-    _nir_note,
     _plot,
     _save_checkpoint,
     _summary_line,
     _write_metrics,
-    check_state_dtypes,
-    config_from_checkpoint,
     load_checkpoint,
     plot_title,
     write_progress,
 )
-from ._run_base import _lr_factor, _Run, regularisers
+from ._resume import _check_unchanged, _restore, _resume_config, _resume_line
+from ._run_base import EFFICIENCY_KEYS, FinalTest, _lr_factor, _Run, regularisers
 from ._run_classify import _ClassifyRun
 from ._run_lm import _LMRun
 from ._tasks import LM_TASKS, REGRESS_TASKS, TrainConfig
@@ -52,50 +48,11 @@ __all__ = ["build_parser", "parse_config", "run", "main", "load_checkpoint", "Us
 # names other modules and tests reach through this module
 _REEXPORTED = (awd_windows, layer_gradient_groups, regularisers, _lr_factor, _export_nir, _save_checkpoint)
 
-_NOT_RECORDED = ("stop_after", "progress", "threads")
 
-
-# ----------------------------------------------------------------------------- resume
-def _resume_config(cfg: TrainConfig, resume: str, explicit: Optional[Dict[str, Any]]
-                   ) -> Tuple[TrainConfig, Dict[str, Any], Dict[str, Any]]:
-    """``(config, checkpoint, changes)`` of a resumed run: the saved settings with the flags given now."""
-    path = os.path.join(resume, "checkpoint.pt") if os.path.isdir(resume) else resume
-    st = os.stat(path) if os.path.isfile(path) else None
-    ckpt = load_checkpoint(path)
-    if st is not None:
-        ckpt[SOURCE_KEY] = (path, (st.st_ino, st.st_size, st.st_mtime_ns))
-    saved = config_from_checkpoint(ckpt["config"], path)
-    cfg = dataclasses.replace(saved, stop_after=0)  # an interruption is not a setting: run to --epochs
-    changes: Dict[str, Any] = {}
-    for k, v in (explicit or {}).items():
-        old = getattr(saved, k, None)
-        if k in RESUME_REFUSED and v != old:
-            raise UsageError(
-                f"--resume: {_flag(k)} {v!r} differs from the checkpoint's {old!r}, and a resume cannot change "
-                f"{_flag(k)} (it defines the model, its data or the optimiser); drop the flag or start a new "
-                "run in another folder"
-            )
-        if v != old and k not in _NOT_RECORDED:
-            changes[k] = {"from": old, "to": v}
-        setattr(cfg, k, v)
-    if not (explicit or {}).get("out"):
-        cfg.out = os.path.dirname(os.path.abspath(path))
-    if isinstance(cfg.epochs, int) and ckpt["epoch"] > cfg.epochs:
-        raise UsageError(f"--epochs {cfg.epochs} is less than the {ckpt['epoch']} epochs the checkpoint "
-                         "has already completed; give --epochs >= that number")
-    return cfg, ckpt, changes
-
-
-def _model_words(cfg: TrainConfig, r: _Run) -> str:
+def _model_words(r: _Run) -> str:
     """``EGRU(256)``, ``EGRU(1350/1350/750)``, ``2-layer EGRU(64)`` or ``dense GRU(256)``, and the parameter count."""
-    if r.is_lm:
-        what = f"EGRU({'/'.join(map(str, cfg.hidden_sizes or [cfg.hidden_size] * cfg.num_layers))})"
-    else:
-        what = ("dense GRU" if cfg.model == "gru" else "EGRU") + f"({cfg.hidden_size})"
-        if cfg.num_layers > 1:
-            what = f"{cfg.num_layers}-layer {what}"
     n = sum(p.numel() for p in r.model.parameters())
-    return f"{what}, {n:,} parameters"
+    return f"{r.model_words()}, {n:,} parameters"
 
 
 def _n(count: int, word: str) -> str:
@@ -104,24 +61,10 @@ def _n(count: int, word: str) -> str:
 
 def _header(cfg: TrainConfig, r: _Run) -> str:
     """The line printed when a run starts: task, model and size, epochs, batch, threads, run folder."""
-    return (f"snntorch-egru train: task {cfg.task}, {_model_words(cfg, r)}, {_n(cfg.epochs, 'epoch')}, batch "
-            f"{cfg.batch_size}, {_n(torch.get_num_threads(), 'thread')}, device {cfg.device}, run folder {cfg.out}")
-
-
-def _resume_line(cfg: TrainConfig, ckpt: Dict[str, Any]) -> str:
-    """What a ``--resume`` continues: the folder, the epochs done of how many, the best value so far."""
-    line = f"resuming {cfg.out}: epoch {ckpt['epoch']} of {cfg.epochs} completed"
-    best = ckpt.get("best") or {}
-    if best.get("value") is not None:
-        what = "valid perplexity {:.2f}" if cfg.task in LM_TASKS else "valid accuracy {:.2%}"
-        line += f", best {what.format(best['value'])} (epoch {best.get('epoch')})"
-    elif ckpt["history"]:
-        last = ckpt["history"][-1]
-        if "eval_accuracy" in last:
-            line += f", last {last.get('eval_split', 'eval')} accuracy {last['eval_accuracy']:.2%}"
-        elif "eval_perplexity" in last:
-            line += f", last valid perplexity {last['eval_perplexity']:.2f}"
-    return line
+    return (
+        f"snntorch-egru train: task {cfg.task}, {_model_words(r)}, {_n(cfg.epochs, 'epoch')}, batch "
+        f"{cfg.batch_size}, {_n(torch.get_num_threads(), 'thread')}, device {cfg.device}, run folder {cfg.out}"
+    )
 
 
 def _epochs_note(cfg: TrainConfig, given: Dict[str, Any]) -> Optional[str]:
@@ -131,10 +74,15 @@ def _epochs_note(cfg: TrainConfig, given: Dict[str, Any]) -> Optional[str]:
     full = preset(cfg.task)
     if "epochs" not in given or cfg.epochs >= full.epochs:
         return None
-    sched = (f"the {cfg.schedule} learning-rate schedule is compressed into {cfg.epochs} epochs, "
-             if cfg.schedule != "none" else "")
-    return (f"note: --epochs {cfg.epochs} is below the {cfg.task} preset's {full.epochs}: {sched}so expect less than "
-            "the preset's accuracy (see docs/guide/training.md)")
+    sched = (
+        f"the {cfg.schedule} learning-rate schedule is compressed into {cfg.epochs} epochs, "
+        if cfg.schedule != "none"
+        else ""
+    )
+    return (
+        f"note: --epochs {cfg.epochs} is below the {cfg.task} preset's {full.epochs}: {sched}so expect less than "
+        "the preset's accuracy (see docs/guide/training.md)"
+    )
 
 
 def make_run(cfg: TrainConfig, info: D.DistInfo, command: str) -> _Run:
@@ -142,42 +90,18 @@ def make_run(cfg: TrainConfig, info: D.DistInfo, command: str) -> _Run:
     return (_LMRun if cfg.task in LM_TASKS else _ClassifyRun)(cfg, info, command)
 
 
-def _restore(r: _Run, ckpt: Dict[str, Any], changes: Dict[str, Any]) -> Tuple[List[Dict[str, Any]], int, float,
-                                                                             List[Dict[str, Any]]]:
-    """Load a checkpoint into the built run; ``(history, start epoch, wall time so far, resumes)``."""
-    check_state_dtypes(r.model, ckpt["model"], "model")
-    if ckpt.get("best") and ckpt["best"].get("model") is not None:
-        check_state_dtypes(r.model, ckpt["best"]["model"], "best.model")
-    try:
-        r.model.load_state_dict(ckpt["model"])
-        r.optimizer.load_state_dict(ckpt["optimizer"])
-        r.scheduler.load_state_dict(ckpt["scheduler"])
-        if r.best is not None and ckpt.get("best"):
-            r.best.load_state_dict(ckpt["best"])
-    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as err:
-        first = " ".join(str(err).split())[:300]
-        raise UsageError(f"--resume: the checkpoint does not match the model and optimiser built from its "
-                         f"settings (written by another version?): {type(err).__name__}: {first}") from err
-    from ._run_base import _apply_optimizer_settings
-
-    _apply_optimizer_settings(r, r.cfg)
-    resumes = list(ckpt.get("resumes") or [])
-    resumes.append({"at_epoch": int(ckpt["epoch"]), "changed": changes})
-    return list(ckpt["history"]), int(ckpt["epoch"]), float(ckpt.get("wall_time_s", 0.0)), resumes
-
-
 # ----------------------------------------------------------------------------- the epochs
 def _epoch_message(r: _Run, epoch: int, tr: Dict[str, float], ev: Dict[str, float]) -> str:
     msg = f"epoch {epoch + 1}/{r.cfg.epochs}: train loss {tr['train_loss']:.4f}"
-    msg += (f", {r.select_split} acc {100 * ev['accuracy']:.2f}%" if "accuracy" in ev
-            else f", valid ppl {ev['perplexity']:.2f}")
+    msg += r.epoch_words(ev)
     if r.cfg.model == "gru":
         return msg + " (dense GRU)"
     return msg + f", activity {100 * ev['activity']:.1f}%"
 
 
-def _train_epochs(r: _Run, history: List[Dict[str, Any]], start_epoch: int, wall_before: float,
-                  resumes: List[Dict[str, Any]]) -> float:
+def _train_epochs(
+    r: _Run, history: List[Dict[str, Any]], start_epoch: int, wall_before: float, resumes: List[Dict[str, Any]]
+) -> float:
     """Train from ``start_epoch`` (checkpoint after every epoch); returns the run's total wall time."""
     cfg, info = r.cfg, r.info
     t_run = time.perf_counter()
@@ -193,118 +117,144 @@ def _train_epochs(r: _Run, history: List[Dict[str, Any]], start_epoch: int, wall
             # describe the checkpoint (and best.pt) about to be replaced: remove them first, so the folder never
             # pairs them with newer ones; write_progress writes them again after the checkpoint
             for name in FINAL_FILES:
-                _io.remove_durably(os.path.join(cfg.out, name))
+                _io.remove_durably(os.path.join(cfg.run_dir, name))
         if r.best is not None:
-            r.best.update(ev["perplexity"] if r.is_lm else ev["accuracy"], r.model, epoch + 1, write=info.is_main)
-        row = {"epoch": epoch + 1, **tr, "eval_loss": ev["loss"], "eval_activity": ev["activity"],
-               "lr": r.optimizer.param_groups[0]["lr"], "time_s": time.perf_counter() - t_epoch,
-               "eval_split": r.select_split}
-        row.update({"eval_accuracy": ev["accuracy"]} if "accuracy" in ev else {"eval_perplexity": ev["perplexity"]})
+            r.best.update(ev[r.best_metric], r.model, epoch + 1, write=info.is_main)
+        row = {
+            "epoch": epoch + 1,
+            **tr,
+            "eval_loss": ev["loss"],
+            "eval_activity": ev["activity"],
+            "lr": r.optimizer.param_groups[0]["lr"],
+            "time_s": time.perf_counter() - t_epoch,
+            "eval_split": r.select_split,
+        }
+        row[f"eval_{r.best_metric}"] = ev[r.best_metric]
         history.append(row)
         done_here += 1
         if info.is_main:
             if cfg.progress:
                 print(_epoch_message(r, epoch, tr, ev), flush=True)
-            _save_checkpoint(os.path.join(cfg.out, "checkpoint.pt"), {
-                "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "epoch": epoch + 1, "spec": r.spec,
-                "model": r.model.state_dict(),
-                "optimizer": r.optimizer.state_dict(), "scheduler": r.scheduler.state_dict(),
-                "history": history, "wall_time_s": wall_before + time.perf_counter() - t_run,
-                "best": r.best.state_dict() if r.best is not None else None, "resumes": resumes,
-            })
+            _save_checkpoint(
+                os.path.join(cfg.run_dir, "checkpoint.pt"),
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "config": cfg.to_dict(),
+                    "epoch": epoch + 1,
+                    "spec": r.spec,
+                    "model": r.model.state_dict(),
+                    "optimizer": r.optimizer.state_dict(),
+                    "scheduler": r.scheduler.state_dict(),
+                    "history": history,
+                    "wall_time_s": wall_before + time.perf_counter() - t_run,
+                    "best": r.best.state_dict() if r.best is not None else None,
+                    "resumes": resumes,
+                },
+            )
             write_progress(r, history, resumes)
         D.barrier(info)
     return wall_before + time.perf_counter() - t_run
 
 
 # ----------------------------------------------------------------------------- the report
-def _test_once(r: _Run, history: List[Dict[str, Any]]) -> Dict[str, Any]:
+def _test_once(r: _Run, history: List[Dict[str, Any]]) -> FinalTest:
     """The final test: the selected model (best validation epoch, else the last), one pass over the test
     split; also the final epoch's model where the task's EvNN protocol tests that one."""
     completed = history[-1]["epoch"] if history else 0
-    if r.best is not None and not r.is_lm and history:
+    if r.best is not None and history:
         r.keep_final_epoch_model()
     best_epoch = r.best.epoch if r.best is not None and r.best.restore(r.model) else completed
     final, eff, absent = r.final_test()
-    last_test = r.shadow_figures() if not r.is_lm else None
-    return {"final": final, "eff": eff, "absent": absent, "last_test": last_test, "best_epoch": best_epoch,
-            "completed": completed}
+    last_test = r.shadow_figures()
+    return FinalTest(final, eff, absent, last_test, best_epoch, completed)
 
 
-def _metrics(r: _Run, t: Dict[str, Any], history: List[Dict[str, Any]], wall: float, t_start: float,
-             resumes: List[Dict[str, Any]]) -> Dict[str, Any]:
-    cfg, final, eff = r.cfg, t["final"], t["eff"]
+def _metrics(
+    r: _Run, t: FinalTest, history: List[Dict[str, Any]], wall: float, t_start: float, resumes: List[Dict[str, Any]]
+) -> Dict[str, Any]:
+    cfg, final, eff = r.cfg, t.final, t.eff
     m: Dict[str, Any] = {"task": cfg.task, "model": cfg.model}
-    if r.is_lm:
-        m["test_perplexity"] = final["perplexity"]
-        if r.best is not None and r.best.value is not None:
-            m["valid_perplexity"] = r.best.value
-    else:
-        m["test_accuracy"] = final["accuracy"]
-        m["test_correct"] = int(round(final["correct"]))
-        if r.best is not None and r.best.value is not None:
-            m["valid_accuracy"] = r.best.value
-    m["selected_epoch"] = t["best_epoch"]
+    m.update(r.test_figures(final))
+    m["selected_epoch"] = t.best_epoch
     m["selected_on"] = r.select_split if r.best is not None else "last epoch (no validation split)"
     m["validation"] = r.validation
-    m["protocol"], m["recipe_protocol"] = r.protocols(final, t["last_test"], history, t["best_epoch"],
-                                                      t["completed"])
+    m["protocol"], m["recipe_protocol"] = r.protocols(t, history)
     m["test_loss"] = final["loss"]
     m["activity"] = eff.get("activity", final["activity"])
     m["activity_sparsity"] = 1.0 - m["activity"]
-    for k in ("batch_union_activity", "backward_sparsity", "effective_macs", "dense_macs", "backward_macs",
-              "dense_backward_macs"):
+    for k in EFFICIENCY_KEYS:
         m[k] = eff.get(k)
     if eff.get("dense_macs"):
         m["effective_mac_fraction"] = eff["effective_macs"] / eff["dense_macs"]
     m["layers"] = eff.get("layers", [])
-    m.update({
-        "finished": t["completed"] == cfg.epochs, "epochs_completed": t["completed"], "epochs": cfg.epochs,
-        "parameters": sum(p.numel() for p in r.model.parameters()),
-        "wall_time_s": wall, "process_time_s": time.perf_counter() - t_start,
-        "command": r.command, "argv": sys.argv, "world_size": r.info.world_size, "device": str(r.device),
-        "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-        "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "run_dir": cfg.out, "history": history, "config": cfg.to_dict(), "resumes": resumes,
-    })
-    if not r.is_lm:
-        m.update({"train_samples": r.n_train, "test_samples": r.n_test})
-        if r.valid_loader is not None:
-            m["valid_samples"] = r.n_valid
+    m.update(
+        {
+            "finished": t.completed == cfg.epochs,
+            "epochs_completed": t.completed,
+            "epochs": cfg.epochs,
+            "parameters": sum(p.numel() for p in r.model.parameters()),
+            "wall_time_s": wall,
+            "process_time_s": time.perf_counter() - t_start,
+            "command": r.command,
+            "argv": sys.argv,
+            "world_size": r.info.world_size,
+            "device": str(r.device),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "run_dir": cfg.out,
+            "history": history,
+            "config": cfg.to_dict(),
+            "resumes": resumes,
+        }
+    )
+    m.update(r.sample_counts())
     return m
 
 
 def _write_files(r: _Run, m: Dict[str, Any], absent: Dict[str, str], history: List[Dict[str, Any]]) -> None:
     """model.nir and activity.png (main process), then metrics.json and the summary line."""
     cfg = r.cfg
-    files: Dict[str, Optional[str]] = {"checkpoint": os.path.join(cfg.out, "checkpoint.pt")
-                                       if m["epochs_completed"] else None}
+    files: Dict[str, Optional[str]] = {
+        "checkpoint": os.path.join(cfg.run_dir, "checkpoint.pt") if m["epochs_completed"] else None
+    }
     if r.info.is_main:
         if cfg.nir and cfg.model == "gru":
             absent["nir"] = "a dense torch.nn.GRU is not exported (NIR has no GRU node)"
         elif cfg.nir:
-            nir_path, why = _export_nir(r.model, r.sample_step, os.path.join(cfg.out, "model.nir"))
+            nir_path, why = _export_nir(r.model, r.sample_step, os.path.join(cfg.run_dir, "model.nir"))
             files["nir"] = nir_path
             if why:
                 absent["nir"] = why
             else:
-                m["nir_note"] = "per-step graph: " + _nir_note(cfg, r.is_lm)
+                m["nir_note"] = "per-step graph: " + r.nir_note()
         if cfg.plot:
-            files["plot"] = _plot(os.path.join(cfg.out, "activity.png"), r.raster, history, plot_title(cfg))
+            files["plot"] = _plot(os.path.join(cfg.run_dir, "activity.png"), r.raster, history, plot_title(cfg))
             if files["plot"] is None:
                 absent["plot"] = "matplotlib is not installed"
-                print("activity.png not written: matplotlib is not installed (pip install matplotlib, or "
-                      "pip install 'snntorch-egru[data]'); --no-plot silences this", flush=True)
+                print(
+                    "activity.png not written: matplotlib is not installed (pip install matplotlib, or "
+                    "pip install 'snntorch-egru[data]'); --no-plot silences this",
+                    flush=True,
+                )
     m["files"] = files
     if absent:
         m["absent"] = absent
     if r.info.is_main:
-        _write_metrics(os.path.join(cfg.out, "metrics.json"), m)
+        _write_metrics(os.path.join(cfg.run_dir, "metrics.json"), m)
 
 
-def _run_one(cfg: TrainConfig, info: D.DistInfo, ckpt: Optional[Dict[str, Any]], changes: Dict[str, Any],
-             command: str, quiet: bool = False) -> Dict[str, Any]:
+def _run_one(
+    cfg: TrainConfig,
+    info: D.DistInfo,
+    ckpt: Optional[Dict[str, Any]],
+    changes: Dict[str, Any],
+    command: str,
+    quiet: bool = False,
+) -> Dict[str, Any]:
     """Train, test and record one model in ``cfg.out``; returns its metrics."""
     t_start = time.perf_counter()
     with contextlib.ExitStack() as stack:
@@ -312,7 +262,8 @@ def _run_one(cfg: TrainConfig, info: D.DistInfo, ckpt: Optional[Dict[str, Any]],
         r = make_run(cfg, info, command)
         r.build()
         history: List[Dict[str, Any]] = []
-        start_epoch, wall_before, resumes = 0, 0.0, []
+        start_epoch, wall_before = 0, 0.0
+        resumes: List[Dict[str, Any]] = []
         if ckpt is not None:
             history, start_epoch, wall_before, resumes = _restore(r, ckpt, changes)
         if info.is_main:
@@ -322,24 +273,25 @@ def _run_one(cfg: TrainConfig, info: D.DistInfo, ckpt: Optional[Dict[str, Any]],
         wall = _train_epochs(r, history, start_epoch, wall_before, resumes)
         t = _test_once(r, history)
         m = _metrics(r, t, history, wall, t_start, resumes)
-        _write_files(r, m, t["absent"], history)
+        _write_files(r, m, t.absent, history)
         if info.is_main and not quiet:
             print(_summary_line(cfg.task, m), flush=True)
         return m
 
 
-def _take_folder(cfg: TrainConfig, info: D.DistInfo, ckpt: Optional[Dict[str, Any]],
-                 stack: contextlib.ExitStack) -> None:
+def _take_folder(
+    cfg: TrainConfig, info: D.DistInfo, ckpt: Optional[Dict[str, Any]], stack: contextlib.ExitStack
+) -> None:
     """Main process: create ``cfg.out`` and hold its lock (in ``stack``) for the run; a refusal reaches every
     process (so the other ranks stop too instead of waiting for the main one)."""
     failure: Optional[BaseException] = None
     if info.is_main:
         try:
-            os.makedirs(cfg.out, exist_ok=True)
-            stack.enter_context(_io.folder_lock(cfg.out, "another snntorch-egru train", "run folder"))
+            os.makedirs(cfg.run_dir, exist_ok=True)
+            stack.enter_context(_io.folder_lock(cfg.run_dir, "another snntorch-egru train", "run folder"))
             if ckpt is not None:
                 _check_unchanged(ckpt)
-            _io.remove_stale_temporaries(cfg.out, RUN_FILES)  # left by a killed write
+            _io.remove_stale_temporaries(cfg.run_dir, RUN_FILES)  # left by a killed write
         except (ValueError, OSError) as err:
             failure = err
     text = D.broadcast_object(None if failure is None else str(failure), info)
@@ -349,24 +301,13 @@ def _take_folder(cfg: TrainConfig, info: D.DistInfo, ckpt: Optional[Dict[str, An
         raise UsageError(text)
 
 
-def _check_unchanged(ckpt: Dict[str, Any]) -> None:
-    """After taking the folder's lock: the checkpoint a resume loaded is still the one on disk (not replaced
-    by another process between loading and locking)."""
-    path, stat = ckpt.get(SOURCE_KEY, (None, None))
-    if path is None:
-        return
-    try:
-        now = os.stat(path)
-    except OSError:
-        now = None
-    if now is None or (now.st_ino, now.st_size, now.st_mtime_ns) != stat:
-        raise UsageError(f"--resume: {path!r} was replaced while this run was starting (by another process "
-                         "training in that folder?); give the command again")
-
-
 # ----------------------------------------------------------------------------- entry points
-def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[str, Any]] = None,
-        command: str = "snntorch-egru train") -> Dict[str, Any]:
+def run(
+    cfg: TrainConfig,
+    resume: Optional[str] = None,
+    explicit: Optional[Dict[str, Any]] = None,
+    command: str = "snntorch-egru train",
+) -> Dict[str, Any]:
     """Train, evaluate and record a run; returns the metrics written to ``metrics.json``.
 
     With ``cfg.baseline == "gru"`` a same-size dense GRU is trained next to the EGRU (folder
@@ -395,21 +336,28 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
         >>> m["epochs_completed"], m["dense_macs"] == 8 * 3 * 4 * (8 + 4)  # 8 rows of 8 pixels
         (1, True)
     """
-    ckpt, changes = None, {}
+    ckpt: Optional[Dict[str, Any]] = None
+    changes: Dict[str, Any] = {}
     given = explicit or {}
     if given.get("activity_targets") is not None and "activity_target" in given:
-        raise UsageError(f"--activity-target {given['activity_target']!r} and --activity-targets "
-                         f"{','.join(map(str, given['activity_targets']))} were both given; the sweep sets each run's "
-                         "target from --activity-targets, so give one of the two")
+        raise UsageError(
+            f"--activity-target {given['activity_target']!r} and --activity-targets "
+            f"{','.join(map(str, given['activity_targets']))} were both given; the sweep sets each run's "
+            "target from --activity-targets, so give one of the two"
+        )
     if resume is not None:
         if cfg.activity_targets is not None or (explicit or {}).get("activity_targets") is not None:
-            raise UsageError("--resume continues one run folder; an --activity-targets sweep has one per target: "
-                             "give the sweep's command again without --resume (finished target runs are reused, "
-                             "interrupted ones continued)")
+            raise UsageError(
+                "--resume continues one run folder; an --activity-targets sweep has one per target: "
+                "give the sweep's command again without --resume (finished target runs are reused, "
+                "interrupted ones continued)"
+            )
         cfg, ckpt, changes = _resume_config(cfg, resume, explicit)
         if cfg.seeds:
-            raise UsageError("--resume continues one run folder; a --seeds run has one per seed: resume its "
-                             "seed-<s> folders one by one")
+            raise UsageError(
+                "--resume continues one run folder; a --seeds run has one per seed: resume its "
+                "seed-<s> folders one by one"
+            )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.task in REGRESS_TASKS:  # regression (NeuroBench's Mackey-Glass protocol): its own runner
@@ -431,17 +379,24 @@ def run(cfg: TrainConfig, resume: Optional[str] = None, explicit: Optional[Dict[
         D.cleanup(info)
 
 
-def _dispatch(cfg: TrainConfig, info: D.DistInfo, ckpt: Optional[Dict[str, Any]], changes: Dict[str, Any],
-              explicit: Optional[Dict[str, Any]], command: str) -> Dict[str, Any]:
+def _dispatch(
+    cfg: TrainConfig,
+    info: D.DistInfo,
+    ckpt: Optional[Dict[str, Any]],
+    changes: Dict[str, Any],
+    explicit: Optional[Dict[str, Any]],
+    command: str,
+) -> Dict[str, Any]:
     from . import _compare
 
     def resume_gru(gcfg: TrainConfig) -> Tuple[TrainConfig, Dict[str, Any], Dict[str, Any]]:
         keep = {k: v for k, v in (explicit or {}).items() if k not in ("out", "baseline", "seeds")}
-        g, gckpt, gchanges = _resume_config(gcfg, gcfg.out, keep)
+        g, gckpt, gchanges = _resume_config(gcfg, gcfg.run_dir, keep)
         return g, gckpt, gchanges
 
-    def one_seed(c: TrainConfig, ck: Optional[Dict[str, Any]] = None, ch: Optional[Dict[str, Any]] = None
-                 ) -> Dict[str, Any]:
+    def one_seed(
+        c: TrainConfig, ck: Optional[Dict[str, Any]] = None, ch: Optional[Dict[str, Any]] = None
+    ) -> Dict[str, Any]:
         if c.baseline == "gru":
             return _compare.with_baseline(c, info, ck, ch or {}, command, _run_one, resume_gru)
         return _run_one(c, info, ck, ch or {}, command)
@@ -458,13 +413,16 @@ def _dispatch(cfg: TrainConfig, info: D.DistInfo, ckpt: Optional[Dict[str, Any]]
 def _sweep_run(c: TrainConfig, info: D.DistInfo, command: str) -> Dict[str, Any]:
     """One run of an ``--activity-targets`` sweep: continued from the checkpoint an interruption left in its
     folder (with the sweep's settings), else trained from the start."""
-    ckpt, changes = None, {}
-    if os.path.isfile(os.path.join(c.out, "checkpoint.pt")):
+    ckpt: Optional[Dict[str, Any]] = None
+    changes: Dict[str, Any] = {}
+    if os.path.isfile(os.path.join(c.run_dir, "checkpoint.pt")):
         try:
-            c, ckpt, changes = _resume_config(c, c.out, c.to_dict())
+            c, ckpt, changes = _resume_config(c, c.run_dir, c.to_dict())
         except UsageError as err:
-            raise UsageError(f"--activity-targets: cannot continue the interrupted run in {c.out!r} ({err}); "
-                             "remove that folder or give another --out") from err
+            raise UsageError(
+                f"--activity-targets: cannot continue the interrupted run in {c.out!r} ({err}); "
+                "remove that folder or give another --out"
+            ) from err
         if info.is_main:
             print(f"{c.out}: continuing from epoch {ckpt['epoch']} of {c.epochs}", flush=True)
     return _run_one(c, info, ckpt, changes, command)
@@ -497,8 +455,10 @@ def _exit_status(err: BaseException, debug: bool, started: bool, folder: Optiona
             print("snntorch-egru train: interrupted", file=sys.stderr)
         else:
             where = f" (continue with --resume {shlex.quote(str(folder))})" if folder else ""
-            print(f"snntorch-egru train: interrupted; the run folder keeps the last completed epoch{where}",
-                  file=sys.stderr)
+            print(
+                f"snntorch-egru train: interrupted; the run folder keeps the last completed epoch{where}",
+                file=sys.stderr,
+            )
         return 130
     from ..cli import error_line
 

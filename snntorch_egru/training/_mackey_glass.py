@@ -24,7 +24,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Tuple
+from typing import Any, List, Tuple
 
 import numpy as np
 import torch
@@ -65,7 +65,7 @@ def _nb_mackey_glass():
     except ImportError as exc:
         raise ImportError(
             "the mackey-glass task needs NeuroBench's MackeyGlass generator and jitcdde: "
-            f"pip install \"snntorch-egru[neurobench]\" (jitcdde); importing it failed with: {exc}"
+            f'pip install "snntorch-egru[neurobench]" (jitcdde); importing it failed with: {exc}'
         ) from exc
     return MackeyGlass
 
@@ -87,8 +87,13 @@ def generate_series(n_points: int, constant_past: float = CONSTANT_PAST) -> np.n
     with tempfile.TemporaryDirectory() as tmp:
         placeholder = os.path.join(tmp, "placeholder.npy")
         np.save(placeholder, np.zeros(n_points))
-        mg = MackeyGlass(file_path=placeholder, constant_past=constant_past, traintime=train_pts / PTS_PER_LYAPTIME,
-                         testtime=test_pts / PTS_PER_LYAPTIME, download=False)
+        mg = MackeyGlass(
+            file_path=placeholder,
+            constant_past=constant_past,
+            traintime=train_pts / PTS_PER_LYAPTIME,
+            testtime=test_pts / PTS_PER_LYAPTIME,
+            download=False,
+        )
     if mg.maxtime_pts != n_points:  # pragma: no cover - guards a change of NeuroBench's rounding
         raise RuntimeError(f"NeuroBench's generator would give {mg.maxtime_pts} points, expected {n_points}")
     mg.generate_data()
@@ -104,8 +109,10 @@ def cached_series(data_dir: str, repeats: int = REPEATS, log=print) -> Path:
         if have >= need:
             return path
         log(f"mackey-glass: {path} holds {have} points, {need} are needed: regenerating")
-    log(f"mackey-glass: regenerating the tau=17 series ({need} points) with NeuroBench's generator "
-        "(jitcdde); solvers differ slightly between machines, so compare only models run on this file")
+    log(
+        f"mackey-glass: regenerating the tau=17 series ({need} points) with NeuroBench's generator "
+        "(jitcdde); solvers differ slightly between machines, so compare only models run on this file"
+    )
     series = generate_series(need)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
@@ -124,7 +131,7 @@ class Split:
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
-    dataset: object  # NeuroBench's MackeyGlass instance (for its test Subset)
+    dataset: Any  # NeuroBench's MackeyGlass instance (for its test Subset)
 
 
 def load_split(path: Path, offset: float) -> Split:

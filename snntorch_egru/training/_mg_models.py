@@ -18,7 +18,7 @@ first true value and then its own previous prediction.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -46,6 +46,11 @@ class Forecaster(nn.Module):
         torch.Size([7, 1])
     """
 
+    # buffers: the input's shift and scale (EGRU: the training series' mean and sd) and the rolling window
+    shift: torch.Tensor
+    scale: torch.Tensor
+    inp: torch.Tensor
+
     def __init__(self, kind: str, window: int, hidden: int, thr_mean: float = 0.3) -> None:
         super().__init__()
         if kind not in KINDS:
@@ -68,7 +73,7 @@ class Forecaster(nn.Module):
         self.register_buffer("scale", torch.ones((), dtype=dt))
         self.register_buffer("inp", torch.zeros(1, window, dtype=dt))  # rolling window, as the example's
         self.mode = "single_step"
-        self.state: Optional[object] = None
+        self.state: Any = None  # the cell's state: an EGRUState, the LSTM's (h, c) or the GRU's h
         self.train_mse = float("nan")  # set by training
 
     # -- one step and whole sequences ------------------------------------------------------
@@ -119,7 +124,7 @@ class Forecaster(nn.Module):
 
         with torch.no_grad():
             self.sequence(windows(series, self.window))
-        self.inp = torch.cat([self.inp.new_zeros(1, self.window), series.T], 1)[:, -self.window:].clone()
+        self.inp = torch.cat([self.inp.new_zeros(1, self.window), series.T], 1)[:, -self.window :].clone()
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         if batch.dim() != 3 or batch.shape[1:] != (1, 1):

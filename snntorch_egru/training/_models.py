@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, cast
 
 import torch
 from torch import nn
@@ -12,9 +12,25 @@ from ..modules import EGRU
 from ..state import EGRURecord, EGRUState
 from ._lm import locked_dropout
 
-__all__ = ["SequenceClassifier", "GRUClassifier", "DenseRecord", "dense_gru_macs", "MODELS", "LanguageModel",
-           "FrameCNN", "build_egru", "READOUTS", "LM_STATES", "READOUT_DROPOUTS", "window_start_state", "zero_state",
-           "layer_gradient_groups", "clip_layer_gradients", "calibrate_classifier", "CALIBRATION_SAMPLES"]
+__all__ = [
+    "SequenceClassifier",
+    "GRUClassifier",
+    "DenseRecord",
+    "dense_gru_macs",
+    "MODELS",
+    "LanguageModel",
+    "FrameCNN",
+    "build_egru",
+    "READOUTS",
+    "LM_STATES",
+    "READOUT_DROPOUTS",
+    "window_start_state",
+    "zero_state",
+    "layer_gradient_groups",
+    "clip_layer_gradients",
+    "calibrate_classifier",
+    "CALIBRATION_SAMPLES",
+]
 
 READOUTS = ("last", "mean", "rate", "state")
 READOUT_DROPOUTS = ("pooled", "step")
@@ -37,15 +53,23 @@ def window_start_state(state: EGRUState, mode: str) -> EGRUState:
     raise ValueError(f"lm_state must be 'full' or 'y', got {mode!r}")
 
 
-def build_egru(cfg, input_size: int, hidden_size: int, num_layers: int = 1,
-               dropconnect: Optional[float] = None) -> EGRU:
+def build_egru(
+    cfg, input_size: int, hidden_size: int, num_layers: int = 1, dropconnect: Optional[float] = None
+) -> EGRU:
     """An :class:`~snntorch_egru.EGRU` with the options of a training config."""
     return EGRU(
-        input_size, hidden_size, num_layers=num_layers,
+        input_size,
+        hidden_size,
+        num_layers=num_layers,
         dropout=cfg.dropout if num_layers > 1 else 0.0,
-        dropconnect=cfg.dropconnect if dropconnect is None else dropconnect, zoneout=cfg.zoneout,
-        dampening_factor=cfg.dampening_factor, pseudo_derivative_support=cfg.pseudo_derivative_support,
-        thr_mean=cfg.thr_mean, learn_threshold=cfg.learn_threshold, init=cfg.init, backend=cfg.backend,
+        dropconnect=cfg.dropconnect if dropconnect is None else dropconnect,
+        zoneout=cfg.zoneout,
+        dampening_factor=cfg.dampening_factor,
+        pseudo_derivative_support=cfg.pseudo_derivative_support,
+        thr_mean=cfg.thr_mean,
+        learn_threshold=cfg.learn_threshold,
+        init=cfg.init,
+        backend=cfg.backend,
     )
 
 
@@ -88,8 +112,9 @@ def zero_state(egru: EGRU, batch: int, device=None, requires_grad: bool = False)
     return EGRUState(y.requires_grad_(requires_grad), torch.zeros_like(y), torch.zeros_like(y))
 
 
-def layer_gradient_groups(model: nn.Module, initial_states: Optional[Sequence[Optional[EGRUState]]] = None
-                          ) -> List[Tuple[List[torch.Tensor], Optional[torch.Tensor], int]]:
+def layer_gradient_groups(
+    model: nn.Module, initial_states: Optional[Sequence[Optional[EGRUState]]] = None
+) -> List[Tuple[List[torch.Tensor], Optional[torch.Tensor], int]]:
     """One ``(parameters, initial_y, k)`` group per EGRU layer of ``model`` (module order).
 
     ``parameters`` are layer ``k``'s trainable tensors (weights, biases, thresholds when
@@ -99,20 +124,25 @@ def layer_gradient_groups(model: nn.Module, initial_states: Optional[Sequence[Op
     """
     egrus = [m for m in model.modules() if isinstance(m, EGRU)]
     if initial_states is not None and len(initial_states) != len(egrus):
-        raise ValueError(f"initial_states must have one entry per EGRU module ({len(egrus)}), "
-                         f"got {len(initial_states)}")
-    groups = []
+        raise ValueError(
+            f"initial_states must have one entry per EGRU module ({len(egrus)}), got {len(initial_states)}"
+        )
+    groups: List[Tuple[List[torch.Tensor], Optional[torch.Tensor], int]] = []
     for i, egru in enumerate(egrus):
-        y0 = None if initial_states is None or initial_states[i] is None else initial_states[i].y
+        start = None if initial_states is None else initial_states[i]
+        y0 = None if start is None else start.y
         for k in range(egru.num_layers):
-            params = [t for t in egru.layer_tensors(k).values() if isinstance(t, nn.Parameter) and t.requires_grad]
+            params: List[torch.Tensor] = [
+                t for t in egru.layer_tensors(k).values() if isinstance(t, nn.Parameter) and t.requires_grad
+            ]
             groups.append((params, y0, k))
     return groups
 
 
 @torch.no_grad()
-def clip_layer_gradients(groups: Sequence[Tuple[List[torch.Tensor], Optional[torch.Tensor], int]],
-                         max_norm: float) -> List[float]:
+def clip_layer_gradients(
+    groups: Sequence[Tuple[List[torch.Tensor], Optional[torch.Tensor], int]], max_norm: float
+) -> List[float]:
     """EvNN's in-op clip, done after ``backward``: scale each layer's own gradients to at most ``max_norm``.
 
     For every group of :func:`layer_gradient_groups` the norm is taken over the layer's
@@ -148,10 +178,16 @@ class FrameCNN(nn.Module):
     def __init__(self, in_channels: int = 2, features: int = 256) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(in_channels, 16, 5, stride=2, padding=2), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, features), nn.ReLU(),
+            nn.Conv2d(in_channels, 16, 5, stride=2, padding=2),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(64, features),
+            nn.ReLU(),
         )
         self.features = features
 
@@ -184,9 +220,19 @@ class SequenceClassifier(nn.Module):
     :class:`~snntorch_egru.EGRURecord` of the EGRU.
     """
 
-    def __init__(self, egru: EGRU, num_classes: int, frontend: Optional[nn.Module] = None,
-                 readout: str = "last", dropout: float = 0.0, readout_steps: int = 0,
-                 readout_dropout: str = "pooled") -> None:
+    #: the width entering the recurrent layer (set by ``_run_classify.classifier_model``)
+    rnn_input_size: int
+
+    def __init__(
+        self,
+        egru: EGRU,
+        num_classes: int,
+        frontend: Optional[nn.Module] = None,
+        readout: str = "last",
+        dropout: float = 0.0,
+        readout_steps: int = 0,
+        readout_dropout: str = "pooled",
+    ) -> None:
         super().__init__()
         if readout not in READOUTS:
             raise ValueError(f"readout must be 'last', 'mean', 'rate' or 'state', got {readout!r}")
@@ -209,11 +255,11 @@ class SequenceClassifier(nn.Module):
         if self.readout_dropout == "step" and self.readout in ("mean", "rate"):
             seq = y if self.readout == "rate" else trace
             if self.readout == "rate" and self.readout_steps:
-                seq = seq[-self.readout_steps:]
+                seq = seq[-self.readout_steps :]
             return self.head(self.drop(seq)).mean(0)  # a new mask at every step, logits averaged
         if self.readout == "rate":
             if self.readout_steps:
-                y = y[-self.readout_steps:]
+                y = y[-self.readout_steps :]
             feat = y.mean(0)  # mean_t head(y_t) == head(mean_t y_t): the head is linear
         elif self.readout == "state":
             feat = c_last  # internal state of the last layer after the last step
@@ -252,13 +298,28 @@ class GRUClassifier(SequenceClassifier):
         (torch.Size([2, 10]), torch.Size([1, 5, 2, 8]))
     """
 
-    def __init__(self, input_size: int, hidden_size: int, num_classes: int, num_layers: int = 1,
-                 frontend: Optional[nn.Module] = None, readout: str = "last", dropout: float = 0.0,
-                 readout_steps: int = 0, readout_dropout: str = "pooled") -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_classes: int,
+        num_layers: int = 1,
+        frontend: Optional[nn.Module] = None,
+        readout: str = "last",
+        dropout: float = 0.0,
+        readout_steps: int = 0,
+        readout_dropout: str = "pooled",
+    ) -> None:
         gru = nn.GRU(input_size, hidden_size, num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0)
-        super().__init__(gru, num_classes, frontend=frontend, readout=readout,  # type: ignore[arg-type]
-                         dropout=dropout,
-                         readout_steps=readout_steps, readout_dropout=readout_dropout)
+        super().__init__(
+            gru,  # type: ignore[arg-type]  # a dense nn.GRU in the EGRU's place: called alike, has hidden_size
+            num_classes,
+            frontend=frontend,
+            readout=readout,
+            dropout=dropout,
+            readout_steps=readout_steps,
+            readout_dropout=readout_dropout,
+        )
 
     def _sequences(self, x: torch.Tensor, state: Optional[Any]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
         h, _ = self.egru(x, state)
@@ -331,7 +392,7 @@ class LanguageModel(nn.Module):
         layers = []
         for k in range(len(self.layers)):
             prefix = f"rnns.{k}."
-            layers.append({n[len(prefix):]: v for n, v in state_dict.items() if n.startswith(prefix)})
+            layers.append({n[len(prefix) :]: v for n, v in state_dict.items() if n.startswith(prefix)})
         extra = [n for n in state_dict if n.startswith("rnns.") and int(n.split(".")[1]) >= len(self.layers)]
         if extra:
             raise ValueError(f"EvNN LM checkpoint has more layers than this model ({len(self.layers)}): {extra[:3]}")
@@ -343,10 +404,11 @@ class LanguageModel(nn.Module):
 
     def zero_states(self, batch: int, requires_grad: bool = False) -> List[EGRUState]:
         """All-zero start states of every layer (``y`` a leaf with ``requires_grad``: see :func:`zero_state`)."""
-        return [zero_state(layer, batch, requires_grad=requires_grad) for layer in self.layers]
+        return [zero_state(cast(EGRU, layer), batch, requires_grad=requires_grad) for layer in self.layers]
 
-    def forward(self, tokens: torch.Tensor, states: Optional[List[EGRUState]] = None
-                ) -> Tuple[torch.Tensor, List[EGRUState], List[EGRURecord]]:
+    def forward(
+        self, tokens: torch.Tensor, states: Optional[List[EGRUState]] = None
+    ) -> Tuple[torch.Tensor, List[EGRUState], List[EGRURecord]]:
         weight = self.embedding.weight
         if self.training and self.dropout_words > 0:
             keep = torch.empty(weight.shape[0], 1, device=weight.device).bernoulli_(1 - self.dropout_words)

@@ -7,7 +7,7 @@ import json
 import math
 import os
 import pickle
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, cast
 
 import torch
 from torch import nn
@@ -25,13 +25,16 @@ class _EventsHead(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
+        self.front: Optional[nn.Module]
+        self.egrus: nn.ModuleList
+        self.head: Optional[nn.Module]
         if isinstance(model, SequenceClassifier):
             self.front = model.frontend.net if isinstance(model.frontend, FrameCNN) else model.frontend
             self.egrus = nn.ModuleList([model.egru])
             self.head = model.head
         else:  # LanguageModel: the EGRU stack only (embedding and tied decoder stay in PyTorch)
             self.front = None
-            self.egrus = model.layers
+            self.egrus = cast(nn.ModuleList, model.layers)
             self.head = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -42,18 +45,6 @@ class _EventsHead(nn.Module):
         if self.head is not None:
             x = self.head(x)
         return x
-
-
-def _nir_note(cfg: TrainConfig, is_lm: bool) -> str:
-    if is_lm:
-        return "the EGRU stack only (embedding and tied decoder stay in PyTorch)"
-    if cfg.readout == "rate":
-        steps = f"the last {cfg.readout_steps} steps" if cfg.readout_steps else "all steps"
-        return ("front end -> EGRU -> readout Linear applied to the events y; the trained model's logits are "
-                f"this graph's outputs averaged over {steps} (faithful)")
-    what = "internal state c" if cfg.readout == "state" else "trace"
-    return ("front end -> EGRU -> readout Linear applied to the events y "
-            f"(training read out the {cfg.readout!r} {what}, which this graph does not represent)")
 
 
 def _export_nir(model: nn.Module, sample_step: torch.Tensor, path: str) -> Tuple[Optional[str], Optional[str]]:
@@ -111,8 +102,12 @@ def _curves(ax: Any, history: List[Dict[str, Any]]) -> None:
         right.plot(ep, [h.get("eval_perplexity") for h in history], "s-", color="C1")
         right.set_ylabel(f"{split} perplexity", color="C1")
     else:
-        right.plot(ep, [100 * h["eval_accuracy"] if h.get("eval_accuracy") is not None else None
-                        for h in history], "s-", color="C1")
+        right.plot(
+            ep,
+            [100 * h["eval_accuracy"] if h.get("eval_accuracy") is not None else None for h in history],
+            "s-",
+            color="C1",
+        )
         right.set_ylabel(f"{split} accuracy (%)", color="C1")
     ax.set_title("loss and accuracy")
 
@@ -157,11 +152,21 @@ def write_progress(r: Any, history: List[Dict[str, Any]], resumes: List[Dict[str
     plot, so that an interrupted run leaves a readable folder. The final metrics.json replaces it."""
     cfg = r.cfg
     done = history[-1]["epoch"] if history else 0
-    m = {"task": cfg.task, "model": cfg.model, "finished": False, "epochs_completed": done, "epochs": cfg.epochs,
-         "note": f"unfinished: {done} of {cfg.epochs} epochs; the run is going on or was interrupted (continue "
-                 f"with --resume {cfg.out}); the test split is read at the end",
-         "command": r.command, "run_dir": cfg.out, "history": history, "config": cfg.to_dict(), "resumes": resumes,
-         "files": {"checkpoint": os.path.join(cfg.out, "checkpoint.pt")}}
+    m = {
+        "task": cfg.task,
+        "model": cfg.model,
+        "finished": False,
+        "epochs_completed": done,
+        "epochs": cfg.epochs,
+        "note": f"unfinished: {done} of {cfg.epochs} epochs; the run is going on or was interrupted (continue "
+        f"with --resume {cfg.out}); the test split is read at the end",
+        "command": r.command,
+        "run_dir": cfg.out,
+        "history": history,
+        "config": cfg.to_dict(),
+        "resumes": resumes,
+        "files": {"checkpoint": os.path.join(cfg.out, "checkpoint.pt")},
+    }
     if cfg.plot:
         try:
             if _plot(os.path.join(cfg.out, "activity.png"), None, history, plot_title(cfg)) is not None:
@@ -209,8 +214,10 @@ def _write_metrics(path: str, metrics: Dict[str, Any]) -> Dict[str, Any]:
     non_finite: List[str] = []
     clean = _strict_json(metrics, "", non_finite)
     if non_finite:
-        clean["non_finite"] = {"note": "these values were NaN or infinite (training diverged?) and are "
-                                       "written as null", "values": non_finite}
+        clean["non_finite"] = {
+            "note": "these values were NaN or infinite (training diverged?) and are written as null",
+            "values": non_finite,
+        }
     _io.atomic_write_text(path, json.dumps(clean, indent=2, allow_nan=False) + "\n")
     return clean
 
@@ -261,28 +268,37 @@ def _bad(path: str, what: str) -> UsageError:
 
 def _check_state(state: Any, path: str, key: str) -> None:
     """A model state: names -> floating-point (or integer counter) tensors."""
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                              for k, v in state.items()):
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
         raise _bad(path, f"{key!r} must map parameter names to tensors")
 
 
 def _check_optimizer(opt: Any, path: str) -> None:
     """An optimiser state: ``{"state": {int: {name: tensor or number}}, "param_groups": [dict, ...]}``."""
-    if not (isinstance(opt, dict) and isinstance(opt.get("state"), dict) and isinstance(opt.get("param_groups"), list)
-            and all(isinstance(g, dict) for g in opt["param_groups"])):
+    if not (
+        isinstance(opt, dict)
+        and isinstance(opt.get("state"), dict)
+        and isinstance(opt.get("param_groups"), list)
+        and all(isinstance(g, dict) for g in opt["param_groups"])
+    ):
         raise _bad(path, "'optimizer' must hold 'state' (a dict) and 'param_groups' (a list of dicts)")
     for pid, st in opt["state"].items():
         if not isinstance(st, dict):
             raise _bad(path, f"optimizer state of parameter {pid!r} is a {type(st).__name__}, expected a dict")
         for name, v in st.items():
             if not (isinstance(v, torch.Tensor) or (isinstance(v, (int, float)) and not isinstance(v, bool))):
-                raise _bad(path, f"optimizer state {name!r} of parameter {pid!r} is {type(v).__name__} {v!r}, "
-                                 "expected a tensor or a number")
+                raise _bad(
+                    path,
+                    f"optimizer state {name!r} of parameter {pid!r} is {type(v).__name__} {v!r}, "
+                    "expected a tensor or a number",
+                )
     for g in opt["param_groups"]:
         for name in ("lr", "weight_decay"):
             if name in g and (isinstance(g[name], bool) or not isinstance(g[name], (int, float, torch.Tensor))):
-                raise _bad(path, f"optimizer param_groups {name!r} is {type(g[name]).__name__} {g[name]!r}, "
-                                 "expected a number")
+                raise _bad(
+                    path, f"optimizer param_groups {name!r} is {type(g[name]).__name__} {g[name]!r}, expected a number"
+                )
 
 
 def _check_history(history: List[Any], epoch: int, path: str) -> None:
@@ -306,8 +322,10 @@ def _check_checkpoint(ckpt: Dict[str, Any], path: str) -> None:
     if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
         raise _bad(path, f"'format' is {fmt!r}, expected a positive integer")
     if fmt > CHECKPOINT_FORMAT:
-        raise UsageError(f"--resume: {path!r} has checkpoint format {fmt}, written by a newer snntorch-egru; this "
-                         f"version reads format {CHECKPOINT_FORMAT}: upgrade snntorch-egru")
+        raise UsageError(
+            f"--resume: {path!r} has checkpoint format {fmt}, written by a newer snntorch-egru; this "
+            f"version reads format {CHECKPOINT_FORMAT}: upgrade snntorch-egru"
+        )
     if not isinstance(ckpt["config"], dict) or not isinstance(ckpt["history"], list):
         raise UsageError(f"--resume: {path!r} has a malformed 'config' or 'history' entry")
     if not isinstance(ckpt["epoch"], int) or isinstance(ckpt["epoch"], bool) or ckpt["epoch"] < 0:
@@ -330,8 +348,10 @@ def config_from_checkpoint(d: Dict[str, Any], path: str) -> TrainConfig:
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(str(k) for k in d if k not in names)
     if unknown:
-        raise UsageError(f"--resume: {path!r} has settings this version does not know: {', '.join(unknown)} "
-                         "(written by another version of snntorch-egru?)")
+        raise UsageError(
+            f"--resume: {path!r} has settings this version does not know: {', '.join(unknown)} "
+            "(written by another version of snntorch-egru?)"
+        )
     try:
         return TrainConfig.from_dict(d)
     except TypeError as err:
@@ -343,8 +363,10 @@ def check_state_dtypes(model: nn.Module, state: Dict[str, Any], key: str) -> Non
     own = model.state_dict()
     for name, v in state.items():
         if name in own and isinstance(v, torch.Tensor) and v.dtype != own[name].dtype:
-            raise UsageError(f"--resume: the checkpoint's {key} tensor {name!r} is {v.dtype}, the model's is "
-                             f"{own[name].dtype}; the checkpoint was not written by this model")
+            raise UsageError(
+                f"--resume: the checkpoint's {key} tensor {name!r} is {v.dtype}, the model's is "
+                f"{own[name].dtype}; the checkpoint was not written by this model"
+            )
 
 
 def _summary_line(task: str, m: Dict[str, Any]) -> str:

@@ -2,7 +2,10 @@
 
 :class:`_Run` is the runner; ``_loop.make_run(cfg, info, command)`` builds the runner of the task's kind
 (:class:`~._run_classify._ClassifyRun` or :class:`~._run_lm._LMRun`). Subclasses give the data, the
-model and the batches (``_build``, ``_train_batches``, ``_eval_batches``); the epoch, evaluation and
+model and the batches (``_build``, ``_train_batches``, ``_eval_batches``) and own what differs between
+the kinds of task: the validation figure the best checkpoint tracks (``best_metric``, ``best_mode``),
+the task's figures of an epoch and of the test (``_train_figures``, ``_task_figures``, ``epoch_words``,
+``test_figures``, ``sample_counts``), the model's name and the NIR note; the epoch, evaluation and
 final-test skeletons here are the same for both.
 """
 
@@ -10,18 +13,41 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from ..modules import EGRU
 from . import _distributed as D
-from ._lm import BestCheckpoint
+from ._best import BestCheckpoint
 from ._models import clip_layer_gradients, layer_gradient_groups
 from ._tasks import TrainConfig
 
-__all__ = ["regularisers"]
+__all__ = ["regularisers", "FinalTest", "EFFICIENCY_KEYS"]
+
+#: the figures of the activity tracker over the final test (besides its ``activity``), in metrics.json
+EFFICIENCY_KEYS = (
+    "batch_union_activity",
+    "backward_sparsity",
+    "effective_macs",
+    "dense_macs",
+    "backward_macs",
+    "dense_backward_macs",
+)
+
+
+class FinalTest(NamedTuple):
+    """The end of a run: the test figures of the selected model (``final``), the activity tracker's
+    figures (``eff``) and the reasons of those absent (``absent``), the figures of the model a task's
+    EvNN protocol tests besides it (``last_test``, or None), the selected and the last completed epoch."""
+
+    final: Dict[str, float]
+    eff: Dict[str, Any]
+    absent: Dict[str, str]
+    last_test: Optional[Dict[str, float]]
+    best_epoch: Optional[int]
+    completed: int
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -72,9 +98,11 @@ def regularisers(cfg: TrainConfig, records: Sequence[Any], model: Optional[nn.Mo
                 raise ValueError("reg_form 'evnn' needs the model (its thresholds) for the voltage term")
             egrus = [m for m in model.modules() if isinstance(m, EGRU)]
             for egru, r in zip(egrus, records):
-                theta = torch.stack([egru.layer_tensors(k)["threshold"].detach() for k in range(egru.num_layers)])
-                total = total + cfg.voltage_reg * (r.c - (theta[:, None, None, :] - cfg.voltage_target)).mean(
-                    dim=(1, 2, 3)).sum()
+                theta = torch.stack([_threshold(egru, k).detach() for k in range(egru.num_layers)])
+                total = (
+                    total
+                    + cfg.voltage_reg * (r.c - (theta[:, None, None, :] - cfg.voltage_target)).mean(dim=(1, 2, 3)).sum()
+                )
         return total
     if cfg.activity_reg:
         o = torch.cat([r.o.reshape(-1) for r in records])
@@ -83,6 +111,14 @@ def regularisers(cfg: TrainConfig, records: Sequence[Any], model: Optional[nn.Mo
         c = torch.cat([r.c.reshape(-1) for r in records])
         total = total + cfg.voltage_reg * ((c - cfg.voltage_target) ** 2).mean()
     return total
+
+
+def _threshold(egru: EGRU, k: int) -> torch.Tensor:
+    """The threshold of layer ``k`` of ``egru`` (every layer has one; only the biases may be None)."""
+    theta = egru.layer_tensors(k)["threshold"]
+    if theta is None:
+        raise ValueError(f"EGRU layer {k} has no threshold")
+    return theta
 
 
 def _apply_optimizer_settings(r: "_Run", cfg: TrainConfig) -> None:
@@ -104,9 +140,18 @@ def _apply_optimizer_settings(r: "_Run", cfg: TrainConfig) -> None:
 class _Run:
     """One training run of ``cfg`` (data, model, optimiser); ``_loop.make_run`` picks the task's kind."""
 
-    is_lm = False
+    model: nn.Module
     #: the summed quantities of an epoch or evaluation: loss*n, correct (or 0), activity*n, n
     N_SUMS = 4
+    #: the figure of ``evaluate`` that selects the best validation epoch (also the history's ``eval_<metric>``)
+    best_metric: str
+    #: ``"max"`` (higher is better) or ``"min"``: the direction of :class:`BestCheckpoint`
+    best_mode: str
+    #: set by ``_build``: one input step of the model (for the NIR export), the task's shape of data
+    #: (saved in the checkpoint) and where the validation split comes from (metrics.json)
+    sample_step: torch.Tensor
+    spec: Dict[str, Any]
+    validation: Dict[str, Any]
 
     def __init__(self, cfg: TrainConfig, info: D.DistInfo, command: str) -> None:
         self.cfg, self.info, self.command = cfg, info, command
@@ -134,15 +179,20 @@ class _Run:
         self.optimizer = _optimizer(cfg, [p for p in self.model.parameters() if p.requires_grad])
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_factor(cfg))
         self.select_split = "valid" if has_valid else "test"
-        self.best = (BestCheckpoint(os.path.join(cfg.out, "best.pt"), "min" if self.is_lm else "max")
-                     if has_valid else None)
+        self.best = BestCheckpoint(os.path.join(cfg.run_dir, "best.pt"), self.best_mode) if has_valid else None
 
     # -- epochs ----------------------------------------------------------------------------------
     def _bar(self, it, total: int, desc: str):
         from tqdm.auto import tqdm
 
-        return tqdm(it, total=total, desc=desc, leave=False, dynamic_ncols=True,
-                    disable=not (self.cfg.progress and self.info.is_main))
+        return tqdm(
+            it,
+            total=total,
+            desc=desc,
+            leave=False,
+            dynamic_ncols=True,
+            disable=not (self.cfg.progress and self.info.is_main),
+        )
 
     def _step(self, loss: torch.Tensor, initial_states: Optional[List[Any]] = None) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -164,9 +214,12 @@ class _Run:
         self.scheduler.step()
         s = D.all_reduce_sum(sums, self.info, self.device)
         out = {"train_loss": s[0] / s[3], "train_activity": s[2] / s[3]}
-        if not self.is_lm:
-            out["train_accuracy"] = s[1] / s[3]
+        out.update(self._train_figures(s))
         return out
+
+    def _train_figures(self, s: List[float]) -> Dict[str, float]:
+        """The task's figures of a training epoch from its summed quantities ``s`` (all ranks)."""
+        raise NotImplementedError
 
     def _eval_batches(self, split: str, keep_raster: bool, sums: List[float]) -> None:
         raise NotImplementedError
@@ -182,12 +235,25 @@ class _Run:
         s = D.all_reduce_sum(sums, self.info, self.device)
         n = max(s[3], 1.0)
         out = {"loss": s[0] / n, "activity": s[2] / n}
-        if self.is_lm:
-            out["perplexity"] = math.exp(min(out["loss"], 50.0))
-        else:
-            out["accuracy"] = s[1] / n
-            out["correct"] = s[1]
+        out.update(self._task_figures(out, s, n))
         return out
+
+    def _task_figures(self, out: Dict[str, float], s: List[float], n: float) -> Dict[str, float]:
+        """The task's figures of an evaluation (``best_metric`` among them) beside its loss and activity ``out``."""
+        raise NotImplementedError
+
+    def epoch_words(self, ev: Dict[str, float]) -> str:
+        """The validation figure in the line printed after an epoch (``", valid acc 97.10%"``)."""
+        raise NotImplementedError
+
+    # -- the model ---------------------------------------------------------------------------------
+    def model_words(self) -> str:
+        """The model in words, for the line printed when a run starts (``EGRU(256)``)."""
+        raise NotImplementedError
+
+    def nir_note(self) -> str:
+        """What the exported NIR graph holds of the trained model (metrics.json's ``nir_note``)."""
+        raise NotImplementedError
 
     # -- the end ---------------------------------------------------------------------------------
     def final_test(self) -> Tuple[Dict[str, float], Dict[str, Any], Dict[str, str]]:
@@ -200,20 +266,37 @@ class _Run:
             from .. import metrics
         except ImportError as err:
             reason = f"snntorch_egru.metrics is not available ({err})"
-            return (self.evaluate("test", keep_raster=True), {},
-                    {k: reason for k in ("backward_sparsity", "effective_macs", "dense_macs")})
+            return (
+                self.evaluate("test", keep_raster=True),
+                {},
+                {k: reason for k in ("backward_sparsity", "effective_macs", "dense_macs")},
+            )
         with metrics.track(self.model) as tracker:
             final = self.evaluate("test", keep_raster=True)
         summ = tracker.summary()
-        keys = ("activity", "batch_union_activity", "backward_sparsity", "effective_macs", "dense_macs",
-                "backward_macs", "dense_backward_macs")
+        keys = ("activity",) + EFFICIENCY_KEYS
         calls = sum(layer.get("samples", 1) for layer in summ.get("layers", [])) or 1
         reduced = D.all_reduce_sum([summ[k] * calls for k in keys] + [calls], self.info, self.device)
         out = {k: reduced[i] / reduced[-1] for i, k in enumerate(keys)}
         out["layers"] = summ.get("layers", [])
         return final, out, {}
 
-    def protocols(self, final: Dict[str, float], last_test: Optional[Dict[str, float]],
-                  history: List[Dict[str, Any]], best_epoch: int, completed: int) -> Tuple[str, Dict[str, Any]]:
+    def keep_final_epoch_model(self) -> None:
+        """Before the best epoch's model is restored: keep what a task's EvNN protocol tests besides it
+        (nothing here)."""
+
+    def shadow_figures(self) -> Optional[Dict[str, float]]:
+        """Figures of the model kept by ``keep_final_epoch_model`` from the final test (None: none kept)."""
+        return None
+
+    def test_figures(self, final: Dict[str, float]) -> Dict[str, Any]:
+        """The task's test figures (and the best validation figure) for metrics.json."""
+        raise NotImplementedError
+
+    def sample_counts(self) -> Dict[str, int]:
+        """The sizes of the splits, for metrics.json (none here)."""
+        return {}
+
+    def protocols(self, t: FinalTest, history: List[Dict[str, Any]]) -> Tuple[str, Dict[str, Any]]:
         """Label of the reported test number and the number the EvNN code's protocol gives, labelled."""
         raise NotImplementedError

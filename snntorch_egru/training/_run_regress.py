@@ -32,8 +32,18 @@ LEADERBOARD = {
 }
 
 
-def train_model(kind: str, split: MG.Split, window: int, hidden: int, epochs: int, lr: float, weight_decay: float,
-                thr_mean: float = 0.3, activity_reg: float = 0.0, activity_target: float = 0.1) -> Forecaster:
+def train_model(
+    kind: str,
+    split: MG.Split,
+    window: int,
+    hidden: int,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    thr_mean: float = 0.3,
+    activity_reg: float = 0.0,
+    activity_target: float = 0.1,
+) -> Forecaster:
     """Train one forecaster teacher-forced on ``split``'s 750 training steps (full batch, Adam, MSE)."""
     model = Forecaster(kind, window, hidden, thr_mean=thr_mean)
     if kind == "egru":
@@ -74,8 +84,13 @@ def benchmark(model: Forecaster, split: MG.Split) -> Dict[str, Any]:
     seen: List[torch.Tensor] = []
     handle = model.register_forward_hook(lambda m, a, out: seen.append(out.detach()))
     try:
-        bench = Benchmark(TorchModel(model), loader, [], [],
-                          [[Footprint, ConnectionSparsity], [SMAPE, ActivationSparsity, SynapticOperations]])
+        bench = Benchmark(
+            TorchModel(model),
+            loader,
+            [],
+            [],
+            [[Footprint, ConnectionSparsity], [SMAPE, ActivationSparsity, SynapticOperations]],
+        )
         with torch.no_grad():
             res = bench.run(quiet=True)
         bench.workload_metric_manager.cleanup_hooks(bench.model)
@@ -87,9 +102,19 @@ def benchmark(model: Forecaster, split: MG.Split) -> Dict[str, Any]:
 
 
 def _model_specs(cfg: Any) -> Dict[str, Dict[str, Any]]:
-    specs = {"EGRU": dict(kind="egru", window=cfg.window, hidden=cfg.hidden_size, epochs=cfg.epochs, lr=cfg.lr,
-                          weight_decay=cfg.weight_decay, thr_mean=cfg.thr_mean, activity_reg=cfg.activity_reg,
-                          activity_target=cfg.activity_target)}
+    specs = {
+        "EGRU": dict(
+            kind="egru",
+            window=cfg.window,
+            hidden=cfg.hidden_size,
+            epochs=cfg.epochs,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            thr_mean=cfg.thr_mean,
+            activity_reg=cfg.activity_reg,
+            activity_target=cfg.activity_target,
+        )
+    }
     if cfg.baseline != "none":
         base = dict(EXAMPLE, epochs=cfg.epochs)  # the example's configuration, at the run's epoch budget
         specs["LSTM"] = dict(kind="lstm", **base)
@@ -106,7 +131,10 @@ def summarise(per_repeat: List[Dict[str, Any]]) -> Dict[str, Any]:
         return float(sum(get(r) for r in per_repeat) / len(per_repeat))
 
     return {
-        "repeats": len(per_repeat), "sMAPE_mean": mean, "sMAPE_sd": sd, "sMAPE": smapes,
+        "repeats": len(per_repeat),
+        "sMAPE_mean": mean,
+        "sMAPE_sd": sd,
+        "sMAPE": smapes,
         "activation_sparsity": avg(lambda r: r["ActivationSparsity"]),
         "effective_macs": avg(lambda r: r["SynapticOperations"]["Effective_MACs"]),
         "effective_acs": avg(lambda r: r["SynapticOperations"]["Effective_ACs"]),
@@ -140,8 +168,10 @@ def run(cfg: Any, command: str = "snntorch-egru train --task mackey-glass", log=
             res.pop("forecast")
             res["train_and_bench_s"] = round(time.time() - t0, 1)
             results[name].append(res)
-            log(f"mackey-glass repeat {k} (offset {offset:g}): {name} sMAPE {res['SMAPE']:.2f}, activation sparsity "
-                f"{res['ActivationSparsity']:.3f}, effective MACs {res['SynapticOperations']['Effective_MACs']:.0f}")
+            log(
+                f"mackey-glass repeat {k} (offset {offset:g}): {name} sMAPE {res['SMAPE']:.2f}, activation sparsity "
+                f"{res['ActivationSparsity']:.3f}, effective MACs {res['SynapticOperations']['Effective_MACs']:.0f}"
+            )
         metrics = _write(cfg, command, path, specs, results, k + 1, started)  # after every repeat
         if k == 0 and cfg.plot:
             plot_forecast(split, forecasts, os.path.join(cfg.out, "forecast.png"))
@@ -149,14 +179,30 @@ def run(cfg: Any, command: str = "snntorch-egru train --task mackey-glass", log=
     return metrics
 
 
-def _write(cfg: Any, command: str, path: Any, specs: Dict[str, Any], results: Dict[str, List[Dict[str, Any]]],
-           done: int, started: float) -> Dict[str, Any]:
+def _write(
+    cfg: Any,
+    command: str,
+    path: Any,
+    specs: Dict[str, Any],
+    results: Dict[str, List[Dict[str, Any]]],
+    done: int,
+    started: float,
+) -> Dict[str, Any]:
     """Write ``metrics.json`` and ``results.md`` for the ``done`` repeats completed so far."""
     summary = {name: summarise(rs) for name, rs in results.items()}
-    metrics = {"task": "mackey-glass", "command": command, "series": str(path), "repeats": cfg.repeats,
-               "repeats_completed": done, "offsets": MG.start_offsets(done), "wall_s": round(time.time() - started, 1),
-               "config": specs, "summary": summary, "per_repeat": results,
-               "leaderboard_official_series": LEADERBOARD}
+    metrics = {
+        "task": "mackey-glass",
+        "command": command,
+        "series": str(path),
+        "repeats": cfg.repeats,
+        "repeats_completed": done,
+        "offsets": MG.start_offsets(done),
+        "wall_s": round(time.time() - started, 1),
+        "config": specs,
+        "summary": summary,
+        "per_repeat": results,
+        "leaderboard_official_series": LEADERBOARD,
+    }
     with open(os.path.join(cfg.out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=1)
     with open(os.path.join(cfg.out, "results.md"), "w") as f:
@@ -166,12 +212,17 @@ def _write(cfg: Any, command: str, path: Any, specs: Dict[str, Any], results: Di
 
 def table(summary: Dict[str, Dict[str, Any]], repeats: int) -> str:
     """Markdown table of the summaries, with the official leaderboard rows for reference."""
-    rows = ["| model | sMAPE (mean +- sd) | activation sparsity | effective MACs / step | effective ACs / step "
-            "| dense ops / step | footprint (bytes) | connection sparsity |", "|" + "---|" * 8]
+    rows = [
+        "| model | sMAPE (mean +- sd) | activation sparsity | effective MACs / step | effective ACs / step "
+        "| dense ops / step | footprint (bytes) | connection sparsity |",
+        "|" + "---|" * 8,
+    ]
     for name, s in summary.items():
-        rows.append(f"| {name} (this series, {repeats} repeats) | {s['sMAPE_mean']:.2f} +- {s['sMAPE_sd']:.2f} | "
-                    f"{s['activation_sparsity']:.3f} | {s['effective_macs']:.0f} | {s['effective_acs']:.0f} | "
-                    f"{s['dense_ops']:.0f} | {s['footprint_bytes']:.0f} | {s['connection_sparsity']:.3f} |")
+        rows.append(
+            f"| {name} (this series, {repeats} repeats) | {s['sMAPE_mean']:.2f} +- {s['sMAPE_sd']:.2f} | "
+            f"{s['activation_sparsity']:.3f} | {s['effective_macs']:.0f} | {s['effective_acs']:.0f} | "
+            f"{s['dense_ops']:.0f} | {s['footprint_bytes']:.0f} | {s['connection_sparsity']:.3f} |"
+        )
     lb = LEADERBOARD
     rows.append(f"| LSTM (leaderboard, official mg_17.npy) | {lb['LSTM']['sMAPE']:.2f} | 0.530 | 6.03e4 | | | | |")
     rows.append(f"| ESN (leaderboard, official mg_17.npy) | {lb['ESN']['sMAPE']:.2f} | | 4.37e3 | | | | 0.876 |")
