@@ -47,7 +47,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, cast
 
 import torch
 
@@ -124,7 +124,7 @@ def calibrate_thresholds(model: torch.nn.Module, x: torch.Tensor, activity: floa
     with torch.no_grad():
         for _ in range(rounds):
             _, _, rec = model(x, return_internals=True)
-            for k in range(model.num_layers):
+            for k in range(cast(int, model.num_layers)):  # an EGRU
                 c_hat = F.pre_reset_state(rec.y[k], rec.c[k], rec.o[k])  # [T, B, H]
                 flat = c_hat.reshape(-1, c_hat.shape[-1]).float()
                 q = torch.quantile(flat, 1.0 - activity, dim=0)
@@ -356,7 +356,7 @@ COLUMNS = ("hidden", "input", "batch", "steps", "layers", "mode", "target_activi
            "speedup_vs_gru", "speedup_vs_dense", "time_fraction_of_dense")
 
 
-def _markdown(rows: Sequence[Dict[str, object]], meta: Dict[str, str], memory: List[Dict[str, object]]) -> str:
+def _markdown(rows: Sequence[Dict[str, object]], meta: Dict[str, str], memory: List[Dict[str, Any]]) -> str:
     lines = ["# snntorch-egru bench", ""]
     for k, v in meta.items():
         lines.append(f"- **{k}**: {v}")
@@ -497,7 +497,7 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         tf32_label = (f"{args.tf32} (torch.backends.cuda.matmul.allow_tf32="
                       f"{torch.backends.cuda.matmul.allow_tf32}, torch.backends.cudnn.allow_tf32="
                       f"{torch.backends.cudnn.allow_tf32})")
-    memory: List[Dict[str, object]] = []
+    memory: List[Dict[str, Any]] = []
     spec = dict(hidden=1024, batch=16, steps=50, input=args.input_size, activity=0.1)
     if args.memory and device.type == "cpu":
         for be in ("reference", backend):

@@ -68,6 +68,13 @@ def _captured_inputs(model: nn.Module, egru: EGRU, run: Callable[[], Any]) -> Tu
     return seen[0]
 
 
+def _layer_tensor(egru: EGRU, k: int, name: str) -> torch.Tensor:
+    """``egru.layer_tensors(k)[name]`` for a tensor every layer has (``weight_ih``, ``threshold``)."""
+    t = egru.layer_tensors(k)[name]
+    assert t is not None, name
+    return t
+
+
 def _unit_rates(egru: EGRU, x: Any, state: Any, k: int) -> torch.Tensor:
     """Fraction of (step, sample) pairs at which each unit of layer ``k`` emits an event, ``[H]``."""
     _, _, rec = egru(x, state, return_internals=True)
@@ -82,7 +89,7 @@ def _scale_input_weights(egru: EGRU, x: Any, state: Any, k: int, std: float) -> 
         inp = x.transpose(0, 1) if egru.batch_first else x
     else:
         inp = egru(x, state, return_internals=True)[2].y[k - 1]
-    w = egru.layer_tensors(k)["weight_ih"]
+    w = _layer_tensor(egru, k, "weight_ih")
     before = float((inp.reshape(-1, inp.shape[-1]).to(w.dtype) @ w.t()).std())
     if before > 0:
         w.mul_(std / before)
@@ -92,7 +99,7 @@ def _scale_input_weights(egru: EGRU, x: Any, state: Any, k: int, std: float) -> 
 def _bisect_layer(egru: EGRU, x: Any, state: Any, k: int, target: float, lo: float, hi: float,
                   iterations: int) -> torch.Tensor:
     """Bisect every threshold of layer ``k`` (all units at once) towards ``target``; returns the rates."""
-    theta = egru.layer_tensors(k)["threshold"]
+    theta = _layer_tensor(egru, k, "threshold")
     low = torch.full_like(theta, lo)
     high = torch.full_like(theta, hi)
     for _ in range(iterations):
@@ -120,7 +127,7 @@ def _calibrate_modules(model: nn.Module, egrus: List[EGRU], inputs: Any, forward
         for k in range(egru.num_layers):
             drive.append(None if input_std is None else _scale_input_weights(egru, x, state, k, float(input_std)))
             rates = _bisect_layer(egru, x, state, k, target, lo, hi, iterations)
-            theta = egru.layer_tensors(k)["threshold"]
+            theta = _layer_tensor(egru, k, "threshold")
             edge = (theta - lo < tol) | (hi - theta < tol)
             activity.append(float(rates.mean()))
             saturated.append(float(edge.to(torch.float64).mean()))

@@ -34,7 +34,7 @@ Example::
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union, cast
 
 import torch
 from torch import nn
@@ -259,7 +259,7 @@ def copy_parameters(dst: nn.Module, src: nn.Module, *, dst_layer: int = 0, src_l
                 f"{name}: dst has {'no' if a is None else 'a'} bias but src has {'no' if b is None else 'a'} bias; "
                 "build both with the same bias= setting"
             )
-        if a is None:
+        if a is None or b is None:  # both None (checked above)
             continue
         if a.shape != b.shape:
             raise ValueError(
@@ -388,7 +388,7 @@ def to_snntorch(
     options.update(kwargs)
     cls = EGRU if sequence else EGRUCell
     dst = cls(module.input_size, module.hidden_size, **options)
-    ref = module.weight_hh
+    ref = cast(torch.Tensor, module.weight_hh)  # registered by the Norse module, undeclared on its class
     dst = dst.to(dtype=ref.dtype, device=ref.device)
     return copy_parameters(dst, module)  # type: ignore[return-value]
 

@@ -239,7 +239,7 @@ class Tracker:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         # every sequence-level EGRU module that runs through a backend (EGRU, Norse EGRURecurrent)
-        self._modules: List[Tuple[str, nn.Module]] = [
+        self._modules: List[Tuple[str, EGRUBase]] = [
             (name or type(m).__name__, m) for name, m in model.named_modules()
             if isinstance(m, EGRUBase) and hasattr(m, "backend")
         ]

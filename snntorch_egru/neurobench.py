@@ -60,7 +60,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple, cast
 
 import torch
 from torch import nn
@@ -159,8 +159,9 @@ class _Observer:
             suffixes = [""]
             names = [self.name]
         else:
-            suffixes = [f"_l{k}" for k in range(module.num_layers)]
-            names = [f"{self.name}.l{k}" for k in range(module.num_layers)]
+            num_layers = cast(int, module.num_layers)  # an EGRU
+            suffixes = [f"_l{k}" for k in range(num_layers)]
+            names = [f"{self.name}.l{k}" for k in range(num_layers)]
         self.events = [_EventHook(self, n) for n in names]
         self.input_products = [_ProductHook(self, f"weight_ih{s}") for s in suffixes]
         self.recurrent_products = [_ProductHook(self, f"weight_hh{s}") for s in suffixes]
@@ -292,7 +293,7 @@ class _Observer:
         T = x.shape[0]
         if T > 0:
             if state_in is not None:
-                state_in = EGRURecurrentState(*(f.unsqueeze(0) for f in state_in[:2]), None)
+                state_in = EGRURecurrentState(state_in[0].unsqueeze(0), state_in[1].unsqueeze(0), None)
             self._push_sequence(x.detach(), out.detach().unsqueeze(0), states.c.detach().unsqueeze(0), False,
                                 state_in)
         if asked or T == 0:
@@ -352,6 +353,7 @@ class _EGRUHooksMixin:
     """Adds EGRU hooks to a NeuroBench model wrapper's ``register_hooks``."""
 
     _counts_egru = True  # NeuroBench's patched register_hooks leaves the EGRU hooks to this class
+    __net__: Callable[[], nn.Module]  # provided by the NeuroBench model class it is mixed into
 
     def egru_modules(self) -> List[Tuple[str, nn.Module]]:
         """``(name, module)`` of every EGRU module (``EGRU``, ``EGRUCell``, Norse flavour) in the network."""
@@ -555,7 +557,7 @@ class UnrolledGRU(nn.Module):
         super().__init__()
         if not isinstance(gru, nn.GRU):
             raise TypeError(f"gru must be a torch.nn.GRU, got {type(gru).__name__}")
-        if gru.bidirectional or getattr(gru, "proj_size", 0):
+        if gru.bidirectional or getattr(gru, "proj_size", None):
             raise ValueError("gru must be unidirectional without projections (bidirectional=False)")
         self.input_size, self.hidden_size = gru.input_size, gru.hidden_size
         self.num_layers, self.batch_first = gru.num_layers, gru.batch_first

@@ -116,6 +116,7 @@ def _egru_to_nir(module: nn.Module) -> Any:
         return senir._map_egru_layer(module)
     if isinstance(module, _egru_module_types()):
         tensors = senir._egru_attrs(module)
+        assert tensors is not None  # the package's own cells have every EGRU tensor
         return senir._egru_node(module, tensors, type(module).__name__)
     return None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import numbers
 import warnings
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple, Union, cast
 
 import nir  # the third-party NIR package
 import numpy as np
@@ -21,6 +21,8 @@ from .node import DEFAULT_DT, EGRU, SPEC_VERSION
 
 def _np32(t: Optional[torch.Tensor], like_shape: Optional[Tuple[int, ...]] = None) -> np.ndarray:
     if t is None:
+        if like_shape is None:
+            raise TypeError("_np32: a missing tensor needs like_shape")
         return np.zeros(like_shape, dtype=np.float32)
     return t.detach().cpu().to(torch.float32).numpy().copy()
 
@@ -137,7 +139,7 @@ class _Exporter:
             return nir.Linear(weight=_np32(m.weight))
         return nir.Affine(weight=_np32(m.weight), bias=_np32(m.bias))
 
-    def conv(self, m: nn.Module) -> nir.NIRNode:
+    def conv(self, m: Union[nn.Conv1d, nn.Conv2d]) -> nir.NIRNode:
         cls = nir.Conv1d if isinstance(m, nn.Conv1d) else nir.Conv2d
         spatial = self.shape(m)[1:]
         bias = _np32(m.bias, (m.out_channels,))
@@ -193,7 +195,7 @@ class _Exporter:
                 raise ValueError(f"{type(m).__name__} with a convolutional recurrence has no NIR mapping")
             w_rec = self.linear(m.recurrent)
         else:
-            w_rec = nir.Linear(weight=np.diag(self.vec(m, m.recurrent.V)).astype(np.float32))
+            w_rec = nir.Linear(weight=np.diag(self.vec(m, cast(nn.Module, m.recurrent).V)).astype(np.float32))
         neuron = self._cuba(m) if hasattr(m, "alpha") else self._lif(m)
         return nir.NIRGraph(
             nodes={"input": nir.Input(input_type=np.array([n])), "lif": neuron, "w_rec": w_rec,
@@ -207,7 +209,7 @@ class _Exporter:
         return _egru_node(m, t, type(m).__name__)
 
 
-_Maps = Dict[type, Callable[[nn.Module], nir.NIRNode]]
+_Maps = Dict[type, Callable[[Any], nir.NIRNode]]  # each map takes the module type it is keyed by
 
 
 def _module_maps(exporter: _Exporter) -> _Maps:
@@ -271,7 +273,7 @@ def _flatten_chain(m: nn.Module) -> list:
     """The modules a Norse container (or ``nn.Sequential``) runs one after the other in one time step."""
     kind = _norse_kind(m)
     if kind == "Lift":  # maps a step module over time: in a one-step graph it is that module
-        return _flatten_chain(m.lifted_module)
+        return _flatten_chain(cast(nn.Module, m.lifted_module))
     if kind == "SequentialState" or type(m) is nn.Sequential:
         return [c for child in m.children() for c in _flatten_chain(child)]
     return [m]
@@ -344,7 +346,7 @@ def _check_export_args(model: Any, sample_input: Any, dt: Any) -> None:
             + (f"shape {list(sample_input.shape)}" if isinstance(sample_input, torch.Tensor)
                else type(sample_input).__name__)
         )
-    if not (isinstance(dt, numbers.Real) and dt > 0):
+    if not (isinstance(dt, numbers.Real) and cast(float, dt) > 0):  # numbers.Real declares no "<"
         raise ValueError(f"dt must be a positive float, got {dt!r}")
 
 

@@ -185,7 +185,7 @@ def _precheck(tree: Any, where: str) -> None:
         return
     kind = tree.get("type")
     if kind == "EGRU":
-        tensors = {k: tree.get(k) for k in F.LAYER_TENSOR_NAMES}
+        tensors: Dict[str, Any] = {k: tree.get(k) for k in F.LAYER_TENSOR_NAMES}
         if all(isinstance(v, _Pending) for v in tensors.values()):  # other fields are checked when built
             try:
                 EGRU(**{k: v.placeholder() for k, v in tensors.items()})

@@ -76,6 +76,12 @@ class EGRUStep(nn.Module):
         (torch.Size([4, 2]), torch.Size([4, 2]))
     """
 
+    weight_ih: torch.Tensor
+    weight_hh: torch.Tensor
+    bias_ih: torch.Tensor
+    bias_hh: torch.Tensor
+    threshold: torch.Tensor
+
     def __init__(self, node: EGRU) -> None:
         super().__init__()
         for name in F.LAYER_TENSOR_NAMES:
@@ -129,6 +135,12 @@ class LIFStep(nn.Module):
         (tensor([[0., 1.]]), tensor([[0.6000, 0.0000]]))
     """
 
+    decay: torch.Tensor
+    gain: torch.Tensor
+    v_leak: torch.Tensor
+    v_threshold: torch.Tensor
+    v_reset: torch.Tensor
+
     def __init__(self, node: nir.LIF, dt: float) -> None:
         super().__init__()
         tau = _time_constant("tau", node.tau, "LIF")
@@ -173,6 +185,14 @@ class CubaLIFStep(nn.Module):
         tensor([[1.]])
     """
 
+    syn_decay: torch.Tensor
+    syn_gain: torch.Tensor
+    mem_decay: torch.Tensor
+    mem_gain: torch.Tensor
+    v_leak: torch.Tensor
+    v_threshold: torch.Tensor
+    v_reset: torch.Tensor
+
     def __init__(self, node: nir.CubaLIF, dt: float) -> None:
         super().__init__()
         ts = _time_constant("tau_syn", node.tau_syn, "CubaLIF")
@@ -210,7 +230,7 @@ def _affine(node: nir.NIRNode) -> nn.Module:
     m = nn.Linear(w.shape[1], w.shape[0], bias=bias)
     with torch.no_grad():
         m.weight.copy_(torch.as_tensor(w.astype(np.float32)))
-        if bias:
+        if m.bias is not None:  # bias=True made one
             b = np.asarray(node.bias)
             if b.shape != (w.shape[0],):
                 raise ValueError(f"Affine bias must have shape [{w.shape[0]}], got {list(b.shape)}")
@@ -235,6 +255,7 @@ def _conv(node: nir.NIRNode) -> nn.Module:
             stride=tup(node.stride), padding=pad, dilation=tup(node.dilation), groups=int(node.groups), bias=True)
     with torch.no_grad():
         m.weight.copy_(torch.as_tensor(w.astype(np.float32)))
+        assert m.bias is not None  # bias=True
         m.bias.copy_(torch.as_tensor(np.asarray(node.bias).astype(np.float32)))
     return m
 

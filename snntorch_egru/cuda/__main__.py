@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, cast
 
 
 def verdict(cupy_ok: bool, cuda_ok: bool, cuda_version: Optional[str]) -> Tuple[bool, str]:
@@ -103,12 +103,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         call = LayerCall(r(T, B, I), r(B, H), r(B, H), r(B, H), r(3 * H, I), r(3 * H, H), r(3 * H), r(3 * H),
                          (0.3 * torch.rand(H, generator=g, dtype=torch.float64)).cuda().requires_grad_(),
                          EGRUSurrogate(0.7, 1.5))
-        ins = [call.x, call.y0, call.c0, call.trace0, call.weight_ih, call.weight_hh, call.bias_ih, call.bias_hh,
-               call.threshold]
+        ins = cast(List[torch.Tensor], [call.x, call.y0, call.c0, call.trace0, call.weight_ih,  # none is None here
+                                        call.weight_hh, call.bias_ih, call.bias_hh, call.threshold])
         res = []
         for fn in (get_backend("reference").run, run):
             out = fn(call)
-            loss = sum((o * (k + 1)).sum() for k, o in enumerate(out))
+            loss = cast(torch.Tensor, sum((o * (k + 1)).sum() for k, o in enumerate(out)))  # sum() starts at 0
             res.append(list(out) + list(torch.autograd.grad(loss, ins)))
         err = max((a - b).abs().max().item() for a, b in zip(*res))
         good = err < 1e-9
