@@ -228,10 +228,13 @@ class Tracker:
         >>> import torch, snntorch_egru as se
         >>> from snntorch_egru import metrics
         >>> rnn = se.EGRU(4, 16)
-        >>> with metrics.track(rnn) as tracker:
+        >>> tracker = metrics.track(rnn)
+        >>> with tracker:
         ...     _ = rnn(torch.randn(20, 2, 4))
-        >>> isinstance(tracker, metrics.Tracker), 0.0 <= tracker.summary()["activity"] <= 1.0
-        (True, True)
+        ...     calls = tracker.summary()["layers"][0]["calls"]   # readable inside the block too
+        >>> tracker.reset()                                        # forget what was recorded
+        >>> isinstance(tracker, metrics.Tracker), calls, tracker.summary()["layers"]
+        (True, 1, [])
     """
 
     def __init__(self, model: nn.Module) -> None:
