@@ -116,7 +116,20 @@ class EGRUStep(nn.Module):
         return (s.y if self.output == "y" else s.trace), new
 
 
-class LIFStep(nn.Module):
+class _SpikingStep(nn.Module):
+    """The firing rule shared by :class:`LIFStep` and :class:`CubaLIFStep` (buffers set by their ``__init__``)."""
+
+    v_leak: torch.Tensor
+    v_threshold: torch.Tensor
+    v_reset: torch.Tensor
+
+    def _fire(self, v: torch.Tensor, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Spikes ``s = [v > v_threshold]`` and ``v`` set to ``v_reset`` where it spiked."""
+        s = (v - self.v_threshold > 0).to(dtype)
+        return s, torch.where(s > 0, self.v_reset.expand_as(v), v)
+
+
+class LIFStep(_SpikingStep):
     """NIR ``LIF`` discretised with forward Euler, as snnTorch does (``dt = 1e-4`` by default).
 
     ``v = v' + dt/tau (v_leak - v' + r x)``; spike ``s = [v > v_threshold]``; where it
@@ -137,9 +150,6 @@ class LIFStep(nn.Module):
 
     decay: torch.Tensor
     gain: torch.Tensor
-    v_leak: torch.Tensor
-    v_threshold: torch.Tensor
-    v_reset: torch.Tensor
 
     def __init__(self, node: nir.LIF, dt: float) -> None:
         super().__init__()
@@ -159,12 +169,11 @@ class LIFStep(nn.Module):
             v = _state_tensor(state, "v", tuple(x.shape), "LIF step")
             _check_state_keys(state, ("v",), "LIF step")
         v = v + self.decay * (self.v_leak - v) + self.gain * x
-        s = (v - self.v_threshold > 0).to(x.dtype)
-        v = torch.where(s > 0, self.v_reset.expand_as(v), v)
+        s, v = self._fire(v, x.dtype)
         return s, {"v": v}
 
 
-class CubaLIFStep(nn.Module):
+class CubaLIFStep(_SpikingStep):
     """NIR ``CubaLIF`` discretised as snnTorch's ``Synaptic`` (current first, then membrane).
 
     ``i = i' + dt/tau_syn (w_in x - i')``; ``v = v' + dt/tau_mem (v_leak - v' + r i)``;
@@ -189,9 +198,6 @@ class CubaLIFStep(nn.Module):
     syn_gain: torch.Tensor
     mem_decay: torch.Tensor
     mem_gain: torch.Tensor
-    v_leak: torch.Tensor
-    v_threshold: torch.Tensor
-    v_reset: torch.Tensor
 
     def __init__(self, node: nir.CubaLIF, dt: float) -> None:
         super().__init__()
@@ -217,8 +223,7 @@ class CubaLIFStep(nn.Module):
             _check_state_keys(state, ("i", "v"), "CubaLIF step")
         i = state["i"] - self.syn_decay * state["i"] + self.syn_gain * x
         v = state["v"] + self.mem_decay * (self.v_leak - state["v"]) + self.mem_gain * i
-        s = (v - self.v_threshold > 0).to(x.dtype)
-        v = torch.where(s > 0, self.v_reset.expand_as(v), v)
+        s, v = self._fire(v, x.dtype)
         return s, {"i": i, "v": v}
 
 
