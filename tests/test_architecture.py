@@ -29,7 +29,7 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
                  "_cell_fast")),
     ("layers", ("_layer_setup", "_packed", "_cell", "modules", "norse")),
     ("bridges", ("interop", "_tbptt", "_recorder", "metrics", "nir", "_nir", "convert", "_nb_register", "registration",
-                 "neurobench", "bench", "utils", "streaming", "init")),
+                 "neurobench", "bench", "utils", "streaming", "init", "_nb_hooks", "_bench_report")),
     ("training", ("training",)),
     ("entry points", ("", "__main__", "cuda.__main__")),
 ]
