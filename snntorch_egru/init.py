@@ -32,7 +32,8 @@ __all__ = ["calibrate_thresholds", "THRESHOLD_INITS"]
 THRESHOLD_INITS = ("calibrated", "beta")
 
 
-def _check_args(model: Any, target_activity: Any, iterations: Any, bounds: Any) -> Tuple[float, float]:
+def _check_args(model: Any, target_activity: Any, iterations: Any, bounds: Any, input_std: Any
+                ) -> Tuple[float, float]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module holding EGRU layers, got {type(model).__name__}")
     if isinstance(target_activity, bool) or not isinstance(target_activity, (int, float)) \
@@ -46,6 +47,9 @@ def _check_args(model: Any, target_activity: Any, iterations: Any, bounds: Any) 
         raise ValueError(f"bounds must be a pair of numbers (low, high), got {bounds!r}") from None
     if not lo < hi:
         raise ValueError(f"bounds must satisfy low < high, got {bounds!r}")
+    if input_std is not None and (isinstance(input_std, bool) or not isinstance(input_std, (int, float))
+                                  or not 0 < float(input_std) < float("inf")):
+        raise ValueError(f"input_std must be None or a finite number > 0, got {input_std!r}")
     return lo, hi
 
 
@@ -196,10 +200,7 @@ def calibrate_thresholds(
         >>> abs(rec.o.mean().item() - 0.2) < 0.02       # the events of this batch, counted directly
         True
     """
-    lo, hi = _check_args(model, target_activity, iterations, bounds)
-    if input_std is not None and (isinstance(input_std, bool) or not isinstance(input_std, (int, float))
-                                  or not 0 < float(input_std) < float("inf")):
-        raise ValueError(f"input_std must be None or a finite number > 0, got {input_std!r}")
+    lo, hi = _check_args(model, target_activity, iterations, bounds, input_std)
     egrus = [m for m in model.modules() if isinstance(m, EGRU)]
     if not egrus:
         raise ValueError(f"model must hold at least one snntorch_egru.EGRU layer, found none in "

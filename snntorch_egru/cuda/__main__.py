@@ -64,6 +64,37 @@ def _compile_tables() -> bool:
     return ok
 
 
+def _gpu_self_test() -> bool:
+    """Kernels against the reference backend (outputs and gradients, float64) on a small layer."""
+    import torch
+
+    from ..backends import LayerCall, get_backend
+    from ..surrogate import EGRUSurrogate
+    from . import run
+
+    g = torch.Generator().manual_seed(0)
+    T, B, I, H = 6, 3, 5, 70
+
+    def r(*s):
+        return (0.5 * torch.randn(*s, generator=g, dtype=torch.float64)).cuda().requires_grad_()
+
+    call = LayerCall(r(T, B, I), r(B, H), r(B, H), r(B, H), r(3 * H, I), r(3 * H, H), r(3 * H), r(3 * H),
+                     (0.3 * torch.rand(H, generator=g, dtype=torch.float64)).cuda().requires_grad_(),
+                     EGRUSurrogate(0.7, 1.5))
+    ins = cast(List[torch.Tensor], [call.x, call.y0, call.c0, call.trace0, call.weight_ih,  # none is None here
+                                    call.weight_hh, call.bias_ih, call.bias_hh, call.threshold])
+    res = []
+    for fn in (get_backend("reference").run, run):
+        out = fn(call)
+        loss = cast(torch.Tensor, sum((o * (k + 1)).sum() for k, o in enumerate(out)))  # sum() starts at 0
+        res.append(list(out) + list(torch.autograd.grad(loss, ins)))
+    err = max((a - b).abs().max().item() for a, b in zip(*res))
+    good = err < 1e-9
+    print(f"GPU self-test on {torch.cuda.get_device_name()}: max |kernels - reference| = {err:.2e} "
+          f"({'ok' if good else 'FAILED'})")
+    return good
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m snntorch_egru.cuda", description=__doc__.split("\n\n")[0])
     p.add_argument("--tables", "--verbose", action="store_true", dest="tables",
@@ -90,31 +121,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     else:
         print("(compile check and ptxas register tables: python -m snntorch_egru.cuda --tables)")
     if usable:
-        from ..backends import LayerCall, get_backend
-        from ..surrogate import EGRUSurrogate
-        from . import run
-
-        g = torch.Generator().manual_seed(0)
-        T, B, I, H = 6, 3, 5, 70
-
-        def r(*s):
-            return (0.5 * torch.randn(*s, generator=g, dtype=torch.float64)).cuda().requires_grad_()
-
-        call = LayerCall(r(T, B, I), r(B, H), r(B, H), r(B, H), r(3 * H, I), r(3 * H, H), r(3 * H), r(3 * H),
-                         (0.3 * torch.rand(H, generator=g, dtype=torch.float64)).cuda().requires_grad_(),
-                         EGRUSurrogate(0.7, 1.5))
-        ins = cast(List[torch.Tensor], [call.x, call.y0, call.c0, call.trace0, call.weight_ih,  # none is None here
-                                        call.weight_hh, call.bias_ih, call.bias_hh, call.threshold])
-        res = []
-        for fn in (get_backend("reference").run, run):
-            out = fn(call)
-            loss = cast(torch.Tensor, sum((o * (k + 1)).sum() for k, o in enumerate(out)))  # sum() starts at 0
-            res.append(list(out) + list(torch.autograd.grad(loss, ins)))
-        err = max((a - b).abs().max().item() for a, b in zip(*res))
-        good = err < 1e-9
-        ok &= good
-        print(f"GPU self-test on {torch.cuda.get_device_name()}: max |kernels - reference| = {err:.2e} "
-              f"({'ok' if good else 'FAILED'})")
+        ok &= _gpu_self_test()
     return 0 if ok else 1
 
 
