@@ -99,10 +99,16 @@ class _Observer:
         self.input_products = [_ProductHook(self, f"weight_ih{s}") for s in suffixes]
         self.recurrent_products = [_ProductHook(self, f"weight_hh{s}") for s in suffixes]
         self._pending: List[Tuple[Any, ...]] = []
-        pre, post = next(hooks for cls, hooks in (
-            (EGRUCell, (self._cell_pre, self._cell_post)), (EGRU, (self._layer_pre, self._layer_post)),
-            (EGRURecurrentCell, (None, self._norse_cell_post)),
-            (EGRURecurrent, (self._norse_layer_pre, self._norse_layer_post))) if isinstance(module, cls))
+        pre, post = next(
+            hooks
+            for cls, hooks in (
+                (EGRUCell, (self._cell_pre, self._cell_post)),
+                (EGRU, (self._layer_pre, self._layer_post)),
+                (EGRURecurrentCell, (None, self._norse_cell_post)),
+                (EGRURecurrent, (self._norse_layer_pre, self._norse_layer_post)),
+            )
+            if isinstance(module, cls)
+        )
         self._handles = [module.register_forward_hook(post, with_kwargs=True, always_call=True, prepend=True)]
         if pre is not None:
             self._handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
@@ -172,8 +178,9 @@ class _Observer:
         self._push_sequence(x.detach(), record.y.detach(), record.c.detach(), module.batch_first, state_in)
         return output if asked else (out, state)
 
-    def _push_sequence(self, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, batch_first: bool,
-                       state_in: Any) -> None:
+    def _push_sequence(
+        self, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, batch_first: bool, state_in: Any
+    ) -> None:
         """Feed the hooks with a sequence: ``x`` as given, ``y``/``c`` ``[L, T, (B,) H]`` (batch-first if so)."""
         if x.dim() == 2:  # unbatched [T, I]
             x, y, c = x.unsqueeze(1), y.unsqueeze(2), c.unsqueeze(2)
@@ -227,8 +234,7 @@ class _Observer:
         if T > 0:
             if state_in is not None:
                 state_in = EGRURecurrentState(state_in[0].unsqueeze(0), state_in[1].unsqueeze(0), None)
-            self._push_sequence(x.detach(), out.detach().unsqueeze(0), states.c.detach().unsqueeze(0), False,
-                                state_in)
+            self._push_sequence(x.detach(), out.detach().unsqueeze(0), states.c.detach().unsqueeze(0), False, state_in)
         if asked or T == 0:
             return output
         return out, EGRURecurrentState(*(f[-1] for f in states))

@@ -76,15 +76,14 @@ def _detach(out: Any) -> Any:
     return tuple(o.detach() for o in out)
 
 
-def _check_args(model: Any, inputs: Any, window: Any, mode: Any, loss_fn: Any, optimizer: Any,
-                targets: Any, per_step_targets: bool) -> str:
+def _check_args(
+    model: Any, inputs: Any, window: Any, mode: Any, loss_fn: Any, optimizer: Any, targets: Any, per_step_targets: bool
+) -> str:
     """Check the arguments of :func:`truncated_bptt`; returns the resolved ``mode``."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(inputs, torch.Tensor) or inputs.dim() < 1:
-        raise TypeError(
-            f"inputs must be a time-first torch.Tensor [T, B, ...], got {type(inputs).__name__}"
-        )
+        raise TypeError(f"inputs must be a time-first torch.Tensor [T, B, ...], got {type(inputs).__name__}")
     if isinstance(window, bool) or not isinstance(window, int) or window <= 0:
         raise ValueError(f"window must be a positive int (steps per window), got {window!r}")
     if mode not in _MODES:
@@ -124,8 +123,13 @@ def _forward_window(model: nn.Module, xw: torch.Tensor, state: Any, mode: str, s
     return _stack(steps), state
 
 
-def _train_window(out: Any, loss_fn: Callable[..., torch.Tensor], targets: Any, has_targets: bool,
-                  optimizer: Optional[torch.optim.Optimizer]) -> float:
+def _train_window(
+    out: Any,
+    loss_fn: Callable[..., torch.Tensor],
+    targets: Any,
+    has_targets: bool,
+    optimizer: Optional[torch.optim.Optimizer],
+) -> float:
     """Back-propagate one window's loss (and step the optimizer); returns the loss value."""
     loss = loss_fn(out, targets) if has_targets else loss_fn(out)
     if optimizer is not None:
@@ -137,9 +141,17 @@ def _train_window(out: Any, loss_fn: Callable[..., torch.Tensor], targets: Any, 
 
 
 def truncated_bptt(
-    model: nn.Module, inputs: torch.Tensor, window: int, *, loss_fn: Optional[Callable[..., torch.Tensor]] = None,
-    targets: Any = None, per_step_targets: bool = False, optimizer: Optional[torch.optim.Optimizer] = None,
-    state: Any = None, mode: str = "auto", reset: bool = True,
+    model: nn.Module,
+    inputs: torch.Tensor,
+    window: int,
+    *,
+    loss_fn: Optional[Callable[..., torch.Tensor]] = None,
+    targets: Any = None,
+    per_step_targets: bool = False,
+    optimizer: Optional[torch.optim.Optimizer] = None,
+    state: Any = None,
+    mode: str = "auto",
+    reset: bool = True,
 ) -> TBPTTResult:
     """Run a long time-first sequence in windows of ``window`` steps, cutting gradients between windows.
 

@@ -74,7 +74,7 @@ try:
     from neurobench.models import TorchModel as _NBTorchModel
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        "snntorch_egru.neurobench needs NeuroBench 2.3: pip install \"snntorch-egru[neurobench]\" "
+        'snntorch_egru.neurobench needs NeuroBench 2.3: pip install "snntorch-egru[neurobench]" '
         f"(neurobench>=2.3,<2.4); importing it failed with: {exc}"
     ) from exc
 
@@ -246,8 +246,11 @@ def _connection_tensors(m: nn.Module) -> List[torch.Tensor]:
     if isinstance(m, _ONE_LAYER):
         names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if m.bias else [])
     elif isinstance(m, EGRU):
-        names = [f"{n}_l{k}" for k in range(m.num_layers)
-                 for n in ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if m.bias else [])]
+        names = [
+            f"{n}_l{k}"
+            for k in range(m.num_layers)
+            for n in ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if m.bias else [])
+        ]
     elif isinstance(m, STATELESS_LAYERS):
         return [m.weight]
     elif isinstance(m, RECURRENT_LAYERS):
@@ -349,8 +352,13 @@ class UnrolledGRU(nn.Module):
         self.num_layers, self.batch_first = gru.num_layers, gru.batch_first
         ref = gru.weight_ih_l0
         self.cells = nn.ModuleList(
-            nn.GRUCell(gru.input_size if k == 0 else gru.hidden_size, gru.hidden_size, bias=gru.bias,
-                       device=ref.device, dtype=ref.dtype)
+            nn.GRUCell(
+                gru.input_size if k == 0 else gru.hidden_size,
+                gru.hidden_size,
+                bias=gru.bias,
+                device=ref.device,
+                dtype=ref.dtype,
+            )
             for k in range(gru.num_layers)
         )
         with torch.no_grad():
@@ -361,8 +369,10 @@ class UnrolledGRU(nn.Module):
     def forward(self, x: torch.Tensor, h0: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(x, torch.Tensor) or x.dim() not in (2, 3) or x.shape[-1] != self.input_size:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x must be [T, B, {self.input_size}] ([B, T, {self.input_size}] with "
-                             f"batch_first, [T, {self.input_size}] unbatched), got {got}")
+            raise ValueError(
+                f"x must be [T, B, {self.input_size}] ([B, T, {self.input_size}] with "
+                f"batch_first, [T, {self.input_size}] unbatched), got {got}"
+            )
         unbatched = x.dim() == 2
         if unbatched:
             x = x.unsqueeze(1)

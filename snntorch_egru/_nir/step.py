@@ -25,22 +25,27 @@ def _state_tensor(state: Any, key: str, like: Tuple[int, ...], where: str) -> to
     if not isinstance(state, dict):
         raise TypeError(f"{where}: state must be a dict with key(s) {key!r}, got {type(state).__name__}")
     if key not in state:
-        raise ValueError(f"{where}: state lacks {key!r} (got keys {sorted(state)}); pass state=None to start "
-                         "from zeros")
+        raise ValueError(
+            f"{where}: state lacks {key!r} (got keys {sorted(state)}); pass state=None to start from zeros"
+        )
     t = state[key]
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{where}: state[{key!r}] must be a tensor, got {type(t).__name__}")
     if tuple(t.shape) != tuple(like):
-        raise ValueError(f"{where}: state[{key!r}] must have shape {list(like)} (batch and features of the input), "
-                         f"got {list(t.shape)}; a state is not broadcast across the batch")
+        raise ValueError(
+            f"{where}: state[{key!r}] must have shape {list(like)} (batch and features of the input), "
+            f"got {list(t.shape)}; a state is not broadcast across the batch"
+        )
     return t
 
 
 def _check_state_keys(state: Dict[str, Any], expected: Any, where: str) -> None:
     unknown = sorted(set(state) - set(expected))
     if unknown:
-        raise ValueError(f"{where}: unknown state key(s) {unknown}; expected {sorted(expected)} (the keys of the "
-                         "state this module returned), or state=None to start from zeros")
+        raise ValueError(
+            f"{where}: unknown state key(s) {unknown}; expected {sorted(expected)} (the keys of the "
+            "state this module returned), or state=None to start from zeros"
+        )
 
 
 def _time_constant(name: str, value: Any, where: str) -> np.ndarray:
@@ -107,11 +112,24 @@ class EGRUStep(nn.Module):
                 t = getattr(state, name)
                 if not isinstance(t, torch.Tensor) or tuple(t.shape) != want:
                     got = list(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-                    raise ValueError(f"EGRU step: state.{name} must have shape {list(want)} (batch of the input, "
-                                     f"hidden size), got {got}; a state is not broadcast across the batch")
-        s = F.egru_step(x, state.y, state.c, state.trace, self.weight_ih, self.weight_hh, self.bias_ih,
-                        self.bias_hh, self.threshold, spike_fn=self.spike_fn, reset=self.reset,
-                        zoneout_p=self.zoneout)
+                    raise ValueError(
+                        f"EGRU step: state.{name} must have shape {list(want)} (batch of the input, "
+                        f"hidden size), got {got}; a state is not broadcast across the batch"
+                    )
+        s = F.egru_step(
+            x,
+            state.y,
+            state.c,
+            state.trace,
+            self.weight_ih,
+            self.weight_hh,
+            self.bias_ih,
+            self.bias_hh,
+            self.threshold,
+            spike_fn=self.spike_fn,
+            reset=self.reset,
+            zoneout_p=self.zoneout,
+        )
         new = EGRUState(s.y, s.c, s.trace)
         return (s.y if self.output == "y" else s.trace), new
 
@@ -256,8 +274,16 @@ def _conv(node: nir.NIRNode) -> nn.Module:
     pad = node.padding
     pad = pad.decode() if isinstance(pad, bytes) else pad
     pad = pad if isinstance(pad, str) else tup(pad)
-    m = cls(w.shape[1] * int(node.groups), w.shape[0], w.shape[2:] if cls is nn.Conv2d else w.shape[2],
-            stride=tup(node.stride), padding=pad, dilation=tup(node.dilation), groups=int(node.groups), bias=True)
+    m = cls(
+        w.shape[1] * int(node.groups),
+        w.shape[0],
+        w.shape[2:] if cls is nn.Conv2d else w.shape[2],
+        stride=tup(node.stride),
+        padding=pad,
+        dilation=tup(node.dilation),
+        groups=int(node.groups),
+        bias=True,
+    )
     with torch.no_grad():
         m.weight.copy_(torch.as_tensor(w.astype(np.float32)))
         assert m.bias is not None  # bias=True
