@@ -57,12 +57,17 @@ def _egru_types() -> tuple:
     return (EGRUCell, EGRU, _norse.EGRURecurrentCell, _norse.EGRURecurrent)
 
 
-def _patch_model(module: Any) -> None:
-    cls = module.NeuroBenchModel
-    if "register_hooks" in _saved:
+def _replace(cls: Any, attr: str, key: str, make: Callable[[Any], Any]) -> None:
+    """Set ``cls.<attr>`` to ``make(original)`` once, keeping the original under ``key`` for :func:`uninstall`."""
+    if key in _saved:
         return
-    original = cls.register_hooks
-    _saved["register_hooks"] = (cls, original)
+    original = getattr(cls, attr)
+    _saved[key] = (cls, original)
+    setattr(cls, attr, make(original))
+
+
+def _counting_register_hooks(original: Any) -> Any:
+    """NeuroBench's ``register_hooks`` followed by the EGRU hooks."""
 
     def register_hooks(self: Any) -> None:
         original(self)
@@ -72,15 +77,11 @@ def _patch_model(module: Any) -> None:
             add_egru_hooks(self)
 
     register_hooks.__doc__ = original.__doc__
-    cls.register_hooks = register_hooks
+    return register_hooks
 
 
-def _patch_sparsity(module: Any) -> None:
-    cls = module.ConnectionSparsity
-    if "connection_sparsity" in _saved:
-        return
-    original = cls.__call__
-    _saved["connection_sparsity"] = (cls, original)
+def _counting_sparsity(original: Any) -> Any:
+    """``ConnectionSparsity.__call__`` that counts the EGRU weights of a network holding EGRU layers."""
 
     def __call__(self: Any, model: Any) -> float:
         types = _egru_types()
@@ -90,7 +91,15 @@ def _patch_sparsity(module: Any) -> None:
             return ConnectionSparsity.__call__(self, model)
         return original(self, model)
 
-    cls.__call__ = __call__
+    return __call__
+
+
+def _patch_model(module: Any) -> None:
+    _replace(module.NeuroBenchModel, "register_hooks", "register_hooks", _counting_register_hooks)
+
+
+def _patch_sparsity(module: Any) -> None:
+    _replace(module.ConnectionSparsity, "__call__", "connection_sparsity", _counting_sparsity)
 
 
 _PATCHES: Dict[str, Callable[[Any], None]] = {_MODEL: _patch_model, _SPARSITY: _patch_sparsity}

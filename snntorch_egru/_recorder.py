@@ -67,8 +67,9 @@ class EventRecorder:
     def _watched(self) -> List[Tuple[str, nn.Module]]:
         out = []
         for name, m in self.model.named_modules():
-            if isinstance(m, (EGRU, EGRUCell, EGRURecurrent, EGRURecurrentCell)) or \
-                    (self.include_snntorch and _is_snntorch_neuron(m)):
+            if isinstance(m, (EGRU, EGRUCell, EGRURecurrent, EGRURecurrentCell)) or (
+                self.include_snntorch and _is_snntorch_neuron(m)
+            ):
                 out.append((name or type(m).__name__, m))
         return out
 
@@ -90,6 +91,7 @@ class EventRecorder:
             elif not isinstance(module, EGRURecurrent):
                 y = y.unsqueeze(0)  # one step
             self._chunks.setdefault(name, []).append(y)
+
         return hook
 
     def stop(self) -> None:
@@ -113,13 +115,7 @@ class EventRecorder:
         self.stop()
 
 
-def raster_plot(
-    events: torch.Tensor,
-    *,
-    sample: int = 0,
-    ax: Any = None,
-    **scatter_kwargs: Any,
-) -> Tuple[Any, Any]:
+def raster_plot(events: torch.Tensor, *, sample: int = 0, ax: Any = None, **scatter_kwargs: Any) -> Tuple[Any, Any]:
     """Raster plot (time vs unit) of EGRU events with ``snntorch.spikeplot.raster``.
 
     A dot is drawn at ``(t, unit)`` wherever the event is non-zero (EGRU events
@@ -151,8 +147,10 @@ def raster_plot(
         raise TypeError(f"events must be a torch.Tensor [T, B, H] or [T, H], got {type(events).__name__}")
     if events.dim() == 3:
         if isinstance(sample, bool) or not isinstance(sample, int) or not 0 <= sample < events.shape[1]:
-            raise ValueError(f"sample must be an int in [0, {events.shape[1]}) for events of shape "
-                             f"{list(events.shape)}, got {sample!r}")
+            raise ValueError(
+                f"sample must be an int in [0, {events.shape[1]}) for events of shape "
+                f"{list(events.shape)}, got {sample!r}"
+            )
         events = events[:, sample]
     elif events.dim() != 2:
         raise ValueError(f"events must have shape [T, B, H] or [T, H], got {list(events.shape)}")
@@ -161,8 +159,7 @@ def raster_plot(
         from snntorch import spikeplot
     except ImportError as err:
         raise ImportError(
-            f"raster_plot needs matplotlib and pandas (for snntorch.spikeplot): pip install "
-            f"snntorch-egru[data] ({err})"
+            f"raster_plot needs matplotlib and pandas (for snntorch.spikeplot): pip install snntorch-egru[data] ({err})"
         ) from err
     if ax is None:
         fig, ax = plt.subplots()

@@ -76,15 +76,14 @@ def _detach(out: Any) -> Any:
     return tuple(o.detach() for o in out)
 
 
-def _check_args(model: Any, inputs: Any, window: Any, mode: Any, loss_fn: Any, optimizer: Any,
-                targets: Any, per_step_targets: bool) -> str:
+def _check_args(
+    model: Any, inputs: Any, window: Any, mode: Any, loss_fn: Any, optimizer: Any, targets: Any, per_step_targets: bool
+) -> str:
     """Check the arguments of :func:`truncated_bptt`; returns the resolved ``mode``."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(inputs, torch.Tensor) or inputs.dim() < 1:
-        raise TypeError(
-            f"inputs must be a time-first torch.Tensor [T, B, ...], got {type(inputs).__name__}"
-        )
+        raise TypeError(f"inputs must be a time-first torch.Tensor [T, B, ...], got {type(inputs).__name__}")
     if isinstance(window, bool) or not isinstance(window, int) or window <= 0:
         raise ValueError(f"window must be a positive int (steps per window), got {window!r}")
     if mode not in _MODES:
@@ -124,8 +123,13 @@ def _forward_window(model: nn.Module, xw: torch.Tensor, state: Any, mode: str, s
     return _stack(steps), state
 
 
-def _train_window(out: Any, loss_fn: Callable[..., torch.Tensor], targets: Any, has_targets: bool,
-                  optimizer: Optional[torch.optim.Optimizer]) -> float:
+def _train_window(
+    out: Any,
+    loss_fn: Callable[..., torch.Tensor],
+    targets: Any,
+    has_targets: bool,
+    optimizer: Optional[torch.optim.Optimizer],
+) -> float:
     """Back-propagate one window's loss (and step the optimizer); returns the loss value."""
     loss = loss_fn(out, targets) if has_targets else loss_fn(out)
     if optimizer is not None:
@@ -137,42 +141,48 @@ def _train_window(out: Any, loss_fn: Callable[..., torch.Tensor], targets: Any, 
 
 
 def truncated_bptt(
-    model: nn.Module, inputs: torch.Tensor, window: int, *, loss_fn: Optional[Callable[..., torch.Tensor]] = None,
-    targets: Any = None, per_step_targets: bool = False, optimizer: Optional[torch.optim.Optimizer] = None,
-    state: Any = None, mode: str = "auto", reset: bool = True,
+    model: nn.Module,
+    inputs: torch.Tensor,
+    window: int,
+    *,
+    loss_fn: Optional[Callable[..., torch.Tensor]] = None,
+    targets: Any = None,
+    per_step_targets: bool = False,
+    optimizer: Optional[torch.optim.Optimizer] = None,
+    state: Any = None,
+    mode: str = "auto",
+    reset: bool = True,
 ) -> TBPTTResult:
     """Run a long time-first sequence in windows of ``window`` steps, cutting gradients between windows.
 
-    After every window the stored state of every :class:`~snntorch_egru.EGRUCell`
-    and snnTorch neuron in ``model`` is detached
-    (:func:`snntorch_egru.utils.detach_hidden`, model-local, nested modules
-    included), and so is the explicit state passed between calls (``EGRU``,
-    Norse-flavour modules, ``norse.torch.SequentialState``). The values carry
-    over, so the outputs equal one long run; only the gradient stops at the border.
+    After every window the stored state of every :class:`~snntorch_egru.EGRUCell` and snnTorch neuron in
+    ``model`` is detached (:func:`snntorch_egru.utils.detach_hidden`, model-local, nested modules included),
+    and so is the explicit state passed between calls (``EGRU``, Norse-flavour modules,
+    ``norse.torch.SequentialState``). The values carry over, so the outputs equal one long run; only the
+    gradient stops at the border.
 
-    With ``loss_fn`` each window's loss is back-propagated at once; with an
-    ``optimizer`` the update is ``zero_grad(); backward(); step()`` per window,
-    without one the gradients of all windows accumulate in ``.grad``.
+    With ``loss_fn`` each window's loss is back-propagated at once; with an ``optimizer`` the update is
+    ``zero_grad(); backward(); step()`` per window, without one the gradients of all windows accumulate in
+    ``.grad``.
 
     Args:
-        model: the network. ``mode="step"`` calls it once per step
-            (``model(x_t)`` for snnTorch-style models keeping their own state, or
-            ``model(x_t, state) -> (out, state)`` when its ``forward`` has a
-            ``state`` parameter, e.g. Norse cells or ``SequentialState`` of cells);
-            ``mode="sequence"`` calls it once per window with ``[window, B, ...]``
-            (``model(x_w, state) -> (out, state)``, or ``model(x_w)``).
+        model: the network. ``mode="step"`` calls it once per step (``model(x_t)`` for snnTorch-style
+            models keeping their own state, or ``model(x_t, state) -> (out, state)`` when its ``forward``
+            has a ``state`` parameter, e.g. Norse cells or ``SequentialState`` of cells); ``mode="sequence"``
+            calls it once per window with ``[window, B, ...]`` (``model(x_w, state) -> (out, state)``, or
+            ``model(x_w)``).
         inputs: ``[T, B, ...]`` time-first input.
         window: number of steps per window (the last window may be shorter).
-        loss_fn: ``loss_fn(outputs_window, targets_window)`` (or
-            ``loss_fn(outputs_window)`` when ``targets`` is None) returning a scalar;
-            snnTorch's losses such as ``snntorch.functional.ce_rate_loss()`` fit.
+        loss_fn: ``loss_fn(outputs_window, targets_window)`` (or ``loss_fn(outputs_window)`` when
+            ``targets`` is None) returning a scalar; snnTorch's losses such as
+            ``snntorch.functional.ce_rate_loss()`` fit.
         targets: passed to ``loss_fn`` whole for every window, or sliced along
             dimension 0 with ``per_step_targets=True``.
         per_step_targets: slice ``targets[t0:t1]`` for each window. Default: False.
         optimizer: stepped once per window. Default: None (gradients accumulate).
         state: initial explicit state (``None`` = the model's default).
-        mode: ``"auto"`` (``"sequence"`` for ``EGRU``, ``EGRURecurrent`` and
-            ``torch.nn.RNNBase``, else ``"step"``), ``"step"`` or ``"sequence"``.
+        mode: ``"auto"`` (``"sequence"`` for ``EGRU``, ``EGRURecurrent`` and ``torch.nn.RNNBase``, else
+            ``"step"``), ``"step"`` or ``"sequence"``.
         reset: zero the stored state of every EGRU cell and snnTorch neuron first
             (:func:`snntorch_egru.utils.reset`). Default: True.
 

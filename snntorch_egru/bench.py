@@ -39,7 +39,6 @@ import argparse
 import csv
 import datetime as _dt
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -47,11 +46,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, cast
 
 import torch
 
 from . import functional as F
+from ._bench_report import COLUMNS, _git_commit, _machine, _markdown
 
 __all__ = ["main", "Cell", "calibrate_thresholds", "run_cell"]
 
@@ -85,9 +85,9 @@ class Cell:
 
 
 QUICK_CELLS = (
-    Cell(1024, 1, 0.10, "fwd", steps=100),     # streaming target: >= 2x nn.GRU
-    Cell(256, 1, 0.10, "fwd", steps=200),      # small layer: >= 0.8x nn.GRU
-    Cell(1024, 1, 0.01, "fwd", steps=100),     # 1 %: how close to the events' share
+    Cell(1024, 1, 0.10, "fwd", steps=100),  # streaming target: >= 2x nn.GRU
+    Cell(256, 1, 0.10, "fwd", steps=200),  # small layer: >= 0.8x nn.GRU
+    Cell(1024, 1, 0.01, "fwd", steps=100),  # 1 %: how close to the events' share
     Cell(1024, 16, 0.10, "fwdbwd", steps=30),  # training target: >= 1x nn.GRU
     Cell(1024, 1, 0.01, "fwdbwd", steps=30),
 )
@@ -97,8 +97,7 @@ def _egru(cell: Cell, device: torch.device, backend: str):
     from .modules import EGRU
 
     torch.manual_seed(0)
-    return EGRU(cell.input_size, cell.hidden, num_layers=cell.layers, threshold_clamp=False,
-                backend=backend).to(device)
+    return EGRU(cell.input_size, cell.hidden, num_layers=cell.layers, threshold_clamp=False, backend=backend).to(device)
 
 
 def calibrate_thresholds(model: torch.nn.Module, x: torch.Tensor, activity: float, rounds: int = 3) -> None:
@@ -124,7 +123,7 @@ def calibrate_thresholds(model: torch.nn.Module, x: torch.Tensor, activity: floa
     with torch.no_grad():
         for _ in range(rounds):
             _, _, rec = model(x, return_internals=True)
-            for k in range(model.num_layers):
+            for k in range(cast(int, model.num_layers)):  # an EGRU
                 c_hat = F.pre_reset_state(rec.y[k], rec.c[k], rec.o[k])  # [T, B, H]
                 flat = c_hat.reshape(-1, c_hat.shape[-1]).float()
                 q = torch.quantile(flat, 1.0 - activity, dim=0)
@@ -183,6 +182,7 @@ def run_cell(cell: Cell, *, device: torch.device, backend: str, repeats: int) ->
                         model(x)
                 else:
                     model(x)
+
         return run
 
     def fwdbwd(model: torch.nn.Module, dense: bool = False) -> Callable[[], None]:
@@ -195,21 +195,29 @@ def run_cell(cell: Cell, *, device: torch.device, backend: str, repeats: int) ->
             else:
                 out = model(x)[0]
                 out.sum().backward()
+
         return run
 
     make = fwd if cell.mode == "fwd" else fwdbwd
     t_gru, t_egru, t_dense = _time([make(gru), make(egru), make(egru, dense=True)], repeats, sync)
     fwd_frac = stats["effective_macs"] / max(stats["dense_macs"], 1)
     bwd_frac = (stats["effective_macs"] + stats["backward_macs"]) / max(
-        stats["dense_macs"] + stats["dense_backward_macs"], 1)
+        stats["dense_macs"] + stats["dense_backward_macs"], 1
+    )
     return {
-        "hidden": cell.hidden, "input": cell.input_size, "batch": cell.batch, "steps": cell.steps,
-        "layers": cell.layers, "mode": cell.mode, "target_activity": cell.activity,
+        "hidden": cell.hidden,
+        "input": cell.input_size,
+        "batch": cell.batch,
+        "steps": cell.steps,
+        "layers": cell.layers,
+        "mode": cell.mode,
+        "target_activity": cell.activity,
         "activity": round(stats["activity"], 4),
         "union_activity": round(stats["batch_union_activity"], 4),
         "backward_density": round(stats["backward_density"], 4),
         "mac_fraction": round(fwd_frac if cell.mode == "fwd" else bwd_frac, 4),
-        "gru_ms": round(t_gru * 1e3, 3), "egru_ms": round(t_egru * 1e3, 3),
+        "gru_ms": round(t_gru * 1e3, 3),
+        "egru_ms": round(t_egru * 1e3, 3),
         "dense_egru_ms": round(t_dense * 1e3, 3),
         "us_per_step_egru": round(t_egru * 1e6 / cell.steps, 1),
         "speedup_vs_gru": round(t_gru / t_egru, 3),
@@ -230,8 +238,9 @@ def _peak_memory_child(backend: str, hidden: int, batch: int, steps: int, input_
     calibrate_thresholds(egru, torch.randn(steps, 1, input_size, generator=g), activity)
     egru.zero_grad()
     # one small warm-up so that allocator/BLAS buffers exist before the baseline
-    _egru(Cell(8, 1, 0.1, "fwdbwd", input_size=4, steps=2), torch.device("cpu"), backend)(
-        torch.randn(2, 1, 4))[0].sum().backward()
+    _egru(Cell(8, 1, 0.1, "fwdbwd", input_size=4, steps=2), torch.device("cpu"), backend)(torch.randn(2, 1, 4))[
+        0
+    ].sum().backward()
     # Linux: reset the high-water mark to the current RSS, then read VmHWM. (ru_maxrss is not
     # usable: it carries the parent's RSS across fork + exec.)
     try:
@@ -249,8 +258,9 @@ def _peak_memory_child(backend: str, hidden: int, batch: int, steps: int, input_
     return (peak - base) * 1024
 
 
-def cuda_peak_memory(model: str, device: torch.device, hidden: int, batch: int, steps: int, input: int,
-                     activity: float) -> int:
+def cuda_peak_memory(
+    model: str, device: torch.device, hidden: int, batch: int, steps: int, input: int, activity: float
+) -> int:
     """Peak CUDA memory (bytes, ``torch.cuda.max_memory_allocated``) of one forward+backward
     above what the model, its input and the upstream gradient already hold.
 
@@ -312,78 +322,15 @@ def _vm_kib(field: str) -> int:
 
 def peak_memory(backend: str, hidden: int, batch: int, steps: int, input_size: int, activity: float) -> Optional[int]:
     """Peak resident-memory increase of one training step in a fresh Python process (Linux; else None)."""
-    code = (f"from snntorch_egru.bench import _peak_memory_child as f; "
-            f"print(f({backend!r}, {hidden}, {batch}, {steps}, {input_size}, {activity}))")
+    code = (
+        f"from snntorch_egru.bench import _peak_memory_child as f; "
+        f"print(f({backend!r}, {hidden}, {batch}, {steps}, {input_size}, {activity}))"
+    )
     try:
         res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
         return int(res.stdout.strip().splitlines()[-1])
     except Exception:  # noqa: BLE001 - memory figures are optional
         return None
-
-
-def _machine(device: torch.device) -> Dict[str, str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu, "cores": str(os.cpu_count()), "torch": torch.__version__,
-        "threads": str(torch.get_num_threads()), "python": platform.python_version(),
-        "device": "cpu" if device.type == "cpu" else torch.cuda.get_device_name(device),
-    }
-    return info
-
-
-def _git_commit() -> str:
-    try:
-        here = Path(__file__).resolve().parent
-        res = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
-                             timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return (res.stdout.strip() or "unknown") + ("+dirty" if dirty else "")
-    except Exception:  # noqa: BLE001
-        return "unknown"
-
-
-COLUMNS = ("hidden", "input", "batch", "steps", "layers", "mode", "target_activity", "activity", "union_activity",
-           "backward_density", "mac_fraction", "gru_ms", "egru_ms", "dense_egru_ms", "us_per_step_egru",
-           "speedup_vs_gru", "speedup_vs_dense", "time_fraction_of_dense")
-
-
-def _markdown(rows: Sequence[Dict[str, object]], meta: Dict[str, str], memory: List[Dict[str, object]]) -> str:
-    lines = ["# snntorch-egru bench", ""]
-    for k, v in meta.items():
-        lines.append(f"- **{k}**: {v}")
-    lines += ["", "Times: median ms per sequence; speed-up > 1 means EGRU is faster. `mac_fraction` = effective "
-              "MACs / dense MACs (fwd) or (fwd + bwd MACs) / dense (fwdbwd); compare it with "
-              "`time_fraction_of_dense`.", ""]
-    lines.append("| " + " | ".join(COLUMNS) + " |")
-    lines.append("|" + "---|" * len(COLUMNS))
-    for r in rows:
-        lines.append("| " + " | ".join(str(r[c]) for c in COLUMNS) + " |")
-    if memory and meta.get("device", "cpu") != "cpu":
-        lines += ["", "## Peak training memory (torch.cuda.max_memory_allocated above model + input, one "
-                  "forward+backward)", "", "| model | hidden | batch | steps | input | activity | peak MiB | "
-                  "vs torch.nn.GRU |", "|---|---|---|---|---|---|---|---|"]
-        base = memory[0]["bytes"]
-        for m in memory:
-            ratio = f"{m['bytes'] / base:.2f}" if base else "n/a"
-            lines.append(f"| {m['backend']} | {m['hidden']} | {m['batch']} | {m['steps']} | {m['input']} | "
-                         f"{m['activity']} | {m['bytes'] / 2**20:.1f} | {ratio} |")
-    elif memory:
-        lines += ["", "## Peak training memory (RSS increase of one forward+backward, fresh process)", "",
-                  "| backend | hidden | batch | steps | input | activity | peak MiB |", "|---|---|---|---|---|---|---|"]
-        for m in memory:
-            mib = "n/a" if m["bytes"] is None else f"{m['bytes'] / 2**20:.1f}"
-            lines.append(f"| {m['backend']} | {m['hidden']} | {m['batch']} | {m['steps']} | {m['input']} | "
-                         f"{m['activity']} | {mib} |")
-    return "\n".join(lines) + "\n"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -403,10 +350,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per model and cell (>= 5 recommended)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    p.add_argument("--memory", action="store_true",
-                   help="also measure peak training memory (CUDA: vs torch.nn.GRU; CPU: vs the reference)")
-    p.add_argument("--tf32", choices=("off", "on"), default="off",
-                   help="TF32 for the GEMMs of both models alike (cuBLAS matmul and cuDNN flags); default off")
+    p.add_argument(
+        "--memory",
+        action="store_true",
+        help="also measure peak training memory (CUDA: vs torch.nn.GRU; CPU: vs the reference)",
+    )
+    p.add_argument(
+        "--tf32",
+        choices=("off", "on"),
+        default="off",
+        help="TF32 for the GEMMs of both models alike (cuBLAS matmul and cuDNN flags); default off",
+    )
     p.add_argument("--out", default=os.path.join("benchmarks", "results"), help="output folder")
     p.add_argument("--no-write", action="store_true", help="print only, write no files")
     return p
@@ -469,8 +423,10 @@ def _check_args(args: argparse.Namespace) -> None:
         if args.backend not in available_backends() + ["auto"]:
             raise ValueError(f"--backend must be one of {['auto'] + available_backends()}, got {args.backend!r}")
         if args.backend == "cupy" and not (args.device == "cuda" and torch.cuda.is_available()):
-            raise ValueError("--backend cupy needs --device cuda on a machine with CUDA "
-                             f"(torch.cuda.is_available() is {torch.cuda.is_available()})")
+            raise ValueError(
+                "--backend cupy needs --device cuda on a machine with CUDA "
+                f"(torch.cuda.is_available() is {torch.cuda.is_available()})"
+            )
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was given but CUDA is not available (torch.cuda.is_available() is False)")
     if not args.no_write and os.path.exists(args.out) and not os.path.isdir(args.out):
@@ -486,31 +442,50 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.quick:
         cells = list(QUICK_CELLS)
     else:
-        cells = [Cell(h, b, a, m, input_size=args.input_size, steps=args.steps, layers=args.layers)
-                 for m in args.mode for h in args.hidden for b in args.batch for a in args.activity]
+        cells = [
+            Cell(h, b, a, m, input_size=args.input_size, steps=args.steps, layers=args.layers)
+            for m in args.mode
+            for h in args.hidden
+            for b in args.batch
+            for a in args.activity
+        ]
     from tqdm.auto import tqdm
 
     rows = []
     with tf32_setting(args.tf32 == "on"):
         for cell in tqdm(cells, desc="bench", unit="cell", file=sys.stderr):
             rows.append(run_cell(cell, device=device, backend=backend, repeats=args.repeats))
-        tf32_label = (f"{args.tf32} (torch.backends.cuda.matmul.allow_tf32="
-                      f"{torch.backends.cuda.matmul.allow_tf32}, torch.backends.cudnn.allow_tf32="
-                      f"{torch.backends.cudnn.allow_tf32})")
-    memory: List[Dict[str, object]] = []
+        tf32_label = (
+            f"{args.tf32} (torch.backends.cuda.matmul.allow_tf32="
+            f"{torch.backends.cuda.matmul.allow_tf32}, torch.backends.cudnn.allow_tf32="
+            f"{torch.backends.cudnn.allow_tf32})"
+        )
+    memory: List[Dict[str, Any]] = []
     spec = dict(hidden=1024, batch=16, steps=50, input=args.input_size, activity=0.1)
     if args.memory and device.type == "cpu":
         for be in ("reference", backend):
-            memory.append({"backend": be, **spec,
-                           "bytes": peak_memory(be, spec["hidden"], spec["batch"], spec["steps"], spec["input"],
-                                                spec["activity"])})
+            memory.append(
+                {
+                    "backend": be,
+                    **spec,
+                    "bytes": peak_memory(
+                        be, spec["hidden"], spec["batch"], spec["steps"], spec["input"], spec["activity"]
+                    ),
+                }
+            )
     elif args.memory:
         for be in ("torch.nn.GRU", backend):
             memory.append({"backend": be, **spec, "bytes": cuda_peak_memory(be, device, **spec)})
     now = _dt.datetime.now(_dt.timezone.utc)
-    meta = {"date": now.strftime("%Y-%m-%d %H:%M UTC"), **_machine(device), "backend": backend,
-            "tf32": tf32_label, "repeats": str(args.repeats), "commit": _git_commit(),
-            "command": "snntorch-egru bench " + " ".join(shlex.quote(a) for a in argv)}
+    meta = {
+        "date": now.strftime("%Y-%m-%d %H:%M UTC"),
+        **_machine(device),
+        "backend": backend,
+        "tf32": tf32_label,
+        "repeats": str(args.repeats),
+        "commit": _git_commit(),
+        "command": "snntorch-egru bench " + " ".join(shlex.quote(a) for a in argv),
+    }
     md = _markdown(rows, meta, memory)
     print(md)
     if not args.no_write:

@@ -34,11 +34,11 @@ _EVNN_KEYS = ("kernel", "recurrent_kernel", "bias", "recurrent_bias")
 
 def _zrg_to_rzn(t: torch.Tensor, H: int) -> torch.Tensor:
     # last axis [z | r | g] -> [r | z | n]
-    return torch.cat([t[..., H:2 * H], t[..., 0:H], t[..., 2 * H:3 * H]], dim=-1)
+    return torch.cat([t[..., H : 2 * H], t[..., 0:H], t[..., 2 * H : 3 * H]], dim=-1)
 
 
 def _rzn_to_zrg(t: torch.Tensor, H: int) -> torch.Tensor:
-    return torch.cat([t[..., H:2 * H], t[..., 0:H], t[..., 2 * H:3 * H]], dim=-1)
+    return torch.cat([t[..., H : 2 * H], t[..., 0:H], t[..., 2 * H : 3 * H]], dim=-1)
 
 
 def _hidden(evnn: Mapping[str, torch.Tensor], key: str) -> int:
@@ -52,8 +52,10 @@ def _expect(name: str, t: torch.Tensor, shape: tuple, what: str) -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
     if tuple(t.shape) != shape:
-        raise ValueError(f"{name} must have shape {list(shape)} ({what}), got {list(t.shape)}; "
-                         "the tensors of one layer must agree (nothing is truncated or padded)")
+        raise ValueError(
+            f"{name} must have shape {list(shape)} ({what}), got {list(t.shape)}; "
+            "the tensors of one layer must agree (nothing is truncated or padded)"
+        )
 
 
 def evnn_to_torch(evnn: Mapping[str, torch.Tensor], prefix: str = "", suffix: str = "") -> Dict[str, torch.Tensor]:
@@ -98,8 +100,10 @@ def evnn_to_torch(evnn: Mapping[str, torch.Tensor], prefix: str = "", suffix: st
     rk, k = evnn[prefix + "recurrent_kernel"], evnn[prefix + "kernel"]
     _expect(prefix + "recurrent_kernel", rk, (H, 3 * H), "[H, 3H], H from its last dimension")
     if not isinstance(k, torch.Tensor) or k.dim() != 2:
-        raise ValueError(f"{prefix}kernel must be a 2-D tensor [I, 3H], got "
-                         f"{list(k.shape) if isinstance(k, torch.Tensor) else type(k).__name__}")
+        raise ValueError(
+            f"{prefix}kernel must be a 2-D tensor [I, 3H], got "
+            f"{list(k.shape) if isinstance(k, torch.Tensor) else type(k).__name__}"
+        )
     _expect(prefix + "kernel", k, (k.shape[0], 3 * H), f"[I, 3H] with H = {H}")
     for key in ("bias", "recurrent_bias"):
         _expect(prefix + key, evnn[prefix + key], (3 * H,), f"[3H] with H = {H}")

@@ -32,11 +32,14 @@ __all__ = ["calibrate_thresholds", "THRESHOLD_INITS"]
 THRESHOLD_INITS = ("calibrated", "beta")
 
 
-def _check_args(model: Any, target_activity: Any, iterations: Any, bounds: Any) -> Tuple[float, float]:
+def _check_args(model: Any, target_activity: Any, iterations: Any, bounds: Any, input_std: Any) -> Tuple[float, float]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module holding EGRU layers, got {type(model).__name__}")
-    if isinstance(target_activity, bool) or not isinstance(target_activity, (int, float)) \
-            or not 0.0 < float(target_activity) < 1.0:
+    if (
+        isinstance(target_activity, bool)
+        or not isinstance(target_activity, (int, float))
+        or not 0.0 < float(target_activity) < 1.0
+    ):
         raise ValueError(f"target_activity must be a number strictly between 0 and 1, got {target_activity!r}")
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
@@ -46,6 +49,12 @@ def _check_args(model: Any, target_activity: Any, iterations: Any, bounds: Any) 
         raise ValueError(f"bounds must be a pair of numbers (low, high), got {bounds!r}") from None
     if not lo < hi:
         raise ValueError(f"bounds must satisfy low < high, got {bounds!r}")
+    if input_std is not None and (
+        isinstance(input_std, bool)
+        or not isinstance(input_std, (int, float))
+        or not 0 < float(input_std) < float("inf")
+    ):
+        raise ValueError(f"input_std must be None or a finite number > 0, got {input_std!r}")
     return lo, hi
 
 
@@ -63,9 +72,18 @@ def _captured_inputs(model: nn.Module, egru: EGRU, run: Callable[[], Any]) -> Tu
     finally:
         handle.remove()
     if not seen:
-        raise ValueError(f"the forward pass of {type(model).__name__} on inputs never called its EGRU layer "
-                         f"({egru.input_size} -> {egru.hidden_size}); pass the inputs the model takes")
+        raise ValueError(
+            f"the forward pass of {type(model).__name__} on inputs never called its EGRU layer "
+            f"({egru.input_size} -> {egru.hidden_size}); pass the inputs the model takes"
+        )
     return seen[0]
+
+
+def _layer_tensor(egru: EGRU, k: int, name: str) -> torch.Tensor:
+    """``egru.layer_tensors(k)[name]`` for a tensor every layer has (``weight_ih``, ``threshold``)."""
+    t = egru.layer_tensors(k)[name]
+    assert t is not None, name
+    return t
 
 
 def _unit_rates(egru: EGRU, x: Any, state: Any, k: int) -> torch.Tensor:
@@ -82,17 +100,18 @@ def _scale_input_weights(egru: EGRU, x: Any, state: Any, k: int, std: float) -> 
         inp = x.transpose(0, 1) if egru.batch_first else x
     else:
         inp = egru(x, state, return_internals=True)[2].y[k - 1]
-    w = egru.layer_tensors(k)["weight_ih"]
+    w = _layer_tensor(egru, k, "weight_ih")
     before = float((inp.reshape(-1, inp.shape[-1]).to(w.dtype) @ w.t()).std())
     if before > 0:
         w.mul_(std / before)
     return before
 
 
-def _bisect_layer(egru: EGRU, x: Any, state: Any, k: int, target: float, lo: float, hi: float,
-                  iterations: int) -> torch.Tensor:
+def _bisect_layer(
+    egru: EGRU, x: Any, state: Any, k: int, target: float, lo: float, hi: float, iterations: int
+) -> torch.Tensor:
     """Bisect every threshold of layer ``k`` (all units at once) towards ``target``; returns the rates."""
-    theta = egru.layer_tensors(k)["threshold"]
+    theta = _layer_tensor(egru, k, "threshold")
     low = torch.full_like(theta, lo)
     high = torch.full_like(theta, hi)
     for _ in range(iterations):
@@ -105,22 +124,29 @@ def _bisect_layer(egru: EGRU, x: Any, state: Any, k: int, target: float, lo: flo
     return _unit_rates(egru, x, state, k)
 
 
-def _calibrate_modules(model: nn.Module, egrus: List[EGRU], inputs: Any, forward: Any, target: float,
-                       bounds: Tuple[float, float], iterations: int, input_std: Optional[float]
-                       ) -> Tuple[List[float], List[float], List[Optional[float]]]:
+def _calibrate_modules(
+    model: nn.Module,
+    egrus: List[EGRU],
+    inputs: Any,
+    forward: Any,
+    target: float,
+    bounds: Tuple[float, float],
+    iterations: int,
+    input_std: Optional[float],
+) -> Tuple[List[float], List[float], List[Optional[float]]]:
     """Every layer of every EGRU module in turn: input drive (optional), then thresholds."""
     lo, hi = bounds
     run = (lambda: model(inputs)) if forward is None else (lambda: forward(model, inputs))
     activity: List[float] = []
     saturated: List[float] = []
     drive: List[Optional[float]] = []
-    tol = (hi - lo) * 2.0 ** -iterations
+    tol = (hi - lo) * 2.0**-iterations
     for egru in egrus:
         x, state = (inputs, None) if egru is model and forward is None else _captured_inputs(model, egru, run)
         for k in range(egru.num_layers):
             drive.append(None if input_std is None else _scale_input_weights(egru, x, state, k, float(input_std)))
             rates = _bisect_layer(egru, x, state, k, target, lo, hi, iterations)
-            theta = egru.layer_tensors(k)["threshold"]
+            theta = _layer_tensor(egru, k, "threshold")
             edge = (theta - lo < tol) | (hi - theta < tol)
             activity.append(float(rates.mean()))
             saturated.append(float(edge.to(torch.float64).mean()))
@@ -189,21 +215,17 @@ def calibrate_thresholds(
         >>> abs(rec.o.mean().item() - 0.2) < 0.02       # the events of this batch, counted directly
         True
     """
-    lo, hi = _check_args(model, target_activity, iterations, bounds)
-    if input_std is not None and (isinstance(input_std, bool) or not isinstance(input_std, (int, float))
-                                  or not 0 < float(input_std) < float("inf")):
-        raise ValueError(f"input_std must be None or a finite number > 0, got {input_std!r}")
+    lo, hi = _check_args(model, target_activity, iterations, bounds, input_std)
     egrus = [m for m in model.modules() if isinstance(m, EGRU)]
     if not egrus:
-        raise ValueError(f"model must hold at least one snntorch_egru.EGRU layer, found none in "
-                         f"{type(model).__name__}")
+        raise ValueError(f"model must hold at least one snntorch_egru.EGRU layer, found none in {type(model).__name__}")
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
-        activity, saturated, drive = _calibrate_modules(model, egrus, inputs, forward, float(target_activity),
-                                                        (lo, hi), iterations, input_std)
+        activity, saturated, drive = _calibrate_modules(
+            model, egrus, inputs, forward, float(target_activity), (lo, hi), iterations, input_std
+        )
     finally:
         for m, mode in modes.items():
             m.train(mode)
-    return {"target": float(target_activity), "activity": activity, "saturated": saturated,
-            "input_std_before": drive}
+    return {"target": float(target_activity), "activity": activity, "saturated": saturated, "input_std_before": drive}

@@ -34,7 +34,7 @@ Example::
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union, cast
 
 import torch
 from torch import nn
@@ -119,7 +119,7 @@ def cell_to_layer_state_dict(
     _require(state_dict, [prefix + n for n in ("weight_ih", "weight_hh", "threshold")], "cell")
     out: Dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
-        name = key[len(prefix):] if key.startswith(prefix) else None
+        name = key[len(prefix) :] if key.startswith(prefix) else None
         if name in PARAMETER_NAMES:
             out[f"{prefix}{name}_l{layer}"] = value
         else:
@@ -180,8 +180,7 @@ def _require(state_dict: Mapping[str, Any], keys: Sequence[str], what: str) -> N
     missing = [k for k in keys if k not in state_dict]
     if missing:
         raise KeyError(
-            f"state_dict is not an EGRU {what} state_dict: missing {missing}; "
-            f"it has keys {sorted(state_dict)[:12]}"
+            f"state_dict is not an EGRU {what} state_dict: missing {missing}; it has keys {sorted(state_dict)[:12]}"
         )
 
 
@@ -215,8 +214,7 @@ def egru_tensors(module: nn.Module, layer: int = 0) -> Dict[str, Optional[torch.
             raise ValueError(f"layer must be 0 for a single-layer {type(module).__name__}, got {layer}")
         return {n: getattr(module, n) for n in PARAMETER_NAMES}
     raise TypeError(
-        "module must be an EGRU, EGRUCell, EGRURecurrentCell or EGRURecurrent, "
-        f"got {type(module).__name__}"
+        f"module must be an EGRU, EGRUCell, EGRURecurrentCell or EGRURecurrent, got {type(module).__name__}"
     )
 
 
@@ -259,7 +257,7 @@ def copy_parameters(dst: nn.Module, src: nn.Module, *, dst_layer: int = 0, src_l
                 f"{name}: dst has {'no' if a is None else 'a'} bias but src has {'no' if b is None else 'a'} bias; "
                 "build both with the same bias= setting"
             )
-        if a is None:
+        if a is None or b is None:  # both None (checked above)
             continue
         if a.shape != b.shape:
             raise ValueError(
@@ -273,14 +271,23 @@ def copy_parameters(dst: nn.Module, src: nn.Module, *, dst_layer: int = 0, src_l
 def _norse_parameters(src: Union[EGRU, EGRUCell]) -> EGRUParameters:
     fn = src.spike_grad
     if isinstance(fn, EGRUSurrogate):
-        return EGRUParameters(method="egru", dampening_factor=fn.gamma, pseudo_derivative_support=fn.epsilon,
-                              reset=src.reset_mechanism)
+        return EGRUParameters(
+            method="egru", dampening_factor=fn.gamma, pseudo_derivative_support=fn.epsilon, reset=src.reset_mechanism
+        )
     if isinstance(fn, NorseThreshold):
-        return EGRUParameters(method=fn.method, alpha=fn.alpha, reset=src.reset_mechanism,
-                              dampening_factor=src.dampening_factor,
-                              pseudo_derivative_support=src.pseudo_derivative_support)
-    return EGRUParameters(method=fn, reset=src.reset_mechanism, dampening_factor=src.dampening_factor,
-                          pseudo_derivative_support=src.pseudo_derivative_support)
+        return EGRUParameters(
+            method=fn.method,
+            alpha=fn.alpha,
+            reset=src.reset_mechanism,
+            dampening_factor=src.dampening_factor,
+            pseudo_derivative_support=src.pseudo_derivative_support,
+        )
+    return EGRUParameters(
+        method=fn,
+        reset=src.reset_mechanism,
+        dampening_factor=src.dampening_factor,
+        pseudo_derivative_support=src.pseudo_derivative_support,
+    )
 
 
 def _ref_tensor(module: nn.Module) -> torch.Tensor:
@@ -334,9 +341,16 @@ def to_norse(
     if time_layer and isinstance(module, EGRU):
         kwargs["backend"] = module.backend
     ref = tensors["weight_hh"]
-    dst = cls(input_size, module.hidden_size, _norse_parameters(module), bias=module.bias,
-              learn_threshold=isinstance(tensors["threshold"], nn.Parameter),
-              threshold_clamp=module.threshold_clamp, init=module.init, **kwargs)
+    dst = cls(
+        input_size,
+        module.hidden_size,
+        _norse_parameters(module),
+        bias=module.bias,
+        learn_threshold=isinstance(tensors["threshold"], nn.Parameter),
+        threshold_clamp=module.threshold_clamp,
+        init=module.init,
+        **kwargs,
+    )
     dst = dst.to(dtype=ref.dtype, device=ref.device)  # type: ignore[union-attr]
     return copy_parameters(dst, module, src_layer=layer)  # type: ignore[return-value]
 
@@ -377,9 +391,13 @@ def to_snntorch(
         raise TypeError(f"sequence must be a bool, got {type(sequence).__name__} {sequence!r}")
     p = module.p
     options: Dict[str, Any] = dict(
-        bias=module.bias, reset_mechanism=p.reset, learn_threshold=isinstance(module.threshold, nn.Parameter),
-        dampening_factor=p.dampening_factor, pseudo_derivative_support=p.pseudo_derivative_support,
-        threshold_clamp=module.threshold_clamp, init=module.init,
+        bias=module.bias,
+        reset_mechanism=p.reset,
+        learn_threshold=isinstance(module.threshold, nn.Parameter),
+        dampening_factor=p.dampening_factor,
+        pseudo_derivative_support=p.pseudo_derivative_support,
+        threshold_clamp=module.threshold_clamp,
+        init=module.init,
     )
     if p.method != "egru":
         options["spike_grad"] = module.spike_grad
@@ -388,7 +406,7 @@ def to_snntorch(
     options.update(kwargs)
     cls = EGRU if sequence else EGRUCell
     dst = cls(module.input_size, module.hidden_size, **options)
-    ref = module.weight_hh
+    ref = cast(torch.Tensor, module.weight_hh)  # registered by the Norse module, undeclared on its class
     dst = dst.to(dtype=ref.dtype, device=ref.device)
     return copy_parameters(dst, module)  # type: ignore[return-value]
 
@@ -444,8 +462,7 @@ def layer_state_from_norse(
     """
     if isinstance(states, NorseEGRUState):
         states = [states]
-    if not isinstance(states, (list, tuple)) or not states or \
-            not all(isinstance(s, NorseEGRUState) for s in states):
+    if not isinstance(states, (list, tuple)) or not states or not all(isinstance(s, NorseEGRUState) for s in states):
         raise TypeError(
             "states must be a snntorch_egru.norse.EGRURecurrentState(y, c, trace) or a non-empty list of them, "
             f"got {type(states).__name__}"

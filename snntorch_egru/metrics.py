@@ -172,8 +172,14 @@ def _fmt_macs(v: float) -> str:
 def _row(name: str, s: Dict[str, Any]) -> List[str]:
     ratio = s["effective_macs"] / s["dense_macs"] if s["dense_macs"] else 0.0
     bwd = s["backward_macs"] / s["dense_backward_macs"] if s["dense_backward_macs"] else 0.0
-    return [name, f"{s['activity']:.1%}", f"{s['batch_union_activity']:.1%}", f"{s['backward_sparsity']:.1%}",
-            f"{_fmt_macs(s['effective_macs'])} / {_fmt_macs(s['dense_macs'])} ({ratio:.2f}x)", f"{bwd:.2f}x"]
+    return [
+        name,
+        f"{s['activity']:.1%}",
+        f"{s['batch_union_activity']:.1%}",
+        f"{s['backward_sparsity']:.1%}",
+        f"{_fmt_macs(s['effective_macs'])} / {_fmt_macs(s['dense_macs'])} ({ratio:.2f}x)",
+        f"{bwd:.2f}x",
+    ]
 
 
 class Summary(dict):
@@ -199,13 +205,21 @@ class Summary(dict):
     def __str__(self) -> str:
         layers = self.get("layers", [])
         head = ["layer", "activity", "batch-union", "bwd sparsity", "fwd MACs/sample: eff. / dense GRU", "bwd MACs"]
-        rows = [_row(f"{lay['name']}[{lay['layer']}] {lay['input_size']}->{lay['hidden_size']} "
-                     f"({lay['calls']} calls, {lay['samples']} samples)", lay) for lay in layers]
+        rows = [
+            _row(
+                f"{lay['name']}[{lay['layer']}] {lay['input_size']}->{lay['hidden_size']} "
+                f"({lay['calls']} calls, {lay['samples']} samples)",
+                lay,
+            )
+            for lay in layers
+        ]
         if layers:
             rows.append(_row("model", self))
         widths = [max(len(r[k]) for r in [head] + rows) for k in range(len(head))]
-        lines = ["  ".join(c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths)))
-                 for r in [head] + rows]
+        lines = [
+            "  ".join(c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths)))
+            for r in [head] + rows
+        ]
         title = f"EGRU counters: {len(layers)} layer(s)" + ("" if layers else " (nothing recorded yet)")
         return "\n".join([title] + [line.rstrip() for line in lines])
 
@@ -228,10 +242,13 @@ class Tracker:
         >>> import torch, snntorch_egru as se
         >>> from snntorch_egru import metrics
         >>> rnn = se.EGRU(4, 16)
-        >>> with metrics.track(rnn) as tracker:
+        >>> tracker = metrics.track(rnn)
+        >>> with tracker:
         ...     _ = rnn(torch.randn(20, 2, 4))
-        >>> isinstance(tracker, metrics.Tracker), 0.0 <= tracker.summary()["activity"] <= 1.0
-        (True, True)
+        ...     calls = tracker.summary()["layers"][0]["calls"]   # readable inside the block too
+        >>> tracker.reset()                                        # forget what was recorded
+        >>> isinstance(tracker, metrics.Tracker), calls, tracker.summary()["layers"]
+        (True, 1, [])
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -239,8 +256,9 @@ class Tracker:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         # every sequence-level EGRU module that runs through a backend (EGRU, Norse EGRURecurrent)
-        self._modules: List[Tuple[str, nn.Module]] = [
-            (name or type(m).__name__, m) for name, m in model.named_modules()
+        self._modules: List[Tuple[str, EGRUBase]] = [
+            (name or type(m).__name__, m)
+            for name, m in model.named_modules()
             if isinstance(m, EGRUBase) and hasattr(m, "backend")
         ]
         if not self._modules:
@@ -272,14 +290,24 @@ class Tracker:
     # -- recording ---------------------------------------------------------------------------
     def _observer(self, name: str) -> Any:
         """The layer observer of module ``name``: counts every layer call it runs (eager mode only)."""
+
         def observe(module: nn.Module, call: LayerCall, out: Any) -> None:
             if _is_compiling():
                 raise RuntimeError(
                     "snntorch_egru.metrics counts eager calls only: run the model without torch.compile "
-                    "inside metrics.track(...) (the counters read tensor values on the host)")
-            counts = layer_counts(call.x.detach(), call.y0.detach(), out.y.detach(), out.c.detach(),
-                                  out.o.detach(), call.threshold.detach(), surrogate_support(call.spike_fn))
+                    "inside metrics.track(...) (the counters read tensor values on the host)"
+                )
+            counts = layer_counts(
+                call.x.detach(),
+                call.y0.detach(),
+                out.y.detach(),
+                out.c.detach(),
+                out.o.detach(),
+                call.threshold.detach(),
+                surrogate_support(call.spike_fn),
+            )
             self._record(name, int(call.layer_index), call.x.shape[-1], call.y0.shape[-1], counts)
+
         return observe
 
     def _record(self, name: str, index: int, input_size: int, hidden_size: int, counts: Dict[str, float]) -> None:

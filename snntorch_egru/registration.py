@@ -69,8 +69,11 @@ _NORSE_IMPORT = "norse.torch.utils.import_nir"
 def _set(owner: Any, name: str, value: Any) -> None:
     key = (id(owner), name)
     if key not in _saved:
-        _saved[key] = (owner, name, owner.__dict__.get(name, _MISSING) if hasattr(owner, "__dict__")
-                       else getattr(owner, name, _MISSING))
+        _saved[key] = (
+            owner,
+            name,
+            owner.__dict__.get(name, _MISSING) if hasattr(owner, "__dict__") else getattr(owner, name, _MISSING),
+        )
     setattr(owner, name, value)
 
 
@@ -116,6 +119,7 @@ def _egru_to_nir(module: nn.Module) -> Any:
         return senir._map_egru_layer(module)
     if isinstance(module, _egru_module_types()):
         tensors = senir._egru_attrs(module)
+        assert tensors is not None  # the package's own cells have every EGRU tensor
         return senir._egru_node(module, tensors, type(module).__name__)
     return None
 
@@ -139,6 +143,7 @@ def _register_snntorch() -> None:
 
     original_reset = snn_utils.reset
     if not _is_ours(original_reset):
+
         @functools.wraps(original_reset)
         def reset(*args: Any, **kwargs: Any) -> Any:
             out = original_reset(*args, **kwargs)  # snnTorch's neurons: snnTorch's own behaviour
@@ -153,6 +158,7 @@ def _register_snntorch() -> None:
 
     original_extract = export_nir._extract_snntorch_module
     if not _is_ours(original_extract):
+
         @functools.wraps(original_extract)
         def extract(module: nn.Module) -> Any:
             node = _egru_to_nir(module)
@@ -162,13 +168,15 @@ def _register_snntorch() -> None:
 
     original_export = export_nir.export_to_nir
     if not _is_ours(original_export):
+
         @functools.wraps(original_export)
         def export_to_nir(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
             try:
                 return original_export(module, *args, **kwargs)
             except ValueError as err:  # nirtorch's tracer: e.g. a network of one module has no input edge
                 if not isinstance(module, nn.Module) or not any(
-                        isinstance(m, _egru_module_types()) for m in module.modules()):
+                    isinstance(m, _egru_module_types()) for m in module.modules()
+                ):
                     raise
                 raise ValueError(
                     f"snntorch.export_nir.export_to_nir could not export this network holding EGRU modules "

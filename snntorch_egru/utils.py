@@ -18,7 +18,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any, List, cast
 
 import torch
 from torch import nn
@@ -79,7 +79,7 @@ def reset(module: nn.Module) -> nn.Module:
         0.0
     """
     for m in stateful_modules(module):
-        m.reset_mem()
+        cast(Any, m).reset_mem()  # an EGRUCell or an snnTorch neuron: both define reset_mem
     return module
 
 
@@ -182,7 +182,7 @@ def clamp_thresholds_(module: nn.Module, low: float = 0.0, high: float = 1.0) ->
     # Only EGRU thresholds: snnTorch neurons also call their parameter ``threshold``.
     for m in module.modules():
         if isinstance(m, (EGRUCell, EGRURecurrentCell, EGRURecurrent)):
-            m.threshold.clamp_(low, high)
+            cast(torch.Tensor, m.threshold).clamp_(low, high)  # the cells register it, undeclared on the class
         elif isinstance(m, EGRU):
             for k in range(m.num_layers):
                 getattr(m, f"threshold_l{k}").clamp_(low, high)

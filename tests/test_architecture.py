@@ -35,7 +35,7 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     ("layer calls", ("_layer",)),
     ("layers", ("_cell", "modules", "norse")),
     ("bridges", ("interop", "_tbptt", "_recorder", "metrics", "nir", "_nir", "convert", "_nb_register", "registration",
-                 "neurobench", "bench", "utils", "streaming", "init")),
+                 "neurobench", "bench", "utils", "streaming", "init", "_nb_hooks", "_bench_report")),
     ("training", ("training",)),
     ("entry points", ("", "__main__", "cuda.__main__")),
 ]

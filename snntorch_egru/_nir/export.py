@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import numbers
 import warnings
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple, Union, cast
 
 import nir  # the third-party NIR package
 import numpy as np
@@ -21,6 +21,8 @@ from .node import DEFAULT_DT, EGRU, SPEC_VERSION
 
 def _np32(t: Optional[torch.Tensor], like_shape: Optional[Tuple[int, ...]] = None) -> np.ndarray:
     if t is None:
+        if like_shape is None:
+            raise TypeError("_np32: a missing tensor needs like_shape")
         return np.zeros(like_shape, dtype=np.float32)
     return t.detach().cpu().to(torch.float32).numpy().copy()
 
@@ -56,17 +58,24 @@ def _egru_node(module: nn.Module, t: Dict[str, Any], source: str) -> EGRU:
         theta = theta.clamp(0.0, 1.0)
     H = theta.shape[0]
     reset = _opt(module, ("reset_mechanism", "reset"), "subtract")
-    meta: Dict[str, Any] = {"source_module": source,
-                            "threshold_clamped": bool(getattr(module, "threshold_clamp", False))}
+    meta: Dict[str, Any] = {
+        "source_module": source,
+        "threshold_clamped": bool(getattr(module, "threshold_clamp", False)),
+    }
     for key in ("dampening_factor", "pseudo_derivative_support", "dropconnect"):
         v = _opt(module, (key,), None)
         if isinstance(v, numbers.Real):
             meta[key] = float(v)
     return EGRU(
-        weight_ih=_np32(t["weight_ih"]), weight_hh=_np32(t["weight_hh"]),
-        bias_ih=_np32(t.get("bias_ih"), (3 * H,)), bias_hh=_np32(t.get("bias_hh"), (3 * H,)),
-        threshold=_np32(theta), reset=str(reset), zoneout=float(_opt(module, ("zoneout",), 0.0) or 0.0),
-        output="y", metadata=meta,
+        weight_ih=_np32(t["weight_ih"]),
+        weight_hh=_np32(t["weight_hh"]),
+        bias_ih=_np32(t.get("bias_ih"), (3 * H,)),
+        bias_hh=_np32(t.get("bias_hh"), (3 * H,)),
+        threshold=_np32(theta),
+        reset=str(reset),
+        zoneout=float(_opt(module, ("zoneout",), 0.0) or 0.0),
+        output="y",
+        metadata=meta,
     )
 
 
@@ -87,8 +96,7 @@ def _map_egru_layer(module: _EGRUModule) -> nir.NIRNode:
         prev = f"l{k}"
     sub["output"] = nir.Output(output_type=np.array([H]))
     edges.append((prev, "output"))
-    return nir.NIRGraph(nodes=sub, edges=edges,
-                        metadata={"source_module": "EGRU", "num_layers": module.num_layers})
+    return nir.NIRGraph(nodes=sub, edges=edges, metadata={"source_module": "EGRU", "num_layers": module.num_layers})
 
 
 def _snn_lossy(module: nn.Module, allow_lossy: bool, needs_immediate_reset: bool) -> None:
@@ -107,10 +115,12 @@ def _snn_lossy(module: nn.Module, allow_lossy: bool, needs_immediate_reset: bool
         problems.append("state_quant (quantised state)")
     if not problems:
         return
-    msg = (f"{type(module).__name__} with " + " and ".join(problems) + " is not exactly expressible in NIR; "
-           "build it with reset_mechanism='zero'"
-           + (", reset_delay=False" if needs_immediate_reset else "")
-           + " and snnTorch's default spike options for an exact export")
+    msg = (
+        f"{type(module).__name__} with " + " and ".join(problems) + " is not exactly expressible in NIR; "
+        "build it with reset_mechanism='zero'"
+        + (", reset_delay=False" if needs_immediate_reset else "")
+        + " and snnTorch's default spike options for an exact export"
+    )
     if not allow_lossy:
         raise ValueError(msg + ", or pass allow_lossy=True to export it as snnTorch does (with a warning)")
     warnings.warn(msg + "; exported anyway (allow_lossy=True)", UserWarning, stacklevel=4)
@@ -137,12 +147,19 @@ class _Exporter:
             return nir.Linear(weight=_np32(m.weight))
         return nir.Affine(weight=_np32(m.weight), bias=_np32(m.bias))
 
-    def conv(self, m: nn.Module) -> nir.NIRNode:
+    def conv(self, m: Union[nn.Conv1d, nn.Conv2d]) -> nir.NIRNode:
         cls = nir.Conv1d if isinstance(m, nn.Conv1d) else nir.Conv2d
         spatial = self.shape(m)[1:]
         bias = _np32(m.bias, (m.out_channels,))
-        return cls(input_shape=spatial if cls is nir.Conv2d else spatial[0], weight=_np32(m.weight),
-                   stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups, bias=bias)
+        return cls(
+            input_shape=spatial if cls is nir.Conv2d else spatial[0],
+            weight=_np32(m.weight),
+            stride=m.stride,
+            padding=m.padding,
+            dilation=m.dilation,
+            groups=m.groups,
+            bias=bias,
+        )
 
     def flatten(self, m: nn.Flatten) -> nir.NIRNode:
         if m.start_dim == 0:
@@ -154,24 +171,36 @@ class _Exporter:
     def decay(self, m: nn.Module, name: str) -> np.ndarray:
         v = self.vec(m, getattr(m, name).clamp(0, 1))
         if np.any(v >= 1.0):
-            raise ValueError(f"{type(m).__name__}.{name} = 1 (no decay) gives an infinite NIR time constant; "
-                             f"use {name} < 1")
+            raise ValueError(
+                f"{type(m).__name__}.{name} = 1 (no decay) gives an infinite NIR time constant; use {name} < 1"
+            )
         return v
 
     def _lif(self, m: nn.Module) -> nir.LIF:
         beta = self.decay(m, "beta")
         tau = (self.dt / (1.0 - beta)).astype(np.float32)
-        return nir.LIF(tau=tau, r=(tau / self.dt).astype(np.float32), v_leak=np.zeros_like(tau),
-                       v_threshold=self.vec(m, m.threshold), v_reset=np.zeros_like(tau))
+        return nir.LIF(
+            tau=tau,
+            r=(tau / self.dt).astype(np.float32),
+            v_leak=np.zeros_like(tau),
+            v_threshold=self.vec(m, m.threshold),
+            v_reset=np.zeros_like(tau),
+        )
 
     def _cuba(self, m: nn.Module) -> nir.CubaLIF:
         alpha = self.decay(m, "alpha")
         beta = self.decay(m, "beta")
         tau_syn = (self.dt / (1.0 - alpha)).astype(np.float32)
         tau_mem = (self.dt / (1.0 - beta)).astype(np.float32)
-        return nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau_mem, r=(tau_mem / self.dt).astype(np.float32),
-                           v_leak=np.zeros_like(tau_mem), v_threshold=self.vec(m, m.threshold),
-                           v_reset=np.zeros_like(tau_mem), w_in=(tau_syn / self.dt).astype(np.float32))
+        return nir.CubaLIF(
+            tau_syn=tau_syn,
+            tau_mem=tau_mem,
+            r=(tau_mem / self.dt).astype(np.float32),
+            v_leak=np.zeros_like(tau_mem),
+            v_threshold=self.vec(m, m.threshold),
+            v_reset=np.zeros_like(tau_mem),
+            w_in=(tau_syn / self.dt).astype(np.float32),
+        )
 
     def leaky(self, m: nn.Module) -> nir.NIRNode:
         _snn_lossy(m, self.allow_lossy, needs_immediate_reset=False)
@@ -193,11 +222,15 @@ class _Exporter:
                 raise ValueError(f"{type(m).__name__} with a convolutional recurrence has no NIR mapping")
             w_rec = self.linear(m.recurrent)
         else:
-            w_rec = nir.Linear(weight=np.diag(self.vec(m, m.recurrent.V)).astype(np.float32))
+            w_rec = nir.Linear(weight=np.diag(self.vec(m, cast(nn.Module, m.recurrent).V)).astype(np.float32))
         neuron = self._cuba(m) if hasattr(m, "alpha") else self._lif(m)
         return nir.NIRGraph(
-            nodes={"input": nir.Input(input_type=np.array([n])), "lif": neuron, "w_rec": w_rec,
-                   "output": nir.Output(output_type=np.array([n]))},
+            nodes={
+                "input": nir.Input(input_type=np.array([n])),
+                "lif": neuron,
+                "w_rec": w_rec,
+                "output": nir.Output(output_type=np.array([n])),
+            },
             edges=[("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")],
         )
 
@@ -207,19 +240,29 @@ class _Exporter:
         return _egru_node(m, t, type(m).__name__)
 
 
-_Maps = Dict[type, Callable[[nn.Module], nir.NIRNode]]
+_Maps = Dict[type, Callable[[Any], nir.NIRNode]]  # each map takes the module type it is keyed by
 
 
 def _module_maps(exporter: _Exporter) -> _Maps:
     maps: _Maps = {
-        nn.Linear: exporter.linear, nn.Conv1d: exporter.conv, nn.Conv2d: exporter.conv,
-        nn.Flatten: exporter.flatten, _EGRUCellModule: exporter.egru_cell, _EGRUModule: _map_egru_layer,
+        nn.Linear: exporter.linear,
+        nn.Conv1d: exporter.conv,
+        nn.Conv2d: exporter.conv,
+        nn.Flatten: exporter.flatten,
+        _EGRUCellModule: exporter.egru_cell,
+        _EGRUModule: _map_egru_layer,
     }
     try:
         import snntorch as snn
 
-        maps.update({snn.Leaky: exporter.leaky, snn.Synaptic: exporter.synaptic,
-                     snn.RLeaky: exporter.recurrent, snn.RSynaptic: exporter.recurrent})
+        maps.update(
+            {
+                snn.Leaky: exporter.leaky,
+                snn.Synaptic: exporter.synaptic,
+                snn.RLeaky: exporter.recurrent,
+                snn.RSynaptic: exporter.recurrent,
+            }
+        )
     except ImportError:  # pragma: no cover - snntorch is a dependency
         pass
     try:
@@ -234,11 +277,13 @@ def _module_maps(exporter: _Exporter) -> _Maps:
     return maps
 
 
-_SUPPORTED_TEXT = ("torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Flatten, snntorch.Leaky, "
-                   "snntorch.Synaptic, snntorch.RLeaky, snntorch.RSynaptic, snntorch_egru.EGRUCell, "
-                   "snntorch_egru.EGRU, snntorch_egru.norse.EGRURecurrentCell, snntorch_egru.norse.EGRURecurrent "
-                   "(and any cell with "
-                   "weight_ih/weight_hh/bias_ih/bias_hh/threshold tensors)")
+_SUPPORTED_TEXT = (
+    "torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Flatten, snntorch.Leaky, "
+    "snntorch.Synaptic, snntorch.RLeaky, snntorch.RSynaptic, snntorch_egru.EGRUCell, "
+    "snntorch_egru.EGRU, snntorch_egru.norse.EGRURecurrentCell, snntorch_egru.norse.EGRURecurrent "
+    "(and any cell with "
+    "weight_ih/weight_hh/bias_ih/bias_hh/threshold tensors)"
+)
 
 
 def _detached_copy(model: nn.Module) -> nn.Module:
@@ -271,7 +316,7 @@ def _flatten_chain(m: nn.Module) -> list:
     """The modules a Norse container (or ``nn.Sequential``) runs one after the other in one time step."""
     kind = _norse_kind(m)
     if kind == "Lift":  # maps a step module over time: in a one-step graph it is that module
-        return _flatten_chain(m.lifted_module)
+        return _flatten_chain(cast(nn.Module, m.lifted_module))
     if kind == "SequentialState" or type(m) is nn.Sequential:
         return [c for child in m.children() for c in _flatten_chain(child)]
     return [m]
@@ -283,8 +328,10 @@ def _chain_graph(model: nn.Module, maps: _Maps, input_shape: Optional[Tuple[int,
     mods = _flatten_chain(model)
     for m in mods:
         if type(m) not in maps:
-            raise ValueError(f"cannot export to NIR: unsupported module {type(m).__module__}.{type(m).__name__} "
-                             f"inside {type(model).__name__}; supported: {_SUPPORTED_TEXT}")
+            raise ValueError(
+                f"cannot export to NIR: unsupported module {type(m).__module__}.{type(m).__name__} "
+                f"inside {type(model).__name__}; supported: {_SUPPORTED_TEXT}"
+            )
     if input_shape is None and len(mods) == 1:
         return maps[type(mods[0])](mods[0])
     nodes: Dict[str, nir.NIRNode] = {}
@@ -341,10 +388,13 @@ def _check_export_args(model: Any, sample_input: Any, dt: Any) -> None:
     if not isinstance(sample_input, torch.Tensor) or sample_input.dim() < 2:
         raise ValueError(
             "sample_input must be a tensor of one time step [B, *features] (with a batch dimension), got "
-            + (f"shape {list(sample_input.shape)}" if isinstance(sample_input, torch.Tensor)
-               else type(sample_input).__name__)
+            + (
+                f"shape {list(sample_input.shape)}"
+                if isinstance(sample_input, torch.Tensor)
+                else type(sample_input).__name__
+            )
         )
-    if not (isinstance(dt, numbers.Real) and dt > 0):
+    if not (isinstance(dt, numbers.Real) and cast(float, dt) > 0):  # numbers.Real declares no "<"
         raise ValueError(f"dt must be a positive float, got {dt!r}")
 
 
@@ -375,8 +425,9 @@ def _check_supported(model: nn.Module, maps: _Maps, exporter: _Exporter) -> None
         )
 
 
-def _record_shapes(model: nn.Module, maps: _Maps, sample_input: torch.Tensor,
-                   shapes: Dict[int, Tuple[int, ...]]) -> None:
+def _record_shapes(
+    model: nn.Module, maps: _Maps, sample_input: torch.Tensor, shapes: Dict[int, Tuple[int, ...]]
+) -> None:
     """Record the per-step input shape of every mapped module, by ``id`` of the module in ``model``,
     running a copy (the model's own state is left untouched)."""
     probe = _detached_copy(model)
@@ -407,11 +458,11 @@ def _trace(model: nn.Module, maps: _Maps, sample_input: torch.Tensor) -> nir.NIR
     try:
         graph = _norse_chain(model, maps, tuple(sample_input.shape[1:]))
         if graph is None:
-            graph = nirtorch.torch_to_nir(model, maps, default_dict=None, type_check=False,
-                                          stateful_modules=set(maps))
+            graph = nirtorch.torch_to_nir(model, maps, default_dict=None, type_check=False, stateful_modules=set(maps))
     except (KeyError, torch.fx.proxy.TraceError) as err:
-        raise ValueError(f"cannot trace the model for NIR export ({err}); supported modules: {_SUPPORTED_TEXT}") \
-            from err
+        raise ValueError(
+            f"cannot trace the model for NIR export ({err}); supported modules: {_SUPPORTED_TEXT}"
+        ) from err
     except TypeError as err:
         if "Proxy" not in str(err):
             raise
@@ -427,8 +478,12 @@ def _trace(model: nn.Module, maps: _Maps, sample_input: torch.Tensor) -> nir.NIR
 
 
 def _export_metadata(dt: float, metadata: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    meta = {"producer": "snntorch_egru", "egru_spec_version": SPEC_VERSION, "dt": float(dt),
-            "producer_version": __version__}
+    meta = {
+        "producer": "snntorch_egru",
+        "egru_spec_version": SPEC_VERSION,
+        "dt": float(dt),
+        "producer_version": __version__,
+    }
     if metadata:
         bad = [k for k, v in metadata.items() if v is None]
         if bad:

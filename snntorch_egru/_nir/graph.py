@@ -56,8 +56,10 @@ class NIRStepModule(nn.Module):
         inputs = [n for n, v in graph.nodes.items() if isinstance(v, nir.Input)]
         outputs = [n for n, v in graph.nodes.items() if isinstance(v, nir.Output)]
         if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(f"{where}: a NIR graph needs exactly one Input and one Output node, "
-                             f"got inputs {inputs} and outputs {outputs}")
+            raise ValueError(
+                f"{where}: a NIR graph needs exactly one Input and one Output node, "
+                f"got inputs {inputs} and outputs {outputs}"
+            )
         self.input_name, self.output_name = inputs[0], outputs[0]
         self.input_shape = _type_of(graph.nodes[self.input_name].input_type)
         names = set(graph.nodes)
@@ -122,8 +124,10 @@ class NIRStepModule(nn.Module):
                         ready = [n]
                         break
             if not ready:
-                raise ValueError(f"{self.where}: the graph has a cycle without a stateful node (or an "
-                                 f"unreachable node) among {sorted(pending)}")
+                raise ValueError(
+                    f"{self.where}: the graph has a cycle without a stateful node (or an "
+                    f"unreachable node) among {sorted(pending)}"
+                )
             n = ready[0]
             order.append(n)
             done.add(n)
@@ -132,20 +136,25 @@ class NIRStepModule(nn.Module):
 
     def forward(self, x: torch.Tensor, state: Optional[Dict[str, Any]] = None):
         if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"{self.where}: input must have shape [B, {', '.join(map(str, self.input_shape))}], "
-                             f"got {list(x.shape)}")
+            raise ValueError(
+                f"{self.where}: input must have shape [B, {', '.join(map(str, self.input_shape))}], got {list(x.shape)}"
+            )
         if state is None:
             state = {}
         else:
             if not isinstance(state, dict):
-                raise TypeError(f"{self.where}: state must be a dict (as returned by the previous call) or None, "
-                                f"got {type(state).__name__}")
+                raise TypeError(
+                    f"{self.where}: state must be a dict (as returned by the previous call) or None, "
+                    f"got {type(state).__name__}"
+                )
             expected = [n for n in self.order if self._stateful(n)] + (["__delayed__"] if self.delayed else [])
             _check_state_keys(state, expected, self.where)
             missing = sorted(set(expected) - set(state))
             if missing:
-                raise ValueError(f"{self.where}: state lacks {missing} (a state returned by this module has all of "
-                                 f"{sorted(expected)}); pass state=None to start from zeros")
+                raise ValueError(
+                    f"{self.where}: state lacks {missing} (a state returned by this module has all of "
+                    f"{sorted(expected)}); pass state=None to start from zeros"
+                )
             state = dict(state)
         prev = dict(state.get("__delayed__", {}))
         if prev:
@@ -162,9 +171,11 @@ class NIRStepModule(nn.Module):
                         t = prev[s]
                         if not isinstance(t, torch.Tensor) or (want is not None and tuple(t.shape) != want):
                             got = list(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-                            raise ValueError(f"{self.where}: state['__delayed__'][{s!r}] must have shape "
-                                             f"{list(want) if want else '[B, ...]'}, got {got}; a state is not "
-                                             "broadcast across the batch")
+                            raise ValueError(
+                                f"{self.where}: state['__delayed__'][{s!r}] must have shape "
+                                f"{list(want) if want else '[B, ...]'}, got {got}; a state is not "
+                                "broadcast across the batch"
+                            )
                         parts.append(t)
                     else:
                         shp = self.out_types.get(s)
@@ -212,9 +223,7 @@ def _node_module(node: nir.NIRNode, where: str, dt: float) -> nn.Module:
     )
 
 
-def import_from_nir(
-    graph_or_path: Union[nir.NIRNode, str, pathlib.Path], *, dt: float = DEFAULT_DT
-) -> NIRStepModule:
+def import_from_nir(graph_or_path: Union[nir.NIRNode, str, pathlib.Path], *, dt: float = DEFAULT_DT) -> NIRStepModule:
     """Build a torch module from a NIR graph (or file) that advances one time step per call.
 
     Args:

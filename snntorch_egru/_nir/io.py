@@ -185,7 +185,7 @@ def _precheck(tree: Any, where: str) -> None:
         return
     kind = tree.get("type")
     if kind == "EGRU":
-        tensors = {k: tree.get(k) for k in F.LAYER_TENSOR_NAMES}
+        tensors: Dict[str, Any] = {k: tree.get(k) for k in F.LAYER_TENSOR_NAMES}
         if all(isinstance(v, _Pending) for v in tensors.values()):  # other fields are checked when built
             try:
                 EGRU(**{k: v.placeholder() for k, v in tensors.items()})
@@ -223,8 +223,12 @@ def _check_file_version(f: Any, path: str) -> str:
             f"such as {here!r}; got none): not a file written by nir.write / snntorch_egru.nir.write"
         )
     item = f.get("version")
-    if not isinstance(f.get("version", getlink=True), h5py.HardLink) or not isinstance(item, h5py.Dataset) \
-            or item.shape != () or item.dtype.kind not in "OSU":
+    if (
+        not isinstance(f.get("version", getlink=True), h5py.HardLink)
+        or not isinstance(item, h5py.Dataset)
+        or item.shape != ()
+        or item.dtype.kind not in "OSU"
+    ):
         raise ValueError(f"NIR file {path!r}: 'version' must be a scalar string dataset (expected e.g. {here!r})")
     raw = nir.serialization.try_byte_to_str(item[()])
     text = raw.decode("utf8", "replace") if isinstance(raw, bytes) else str(raw)
@@ -243,8 +247,12 @@ def _check_file_version(f: Any, path: str) -> str:
     return text
 
 
-def read(path: Union[str, pathlib.Path], type_check: bool = True,
-         max_bytes: int = DEFAULT_MAX_READ_BYTES, max_objects: int = DEFAULT_MAX_READ_OBJECTS) -> nir.NIRGraph:
+def read(
+    path: Union[str, pathlib.Path],
+    type_check: bool = True,
+    max_bytes: int = DEFAULT_MAX_READ_BYTES,
+    max_objects: int = DEFAULT_MAX_READ_OBJECTS,
+) -> nir.NIRGraph:
     """Read a NIR HDF5 file that may contain :class:`EGRU` nodes.
 
     Uses NIR's own HDF5 layout (``nir.serialization.hdf2dict``) and rebuilds every

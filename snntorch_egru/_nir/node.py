@@ -35,7 +35,7 @@ def _all_finite(value: np.ndarray) -> bool:
     if not value.flags.c_contiguous:
         return bool(np.isfinite(value).all())
     flat = value.reshape(-1)
-    return all(bool(np.isfinite(flat[i:i + _FINITE_BLOCK]).all()) for i in range(0, flat.size, _FINITE_BLOCK))
+    return all(bool(np.isfinite(flat[i : i + _FINITE_BLOCK]).all()) for i in range(0, flat.size, _FINITE_BLOCK))
 
 
 def _float32_array(name: str, value: Any) -> np.ndarray:
@@ -139,12 +139,18 @@ class EGRU(nir.NIRNode):
             raise ValueError(
                 f"EGRU node field gate_order must be 'rzn' (rows r, z, n as torch.nn.GRU), got {_show(self.gate_order)}"
             )
-        if isinstance(self.zoneout, (bool, np.bool_)) or not isinstance(self.zoneout, numbers.Real) \
-                or not (0.0 <= float(self.zoneout) < 1.0):
+        if (
+            isinstance(self.zoneout, (bool, np.bool_))
+            or not isinstance(self.zoneout, numbers.Real)
+            or not (0.0 <= float(self.zoneout) < 1.0)
+        ):
             raise ValueError(f"EGRU node field zoneout must be a float in [0, 1), got {_show(self.zoneout)}")
         self.zoneout = float(self.zoneout)
-        if isinstance(self.spec_version, (bool, np.bool_)) or not isinstance(self.spec_version, numbers.Integral) \
-                or int(self.spec_version) not in SUPPORTED_SPEC_VERSIONS:
+        if (
+            isinstance(self.spec_version, (bool, np.bool_))
+            or not isinstance(self.spec_version, numbers.Integral)
+            or int(self.spec_version) not in SUPPORTED_SPEC_VERSIONS
+        ):
             raise ValueError(
                 f"EGRU node field spec_version must be one of {SUPPORTED_SPEC_VERSIONS} (this reader's versions), "
                 f"got {_show(self.spec_version)}; a newer file needs a newer snntorch-egru"

@@ -25,22 +25,27 @@ def _state_tensor(state: Any, key: str, like: Tuple[int, ...], where: str) -> to
     if not isinstance(state, dict):
         raise TypeError(f"{where}: state must be a dict with key(s) {key!r}, got {type(state).__name__}")
     if key not in state:
-        raise ValueError(f"{where}: state lacks {key!r} (got keys {sorted(state)}); pass state=None to start "
-                         "from zeros")
+        raise ValueError(
+            f"{where}: state lacks {key!r} (got keys {sorted(state)}); pass state=None to start from zeros"
+        )
     t = state[key]
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{where}: state[{key!r}] must be a tensor, got {type(t).__name__}")
     if tuple(t.shape) != tuple(like):
-        raise ValueError(f"{where}: state[{key!r}] must have shape {list(like)} (batch and features of the input), "
-                         f"got {list(t.shape)}; a state is not broadcast across the batch")
+        raise ValueError(
+            f"{where}: state[{key!r}] must have shape {list(like)} (batch and features of the input), "
+            f"got {list(t.shape)}; a state is not broadcast across the batch"
+        )
     return t
 
 
 def _check_state_keys(state: Dict[str, Any], expected: Any, where: str) -> None:
     unknown = sorted(set(state) - set(expected))
     if unknown:
-        raise ValueError(f"{where}: unknown state key(s) {unknown}; expected {sorted(expected)} (the keys of the "
-                         "state this module returned), or state=None to start from zeros")
+        raise ValueError(
+            f"{where}: unknown state key(s) {unknown}; expected {sorted(expected)} (the keys of the "
+            "state this module returned), or state=None to start from zeros"
+        )
 
 
 def _time_constant(name: str, value: Any, where: str) -> np.ndarray:
@@ -76,6 +81,12 @@ class EGRUStep(nn.Module):
         (torch.Size([4, 2]), torch.Size([4, 2]))
     """
 
+    weight_ih: torch.Tensor
+    weight_hh: torch.Tensor
+    bias_ih: torch.Tensor
+    bias_hh: torch.Tensor
+    threshold: torch.Tensor
+
     def __init__(self, node: EGRU) -> None:
         super().__init__()
         for name in F.LAYER_TENSOR_NAMES:
@@ -101,16 +112,42 @@ class EGRUStep(nn.Module):
                 t = getattr(state, name)
                 if not isinstance(t, torch.Tensor) or tuple(t.shape) != want:
                     got = list(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-                    raise ValueError(f"EGRU step: state.{name} must have shape {list(want)} (batch of the input, "
-                                     f"hidden size), got {got}; a state is not broadcast across the batch")
-        s = F.egru_step(x, state.y, state.c, state.trace, self.weight_ih, self.weight_hh, self.bias_ih,
-                        self.bias_hh, self.threshold, spike_fn=self.spike_fn, reset=self.reset,
-                        zoneout_p=self.zoneout)
+                    raise ValueError(
+                        f"EGRU step: state.{name} must have shape {list(want)} (batch of the input, "
+                        f"hidden size), got {got}; a state is not broadcast across the batch"
+                    )
+        s = F.egru_step(
+            x,
+            state.y,
+            state.c,
+            state.trace,
+            self.weight_ih,
+            self.weight_hh,
+            self.bias_ih,
+            self.bias_hh,
+            self.threshold,
+            spike_fn=self.spike_fn,
+            reset=self.reset,
+            zoneout_p=self.zoneout,
+        )
         new = EGRUState(s.y, s.c, s.trace)
         return (s.y if self.output == "y" else s.trace), new
 
 
-class LIFStep(nn.Module):
+class _SpikingStep(nn.Module):
+    """The firing rule shared by :class:`LIFStep` and :class:`CubaLIFStep` (buffers set by their ``__init__``)."""
+
+    v_leak: torch.Tensor
+    v_threshold: torch.Tensor
+    v_reset: torch.Tensor
+
+    def _fire(self, v: torch.Tensor, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Spikes ``s = [v > v_threshold]`` and ``v`` set to ``v_reset`` where it spiked."""
+        s = (v - self.v_threshold > 0).to(dtype)
+        return s, torch.where(s > 0, self.v_reset.expand_as(v), v)
+
+
+class LIFStep(_SpikingStep):
     """NIR ``LIF`` discretised with forward Euler, as snnTorch does (``dt = 1e-4`` by default).
 
     ``v = v' + dt/tau (v_leak - v' + r x)``; spike ``s = [v > v_threshold]``; where it
@@ -128,6 +165,9 @@ class LIFStep(nn.Module):
         >>> s, state["v"]
         (tensor([[0., 1.]]), tensor([[0.6000, 0.0000]]))
     """
+
+    decay: torch.Tensor
+    gain: torch.Tensor
 
     def __init__(self, node: nir.LIF, dt: float) -> None:
         super().__init__()
@@ -147,12 +187,11 @@ class LIFStep(nn.Module):
             v = _state_tensor(state, "v", tuple(x.shape), "LIF step")
             _check_state_keys(state, ("v",), "LIF step")
         v = v + self.decay * (self.v_leak - v) + self.gain * x
-        s = (v - self.v_threshold > 0).to(x.dtype)
-        v = torch.where(s > 0, self.v_reset.expand_as(v), v)
+        s, v = self._fire(v, x.dtype)
         return s, {"v": v}
 
 
-class CubaLIFStep(nn.Module):
+class CubaLIFStep(_SpikingStep):
     """NIR ``CubaLIF`` discretised as snnTorch's ``Synaptic`` (current first, then membrane).
 
     ``i = i' + dt/tau_syn (w_in x - i')``; ``v = v' + dt/tau_mem (v_leak - v' + r i)``;
@@ -172,6 +211,11 @@ class CubaLIFStep(nn.Module):
         >>> s
         tensor([[1.]])
     """
+
+    syn_decay: torch.Tensor
+    syn_gain: torch.Tensor
+    mem_decay: torch.Tensor
+    mem_gain: torch.Tensor
 
     def __init__(self, node: nir.CubaLIF, dt: float) -> None:
         super().__init__()
@@ -197,8 +241,7 @@ class CubaLIFStep(nn.Module):
             _check_state_keys(state, ("i", "v"), "CubaLIF step")
         i = state["i"] - self.syn_decay * state["i"] + self.syn_gain * x
         v = state["v"] + self.mem_decay * (self.v_leak - state["v"]) + self.mem_gain * i
-        s = (v - self.v_threshold > 0).to(x.dtype)
-        v = torch.where(s > 0, self.v_reset.expand_as(v), v)
+        s, v = self._fire(v, x.dtype)
         return s, {"i": i, "v": v}
 
 
@@ -210,7 +253,7 @@ def _affine(node: nir.NIRNode) -> nn.Module:
     m = nn.Linear(w.shape[1], w.shape[0], bias=bias)
     with torch.no_grad():
         m.weight.copy_(torch.as_tensor(w.astype(np.float32)))
-        if bias:
+        if m.bias is not None:  # bias=True made one
             b = np.asarray(node.bias)
             if b.shape != (w.shape[0],):
                 raise ValueError(f"Affine bias must have shape [{w.shape[0]}], got {list(b.shape)}")
@@ -231,10 +274,19 @@ def _conv(node: nir.NIRNode) -> nn.Module:
     pad = node.padding
     pad = pad.decode() if isinstance(pad, bytes) else pad
     pad = pad if isinstance(pad, str) else tup(pad)
-    m = cls(w.shape[1] * int(node.groups), w.shape[0], w.shape[2:] if cls is nn.Conv2d else w.shape[2],
-            stride=tup(node.stride), padding=pad, dilation=tup(node.dilation), groups=int(node.groups), bias=True)
+    m = cls(
+        w.shape[1] * int(node.groups),
+        w.shape[0],
+        w.shape[2:] if cls is nn.Conv2d else w.shape[2],
+        stride=tup(node.stride),
+        padding=pad,
+        dilation=tup(node.dilation),
+        groups=int(node.groups),
+        bias=True,
+    )
     with torch.no_grad():
         m.weight.copy_(torch.as_tensor(w.astype(np.float32)))
+        assert m.bias is not None  # bias=True
         m.bias.copy_(torch.as_tensor(np.asarray(node.bias).astype(np.float32)))
     return m
 
