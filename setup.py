@@ -31,5 +31,5 @@ setup(
             extra_link_args=link,
             optional=True,  # no compiler: the install still works (pure-torch fallback, warned at use)
         )
-    ],
+    ]
 )

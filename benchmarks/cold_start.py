@@ -68,8 +68,9 @@ def measure(model: str, pythonpath: str) -> dict:
     """One fresh interpreter: ``model`` is ``"egru"``, ``"gru"`` or ``"none"`` (``import torch`` only)."""
     env = dict(os.environ, PYTHONPATH=pythonpath, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     code = f"MODEL = {model!r}\n" + _PROBE
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=pythonpath, capture_output=True, text=True,
-                         check=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=pythonpath, capture_output=True, text=True, check=True, timeout=600
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -93,20 +94,24 @@ def _cpu_model() -> str:
 def report(med: dict[str, dict[str, float]], markdown: bool) -> str:
     """The medians as text (or a Markdown table), with the EGRU - GRU difference of the first forward."""
     e, g = med["egru"], med["gru"]
-    rows = [("first forward [s]", e["first_forward_s"], g["first_forward_s"]),
-            ("first backward [s]", e["first_backward_s"], g["first_backward_s"]),
-            ("modules imported by the first forward", e["forward_new_modules"], g["forward_new_modules"]),
-            ("RSS growth in the first forward [MiB]", e["forward_rss_mib"], g["forward_rss_mib"]),
-            ("RSS after forward+backward [MiB]", e["rss_mib"], g["rss_mib"]),
-            ("torch._dynamo loaded (median of 0/1)", e["dynamo_loaded"], g["dynamo_loaded"])]
+    rows = [
+        ("first forward [s]", e["first_forward_s"], g["first_forward_s"]),
+        ("first backward [s]", e["first_backward_s"], g["first_backward_s"]),
+        ("modules imported by the first forward", e["forward_new_modules"], g["forward_new_modules"]),
+        ("RSS growth in the first forward [MiB]", e["forward_rss_mib"], g["forward_rss_mib"]),
+        ("RSS after forward+backward [MiB]", e["rss_mib"], g["rss_mib"]),
+        ("torch._dynamo loaded (median of 0/1)", e["dynamo_loaded"], g["dynamo_loaded"]),
+    ]
     diff = e["first_forward_s"] - g["first_forward_s"]
     if markdown:
         lines = ["| (median of fresh processes) | EGRU(16, 64) | nn.GRU(16, 64) |", "|---|---:|---:|"]
         lines += [f"| {name} | {a:.4g} | {b:.4g} |" for name, a, b in rows]
     else:
         lines = [f"{name:40s} EGRU {a:10.4g}   nn.GRU {b:10.4g}" for name, a, b in rows]
-    lines.append(f"\nEGRU first forward - nn.GRU first forward: {diff:+.3f} s "
-                 f"(import torch alone: {med['none']['import_torch_s']:.3f} s)")
+    lines.append(
+        f"\nEGRU first forward - nn.GRU first forward: {diff:+.3f} s "
+        f"(import torch alone: {med['none']['import_torch_s']:.3f} s)"
+    )
     return "\n".join(lines)
 
 
@@ -122,8 +127,10 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     med = run(a.repeats, a.pythonpath)
-    print(f"# cold start, {a.repeats} fresh processes per model, OMP_NUM_THREADS=1; CPU: {_cpu_model()}; "
-          f"torch {torch.__version__}; python {platform.python_version()}")
+    print(
+        f"# cold start, {a.repeats} fresh processes per model, OMP_NUM_THREADS=1; CPU: {_cpu_model()}; "
+        f"torch {torch.__version__}; python {platform.python_version()}"
+    )
     print(report(med, a.markdown))
 
 

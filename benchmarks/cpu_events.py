@@ -37,10 +37,10 @@ def calibrate(layer: torch.nn.Module, inp: int, activity: float, steps: int = 15
         if cell is None:
             layer.threshold_l0.fill_(1.0)
             c = layer(x, return_internals=True)[2].c[0, :, 0]
-            q = torch.quantile(c[steps // 4:], 1.0 - activity, dim=0).clamp(0.0, 1.0)
+            q = torch.quantile(c[steps // 4 :], 1.0 - activity, dim=0).clamp(0.0, 1.0)
             for _ in range(4):  # firing resets c, so iterate towards the target
                 layer.threshold_l0.copy_(q)
-                y = layer(x)[0][steps // 4:, 0]
+                y = layer(x)[0][steps // 4 :, 0]
                 got = (y != 0).double().mean().item()
                 q = (q * (1.0 + 0.5 * (got - activity) / max(activity, 1e-3))).clamp(0.0, 1.0)
         else:
@@ -88,8 +88,9 @@ def bench_step(hidden: int, inp: int, activity: float, repeats: int, steps: int 
     return {"cell": _median(t_cell), "stream": _median(t_stream), "gru": _median(t_gru), "activity": _median(act)}
 
 
-def bench_sequence(hidden: int, inp: int, batch: int, activity: float, repeats: int, steps: int = 200,
-                   train: bool = False) -> dict:
+def bench_sequence(
+    hidden: int, inp: int, batch: int, activity: float, repeats: int, steps: int = 200, train: bool = False
+) -> dict:
     """A whole sequence through EGRU and nn.GRU (forward under no_grad, or forward + backward)."""
     rnn = se.EGRU(inp, hidden)
     calibrate(rnn, inp, activity)
@@ -114,8 +115,13 @@ def bench_sequence(hidden: int, inp: int, batch: int, activity: float, repeats: 
 
 def _commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent,
+            check=True,
+        ).stdout.strip()
     except Exception:  # noqa: BLE001 - not a checkout
         return "unknown"
 
@@ -134,11 +140,25 @@ def main(argv: list[str] | None = None) -> None:
     def add(kind: str, H: int, I: int, B: int, act: float, t_e: float, t_g: float, mode: str) -> None:
         ideal = rl.roofline(H, I, B, act, mode, rate).ratio
         ratio = t_g / t_e
-        rows.append(dict(kind=kind, H=H, I=I, B=B, activity=round(act, 4), egru_us=round(t_e * 1e6, 1),
-                         torch_us=round(t_g * 1e6, 1), ratio=round(ratio, 2), ideal=round(ideal, 2),
-                         of_ideal=round(ratio / ideal, 2)))
-        print(f"{kind:28s} H={H:5d} I={I:5d} B={B:3d} act={act:.3f}  EGRU {t_e * 1e6:9.1f} us  torch "
-              f"{t_g * 1e6:9.1f} us  {ratio:5.2f}x (ideal {ideal:.2f}x)", flush=True)
+        rows.append(
+            dict(
+                kind=kind,
+                H=H,
+                I=I,
+                B=B,
+                activity=round(act, 4),
+                egru_us=round(t_e * 1e6, 1),
+                torch_us=round(t_g * 1e6, 1),
+                ratio=round(ratio, 2),
+                ideal=round(ideal, 2),
+                of_ideal=round(ratio / ideal, 2),
+            )
+        )
+        print(
+            f"{kind:28s} H={H:5d} I={I:5d} B={B:3d} act={act:.3f}  EGRU {t_e * 1e6:9.1f} us  torch "
+            f"{t_g * 1e6:9.1f} us  {ratio:5.2f}x (ideal {ideal:.2f}x)",
+            flush=True,
+        )
 
     for H in (256, 1024):
         r = bench_step(H, 64, 0.1, reps)
@@ -151,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         r = bench_sequence(1024, 1024, 16, 0.1, max(3, reps // 2), steps=100, train=True)
         add("training step T=100", 1024, 1024, 16, r["activity"], r["egru"] / 100, r["gru"] / 100, "sequence")
     sweep = []
-    for act in ((0.02, 0.1, 0.3) if a.quick else (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)):
+    for act in (0.02, 0.1, 0.3) if a.quick else (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5):
         r = bench_step(1024, 64, act, reps, steps=100)
         ideal = rl.roofline(1024, 64, 1, r["activity"], "step", rate).ratio
         sweep.append((r["activity"], r["gru"] / r["cell"], ideal))
@@ -165,18 +185,30 @@ def main(argv: list[str] | None = None) -> None:
         w.writeheader()
         w.writerows(rows)
     cmd = "python benchmarks/cpu_events.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    lines = [f"# EGRU vs torch.nn on the CPU ({datetime.date.today().isoformat()})", "",
-             f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-             f"torch {torch.__version__}, {torch.get_num_threads()} threads; commit {_commit()}",
-             f"- command: `{cmd}`", "- medians of interleaved repeats; thresholds calibrated to the activity shown;",
-             "  ideal = the roofline ratio of `benchmarks/roofline.py` on this machine", "",
-             "| how it runs | H | I | B | activity | EGRU µs/step | torch µs/step | speed-up | ideal | of ideal |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# EGRU vs torch.nn on the CPU ({datetime.date.today().isoformat()})",
+        "",
+        f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; commit {_commit()}",
+        f"- command: `{cmd}`",
+        "- medians of interleaved repeats; thresholds calibrated to the activity shown;",
+        "  ideal = the roofline ratio of `benchmarks/roofline.py` on this machine",
+        "",
+        "| how it runs | H | I | B | activity | EGRU µs/step | torch µs/step | speed-up | ideal | of ideal |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['kind']} | {r['H']} | {r['I']} | {r['B']} | {r['activity']} | {r['egru_us']} | "
-                     f"{r['torch_us']} | {r['ratio']}x | {r['ideal']}x | {r['of_ideal']:.0%} |")
-    lines += ["", "Per-step cell, H = 1024, I = 64, B = 1, against activity:", "",
-              "| activity | speed-up | ideal |", "|---|---|---|"]
+        lines.append(
+            f"| {r['kind']} | {r['H']} | {r['I']} | {r['B']} | {r['activity']} | {r['egru_us']} | "
+            f"{r['torch_us']} | {r['ratio']}x | {r['ideal']}x | {r['of_ideal']:.0%} |"
+        )
+    lines += [
+        "",
+        "Per-step cell, H = 1024, I = 64, B = 1, against activity:",
+        "",
+        "| activity | speed-up | ideal |",
+        "|---|---|---|",
+    ]
     lines += [f"| {s:.3f} | {r:.2f}x | {i:.2f}x |" for s, r, i in sweep]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     try:

@@ -37,9 +37,17 @@ def main(argv: List[str]) -> int:
     for label, folder in pairs:
         for seed, hist in _histories(folder):
             for h in hist:
-                rows.append({"label": label, "seed": seed, "epoch": h["epoch"], "valid_accuracy": h["eval_accuracy"],
-                             "train_loss": h["train_loss"], "train_activity": h["train_activity"],
-                             "eval_activity": h["eval_activity"]})
+                rows.append(
+                    {
+                        "label": label,
+                        "seed": seed,
+                        "epoch": h["epoch"],
+                        "valid_accuracy": h["eval_accuracy"],
+                        "train_loss": h["train_loss"],
+                        "train_activity": h["train_activity"],
+                        "eval_activity": h["eval_activity"],
+                    }
+                )
     with open(stem + ".csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -64,7 +72,7 @@ def main(argv: List[str]) -> int:
         return 0
     fig, ax = plt.subplots(figsize=(6, 4))
     for lab, _ in pairs:
-        line, = ax.plot(epochs, [100 * v for v in means[lab]], "-", label=lab)
+        (line,) = ax.plot(epochs, [100 * v for v in means[lab]], "-", label=lab)
         pts = [(r["epoch"], 100 * float(r["valid_accuracy"])) for r in rows if r["label"] == lab]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], ".", color=line.get_color(), alpha=0.5)
     ax.set_xlabel("epoch")

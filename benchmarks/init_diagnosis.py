@@ -22,8 +22,14 @@ def _model(init: str, readout_steps: int):
     cfg = preset("digits")
     cfg.threshold_init, cfg.readout_steps = init, readout_steps
     torch.manual_seed(cfg.seed)
-    m = SequenceClassifier(build_egru(cfg, cfg.input_encoder, cfg.hidden_size), 10, frontend=nn.Linear(1, 32),
-                           readout="rate", dropout=cfg.dropout, readout_steps=readout_steps)
+    m = SequenceClassifier(
+        build_egru(cfg, cfg.input_encoder, cfg.hidden_size),
+        10,
+        frontend=nn.Linear(1, 32),
+        readout="rate",
+        dropout=cfg.dropout,
+        readout_steps=readout_steps,
+    )
     return cfg, m
 
 
@@ -52,17 +58,23 @@ def main() -> None:
         sc = StandardScaler().fit(feats[0])
         probe = LogisticRegression(max_iter=3000).fit(sc.transform(feats[0]), ytr.numpy())
         print(f"[{init}, readout over {'the last %d' % rs if rs else 'all'} steps]")
-        print(f"  input drive std {drive:.3f}; activity {o.mean().item():.3f}; units that ever fire "
-              f"{(o.sum((0, 1)) > 0).float().mean().item():.2f}; units firing at >90 % of (step, image) "
-              f"{(o.mean((0, 1)) > 0.9).float().mean().item():.2f}")
+        print(
+            f"  input drive std {drive:.3f}; activity {o.mean().item():.3f}; units that ever fire "
+            f"{(o.sum((0, 1)) > 0).float().mean().item():.2f}; units firing at >90 % of (step, image) "
+            f"{(o.mean((0, 1)) > 0.9).float().mean().item():.2f}"
+        )
         f = torch.tensor(feats[0])
-        print(f"  readout input: mean {f.mean().item():.4f}, std across images {f.std(0).mean().item():.4f}; "
-              f"linear probe on it: validation accuracy {probe.score(sc.transform(feats[1]), yva.numpy()):.3f}")
+        print(
+            f"  readout input: mean {f.mean().item():.4f}, std across images {f.std(0).mean().item():.4f}; "
+            f"linear probe on it: validation accuracy {probe.score(sc.transform(feats[1]), yva.numpy()):.3f}"
+        )
         m.train()
         logits, _ = m(xtr[:, :256])
         nn.functional.cross_entropy(logits, ytr[:256]).backward()
-        print("  logits std across images %.4f; grad norms: " % logits.std(0).mean().item()
-              + ", ".join(f"{n} {p.grad.norm().item():.2e}" for n, p in m.named_parameters() if p.grad is not None))
+        print(
+            "  logits std across images %.4f; grad norms: " % logits.std(0).mean().item()
+            + ", ".join(f"{n} {p.grad.norm().item():.2e}" for n, p in m.named_parameters() if p.grad is not None)
+        )
 
 
 if __name__ == "__main__":

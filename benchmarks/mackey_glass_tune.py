@@ -37,8 +37,20 @@ def main() -> None:
     if not os.path.exists(path):
         np.save(path, MG.generate_series(MG.points_needed(args.offsets), constant_past=0.9))
     rows = []
-    specs = [dict(kind="egru", window=w, hidden=h, thr_mean=t, activity_reg=r, activity_target=a, lr=lr,
-                  epochs=e, weight_decay=1e-3) for w, h, t, r, a, lr, e in CONFIGS]
+    specs = [
+        dict(
+            kind="egru",
+            window=w,
+            hidden=h,
+            thr_mean=t,
+            activity_reg=r,
+            activity_target=a,
+            lr=lr,
+            epochs=e,
+            weight_decay=1e-3,
+        )
+        for w, h, t, r, a, lr, e in CONFIGS
+    ]
     if args.lstm:
         specs.insert(0, dict(kind="lstm", **R.EXAMPLE))
     for spec in specs:
@@ -55,9 +67,13 @@ def main() -> None:
         s = R.summarise(res)
         s["amplitude_ratio"] = sum(r["amplitude_ratio"] for r in res) / len(res)
         rows.append({"spec": spec, **{k: v for k, v in s.items()}})
-        print(spec, f"sMAPE {s['sMAPE_mean']:.2f} +- {s['sMAPE_sd']:.2f}  sparsity {s['activation_sparsity']:.3f}  "
-              f"MACs {s['effective_macs']:.0f}  train MSE {s['train_mse']:.2e}  "
-              f"amplitude {s['amplitude_ratio']:.2f}", flush=True)
+        print(
+            spec,
+            f"sMAPE {s['sMAPE_mean']:.2f} +- {s['sMAPE_sd']:.2f}  sparsity {s['activation_sparsity']:.3f}  "
+            f"MACs {s['effective_macs']:.0f}  train MSE {s['train_mse']:.2e}  "
+            f"amplitude {s['amplitude_ratio']:.2f}",
+            flush=True,
+        )
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=1)
 

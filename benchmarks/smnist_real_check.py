@@ -33,8 +33,12 @@ def main(argv=None) -> int:
     p.add_argument("--updates", type=int, default=60)
     p.add_argument("--valid", type=int, default=500)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--max-minutes", type=float, default=0.0,
-                   help="stop training after this much wall time (0: run all updates); the record says so")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        default=0.0,
+        help="stop training after this much wall time (0: run all updates); the record says so",
+    )
     p.add_argument("--task", default="smnist", choices=("smnist", "psmnist"))
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
@@ -79,29 +83,59 @@ def main(argv=None) -> int:
     print(f"valid after: {after}", flush=True)
     wall = time.perf_counter() - t0
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=os.path.dirname(os.path.abspath(__file__))
+        ).stdout.strip()
     except OSError:
         commit = None
     k = max(1, len(losses) // 6)
     result = {
         "command": "python " + " ".join([sys.argv[0]] + list(sys.argv[1:] if argv is None else argv)),
-        "commit": commit, "task": a.task, "seed": cfg.seed, "batch_size": cfg.batch_size, "updates": len(losses),
-        "settings": {k_: getattr(cfg, k_) for k_ in ("hidden_size", "lr", "optimizer", "grad_clip", "layer_grad_clip",
-                                                     "dampening_factor", "pseudo_derivative_support", "thr_mean",
-                                                     "init", "readout", "schedule")},
-        "stopped_by_time_budget": stopped, "max_minutes": a.max_minutes,
-        "losses": losses, "update_time_s": times, "train_activity": tr["train_activity"],
-        "first_mean_loss": sum(losses[:k]) / k, "last_mean_loss": sum(losses[-k:]) / k, "mean_over": k,
-        "valid_before": before, "valid_after": after, "valid_samples": a.valid, "wall_time_s": wall,
-        "torch": torch.__version__, "python": platform.python_version(), "threads": a.threads,
+        "commit": commit,
+        "task": a.task,
+        "seed": cfg.seed,
+        "batch_size": cfg.batch_size,
+        "updates": len(losses),
+        "settings": {
+            k_: getattr(cfg, k_)
+            for k_ in (
+                "hidden_size",
+                "lr",
+                "optimizer",
+                "grad_clip",
+                "layer_grad_clip",
+                "dampening_factor",
+                "pseudo_derivative_support",
+                "thr_mean",
+                "init",
+                "readout",
+                "schedule",
+            )
+        },
+        "stopped_by_time_budget": stopped,
+        "max_minutes": a.max_minutes,
+        "losses": losses,
+        "update_time_s": times,
+        "train_activity": tr["train_activity"],
+        "first_mean_loss": sum(losses[:k]) / k,
+        "last_mean_loss": sum(losses[-k:]) / k,
+        "mean_over": k,
+        "valid_before": before,
+        "valid_after": after,
+        "valid_samples": a.valid,
+        "wall_time_s": wall,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": a.threads,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(result, f, indent=2)
-    print(f"loss {result['first_mean_loss']:.4f} (first {k}) -> {result['last_mean_loss']:.4f} (last {k}); "
-          f"valid {before['loss']:.4f} -> {after['loss']:.4f}; {wall:.0f} s -> {a.out}")
+    print(
+        f"loss {result['first_mean_loss']:.4f} (first {k}) -> {result['last_mean_loss']:.4f} (last {k}); "
+        f"valid {before['loss']:.4f} -> {after['loss']:.4f}; {wall:.0f} s -> {a.out}"
+    )
     return 0
 
 

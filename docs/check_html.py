@@ -56,8 +56,15 @@ def check(site: Path) -> list[str]:
     if index.exists():
         p = parse(index)
         need("snntorch-egru" in p.body and "Event-based GRU" in p.body, "index: title/intro text missing")
-        for link in ("installation.html", "quickstart.html", "guide/model.html", "api/index.html", "benchmarks.html",
-                     "changelog.html", "tutorials_index.html"):
+        for link in (
+            "installation.html",
+            "quickstart.html",
+            "guide/model.html",
+            "api/index.html",
+            "benchmarks.html",
+            "changelog.html",
+            "tutorials_index.html",
+        ):
             need(link in (site / "index.html").read_text(), f"index: no link to {link}")
 
     tutorials = sorted((site / "tutorials").glob("*.html"))
@@ -69,10 +76,11 @@ def check(site: Path) -> list[str]:
         need(len(pngs) >= 1, f"{t.name}: no figure")
         for src in pngs:
             f = (t.parent / src).resolve()
-            need(f.exists() and f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f.stat().st_size > 2000,
-                 f"{t.name}: figure {src} missing or empty")
-        need("Traceback (most recent call last)" not in p.body,
-             f"{t.name}: traceback in output")
+            need(
+                f.exists() and f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f.stat().st_size > 2000,
+                f"{t.name}: figure {src} missing or empty",
+            )
+        need("Traceback (most recent call last)" not in p.body, f"{t.name}: traceback in output")
 
     model = site / "guide" / "model.html"
     if model.exists():

@@ -46,8 +46,14 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 exclude_patterns = [
-    "_build", "jupyter_execute", "**.ipynb_checkpoints", "_ext", "Thumbs.db", ".DS_Store",
-    "tutorials/README.md", "tutorials/_data",
+    "_build",
+    "jupyter_execute",
+    "**.ipynb_checkpoints",
+    "_ext",
+    "Thumbs.db",
+    ".DS_Store",
+    "tutorials/README.md",
+    "tutorials/_data",
     "changelog.d",  # per-branch changelog fragments, merged into changelog.md by hand
 ]
 html_static_path = ["_static"]
@@ -68,8 +74,11 @@ autosummary_generate = False
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
-napoleon_custom_sections = [("Inputs", "params_style"), ("Outputs", "returns_style"),
-                            ("Methods", "params_style")]  # no duplicate method entries
+napoleon_custom_sections = [
+    ("Inputs", "params_style"),
+    ("Outputs", "returns_style"),
+    ("Methods", "params_style"),
+]  # no duplicate method entries
 
 # Type hints name classes of torch and others; unresolvable names must not fail the build.
 nitpicky = False

@@ -198,8 +198,12 @@ class EGRUCell(EGRULayerBase):
 
     def _explicit_state(self, name: str, s: Any, shape: tuple[int, ...], w: torch.Tensor) -> torch.Tensor:
         """A state passed by the caller: ``[0]`` or an all-zero state of another batch size means zeros."""
-        if isinstance(s, torch.Tensor) and s.dim() >= 1 and tuple(s.shape) != shape and (
-                s.numel() == 0 or (s.shape[-1] == shape[-1] and not bool(s.detach().any()))):
+        if (
+            isinstance(s, torch.Tensor)
+            and s.dim() >= 1
+            and tuple(s.shape) != shape
+            and (s.numel() == 0 or (s.shape[-1] == shape[-1] and not bool(s.detach().any())))
+        ):
             _layer.same_device(name, s, w)
             return torch.zeros(shape, dtype=w.dtype, device=w.device)
         return _layer.state_tensor(name, s, shape, w)
@@ -245,14 +249,18 @@ class EGRUCell(EGRULayerBase):
                 return self._step(input_, y, c)
         return self._step(input_, y, c)
 
-    def _load_state(self, y: Optional[torch.Tensor], c: Optional[torch.Tensor], shape: tuple[int, ...]
-                    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _load_state(
+        self, y: Optional[torch.Tensor], c: Optional[torch.Tensor], shape: tuple[int, ...]
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The step's starting ``(y, c, trace)``: the passed ``y``/``c``, else the stored ones; states of
         another shape (first call, new batch size), dtype or device start from zero. The check is against
         ``(B, hidden_size)``, never the input's shape. Nothing is stored here (see :meth:`_step`)."""
         w = self.weight_ih
-        start = [self.y if y is None else self._explicit_state("y", y, shape, w),
-                 self.c if c is None else self._explicit_state("c", c, shape, w), self.trace]
+        start = [
+            self.y if y is None else self._explicit_state("y", y, shape, w),
+            self.c if c is None else self._explicit_state("c", c, shape, w),
+            self.trace,
+        ]
         for i, s in enumerate(start):
             if tuple(s.shape) != shape or s.dtype != w.dtype or s.device != w.device:
                 start[i] = torch.zeros(shape, dtype=w.dtype, device=w.device)
@@ -268,8 +276,9 @@ class EGRUCell(EGRULayerBase):
             w_hh = w_hh * mask
         return w_hh
 
-    def _step(self, input_: torch.Tensor, y: Optional[torch.Tensor], c: Optional[torch.Tensor]
-              ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+    def _step(
+        self, input_: torch.Tensor, y: Optional[torch.Tensor], c: Optional[torch.Tensor]
+    ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         if self.init_hidden and (y is not None or c is not None):
             raise TypeError(
                 "EGRUCell with init_hidden=True keeps its own state: call it as cell(input_) "
@@ -288,8 +297,19 @@ class EGRUCell(EGRULayerBase):
         zo_mask, zo_p = self._zoneout_args(shape, w)
         theta = self._effective_threshold(self.threshold)
         step = F.egru_step(
-            input_, y0, c0, tr0, self.weight_ih, w_hh, self.bias_ih, self.bias_hh,
-            theta, spike_fn=self.spike_grad, reset=self.reset_mechanism, zoneout_mask=zo_mask, zoneout_p=zo_p,
+            input_,
+            y0,
+            c0,
+            tr0,
+            self.weight_ih,
+            w_hh,
+            self.bias_ih,
+            self.bias_hh,
+            theta,
+            spike_fn=self.spike_grad,
+            reset=self.reset_mechanism,
+            zoneout_mask=zo_mask,
+            zoneout_p=zo_p,
         )
         step = nan_threshold_propagates(theta, step)
         if not recomputing:  # a recomputation (checkpoint) leaves the stored state, a later step's, as it is

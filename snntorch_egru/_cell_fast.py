@@ -74,8 +74,11 @@ def try_step(cell: Any, x: torch.Tensor, y: Optional[torch.Tensor], c: Optional[
         fn = _STEP_FNS[x.dtype] = step_function(x.dtype)
     if fn is None:
         return None
-    if (cell.training and (cell.zoneout > 0.0 or cell.dropconnect > 0.0)) \
-            or not isinstance(cell.spike_grad, SpikeFunction) or tracing():
+    if (
+        (cell.training and (cell.zoneout > 0.0 or cell.dropconnect > 0.0))
+        or not isinstance(cell.spike_grad, SpikeFunction)
+        or tracing()
+    ):
         return None
     params, bufs = cell._parameters, cell._buffers
     w_ih, w_hh, b_ih, b_hh = params["weight_ih"], params["weight_hh"], params.get("bias_ih"), params.get("bias_hh")
@@ -91,15 +94,31 @@ def try_step(cell: Any, x: torch.Tensor, y: Optional[torch.Tensor], c: Optional[
     state = (y, c, bufs["trace"]) if y is not None else (bufs["y"], bufs["c"], bufs["trace"])
     sshape = (h,) if unbatched else (b, h)
     g3 = torch.Size((3 * h,))
-    if not (_ok(x, (b, i), dt) and _ok(w_ih, (3 * h, i), dt) and _ok(w_hh, (3 * h, h), dt)
-            and _ok(theta, (h,), dt) and _ok(b_ih, g3, dt) and _ok(b_hh, g3, dt)
-            and all(isinstance(t, torch.Tensor) and _ok(t, sshape, dt) for t in state)):
+    if not (
+        _ok(x, (b, i), dt)
+        and _ok(w_ih, (3 * h, i), dt)
+        and _ok(w_hh, (3 * h, h), dt)
+        and _ok(theta, (h,), dt)
+        and _ok(b_ih, g3, dt)
+        and _ok(b_hh, g3, dt)
+        and all(isinstance(t, torch.Tensor) and _ok(t, sshape, dt) for t in state)
+    ):
         return None  # the torch step checks, sizes a new state or raises the clear error
     # the raw threshold, read by the native step itself (clamped there as _effective_threshold does;
     # a NaN propagates as in the torch step): nothing cached, so an edit through .data is seen
-    yn, cn, trn = inference_step(fn, x, *(t.view(b, h) for t in state), w_ih, w_hh, b_ih, b_hh, theta,
-                                 cell.reset_mechanism, cell.zoneout if not cell.training else 0.0,
-                                 clamp=cell.threshold_clamp)
+    yn, cn, trn = inference_step(
+        fn,
+        x,
+        *(t.view(b, h) for t in state),
+        w_ih,
+        w_hh,
+        b_ih,
+        b_hh,
+        theta,
+        cell.reset_mechanism,
+        cell.zoneout if not cell.training else 0.0,
+        clamp=cell.threshold_clamp,
+    )
     if unbatched:
         yn, cn, trn = yn.view(h), cn.view(h), trn.view(h)
     bufs["y"], bufs["c"], bufs["trace"] = yn, cn, trn
@@ -108,11 +127,22 @@ def try_step(cell: Any, x: torch.Tensor, y: Optional[torch.Tensor], c: Optional[
     return yn, cn
 
 
-def inference_step(fn: Any, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, trace: torch.Tensor,
-                   w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: Optional[torch.Tensor],
-                   b_hh: Optional[torch.Tensor], theta: torch.Tensor, reset: str, zoneout_p: float,
-                   w_t: Optional[torch.Tensor] = None, clamp: bool = False
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def inference_step(
+    fn: Any,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    c: torch.Tensor,
+    trace: torch.Tensor,
+    w_ih: torch.Tensor,
+    w_hh: torch.Tensor,
+    b_ih: Optional[torch.Tensor],
+    b_hh: Optional[torch.Tensor],
+    theta: torch.Tensor,
+    reset: str,
+    zoneout_p: float,
+    w_t: Optional[torch.Tensor] = None,
+    clamp: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(y, c, trace)`` after one step, from tensors whose shapes, dtype, device and contiguity the
     caller checked (:func:`try_step`, :class:`~snntorch_egru.Streamer`); new tensors, the
     inputs are not written. ``theta`` is clamped to [0, 1] in the step with ``clamp``; a NaN threshold
@@ -123,8 +153,28 @@ def inference_step(fn: Any, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, t
         w_t = transposed_weight(w_hh)
     y_new, c_new, tr_new = torch.empty_like(y), torch.empty_like(y), torch.empty_like(y)
     scratch = torch.empty((2, b, 3 * h), dtype=y.dtype)
-    fn(b, h, x.shape[1], x.data_ptr(), w_ih.data_ptr(), b_ih.data_ptr() if b_ih is not None else None,
-       y.data_ptr(), c.data_ptr(), trace.data_ptr(), w_t.data_ptr(), b_hh.data_ptr() if b_hh is not None else None,
-       theta.data_ptr(), int(clamp), float(zoneout_p), RESET_CODES[reset], TRACE_DECAY, 1.0 - TRACE_DECAY,
-       y_new.data_ptr(), c_new.data_ptr(), tr_new.data_ptr(), scratch[0].data_ptr(), scratch[1].data_ptr())
+    fn(
+        b,
+        h,
+        x.shape[1],
+        x.data_ptr(),
+        w_ih.data_ptr(),
+        b_ih.data_ptr() if b_ih is not None else None,
+        y.data_ptr(),
+        c.data_ptr(),
+        trace.data_ptr(),
+        w_t.data_ptr(),
+        b_hh.data_ptr() if b_hh is not None else None,
+        theta.data_ptr(),
+        int(clamp),
+        float(zoneout_p),
+        RESET_CODES[reset],
+        TRACE_DECAY,
+        1.0 - TRACE_DECAY,
+        y_new.data_ptr(),
+        c_new.data_ptr(),
+        tr_new.data_ptr(),
+        scratch[0].data_ptr(),
+        scratch[1].data_ptr(),
+    )
     return y_new, c_new, tr_new

@@ -44,8 +44,7 @@ def open_unit(name: str, value: Any) -> float:
 
 
 def positive_float(name: str, value: Any) -> float:
-    return _number(name, value, "a positive float", lambda v: math.isfinite(v) and v > 0.0,
-                   "be a finite float > 0")
+    return _number(name, value, "a positive float", lambda v: math.isfinite(v) and v > 0.0, "be a finite float > 0")
 
 
 #: The one table from reset name to the code the native and CUDA kernels take (the order of
@@ -63,9 +62,7 @@ def show(value: Any) -> str:
 def reset_mechanism(value: Any, name: str = "reset_mechanism") -> str:
     """A reset name from :data:`RESET_CODES`; ``name`` is how the message calls the argument."""
     if not isinstance(value, str) or value not in RESET_CODES:
-        raise ValueError(
-            f"{name} must be one of {', '.join(repr(r) for r in RESET_MECHANISMS)}, got {show(value)}"
-        )
+        raise ValueError(f"{name} must be one of {', '.join(repr(r) for r in RESET_MECHANISMS)}, got {show(value)}")
     return str(value)
 
 
@@ -75,8 +72,10 @@ def choice(name: str, value: Any, options: Sequence[str]) -> str:
     return value
 
 
-_SPIKE_GRAD_KINDS = ("a callable f(v) -> H(v) of one tensor returning a tensor of v's shape, such as "
-                     "snntorch_egru.surrogate.pseudo_derivative() or snntorch.surrogate.atan()")
+_SPIKE_GRAD_KINDS = (
+    "a callable f(v) -> H(v) of one tensor returning a tensor of v's shape, such as "
+    "snntorch_egru.surrogate.pseudo_derivative() or snntorch.surrogate.atan()"
+)
 
 
 def spike_grad(value: Any) -> None:
@@ -92,9 +91,12 @@ def spike_grad(value: Any) -> None:
         with torch.no_grad():
             out = value(probe)
     except Exception as e:  # noqa: BLE001 - any failure of the user's function is reported as its own
-        raise TypeError(f"spike_grad must be {_SPIKE_GRAD_KINDS}; calling spike_grad(v) on a probe v of "
-                        f"shape [5] raised {type(e).__name__}: {e}") from e
+        raise TypeError(
+            f"spike_grad must be {_SPIKE_GRAD_KINDS}; calling spike_grad(v) on a probe v of "
+            f"shape [5] raised {type(e).__name__}: {e}"
+        ) from e
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(probe.shape):
         got = f"a tensor of shape {list(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
-        raise TypeError(f"spike_grad must be {_SPIKE_GRAD_KINDS}; spike_grad(v) on a probe v of shape [5] "
-                        f"returned {got}")
+        raise TypeError(
+            f"spike_grad must be {_SPIKE_GRAD_KINDS}; spike_grad(v) on a probe v of shape [5] returned {got}"
+        )

@@ -74,8 +74,9 @@ class _Coefficients:
     k_q: torch.Tensor  # [L, B, 3, H]
 
 
-def _coefficients(sv: _Saved, go: torch.Tensor, start: int, end: int, gamma: float, eps: float, reset: int,
-                  zoneout_p: float) -> _Coefficients:
+def _coefficients(
+    sv: _Saved, go: torch.Tensor, start: int, end: int, gamma: float, eps: float, reset: int, zoneout_p: float
+) -> _Coefficients:
     """Build the chunk's coefficients with vectorised ops."""
     H = sv.ys.shape[-1]
     lo = max(0, start - 1)  # one step more: the absorbing set of step start - 1
@@ -90,7 +91,7 @@ def _coefficients(sv: _Saved, go: torch.Tensor, start: int, end: int, gamma: flo
     r, z = sv.rz[start:end, :, :H], sv.rz[start:end, :, H:]
     n, hn = sv.n[start:end], sv.hn[start:end]
     cs = sv.cs
-    c_prev = cs[start - 1:end - 1] if start > 0 else torch.cat([sv.c0.unsqueeze(0), cs[:end - 1]], 0)
+    c_prev = cs[start - 1 : end - 1] if start > 0 else torch.cat([sv.c0.unsqueeze(0), cs[: end - 1]], 0)
     kappa_o = {SUBTRACT: -sv.theta, ZERO: -chat}.get(reset)  # d c / d o (None: no reset)
     kappa_c = 1.0 - o if reset == ZERO else None  # d c / d c_hat (None means 1)
     a_y = o if psi is None else o + psi * chat
@@ -125,8 +126,17 @@ class _Carry:
         self.C = torch.empty_like(sv.c0)
 
 
-def _backward_chunk(cf: _Coefficients, cr: _Carry, grads: Tuple[torch.Tensor, ...], start: int, end: int,
-                    w_t: torch.Tensor, dense: bool, native: Optional[Tuple[Any, ...]], switch: _Switch) -> None:
+def _backward_chunk(
+    cf: _Coefficients,
+    cr: _Carry,
+    grads: Tuple[torch.Tensor, ...],
+    start: int,
+    end: int,
+    w_t: torch.Tensor,
+    dense: bool,
+    native: Optional[Tuple[Any, ...]],
+    switch: _Switch,
+) -> None:
     """The sequential part of one chunk, steps ``end - 1`` down to ``start``."""
     gy, gc, go, gtr = grads
     lo = max(0, start - 1)
@@ -160,8 +170,9 @@ def _backward_chunk(cf: _Coefficients, cr: _Carry, grads: Tuple[torch.Tensor, ..
         _theta_grad(cf, cr.gth, go[start:end], y_tot, c_tot)
 
 
-def _theta_grad(cf: _Coefficients, gth: torch.Tensor, go: torch.Tensor, y_tot: torch.Tensor,
-                c_tot: torch.Tensor) -> None:
+def _theta_grad(
+    cf: _Coefficients, gth: torch.Tensor, go: torch.Tensor, y_tot: torch.Tensor, c_tot: torch.Tensor
+) -> None:
     """Accumulate the chunk's threshold gradient into ``gth``."""
     if cf.psi is not None:
         o_bar = torch.addcmul(go, cf.chat, y_tot)
@@ -172,11 +183,28 @@ def _theta_grad(cf: _Coefficients, gth: torch.Tensor, go: torch.Tensor, y_tot: t
         gth.sub_((cf.o * c_tot).sum((0, 1)))
 
 
-def cpu_backward(gamma: float, eps: float, reset: int, zoneout_p: float, gy: torch.Tensor, gc: torch.Tensor,
-                 go: torch.Tensor, gtr: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, theta: torch.Tensor,
-                 zo_mask: Optional[torch.Tensor], ys: torch.Tensor, cs: torch.Tensor, os_: torch.Tensor,
-                 rz: torch.Tensor, n_all: torch.Tensor, hn_all: torch.Tensor, w_t: torch.Tensor,
-                 need_theta: bool) -> Tuple[torch.Tensor, ...]:
+def cpu_backward(
+    gamma: float,
+    eps: float,
+    reset: int,
+    zoneout_p: float,
+    gy: torch.Tensor,
+    gc: torch.Tensor,
+    go: torch.Tensor,
+    gtr: torch.Tensor,
+    y0: torch.Tensor,
+    c0: torch.Tensor,
+    theta: torch.Tensor,
+    zo_mask: Optional[torch.Tensor],
+    ys: torch.Tensor,
+    cs: torch.Tensor,
+    os_: torch.Tensor,
+    rz: torch.Tensor,
+    n_all: torch.Tensor,
+    hn_all: torch.Tensor,
+    w_t: torch.Tensor,
+    need_theta: bool,
+) -> Tuple[torch.Tensor, ...]:
     """Backward loop of the CPU launcher.
 
     Args:
@@ -211,9 +239,14 @@ def cpu_backward(gamma: float, eps: float, reset: int, zoneout_p: float, gy: tor
     return cr.q_all.view(T, B, 3 * H), gqn, cr.dc, cr.tacc, gth
 
 
-def _recurrent_grad(q: torch.Tensor, w_t: torch.Tensor, absorb: torch.Tensor, dense: bool,
-                    native: Optional[Tuple[Any, ...]] = None, switch: Optional[_Switch] = None
-                    ) -> torch.Tensor:
+def _recurrent_grad(
+    q: torch.Tensor,
+    w_t: torch.Tensor,
+    absorb: torch.Tensor,
+    dense: bool,
+    native: Optional[Tuple[Any, ...]] = None,
+    switch: Optional[_Switch] = None,
+) -> torch.Tensor:
     """``q @ W_hh`` ([B, 3H] x [3H, H]) computed only on the units in ``absorb`` [B, H] (others 0)."""
     B, H = absorb.shape
     if switch is not None and switch.go_dense():
@@ -222,11 +255,27 @@ def _recurrent_grad(q: torch.Tensor, w_t: torch.Tensor, absorb: torch.Tensor, de
         switch.sparse_steps += 1
     if native is not None and not _engine._FORCE_DENSE:
         out = q.new_empty(B, H)
-        if not (tuple(w_t.shape) == (H, q.shape[1]) and q.shape[0] == B and absorb.dtype == torch.bool
-                and absorb.is_contiguous() and _native_ok(q, w_t, out)):
+        if not (
+            tuple(w_t.shape) == (H, q.shape[1])
+            and q.shape[0] == B
+            and absorb.dtype == torch.bool
+            and absorb.is_contiguous()
+            and _native_ok(q, w_t, out)
+        ):
             raise RuntimeError("internal error: native row-product arguments do not match")
-        if native[1](q.data_ptr(), absorb.data_ptr(), B, H, w_t.data_ptr(), w_t.shape[1], out.data_ptr(),
-                     int(_engine.NATIVE_MAX_FRACTION * H)) == 0:
+        if (
+            native[1](
+                q.data_ptr(),
+                absorb.data_ptr(),
+                B,
+                H,
+                w_t.data_ptr(),
+                w_t.shape[1],
+                out.data_ptr(),
+                int(_engine.NATIVE_MAX_FRACTION * H),
+            )
+            == 0
+        ):
             return out
     if not dense:
         idx = (absorb[0] if B == 1 else absorb.any(0)).nonzero().squeeze(1)

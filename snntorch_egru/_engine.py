@@ -319,13 +319,18 @@ def _load_native() -> Any:
         fn.argtypes = [vp, i64, i64, vp]
         fn.restype = None
         fn = getattr(lib, f"egru_fwd_{suf}")
-        fn.argtypes = [i64, i64, i64] + [vp] * 8 + [ctypes.c_double, ctypes.c_int, ctypes.c_double,
-                                                   ctypes.c_double] + [vp] * 8
+        fn.argtypes = (
+            [i64, i64, i64] + [vp] * 8 + [ctypes.c_double, ctypes.c_int, ctypes.c_double, ctypes.c_double] + [vp] * 8
+        )
         fn.restype = None
         fn = getattr(lib, f"egru_step_{suf}", None)  # absent from a helper built before it existed
         if fn is not None:
-            fn.argtypes = [i64, i64, i64] + [vp] * 9 + [ctypes.c_int, ctypes.c_double, ctypes.c_int,
-                                                       ctypes.c_double, ctypes.c_double] + [vp] * 5
+            fn.argtypes = (
+                [i64, i64, i64]
+                + [vp] * 9
+                + [ctypes.c_int, ctypes.c_double, ctypes.c_int, ctypes.c_double, ctypes.c_double]
+                + [vp] * 5
+            )
             fn.restype = None
     return lib
 
@@ -366,7 +371,9 @@ def native_library() -> Any:
             "pure-PyTorch path (same results, about 2-5x slower on the CPU). It is built when the "
             "package is installed with a C compiler present (e.g. `pip install --force-reinstall "
             "--no-deps snntorch-egru`); set SNNTORCH_EGRU_NATIVE=0 to silence this warning.",
-            RuntimeWarning, stacklevel=3)
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return _lib
 
 
@@ -378,8 +385,12 @@ def _native_fns(dtype: torch.dtype) -> Optional[Tuple[Any, Any, Any, Any]]:
     if lib is None:
         return None
     suf = "f32" if dtype == torch.float32 else "f64"
-    return (getattr(lib, f"gather_axpy_{suf}"), getattr(lib, f"masked_rowdot_{suf}"), getattr(lib, f"egru_fwd_{suf}"),
-            getattr(lib, f"transpose_{suf}"))
+    return (
+        getattr(lib, f"gather_axpy_{suf}"),
+        getattr(lib, f"masked_rowdot_{suf}"),
+        getattr(lib, f"egru_fwd_{suf}"),
+        getattr(lib, f"transpose_{suf}"),
+    )
 
 
 #: Use the native helpers when they can be built (tests switch this off to cover the torch path).

@@ -16,9 +16,20 @@ from . import functional as F
 from ._engine import _sparse_left_mm, _sparse_left_mm_into
 
 
-def grad_products(ga: torch.Tensor, gqn: torch.Tensor, dc: torch.Tensor, tb: torch.Tensor, dth: torch.Tensor,
-                  x: torch.Tensor, y0: torch.Tensor, ys: torch.Tensor, w_ih: torch.Tensor, w_t: torch.Tensor,
-                  need: Sequence[bool], input_is_events: bool) -> List[Optional[torch.Tensor]]:
+def grad_products(
+    ga: torch.Tensor,
+    gqn: torch.Tensor,
+    dc: torch.Tensor,
+    tb: torch.Tensor,
+    dth: torch.Tensor,
+    x: torch.Tensor,
+    y0: torch.Tensor,
+    ys: torch.Tensor,
+    w_ih: torch.Tensor,
+    w_t: torch.Tensor,
+    need: Sequence[bool],
+    input_is_events: bool,
+) -> List[Optional[torch.Tensor]]:
     """Gradients of ``(x, y0, c0, trace0, w_ih, w_hh_eff, b_ih, b_hh, theta)`` from a backward loop.
 
     Args:
@@ -38,7 +49,7 @@ def grad_products(ga: torch.Tensor, gqn: torch.Tensor, dc: torch.Tensor, tb: tor
     if need[0]:
         out[0] = (ga2 @ w_ih).view(T, B, I)
     if need[1]:  # q_0 W_eff with q = (a_r, a_z | q_n), W_eff = w_t^T
-        out[1] = ga[0, :, :2 * H] @ w_t[:, :2 * H].t() + gqn[0] @ w_t[:, 2 * H:].t()
+        out[1] = ga[0, :, : 2 * H] @ w_t[:, : 2 * H].t() + gqn[0] @ w_t[:, 2 * H :].t()
     if need[2]:
         out[2] = dc
     if need[3]:
@@ -54,16 +65,17 @@ def grad_products(ga: torch.Tensor, gqn: torch.Tensor, dc: torch.Tensor, tb: tor
         # [H, 3H]: the copy into .grad's layout is AccumulateGrad's; transposing here would cost it again.
         n = (T - 1) * B
         g = torch.empty(H, 3 * H, dtype=ga.dtype, device=ga.device)
-        rz, cand = g[:, :2 * H], g[:, 2 * H:]
-        _sparse_left_mm_into(ys[:-1].reshape(n, H).t(), (ga[1:, :, :2 * H].reshape(n, 2 * H),
-                                                           gqn[1:].reshape(n, H)), (rz, cand))
-        rz.addmm_(y0.t(), ga[0, :, :2 * H])
+        rz, cand = g[:, : 2 * H], g[:, 2 * H :]
+        _sparse_left_mm_into(
+            ys[:-1].reshape(n, H).t(), (ga[1:, :, : 2 * H].reshape(n, 2 * H), gqn[1:].reshape(n, H)), (rz, cand)
+        )
+        rz.addmm_(y0.t(), ga[0, :, : 2 * H])
         cand.addmm_(y0.t(), gqn[0])
         out[5] = g.t()
     if need[6]:
         out[6] = ga2.sum(0)
     if need[7]:
-        out[7] = torch.cat([ga2[:, :2 * H].sum(0), gqn2.sum(0)])
+        out[7] = torch.cat([ga2[:, : 2 * H].sum(0), gqn2.sum(0)])
     if need[8]:
         out[8] = dth.sum(0) if dth.dim() == 2 else dth
     return out

@@ -15,8 +15,18 @@ import os
 import tempfile
 from typing import IO, Any, Callable, Iterator, Union
 
-__all__ = ["atomic_open", "atomic_write_path", "atomic_write_bytes", "atomic_write_text", "fsync_dir",
-           "remove_stale_temporaries", "remove_durably", "describe_os_error", "atomic_save", "folder_lock"]
+__all__ = [
+    "atomic_open",
+    "atomic_write_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "fsync_dir",
+    "remove_stale_temporaries",
+    "remove_durably",
+    "describe_os_error",
+    "atomic_save",
+    "folder_lock",
+]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -199,8 +209,10 @@ def folder_lock(folder: PathLike, owner: str = "another process", flag: str = "t
             yield
             return
         who = f"{owner} ({other})" if other else owner
-        raise ValueError(f"{flag} {os.fspath(folder)!r} is in use by {who}: two runs in one folder would "
-                         "overwrite each other's files; wait for it to finish or use another folder") from None
+        raise ValueError(
+            f"{flag} {os.fspath(folder)!r} is in use by {who}: two runs in one folder would "
+            "overwrite each other's files; wait for it to finish or use another folder"
+        ) from None
     try:
         f.seek(0)
         f.truncate()

@@ -63,29 +63,36 @@ def to_param_dtype(x: Optional[torch.Tensor], ref: torch.Tensor) -> Optional[tor
 _STATE_ORDER_FIX = (
     "EGRUCell.forward(input_, y, c) takes the previous events y second and the state c third "
     "(as snn.RLeaky(cur, spk, mem), not snn.Leaky(cur, mem)): call y, c = cell(input_, y, c), "
-    "starting from y, c = cell.init_egru(), or cell(input_) to continue from the stored state")
+    "starting from y, c = cell.init_egru(), or cell(input_) to continue from the stored state"
+)
 
 #: EGRUCell run by a backward pass (checkpoint recomputation) on the state it stores on itself.
 RECOMPUTED_STORED_STATE = (
     "EGRUCell was run again during a backward pass (torch.utils.checkpoint recomputing a step) while "
     "reading the state it stores on itself, which by now is a later step's state, so the gradients would "
     "be wrong. Pass the state explicitly: build the cell with init_hidden=False and checkpoint "
-    "y, c = checkpoint(cell, x_t, y, c, use_reentrant=False), starting from y, c = cell.init_egru()")
+    "y, c = checkpoint(cell, x_t, y, c, use_reentrant=False), starting from y, c = cell.init_egru()"
+)
 
 
 def cell_state_order(y: Any, stored_y: torch.Tensor, stored_c: torch.Tensor) -> None:
     """Catch the ``snn.Leaky`` idiom ``y, mem = cell(x, mem)`` where it can be seen: the ``c`` the
     cell returned (``stored_c``) passed back as ``y``, or the ``(y, c)`` tuple of ``init_egru()``."""
     if isinstance(y, tuple):
-        raise TypeError(f"y must be a torch.Tensor (the previous events), got a tuple of {len(y)}; "
-                        "init_egru() returns (y, c): unpack it, y, c = cell.init_egru(). " + _STATE_ORDER_FIX)
+        raise TypeError(
+            f"y must be a torch.Tensor (the previous events), got a tuple of {len(y)}; "
+            "init_egru() returns (y, c): unpack it, y, c = cell.init_egru(). " + _STATE_ORDER_FIX
+        )
     if y is not None and y is stored_c and y is not stored_y and stored_c.numel() > 0:
-        raise TypeError("the tensor passed as y is the internal state c that this cell returned "
-                        "(the snn.Leaky idiom y, mem = cell(input_, mem)). " + _STATE_ORDER_FIX)
+        raise TypeError(
+            "the tensor passed as y is the internal state c that this cell returned "
+            "(the snn.Leaky idiom y, mem = cell(input_, mem)). " + _STATE_ORDER_FIX
+        )
 
 
-def tensor_input(name: str, x: Any, ranks: Sequence[int], feature_size: int, ref: torch.Tensor,
-                 layout: str) -> torch.Tensor:
+def tensor_input(
+    name: str, x: Any, ranks: Sequence[int], feature_size: int, ref: torch.Tensor, layout: str
+) -> torch.Tensor:
     """Check an input tensor's type, rank, last dimension, dtype and device against a parameter ``ref``."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape {layout}, got {type(x).__name__}")
@@ -142,8 +149,9 @@ def in_param_dtype(x: torch.Tensor, state: Any, ref: torch.Tensor, state_type: t
     """Autocast policy: a lower-precision input (and a state of ``state_type``) cast to the parameters' dtype."""
     x = to_param_dtype(x, ref)
     if isinstance(state, state_type):
-        state = state_type(*(to_param_dtype(s, ref) if isinstance(s, torch.Tensor) else s
-                             for s in tuple.__iter__(state)))
+        state = state_type(
+            *(to_param_dtype(s, ref) if isinstance(s, torch.Tensor) else s for s in tuple.__iter__(state))
+        )
     return x, state
 
 
@@ -155,13 +163,16 @@ def nan_threshold_propagates(theta: torch.Tensor, out: F.EGRUStepOutput) -> F.EG
     and so does this. Eager CPU calls skip the sum when no threshold is NaN (a check of ``H`` values,
     no device sync); traced, compiled or CUDA calls always add the (zero) term.
     """
-    eager_cpu = (theta.device.type == "cpu" and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
-                 and torch._C._functorch.maybe_current_level() is None)
+    eager_cpu = (
+        theta.device.type == "cpu"
+        and not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
+        and torch._C._functorch.maybe_current_level() is None
+    )
     if eager_cpu and not bool(theta.isnan().any()):
         return out
     term = torch.where(theta.isnan(), theta, torch.zeros_like(theta))
     return out._replace(y=out.y + term, c=out.c + term, trace=out.trace + term)
-
 
 
 # ------------------------------------------------------------------------------------------
@@ -202,8 +213,13 @@ class EGRULayerBase(EGRUBase):
         self._kp_cache = (fn, dict(attrs) if attrs is not None else None, params)
         return params
 
-    def _layer_call(self, x: torch.Tensor, state: Tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-                    tensors: Sequence[Optional[torch.Tensor]], layer_index: int = 0) -> LayerCall:
+    def _layer_call(
+        self,
+        x: torch.Tensor,
+        state: Tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        tensors: Sequence[Optional[torch.Tensor]],
+        layer_index: int = 0,
+    ) -> LayerCall:
         """The :class:`~snntorch_egru.backends.LayerCall` of one layer: ``x`` ``[T, B, I]``, ``state``
         ``(y0, c0, trace0)`` of ``[B, H]``, ``tensors`` the layer's five tensors (``LAYER_TENSOR_NAMES``).
         The masks of this call are drawn here (DropConnect and zoneout in training)."""
@@ -214,10 +230,24 @@ class EGRULayerBase(EGRUBase):
             dc_mask = F.dropconnect_mask(w_hh.detach(), self.dropconnect)
         zo_mask, zo_p = self._zoneout_args((x.shape[0], x.shape[1], self.hidden_size), x)
         return LayerCall(
-            x=x, y0=state[0], c0=state[1], trace0=state[2], weight_ih=w_ih, weight_hh=w_hh, bias_ih=b_ih,
-            bias_hh=b_hh, threshold=self._effective_threshold(theta), spike_fn=self.spike_grad,
-            reset=self.reset_mechanism, dropconnect_mask=dc_mask, zoneout_mask=zo_mask, zoneout_p=zo_p,
-            input_is_events=layer_index > 0, layer_index=layer_index, kernel_params=self._kernel_params())
+            x=x,
+            y0=state[0],
+            c0=state[1],
+            trace0=state[2],
+            weight_ih=w_ih,
+            weight_hh=w_hh,
+            bias_ih=b_ih,
+            bias_hh=b_hh,
+            threshold=self._effective_threshold(theta),
+            spike_fn=self.spike_grad,
+            reset=self.reset_mechanism,
+            dropconnect_mask=dc_mask,
+            zoneout_mask=zo_mask,
+            zoneout_p=zo_p,
+            input_is_events=layer_index > 0,
+            layer_index=layer_index,
+            kernel_params=self._kernel_params(),
+        )
 
     def _run_layer(self, call: LayerCall) -> F.EGRUStepOutput:
         """Run one layer call through the backend registry and tell the observers."""
@@ -320,10 +350,11 @@ class EGRU(EGRULayerBase):
             warnings.warn(
                 "dropout acts between stacked EGRU layers only (as in torch.nn.GRU), so a non-zero dropout "
                 f"expects num_layers greater than 1, but got dropout={self.dropout} and num_layers=1",
-                UserWarning, stacklevel=2)
+                UserWarning,
+                stacklevel=2,
+            )
         for k in range(self.num_layers):
-            self._register_layer(f"_l{k}", self.input_size if k == 0 else self.hidden_size, device=device,
-                                 dtype=dtype)
+            self._register_layer(f"_l{k}", self.input_size if k == 0 else self.hidden_size, device=device, dtype=dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -370,12 +401,9 @@ class EGRU(EGRULayerBase):
                 "snntorch_egru.interop.layer_state_from_norse(state)"
             )
         if not isinstance(state, tuple) or len(state) != 3:
-            raise TypeError(
-                f"state must be an EGRUState(y, c, trace) (or None), got {type(state).__name__}"
-            )
+            raise TypeError(f"state must be an EGRUState(y, c, trace) (or None), got {type(state).__name__}")
         expected = (self.num_layers, *batch_shape, self.hidden_size)
-        y, c, tr = (state_tensor(f"state.{n}", s, expected, ref)
-                    for n, s in zip(("y", "c", "trace"), state))
+        y, c, tr = (state_tensor(f"state.{n}", s, expected, ref) for n, s in zip(("y", "c", "trace"), state))
         return EGRUState(y, c, tr)
 
     def forward(
@@ -385,10 +413,12 @@ class EGRU(EGRULayerBase):
             raise TypeError(
                 f"EGRU.forward takes (x, state=None) positionally, got {2 + len(extra)} positional arguments; "
                 "return_internals is keyword-only: call rnn(x, state, return_internals=True), and with "
-                "torch.export / torch.onnx.export pass it as kwargs={'return_internals': True}")
+                "torch.export / torch.onnx.export pass it as kwargs={'return_internals': True}"
+            )
         if not isinstance(return_internals, bool):
-            raise TypeError(f"return_internals must be a bool, got {type(return_internals).__name__} "
-                            f"{return_internals!r}")
+            raise TypeError(
+                f"return_internals must be a bool, got {type(return_internals).__name__} {return_internals!r}"
+            )
         packed, lengths = None, None
         if isinstance(x, _packed.PackedSequence):  # variable-length batch, as torch.nn.GRU takes it
             packed = x
@@ -421,9 +451,13 @@ class EGRU(EGRULayerBase):
             state = EGRUState(*(s.unsqueeze(1) for s in state))
         return x, state, unbatched
 
-    def _forward(self, x: torch.Tensor, state: Optional[EGRUState], return_internals: bool,
-                 lengths: Optional[torch.Tensor] = None
-                 ) -> Union[Tuple[torch.Tensor, EGRUState], Tuple[torch.Tensor, EGRUState, EGRURecord]]:
+    def _forward(
+        self,
+        x: torch.Tensor,
+        state: Optional[EGRUState],
+        return_internals: bool,
+        lengths: Optional[torch.Tensor] = None,
+    ) -> Union[Tuple[torch.Tensor, EGRUState], Tuple[torch.Tensor, EGRUState, EGRURecord]]:
         x, state, unbatched = self._time_first(x, state)
         layer_in, finals, recs = x, [], []
         for k in range(self.num_layers):
@@ -446,8 +480,9 @@ class EGRU(EGRULayerBase):
             record = EGRURecord(*(torch.stack([getattr(r, f) for r in recs]) for f in EGRURecord._fields))
         return self._user_layout(out, new_state, record, unbatched)
 
-    def _user_layout(self, out: torch.Tensor, state: EGRUState, record: Optional[EGRURecord], unbatched: bool
-                     ) -> Union[Tuple[torch.Tensor, EGRUState], Tuple[torch.Tensor, EGRUState, EGRURecord]]:
+    def _user_layout(
+        self, out: torch.Tensor, state: EGRUState, record: Optional[EGRURecord], unbatched: bool
+    ) -> Union[Tuple[torch.Tensor, EGRUState], Tuple[torch.Tensor, EGRUState, EGRURecord]]:
         """Time-first results back in the caller's layout (unbatched, or batch-first)."""
         if unbatched:
             out = out.squeeze(1)
@@ -496,11 +531,18 @@ class EGRU(EGRULayerBase):
                 raise ValueError(
                     f"from_gru copies every layer of gru, so {name} must equal gru.{name}={getattr(gru, name)!r}, "
                     f"got {name}={kwargs[name]!r}; drop the {name} argument (or build the torch.nn.GRU with "
-                    f"{name}={kwargs[name]!r})")
+                    f"{name}={kwargs[name]!r})"
+                )
         ref = gru.weight_ih_l0
         options = dict(
-            num_layers=gru.num_layers, bias=gru.bias, batch_first=gru.batch_first, dropout=gru.dropout,
-            reset_mechanism="none", threshold_clamp=False, device=ref.device, dtype=ref.dtype,
+            num_layers=gru.num_layers,
+            bias=gru.bias,
+            batch_first=gru.batch_first,
+            dropout=gru.dropout,
+            reset_mechanism="none",
+            threshold_clamp=False,
+            device=ref.device,
+            dtype=ref.dtype,
         )
         options.update(kwargs)
         egru = cls(gru.input_size, gru.hidden_size, **options)
@@ -522,4 +564,3 @@ class EGRU(EGRULayerBase):
         if self.backend != "auto":
             s += f", backend={self.backend!r}"
         return s
-

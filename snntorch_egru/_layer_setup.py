@@ -87,8 +87,9 @@ def make_spike_fn(spike_grad: Optional[SpikeFn], surrogate_disable: bool, gamma:
     return spike_grad
 
 
-def init_weights(weight_ih: torch.Tensor, weight_hh: torch.Tensor, biases: List[Optional[torch.Tensor]],
-                 hidden_size: int, init: str) -> None:
+def init_weights(
+    weight_ih: torch.Tensor, weight_hh: torch.Tensor, biases: List[Optional[torch.Tensor]], hidden_size: int, init: str
+) -> None:
     """Draw one layer's weights in place: ``"evnn"`` (the official code) or ``"torch"`` (``nn.GRU``)."""
     with torch.no_grad():
         if init == "evnn":
@@ -177,8 +178,7 @@ class EGRUBase(nn.Module):
         init_weights(w_ih, draw, [b_ih, b_hh], self.hidden_size, self.init)
         with torch.no_grad():
             w_hh.copy_(draw)
-            theta.copy_(F.beta_threshold_init(self.hidden_size, self.thr_mean, dtype=theta.dtype,
-                                              device=theta.device))
+            theta.copy_(F.beta_threshold_init(self.hidden_size, self.thr_mean, dtype=theta.dtype, device=theta.device))
 
     def flatten_parameters(self) -> None:
         """Make every ``weight_hh`` contiguous (row-major, as ``torch.nn.GRU``) and drop the

@@ -41,10 +41,20 @@ def scan_available() -> bool:
 
 
 def egru_sequence_export(
-    x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0: torch.Tensor, weight_ih: torch.Tensor,
-    weight_hh: torch.Tensor, bias_ih: Optional[torch.Tensor], bias_hh: Optional[torch.Tensor],
-    threshold: torch.Tensor, *, spike_fn: Optional[F.SpikeFn] = None, reset: str = "subtract",
-    zoneout_mask: Optional[torch.Tensor] = None, zoneout_p: float = 0.0,
+    x: torch.Tensor,
+    y0: torch.Tensor,
+    c0: torch.Tensor,
+    trace0: torch.Tensor,
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    bias_ih: Optional[torch.Tensor],
+    bias_hh: Optional[torch.Tensor],
+    threshold: torch.Tensor,
+    *,
+    spike_fn: Optional[F.SpikeFn] = None,
+    reset: str = "subtract",
+    zoneout_mask: Optional[torch.Tensor] = None,
+    zoneout_p: float = 0.0,
 ) -> F.EGRUStepOutput:
     """:func:`snntorch_egru.functional.egru_sequence` as one ``scan`` over time (same arguments, same values).
 
@@ -65,18 +75,46 @@ def egru_sequence_export(
     """
     scan = _scan()
     if scan is None:  # pragma: no cover - torch without the scan operator
-        return F.egru_sequence(x, y0, c0, trace0, weight_ih, weight_hh, bias_ih, bias_hh, threshold,
-                               spike_fn=spike_fn, reset=reset, zoneout_mask=zoneout_mask, zoneout_p=zoneout_p)
+        return F.egru_sequence(
+            x,
+            y0,
+            c0,
+            trace0,
+            weight_ih,
+            weight_hh,
+            bias_ih,
+            bias_hh,
+            threshold,
+            spike_fn=spike_fn,
+            reset=reset,
+            zoneout_mask=zoneout_mask,
+            zoneout_p=zoneout_p,
+        )
     gi_all = F.input_projection(x, weight_ih, bias_ih)
 
     def step(carry: Any, xs: Any) -> Any:
         y, c, tr = carry
         gi, mask = xs if zoneout_mask is not None else (xs, None)
-        out = F.egru_step_projected(gi, y, c, tr, weight_hh, bias_hh, threshold, spike_fn=spike_fn, reset=reset,
-                                    zoneout_mask=mask, zoneout_p=zoneout_p)
+        out = F.egru_step_projected(
+            gi,
+            y,
+            c,
+            tr,
+            weight_hh,
+            bias_hh,
+            threshold,
+            spike_fn=spike_fn,
+            reset=reset,
+            zoneout_mask=mask,
+            zoneout_p=zoneout_p,
+        )
         # scan's outputs must not alias its inputs or each other: the carry and the per-step outputs are copies
-        return (out.y.clone(), out.c.clone(), out.trace.clone()), (out.y.clone(), out.c.clone(), out.o.clone(),
-                                                                    out.trace.clone())
+        return (out.y.clone(), out.c.clone(), out.trace.clone()), (
+            out.y.clone(),
+            out.c.clone(),
+            out.o.clone(),
+            out.trace.clone(),
+        )
 
     xs = (gi_all, zoneout_mask) if zoneout_mask is not None else gi_all
     _, (ys, cs, os_, trs) = scan(step, (y0.clone(), c0.clone(), trace0.clone()), xs)

@@ -47,10 +47,10 @@ from ._engine import exporting_to_onnx, real_dtype, transposed_weight, under_tra
 from ._grad import grad_products
 from ._onnx import egru_sequence_export
 from .backends import LayerCall, check_layer_args, register_backend, zero_length
+from .cuda import _function as _kernels  # (a module: the tests spy on its launch functions)
 from .cuda import available as cupy_available_for
 from .cuda import kernel_launcher as launcher
 from .cuda import supports as cupy_supports
-from .cuda import _function as _kernels  # (a module: the tests spy on its launch functions)
 from .cuda._function import IMPL_CUPY, IMPL_TORCH, KernelConfig, requested_impl
 from .surrogate import kernel_params as surrogate_params
 
@@ -61,8 +61,10 @@ from .surrogate import kernel_params as surrogate_params
 def _cpu_forward(x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, zo, zoneout_p, reset, input_is_events, need_saved):
     real = real_dtype(x.dtype)
     # below autograd (inside the op): conversions only where needed, each a no-op call otherwise
-    args = [t if t is None or (t.dtype is real and t.is_contiguous()) else t.to(real).contiguous()
-            for t in (x, y0, c0, tr0, w_ih, b_ih, b_hh, theta, zo)]
+    args = [
+        t if t is None or (t.dtype is real and t.is_contiguous()) else t.to(real).contiguous()
+        for t in (x, y0, c0, tr0, w_ih, b_ih, b_hh, theta, zo)
+    ]
     x, y0, c0, tr0, w_ih, b_ih, b_hh, theta, zo = args
     w_hh = w_hh if w_hh.dtype is real else w_hh.to(real)  # any layout: W_hh^T cached (_engine.transposed_weight)
     H = w_hh.shape[1]
@@ -70,12 +72,12 @@ def _cpu_forward(x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, zo, zoneout_p, r
         b_ih = x.new_zeros(3 * H)
     if b_hh is None:
         b_hh = x.new_zeros(3 * H)
-    return sparse._run_forward(reset, zoneout_p, input_is_events, x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta,
-                               zo, need_cache=need_saved)
+    return sparse._run_forward(
+        reset, zoneout_p, input_is_events, x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, zo, need_cache=need_saved
+    )
 
 
-def _kernel_forward(impl, x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, zo, zoneout_p, reset, gamma, eps,
-                    need_saved):
+def _kernel_forward(impl, x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, zo, zoneout_p, reset, gamma, eps, need_saved):
     cfg = KernelConfig(reset_mode=int(reset), zoneout_p=float(zoneout_p), gamma=float(gamma), eps=float(eps))
     t = _kernels.kernel_forward(launcher(impl), cfg, x, y0, c0, tr0, w_ih, w_hh, b_ih, b_hh, theta, zo, need_saved)
     if need_saved:
@@ -88,25 +90,70 @@ def _empty(ref: torch.Tensor) -> torch.Tensor:
     return ref.new_empty(0)
 
 
-_OpOut = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-               torch.Tensor, torch.Tensor]
+_OpOut = Tuple[
+    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
+]
 
 
 @torch.library.custom_op("snntorch_egru::egru_layer", mutates_args=())
-def egru_layer_op(x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0: torch.Tensor,
-                  w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: Optional[torch.Tensor],
-                  b_hh: Optional[torch.Tensor], theta: torch.Tensor, zoneout_mask: Optional[torch.Tensor],
-                  zoneout_p: float, reset: int, gamma: float, eps: float, input_is_events: bool,
-                  need_saved: bool, impl: int = 0) -> _OpOut:
+def egru_layer_op(
+    x: torch.Tensor,
+    y0: torch.Tensor,
+    c0: torch.Tensor,
+    trace0: torch.Tensor,
+    w_ih: torch.Tensor,
+    w_hh: torch.Tensor,
+    b_ih: Optional[torch.Tensor],
+    b_hh: Optional[torch.Tensor],
+    theta: torch.Tensor,
+    zoneout_mask: Optional[torch.Tensor],
+    zoneout_p: float,
+    reset: int,
+    gamma: float,
+    eps: float,
+    input_is_events: bool,
+    need_saved: bool,
+    impl: int = 0,
+) -> _OpOut:
     """One EGRU layer over ``[T, B, I]`` -> ``(y, c, o, trace, rz, n, hn, w_t)`` (rz, n, hn: saved state;
     w_t: always empty, kept in the schema). ``impl``: ``IMPL_TORCH`` (the CPU launcher: torch ops on any
     device, the native helper on the CPU), ``IMPL_CUPY`` or a registered kernel launcher (``cuda._function``)."""
     if impl == IMPL_TORCH:
-        res = _cpu_forward(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, zoneout_mask, zoneout_p, reset,
-                           input_is_events, need_saved)
+        res = _cpu_forward(
+            x,
+            y0,
+            c0,
+            trace0,
+            w_ih,
+            w_hh,
+            b_ih,
+            b_hh,
+            theta,
+            zoneout_mask,
+            zoneout_p,
+            reset,
+            input_is_events,
+            need_saved,
+        )
     else:
-        res = _kernel_forward(impl, x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, zoneout_mask, zoneout_p,
-                              reset, gamma, eps, need_saved)
+        res = _kernel_forward(
+            impl,
+            x,
+            y0,
+            c0,
+            trace0,
+            w_ih,
+            w_hh,
+            b_ih,
+            b_hh,
+            theta,
+            zoneout_mask,
+            zoneout_p,
+            reset,
+            gamma,
+            eps,
+            need_saved,
+        )
     dt = x.dtype
     y, c, o, tr = (t.to(dt) for t in res[:4])
     if need_saved:
@@ -118,32 +165,81 @@ def egru_layer_op(x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0: t
 
 
 @egru_layer_op.register_fake
-def _(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, zoneout_mask, zoneout_p, reset, gamma, eps,
-      input_is_events, need_saved, impl=0):
+def _(
+    x,
+    y0,
+    c0,
+    trace0,
+    w_ih,
+    w_hh,
+    b_ih,
+    b_hh,
+    theta,
+    zoneout_mask,
+    zoneout_p,
+    reset,
+    gamma,
+    eps,
+    input_is_events,
+    need_saved,
+    impl=0,
+):
     T, B, _ = x.shape
     H = w_hh.shape[1]
     real = real_dtype(x.dtype)
     outs = [x.new_empty(T, B, H) for _ in range(4)]
     if need_saved:
-        saved = [x.new_empty(T, B, 2 * H, dtype=real), x.new_empty(T, B, H, dtype=real),
-                 x.new_empty(T, B, H, dtype=real), x.new_empty(0, dtype=real)]
+        saved = [
+            x.new_empty(T, B, 2 * H, dtype=real),
+            x.new_empty(T, B, H, dtype=real),
+            x.new_empty(T, B, H, dtype=real),
+            x.new_empty(0, dtype=real),
+        ]
     else:
         saved = [x.new_empty(0, dtype=real) for _ in range(4)]
     return (*outs, *saved)
 
 
-_GradOut = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                 torch.Tensor, torch.Tensor, torch.Tensor]
+_GradOut = Tuple[
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+]
 
 
 @torch.library.custom_op("snntorch_egru::egru_layer_backward", mutates_args=())
-def egru_layer_backward_op(g_y: Optional[torch.Tensor], g_c: Optional[torch.Tensor], g_o: Optional[torch.Tensor],
-                           g_tr: Optional[torch.Tensor],
-                           x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, w_ih: torch.Tensor,
-                           theta: torch.Tensor, zoneout_mask: Optional[torch.Tensor], y: torch.Tensor,
-                           c: torch.Tensor, o: torch.Tensor, rz: torch.Tensor, n: torch.Tensor, hn: torch.Tensor,
-                           w_t: torch.Tensor, zoneout_p: float, reset: int, gamma: float, eps: float,
-                           input_is_events: bool, need: List[bool], impl: int = 0) -> _GradOut:
+def egru_layer_backward_op(
+    g_y: Optional[torch.Tensor],
+    g_c: Optional[torch.Tensor],
+    g_o: Optional[torch.Tensor],
+    g_tr: Optional[torch.Tensor],
+    x: torch.Tensor,
+    y0: torch.Tensor,
+    c0: torch.Tensor,
+    w_ih: torch.Tensor,
+    theta: torch.Tensor,
+    zoneout_mask: Optional[torch.Tensor],
+    y: torch.Tensor,
+    c: torch.Tensor,
+    o: torch.Tensor,
+    rz: torch.Tensor,
+    n: torch.Tensor,
+    hn: torch.Tensor,
+    w_t: torch.Tensor,
+    zoneout_p: float,
+    reset: int,
+    gamma: float,
+    eps: float,
+    input_is_events: bool,
+    need: List[bool],
+    impl: int = 0,
+) -> _GradOut:
     """Gradients of ``egru_layer`` w.r.t. ``(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta)``.
 
     Missing upstream gradients are ``None`` (the CUDA kernels skip them; the CPU loop gets
@@ -154,20 +250,39 @@ def egru_layer_backward_op(g_y: Optional[torch.Tensor], g_c: Optional[torch.Tens
     g_y, g_c, g_o, g_tr, xr, y0r, c0r, w_ihr, thr, zo, yr, cr, or_ = args
     if impl == IMPL_TORCH:
         g_y, g_c, g_o, g_tr = (torch.zeros_like(yr) if g is None else g for g in (g_y, g_c, g_o, g_tr))
-        ga, gqn, dc, tb, dth = cpu_backward(gamma, eps, reset, zoneout_p, g_y, g_c, g_o, g_tr,
-                                             y0r, c0r, thr, zo, yr, cr, or_, rz, n, hn, w_t, need[8])
+        ga, gqn, dc, tb, dth = cpu_backward(
+            gamma, eps, reset, zoneout_p, g_y, g_c, g_o, g_tr, y0r, c0r, thr, zo, yr, cr, or_, rz, n, hn, w_t, need[8]
+        )
     else:
         cfg = KernelConfig(reset_mode=int(reset), zoneout_p=float(zoneout_p), gamma=float(gamma), eps=float(eps))
         H = w_t.shape[0]
         ga, gqn, dc, tb, dth = _kernels.kernel_backward(
-            launcher(impl), cfg, w_t, thr, c0r, zo, yr, cr, or_, rz[..., :H].contiguous(),
-            rz[..., H:].contiguous(), n, hn, g_y, g_c, g_o, g_tr)
+            launcher(impl),
+            cfg,
+            w_t,
+            thr,
+            c0r,
+            zo,
+            yr,
+            cr,
+            or_,
+            rz[..., :H].contiguous(),
+            rz[..., H:].contiguous(),
+            n,
+            hn,
+            g_y,
+            g_c,
+            g_o,
+            g_tr,
+        )
     grads = grad_products(ga, gqn, dc, tb, dth, xr, y0r, yr, w_ihr, w_t, need, input_is_events)
     dtypes = (x.dtype, y0.dtype, c0.dtype, y0.dtype, w_ih.dtype, w_ih.dtype, w_ih.dtype, w_ih.dtype, theta.dtype)
     # strides as the fake declares: dW_hh (and dW_ih from events) are transposed views
     transposed = {5} | ({4} if input_is_events else set())
-    return tuple(_empty(x) if g is None else _layout(g.to(dt), k in transposed)  # type: ignore[return-value]
-                 for k, (g, dt) in enumerate(zip(grads, dtypes)))
+    return tuple(
+        _empty(x) if g is None else _layout(g.to(dt), k in transposed)  # type: ignore[return-value]
+        for k, (g, dt) in enumerate(zip(grads, dtypes))
+    )
 
 
 def _layout(g: torch.Tensor, transposed: bool) -> torch.Tensor:
@@ -177,20 +292,63 @@ def _layout(g: torch.Tensor, transposed: bool) -> torch.Tensor:
 
 
 @egru_layer_backward_op.register_fake
-def _(g_y, g_c, g_o, g_tr, x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n, hn, w_t, zoneout_p, reset,
-      gamma, eps, input_is_events, need, impl=0):
+def _(
+    g_y,
+    g_c,
+    g_o,
+    g_tr,
+    x,
+    y0,
+    c0,
+    w_ih,
+    theta,
+    zoneout_mask,
+    y,
+    c,
+    o,
+    rz,
+    n,
+    hn,
+    w_t,
+    zoneout_p,
+    reset,
+    gamma,
+    eps,
+    input_is_events,
+    need,
+    impl=0,
+):
     T, B, I = x.shape
     H = y0.shape[-1]
     shapes = [(T, B, I), (B, H), (B, H), (B, H), (3 * H, I), (3 * H, H), (3 * H,), (3 * H,), (H,)]
     refs = [x, y0, c0, y0, w_ih, w_ih, w_ih, w_ih, theta]
     transposed = {5} | ({4} if input_is_events else set())
-    return tuple((r.new_empty(s[::-1]).t() if i in transposed else r.new_empty(s)) if k else r.new_empty(0)
-                 for i, (s, r, k) in enumerate(zip(shapes, refs, need)))
+    return tuple(
+        (r.new_empty(s[::-1]).t() if i in transposed else r.new_empty(s)) if k else r.new_empty(0)
+        for i, (s, r, k) in enumerate(zip(shapes, refs, need))
+    )
 
 
 def _setup_context(ctx, inputs, output):
-    (x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, zoneout_mask, zoneout_p, reset, gamma, eps,
-     input_is_events, need_saved, impl) = inputs
+    (
+        x,
+        y0,
+        c0,
+        trace0,
+        w_ih,
+        w_hh,
+        b_ih,
+        b_hh,
+        theta,
+        zoneout_mask,
+        zoneout_p,
+        reset,
+        gamma,
+        eps,
+        input_is_events,
+        need_saved,
+        impl,
+    ) = inputs
     y, c, o, tr, rz, n, hn, w_t = output
     if not need_saved:
         ctx.unusable = True
@@ -212,20 +370,31 @@ def _saved_w_t(w_hh: torch.Tensor, real: torch.dtype) -> torch.Tensor:
 
 def _backward(ctx, g_y, g_c, g_o, g_tr, *_saved_grads):
     if ctx.unusable:
-        raise RuntimeError("snntorch_egru::egru_layer was called with need_saved=False; "
-                           "its outputs cannot be differentiated")
+        raise RuntimeError(
+            "snntorch_egru::egru_layer was called with need_saved=False; its outputs cannot be differentiated"
+        )
     if torch.is_grad_enabled():
         raise RuntimeError(
             "the EGRU operator's backward is not differentiable (double backward / create_graph=True); "
-            "use EGRU(..., backend='reference') for higher-order gradients")
+            "use EGRU(..., backend='reference') for higher-order gradients"
+        )
     x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n, hn, w_hh = ctx.saved_tensors
     w_t = _saved_w_t(w_hh, rz.dtype)
     ni = ctx.needs_input_grad
-    need = [bool(ni[0]), bool(ni[1]), bool(ni[2]), bool(ni[3]), bool(ni[4]), bool(ni[5]),
-            bool(ni[6]) and ctx.has_bias[0], bool(ni[7]) and ctx.has_bias[1], bool(ni[8])]
+    need = [
+        bool(ni[0]),
+        bool(ni[1]),
+        bool(ni[2]),
+        bool(ni[3]),
+        bool(ni[4]),
+        bool(ni[5]),
+        bool(ni[6]) and ctx.has_bias[0],
+        bool(ni[7]) and ctx.has_bias[1],
+        bool(ni[8]),
+    ]
     grads = torch.ops.snntorch_egru.egru_layer_backward(
-        g_y, g_c, g_o, g_tr, x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n, hn, w_t, *ctx.scalars, need,
-        ctx.impl)
+        g_y, g_c, g_o, g_tr, x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n, hn, w_t, *ctx.scalars, need, ctx.impl
+    )
     out = [g if k else None for g, k in zip(grads, need)]
     return (*out, None, None, None, None, None, None, None, None)
 
@@ -300,19 +469,66 @@ def egru_layer_call(call: LayerCall, impl: int = IMPL_TORCH) -> F.EGRUStepOutput
         return zero_length(x, y0, w_ih, call.weight_hh)
     params = call.kernel_params if call.kernel_params is not None else surrogate_params(call.spike_fn)
     if exporting_to_onnx():  # one scan over time: the ONNX graph keeps a dynamic sequence length
-        return egru_sequence_export(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, spike_fn=call.spike_fn,
-                                    reset=call.reset, zoneout_mask=zo, zoneout_p=zo_p)
-    if (params is None or x.device.type not in ("cpu", "cuda") or (impl != IMPL_TORCH and x.shape[1] == 0)
-            or under_transform(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta)):
+        return egru_sequence_export(
+            x,
+            y0,
+            c0,
+            trace0,
+            w_ih,
+            w_hh,
+            b_ih,
+            b_hh,
+            theta,
+            spike_fn=call.spike_fn,
+            reset=call.reset,
+            zoneout_mask=zo,
+            zoneout_p=zo_p,
+        )
+    if (
+        params is None
+        or x.device.type not in ("cpu", "cuda")
+        or (impl != IMPL_TORCH and x.shape[1] == 0)
+        or under_transform(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta)
+    ):
         # any other spike function, another device, no samples for a kernel, or a torch.func transform /
         # forward-mode AD (the operator has a backward formula only): the step-by-step decomposition
-        return F.egru_sequence(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, spike_fn=call.spike_fn,
-                               reset=call.reset, zoneout_mask=zo, zoneout_p=zo_p)
+        return F.egru_sequence(
+            x,
+            y0,
+            c0,
+            trace0,
+            w_ih,
+            w_hh,
+            b_ih,
+            b_hh,
+            theta,
+            spike_fn=call.spike_fn,
+            reset=call.reset,
+            zoneout_mask=zo,
+            zoneout_p=zo_p,
+        )
     need_saved = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta))
+        t is not None and t.requires_grad for t in (x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta)
+    )
     res = torch.ops.snntorch_egru.egru_layer(
-        x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, zo, zo_p, reset, params[0], params[1],
-        bool(call.input_is_events), need_saved, impl)
+        x,
+        y0,
+        c0,
+        trace0,
+        w_ih,
+        w_hh,
+        b_ih,
+        b_hh,
+        theta,
+        zo,
+        zo_p,
+        reset,
+        params[0],
+        params[1],
+        bool(call.input_is_events),
+        need_saved,
+        impl,
+    )
     return F.EGRUStepOutput(res[0], res[1], res[2], res[3])
 
 
@@ -335,7 +551,8 @@ def _run_cupy(call: LayerCall) -> F.EGRUStepOutput:
 
 
 # "torch": the CPU launcher (the native helper on the CPU; its torch ops on any device when named explicitly)
-register_backend("torch", _run_torch, available=lambda call: call.x.device.type == "cpu", priority=10,
-                 device_type="cpu")
+register_backend(
+    "torch", _run_torch, available=lambda call: call.x.device.type == "cpu", priority=10, device_type="cpu"
+)
 # "cupy": the CuPy kernels (CUDA tensors; a launcher given to snntorch_egru.cuda.run on any device)
 register_backend("cupy", _run_cupy, available=cupy_available_for, priority=20, device_type="cuda")

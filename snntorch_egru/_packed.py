@@ -36,8 +36,9 @@ def repack(result: Tuple[Any, ...], x: PackedSequence, lengths: torch.Tensor, ba
     return (PackedSequence(data, x.batch_sizes, x.sorted_indices, x.unsorted_indices), *result[1:])
 
 
-def final_step(seq: F.EGRUStepOutput, initial: Finals, lengths: Optional[torch.Tensor]
-               ) -> Tuple[Finals, F.EGRUStepOutput]:
+def final_step(
+    seq: F.EGRUStepOutput, initial: Finals, lengths: Optional[torch.Tensor]
+) -> Tuple[Finals, F.EGRUStepOutput]:
     """``((y, c, trace) after the last step, seq)`` of one layer's ``[T, B, H]`` sequences.
 
     Without ``lengths`` the last step (or ``initial`` for ``T = 0``); with the

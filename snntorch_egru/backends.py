@@ -28,8 +28,17 @@ import torch
 from . import functional as F
 from ._checks import RESET_CODES, reset_mechanism
 
-__all__ = ["LayerCall", "EGRUWeights", "EGRUOptions", "register_backend", "unregister_backend", "get_backend",
-           "available_backends", "usable_backends", "resolve_backend"]
+__all__ = [
+    "LayerCall",
+    "EGRUWeights",
+    "EGRUOptions",
+    "register_backend",
+    "unregister_backend",
+    "get_backend",
+    "available_backends",
+    "usable_backends",
+    "resolve_backend",
+]
 
 
 @dataclass(frozen=True)
@@ -167,8 +176,7 @@ class LayerCall:
 
 
 def _shape_err(name: str, expected: Sequence[object], t: torch.Tensor, hint: str = "") -> ValueError:
-    return ValueError(f"{name} must have shape [{', '.join(str(e) for e in expected)}]{hint}, "
-                      f"got {list(t.shape)}")
+    return ValueError(f"{name} must have shape [{', '.join(str(e) for e in expected)}]{hint}, got {list(t.shape)}")
 
 
 def check_layer_args(call: "LayerCall") -> None:
@@ -177,9 +185,19 @@ def check_layer_args(call: "LayerCall") -> None:
     x, y0, c0, trace0 = call.x, call.y0, call.c0, call.trace0
     zoneout_mask, dropconnect_mask = call.zoneout_mask, call.dropconnect_mask
     w_ih, w_hh, th = call.weight_ih, call.weight_hh, call.threshold
-    named = [("x", x), ("y0", y0), ("c0", c0), ("trace0", trace0), ("weight_ih", w_ih),
-             ("weight_hh", w_hh), ("bias_ih", call.bias_ih), ("bias_hh", call.bias_hh), ("threshold", th),
-             ("zoneout_mask", zoneout_mask), ("dropconnect_mask", dropconnect_mask)]
+    named = [
+        ("x", x),
+        ("y0", y0),
+        ("c0", c0),
+        ("trace0", trace0),
+        ("weight_ih", w_ih),
+        ("weight_hh", w_hh),
+        ("bias_ih", call.bias_ih),
+        ("bias_hh", call.bias_hh),
+        ("threshold", th),
+        ("zoneout_mask", zoneout_mask),
+        ("dropconnect_mask", dropconnect_mask),
+    ]
     optional = {"bias_ih", "bias_hh", "zoneout_mask", "dropconnect_mask"}
     for name, t in named:
         if t is None and name in optional:
@@ -217,9 +235,10 @@ def check_layer_args(call: "LayerCall") -> None:
     dtype = w_hh.dtype
     for name, t in named:
         if t is not None and t.dtype != dtype and name not in ("zoneout_mask", "dropconnect_mask"):
-            raise TypeError(f"{name} has dtype {t.dtype} but weight_hh has {dtype}; use one dtype "
-                            f"(e.g. module.to({dtype}) / {name}.to({dtype}))")
-
+            raise TypeError(
+                f"{name} has dtype {t.dtype} but weight_hh has {dtype}; use one dtype "
+                f"(e.g. module.to({dtype}) / {name}.to({dtype}))"
+            )
 
 
 BackendFn = Callable[[LayerCall], F.EGRUStepOutput]
@@ -238,7 +257,10 @@ _REGISTRY: Dict[str, _Backend] = {}
 
 
 def register_backend(
-    name: str, run: BackendFn, available: Optional[Callable[[LayerCall], bool]] = None, priority: int = 0,
+    name: str,
+    run: BackendFn,
+    available: Optional[Callable[[LayerCall], bool]] = None,
+    priority: int = 0,
     device_type: Optional[str] = None,
 ) -> None:
     """Register a backend under ``name``.
@@ -313,9 +335,7 @@ def get_backend(name: str) -> _Backend:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(
-            f"backend must be 'auto' or one of {sorted(_REGISTRY)}, got {name!r}"
-        ) from None
+        raise ValueError(f"backend must be 'auto' or one of {sorted(_REGISTRY)}, got {name!r}") from None
 
 
 def available_backends() -> List[str]:
@@ -369,15 +389,26 @@ def usable_backends(device: Optional[Union[str, torch.device]] = None) -> List[s
         try:
             devices = [torch.device(device)]
         except (RuntimeError, TypeError):
-            raise ValueError(f"device must be None, a torch.device or a device string such as 'cpu' or 'cuda', "
-                             f"got {device!r}") from None
+            raise ValueError(
+                f"device must be None, a torch.device or a device string such as 'cpu' or 'cuda', got {device!r}"
+            ) from None
     names: set[str] = set()
     for dev in devices:
         if dev.type == "cuda" and not torch.cuda.is_available():
             continue  # no CUDA device here: nothing runs on it
         z = torch.zeros(1, 1, device=dev)
-        call = LayerCall(torch.zeros(1, 1, 1, device=dev), z, z, z, torch.zeros(3, 1, device=dev),
-                         torch.zeros(3, 1, device=dev), None, None, torch.zeros(1, device=dev), EGRUSurrogate())
+        call = LayerCall(
+            torch.zeros(1, 1, 1, device=dev),
+            z,
+            z,
+            z,
+            torch.zeros(3, 1, device=dev),
+            torch.zeros(3, 1, device=dev),
+            None,
+            None,
+            torch.zeros(1, device=dev),
+            EGRUSurrogate(),
+        )
         names.update(b.name for b in _REGISTRY.values() if b.available(call))
     return sorted(names)
 
@@ -433,10 +464,19 @@ def _run_reference(call: LayerCall) -> F.EGRUStepOutput:
     if call.x.shape[0] == 0:  # empty sequences that still belong to the graph (as torch.nn.GRU's)
         return zero_length(call.x, call.y0, call.weight_ih, w_hh)
     return F.egru_sequence(
-        call.x, call.y0, call.c0, call.trace0,
-        call.weight_ih, w_hh, call.bias_ih, call.bias_hh, call.threshold,
-        spike_fn=call.spike_fn, reset=call.reset,
-        zoneout_mask=call.zoneout_mask, zoneout_p=call.zoneout_p,
+        call.x,
+        call.y0,
+        call.c0,
+        call.trace0,
+        call.weight_ih,
+        w_hh,
+        call.bias_ih,
+        call.bias_hh,
+        call.threshold,
+        spike_fn=call.spike_fn,
+        reset=call.reset,
+        zoneout_mask=call.zoneout_mask,
+        zoneout_p=call.zoneout_p,
     )
 
 

@@ -104,9 +104,7 @@ class EGRUStepOutput(NamedTuple):
     trace: torch.Tensor
 
 
-def input_projection(
-    x: torch.Tensor, weight_ih: torch.Tensor, bias_ih: Optional[torch.Tensor]
-) -> torch.Tensor:
+def input_projection(x: torch.Tensor, weight_ih: torch.Tensor, bias_ih: Optional[torch.Tensor]) -> torch.Tensor:
     """Input half of the gate pre-activations, ``x W_ih^T + b_ih``.
 
     Args:
@@ -301,8 +299,17 @@ def egru_step(
     """
     gi = input_projection(x, weight_ih, bias_ih)
     return egru_step_projected(
-        gi, y_prev, c_prev, trace_prev, weight_hh, bias_hh, threshold,
-        spike_fn=spike_fn, reset=reset, zoneout_mask=zoneout_mask, zoneout_p=zoneout_p,
+        gi,
+        y_prev,
+        c_prev,
+        trace_prev,
+        weight_hh,
+        bias_hh,
+        threshold,
+        spike_fn=spike_fn,
+        reset=reset,
+        zoneout_mask=zoneout_mask,
+        zoneout_p=zoneout_p,
     )
 
 
@@ -359,8 +366,15 @@ def egru_sequence(
     ys, cs, os_, trs = [], [], [], []
     for t in range(x.shape[0]):
         step = egru_step_projected(
-            gi_all[t], y, c, tr, weight_hh, bias_hh, threshold,
-            spike_fn=spike_fn, reset=reset,
+            gi_all[t],
+            y,
+            c,
+            tr,
+            weight_hh,
+            bias_hh,
+            threshold,
+            spike_fn=spike_fn,
+            reset=reset,
             zoneout_mask=None if zoneout_mask is None else zoneout_mask[t],
             zoneout_p=zoneout_p,
         )
@@ -420,15 +434,14 @@ def beta_threshold_init(
         return torch.empty(hidden_size, dtype=dtype, device=device)
     alpha = 3.0 * thr_mean / (1.0 - thr_mean)
     cpu = torch.device("cpu")  # drawn on the CPU whatever the default device: one seed, one draw
-    dist = torch.distributions.Beta(torch.tensor(alpha, dtype=torch.float64, device=cpu),
-                                    torch.tensor(3.0, dtype=torch.float64, device=cpu))
+    dist = torch.distributions.Beta(
+        torch.tensor(alpha, dtype=torch.float64, device=cpu), torch.tensor(3.0, dtype=torch.float64, device=cpu)
+    )
     theta = dist.sample((hidden_size,))
     return theta.to(dtype=dtype, device=device)
 
 
-def dropconnect_mask(
-    weight_hh: torch.Tensor, p: float, generator: Optional[torch.Generator] = None
-) -> torch.Tensor:
+def dropconnect_mask(weight_hh: torch.Tensor, p: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """DropConnect mask for ``weight_hh``: Bernoulli(1 - p) entries scaled by ``1 / (1 - p)``.
 
     Drawn once per forward call and shared by all steps and batch elements.
@@ -459,7 +472,11 @@ def dropconnect_mask(
 
 
 def zoneout_masks(
-    shape: tuple[int, ...], p: float, *, dtype: torch.dtype, device: torch.device,
+    shape: tuple[int, ...],
+    p: float,
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
     generator: Optional[torch.Generator] = None,
 ) -> torch.Tensor:
     """Training-mode zoneout masks: 1 (take the update) with probability ``1 - p``.

@@ -114,7 +114,9 @@ def __getattr__(name: str) -> Any:
         warnings.warn(
             "snntorch_egru.norse.EGRUState is deprecated: use snntorch_egru.norse.EGRURecurrentState "
             "(the same NamedTuple, now with a third field trace that defaults to None = zeros)",
-            DeprecationWarning, stacklevel=2)
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return EGRURecurrentState
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -154,9 +156,7 @@ class NorseThreshold:
 
     def __init__(self, method: str, alpha: float) -> None:
         if not isinstance(method, str) or method not in NORSE_METHODS:
-            raise ValueError(
-                f"method must be one of {', '.join(repr(m) for m in NORSE_METHODS)}, got {method!r}"
-            )
+            raise ValueError(f"method must be one of {', '.join(repr(m) for m in NORSE_METHODS)}, got {method!r}")
         self.method = method
         self.alpha = _alpha(alpha)
         _norse_threshold_fn()  # fail early and clearly when Norse is missing
@@ -237,9 +237,18 @@ class _NorseEGRUBase(EGRULayerBase):
     by the same table as those of ``EGRUCell`` and ``EGRU``.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, p: EGRUParameters = EGRUParameters(), bias: bool = True,
-                 thr_mean: float = 0.3, learn_threshold: bool = True, *, threshold_clamp: bool = True,
-                 init: str = "evnn") -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        p: EGRUParameters = EGRUParameters(),
+        bias: bool = True,
+        thr_mean: float = 0.3,
+        learn_threshold: bool = True,
+        *,
+        threshold_clamp: bool = True,
+        init: str = "evnn",
+    ) -> None:
         super().__init__()
         self._setup(locals())
         self.p = _check_parameters(p)
@@ -287,8 +296,9 @@ class _NorseEGRUBase(EGRULayerBase):
         """A checked state with every field a tensor (a missing trace becomes zeros)."""
         expected = f"snntorch_egru.norse.EGRURecurrentState(y, c, trace) with fields of shape {list(shape)}"
         if isinstance(state, torch.Tensor):
-            raise TypeError(f"state must be {expected} (or None), got a single Tensor; "
-                            "build one with EGRURecurrentState(y, c)")
+            raise TypeError(
+                f"state must be {expected} (or None), got a single Tensor; build one with EGRURecurrentState(y, c)"
+            )
         if isinstance(state, _LayerEGRUState):
             raise TypeError(
                 f"state must be {expected}, got snntorch_egru.EGRUState(y, c, trace) of the sequence layer EGRU "
@@ -368,11 +378,11 @@ class EGRURecurrentCell(_NorseEGRUBase):
     Norse cell.
     """
 
-    def _run(self, input_tensor: torch.Tensor, state: Optional[EGRURecurrentState]
-             ) -> Tuple[torch.Tensor, EGRURecurrentState]:
+    def _run(
+        self, input_tensor: torch.Tensor, state: Optional[EGRURecurrentState]
+    ) -> Tuple[torch.Tensor, EGRURecurrentState]:
         w = self.weight_ih
-        _layer.tensor_input("input_tensor", input_tensor, (1, 2), self.input_size, w,
-                             "[B, input_size] or [input_size]")
+        _layer.tensor_input("input_tensor", input_tensor, (1, 2), self.input_size, w, "[B, input_size] or [input_size]")
         if state is None:
             state = self.initial_state(input_tensor)
         else:
@@ -380,9 +390,17 @@ class EGRURecurrentCell(_NorseEGRUBase):
             state = self._check_state(state, shape)
         theta = self._effective_threshold(self.threshold)
         step = F.egru_step(
-            input_tensor, state.y, state.c, state.trace,
-            self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
-            theta, spike_fn=self.spike_grad, reset=self.p.reset,
+            input_tensor,
+            state.y,
+            state.c,
+            state.trace,
+            self.weight_ih,
+            self.weight_hh,
+            self.bias_ih,
+            self.bias_hh,
+            theta,
+            spike_fn=self.spike_grad,
+            reset=self.p.reset,
         )
         step = nan_threshold_propagates(theta, step)  # a NaN threshold is not silently a silent unit
         return step.y, EGRURecurrentState(step.y, step.c, step.trace)
@@ -432,18 +450,32 @@ class EGRURecurrent(_NorseEGRUBase):
         True
     """
 
-    def __init__(self, input_size: int, hidden_size: int, p: EGRUParameters = EGRUParameters(), bias: bool = True,
-                 thr_mean: float = 0.3, learn_threshold: bool = True, record_states: bool = False, *,
-                 threshold_clamp: bool = True, init: str = "evnn", backend: str = "auto") -> None:
-        super().__init__(input_size, hidden_size, p, bias, thr_mean, learn_threshold, threshold_clamp=threshold_clamp,
-                         init=init)
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        p: EGRUParameters = EGRUParameters(),
+        bias: bool = True,
+        thr_mean: float = 0.3,
+        learn_threshold: bool = True,
+        record_states: bool = False,
+        *,
+        threshold_clamp: bool = True,
+        init: str = "evnn",
+        backend: str = "auto",
+    ) -> None:
+        super().__init__(
+            input_size, hidden_size, p, bias, thr_mean, learn_threshold, threshold_clamp=threshold_clamp, init=init
+        )
         self._setup({"record_states": record_states, "backend": backend})
 
-    def _run(self, input_tensor: torch.Tensor, state: Optional[EGRURecurrentState]
-             ) -> Tuple[torch.Tensor, EGRURecurrentState]:
+    def _run(
+        self, input_tensor: torch.Tensor, state: Optional[EGRURecurrentState]
+    ) -> Tuple[torch.Tensor, EGRURecurrentState]:
         w = self.weight_ih
-        _layer.tensor_input("input_tensor", input_tensor, (2, 3), self.input_size, w,
-                             "[T, B, input_size] or [T, input_size]")
+        _layer.tensor_input(
+            "input_tensor", input_tensor, (2, 3), self.input_size, w, "[T, B, input_size] or [T, input_size]"
+        )
         unbatched = input_tensor.dim() == 2
         x = input_tensor.unsqueeze(1) if unbatched else input_tensor
         T, B = x.shape[0], x.shape[1]

@@ -148,8 +148,14 @@ class _TunablesModule(types.ModuleType):
         super().__setattr__(name, value)
 
 
-_TUNABLES = ("GATHER_MAX_FRACTION", "SMALL_WEIGHT_BYTES", "CSR_MAX_DENSITY", "NATIVE_MAX_FRACTION",
-             "NATIVE_SEQ_MAX_BATCH", "DENSE_HOLD_STEPS")
+_TUNABLES = (
+    "GATHER_MAX_FRACTION",
+    "SMALL_WEIGHT_BYTES",
+    "CSR_MAX_DENSITY",
+    "NATIVE_MAX_FRACTION",
+    "NATIVE_SEQ_MAX_BATCH",
+    "DENSE_HOLD_STEPS",
+)
 sys.modules[__name__].__class__ = _TunablesModule
 
 SUBTRACT, ZERO = RESET_CODES["subtract"], RESET_CODES["zero"]
@@ -161,9 +167,15 @@ _CPU = torch.device("cpu")
 # the CPU forward launcher
 
 
-def _recurrent(y_prev: torch.Tensor, w_t: torch.Tensor, b_hh: torch.Tensor, dense: bool,
-               out: torch.Tensor, native: Optional[Tuple[Any, Any, Any]] = None,
-               switch: Optional[_Switch] = None) -> None:
+def _recurrent(
+    y_prev: torch.Tensor,
+    w_t: torch.Tensor,
+    b_hh: torch.Tensor,
+    dense: bool,
+    out: torch.Tensor,
+    native: Optional[Tuple[Any, Any, Any]] = None,
+    switch: Optional[_Switch] = None,
+) -> None:
     """``out = b_hh + y_prev @ w_t`` over the active rows of ``w_t`` [H, 3H] only."""
     B, H = y_prev.shape
     if switch is not None and switch.go_dense():
@@ -174,11 +186,26 @@ def _recurrent(y_prev: torch.Tensor, w_t: torch.Tensor, b_hh: torch.Tensor, dens
     if native is not None and not _engine._FORCE_DENSE:
         yc = y_prev if y_prev.is_contiguous() else y_prev.contiguous()
         N = w_t.shape[1]
-        if not (w_t.shape[0] == H and tuple(out.shape) == (B, N) and tuple(b_hh.shape) == (N,)
-                and _native_ok(yc, w_t, b_hh, out)):
+        if not (
+            w_t.shape[0] == H
+            and tuple(out.shape) == (B, N)
+            and tuple(b_hh.shape) == (N,)
+            and _native_ok(yc, w_t, b_hh, out)
+        ):
             raise RuntimeError("internal error: native gather arguments do not match")
-        if native[0](yc.data_ptr(), B, H, w_t.data_ptr(), w_t.shape[1], b_hh.data_ptr(), out.data_ptr(),
-                     int(_engine.NATIVE_MAX_FRACTION * H)) == 0:
+        if (
+            native[0](
+                yc.data_ptr(),
+                B,
+                H,
+                w_t.data_ptr(),
+                w_t.shape[1],
+                b_hh.data_ptr(),
+                out.data_ptr(),
+                int(_engine.NATIVE_MAX_FRACTION * H),
+            )
+            == 0
+        ):
             return
     if not dense:
         if B == 1:
@@ -198,10 +225,22 @@ def _recurrent(y_prev: torch.Tensor, w_t: torch.Tensor, b_hh: torch.Tensor, dens
     torch.addmm(b_hh, y_prev, w_t, out=out)
 
 
-def _run_forward(reset: int, zoneout_p: float, input_is_events: bool, x: torch.Tensor, y0: torch.Tensor,
-                 c0: torch.Tensor, trace0: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
-                 b_ih: torch.Tensor, b_hh: torch.Tensor, theta: torch.Tensor, zo_mask: Optional[torch.Tensor],
-                 need_cache: bool) -> Tuple[torch.Tensor, ...]:
+def _run_forward(
+    reset: int,
+    zoneout_p: float,
+    input_is_events: bool,
+    x: torch.Tensor,
+    y0: torch.Tensor,
+    c0: torch.Tensor,
+    trace0: torch.Tensor,
+    w_ih: torch.Tensor,
+    w_hh: torch.Tensor,
+    b_ih: torch.Tensor,
+    b_hh: torch.Tensor,
+    theta: torch.Tensor,
+    zo_mask: Optional[torch.Tensor],
+    need_cache: bool,
+) -> Tuple[torch.Tensor, ...]:
     """Forward loop of the CPU launcher (inside the operator; inputs are checked, detached,
     contiguous and float32/float64)."""
     T, B, I = x.shape
@@ -219,16 +258,30 @@ def _run_forward(reset: int, zoneout_p: float, input_is_events: bool, x: torch.T
     new = x.new_empty
     ys, cs, os_, trs = new(T, B, H), new(T, B, H), new(T, B, H), new(T, B, H)
     if native is not None and not _engine._FORCE_DENSE and B <= _engine.NATIVE_SEQ_MAX_BATCH:
-        return _native_sequence(native[2], reset, zoneout_p, gi, y0, c0, trace0, w_t, b_hh, theta, zo_mask,
-                                need_cache, ys, cs, os_, trs)
-    return _torch_sequence(reset, zoneout_p, gi, y0, c0, trace0, w_t, b_hh, theta, zo_mask, need_cache,
-                           (ys, cs, os_, trs), dense, native)
+        return _native_sequence(
+            native[2], reset, zoneout_p, gi, y0, c0, trace0, w_t, b_hh, theta, zo_mask, need_cache, ys, cs, os_, trs
+        )
+    return _torch_sequence(
+        reset, zoneout_p, gi, y0, c0, trace0, w_t, b_hh, theta, zo_mask, need_cache, (ys, cs, os_, trs), dense, native
+    )
 
 
-def _torch_sequence(reset: int, zoneout_p: float, gi: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor,
-                    trace0: torch.Tensor, w_t: torch.Tensor, b_hh: torch.Tensor, theta: torch.Tensor,
-                    zo_mask: Optional[torch.Tensor], need_cache: bool, outs: Tuple[torch.Tensor, ...], dense: bool,
-                    native: Optional[Tuple[Any, ...]]) -> Tuple[torch.Tensor, ...]:
+def _torch_sequence(
+    reset: int,
+    zoneout_p: float,
+    gi: torch.Tensor,
+    y0: torch.Tensor,
+    c0: torch.Tensor,
+    trace0: torch.Tensor,
+    w_t: torch.Tensor,
+    b_hh: torch.Tensor,
+    theta: torch.Tensor,
+    zo_mask: Optional[torch.Tensor],
+    need_cache: bool,
+    outs: Tuple[torch.Tensor, ...],
+    dense: bool,
+    native: Optional[Tuple[Any, ...]],
+) -> Tuple[torch.Tensor, ...]:
     """The forward time loop in torch ops (batches above :data:`NATIVE_SEQ_MAX_BATCH`, or no
     native helper): preallocated buffers, ``out=`` ops, the recurrent product over active rows."""
     T, B, _ = gi.shape
@@ -292,10 +345,24 @@ def _torch_sequence(reset: int, zoneout_p: float, gi: torch.Tensor, y0: torch.Te
     return ys, cs, os_, trs
 
 
-def _native_sequence(fn: Any, reset: int, zoneout_p: float, gi: torch.Tensor, y0: torch.Tensor,
-                     c0: torch.Tensor, trace0: torch.Tensor, w_t: torch.Tensor, b_hh: torch.Tensor,
-                     theta: torch.Tensor, zo_mask: Optional[torch.Tensor], need_cache: bool, ys: torch.Tensor,
-                     cs: torch.Tensor, os_: torch.Tensor, trs: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+def _native_sequence(
+    fn: Any,
+    reset: int,
+    zoneout_p: float,
+    gi: torch.Tensor,
+    y0: torch.Tensor,
+    c0: torch.Tensor,
+    trace0: torch.Tensor,
+    w_t: torch.Tensor,
+    b_hh: torch.Tensor,
+    theta: torch.Tensor,
+    zo_mask: Optional[torch.Tensor],
+    need_cache: bool,
+    ys: torch.Tensor,
+    cs: torch.Tensor,
+    os_: torch.Tensor,
+    trs: torch.Tensor,
+) -> Tuple[torch.Tensor, ...]:
     T, B, _ = gi.shape
     H = y0.shape[-1]
     if need_cache:
@@ -305,32 +372,75 @@ def _native_sequence(fn: Any, reset: int, zoneout_p: float, gi: torch.Tensor, y0
     gh = gi.new_empty(B, 3 * H)
     check_native_forward(gi, y0, c0, trace0, w_t, b_hh, theta, zo_mask, (ys, cs, os_, trs), (rz, n, hn), gh)
     ptr = lambda t: None if t is None else t.data_ptr()  # noqa: E731
-    fn(T, B, H, ptr(gi), ptr(y0), ptr(c0), ptr(trace0), ptr(w_t), ptr(b_hh), ptr(theta), ptr(zo_mask),
-       float(zoneout_p), int(reset), F.TRACE_DECAY, 1.0 - F.TRACE_DECAY,
-       ptr(ys), ptr(cs), ptr(os_), ptr(trs), ptr(rz), ptr(n), ptr(hn), ptr(gh))
+    fn(
+        T,
+        B,
+        H,
+        ptr(gi),
+        ptr(y0),
+        ptr(c0),
+        ptr(trace0),
+        ptr(w_t),
+        ptr(b_hh),
+        ptr(theta),
+        ptr(zo_mask),
+        float(zoneout_p),
+        int(reset),
+        F.TRACE_DECAY,
+        1.0 - F.TRACE_DECAY,
+        ptr(ys),
+        ptr(cs),
+        ptr(os_),
+        ptr(trs),
+        ptr(rz),
+        ptr(n),
+        ptr(hn),
+        ptr(gh),
+    )
     if need_cache:
         return ys, cs, os_, trs, rz, n, hn, w_t
     return ys, cs, os_, trs
 
 
-def _check_kernel_tensor(name: str, t: Optional[torch.Tensor], shape: Tuple[int, ...], dtype: torch.dtype,
-                         device: torch.device, optional: bool = False) -> None:
+def _check_kernel_tensor(
+    name: str,
+    t: Optional[torch.Tensor],
+    shape: Tuple[int, ...],
+    dtype: torch.dtype,
+    device: torch.device,
+    optional: bool = False,
+) -> None:
     if t is None:
         if optional:
             return
         raise RuntimeError(f"internal error: native argument {name} missing")
     # cheap attribute checks first (this runs on every call); the message is built only on failure
-    if (t.dtype is not dtype or t.shape != shape or t.device.type != device.type or t.layout is not torch.strided
-            or not t.is_contiguous()):
+    if (
+        t.dtype is not dtype
+        or t.shape != shape
+        or t.device.type != device.type
+        or t.layout is not torch.strided
+        or not t.is_contiguous()
+    ):
         raise RuntimeError(
             f"internal error: native argument {name} is {list(t.shape)} {t.dtype} {t.device} "
-            f"contiguous={t.is_contiguous()}, expected {list(shape)} {dtype} {device} contiguous")
+            f"contiguous={t.is_contiguous()}, expected {list(shape)} {dtype} {device} contiguous"
+        )
 
 
-def check_native_forward(gi: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, tr0: torch.Tensor,
-                         w_t: torch.Tensor, b_hh: torch.Tensor, theta: torch.Tensor, zo: Optional[torch.Tensor],
-                         outs: Sequence[torch.Tensor], saved: Sequence[Optional[torch.Tensor]],
-                         gh: torch.Tensor) -> None:
+def check_native_forward(
+    gi: torch.Tensor,
+    y0: torch.Tensor,
+    c0: torch.Tensor,
+    tr0: torch.Tensor,
+    w_t: torch.Tensor,
+    b_hh: torch.Tensor,
+    theta: torch.Tensor,
+    zo: Optional[torch.Tensor],
+    outs: Sequence[torch.Tensor],
+    saved: Sequence[Optional[torch.Tensor]],
+    gh: torch.Tensor,
+) -> None:
     """Last line of defence before ``egru_fwd_*``: exact shapes, dtype, CPU, contiguous."""
     T, B, H3 = gi.shape
     H = H3 // 3
@@ -408,9 +518,23 @@ def egru_sequence_fused(
     """
     if spike_fn is None:
         spike_fn = EGRUSurrogate(0.7, 1.0)
-    call = LayerCall(x, y0, c0, trace0, weight_ih, weight_hh, bias_ih, bias_hh, threshold, spike_fn, reset,
-                     zoneout_mask=zoneout_mask, zoneout_p=zoneout_p, dropconnect_mask=dropconnect_mask,
-                     input_is_events=input_is_events)
+    call = LayerCall(
+        x,
+        y0,
+        c0,
+        trace0,
+        weight_ih,
+        weight_hh,
+        bias_ih,
+        bias_hh,
+        threshold,
+        spike_fn,
+        reset,
+        zoneout_mask=zoneout_mask,
+        zoneout_p=zoneout_p,
+        dropconnect_mask=dropconnect_mask,
+        input_is_events=input_is_events,
+    )
     return get_backend("torch").run(call)  # the operator (registered by snntorch_egru._op)
 
 

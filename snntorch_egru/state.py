@@ -159,10 +159,14 @@ def _register_for_serialization() -> None:
     # namedtuple that keeps tuple's indexing.
     exact = fx_pytree.SUPPORTED_NODES_EXACT_MATCH.get(namedtuple)
     fx_pytree.register_pytree_flatten_spec(
-        namedtuple, lambda d, spec: [tuple.__getitem__(d, i) for i in range(spec.num_children)], exact)
+        namedtuple, lambda d, spec: [tuple.__getitem__(d, i) for i in range(spec.num_children)], exact
+    )
 
-    for cls, name in ((EGRUState, "snntorch_egru.EGRUState"), (EGRURecord, "snntorch_egru.EGRURecord"),
-                      (EGRURecurrentState, "snntorch_egru.norse.EGRURecurrentState")):
+    for cls, name in (
+        (EGRUState, "snntorch_egru.EGRUState"),
+        (EGRURecord, "snntorch_egru.EGRURecord"),
+        (EGRURecurrentState, "snntorch_egru.norse.EGRURecurrentState"),
+    ):
         if cls in pytree.SUPPORTED_SERIALIZED_TYPES:  # a re-import of this module
             continue
         try:

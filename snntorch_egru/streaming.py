@@ -70,8 +70,15 @@ class Streamer:
         m = self.model
         with torch.no_grad():
             if isinstance(m, EGRUCell):
-                tensors = [{"weight_ih": m.weight_ih, "weight_hh": m.weight_hh, "bias_ih": m.bias_ih,
-                            "bias_hh": m.bias_hh, "threshold": m.threshold}]
+                tensors = [
+                    {
+                        "weight_ih": m.weight_ih,
+                        "weight_hh": m.weight_hh,
+                        "bias_ih": m.bias_ih,
+                        "bias_hh": m.bias_hh,
+                        "threshold": m.threshold,
+                    }
+                ]
             else:
                 tensors = [m.layer_tensors(k) for k in range(m.num_layers)]
             self._layers = []
@@ -98,8 +105,9 @@ class Streamer:
     def reset(self) -> None:
         """Zero the state (``y``, ``c``, ``trace`` of every layer): the next step starts a new stream."""
         shape = (self.batch_size, self.hidden_size)
-        self._y, self._c, self._tr = ([torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self._layers]
-                                      for _ in range(3))
+        self._y, self._c, self._tr = (
+            [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self._layers] for _ in range(3)
+        )
 
     @property
     def state(self) -> EGRUState:
@@ -116,8 +124,9 @@ class Streamer:
             if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
                 got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
                 raise ValueError(f"state.{name} must have shape {shape}, got {got}")
-        self._y, self._c, self._tr = (list(t.detach().to(device=self.device, dtype=self.dtype, copy=True)
-                                           .contiguous().unbind(0)) for t in fields)
+        self._y, self._c, self._tr = (
+            list(t.detach().to(device=self.device, dtype=self.dtype, copy=True).contiguous().unbind(0)) for t in fields
+        )
 
     def step(self, x_t: torch.Tensor) -> torch.Tensor:
         """One time step: the last layer's events ``y`` for input ``x_t`` (``[I]`` or ``[B, I]``)."""
@@ -135,12 +144,36 @@ class Streamer:
         for k, L in enumerate(self._layers):
             y0, c0, tr0 = self._y[k], self._c[k], self._tr[k]
             if self._step_fn is not None:
-                y, c, tr = _cell_fast.inference_step(self._step_fn, x, y0, c0, tr0, L["w_ih"], L["w_hh"], L["b_ih"],
-                                                     L["b_hh"], L["theta"], self._reset, self._zoneout, L["w_t"])
+                y, c, tr = _cell_fast.inference_step(
+                    self._step_fn,
+                    x,
+                    y0,
+                    c0,
+                    tr0,
+                    L["w_ih"],
+                    L["w_hh"],
+                    L["b_ih"],
+                    L["b_hh"],
+                    L["theta"],
+                    self._reset,
+                    self._zoneout,
+                    L["w_t"],
+                )
             else:
                 with torch.no_grad():
-                    out = F.egru_step(x, y0, c0, tr0, L["w_ih"], L["w_hh"], L["b_ih"], L["b_hh"], L["theta"],
-                                      reset=self._reset, zoneout_p=self._zoneout)
+                    out = F.egru_step(
+                        x,
+                        y0,
+                        c0,
+                        tr0,
+                        L["w_ih"],
+                        L["w_hh"],
+                        L["b_ih"],
+                        L["b_hh"],
+                        L["theta"],
+                        reset=self._reset,
+                        zoneout_p=self._zoneout,
+                    )
                     out = nan_threshold_propagates(L["theta"], out)
                 y, c, tr = out.y, out.c, out.trace
             self._y[k], self._c[k], self._tr[k] = y, c, tr
@@ -149,6 +182,7 @@ class Streamer:
 
     def __repr__(self) -> str:
         path = "native" if self._step_fn is not None else "torch"
-        return (f"Streamer({type(self.model).__name__}, layers={len(self._layers)}, input_size={self.input_size}, "
-                f"hidden_size={self.hidden_size}, batch_size={self.batch_size}, path={path!r})")
-
+        return (
+            f"Streamer({type(self.model).__name__}, layers={len(self._layers)}, input_size={self.input_size}, "
+            f"hidden_size={self.hidden_size}, batch_size={self.batch_size}, path={path!r})"
+        )

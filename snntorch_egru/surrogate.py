@@ -112,8 +112,10 @@ def _forward_ad_possible() -> bool:
     """A ``torch.func`` transform or a ``forward_ad.dual_level`` is active (never under ``torch.compile``)."""
     if torch.compiler.is_compiling():
         return False
-    return (torch._C._functorch.maybe_current_level() is not None
-            or getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0)
+    return (
+        torch._C._functorch.maybe_current_level() is not None
+        or getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0
+    )
 
 
 def _triangle(v: torch.Tensor, gamma: float, epsilon: float) -> torch.Tensor:
@@ -244,11 +246,7 @@ class EGRUSurrogate(SpikeFunction):
         return f"EGRUSurrogate(gamma={self.gamma}, epsilon={self.epsilon})"
 
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, EGRUSurrogate)
-            and self.gamma == other.gamma
-            and self.epsilon == other.epsilon
-        )
+        return isinstance(other, EGRUSurrogate) and self.gamma == other.gamma and self.epsilon == other.epsilon
 
     def __hash__(self) -> int:
         return hash((EGRUSurrogate, self.gamma, self.epsilon))

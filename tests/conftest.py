@@ -26,10 +26,19 @@ def _probe(name: str, x: torch.Tensor, model: se.EGRU, device: torch.device) -> 
     p = {k: (v.detach().to(device) if v is not None else None) for k, v in model.layer_tensors(0).items()}
     B = x.shape[1]
     zeros = torch.zeros(B, model.hidden_size, dtype=x.dtype, device=device)
-    call = backends.LayerCall(x=x.detach().to(device), y0=zeros, c0=zeros, trace0=zeros,
-                              weight_ih=p["weight_ih"], weight_hh=p["weight_hh"], bias_ih=p["bias_ih"],
-                              bias_hh=p["bias_hh"], threshold=p["threshold"], spike_fn=model.spike_grad,
-                              reset=model.reset_mechanism)
+    call = backends.LayerCall(
+        x=x.detach().to(device),
+        y0=zeros,
+        c0=zeros,
+        trace0=zeros,
+        weight_ih=p["weight_ih"],
+        weight_hh=p["weight_hh"],
+        bias_ih=p["bias_ih"],
+        bias_hh=p["bias_hh"],
+        threshold=p["threshold"],
+        spike_fn=model.spike_grad,
+        reset=model.reset_mechanism,
+    )
     return bool(backends.get_backend(name).available(call))
 
 
@@ -58,12 +67,12 @@ def on_device(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 
 def param_grads(model: torch.nn.Module) -> List[torch.Tensor]:
     """Gradients of ``model``'s parameters, on the CPU (zeros where None)."""
-    return [(p.grad if p.grad is not None else torch.zeros_like(p)).detach().cpu().clone()
-            for p in model.parameters()]
+    return [(p.grad if p.grad is not None else torch.zeros_like(p)).detach().cpu().clone() for p in model.parameters()]
 
 
-def randomize_(model: torch.nn.Module, seed: int, w_scale: float = 0.6, thr_low: float = 0.05,
-               thr_high: float = 0.45) -> None:
+def randomize_(
+    model: torch.nn.Module, seed: int, w_scale: float = 0.6, thr_low: float = 0.05, thr_high: float = 0.45
+) -> None:
     """Give a model (EGRU or EGRUCell) random weights and biases and thresholds in [thr_low, thr_high]."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():

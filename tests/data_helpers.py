@@ -16,6 +16,13 @@ def write_dvs(root, rng, train_users=(1, 2), test_users=(3,)):
             d.mkdir(parents=True)
             for label in (0, 4):
                 n = 3000
-                ev = np.stack([rng.integers(0, 128, n), rng.integers(0, 128, n), rng.integers(0, 2, n),
-                               np.sort(rng.integers(0, 1800, n))], axis=1).astype(np.float64)
+                ev = np.stack(
+                    [
+                        rng.integers(0, 128, n),
+                        rng.integers(0, 128, n),
+                        rng.integers(0, 2, n),
+                        np.sort(rng.integers(0, 1800, n)),
+                    ],
+                    axis=1,
+                ).astype(np.float64)
                 np.save(d / f"{label}.npy", ev)

@@ -25,11 +25,11 @@ DATA_LANGS = {"json", "toml", "yaml", "yml", "ini", "csv", "cfg"}
 
 @dataclass
 class Block:
-    page: str        # path relative to the repository root
-    line: int        # 1-based line of the opening fence
+    page: str  # path relative to the repository root
+    line: int  # 1-based line of the opening fence
     lang: str
     code: str
-    skip: Optional[str] = None   # reason it is not run, or None
+    skip: Optional[str] = None  # reason it is not run, or None
 
     @property
     def where(self) -> str:
@@ -50,7 +50,7 @@ def _strip_cell_options(code: str) -> str:
     lines = code.splitlines(keepends=True)
     if lines and lines[0].strip() == "---":
         end = next((k for k in range(1, len(lines)) if lines[k].strip() == "---"), 0)
-        return "".join(lines[end + 1:])
+        return "".join(lines[end + 1 :])
     k = 0
     while k < len(lines) and re.match(r"^:[\w-]+:", lines[k]):
         k += 1
@@ -91,7 +91,7 @@ def blocks(path: Path, text: Optional[str] = None) -> List[Block]:
         lang = info.split()[0].lower() if info else ""
         body, j = [], k + 1
         while j < len(lines) and not (lines[j].strip().startswith(fence) and lines[j].strip().strip(fence[0]) == ""):
-            body.append(lines[j][len(indent):] if lines[j].startswith(indent) else lines[j].lstrip())
+            body.append(lines[j][len(indent) :] if lines[j].startswith(indent) else lines[j].lstrip())
             j += 1
         prev = k - 1
         while prev >= 0 and not lines[prev].strip():

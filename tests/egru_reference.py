@@ -58,8 +58,22 @@ def psi(v: Tensor, gamma: float, eps: float) -> Tensor:
     return gamma * torch.relu(1.0 - eps * torch.abs(v))
 
 
-def ref_step(x, y, c, tr, w_ih, w_hh, b_ih, b_hh, theta, *, reset: str, spike: Spike,
-             zo_mask: Optional[Tensor] = None, zo_p: float = 0.0):
+def ref_step(
+    x,
+    y,
+    c,
+    tr,
+    w_ih,
+    w_hh,
+    b_ih,
+    b_hh,
+    theta,
+    *,
+    reset: str,
+    spike: Spike,
+    zo_mask: Optional[Tensor] = None,
+    zo_p: float = 0.0,
+):
     """One step, returns ``(y, c, o, trace, c_hat)`` each ``[B, H]``."""
     H = theta.shape[0]
     sl = [slice(0, H), slice(H, 2 * H), slice(2 * H, 3 * H)]
@@ -90,25 +104,58 @@ def ref_step(x, y, c, tr, w_ih, w_hh, b_ih, b_hh, theta, *, reset: str, spike: S
     return y_new, c_new, o, tr_new, c_hat
 
 
-def ref_layer(x, y0, c0, tr0, p: Dict[str, Optional[Tensor]], *, reset: str, spike: Spike,
-              zo_masks: Optional[Tensor] = None, zo_p: float = 0.0, dc_mask: Optional[Tensor] = None):
+def ref_layer(
+    x,
+    y0,
+    c0,
+    tr0,
+    p: Dict[str, Optional[Tensor]],
+    *,
+    reset: str,
+    spike: Spike,
+    zo_masks: Optional[Tensor] = None,
+    zo_p: float = 0.0,
+    dc_mask: Optional[Tensor] = None,
+):
     """One layer over ``x`` [T, B, I]; returns dict of [T, B, H] sequences y, c, o, trace, c_hat."""
     w_hh = p["weight_hh"] if dc_mask is None else p["weight_hh"] * dc_mask
     y, c, tr = y0, c0, tr0
     rec: Dict[str, List[Tensor]] = {k: [] for k in ("y", "c", "o", "trace", "c_hat")}
     for t in range(x.shape[0]):
         y, c, o, tr, ch = ref_step(
-            x[t], y, c, tr, p["weight_ih"], w_hh, p["bias_ih"], p["bias_hh"], p["threshold"],
-            reset=reset, spike=spike, zo_mask=None if zo_masks is None else zo_masks[t], zo_p=zo_p)
+            x[t],
+            y,
+            c,
+            tr,
+            p["weight_ih"],
+            w_hh,
+            p["bias_ih"],
+            p["bias_hh"],
+            p["threshold"],
+            reset=reset,
+            spike=spike,
+            zo_mask=None if zo_masks is None else zo_masks[t],
+            zo_p=zo_p,
+        )
         for k, v in zip(("y", "c", "o", "trace", "c_hat"), (y, c, o, tr, ch)):
             rec[k].append(v)
     return {k: torch.stack(v) for k, v in rec.items()}
 
 
-def ref_stack(x, layers: Sequence[Dict[str, Optional[Tensor]]], y0, c0, tr0, *, reset: str, spike: Spike,
-              zo_masks: Optional[Sequence[Optional[Tensor]]] = None, zo_p: float = 0.0,
-              dc_masks: Optional[Sequence[Optional[Tensor]]] = None,
-              dropout_masks: Optional[Sequence[Optional[Tensor]]] = None):
+def ref_stack(
+    x,
+    layers: Sequence[Dict[str, Optional[Tensor]]],
+    y0,
+    c0,
+    tr0,
+    *,
+    reset: str,
+    spike: Spike,
+    zo_masks: Optional[Sequence[Optional[Tensor]]] = None,
+    zo_p: float = 0.0,
+    dc_masks: Optional[Sequence[Optional[Tensor]]] = None,
+    dropout_masks: Optional[Sequence[Optional[Tensor]]] = None,
+):
     """A stack of layers. ``x`` [T, B, I]; ``y0/c0/tr0`` [L, B, H].
 
     ``dropout_masks[k]`` (already scaled by 1/(1-p)) multiplies the events of layer k before
@@ -119,9 +166,18 @@ def ref_stack(x, layers: Sequence[Dict[str, Optional[Tensor]]], y0, c0, tr0, *, 
     inp = x
     recs = []
     for k in range(L):
-        seq = ref_layer(inp, y0[k], c0[k], tr0[k], layers[k], reset=reset, spike=spike,
-                        zo_masks=None if zo_masks is None else zo_masks[k], zo_p=zo_p,
-                        dc_mask=None if dc_masks is None else dc_masks[k])
+        seq = ref_layer(
+            inp,
+            y0[k],
+            c0[k],
+            tr0[k],
+            layers[k],
+            reset=reset,
+            spike=spike,
+            zo_masks=None if zo_masks is None else zo_masks[k],
+            zo_p=zo_p,
+            dc_mask=None if dc_masks is None else dc_masks[k],
+        )
         recs.append(seq)
         inp = seq["y"]
         if dropout_masks is not None and k < L - 1 and dropout_masks[k] is not None:
@@ -135,8 +191,19 @@ def ref_stack(x, layers: Sequence[Dict[str, Optional[Tensor]]], y0, c0, tr0, *, 
 # The official code's layout: x @ W with W [I, 3H], chunks [z | r | g]
 
 
-def evnn_layer(x, y0, c0, kernel, recurrent_kernel, bias, recurrent_bias, thr, *, reset: str = "subtract",
-               spike: Optional[Spike] = None):
+def evnn_layer(
+    x,
+    y0,
+    c0,
+    kernel,
+    recurrent_kernel,
+    bias,
+    recurrent_bias,
+    thr,
+    *,
+    reset: str = "subtract",
+    spike: Optional[Spike] = None,
+):
     """EvNN-layout forward of one layer over ``x`` [T, B, I]; returns y [T, B, H] and c [T, B, H]."""
     spike = spike or ref_triangle()
     H = thr.shape[0]
@@ -146,8 +213,8 @@ def evnn_layer(x, y0, c0, kernel, recurrent_kernel, bias, recurrent_bias, thr, *
         gx = x[t] @ kernel + bias
         gh = y @ recurrent_kernel + recurrent_bias
         z = torch.sigmoid(gx[:, :H] + gh[:, :H])
-        r = torch.sigmoid(gx[:, H:2 * H] + gh[:, H:2 * H])
-        g = torch.tanh(gx[:, 2 * H:] + r * gh[:, 2 * H:])
+        r = torch.sigmoid(gx[:, H : 2 * H] + gh[:, H : 2 * H])
+        g = torch.tanh(gx[:, 2 * H :] + r * gh[:, 2 * H :])
         c_hat = z * c + (1.0 - z) * g
         o = spike(c_hat - thr)
         y = c_hat * o

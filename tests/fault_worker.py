@@ -38,8 +38,25 @@ from snntorch_egru import nir as senir  # noqa: E402
 from snntorch_egru.training import main  # noqa: E402
 from snntorch_egru.training._loop import load_checkpoint  # noqa: E402
 
-ARGS = ["--hidden-size", "8", "--batch-size", "16", "--limit-train", "32", "--limit-test", "16",
-        "--eval-batch-size", "16", "--epochs", "6", "--no-progress", "--seed", "11", "--dropconnect", "0.1"]
+ARGS = [
+    "--hidden-size",
+    "8",
+    "--batch-size",
+    "16",
+    "--limit-train",
+    "32",
+    "--limit-test",
+    "16",
+    "--eval-batch-size",
+    "16",
+    "--epochs",
+    "6",
+    "--no-progress",
+    "--seed",
+    "11",
+    "--dropconnect",
+    "0.1",
+]
 NAMED = ("checkpoint.pt", "metrics.json", "model.nir", "activity.png")
 
 
@@ -103,7 +120,9 @@ def check_folder(out):
         except Exception as err:  # noqa: BLE001
             return problems + [f"metrics.json unreadable: {err}"]
         if m["epochs_completed"] != ckpt["epoch"]:
-            problems.append(f"metrics.json describes epoch {m['epochs_completed']}, checkpoint is epoch {ckpt['epoch']}")
+            problems.append(
+                f"metrics.json describes epoch {m['epochs_completed']}, checkpoint is epoch {ckpt['epoch']}"
+            )
         if [h["epoch"] for h in m["history"]] != [h["epoch"] for h in ckpt["history"]]:
             problems.append("metrics.json history differs from the checkpoint's")
         for kind, path in m["files"].items():
@@ -211,10 +230,19 @@ def main_worker(report, workdir, kills, seed):
             after = None
             if os.path.exists(os.path.join(run, "checkpoint.pt")):
                 after = load_checkpoint(os.path.join(run, "checkpoint.pt"))["epoch"]
-            out["events"].append({"chain": len(out["chains"]), "signal": int(sig), "delay_s": delay, "status": code,
-                                  "resumed": argv[0] == "--resume", "epoch_before": done, "epoch_after": after,
-                                  "metrics_after": _finished_metrics(run),
-                                  "problems": check_folder(run)})
+            out["events"].append(
+                {
+                    "chain": len(out["chains"]),
+                    "signal": int(sig),
+                    "delay_s": delay,
+                    "status": code,
+                    "resumed": argv[0] == "--resume",
+                    "epoch_before": done,
+                    "epoch_after": after,
+                    "metrics_after": _finished_metrics(run),
+                    "problems": check_folder(run),
+                }
+            )
         chain = {"status": code, "problems": check_folder(run)}
         if code == 0:
             ck = torch.load(os.path.join(run, "checkpoint.pt"), weights_only=True)

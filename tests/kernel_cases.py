@@ -13,8 +13,23 @@ from snntorch_egru.backends import LayerCall
 from snntorch_egru.surrogate import EGRUSurrogate
 
 
-def make_call(T=5, B=2, I=5, H=40, *, dtype=torch.float64, device="cpu", reset="subtract", zoneout=None,
-              dropconnect=True, spike=None, bias=True, theta_scale=0.5, seed=0, w_scale=0.5):
+def make_call(
+    T=5,
+    B=2,
+    I=5,
+    H=40,
+    *,
+    dtype=torch.float64,
+    device="cpu",
+    reset="subtract",
+    zoneout=None,
+    dropconnect=True,
+    spike=None,
+    bias=True,
+    theta_scale=0.5,
+    seed=0,
+    w_scale=0.5,
+):
     g = torch.Generator().manual_seed(seed)
 
     def r(*s, scale=0.5):
@@ -31,11 +46,19 @@ def make_call(T=5, B=2, I=5, H=40, *, dtype=torch.float64, device="cpu", reset="
         dcm = ((torch.rand(3 * H, H, generator=g, dtype=torch.float64) > 0.2) / 0.8).to(dtype=dtype, device=device)
     theta = (torch.rand(H, generator=g, dtype=torch.float64) * theta_scale).to(dtype=dtype, device=device)
     return LayerCall(
-        x=leaf(r(T, B, I, scale=1.0)), y0=leaf(r(B, H)), c0=leaf(r(B, H)), trace0=leaf(r(B, H)),
-        weight_ih=leaf(r(3 * H, I)), weight_hh=leaf(r(3 * H, H, scale=w_scale)),
-        bias_ih=leaf(r(3 * H)) if bias else None, bias_hh=leaf(r(3 * H)) if bias else None,
-        threshold=leaf(theta), spike_fn=spike if spike is not None else EGRUSurrogate(0.7, 1.3),
-        reset=reset, dropconnect_mask=dcm, zoneout_mask=zmask,
+        x=leaf(r(T, B, I, scale=1.0)),
+        y0=leaf(r(B, H)),
+        c0=leaf(r(B, H)),
+        trace0=leaf(r(B, H)),
+        weight_ih=leaf(r(3 * H, I)),
+        weight_hh=leaf(r(3 * H, H, scale=w_scale)),
+        bias_ih=leaf(r(3 * H)) if bias else None,
+        bias_hh=leaf(r(3 * H)) if bias else None,
+        threshold=leaf(theta),
+        spike_fn=spike if spike is not None else EGRUSurrogate(0.7, 1.3),
+        reset=reset,
+        dropconnect_mask=dcm,
+        zoneout_mask=zmask,
         zoneout_p=0.3 if zoneout == "p" else 0.0,
     )
 
@@ -70,8 +93,18 @@ def assert_match(ref, got, rtol, atol=0.0):
 
 def calibrated_call(T, B, H, activity, *, dtype, reset="subtract", seed=0, I=32, device="cuda"):
     """A call (default on CUDA) whose thresholds make about ``activity`` of the units fire."""
-    call = make_call(T=T, B=B, I=I, H=H, dtype=torch.float64, device=device, reset=reset, seed=seed,
-                     w_scale=1.0 / H ** 0.5, dropconnect=False)
+    call = make_call(
+        T=T,
+        B=B,
+        I=I,
+        H=H,
+        dtype=torch.float64,
+        device=device,
+        reset=reset,
+        seed=seed,
+        w_scale=1.0 / H**0.5,
+        dropconnect=False,
+    )
     with torch.no_grad():
         probe = backends.get_backend("reference").run(call)
         c_hat = torch.where(probe.o > 0, probe.y, probe.c).reshape(-1, H)
@@ -97,8 +130,8 @@ def cast_call(call: LayerCall, dtype) -> LayerCall:
 def kernel_params(name: str, source: str) -> List[Tuple[str, str]]:
     """``(name, kind)`` of every parameter of ``extern "C" __global__`` kernel ``name`` in the CUDA
     ``source`` text, kind ``ptr`` / ``int`` / ``real``."""
-    sig = source[source.index(f"\n{name}(") + len(name) + 2:]
-    sig = sig[:sig.index(") {")]
+    sig = source[source.index(f"\n{name}(") + len(name) + 2 :]
+    sig = sig[: sig.index(") {")]
     sig = re.sub(r"//[^\n]*", "", sig)
     params = []
     for p in sig.split(","):
@@ -113,8 +146,11 @@ def module_run_vs_reference(backend_name: str, run: Callable, monkeypatch, layer
     ``backend_name`` gives the reference's outputs, states, events and parameter gradients."""
     import snntorch_egru as se
 
-    monkeypatch.setitem(backends._REGISTRY, backend_name,
-                        backends._Backend(backend_name, lambda call: run(call), lambda call: False, -5))
+    monkeypatch.setitem(
+        backends._REGISTRY,
+        backend_name,
+        backends._Backend(backend_name, lambda call: run(call), lambda call: False, -5),
+    )
     torch.manual_seed(0)
     rnn = se.EGRU(6, 20, num_layers=layers, dropconnect=0.2, zoneout=0.2, thr_mean=0.2).double()
     x = torch.randn(4, batch, 6, dtype=torch.float64)

@@ -34,27 +34,43 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     ("layer setup", ("_layer_setup", "_packed")),
     ("layer calls", ("_layer",)),
     ("layers", ("_cell", "modules", "norse")),
-    ("bridges", ("interop", "_tbptt", "_recorder", "metrics", "nir", "_nir", "convert", "_nb_register", "registration",
-                 "neurobench", "bench", "utils", "streaming", "init", "_nb_hooks", "_bench_report")),
+    (
+        "bridges",
+        (
+            "interop",
+            "_tbptt",
+            "_recorder",
+            "metrics",
+            "nir",
+            "_nir",
+            "convert",
+            "_nb_register",
+            "registration",
+            "neurobench",
+            "bench",
+            "utils",
+            "streaming",
+            "init",
+            "_nb_hooks",
+            "_bench_report",
+        ),
+    ),
     ("training", ("training",)),
     ("entry points", ("", "__main__", "cuda.__main__")),
 ]
 
 # Import edges allowed to close a circle, each with its reason. Every entry must still exist
 # (a stale one fails the test, so the list can only shrink).
-CIRCLE_EDGES_ALLOWED: Dict[Tuple[str, str], str] = {
-}
+CIRCLE_EDGES_ALLOWED: Dict[Tuple[str, str], str] = {}
 
 MAX_FILE_LINES = 600
 MAX_FUNCTION_LINES = 80  # from the ``def`` line to the last line, docstring included
 
 # Files over MAX_FILE_LINES, with the reason (relative paths).
-LONG_FILES_ALLOWED: Dict[str, str] = {
-}
+LONG_FILES_ALLOWED: Dict[str, str] = {}
 
 # Functions over MAX_FUNCTION_LINES ("path:qualified name"), with the reason.
-LONG_FUNCTIONS_ALLOWED: Dict[str, str] = {
-}
+LONG_FUNCTIONS_ALLOWED: Dict[str, str] = {}
 
 
 def _module_name(path: Path) -> str:
@@ -74,13 +90,13 @@ def _imported(mod: str, is_package: bool, node: ast.AST, known: Set[str]) -> Set
     if isinstance(node, ast.Import):
         for alias in node.names:
             if alias.name == NAME or alias.name.startswith(NAME + "."):
-                out.add(alias.name[len(NAME) + 1:])
+                out.add(alias.name[len(NAME) + 1 :])
         return out
     assert isinstance(node, ast.ImportFrom)
     if node.level == 0:
         if node.module is None or not (node.module == NAME or node.module.startswith(NAME + ".")):
             return out
-        base = node.module[len(NAME) + 1:]
+        base = node.module[len(NAME) + 1 :]
     else:
         here = mod.split(".") if mod else []
         if not is_package:
@@ -180,8 +196,10 @@ def _show(mod: str) -> str:
 
 def test_checker_finds_a_circle_and_parses_relative_imports(tmp_path):
     assert sorted(map(len, strongly_connected({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}))) == [1, 3]
-    tree = ast.parse("from .. import functional as F\nfrom ..surrogate import heaviside\nfrom . import io\n"
-                     "import snntorch_egru.cuda._function\nimport numpy\n")
+    tree = ast.parse(
+        "from .. import functional as F\nfrom ..surrogate import heaviside\nfrom . import io\n"
+        "import snntorch_egru.cuda._function\nimport numpy\n"
+    )
     known = {"functional", "surrogate", "_nir", "_nir.io", "cuda", "cuda._function"}
     got = set()
     for node in tree.body:
@@ -224,8 +242,9 @@ def test_no_import_from_a_lower_layer_up():
     for mod, edges in sorted(graph.items()):
         for dep in sorted(edges):
             if layer_of(dep) > layer_of(mod):
-                upward.append(f"{_show(mod)} ({LAYERS[layer_of(mod)][0]}) imports {_show(dep)} "
-                              f"({LAYERS[layer_of(dep)][0]})")
+                upward.append(
+                    f"{_show(mod)} ({LAYERS[layer_of(mod)][0]}) imports {_show(dep)} ({LAYERS[layer_of(dep)][0]})"
+                )
     assert upward == [], "imports from a lower layer into a higher one:\n" + "\n".join(upward)
 
 
@@ -289,8 +308,19 @@ def test_one_reset_table():
     assert backends.RESET_CODES is _checks.RESET_CODES and _function.RESET_CODES is _checks.RESET_CODES
     assert sparse.RESET_CODES is _checks.RESET_CODES and _cpu_backward.RESET_CODES is _checks.RESET_CODES
     z = torch.zeros(1, 1)
-    call = backends.LayerCall(torch.zeros(1, 1, 1), z, z, z, torch.zeros(3, 1), torch.zeros(3, 1), None, None,
-                              torch.zeros(1), surrogate.EGRUSurrogate(), "half")
+    call = backends.LayerCall(
+        torch.zeros(1, 1, 1),
+        z,
+        z,
+        z,
+        torch.zeros(3, 1),
+        torch.zeros(3, 1),
+        None,
+        None,
+        torch.zeros(1),
+        surrogate.EGRUSurrogate(),
+        "half",
+    )
     with pytest.raises(ValueError, match=r"^reset_mechanism must be one of 'subtract', 'zero', 'none', got 'half'$"):
         _checks.reset_mechanism("half")
     with pytest.raises(ValueError, match=r"^reset must be one of 'subtract', 'zero', 'none', got 'half'$"):

@@ -12,8 +12,26 @@ from snntorch_egru import bench, cli
 
 
 def test_tiny_bench_writes_csv_and_markdown(tmp_path, capsys):
-    argv = ["--hidden", "8", "--batch", "1", "2", "--activity", "0.25", "--mode", "fwd", "fwdbwd",
-            "--input-size", "4", "--steps", "30", "--repeats", "1", "--out", str(tmp_path)]
+    argv = [
+        "--hidden",
+        "8",
+        "--batch",
+        "1",
+        "2",
+        "--activity",
+        "0.25",
+        "--mode",
+        "fwd",
+        "fwdbwd",
+        "--input-size",
+        "4",
+        "--steps",
+        "30",
+        "--repeats",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
     assert cli.main(["bench", *argv]) == 0
     csvs, mds = list(tmp_path.glob("bench-*-cpu.csv")), list(tmp_path.glob("bench-*-cpu.md"))
     assert len(csvs) == 1 and len(mds) == 1 and csvs[0].stem == mds[0].stem
@@ -87,15 +105,32 @@ def test_tf32_setting_is_applied_alike_recorded_and_restored(capsys, monkeypatch
 
     monkeypatch.setattr(bench, "run_cell", spy)
     before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    argv = ["--hidden", "8", "--batch", "1", "--activity", "0.25", "--mode", "fwd", "--input-size", "4",
-            "--steps", "10", "--repeats", "1", "--no-write"]
+    argv = [
+        "--hidden",
+        "8",
+        "--batch",
+        "1",
+        "--activity",
+        "0.25",
+        "--mode",
+        "fwd",
+        "--input-size",
+        "4",
+        "--steps",
+        "10",
+        "--repeats",
+        "1",
+        "--no-write",
+    ]
     for flag, want in (("on", True), ("off", False)):
         seen.clear()
         assert bench.main(argv + ["--tf32", flag]) == 0
         assert seen == [(want, want)]  # both models' GEMMs under the same setting
         out = capsys.readouterr().out
-        assert f"**tf32**: {flag} (torch.backends.cuda.matmul.allow_tf32={want}, " \
-               f"torch.backends.cudnn.allow_tf32={want})" in out
+        assert (
+            f"**tf32**: {flag} (torch.backends.cuda.matmul.allow_tf32={want}, "
+            f"torch.backends.cudnn.allow_tf32={want})" in out
+        )
         assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
     assert bench.main(argv + ["--tf32", "maybe"]) == 2
     assert "--tf32" in capsys.readouterr().err

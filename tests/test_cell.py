@@ -83,8 +83,17 @@ def test_cell_matches_reference_with_zoneout_and_dropconnect(monkeypatch):
     assert len(seen["dc"]) == 1, "one DropConnect mask per sequence (until reset)"
     assert len(seen["zo"]) == T
     z = torch.zeros(B, H, dtype=D)
-    ref = ref_layer(x, z, z, z, cell_params(cell), reset="subtract", spike=ref_triangle(),
-                    zo_masks=torch.stack(seen["zo"]), dc_mask=seen["dc"][0])
+    ref = ref_layer(
+        x,
+        z,
+        z,
+        z,
+        cell_params(cell),
+        reset="subtract",
+        spike=ref_triangle(),
+        zo_masks=torch.stack(seen["zo"]),
+        dc_mask=seen["dc"][0],
+    )
     torch.testing.assert_close(ys, ref["y"], rtol=1e-13, atol=1e-13)
     utils.reset(cell)
     cell(x[0])
@@ -212,7 +221,7 @@ def test_cell_in_sequential_with_leaky_trains_with_snntorch_loss():
     x = 0.3 * torch.randn(Tn, Bn, In, generator=g)
     for b in range(Bn):
         k = int(targets[b])
-        x[:, b, 3 * k:3 * k + 3] += 1.0
+        x[:, b, 3 * k : 3 * k + 3] += 1.0
     loss_fn = SF.ce_rate_loss()
     opt = torch.optim.Adam(net.parameters(), lr=2e-2)
     losses, accs = [], []
@@ -236,8 +245,12 @@ def test_cell_in_sequential_with_leaky_trains_with_snntorch_loss():
 
 def test_cell_sequential_with_egru_cell_and_mse_count_loss():
     torch.manual_seed(1)
-    net = torch.nn.Sequential(torch.nn.Linear(4, 16), se.EGRUCell(16, 16, init_hidden=True, thr_mean=0.1),
-                              torch.nn.Linear(16, 2), snn.Leaky(beta=0.7, init_hidden=True, output=True))
+    net = torch.nn.Sequential(
+        torch.nn.Linear(4, 16),
+        se.EGRUCell(16, 16, init_hidden=True, thr_mean=0.1),
+        torch.nn.Linear(16, 2),
+        snn.Leaky(beta=0.7, init_hidden=True, output=True),
+    )
     g = torch.Generator().manual_seed(1)
     targets = torch.randint(0, 2, (16,), generator=g)
     x = torch.randn(10, 16, 4, generator=g) * 0.2 + torch.nn.functional.one_hot(targets, 2).repeat(1, 2)[None] * 1.5

@@ -30,8 +30,11 @@ def _model(backend="auto", layers=1, reset="subtract", seed=0, **kw):
 
 def _reference(rnn, x, params=None):
     """The float64 reference of ``rnn`` (same tensors) on ``x``: ``(out, (y, c, trace))``."""
-    spike = ref_heaviside_nograd if rnn.surrogate_disable else ref_triangle(rnn.dampening_factor,
-                                                                           rnn.pseudo_derivative_support)
+    spike = (
+        ref_heaviside_nograd
+        if rnn.surrogate_disable
+        else ref_triangle(rnn.dampening_factor, rnn.pseudo_derivative_support)
+    )
     z = x.new_zeros(rnn.num_layers, x.shape[1], H)
     layers = layer_params(rnn)
     if params is not None:
@@ -80,8 +83,7 @@ def test_forward_ad_tangents_of_input_and_weights_equal_the_reference(backend):
         out, state = rnn(fwd.make_dual(x, v))
         t_out, t_c = fwd.unpack_dual(out).tangent, fwd.unpack_dual(state.c).tangent
     torch.testing.assert_close(t_out, _reference_jvp(lambda a: _reference(rnn, a)[0], x, v), rtol=1e-9, atol=1e-10)
-    torch.testing.assert_close(t_c, _reference_jvp(lambda a: _reference(rnn, a)[1][1], x, v),
-                               rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(t_c, _reference_jvp(lambda a: _reference(rnn, a)[1][1], x, v), rtol=1e-9, atol=1e-10)
     # a tangent on a parameter (torch.func.jvp over functional_call)
     params = {k: p.detach() for k, p in rnn.named_parameters()}
     w, dw = params["weight_hh_l0"], torch.randn(3 * H, H, dtype=torch.float64, generator=g)
@@ -137,8 +139,9 @@ def test_jvp_through_the_cell_equals_the_reference():
     _, tangent = torch.func.jvp(run, (x,), (v,))
     params = {n: getattr(cell, n) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "threshold")}
     z = x.new_zeros(1, B, H)
-    expected = _reference_jvp(lambda a: ref_stack(a, [params], z, z, z, reset="subtract",
-                                                  spike=ref_triangle())[0][-1], x, v)
+    expected = _reference_jvp(
+        lambda a: ref_stack(a, [params], z, z, z, reset="subtract", spike=ref_triangle())[0][-1], x, v
+    )
     assert expected.abs().max() > 1e-3
     torch.testing.assert_close(tangent, expected, rtol=1e-9, atol=1e-10)
 
@@ -268,8 +271,9 @@ def test_prune_weight_hh_equals_the_masked_weight_reference(backend):
     # a second forward after an optimizer step sees the new masked weight (the cached copy is renewed)
     torch.optim.SGD([rnn.weight_hh_l0_orig], lr=0.5).step()  # (thresholds stay inside the clamp)
     with torch.no_grad():
-        torch.testing.assert_close(rnn(x)[0], _reference(rnn, x, {"weight_hh_l0": rnn.weight_hh_l0})[0],
-                                   rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(
+            rnn(x)[0], _reference(rnn, x, {"weight_hh_l0": rnn.weight_hh_l0})[0], rtol=1e-10, atol=1e-10
+        )
     prune.remove(rnn, "weight_hh_l0")
     assert rnn.weight_hh_l0.is_contiguous()
 

@@ -30,8 +30,7 @@ def _graph(seed: int = 0) -> nir.NIRGraph:
     rng = np.random.default_rng(seed)
     r = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
     return nir.NIRGraph.from_list(
-        nir.Affine(r(I, 2), r(I)),
-        senir.EGRU(r(3 * H, I), r(3 * H, H), r(3 * H), r(3 * H), np.abs(r(H)) * 0.3),
+        nir.Affine(r(I, 2), r(I)), senir.EGRU(r(3 * H, I), r(3 * H, H), r(3 * H), r(3 * H), np.abs(r(H)) * 0.3)
     )
 
 
@@ -71,8 +70,12 @@ def test_big_endian_float32_weights_are_read_as_native(tmp_path):
         yb, sb = b(x[t], sb)
         assert torch.equal(ya, yb)
     # the node itself accepts big-endian float32 arrays as well
-    node = senir.EGRU(*(getattr(want.nodes["egru"], n).astype(">f4") for n in
-                        ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "threshold")))
+    node = senir.EGRU(
+        *(
+            getattr(want.nodes["egru"], n).astype(">f4")
+            for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "threshold")
+        )
+    )
     assert node.weight_hh.dtype.isnative
     np.testing.assert_array_equal(node.weight_hh, want.nodes["egru"].weight_hh)
 
@@ -95,17 +98,23 @@ def test_future_version_is_refused_naming_the_fix(tmp_path, version):
     path = _written(tmp_path)
     with h5py.File(path, "a") as f:
         _replace(f, "version", version, dtype=h5py.string_dtype())
-    with pytest.raises(ValueError, match=rf"written by NIR version '{version}', newer than the installed nir "
-                                         rf"'{nir.version}'.*pip install -U nir"):
+    with pytest.raises(
+        ValueError,
+        match=rf"written by NIR version '{version}', newer than the installed nir "
+        rf"'{nir.version}'.*pip install -U nir",
+    ):
         senir.read(path)
 
 
-@pytest.mark.parametrize("version,message", [
-    (None, r"has no 'version' entry \(expected the NIR version string nir.write stores, such as '1\."),
-    ("", r"'version' must be a NIR version such as '1\..*got ''"),
-    ("banana", r"'version' must be a NIR version such as .*got 'banana'"),
-    (np.arange(3), r"'version' must be a scalar string dataset"),
-])
+@pytest.mark.parametrize(
+    "version,message",
+    [
+        (None, r"has no 'version' entry \(expected the NIR version string nir.write stores, such as '1\."),
+        ("", r"'version' must be a NIR version such as '1\..*got ''"),
+        ("banana", r"'version' must be a NIR version such as .*got 'banana'"),
+        (np.arange(3), r"'version' must be a scalar string dataset"),
+    ],
+)
 def test_missing_or_bad_version_is_refused(tmp_path, version, message):
     path = _written(tmp_path)
     with h5py.File(path, "a") as f:
@@ -120,8 +129,11 @@ def test_missing_spec_version_is_refused(tmp_path):
     path = _written(tmp_path)
     with h5py.File(path, "a") as f:
         del f["node/nodes/egru/spec_version"]
-    with pytest.raises(ValueError, match=r"node 'node/egru': EGRU node is missing the field spec_version "
-                                         r"\(expected one of \(1,\).*got no such field"):
+    with pytest.raises(
+        ValueError,
+        match=r"node 'node/egru': EGRU node is missing the field spec_version "
+        r"\(expected one of \(1,\).*got no such field",
+    ):
         senir.read(path)
 
 
@@ -218,10 +230,13 @@ def test_declared_total_is_checked_before_any_array_is_read(tmp_path):
     assert _peak_bytes(read) < 20_000_000
 
 
-@pytest.mark.parametrize("field,shape,dtype,message", [
-    ("weight_hh", (12, 5), "f4", r"weight_hh must have shape \[12, 4\] \(H = 4 from threshold\), got \[12, 5\]"),
-    ("weight_hh", (12, 4), "f8", r"weight_hh must have dtype float32, got float64"),
-])
+@pytest.mark.parametrize(
+    "field,shape,dtype,message",
+    [
+        ("weight_hh", (12, 5), "f4", r"weight_hh must have shape \[12, 4\] \(H = 4 from threshold\), got \[12, 5\]"),
+        ("weight_hh", (12, 4), "f8", r"weight_hh must have dtype float32, got float64"),
+    ],
+)
 def test_invalid_egru_arrays_are_refused_before_reading(tmp_path, field, shape, dtype, message):
     # an EGRU node with an 800 MB weight_ih [12, 16.7M] (under max_bytes) and one inconsistent field
     path = _written(tmp_path)
@@ -295,8 +310,9 @@ def test_lift_inside_nn_sequential_round_trips(tmp_path):
     from snntorch_egru.norse import EGRURecurrent
 
     torch.manual_seed(2)
-    net = torch.nn.Sequential(norse.Lift(torch.nn.Linear(4, 16)),
-                              torch.nn.Sequential(EGRURecurrent(16, 8, thr_mean=0.1)))
+    net = torch.nn.Sequential(
+        norse.Lift(torch.nn.Linear(4, 16)), torch.nn.Sequential(EGRURecurrent(16, 8, thr_mean=0.1))
+    )
     graph = senir.export_to_nir(net, torch.randn(5, 4))
     assert sorted(type(n).__name__ for n in graph.nodes.values()) == ["Affine", "EGRU", "Input", "Output"]
     x = 2 * torch.randn(20, 5, 4, generator=torch.Generator().manual_seed(3))
@@ -361,8 +377,11 @@ def test_untraceable_forward_names_the_supported_route():
                 x = self.fc(x)
             return x
 
-    with pytest.raises(ValueError, match=r"cannot trace the model's forward for NIR export.*Norse's Lift and "
-                                         r"SequentialState are exported"):
+    with pytest.raises(
+        ValueError,
+        match=r"cannot trace the model's forward for NIR export.*Norse's Lift and "
+        r"SequentialState are exported",
+    ):
         senir.export_to_nir(torch.nn.Sequential(Looping()), torch.randn(5, 4))
     with pytest.raises(ValueError, match=r"unsupported module torch.nn.modules.activation.ReLU inside Sequential"):
         senir.export_to_nir(torch.nn.Sequential(norse.Lift(torch.nn.ReLU())), torch.randn(5, 4))
@@ -411,8 +430,11 @@ def test_snntorch_export_of_a_lone_egru_names_the_supported_route(tmp_path):
     for lone in (se.EGRU(4, 6, thr_mean=0.1), torch.nn.Sequential(se.EGRU(4, 6, thr_mean=0.1))):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with pytest.raises(ValueError, match=r"could not export this network holding EGRU modules.*Use "
-                                                 r"snntorch_egru.nir.export_to_nir\(model, sample_input\)"):
+            with pytest.raises(
+                ValueError,
+                match=r"could not export this network holding EGRU modules.*Use "
+                r"snntorch_egru.nir.export_to_nir\(model, sample_input\)",
+            ):
                 export_to_nir(lone, torch.randn(1, 4), ignore_dims=[0])
         graph = senir.export_to_nir(lone, torch.randn(1, 4))  # the named route works, and snnTorch reads it
         path = tmp_path / "lone.nir"
@@ -444,8 +466,10 @@ def _reference_stack(rnn, x: torch.Tensor) -> torch.Tensor:
     """The float64 reference (tests/egru_reference.py) with the module's weights."""
     from egru_reference import ref_heaviside_nograd, ref_stack
 
-    layers = [{k: (None if v is None else v.detach().double()) for k, v in rnn.layer_tensors(k).items()}
-              for k in range(rnn.num_layers)]
+    layers = [
+        {k: (None if v is None else v.detach().double()) for k, v in rnn.layer_tensors(k).items()}
+        for k in range(rnn.num_layers)
+    ]
     z = torch.zeros(rnn.num_layers, x.shape[1], rnn.hidden_size, dtype=torch.float64)
     return ref_stack(x.double(), layers, z, z, z, reset=rnn.reset_mechanism, spike=ref_heaviside_nograd)[0]
 
@@ -477,8 +501,13 @@ def test_onnx_export_of_egrucell_steps_like_eager(tmp_path):
     cell = se.EGRUCell(I, 6, thr_mean=0.1).eval()
     dim = torch.export.Dim.DYNAMIC
     B0 = 2
-    sess, _ = _onnx_session(tmp_path, "cell", cell, (torch.randn(B0, I), torch.zeros(B0, 6), torch.zeros(B0, 6)),
-                            ({0: dim}, {0: dim}, {0: dim}))
+    sess, _ = _onnx_session(
+        tmp_path,
+        "cell",
+        cell,
+        (torch.randn(B0, I), torch.zeros(B0, 6), torch.zeros(B0, 6)),
+        ({0: dim}, {0: dim}, {0: dim}),
+    )
     names = [i.name for i in sess.get_inputs()]
     assert len(names) == 3 and len(sess.get_outputs()) == 2
     for B in (3, 8):  # ten chained steps from zero state: ONNX Runtime and eager mode agree at every step

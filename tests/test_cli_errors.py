@@ -22,8 +22,23 @@ from snntorch_egru.training._loop import UsageError, _write_metrics
 from snntorch_egru.training._tasks import TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--hidden-size", "8", "--batch-size", "16", "--limit-train", "32", "--limit-test", "16",
-        "--eval-batch-size", "16", "--no-progress", "--no-nir", "--no-plot", "--seed", "3"]
+TINY = [
+    "--hidden-size",
+    "8",
+    "--batch-size",
+    "16",
+    "--limit-train",
+    "32",
+    "--limit-test",
+    "16",
+    "--eval-batch-size",
+    "16",
+    "--no-progress",
+    "--no-nir",
+    "--no-plot",
+    "--seed",
+    "3",
+]
 
 
 def _one_line_error(capsys, argv, message):
@@ -44,23 +59,26 @@ def done_run(tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------- parse time
-@pytest.mark.parametrize("argv, message", [
-    (["--limit-train", "-5"], "argument --limit-train: expected an integer >= 0 (0 = off / all), got '-5'"),
-    (["--limit-test", "-1"], "argument --limit-test: expected an integer >= 0 (0 = off / all), got '-1'"),
-    (["--lr", "inf"], "argument --lr: expected a finite number > 0, got 'inf'"),
-    (["--lr", "nan"], "argument --lr: expected a finite number > 0, got 'nan'"),
-    (["--lr=-1e-3"], "argument --lr: expected a finite number > 0, got '-1e-3'"),
-    (["--lr", "fast"], "argument --lr: expected a finite number > 0, got 'fast'"),
-    (["--weight-decay", "-1"], "argument --weight-decay: expected a finite number >= 0, got '-1'"),
-    (["--dropout", "1.5"], "argument --dropout: expected a number in [0, 1), got '1.5'"),
-    (["--epochs", "0"], "argument --epochs: expected a positive integer (>= 1), got '0'"),
-    (["--hidden-size", "2.5"], "argument --hidden-size: expected a positive integer (>= 1), got '2.5'"),
-    (["--hidden-sizes", "8", "-1"], "argument --hidden-sizes: expected a positive integer (>= 1), got '-1'"),
-    (["--optimizer", "adagrad"], "argument --optimizer: invalid choice: 'adagrad'"),
-    (["--backend", "fast"], "argument --backend: invalid choice: 'fast'"),
-    (["--grad-clip", "inf"], "argument --grad-clip: expected a finite number >= 0, got 'inf'"),
-    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--limit-train", "-5"], "argument --limit-train: expected an integer >= 0 (0 = off / all), got '-5'"),
+        (["--limit-test", "-1"], "argument --limit-test: expected an integer >= 0 (0 = off / all), got '-1'"),
+        (["--lr", "inf"], "argument --lr: expected a finite number > 0, got 'inf'"),
+        (["--lr", "nan"], "argument --lr: expected a finite number > 0, got 'nan'"),
+        (["--lr=-1e-3"], "argument --lr: expected a finite number > 0, got '-1e-3'"),
+        (["--lr", "fast"], "argument --lr: expected a finite number > 0, got 'fast'"),
+        (["--weight-decay", "-1"], "argument --weight-decay: expected a finite number >= 0, got '-1'"),
+        (["--dropout", "1.5"], "argument --dropout: expected a number in [0, 1), got '1.5'"),
+        (["--epochs", "0"], "argument --epochs: expected a positive integer (>= 1), got '0'"),
+        (["--hidden-size", "2.5"], "argument --hidden-size: expected a positive integer (>= 1), got '2.5'"),
+        (["--hidden-sizes", "8", "-1"], "argument --hidden-sizes: expected a positive integer (>= 1), got '-1'"),
+        (["--optimizer", "adagrad"], "argument --optimizer: invalid choice: 'adagrad'"),
+        (["--backend", "fast"], "argument --backend: invalid choice: 'fast'"),
+        (["--grad-clip", "inf"], "argument --grad-clip: expected a finite number >= 0, got 'inf'"),
+        (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    ],
+)
 def test_nonsense_values_are_refused_at_parse_time(capsys, argv, message):
     line = _one_line_error(capsys, argv, message)
     assert line.startswith("snntorch-egru train: error: ")
@@ -88,11 +106,14 @@ def test_backend_cupy_without_cuda(capsys, monkeypatch):
     _one_line_error(capsys, [*TINY, "--device", "cuda"], "--device cuda was given but torch.cuda.is_available()")
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 is set but RANK is not"),
-    ({"WORLD_SIZE": "two"}, "WORLD_SIZE must be an integer >= 1, got 'two'"),
-    ({"WORLD_SIZE": "2", "RANK": "2"}, "RANK=2 must be less than WORLD_SIZE=2"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 is set but RANK is not"),
+        ({"WORLD_SIZE": "two"}, "WORLD_SIZE must be an integer >= 1, got 'two'"),
+        ({"WORLD_SIZE": "2", "RANK": "2"}, "RANK=2 must be less than WORLD_SIZE=2"),
+    ],
+)
 def test_distributed_environment_errors(capsys, monkeypatch, tmp_path, env, message):
     monkeypatch.delenv("RANK", raising=False)
     for k, v in env.items():
@@ -127,8 +148,11 @@ def test_disk_full_keeps_the_previous_checkpoint(capsys, monkeypatch, tmp_path, 
         raise OSError(errno.ENOSPC, "No space left on device")  # ... but the device filled up
 
     monkeypatch.setattr(torch, "save", full_disk)
-    _one_line_error(capsys, ["--resume", str(run_dir), "--epochs", "3", "--no-progress"],
-                    f"no space left on device (disk full): {str(run_dir / 'checkpoint.pt')!r}")
+    _one_line_error(
+        capsys,
+        ["--resume", str(run_dir), "--epochs", "3", "--no-progress"],
+        f"no space left on device (disk full): {str(run_dir / 'checkpoint.pt')!r}",
+    )
     assert (run_dir / "checkpoint.pt").read_bytes() == before
     assert not [n for n in os.listdir(run_dir) if n.endswith(".tmp")]
     # the folder is consistent: the metrics of the old checkpoint were removed before it was to be replaced
@@ -145,20 +169,24 @@ def _write_idx(path, magic, dims, payload):
         f.write(payload)
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("truncate", "is truncated: "),
-    ("gzip", "is not an uncompressed idx file"),
-    ("count", "holds 12 images but"),
-    ("empty", "shorter than its 16-byte header"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("truncate", "is truncated: "),
+        ("gzip", "is not an uncompressed idx file"),
+        ("count", "holds 12 images but"),
+        ("empty", "shorter than its 16-byte header"),
+    ],
+)
 def test_corrupt_mnist_files(capsys, tmp_path, damage, message):
     pytest.importorskip("torchvision")
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 12), ("t10k", 6)):
-        _write_idx(raw / f"{prefix}-images-idx3-ubyte", 2051, (n, 28, 28), rng.integers(0, 256, n * 784, np.uint8)
-                   .tobytes())
+        _write_idx(
+            raw / f"{prefix}-images-idx3-ubyte", 2051, (n, 28, 28), rng.integers(0, 256, n * 784, np.uint8).tobytes()
+        )
         _write_idx(raw / f"{prefix}-labels-idx1-ubyte", 2049, (n,), rng.integers(0, 10, n, np.uint8).tobytes())
     images = raw / "train-images-idx3-ubyte"
     if damage == "truncate":
@@ -169,8 +197,9 @@ def test_corrupt_mnist_files(capsys, tmp_path, damage, message):
         _write_idx(raw / "train-labels-idx1-ubyte", 2049, (11,), bytes(11))
     else:
         images.write_bytes(b"")
-    _one_line_error(capsys, ["--task", "smnist", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r"),
-                             *TINY], message)
+    _one_line_error(
+        capsys, ["--task", "smnist", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r"), *TINY], message
+    )
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -189,14 +218,22 @@ def test_bad_checkpoints_exit_2(capsys, tmp_path, done_run):
     _one_line_error(capsys, ["--resume", str(tmp_path / "nothing")], "no checkpoint at")
 
 
-@pytest.mark.parametrize("flag, value", [("--hidden-size", "16"), ("--num-layers", "2"), ("--optimizer", "sgd"),
-                                         ("--task", "shd"), ("--batch-size", "8"), ("--seed", "4")])
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--hidden-size", "16"),
+        ("--num-layers", "2"),
+        ("--optimizer", "sgd"),
+        ("--task", "shd"),
+        ("--batch-size", "8"),
+        ("--seed", "4"),
+    ],
+)
 def test_resume_refuses_structural_changes(capsys, tmp_path, done_run, flag, value):
     run_dir = tmp_path / "run"
     shutil.copytree(done_run, run_dir)
     before = {n: (run_dir / n).read_bytes() for n in os.listdir(run_dir)}
-    _one_line_error(capsys, ["--resume", str(run_dir), flag, value, "--epochs", "3"],
-                    f"--resume: {flag} ")
+    _one_line_error(capsys, ["--resume", str(run_dir), flag, value, "--epochs", "3"], f"--resume: {flag} ")
     assert {n: (run_dir / n).read_bytes() for n in os.listdir(run_dir)} == before  # nothing touched
 
 
@@ -225,9 +262,16 @@ def test_resume_with_a_new_lr_and_weight_decay_applies_and_records_them(tmp_path
     preset_lr = 1e-2  # digits preset, cosine schedule over --epochs
     cos = lambda e, E: 0.5 * (1 + math.cos(math.pi * e / E))  # noqa: E731
     assert m_new["config"]["lr"] == 1e-3 and m_new["config"]["weight_decay"] == 0.01
-    assert m_new["resumes"] == [{"at_epoch": 2, "changed": {"epochs": {"from": 2, "to": 3},
-                                                            "lr": {"from": preset_lr, "to": 1e-3},
-                                                            "weight_decay": {"from": 0.0, "to": 0.01}}}]
+    assert m_new["resumes"] == [
+        {
+            "at_epoch": 2,
+            "changed": {
+                "epochs": {"from": 2, "to": 3},
+                "lr": {"from": preset_lr, "to": 1e-3},
+                "weight_decay": {"from": 0.0, "to": 0.01},
+            },
+        }
+    ]
     assert m_same["resumes"] == [{"at_epoch": 2, "changed": {"epochs": {"from": 2, "to": 3}}}]
     g_new, g_same = ck_new["optimizer"]["param_groups"][0], ck_same["optimizer"]["param_groups"][0]
     assert g_new["weight_decay"] == 0.01 and g_same["weight_decay"] == 0.0
@@ -244,8 +288,9 @@ def test_resume_with_a_new_lr_and_weight_decay_applies_and_records_them(tmp_path
 # ----------------------------------------------------------------------------- strict JSON
 def test_metrics_json_is_strict(tmp_path):
     path = tmp_path / "metrics.json"
-    written = _write_metrics(str(path), {"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": -float("inf")},
-                                         "e": 2.5})
+    written = _write_metrics(
+        str(path), {"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": -float("inf")}, "e": 2.5}
+    )
 
     def refuse(name):
         raise ValueError(f"non-standard JSON constant {name}")
@@ -258,8 +303,16 @@ def test_metrics_json_is_strict(tmp_path):
 
 def test_debug_shows_the_traceback(tmp_path):
     env = {**os.environ, "PYTHONPATH": ROOT}
-    cmd = [sys.executable, "-m", "snntorch_egru", "train", "--out", str(tmp_path / "r"), "--resume",
-           str(tmp_path / "missing")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snntorch_egru",
+        "train",
+        "--out",
+        str(tmp_path / "r"),
+        "--resume",
+        str(tmp_path / "missing"),
+    ]
     plain = subprocess.run(cmd, env=env, capture_output=True, text=True)
     debug = subprocess.run(cmd + ["--debug"], env=env, capture_output=True, text=True)
     assert plain.returncode == 2 and "Traceback" not in plain.stderr and len(plain.stderr.splitlines()) == 1
@@ -307,10 +360,16 @@ def test_corrupt_shd_and_corpus_files(capsys, tmp_path):
     for split in ("train", "test"):
         (shd / f"shd_{split}.h5").write_bytes(b"not an hdf5 file")
         (shd / f"shd_{split}.h5.zip").write_bytes(b"")
-    _one_line_error(capsys, ["--task", "shd", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r"), *TINY],
-                    f"SHD file {str(shd / 'shd_train.h5')!r} is not a readable HDF5 file")
+    _one_line_error(
+        capsys,
+        ["--task", "shd", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r"), *TINY],
+        f"SHD file {str(shd / 'shd_train.h5')!r} is not a readable HDF5 file",
+    )
     for name in ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"):
         (tmp_path / name).write_bytes(b"a b c\n")
     (tmp_path / "ptb.valid.txt").write_bytes(b"a \xff\xfe b\n")
-    _one_line_error(capsys, ["--task", "ptb", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r2"),
-                             "--no-progress"], "ptb.valid.txt' is not UTF-8 text")
+    _one_line_error(
+        capsys,
+        ["--task", "ptb", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r2"), "--no-progress"],
+        "ptb.valid.txt' is not UTF-8 text",
+    )

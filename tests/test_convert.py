@@ -46,12 +46,17 @@ def test_gate_mapping_explicit():
     """z block of EvNN = rows H:2H of ours (torch's z), r block = rows 0:H, g = n."""
     H, I = 2, 3
     kernel = torch.cat([torch.full((I, H), 1.0), torch.full((I, H), 2.0), torch.full((I, H), 3.0)], 1)  # [z|r|g]
-    evnn = {"kernel": kernel, "recurrent_kernel": torch.zeros(H, 3 * H), "bias": torch.arange(6.0),
-            "recurrent_bias": torch.zeros(6), "thr": torch.zeros(H)}
+    evnn = {
+        "kernel": kernel,
+        "recurrent_kernel": torch.zeros(H, 3 * H),
+        "bias": torch.arange(6.0),
+        "recurrent_bias": torch.zeros(6),
+        "thr": torch.zeros(H),
+    }
     ours = evnn_to_torch(evnn)
-    assert torch.all(ours["weight_ih"][:H] == 2.0)       # r
-    assert torch.all(ours["weight_ih"][H:2 * H] == 1.0)  # z
-    assert torch.all(ours["weight_ih"][2 * H:] == 3.0)   # n
+    assert torch.all(ours["weight_ih"][:H] == 2.0)  # r
+    assert torch.all(ours["weight_ih"][H : 2 * H] == 1.0)  # z
+    assert torch.all(ours["weight_ih"][2 * H :] == 3.0)  # n
     assert ours["bias_ih"].tolist() == [2.0, 3.0, 0.0, 1.0, 4.0, 5.0]
 
 
@@ -70,8 +75,17 @@ def test_evnn_forward_equals_converted_egru(reset):
     inp = x
     cs = []
     for k, lay in enumerate(layers):
-        inp, c = evnn_layer(inp, y0[k], torch.zeros(B, H, dtype=D), lay["kernel"], lay["recurrent_kernel"],
-                            lay["bias"], lay["recurrent_bias"], lay["thr"], reset=reset)
+        inp, c = evnn_layer(
+            inp,
+            y0[k],
+            torch.zeros(B, H, dtype=D),
+            lay["kernel"],
+            lay["recurrent_kernel"],
+            lay["bias"],
+            lay["recurrent_bias"],
+            lay["thr"],
+            reset=reset,
+        )
         cs.append(c)
     torch.testing.assert_close(out, inp, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(rec.c, torch.stack(cs), rtol=1e-12, atol=1e-12)
@@ -80,7 +94,9 @@ def test_evnn_forward_equals_converted_egru(reset):
     (out * w).sum().backward()
     (inp * w).sum().backward()
     for k, lay in enumerate(layers):
-        ours_grad = {n: getattr(m, f"{n}_l{k}").grad for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "threshold")}
+        ours_grad = {
+            n: getattr(m, f"{n}_l{k}").grad for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "threshold")
+        }
         conv = torch_to_evnn(ours_grad)
         for name, t in lay.items():
             assert t.grad.abs().sum() > 0
@@ -104,18 +120,26 @@ def test_thr_reparam_and_cell_loading_and_prefix():
 
 
 def _evnn_layer(I=3, H=4):
-    return {"kernel": torch.randn(I, 3 * H), "recurrent_kernel": torch.randn(H, 3 * H),
-            "bias": torch.randn(3 * H), "recurrent_bias": torch.randn(3 * H), "thr": torch.rand(H)}
+    return {
+        "kernel": torch.randn(I, 3 * H),
+        "recurrent_kernel": torch.randn(H, 3 * H),
+        "bias": torch.randn(3 * H),
+        "recurrent_bias": torch.randn(3 * H),
+        "thr": torch.rand(H),
+    }
 
 
-@pytest.mark.parametrize("key, shape, message", [
-    ("kernel", (3, 15), r"kernel must have shape \[3, 12\]"),             # 3H' = 15 != 12: was truncated
-    ("kernel", (12,), "kernel must be a 2-D tensor"),
-    ("recurrent_kernel", (5, 12), r"recurrent_kernel must have shape \[4, 12\]"),
-    ("bias", (15,), r"bias must have shape \[12\]"),
-    ("recurrent_bias", (9,), r"recurrent_bias must have shape \[12\]"),
-    ("thr", (5,), r"thr must have shape \[4\]"),
-])
+@pytest.mark.parametrize(
+    "key, shape, message",
+    [
+        ("kernel", (3, 15), r"kernel must have shape \[3, 12\]"),  # 3H' = 15 != 12: was truncated
+        ("kernel", (12,), "kernel must be a 2-D tensor"),
+        ("recurrent_kernel", (5, 12), r"recurrent_kernel must have shape \[4, 12\]"),
+        ("bias", (15,), r"bias must have shape \[12\]"),
+        ("recurrent_bias", (9,), r"recurrent_bias must have shape \[12\]"),
+        ("thr", (5,), r"thr must have shape \[4\]"),
+    ],
+)
 def test_evnn_shape_mismatch_is_refused_not_truncated(key, shape, message):
     """Issue 14: mismatching EvNN tensors used to be sliced silently to fit; now they are refused."""
     layer = _evnn_layer()
@@ -124,12 +148,15 @@ def test_evnn_shape_mismatch_is_refused_not_truncated(key, shape, message):
         evnn_to_torch(layer)
 
 
-@pytest.mark.parametrize("key, shape, message", [
-    ("weight_ih", (15, 3), r"weight_ih must have shape \[12, 3\]"),
-    ("weight_hh", (12, 5), r"weight_hh must have shape \[15, 5\]"),
-    ("bias_hh", (13,), r"bias_hh must have shape \[12\]"),
-    ("threshold", (3,), r"threshold must have shape \[4\]"),
-])
+@pytest.mark.parametrize(
+    "key, shape, message",
+    [
+        ("weight_ih", (15, 3), r"weight_ih must have shape \[12, 3\]"),
+        ("weight_hh", (12, 5), r"weight_hh must have shape \[15, 5\]"),
+        ("bias_hh", (13,), r"bias_hh must have shape \[12\]"),
+        ("threshold", (3,), r"threshold must have shape \[4\]"),
+    ],
+)
 def test_torch_to_evnn_shape_mismatch_is_refused(key, shape, message):
     ours = evnn_to_torch(_evnn_layer())
     ours[key] = torch.randn(*shape)

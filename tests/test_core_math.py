@@ -37,8 +37,16 @@ def _gen(seed: int) -> torch.Generator:
 
 def _make(L: int, reset: str, backend: str = "auto", seed: int = 0, **kw) -> se.EGRU:
     torch.manual_seed(seed)
-    m = se.EGRU(I, H, num_layers=L, reset_mechanism=reset, dampening_factor=GAMMA,
-                pseudo_derivative_support=EPS, backend=backend, **kw).to(D)
+    m = se.EGRU(
+        I,
+        H,
+        num_layers=L,
+        reset_mechanism=reset,
+        dampening_factor=GAMMA,
+        pseudo_derivative_support=EPS,
+        backend=backend,
+        **kw,
+    ).to(D)
     randomize_(m, 10 + L)
     return m
 
@@ -89,8 +97,7 @@ def test_egru_equals_reference(backend, reset, L):
     g_mod = grads_of(leaves) + param_grads(md)
     clear_grads(leaves + list(md.parameters()))
 
-    r_out, (ry, rc, rtr), rrec = ref_stack(x, layer_params(m), y0, c0, tr0, reset=reset,
-                                           spike=ref_triangle(GAMMA, EPS))
+    r_out, (ry, rc, rtr), rrec = ref_stack(x, layer_params(m), y0, c0, tr0, reset=reset, spike=ref_triangle(GAMMA, EPS))
     thetas = torch.stack([p["threshold"] for p in layer_params(m)]).detach()
     _check_meaningful(rrec["o"], rrec["c_hat"].detach(), thetas)
     ref_tensors = [r_out, ry, rc, rtr, rrec["y"], rrec["c"], rrec["o"], rrec["trace"]]
@@ -183,9 +190,18 @@ def test_train_mode_dropconnect_zoneout_dropout(backend, reset, monkeypatch):
     _loss(mod, w).backward()
     g_mod = grads_of(leaves) + param_grads(md)
     clear_grads(leaves + list(md.parameters()))
-    r_out, (ry, rc, rtr), rrec = ref_stack(x, layer_params(m), y0, c0, tr0, reset=reset,
-                                           spike=ref_triangle(GAMMA, EPS), zo_masks=seen["zo"],
-                                           dc_masks=seen["dc"], dropout_masks=[do_mask, None])
+    r_out, (ry, rc, rtr), rrec = ref_stack(
+        x,
+        layer_params(m),
+        y0,
+        c0,
+        tr0,
+        reset=reset,
+        spike=ref_triangle(GAMMA, EPS),
+        zo_masks=seen["zo"],
+        dc_masks=seen["dc"],
+        dropout_masks=[do_mask, None],
+    )
     ref = [r_out, ry, rc, rtr, rrec["y"], rrec["c"], rrec["o"], rrec["trace"]]
     assert torch.equal(mod[6], rrec["o"])
     for a, b in zip(mod, ref):
@@ -205,8 +221,9 @@ def test_eval_mode_zoneout_is_expectation(backend):
     x, y0, c0, tr0 = _inputs(2)
     skip_if_unavailable(backend, x.detach(), m)
     out, st, rec = m(x, se.EGRUState(y0, c0, tr0), return_internals=True)
-    r_out, (ry, rc, rtr), rrec = ref_stack(x, layer_params(m), y0, c0, tr0, reset="subtract",
-                                           spike=ref_triangle(GAMMA, EPS), zo_p=p_zo)
+    r_out, (ry, rc, rtr), rrec = ref_stack(
+        x, layer_params(m), y0, c0, tr0, reset="subtract", spike=ref_triangle(GAMMA, EPS), zo_p=p_zo
+    )
     for a, b in zip([out, st.y, st.c, st.trace, rec.o], [r_out, ry, rc, rtr, rrec["o"]]):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     out.sum().backward()
@@ -216,9 +233,21 @@ def test_eval_mode_zoneout_is_expectation(backend):
     torch.testing.assert_close(g, x.grad, rtol=1e-10, atol=1e-11)
     # explicit check of c_hat = p c_prev + (1-p) c_hat0 on the first step of layer 0
     from egru_reference import ref_step
+
     p = layer_params(m)[0]
-    _, _, _, _, ch0 = ref_step(x[0], y0[0], c0[0], tr0[0], p["weight_ih"], p["weight_hh"], p["bias_ih"],
-                               p["bias_hh"], p["threshold"], reset="subtract", spike=ref_triangle())
+    _, _, _, _, ch0 = ref_step(
+        x[0],
+        y0[0],
+        c0[0],
+        tr0[0],
+        p["weight_ih"],
+        p["weight_hh"],
+        p["bias_ih"],
+        p["bias_hh"],
+        p["threshold"],
+        reset="subtract",
+        spike=ref_triangle(),
+    )
     torch.testing.assert_close(rrec["c_hat"][0, 0], p_zo * c0[0] + (1 - p_zo) * ch0)
 
 
@@ -242,7 +271,7 @@ def test_zoneout_mask_sampler_statistics():
     w = torch.ones(300, 100, dtype=D)
     dc = F.dropconnect_mask(w, 0.25, generator=g)
     assert set(torch.unique(dc).tolist()) == {0.0, 1.0 / 0.75}
-    assert abs(dc.mean().item() - 1.0) < 0.02   # unbiased: E[mask] = 1
+    assert abs(dc.mean().item() - 1.0) < 0.02  # unbiased: E[mask] = 1
 
 
 # ------------------------------------------------------------------------- streaming / shapes
@@ -423,6 +452,7 @@ def test_surrogate_values_pickle_and_support():
     assert se.surrogate.surrogate_support(s) == pytest.approx(0.4)
     assert se.surrogate.surrogate_support(se.surrogate.heaviside()) == 0.0
     import snntorch.surrogate as ss
+
     assert se.surrogate.surrogate_support(ss.atan()) is None
     assert se.surrogate.triangle(0.9, 2.5) == s
     h = se.surrogate.heaviside()

@@ -101,8 +101,16 @@ def test_launch_checks_name_argument_expected_and_given():
 
 def _forward_tensors(T=3, B=2, H=4, dt=torch.float32):
     z = lambda *s: torch.zeros(*s, dtype=dt)  # noqa: E731
-    t = {"gi": z(T, B, 3 * H), "whh_t": z(H, 3 * H), "bhh": z(3 * H), "theta": z(H), "y0": z(B, H),
-         "c0": z(B, H), "tr0": z(B, H), "zmask": None}
+    t = {
+        "gi": z(T, B, 3 * H),
+        "whh_t": z(H, 3 * H),
+        "bhh": z(3 * H),
+        "theta": z(H),
+        "y0": z(B, H),
+        "c0": z(B, H),
+        "tr0": z(B, H),
+        "zmask": None,
+    }
     t.update({k: z(T, B, H) for k in ("y", "c", "o", "tr", "s_r", "s_z", "s_n", "s_hn")})
     return t
 
@@ -118,8 +126,18 @@ def test_forward_and_backward_argument_sets_are_checked():
     with pytest.raises(ValueError, match="s_r, s_z, s_n, s_hn must be all tensors or all None"):
         check_forward_args(dict(t, s_z=None), 3, 2, 4, torch.float32, torch.float32)
     z = lambda *s: torch.zeros(*s)  # noqa: E731
-    tb = {"whh_t": z(4, 12), "theta": z(4), "c0": z(2, 4), "zmask": None, "g_y": None, "g_c": z(3, 2, 4),
-          "g_o": None, "g_tr": None, "ga": z(3, 2, 12), "gqn": z(3, 2, 4)}
+    tb = {
+        "whh_t": z(4, 12),
+        "theta": z(4),
+        "c0": z(2, 4),
+        "zmask": None,
+        "g_y": None,
+        "g_c": z(3, 2, 4),
+        "g_o": None,
+        "g_tr": None,
+        "ga": z(3, 2, 12),
+        "gqn": z(3, 2, 4),
+    }
     tb.update({k: z(3, 2, 4) for k in ("y", "c", "o", "s_r", "s_z", "s_n", "s_hn")})
     tb.update({k: z(2, 4) for k in ("dy", "dc", "tb", "dth")})
     check_backward_args(tb, 3, 2, 4, torch.float32, torch.float32)
@@ -150,8 +168,9 @@ def test_emulated_kernels_match_reference_float64(reset, zoneout):
     assert_match(ref, got, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("case", ["narrow_band", "heaviside", "no_bias", "big_tiles", "grid_gt_items", "dense",
-                                  "kernel_geometry"])
+@pytest.mark.parametrize(
+    "case", ["narrow_band", "heaviside", "no_bias", "big_tiles", "grid_gt_items", "dense", "kernel_geometry"]
+)
 def test_emulated_kernels_sparse_backward_cases(case):
     """Narrow surrogate band (most units outside G: dy skipped), no surrogate gradient,
     no biases, and other launch geometries."""
@@ -209,8 +228,10 @@ def test_emulated_backend_inside_egru_module(monkeypatch):
 # ----------------------------------------------------------------------------- GPU: real kernels
 @needs_gpu
 @pytest.mark.cuda
-@pytest.mark.parametrize("B,H,activity", [(1, 64, 0.1), (1, 1024, 0.01), (4, 2048, 0.1), (16, 256, 0.5),
-                                          (128, 512, 0.9), (128, 2048, 0.05), (3, 300, 0.2)])
+@pytest.mark.parametrize(
+    "B,H,activity",
+    [(1, 64, 0.1), (1, 1024, 0.01), (4, 2048, 0.1), (16, 256, 0.5), (128, 512, 0.9), (128, 2048, 0.05), (3, 300, 0.2)],
+)
 @pytest.mark.parametrize("reset", ["subtract", "zero", "none"])
 def test_gpu_float64_kernels_equal_reference(B, H, activity, reset):
     call = calibrated_call(12, B, H, activity, dtype=torch.float64, reset=reset)
@@ -248,18 +269,25 @@ def test_gpu_float64_each_launch_mode(monkeypatch, mode, dense, B, H):
 def test_gpu_dense_and_sparse_recurrent_products(monkeypatch, dense, B, H):
     monkeypatch.setenv("SNNTORCH_EGRU_CUPY_DENSE", dense)
     call = calibrated_call(10, B, H, 0.1, dtype=torch.float64)
-    assert_match(outputs_and_grads(call, backends.get_backend("reference").run),
-                 outputs_and_grads(call, K.run), rtol=1e-10, atol=1e-12)
+    assert_match(
+        outputs_and_grads(call, backends.get_backend("reference").run),
+        outputs_and_grads(call, K.run),
+        rtol=1e-10,
+        atol=1e-12,
+    )
 
 
 @needs_gpu
 @pytest.mark.cuda
 @pytest.mark.parametrize("zoneout", ["mask", "p"])
 def test_gpu_zoneout_dropconnect_float64(zoneout):
-    call = make_call(T=10, B=8, I=16, H=300, device="cuda", zoneout=zoneout, dropconnect=True,
-                     w_scale=1 / 300 ** 0.5)
-    assert_match(outputs_and_grads(call, backends.get_backend("reference").run),
-                 outputs_and_grads(call, K.run), rtol=1e-10, atol=1e-12)
+    call = make_call(T=10, B=8, I=16, H=300, device="cuda", zoneout=zoneout, dropconnect=True, w_scale=1 / 300**0.5)
+    assert_match(
+        outputs_and_grads(call, backends.get_backend("reference").run),
+        outputs_and_grads(call, K.run),
+        rtol=1e-10,
+        atol=1e-12,
+    )
 
 
 @needs_gpu
@@ -325,7 +353,7 @@ def test_gpu_half_storage(dtype):
     agree = (out[2].double() == ref.o).double().mean().item()
     assert agree > 0.99
     tol = 2e-2 if dtype == torch.bfloat16 else 4e-3
-    mask = (out[2].double() == ref.o)
+    mask = out[2].double() == ref.o
     torch.testing.assert_close(out[0].double()[mask], ref.y[mask], rtol=tol, atol=tol)
 
 
@@ -382,10 +410,12 @@ def test_cupy_launcher_arguments_match_kernel_signatures(monkeypatch, mode, dens
     launches = []
     monkeypatch.setenv("SNNTORCH_EGRU_CUPY_LAUNCH", mode)
     monkeypatch.setenv("SNNTORCH_EGRU_CUPY_DENSE", dense)
-    monkeypatch.setattr(_cupy, "get_kernel", lambda name, real, wstore, units: types.SimpleNamespace(
-        name=name, units=units))
-    monkeypatch.setattr(_cupy, "_launch", lambda kern, grid, named, cooperative=False: launches.append(
-        (kern, grid, named, cooperative)))
+    monkeypatch.setattr(
+        _cupy, "get_kernel", lambda name, real, wstore, units: types.SimpleNamespace(name=name, units=units)
+    )
+    monkeypatch.setattr(
+        _cupy, "_launch", lambda kern, grid, named, cooperative=False: launches.append((kern, grid, named, cooperative))
+    )
     fake_cp = types.SimpleNamespace(cuda=types.SimpleNamespace(Device=lambda d: contextlib.nullcontext()))
 
     def fake_setup(self, ref, store):
@@ -478,8 +508,19 @@ def _fake_cupy(monkeypatch, refuse_cooperative: bool):
     monkeypatch.setitem(sys.modules, "cupy", fake)
     monkeypatch.setattr(_cupy, "_MODULES", {})
     monkeypatch.setattr(_cupy, "_PERSISTENT_FAILED", {})
-    monkeypatch.setattr(_cupy.CupyLauncher, "_setup", lambda self, ref, store: (
-        fake, 0, "double" if ref.dtype == torch.float64 else "float", 0, self.mode, 4, contextlib.nullcontext()))
+    monkeypatch.setattr(
+        _cupy.CupyLauncher,
+        "_setup",
+        lambda self, ref, store: (
+            fake,
+            0,
+            "double" if ref.dtype == torch.float64 else "float",
+            0,
+            self.mode,
+            4,
+            contextlib.nullcontext(),
+        ),
+    )
     monkeypatch.setattr(_cupy.CupyLauncher, "_coresident", lambda self, kern, sms: 8)
     return log
 
@@ -497,7 +538,9 @@ def test_cupy_loader_compiles_without_rdc_and_launches_cooperatively(monkeypatch
     sum(o.nan_to_num().sum() for o in out).backward()
     assert log["modules"] == [{"options": variant_options("float", 0, 32)}] * 2  # forward, backward
     assert [(n, kw) for n, _, _, _, kw in log["launches"]] == [
-        ("egru_forward", {"enable_cooperative_groups": True}), ("egru_backward", {"enable_cooperative_groups": True})]
+        ("egru_forward", {"enable_cooperative_groups": True}),
+        ("egru_backward", {"enable_cooperative_groups": True}),
+    ]
     assert all(b == _cupy.BLOCK for _, _, b, _, _ in log["launches"])
     log["launches"].clear()
     out = K.run(call, launcher=_cupy.CupyLauncher(mode="step", dense="off"))

@@ -63,7 +63,7 @@ def test_smnist_sample_is_the_pixel_sequence(mnist_dir):
     assert x.shape == (784, 1)
     n = len(raw) // 784
     i = int(torch.randperm(n, generator=torch.Generator().manual_seed(42))[1])  # EvNN's random_split order
-    img = raw[784 * i:784 * (i + 1)] / 255.0
+    img = raw[784 * i : 784 * (i + 1)] / 255.0
     np.testing.assert_allclose(x[:, 0].numpy(), img, atol=1e-7)
     perm = D.bit_reversal_permutation(784)
     xp, yp = D.load_classification("psmnist", str(mnist_dir / "data")).train[1]
@@ -122,9 +122,25 @@ def test_dvsgesture_frames_and_training(tmp_path):
             ref[int(pp), int(yy) // 4, int(xx) // 4] += 1
         assert x.shape == (68, 2, 32, 32)
         np.testing.assert_allclose(x[0].numpy(), ref / 19.0, atol=1e-6)
-        m, out = _run(tmp_path, "dvsgesture", "--batch-size", "2", "--eval-batch-size", "2",
-                      "--hidden-size", "8", "--dropout", "0", "--cnn", "small", "--frame-size", "32",
-                      "--polarity", "separate", "--no-augment")
+        m, out = _run(
+            tmp_path,
+            "dvsgesture",
+            "--batch-size",
+            "2",
+            "--eval-batch-size",
+            "2",
+            "--hidden-size",
+            "8",
+            "--dropout",
+            "0",
+            "--cnn",
+            "small",
+            "--frame-size",
+            "32",
+            "--polarity",
+            "separate",
+            "--no-augment",
+        )
     assert m["test_samples"] == 2 and m["test_accuracy"] in (0.0, 0.5, 1.0)
     assert m["dense_macs"] == 68 * 3 * 8 * (256 + 8)
     assert os.path.isdir(tmp_path / "data" / "cache" / "dvsgesture" / "train")  # tonic's disk cache
@@ -178,12 +194,7 @@ def test_shd_missing_files_message(tmp_path):
 
 
 # ----------------------------------------------------------------------------- PTB / WikiText-2
-TEXT = [
-    "the cat sat on the mat",
-    "a dog ran to the park",
-    "the dog and the cat",
-    "<unk> ran on the mat again",
-]
+TEXT = ["the cat sat on the mat", "a dog ran to the park", "the dog and the cat", "<unk> ran on the mat again"]
 
 
 def _write_text(d, names):
@@ -200,8 +211,23 @@ def test_language_model_tasks(tmp_path, task):
     words = (tmp_path / "data" / D.LM_FILES[task][0]).read_text().split()
     assert corpus.train.numel() == len(words) + 12  # every line ends with <eos>
     assert corpus.vocab[corpus.train[0]] == "the" and corpus.vocab[corpus.train[6]] == "<eos>"
-    m, out = _run(tmp_path, task, "--hidden-sizes", "8", "6", "--emb-size", "6", "--batch-size", "2",
-                  "--eval-batch-size", "2", "--bptt", "5", "--dropconnect", "0")
+    m, out = _run(
+        tmp_path,
+        task,
+        "--hidden-sizes",
+        "8",
+        "6",
+        "--emb-size",
+        "6",
+        "--batch-size",
+        "2",
+        "--eval-batch-size",
+        "2",
+        "--bptt",
+        "5",
+        "--dropconnect",
+        "0",
+    )
     assert m["test_perplexity"] == pytest.approx(math.exp(m["test_loss"]), rel=1e-9)
     assert 1.0 < m["test_perplexity"] < 10 * len(corpus.vocab)
     # independent recomputation of the test perplexity from the checkpoint: the recipe's protocol, test batch 1,
@@ -217,13 +243,14 @@ def test_language_model_tasks(tmp_path, task):
     nll, n, states = 0.0, 0, None
     with torch.no_grad():
         for i in range(0, test.shape[0] - 1, 5):
-            x, y = test[i:i + 5], test[i + 1:i + 6]
+            x, y = test[i : i + 5], test[i + 1 : i + 6]
             x = x[: y.shape[0]]
             if states is not None:
                 states = [type(s)(s.y, torch.zeros_like(s.c), torch.zeros_like(s.trace)) for s in states]
             logits, states, _ = model(x, states)
-            nll += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
-                                                     reduction="sum").item()
+            nll += torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum"
+            ).item()
             n += y.numel()
     assert m["test_perplexity"] == pytest.approx(math.exp(nll / n), rel=1e-5)
     assert model.decoder.weight is model.embedding.weight  # tied
@@ -310,8 +337,9 @@ def test_mnist_download_uses_the_given_opener(tmp_path, mnist_dir, monkeypatch):
         urls.append(url)
         return io.BytesIO((mirror / url.rsplit("/", 1)[1]).read_bytes())
 
-    got = D.download_mnist(str(tmp_path / "raw"), mirrors=("https://example.invalid/mnist",), opener=opener,
-                           progress=False)
+    got = D.download_mnist(
+        str(tmp_path / "raw"), mirrors=("https://example.invalid/mnist",), opener=opener, progress=False
+    )
     assert urls == [f"https://example.invalid/mnist/{n}.gz" for n in D.MNIST_FILES]
     assert [os.path.basename(p) for p in got] == [n + ".gz" for n in D.MNIST_FILES]
     assert D.download_mnist(str(tmp_path / "raw"), opener=opener) == [] and len(urls) == 4  # nothing missing

@@ -16,9 +16,37 @@ import sys
 import pytest
 import torch
 
-ARGS = ["--hidden-size", "6", "--batch-size", "8", "--limit-train", "32", "--limit-test", "30",
-        "--eval-batch-size", "8", "--epochs", "2", "--no-progress", "--no-nir", "--no-plot", "--seed", "11",
-        "--grad-clip", "0.5", "--activity-reg", "0", "--dropout", "0", "--optimizer", "sgd", "--beta1", "0.5", "--lr", "0.5"]
+ARGS = [
+    "--hidden-size",
+    "6",
+    "--batch-size",
+    "8",
+    "--limit-train",
+    "32",
+    "--limit-test",
+    "30",
+    "--eval-batch-size",
+    "8",
+    "--epochs",
+    "2",
+    "--no-progress",
+    "--no-nir",
+    "--no-plot",
+    "--seed",
+    "11",
+    "--grad-clip",
+    "0.5",
+    "--activity-reg",
+    "0",
+    "--dropout",
+    "0",
+    "--optimizer",
+    "sgd",
+    "--beta1",
+    "0.5",
+    "--lr",
+    "0.5",
+]
 
 
 def _env():
@@ -31,8 +59,20 @@ def _env():
 def test_two_process_gloo_equals_single_process(tmp_path):
     single, double = tmp_path / "single", tmp_path / "double"
     cmd1 = [sys.executable, "-m", "snntorch_egru", "train", "--out", str(single), *ARGS]
-    cmd2 = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-            "-m", "snntorch_egru", "train", "--out", str(double), *ARGS]
+    cmd2 = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "snntorch_egru",
+        "train",
+        "--out",
+        str(double),
+        *ARGS,
+    ]
     p1 = subprocess.Popen(cmd1, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     p2 = subprocess.Popen(cmd2, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     out1, err1 = p1.communicate(timeout=280)

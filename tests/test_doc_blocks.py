@@ -25,7 +25,7 @@ import doc_blocks  # noqa: E402
 
 ROOT = doc_blocks.ROOT
 
-RUNNER = r'''
+RUNNER = r"""
 import codeop, json, sys, traceback
 blocks = json.load(sys.stdin)
 ns = {"__name__": "__main__", "__builtins__": __builtins__}
@@ -60,7 +60,7 @@ for b in blocks:
                   + traceback.format_exc(), file=sys.stderr)
             sys.exit(1)
 print(f"ran {len(blocks)} block(s)")
-'''
+"""
 
 
 def _all_blocks():
@@ -96,10 +96,16 @@ def _page_param(page):
 def test_page_blocks_run_as_pasted(page, tmp_path):
     blocks = [{"where": b.where, "code": b.code, "cell": b.lang == "{code-cell}"} for b in RUNNABLE[page]]
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MPLBACKEND="Agg")
-    res = subprocess.run([sys.executable, "-c", RUNNER], input=json.dumps(blocks), cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, \
-        f"{page}: a code block fails when pasted into a fresh interpreter\n{res.stderr[-4000:]}"
+    res = subprocess.run(
+        [sys.executable, "-c", RUNNER],
+        input=json.dumps(blocks),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, f"{page}: a code block fails when pasted into a fresh interpreter\n{res.stderr[-4000:]}"
     assert f"ran {len(blocks)} block(s)" in res.stdout
 
 
@@ -130,27 +136,43 @@ def test_inventory_of_blocks(capsys):
 
 
 def test_block_extraction_rules():
-    text = ("# t\n```python\na = 1\n```\n\n<!-- no-run: needs a GPU -->\n\n```python\nb = 2\n```\n"
-            "1. item\n\n   ```python\n   c = 3\n   ```\n```bash\nls\n```\n"
-            "```{code-cell} ipython3\n:tags: [x]\nd = 4\n```\n"
-            "````\n```python\nnot a block\n```\n````\n")
+    text = (
+        "# t\n```python\na = 1\n```\n\n<!-- no-run: needs a GPU -->\n\n```python\nb = 2\n```\n"
+        "1. item\n\n   ```python\n   c = 3\n   ```\n```bash\nls\n```\n"
+        "```{code-cell} ipython3\n:tags: [x]\nd = 4\n```\n"
+        "````\n```python\nnot a block\n```\n````\n"
+    )
     got = doc_blocks.blocks(Path("docs/x.md"), text)
     assert [(b.line, b.lang, b.code, b.skip is None) for b in got] == [
-        (2, "python", "a = 1\n", True), (8, "python", "b = 2\n", False), (13, "python", "c = 3\n", True),
-        (16, "bash", "ls\n", False), (19, "{code-cell}", "d = 4\n", True), (23, "", "```python\nnot a block\n```\n",
-                                                                            False)]
+        (2, "python", "a = 1\n", True),
+        (8, "python", "b = 2\n", False),
+        (13, "python", "c = 3\n", True),
+        (16, "bash", "ls\n", False),
+        (19, "{code-cell}", "d = 4\n", True),
+        (23, "", "```python\nnot a block\n```\n", False),
+    ]
     assert got[1].skip == "marked no-run: needs a GPU"
 
 
 def test_paste_check_catches_what_the_interpreter_rejects(tmp_path):
     # a with-block followed directly by an unindented line fails when pasted, though it runs as a script
     code = "import contextlib\nwith contextlib.nullcontext():\n    x = 1\nprint(x)\n"
-    res = subprocess.run([sys.executable, "-c", RUNNER],
-                         input=json.dumps([{"where": "t:1", "code": code, "cell": False}]),
-                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-c", RUNNER],
+        input=json.dumps([{"where": "t:1", "code": code, "cell": False}]),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 1 and "does not compile when pasted" in res.stderr
     ok = code.replace("print(x)", "\nprint(x)")
-    res = subprocess.run([sys.executable, "-c", RUNNER],
-                         input=json.dumps([{"where": "t:1", "code": ok, "cell": False}]),
-                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-c", RUNNER],
+        input=json.dumps([{"where": "t:1", "code": ok, "cell": False}]),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stderr

@@ -31,8 +31,15 @@ KNOWN_FAILING_EXAMPLES: set[str] = set()
 
 def test_public_modules_include_the_core():
     mods = api_pages.public_modules()
-    for m in ("snntorch_egru", "snntorch_egru.functional", "snntorch_egru.surrogate", "snntorch_egru.utils",
-              "snntorch_egru.convert", "snntorch_egru.backends", "snntorch_egru.state"):
+    for m in (
+        "snntorch_egru",
+        "snntorch_egru.functional",
+        "snntorch_egru.surrogate",
+        "snntorch_egru.utils",
+        "snntorch_egru.convert",
+        "snntorch_egru.backends",
+        "snntorch_egru.state",
+    ):
         assert m in mods
     assert not any(part.startswith("_") for m in mods for part in m.split(".")[1:])
     assert "snntorch_egru.cli" not in mods
@@ -111,8 +118,9 @@ def test_example_check_detects_offenders(monkeypatch):
 def test_every_tutorial_is_registered():
     tutorials = sorted(p.stem for p in (ROOT / "tutorials").glob("*.md"))
     assert tutorials, "no tutorials found"
-    assert set(tutorials) <= set(api_pages.TUTORIAL_REQUIRES), \
+    assert set(tutorials) <= set(api_pages.TUTORIAL_REQUIRES), (
         f"tutorials not listed in docs/_ext/api_pages.py TUTORIAL_REQUIRES: {set(tutorials) - set(api_pages.TUTORIAL_REQUIRES)}"
+    )
     for stem in tutorials:
         text = (ROOT / "tutorials" / f"{stem}.md").read_text()
         assert "kernelspec:" in text and "```{code-cell}" in text, f"{stem} is not an executable MyST notebook"

@@ -23,14 +23,33 @@ KILLS = 24
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="the worker forks its training runs")
 def test_random_kills_and_resumes_equal_an_uninterrupted_run(tmp_path):
     report = tmp_path / "report.json"
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, os.path.join(HERE, "fault_worker.py"), str(report), str(tmp_path),
-                           str(KILLS), "2026"], env=env, capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.path.dirname(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, os.path.join(HERE, "fault_worker.py"), str(report), str(tmp_path), str(KILLS), "2026"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     r = json.loads(report.read_text())
-    summary = [(e["chain"], e["signal"], round(e["delay_s"] or -1, 2), e["status"], e["epoch_before"],
-                e["epoch_after"], e["metrics_after"]) for e in r["events"]]
+    summary = [
+        (
+            e["chain"],
+            e["signal"],
+            round(e["delay_s"] or -1, 2),
+            e["status"],
+            e["epoch_before"],
+            e["epoch_after"],
+            e["metrics_after"],
+        )
+        for e in r["events"]
+    ]
     print("t_full_s", r["t_full_s"], "t_first_checkpoint_s", r["t_first_checkpoint_s"], "events", summary)
     assert r["reference_status"] == 0 and r["forked_status"] == 0 and r["forked_equal"]
     events = r["events"]
@@ -58,6 +77,7 @@ def test_random_kills_and_resumes_equal_an_uninterrupted_run(tmp_path):
         fm = chain["metrics"]
         assert fm["epochs_completed"] == rm["epochs_completed"] == 6
         assert fm["test_accuracy"] == rm["test_accuracy"] and fm["test_loss"] == rm["test_loss"]
-        assert [{k: v for k, v in h.items() if k not in drop} for h in fm["history"]] == \
-            [{k: v for k, v in h.items() if k not in drop} for h in rm["history"]]
+        assert [{k: v for k, v in h.items() if k not in drop} for h in fm["history"]] == [
+            {k: v for k, v in h.items() if k not in drop} for h in rm["history"]
+        ]
         assert all(x["changed"] == {} for x in fm["resumes"])

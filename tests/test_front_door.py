@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # -- usable_backends: what can run here, not what is registered -------------------------------------
 
+
 def test_usable_backends_match_this_machine():
     usable = backends.usable_backends()
     assert {"reference", "torch"} <= set(usable) <= set(backends.available_backends())
@@ -40,8 +41,9 @@ def test_usable_backends_asks_each_predicate():
         return call.x.is_cuda
 
     backends.register_backend("tmp_gpu_only", backends.get_backend("reference").run, available=gpu_only)
-    backends.register_backend("tmp_cpu", backends.get_backend("reference").run,
-                              available=lambda call: call.x.device.type == "cpu")
+    backends.register_backend(
+        "tmp_cpu", backends.get_backend("reference").run, available=lambda call: call.x.device.type == "cpu"
+    )
     try:
         usable = backends.usable_backends("cpu")
         assert "tmp_cpu" in usable and "tmp_gpu_only" not in usable and seen == ["cpu"]
@@ -57,13 +59,17 @@ def test_usable_backends_rejects_a_non_device():
 
 # -- python -m snntorch_egru.cuda: the verdict and the fix first, fast without a GPU --------------------
 
-@pytest.mark.parametrize("cupy_ok,cuda_ok,cuda_version,usable,words", [
-    (True, True, "12.4", True, "CuPy kernels usable"),
-    (False, False, None, False, "No CUDA GPU and CuPy not installed"),
-    (False, True, "12.4", False, "pip install snntorch-egru[cuda12]"),
-    (False, True, "13.0", False, "pip install snntorch-egru[cuda13]"),
-    (True, False, None, False, "torch.cuda.is_available() is False"),
-])
+
+@pytest.mark.parametrize(
+    "cupy_ok,cuda_ok,cuda_version,usable,words",
+    [
+        (True, True, "12.4", True, "CuPy kernels usable"),
+        (False, False, None, False, "No CUDA GPU and CuPy not installed"),
+        (False, True, "12.4", False, "pip install snntorch-egru[cuda12]"),
+        (False, True, "13.0", False, "pip install snntorch-egru[cuda13]"),
+        (True, False, None, False, "torch.cuda.is_available() is False"),
+    ],
+)
 def test_cuda_verdict(cupy_ok, cuda_ok, cuda_version, usable, words):
     ok, line = verdict(cupy_ok, cuda_ok, cuda_version)
     assert ok is usable and words in line and "\n" not in line
@@ -74,8 +80,9 @@ def test_cuda_verdict(cupy_ok, cuda_ok, cuda_version, usable, words):
 def test_cuda_diagnosis_says_the_verdict_first():
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "snntorch_egru.cuda"], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "snntorch_egru.cuda"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     elapsed = time.perf_counter() - t0
     assert res.returncode == 0, res.stdout + res.stderr
     lines = res.stdout.splitlines()
@@ -89,6 +96,7 @@ def test_cuda_diagnosis_says_the_verdict_first():
 
 # -- tracker.summary(): a dict that prints as a table ---------------------------------------------------
 
+
 def test_summary_is_a_dict_and_prints_a_table():
     torch.manual_seed(0)
     rnn = se.EGRU(4, 16, num_layers=2)
@@ -98,7 +106,7 @@ def test_summary_is_a_dict_and_prints_a_table():
     plain = json.loads(json.dumps(s))
     assert plain == dict(s) and s["layers"][1]["hidden_size"] == 16
     lines = str(s).splitlines()
-    assert repr(s) == str(s) and len(lines) == 2 + 2 + 1    # title, header, two layers, model
+    assert repr(s) == str(s) and len(lines) == 2 + 2 + 1  # title, header, two layers, model
     assert lines[0] == "EGRU counters: 2 layer(s)"
     assert lines[1].split()[:2] == ["layer", "activity"]
     assert lines[2].startswith("EGRU[0] 4->16 (1 calls, 3 samples)")

@@ -45,8 +45,17 @@ class _Payload:
 def _crafted_checkpoint(tmp_path) -> tuple[str, str]:
     marker = str(tmp_path / "PWNED")
     path = str(tmp_path / "checkpoint.pt")
-    torch.save({"config": {"task": "digits"}, "epoch": 1, "model": {}, "optimizer": _Payload(marker),
-                "scheduler": {}, "history": []}, path)
+    torch.save(
+        {
+            "config": {"task": "digits"},
+            "epoch": 1,
+            "model": {},
+            "optimizer": _Payload(marker),
+            "scheduler": {},
+            "history": [],
+        },
+        path,
+    )
     assert not os.path.exists(marker)
     # the payload is real: an unsafe load creates the file
     torch.load(path, weights_only=False)
@@ -66,16 +75,28 @@ def test_crafted_pickle_checkpoint_is_refused_and_never_runs(tmp_path, capsys):
     assert not os.path.exists(marker)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "is empty"),
-    (b"PK\x03\x04garbage", "not a readable checkpoint"),
-    (None, "not a readable checkpoint"),  # a truncated real checkpoint
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "is empty"),
+        (b"PK\x03\x04garbage", "not a readable checkpoint"),
+        (None, "not a readable checkpoint"),  # a truncated real checkpoint
+    ],
+)
 def test_corrupt_empty_truncated_checkpoint(tmp_path, content, message):
     path = tmp_path / "checkpoint.pt"
     if content is None:
-        torch.save({"config": {}, "epoch": 1, "model": {"w": torch.randn(1000)}, "optimizer": {},
-                    "scheduler": {}, "history": []}, path)
+        torch.save(
+            {
+                "config": {},
+                "epoch": 1,
+                "model": {"w": torch.randn(1000)},
+                "optimizer": {},
+                "scheduler": {},
+                "history": [],
+            },
+            path,
+        )
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 2])
     else:
@@ -99,8 +120,9 @@ def _nir_skeleton(f: h5py.File) -> h5py.Group:
     f.create_dataset("version", data="1.0.8", dtype=h5py.string_dtype())
     node = f.create_group("node")
     node.create_dataset("type", data="NIRGraph", dtype=h5py.string_dtype())
-    node.create_dataset("edges", data=np.array([["input", "lin"], ["lin", "output"]], dtype=object),
-                        dtype=h5py.string_dtype())
+    node.create_dataset(
+        "edges", data=np.array([["input", "lin"], ["lin", "output"]], dtype=object), dtype=h5py.string_dtype()
+    )
     nodes = node.create_group("nodes")
     for name, kind, key in (("input", "Input", "shape"), ("output", "Output", "shape")):
         g = nodes.create_group(name)
@@ -171,16 +193,25 @@ def test_links_are_refused(tmp_path, kind):
 
 @pytest.mark.parametrize("name", ["a/b", "", ".", "..", "x\x00"])
 def test_node_names_are_validated_on_write(tmp_path, name):
-    g = nir.NIRGraph(nodes={"input": nir.Input(np.array([2])), name: nir.Linear(np.eye(2, dtype=np.float32)),
-                            "output": nir.Output(np.array([2]))},
-                     edges=[("input", name), (name, "output")], type_check=False)
+    g = nir.NIRGraph(
+        nodes={
+            "input": nir.Input(np.array([2])),
+            name: nir.Linear(np.eye(2, dtype=np.float32)),
+            "output": nir.Output(np.array([2])),
+        },
+        edges=[("input", name), (name, "output")],
+        type_check=False,
+    )
     path = tmp_path / "g.nir"
     with pytest.raises(ValueError, match="cannot be stored in a NIR"):
         senir.write(path, g)
     assert not path.exists()
     # nested graphs too
-    outer = nir.NIRGraph(nodes={"input": nir.Input(np.array([2])), "inner": g, "output": nir.Output(np.array([2]))},
-                         edges=[("input", "inner"), ("inner", "output")], type_check=False)
+    outer = nir.NIRGraph(
+        nodes={"input": nir.Input(np.array([2])), "inner": g, "output": nir.Output(np.array([2]))},
+        edges=[("input", "inner"), ("inner", "output")],
+        type_check=False,
+    )
     with pytest.raises(ValueError, match="graph/inner"):
         senir.write(path, outer)
 
@@ -300,8 +331,12 @@ def test_sigkill_during_writes_leaves_a_complete_file(tmp_path):
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
     kills = 0
     for run in range(4):
-        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), str(1000 * run)], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(tmp_path), str(1000 * run)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         assert proc.stdout.readline().strip() == b"ready", proc.stderr.read().decode()
         time.sleep(float(rng.uniform(0.05, 1.0)))
         proc.send_signal(signal.SIGKILL)

@@ -72,8 +72,9 @@ def test_stacked_layers_are_calibrated_bottom_up_and_outputs_equal_the_reference
     out, _, rec = rnn64(x.double(), return_internals=True)
     B, H = 10, 16
     z = torch.zeros(2, B, H, dtype=torch.float64)
-    ref_out, _, record = ref_stack(x.double(), [_layer_dict(rnn64, k) for k in range(2)], z, z, z,
-                                   reset="subtract", spike=ref_triangle())
+    ref_out, _, record = ref_stack(
+        x.double(), [_layer_dict(rnn64, k) for k in range(2)], z, z, z, reset="subtract", spike=ref_triangle()
+    )
     torch.testing.assert_close(out.detach(), ref_out, rtol=0, atol=1e-12)
     assert torch.equal(rec.o.detach(), record["o"])
 
@@ -81,8 +82,9 @@ def test_stacked_layers_are_calibrated_bottom_up_and_outputs_equal_the_reference
 def test_calibration_is_deterministic_and_leaves_weights_and_modes_alone():
     def make():
         torch.manual_seed(3)
-        return SequenceClassifier(EGRU(4, 32, dropconnect=0.3, zoneout=0.2), 5, frontend=nn.Linear(2, 4),
-                                  readout="rate", dropout=0.5)
+        return SequenceClassifier(
+            EGRU(4, 32, dropconnect=0.3, zoneout=0.2), 5, frontend=nn.Linear(2, 4), readout="rate", dropout=0.5
+        )
 
     x = torch.rand(20, 8, 2)
     a, b = make(), make()
@@ -135,13 +137,16 @@ def test_presets_choose_the_threshold_init():
         assert preset(task).threshold_init == "beta"
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(target_activity=0.0), "target_activity must be a number strictly between 0 and 1, got 0.0"),
-    (dict(target_activity=True), "target_activity must be a number strictly between 0 and 1, got True"),
-    (dict(iterations=0), "iterations must be an integer >= 1, got 0"),
-    (dict(bounds=(1.0, 0.0)), r"bounds must satisfy low < high, got \(1.0, 0.0\)"),
-    (dict(bounds="ab"), "bounds must be a pair of numbers"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(target_activity=0.0), "target_activity must be a number strictly between 0 and 1, got 0.0"),
+        (dict(target_activity=True), "target_activity must be a number strictly between 0 and 1, got True"),
+        (dict(iterations=0), "iterations must be an integer >= 1, got 0"),
+        (dict(bounds=(1.0, 0.0)), r"bounds must satisfy low < high, got \(1.0, 0.0\)"),
+        (dict(bounds="ab"), "bounds must be a pair of numbers"),
+    ],
+)
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         calibrate_thresholds(EGRU(1, 4), torch.rand(5, 2, 1), **kwargs)
@@ -171,8 +176,24 @@ def _first_epoch_valid_accuracy(tmp_path, name: str, *flags: str) -> float:
     from snntorch_egru.training._loop import main
 
     out = tmp_path / name
-    argv = ["--out", str(out), "--epochs", "1", "--limit-train", "600", "--hidden-size", "128", "--seed", "0",
-            "--threads", "1", "--no-progress", "--no-plot", "--no-nir", *flags]
+    argv = [
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--limit-train",
+        "600",
+        "--hidden-size",
+        "128",
+        "--seed",
+        "0",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--no-plot",
+        "--no-nir",
+        *flags,
+    ]
     assert main(argv) == 0
     return json.loads((out / "metrics.json").read_text())["history"][0]["eval_accuracy"]
 

@@ -124,9 +124,13 @@ def test_copy_parameters_all_pairs():
 
 def test_state_dict_and_copy_errors():
     rnn = se.EGRU(I, H, num_layers=2)
-    with pytest.raises(KeyError, match=r"layer 3 not found: the state_dict has EGRU layer tensors .* for layers \[0, 1\]"):
+    with pytest.raises(
+        KeyError, match=r"layer 3 not found: the state_dict has EGRU layer tensors .* for layers \[0, 1\]"
+    ):
         layer_to_cell_state_dict(rnn.state_dict(), layer=3)
-    with pytest.raises(KeyError, match=r"not an EGRU cell state_dict: missing \['weight_ih', 'weight_hh', 'threshold'\]"):
+    with pytest.raises(
+        KeyError, match=r"not an EGRU cell state_dict: missing \['weight_ih', 'weight_hh', 'threshold'\]"
+    ):
         cell_to_layer_state_dict(rnn.state_dict())
     with pytest.raises(ValueError, match=r"layer must be a non-negative int, got -1"):
         cell_to_layer_state_dict(se.EGRUCell(I, H).state_dict(), layer=-1)
@@ -142,7 +146,9 @@ def test_state_dict_and_copy_errors():
         copy_parameters(se.EGRUCell(I, H), rnn, src_layer=2)
     with pytest.raises(ValueError, match=r"layer must be 0 for a single-layer EGRURecurrentCell, got 1"):
         copy_parameters(rnn, EGRURecurrentCell(H, H), src_layer=1, dst_layer=1)
-    with pytest.raises(TypeError, match=r"module must be an EGRU, EGRUCell, EGRURecurrentCell or EGRURecurrent, got GRU"):
+    with pytest.raises(
+        TypeError, match=r"module must be an EGRU, EGRUCell, EGRURecurrentCell or EGRURecurrent, got GRU"
+    ):
         copy_parameters(se.EGRUCell(I, H), torch.nn.GRU(I, H))
 
 
@@ -168,8 +174,10 @@ def test_to_norse_from_gru_equals_torch_gru():
 
 @pytest.mark.parametrize("spike", ["paper", "tanh", "nograd"])
 def test_to_norse_and_back_keeps_outputs_and_gradients(spike):
-    kw = {"paper": dict(dampening_factor=3.6, pseudo_derivative_support=3.6),
-          "nograd": dict(surrogate_disable=True)}.get(spike, {})
+    kw = {
+        "paper": dict(dampening_factor=3.6, pseudo_derivative_support=3.6),
+        "nograd": dict(surrogate_disable=True),
+    }.get(spike, {})
     if spike == "tanh":
         pytest.importorskip("norse")
         from snntorch_egru.norse import NorseThreshold
@@ -244,11 +252,15 @@ def test_state_conversion_streams_across_flavours():
 
 def test_state_conversion_errors():
     z = torch.zeros(B, H)
-    with pytest.raises(TypeError, match=r"state must be snntorch_egru\.EGRUState\(y, c, trace\), got EGRURecurrentState"):
+    with pytest.raises(
+        TypeError, match=r"state must be snntorch_egru\.EGRUState\(y, c, trace\), got EGRURecurrentState"
+    ):
         norse_state_from_layer(EGRURecurrentState(z, z))
     with pytest.raises(ValueError, match=r"layer must be < 1 \(the state's number of layers\), got 1"):
         norse_state_from_layer(se.EGRUState(z[None], z[None], z[None]), layer=1)
-    with pytest.raises(TypeError, match=r"states must be a snntorch_egru\.norse\.EGRURecurrentState\(y, c, trace\) or a non-empty list"):
+    with pytest.raises(
+        TypeError, match=r"states must be a snntorch_egru\.norse\.EGRURecurrentState\(y, c, trace\) or a non-empty list"
+    ):
         layer_state_from_norse(se.EGRUState(z[None], z[None], z[None]))
     with pytest.raises(ValueError, match=r"trace must be a tensor of shape \[1, 3, 6\] or None, got \[3, 6\]"):
         layer_state_from_norse(EGRURecurrentState(z, z), trace=z)
@@ -272,8 +284,9 @@ def test_snntorch_losses_on_time_first_events():
     manual = torch.stack([torch.nn.functional.cross_entropy(out[t], targets) for t in range(T)]).mean()
     torch.testing.assert_close(ce.reshape(()), manual, rtol=1e-6, atol=1e-6)
     cc = SF.ce_count_loss()(out, targets)
-    torch.testing.assert_close(cc.reshape(()), torch.nn.functional.cross_entropy(out.sum(0), targets),
-                               rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        cc.reshape(()), torch.nn.functional.cross_entropy(out.sum(0), targets), rtol=1e-6, atol=1e-6
+    )
     acc = SF.accuracy_rate(out, targets)
     assert acc == pytest.approx((out.sum(0).argmax(-1) == targets).float().mean().item())
     # l1_rate_sparsity on the binary events counts them; on the graded events it sums them
@@ -304,8 +317,10 @@ def test_mixed_leaky_and_egrucell_trains_below_chance():
     torch.manual_seed(0)
     C, Hd, Tt, Bt = 4, 16, 8, 16
     net = torch.nn.Sequential(
-        torch.nn.Linear(C, Hd), se.EGRUCell(Hd, Hd, init_hidden=True),
-        torch.nn.Linear(Hd, C), snn.Leaky(beta=0.8, init_hidden=True, output=True),
+        torch.nn.Linear(C, Hd),
+        se.EGRUCell(Hd, Hd, init_hidden=True),
+        torch.nn.Linear(Hd, C),
+        snn.Leaky(beta=0.8, init_hidden=True, output=True),
     )
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(1)
@@ -355,8 +370,7 @@ def test_tbptt_sequence_mode_values_and_gradients():
     wts = torch.randn(T, B, H, generator=torch.Generator().manual_seed(10), dtype=D)
     full, full_state = rnn(x)
     xa = x.clone().requires_grad_()
-    res = truncated_bptt(rnn, xa, window=5, loss_fn=lambda out, w: (out * w).sum(), targets=wts,
-                         per_step_targets=True)
+    res = truncated_bptt(rnn, xa, window=5, loss_fn=lambda out, w: (out * w).sum(), targets=wts, per_step_targets=True)
     torch.testing.assert_close(res.outputs, full, rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(res.state.c, full_state.c, rtol=1e-13, atol=1e-13)
     assert not res.outputs.requires_grad and not res.state.y.requires_grad
@@ -386,13 +400,14 @@ def test_tbptt_gradient_stops_at_window_border():
     mask = torch.zeros(T, B, H, dtype=D)
     mask[5:10] = 1.0  # loss only on the second window
     xa = x.clone().requires_grad_()
-    res = truncated_bptt(cell, xa, window=5, loss_fn=lambda out, m: (out * m).sum(), targets=mask,
-                         per_step_targets=True)
+    res = truncated_bptt(
+        cell, xa, window=5, loss_fn=lambda out, m: (out * m).sum(), targets=mask, per_step_targets=True
+    )
     assert isinstance(res.state, EGRURecurrentState)
     torch.testing.assert_close(res.outputs, _step_all(cell, x)[0], rtol=0, atol=0)
-    assert torch.count_nonzero(xa.grad[:5]) == 0        # cut at the border
-    assert xa.grad[5:10].abs().sum() > 0                # inside the window it flows
-    assert torch.count_nonzero(xa.grad[10:]) == 0       # causality
+    assert torch.count_nonzero(xa.grad[:5]) == 0  # cut at the border
+    assert xa.grad[5:10].abs().sum() > 0  # inside the window it flows
+    assert torch.count_nonzero(xa.grad[10:]) == 0  # causality
     # full BPTT does send gradient into the first window (so the cut is real)
     xf = x.clone().requires_grad_()
     (_step_all(cell, xf)[0] * mask).sum().backward()
@@ -420,7 +435,8 @@ def test_tbptt_step_mode_snntorch_net_with_optimizer():
     def make():
         torch.manual_seed(3)
         net = torch.nn.Sequential(
-            se.EGRUCell(I, H, init_hidden=True), torch.nn.Linear(H, C),
+            se.EGRUCell(I, H, init_hidden=True),
+            torch.nn.Linear(H, C),
             snn.Leaky(beta=0.9, init_hidden=True, output=True, reset_delay=False),
         ).to(D)
         _randomize(net[0], 12)
@@ -469,8 +485,7 @@ def test_tbptt_errors():
     with pytest.raises(ValueError, match=r"optimizer was given without loss_fn"):
         truncated_bptt(rnn, x, window=2, optimizer=torch.optim.SGD(rnn.parameters(), lr=0.1))
     with pytest.raises(ValueError, match=r"targets must be a tensor with 12 steps in dimension 0.*got \[3\]"):
-        truncated_bptt(rnn, x, window=2, loss_fn=lambda o, t: o.sum(), targets=torch.zeros(3),
-                       per_step_targets=True)
+        truncated_bptt(rnn, x, window=2, loss_fn=lambda o, t: o.sum(), targets=torch.zeros(3), per_step_targets=True)
     with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module, got function"):
         truncated_bptt(lambda v: v, x, window=2)
     with pytest.raises(TypeError, match=r"inputs must be a time-first torch\.Tensor \[T, B, \.\.\.\], got list"):
@@ -487,7 +502,9 @@ def test_tbptt_errors():
 def test_event_recorder_cells_and_snntorch_neurons():
     torch.manual_seed(4)
     net = torch.nn.Sequential(
-        torch.nn.Linear(I, 4), se.EGRUCell(4, H, init_hidden=True), torch.nn.Linear(H, 3),
+        torch.nn.Linear(I, 4),
+        se.EGRUCell(4, H, init_hidden=True),
+        torch.nn.Linear(H, 3),
         snn.Leaky(beta=0.9, init_hidden=True, output=True),
     ).to(D)
     _randomize(net[1], 13)

@@ -72,8 +72,11 @@ def test_zoneout(mode, dense, zoneout):
 def test_bias_and_surrogates(mode, case):
     """No biases; a narrow triangle (most units outside G, their dy skipped); Heaviside
     (gamma = 0: G = fired units only)."""
-    kw: dict = {"no_bias": {"bias": False}, "narrow_band": {"spike": EGRUSurrogate(0.9, 8.0)},
-                "heaviside": {"spike": heaviside(), "reset": "none"}}[case]
+    kw: dict = {
+        "no_bias": {"bias": False},
+        "narrow_band": {"spike": EGRUSurrogate(0.9, 8.0)},
+        "heaviside": {"spike": heaviside(), "reset": "none"},
+    }[case]
     call = make_call(T=5, B=4, H=33, seed=13, **kw)
     run, _ = host_run(mode=mode, dense="off", sms=4, coresident=5)
     ref = reference(call)
@@ -99,7 +102,7 @@ def test_two_compaction_tiles_and_256_units(mode):
 @pytest.mark.parametrize("B,H,sms,units", [(1, 70, 16, 32), (2, 300, 1, 256)])
 def test_units_per_block(B, H, sms, units):
     """The launcher's unit choice (several k-groups at 32 units, one at 256) on other shapes."""
-    call = make_call(T=3, B=B, H=H, seed=15, w_scale=2.0 / H ** 0.5, theta_scale=0.3)
+    call = make_call(T=3, B=B, H=H, seed=15, w_scale=2.0 / H**0.5, theta_scale=0.3)
     run, launcher = host_run(mode="persistent", dense="off", sms=sms, coresident=8)
     assert_match(reference(call), outputs_and_grads(call, run), rtol=1e-10, atol=1e-12)
     assert {k.units for k in launcher.kernels_used if k.name == "egru_forward"} == {units}
@@ -125,8 +128,9 @@ def test_half_weight_storage(dtype, units):
     out, grads = outputs_and_grads(call, run)
     ref = backends.get_backend("reference").run(cast_call(call, torch.float64))
     assert all(o.dtype == dtype for o in out)
-    assert {(k.wstore, k.units) for k in launcher.kernels_used if k.name == "egru_forward"} == \
-        {(1 if dtype == torch.float16 else 2, units)}
+    assert {(k.wstore, k.units) for k in launcher.kernels_used if k.name == "egru_forward"} == {
+        (1 if dtype == torch.float16 else 2, units)
+    }
     agree = out[2].double() == ref.o
     assert agree.double().mean().item() > 0.99
     tol = 2e-2 if dtype == torch.bfloat16 else 4e-3
@@ -187,8 +191,8 @@ def test_grid_barrier_survives_counter_wrap(fixed, tmp_path, monkeypatch):
         monkeypatch.setenv("EGRU_HOST_TIMEOUT", "5")
     host = HostKernels(build(kernels=kdir, barrier_test=True), kdir)
     grid, steps = 7, 8
-    k0 = 2 ** 32 // grid - 3  # barriers k0 .. k0 + 7 cross k * grid = 2^32
-    counter = np.array([((k0 - 1) * grid) % 2 ** 32], dtype=np.uint32)
+    k0 = 2**32 // grid - 3  # barriers k0 .. k0 + 7 cross k * grid = 2^32
+    counter = np.array([((k0 - 1) * grid) % 2**32], dtype=np.uint32)
     arrived = np.full(grid, -1, dtype=np.int32)
     bad = np.zeros(1, dtype=np.int32)
     words = [counter.ctypes.data, k0, steps, arrived.ctypes.data, bad.ctypes.data]
@@ -198,7 +202,7 @@ def test_grid_barrier_survives_counter_wrap(fixed, tmp_path, monkeypatch):
     except HostKernelError as e:
         assert "hang" in str(e)
         ok = False
-    ok = ok and bad[0] == 0 and counter[0] == (k0 - 1 + steps) * grid % 2 ** 32
+    ok = ok and bad[0] == 0 and counter[0] == (k0 - 1 + steps) * grid % 2**32
     assert ok == fixed, (bad[0], counter[0])
 
 

@@ -12,9 +12,12 @@ from kernel_cases import assert_match, make_call, outputs_and_grads
 from snntorch_egru import backends
 from snntorch_egru import cuda as K
 
-SAN_ENV = {"TSAN_OPTIONS": "halt_on_error=1 exitcode=66 report_signal_unsafe=0",
-           "ASAN_OPTIONS": "detect_leaks=1 abort_on_error=0 exitcode=67", "UBSAN_OPTIONS": "print_stacktrace=1",
-           "EGRU_HOST_TIMEOUT": "20"}
+SAN_ENV = {
+    "TSAN_OPTIONS": "halt_on_error=1 exitcode=66 report_signal_unsafe=0",
+    "ASAN_OPTIONS": "detect_leaks=1 abort_on_error=0 exitcode=67",
+    "UBSAN_OPTIONS": "print_stacktrace=1",
+    "EGRU_HOST_TIMEOUT": "20",
+}
 SAN_WORDS = ("ThreadSanitizer", "AddressSanitizer", "LeakSanitizer", "runtime error")
 
 
@@ -36,9 +39,13 @@ def recording(tmp_path_factory):
     if not sanitizer_works("thread") and not sanitizer_works("address"):
         require(False, "the C++ compiler has no working -fsanitize=thread/address")
     rec = tmp_path_factory.mktemp("launch-records")
-    cases = [(dict(mode="persistent", sms=16, coresident=3),
-              make_call(T=3, B=1, H=300, seed=21, w_scale=0.1, zoneout="mask")),
-             (dict(mode="step", sms=4, coresident=3), make_call(T=2, B=2, H=37, seed=22, zoneout="p"))]
+    cases = [
+        (
+            dict(mode="persistent", sms=16, coresident=3),
+            make_call(T=3, B=1, H=300, seed=21, w_scale=0.1, zoneout="mask"),
+        ),
+        (dict(mode="step", sms=4, coresident=3), make_call(T=2, B=2, H=37, seed=22, zoneout="p")),
+    ]
     for kw, call in cases:
         launcher = HostLauncher(dense="off", record=rec, **kw)
         got = outputs_and_grads(call, lambda c: K.run(c, launcher=launcher))

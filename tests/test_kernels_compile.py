@@ -60,18 +60,37 @@ def test_wheel_ships_kernels_and_loader_finds_them(tmp_path):
     import zipfile
 
     whl_dir, target = tmp_path / "whl", tmp_path / "site"
-    run = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                          str(ROOT), "-w", str(whl_dir)], capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            str(ROOT),
+            "-w",
+            str(whl_dir),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if run.returncode != 0:
         pytest.skip(f"cannot build a wheel here: {run.stderr[-500:]}")
     (whl,) = whl_dir.glob("*.whl")
     shipped = {n for n in zipfile.ZipFile(whl).namelist() if n.startswith("snntorch_egru/cuda/kernels/")}
     expected = {f"snntorch_egru/cuda/kernels/{p.name}" for p in (ROOT / "snntorch_egru/cuda/kernels").glob("*.cu*")}
     assert expected and shipped == expected
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(whl)],
-                   check=True, capture_output=True)
-    code = ("import snntorch_egru.cuda._sources as s; d = s.kernel_dir(); src = s.kernel_source('egru_backward.cu'); "
-            "print(d); assert 'EGRU_COMMON_CUH' in src and 'egru_backward(' in src")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(whl)],
+        check=True,
+        capture_output=True,
+    )
+    code = (
+        "import snntorch_egru.cuda._sources as s; d = s.kernel_dir(); src = s.kernel_source('egru_backward.cu'); "
+        "print(d); assert 'EGRU_COMMON_CUH' in src and 'egru_backward(' in src"
+    )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(target)
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
@@ -93,8 +112,7 @@ def test_every_kernel_compiles(compiler):
     for f in kernel_files():
         for real, wstore, units in variants:
             for arch in ARCHS:
-                ptx = compiler.compile_ptx(kernel_source(f.name), f.name, arch,
-                                           variant_options(real, wstore, units))
+                ptx = compiler.compile_ptx(kernel_source(f.name), f.name, arch, variant_options(real, wstore, units))
                 entry = f.stem  # egru_forward / egru_backward
                 assert f".entry {entry}(" in ptx
                 assert f".target sm_{arch}" in ptx
@@ -123,8 +141,7 @@ def test_variant_macros_reach_the_compiler():
 
 
 def test_variant_options_validation():
-    assert variant_options("float", 2, 64) == ("-DEGRU_REAL=float", "-DEGRU_WSTORE=2", "-DEGRU_UNITS=64",
-                                               "-std=c++14")
+    assert variant_options("float", 2, 64) == ("-DEGRU_REAL=float", "-DEGRU_WSTORE=2", "-DEGRU_UNITS=64", "-std=c++14")
     with pytest.raises(ValueError, match="real must be 'float' or 'double', got 'half'"):
         variant_options("half", 0, 32)
     with pytest.raises(ValueError, match="wstore must be 0, 1 or 2"):

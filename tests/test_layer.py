@@ -35,8 +35,9 @@ def test_from_gru_matches_torch_gru(batch_first, backend):
     ((out_g * w).sum() + h_g.sum()).backward()
     ((out_e * w).sum() + st.y.sum()).backward()
     for name, p in gru.named_parameters():
-        torch.testing.assert_close(getattr(egru, name).grad, p.grad, rtol=1e-4, atol=1e-5,
-                                   msg=lambda s: f"grad of {name}: {s}")
+        torch.testing.assert_close(
+            getattr(egru, name).grad, p.grad, rtol=1e-4, atol=1e-5, msg=lambda s: f"grad of {name}: {s}"
+        )
         assert p.grad.abs().sum() > 0
     for k in range(L):
         assert torch.all(getattr(egru, f"threshold_l{k}").grad == 0)
@@ -61,14 +62,26 @@ def test_state_dict_names():
     m = se.EGRU(4, 6, num_layers=3)
     expected = {f"{n}_l{k}" for k in range(3) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "threshold")}
     assert set(m.state_dict()) == expected
-    shapes = {"weight_ih_l0": (18, 4), "weight_ih_l1": (18, 6), "weight_hh_l2": (18, 6), "bias_ih_l1": (18,),
-              "bias_hh_l0": (18,), "threshold_l2": (6,)}
+    shapes = {
+        "weight_ih_l0": (18, 4),
+        "weight_ih_l1": (18, 6),
+        "weight_hh_l2": (18, 6),
+        "bias_ih_l1": (18,),
+        "bias_hh_l0": (18,),
+        "threshold_l2": (6,),
+    }
     for k, s in shapes.items():
         assert tuple(m.state_dict()[k].shape) == s
     assert {n for n, _ in m.named_parameters()} == expected
     nb = se.EGRU(4, 6, num_layers=2, bias=False, learn_threshold=False)
-    assert set(nb.state_dict()) == {"weight_ih_l0", "weight_hh_l0", "threshold_l0",
-                                    "weight_ih_l1", "weight_hh_l1", "threshold_l1"}
+    assert set(nb.state_dict()) == {
+        "weight_ih_l0",
+        "weight_hh_l0",
+        "threshold_l0",
+        "weight_ih_l1",
+        "weight_hh_l1",
+        "threshold_l1",
+    }
     assert {n for n, _ in nb.named_parameters()} == {"weight_ih_l0", "weight_hh_l0", "weight_ih_l1", "weight_hh_l1"}
     cell = se.EGRUCell(4, 6)
     assert set(cell.state_dict()) == {"weight_ih", "weight_hh", "bias_ih", "bias_hh", "threshold"}
@@ -86,8 +99,9 @@ def test_torch_save_whole_models_roundtrip(tmp_path):
     torch.manual_seed(0)
     egru = se.EGRU(3, 8, num_layers=2, dropout=0.2, zoneout=0.1, reset_mechanism="zero", thr_mean=0.05).eval()
     cell = se.EGRUCell(3, 8, spike_grad=se.surrogate.pseudo_derivative(0.5, 2.0), thr_mean=0.05)
-    seq = torch.nn.Sequential(torch.nn.Linear(3, 5), se.EGRUCell(5, 8, init_hidden=True, thr_mean=0.05),
-                              se.EGRU(8, 4, thr_mean=0.05))
+    seq = torch.nn.Sequential(
+        torch.nn.Linear(3, 5), se.EGRUCell(5, 8, init_hidden=True, thr_mean=0.05), se.EGRU(8, 4, thr_mean=0.05)
+    )
     x = 3 * torch.randn(6, 4, 3)
     for name, model in (("egru", egru), ("cell", cell), ("seq", seq)):
         path = tmp_path / f"{name}.pt"
@@ -226,7 +240,7 @@ def test_packed_sequence_equals_per_sequence_runs_and_nn_gru(batch_first):
     events = 0.0
     for b, s in enumerate(seqs):
         ref_out, ref_state = egru(s)  # unbatched run of that sequence alone
-        got = padded[b, :len(s)] if batch_first else padded[:len(s), b]
+        got = padded[b, : len(s)] if batch_first else padded[: len(s), b]
         torch.testing.assert_close(got, ref_out, rtol=1e-12, atol=1e-12)
         for f in ("y", "c", "trace"):
             torch.testing.assert_close(getattr(state, f)[:, b], getattr(ref_state, f), rtol=1e-12, atol=1e-12)

@@ -38,10 +38,10 @@ def test_offsets_and_split_follow_neurobench_example(tmp_path):
     s = np.load(path)
     split = MG.load_split(path, 37.5)  # NeuroBench's loader slices from int(37.5) = 37
     assert split.train_x.dtype == torch.float64
-    np.testing.assert_array_equal(split.train_x[:, 0].numpy(), s[37:37 + 750])
-    np.testing.assert_array_equal(split.train_y[:, 0].numpy(), s[38:38 + 750])
-    np.testing.assert_array_equal(split.test_x[:, 0].numpy(), s[787:787 + 750])
-    np.testing.assert_array_equal(split.test_y[:, 0].numpy(), s[788:788 + 750])
+    np.testing.assert_array_equal(split.train_x[:, 0].numpy(), s[37 : 37 + 750])
+    np.testing.assert_array_equal(split.train_y[:, 0].numpy(), s[38 : 38 + 750])
+    np.testing.assert_array_equal(split.test_x[:, 0].numpy(), s[787 : 787 + 750])
+    np.testing.assert_array_equal(split.test_y[:, 0].numpy(), s[788 : 788 + 750])
     with pytest.raises(ValueError, match="repeats must be a positive int"):
         MG.start_offsets(0)
 
@@ -87,8 +87,19 @@ def _hand_run(m: Forecaster, split: MG.Split):
     def step(value, y, c, tr, window):
         window = torch.cat([window[1:], value.reshape(1)])
         x = ((window - 0.9) / 0.2).unsqueeze(0)
-        y2, c2, _, tr2, _ = ref_step(x, y, c, tr, p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"],
-                                     theta, reset="subtract", spike=ref_heaviside_nograd)
+        y2, c2, _, tr2, _ = ref_step(
+            x,
+            y,
+            c,
+            tr,
+            p["weight_ih"],
+            p["weight_hh"],
+            p["bias_ih"],
+            p["bias_hh"],
+            theta,
+            reset="subtract",
+            spike=ref_heaviside_nograd,
+        )
         return y2, c2, tr2, window, x
 
     for v in split.train_x[:, 0]:
@@ -158,8 +169,23 @@ def test_train_command_runs_the_task(tmp_path):
 
     _series_file(tmp_path, MG.points_needed(1))
     out = tmp_path / "run"
-    rc = main(["--task", "mackey-glass", "--data-dir", str(tmp_path), "--out", str(out), "--repeats", "1",
-               "--epochs", "2", "--hidden-size", "4", "--no-plot"])
+    rc = main(
+        [
+            "--task",
+            "mackey-glass",
+            "--data-dir",
+            str(tmp_path),
+            "--out",
+            str(out),
+            "--repeats",
+            "1",
+            "--epochs",
+            "2",
+            "--hidden-size",
+            "4",
+            "--no-plot",
+        ]
+    )
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     assert set(m["summary"]) == {"EGRU", "LSTM", "GRU"} and m["repeats_completed"] == 1

@@ -17,8 +17,8 @@ def _hand_built(backend: str) -> se.EGRU:
     with torch.no_grad():
         for p in rnn.parameters():
             p.zero_()
-        rnn.bias_ih_l0[H:2 * H] = -40.0  # z = sigmoid(-40): c_hat = n up to 4e-18
-        rnn.bias_ih_l0[2 * H:] = torch.tensor([1.0, 1.0, -2.0], dtype=torch.float64)  # n = .76, .76, -.96
+        rnn.bias_ih_l0[H : 2 * H] = -40.0  # z = sigmoid(-40): c_hat = n up to 4e-18
+        rnn.bias_ih_l0[2 * H :] = torch.tensor([1.0, 1.0, -2.0], dtype=torch.float64)  # n = .76, .76, -.96
         rnn.threshold_l0.copy_(torch.tensor([0.1, 0.9, 0.5], dtype=torch.float64))
     return rnn
 
@@ -64,8 +64,9 @@ def test_union_activity_and_multiple_layers_and_calls():
     assert counts["absorbing"] == 4  # support 0: only the events absorb gradient
     assert counts["effective_macs"] == 12 * 2  # no input non-zeros; step 2 sees the 2 events of step 1
     # unknown support (None): every unit absorbs
-    assert metrics.layer_counts(torch.zeros(2, 2, 3), torch.zeros(2, 4), y, c, o, torch.zeros(4),
-                                None)["absorbing"] == 16
+    assert (
+        metrics.layer_counts(torch.zeros(2, 2, 3), torch.zeros(2, 4), y, c, o, torch.zeros(4), None)["absorbing"] == 16
+    )
 
     model = torch.nn.ModuleDict({"a": se.EGRU(3, 5, num_layers=2), "b": se.EGRU(5, 4)})
     with metrics.track(model) as tracker:
@@ -74,7 +75,10 @@ def test_union_activity_and_multiple_layers_and_calls():
         model["b"](torch.randn(6, 2, 5))
     s = tracker.summary()
     assert [(l["name"], l["layer"], l["calls"], l["samples"]) for l in s["layers"]] == [
-        ("a", 0, 2, 4), ("a", 1, 2, 4), ("b", 0, 1, 2)]
+        ("a", 0, 2, 4),
+        ("a", 1, 2, 4),
+        ("b", 0, 1, 2),
+    ]
     assert s["dense_macs"] == 6 * 15 * (3 + 5) + 6 * 15 * 10 + 6 * 12 * 9
     tracker.reset()
     assert tracker.summary()["layers"] == []

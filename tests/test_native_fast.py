@@ -89,8 +89,12 @@ def test_explicit_state_zoneout_eval_inference_mode_and_clamp(calls):
 
 def test_init_hidden_in_sequential_with_snntorch_and_reset(calls):
     torch.manual_seed(2)
-    net = torch.nn.Sequential(torch.nn.Linear(6, 16), se.EGRUCell(16, 16, init_hidden=True, thr_mean=0.1),
-                              torch.nn.Linear(16, 3), snn.Leaky(beta=0.9, init_hidden=True)).double()
+    net = torch.nn.Sequential(
+        torch.nn.Linear(6, 16),
+        se.EGRUCell(16, 16, init_hidden=True, thr_mean=0.1),
+        torch.nn.Linear(16, 3),
+        snn.Leaky(beta=0.9, init_hidden=True),
+    ).double()
     xs = torch.randn(10, 2, 6, dtype=torch.float64)
 
     def run(mode):
@@ -110,8 +114,17 @@ def test_float32_agrees_with_torch_step():
     cell(x, y0, c0)  # sizes nothing: explicit states of the right shape go straight through
     with torch.no_grad():
         y, c = cell(x, y0, c0)
-    ref = F.egru_step(x, y0, c0, torch.zeros(4, 64), cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh,
-                      cell.threshold.clamp(0, 1))
+    ref = F.egru_step(
+        x,
+        y0,
+        c0,
+        torch.zeros(4, 64),
+        cell.weight_ih,
+        cell.weight_hh,
+        cell.bias_ih,
+        cell.bias_hh,
+        cell.threshold.clamp(0, 1),
+    )
     torch.testing.assert_close(y, ref.y.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(c, ref.c.detach(), rtol=1e-5, atol=1e-6)
 

@@ -181,7 +181,8 @@ def test_egru_numbers_agree_with_metrics_track_on_the_same_run():
     assert results["ActivationSparsity"] == pytest.approx(1.0 - s["activity"], rel=1e-12)
     for layer in s["layers"]:
         assert results["ActivationSparsityByLayer"][f"rnn.l{layer['layer']}"] == pytest.approx(
-            1.0 - layer["activity"], rel=1e-12)
+            1.0 - layer["activity"], rel=1e-12
+        )
     # with dense weights, NeuroBench's effective MACs = track's; the readout Linear is extra
     with torch.no_grad():
         readout = sum(_products(net.fc.weight, net.rnn(x, return_internals=True)[2].y[-1]) for x, _ in loader) / N
@@ -235,8 +236,9 @@ def test_explicit_initial_state_is_used_for_the_recurrent_count():
     with torch.no_grad():
         net.rnn.weight_ih_l0.zero_()  # input product: no non-zero weights at all
     x = torch.randn(1, 1, I)
-    results = Benchmark(TorchModel(net), DataLoader(TensorDataset(x, torch.zeros(1)), batch_size=1), [], [],
-                        [[], [SynapticOperations]]).run(quiet=True)
+    results = Benchmark(
+        TorchModel(net), DataLoader(TensorDataset(x, torch.zeros(1)), batch_size=1), [], [], [[], [SynapticOperations]]
+    ).run(quiet=True)
     assert results["SynapticOperations"]["Effective_MACs"] == 4 * 3 * H  # one step, four events
     assert results["SynapticOperations"]["Dense"] == 3 * H * (I + H)
 

@@ -122,8 +122,11 @@ def test_neurobench_own_wrappers_equal_the_package_counters():
 
 def _cell_net() -> torch.nn.Sequential:
     torch.manual_seed(5)
-    net = torch.nn.Sequential(se.EGRUCell(I, H, init_hidden=True, thr_mean=0.2), torch.nn.Linear(H, C),
-                              snn.Leaky(beta=0.8, threshold=0.3, init_hidden=True, output=True)).eval()
+    net = torch.nn.Sequential(
+        se.EGRUCell(I, H, init_hidden=True, thr_mean=0.2),
+        torch.nn.Linear(H, C),
+        snn.Leaky(beta=0.8, threshold=0.3, init_hidden=True, output=True),
+    ).eval()
     with torch.no_grad():
         net[0].bias_ih.normal_(0.0, 0.5)
     return net

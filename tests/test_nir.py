@@ -157,8 +157,13 @@ def test_bare_egru_module_export(tmp_path, num_layers):
 class _LeakyEGRULinear(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.lif = snn.Leaky(beta=torch.linspace(0.6, 0.95, 7), threshold=0.8, init_hidden=True,
-                             reset_mechanism="zero", reset_delay=False)
+        self.lif = snn.Leaky(
+            beta=torch.linspace(0.6, 0.95, 7),
+            threshold=0.8,
+            init_hidden=True,
+            reset_mechanism="zero",
+            reset_delay=False,
+        )
         self.egru = se.EGRU(7, 8)
         self.fc = nn.Linear(8, 3)
 
@@ -200,8 +205,9 @@ def test_roundtrip_leaky_egru_linear(tmp_path):
 def test_parameters_float32_exact_and_metadata(tmp_path):
     model = _LeakyEGRULinear()
     randomize_(model.egru, seed=5)
-    graph = senir.export_to_nir(model, torch.rand(2, 7),
-                                metadata={"author": "lab", "epochs": 3, "flag": True, "tags": ["a", "bc"]})
+    graph = senir.export_to_nir(
+        model, torch.rand(2, 7), metadata={"author": "lab", "epochs": 3, "flag": True, "tags": ["a", "bc"]}
+    )
     back, _ = _roundtrip(graph, tmp_path)
     node = back.nodes["egru"]
     tensors = model.egru.layer_tensors(0)
@@ -282,11 +288,11 @@ def test_synaptic_and_rleaky_roundtrip(tmp_path):
     torch.manual_seed(6)
     net = nn.Sequential(
         nn.Linear(5, 8),
-        snn.Synaptic(alpha=0.7, beta=0.8, threshold=0.6, init_hidden=True, reset_mechanism="zero",
-                     reset_delay=False),
+        snn.Synaptic(alpha=0.7, beta=0.8, threshold=0.6, init_hidden=True, reset_mechanism="zero", reset_delay=False),
         nn.Linear(8, 6),
-        snn.RLeaky(beta=0.9, linear_features=6, threshold=0.7, init_hidden=True, reset_mechanism="zero",
-                   reset_delay=False),
+        snn.RLeaky(
+            beta=0.9, linear_features=6, threshold=0.7, init_hidden=True, reset_mechanism="zero", reset_delay=False
+        ),
     )
     x = _inputs(4, T, B, 5)
     graph = senir.export_to_nir(net, x[0])
@@ -315,12 +321,22 @@ def test_egru_step_matches_float64_reference_trace_output():
     H, I = 6, 4
     f = lambda *s, sc=0.8: (sc * g.standard_normal(s)).astype(np.float32)  # noqa: E731
     theta = g.uniform(0.05, 0.45, H).astype(np.float32)
-    node = senir.EGRU(f(3 * H, I), f(3 * H, H), f(3 * H, sc=0.3), f(3 * H, sc=0.3), theta,
-                      reset="subtract", zoneout=0.2, output="trace")
+    node = senir.EGRU(
+        f(3 * H, I),
+        f(3 * H, H),
+        f(3 * H, sc=0.3),
+        f(3 * H, sc=0.3),
+        theta,
+        reset="subtract",
+        zoneout=0.2,
+        output="trace",
+    )
     step = senir.EGRUStep(node)
     x = _inputs(5, T, B, I)
-    p = {n: torch.as_tensor(getattr(node, n)).double() for n in ("weight_ih", "weight_hh", "bias_ih",
-                                                                 "bias_hh", "threshold")}
+    p = {
+        n: torch.as_tensor(getattr(node, n)).double()
+        for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "threshold")
+    }
     z = torch.zeros(B, H, dtype=torch.float64)
     ref = ref_layer(x.double(), z, z, z, p, reset="subtract", spike=ref_heaviside_nograd, zo_p=0.2)
     state = None
@@ -382,8 +398,16 @@ def test_spec_document_reference_matches_importer():
     f = lambda *s: (0.8 * g.standard_normal(s)).astype(np.float32)  # noqa: E731
     for reset in ("subtract", "zero", "none"):
         for out in ("y", "trace"):
-            node = senir.EGRU(f(3 * H, I), f(3 * H, H), f(3 * H), f(3 * H),
-                              g.uniform(0.05, 0.4, H).astype(np.float32), reset=reset, zoneout=0.25, output=out)
+            node = senir.EGRU(
+                f(3 * H, I),
+                f(3 * H, H),
+                f(3 * H),
+                f(3 * H),
+                g.uniform(0.05, 0.4, H).astype(np.float32),
+                reset=reset,
+                zoneout=0.25,
+                output=out,
+            )
             step = senir.EGRUStep(node)
             st = None
             y = c = tr = np.zeros((2, H), np.float32)
@@ -414,8 +438,16 @@ class _DuckCell(nn.Module):
         if state is None:
             z = x.new_zeros(x.shape[0], self.threshold.shape[0])
             state = (z, z, z)
-        s = se.functional.egru_step(x, *state, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
-                                    self.threshold, reset=self.reset_mechanism)
+        s = se.functional.egru_step(
+            x,
+            *state,
+            self.weight_ih,
+            self.weight_hh,
+            self.bias_ih,
+            self.bias_hh,
+            self.threshold,
+            reset=self.reset_mechanism,
+        )
         return s.y, (s.y, s.c, s.trace)
 
 
@@ -514,8 +546,13 @@ def _small_graph() -> nir.NIRGraph:
     z = np.zeros
     return nir.NIRGraph.from_list(
         nir.Affine(np.ones((3, 2), np.float32), np.zeros(3, np.float32)),
-        senir.EGRU(z((6, 3), np.float32), z((6, 2), np.float32), z(6, np.float32), z(6, np.float32),
-                   np.full(2, 0.5, np.float32)),
+        senir.EGRU(
+            z((6, 3), np.float32),
+            z((6, 2), np.float32),
+            z(6, np.float32),
+            z(6, np.float32),
+            np.full(2, 0.5, np.float32),
+        ),
     )
 
 
@@ -598,8 +635,9 @@ def test_error_bad_fields_in_file(tmp_path):
 
 
 def test_error_foreign_node_on_import():
-    graph = nir.NIRGraph.from_list(nir.LI(tau=np.ones(3, np.float32), r=np.ones(3, np.float32),
-                                          v_leak=np.zeros(3, np.float32)))
+    graph = nir.NIRGraph.from_list(
+        nir.LI(tau=np.ones(3, np.float32), r=np.ones(3, np.float32), v_leak=np.zeros(3, np.float32))
+    )
     with pytest.raises(ValueError, match="cannot import NIR node 'graph/li' of type LI; supported: .*EGRU"):
         senir.import_from_nir(graph)
     with pytest.raises(TypeError, match="graph_or_path must be a nir.NIRGraph or a file path, got int"):
@@ -608,15 +646,24 @@ def test_error_foreign_node_on_import():
 
 def test_error_shape_mismatch(tmp_path):
     z = np.zeros
-    egru = senir.EGRU(z((6, 4), np.float32), z((6, 2), np.float32), z(6, np.float32), z(6, np.float32),
-                      np.full(2, 0.5, np.float32))
+    egru = senir.EGRU(
+        z((6, 4), np.float32), z((6, 2), np.float32), z(6, np.float32), z(6, np.float32), np.full(2, 0.5, np.float32)
+    )
     graph = nir.NIRGraph(
-        nodes={"input": nir.Input(np.array([3])), "fc": nir.Affine(np.ones((5, 3), np.float32),
-                                                                     np.zeros(5, np.float32)),
-               "egru": egru, "output": nir.Output(np.array([2]))},
-        edges=[("input", "fc"), ("fc", "egru"), ("egru", "output")], type_check=False)
-    with pytest.raises(ValueError, match=r"shape mismatch on edge 'fc' -> 'egru': 'fc' outputs \[5\] "
-                                         r"but 'egru' expects \[4\]"):
+        nodes={
+            "input": nir.Input(np.array([3])),
+            "fc": nir.Affine(np.ones((5, 3), np.float32), np.zeros(5, np.float32)),
+            "egru": egru,
+            "output": nir.Output(np.array([2])),
+        },
+        edges=[("input", "fc"), ("fc", "egru"), ("egru", "output")],
+        type_check=False,
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"shape mismatch on edge 'fc' -> 'egru': 'fc' outputs \[5\] "
+        r"but 'egru' expects \[4\]",
+    ):
         senir.import_from_nir(graph)
     path = tmp_path / "mismatch.nir"
     senir.write(path, graph)
@@ -630,26 +677,39 @@ def test_error_shape_mismatch(tmp_path):
 
 def test_error_malformed_graphs():
     w = np.eye(2, dtype=np.float32)
-    no_input = nir.NIRGraph(nodes={"a": nir.Linear(w), "output": nir.Output(np.array([2]))},
-                            edges=[("a", "output")], type_check=False)
+    no_input = nir.NIRGraph(
+        nodes={"a": nir.Linear(w), "output": nir.Output(np.array([2]))}, edges=[("a", "output")], type_check=False
+    )
     with pytest.raises(ValueError, match=r"exactly one Input and one Output node, got inputs \[\] and outputs"):
         senir.import_from_nir(no_input)
     cycle = nir.NIRGraph(
-        nodes={"input": nir.Input(np.array([2])), "a": nir.Linear(w), "b": nir.Linear(w),
-               "output": nir.Output(np.array([2]))},
-        edges=[("input", "a"), ("a", "b"), ("b", "a"), ("b", "output")], type_check=False)
+        nodes={
+            "input": nir.Input(np.array([2])),
+            "a": nir.Linear(w),
+            "b": nir.Linear(w),
+            "output": nir.Output(np.array([2])),
+        },
+        edges=[("input", "a"), ("a", "b"), ("b", "a"), ("b", "output")],
+        type_check=False,
+    )
     with pytest.raises(ValueError, match=r"cycle without a stateful node .* among \['a', 'b', 'output'\]"):
         senir.import_from_nir(cycle)
-    dangling = nir.NIRGraph(nodes={"input": nir.Input(np.array([2])), "output": nir.Output(np.array([2]))},
-                            edges=[("input", "ghost")], type_check=False)
+    dangling = nir.NIRGraph(
+        nodes={"input": nir.Input(np.array([2])), "output": nir.Output(np.array([2]))},
+        edges=[("input", "ghost")],
+        type_check=False,
+    )
     with pytest.raises(ValueError, match=r"edge \('input', 'ghost'\) refers to a node that does not exist"):
         senir.import_from_nir(dangling)
 
 
 def test_error_unsupported_module():
     net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), se.EGRUCell(4, 5, init_hidden=True))
-    with pytest.raises(ValueError, match=r"unsupported module\(s\) 1 \(torch.nn.modules.activation.ReLU\); "
-                                         r"supported: torch.nn.Linear.*snntorch_egru.EGRUCell"):
+    with pytest.raises(
+        ValueError,
+        match=r"unsupported module\(s\) 1 \(torch.nn.modules.activation.ReLU\); "
+        r"supported: torch.nn.Linear.*snntorch_egru.EGRUCell",
+    ):
         senir.export_to_nir(net, torch.zeros(2, 3))
     with pytest.raises(ValueError, match="one time step .*got shape \\[3\\]"):
         senir.export_to_nir(nn.Sequential(nn.Linear(3, 4)), torch.zeros(3))
@@ -663,7 +723,9 @@ def test_error_lossy_snntorch_reset():
         g = senir.export_to_nir(net, torch.zeros(2, 3), allow_lossy=True)
     assert isinstance(g.nodes["_1"], nir.LIF)
     syn = nn.Sequential(snn.Synaptic(alpha=0.5, beta=0.9, init_hidden=True, reset_mechanism="zero"))
-    with pytest.raises(ValueError, match="Synaptic with reset_delay=True .*reset_delay=False and snnTorch.s default spike options"):
+    with pytest.raises(
+        ValueError, match="Synaptic with reset_delay=True .*reset_delay=False and snnTorch.s default spike options"
+    ):
         senir.export_to_nir(syn, torch.zeros(2, 3))
     rl = nn.Sequential(snn.RLeaky(beta=0.9, linear_features=3, init_hidden=True, reset_mechanism="zero"))
     with pytest.raises(ValueError, match="reset_delay=True"):
@@ -678,25 +740,40 @@ def test_error_lossy_snntorch_reset():
 
 def _arrays(H: int = 2, I: int = 3) -> dict:
     z = np.zeros
-    return dict(weight_ih=z((3 * H, I), np.float32), weight_hh=z((3 * H, H), np.float32),
-                bias_ih=z(3 * H, np.float32), bias_hh=z(3 * H, np.float32), threshold=np.full(H, 0.3, np.float32))
+    return dict(
+        weight_ih=z((3 * H, I), np.float32),
+        weight_hh=z((3 * H, H), np.float32),
+        bias_ih=z(3 * H, np.float32),
+        bias_hh=z(3 * H, np.float32),
+        threshold=np.full(H, 0.3, np.float32),
+    )
 
 
-@pytest.mark.parametrize("change,exc,message", [
-    ({"reset": "reflect"}, ValueError, r"field reset must be one of \('subtract', 'zero', 'none'\), got 'reflect'"),
-    ({"output": "spikes"}, ValueError, r"field output must be one of \('y', 'trace'\), got 'spikes'"),
-    ({"gate_order": "zrn"}, ValueError, r"field gate_order must be 'rzn'.*got 'zrn'"),
-    ({"zoneout": 1.0}, ValueError, r"field zoneout must be a float in \[0, 1\), got 1.0"),
-    ({"spec_version": 7}, ValueError, r"field spec_version must be one of \(1,\).*got 7"),
-    ({"weight_hh": np.zeros((6, 3), np.float32)}, ValueError,
-     r"field weight_hh must have shape \[6, 2\].*got \[6, 3\]"),
-    ({"weight_ih": np.zeros((5, 3), np.float32)}, ValueError, r"field weight_ih must have shape \[3H, I\] = \[6, I\]"),
-    ({"bias_ih": np.zeros(5, np.float32)}, ValueError, r"field bias_ih must have shape \[6\].*got \[5\]"),
-    ({"threshold": np.zeros((2, 1), np.float32)}, ValueError, r"field threshold must have shape \[H\]"),
-    ({"threshold": np.array([0.3, np.nan], np.float32)}, ValueError, r"field threshold must contain only finite"),
-    ({"weight_ih": np.zeros((6, 3))}, TypeError, r"field weight_ih must have dtype float32, got float64"),
-    ({"bias_hh": torch.zeros(6)}, TypeError, r"field bias_hh must be a numpy.ndarray of dtype float32, got Tensor"),
-])
+@pytest.mark.parametrize(
+    "change,exc,message",
+    [
+        ({"reset": "reflect"}, ValueError, r"field reset must be one of \('subtract', 'zero', 'none'\), got 'reflect'"),
+        ({"output": "spikes"}, ValueError, r"field output must be one of \('y', 'trace'\), got 'spikes'"),
+        ({"gate_order": "zrn"}, ValueError, r"field gate_order must be 'rzn'.*got 'zrn'"),
+        ({"zoneout": 1.0}, ValueError, r"field zoneout must be a float in \[0, 1\), got 1.0"),
+        ({"spec_version": 7}, ValueError, r"field spec_version must be one of \(1,\).*got 7"),
+        (
+            {"weight_hh": np.zeros((6, 3), np.float32)},
+            ValueError,
+            r"field weight_hh must have shape \[6, 2\].*got \[6, 3\]",
+        ),
+        (
+            {"weight_ih": np.zeros((5, 3), np.float32)},
+            ValueError,
+            r"field weight_ih must have shape \[3H, I\] = \[6, I\]",
+        ),
+        ({"bias_ih": np.zeros(5, np.float32)}, ValueError, r"field bias_ih must have shape \[6\].*got \[5\]"),
+        ({"threshold": np.zeros((2, 1), np.float32)}, ValueError, r"field threshold must have shape \[H\]"),
+        ({"threshold": np.array([0.3, np.nan], np.float32)}, ValueError, r"field threshold must contain only finite"),
+        ({"weight_ih": np.zeros((6, 3))}, TypeError, r"field weight_ih must have dtype float32, got float64"),
+        ({"bias_hh": torch.zeros(6)}, TypeError, r"field bias_hh must be a numpy.ndarray of dtype float32, got Tensor"),
+    ],
+)
 def test_error_bad_node_fields(change, exc, message):
     kwargs = _arrays()
     kwargs.update(change)

@@ -66,8 +66,9 @@ def test_cell_equals_reference_and_egrucell(reset):
     torch.testing.assert_close(ys, ys2, rtol=1e-14, atol=1e-14)
     # independent reference (tests/egru_reference.py), paper triangle gamma 0.7, eps 1
     zeros = torch.zeros(B, H, dtype=D)
-    ref = ref_layer(x, zeros, zeros, zeros, {n: getattr(cell, n).detach() for n in NAMES},
-                    reset=reset, spike=ref_triangle(0.7, 1.0))
+    ref = ref_layer(
+        x, zeros, zeros, zeros, {n: getattr(cell, n).detach() for n in NAMES}, reset=reset, spike=ref_triangle(0.7, 1.0)
+    )
     torch.testing.assert_close(ys, ref["y"], rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(cs, ref["c"], rtol=1e-13, atol=1e-13)
     # gradients w.r.t. every parameter and the input equal the snnTorch flavour's
@@ -90,8 +91,7 @@ def test_recurrent_layer_equals_egru_layer(backend):
     y0, c0 = 0.3 * torch.randn(B, H, generator=g, dtype=D), 0.3 * torch.randn(B, H, generator=g, dtype=D)
     x = _x(4)
     out, rec = layer(x, EGRURecurrentState(y0, c0))
-    out2, st2, rec2 = egru(x, se.EGRUState(y0[None], c0[None], torch.zeros(1, B, H, dtype=D)),
-                           return_internals=True)
+    out2, st2, rec2 = egru(x, se.EGRUState(y0[None], c0[None], torch.zeros(1, B, H, dtype=D)), return_internals=True)
     torch.testing.assert_close(out, out2, rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(rec.c, rec2.c[0], rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(rec.y[-1], st2.y[0], rtol=0, atol=0)
@@ -363,10 +363,15 @@ def test_wrong_state_flavour_errors(module_cls):
     m = module_cls(I, H)
     x = torch.randn(B, I) if module_cls is EGRURecurrentCell else torch.randn(T, B, I)
     z = torch.zeros(B, H)
-    with pytest.raises(TypeError, match=r"state must be snntorch_egru\.norse\.EGRURecurrentState\(y, c, trace\).*got a single Tensor"):
+    with pytest.raises(
+        TypeError, match=r"state must be snntorch_egru\.norse\.EGRURecurrentState\(y, c, trace\).*got a single Tensor"
+    ):
         m(x, z)
-    with pytest.raises(TypeError, match=r"got snntorch_egru\.EGRUState\(y, c, trace\) of the sequence layer.*"
-                                        r"interop\.norse_state_from_layer"):
+    with pytest.raises(
+        TypeError,
+        match=r"got snntorch_egru\.EGRUState\(y, c, trace\) of the sequence layer.*"
+        r"interop\.norse_state_from_layer",
+    ):
         m(x, se.EGRUState(z[None], z[None], z[None]))
     with pytest.raises(TypeError, match=r"got _OtherState\('v', 'i'\)"):
         m(x, _OtherState(z, z))
@@ -376,7 +381,9 @@ def test_wrong_state_flavour_errors(module_cls):
         m(x, EGRURecurrentState(torch.zeros(T, B, H), z))  # e.g. a record_states result passed back
     with pytest.raises(ValueError, match=r"state\.c must have shape \[3, 6\].*got \[3, 5\]"):
         m(x, EGRURecurrentState(z, torch.zeros(B, 5)))
-    with pytest.raises(TypeError, match=r"state\.y has dtype torch\.float64 but the module's parameters are torch\.float32"):
+    with pytest.raises(
+        TypeError, match=r"state\.y has dtype torch\.float64 but the module's parameters are torch\.float32"
+    ):
         m(x, EGRURecurrentState(z.double(), z))
     # a plain (y, c) tuple is accepted and equals the NamedTuple
     torch.testing.assert_close(m(x, (z, z))[0], m(x, EGRURecurrentState(z, z))[0], rtol=0, atol=0)
@@ -395,7 +402,9 @@ def test_input_errors():
 def test_parameter_errors():
     with pytest.raises(TypeError, match=r"p must be snntorch_egru\.norse\.EGRUParameters.*got dict"):
         EGRURecurrentCell(I, H, {"method": "egru"})
-    with pytest.raises(ValueError, match=r"p\.method must be 'egru', one of Norse's 'heaviside', 'super'.*got 'sigmoid'"):
+    with pytest.raises(
+        ValueError, match=r"p\.method must be 'egru', one of Norse's 'heaviside', 'super'.*got 'sigmoid'"
+    ):
         EGRURecurrentCell(I, H, EGRUParameters(method="sigmoid"))
     with pytest.raises(TypeError, match=r"p\.method must be 'egru', a Norse method name or a callable.*got int 3"):
         EGRURecurrentCell(I, H, EGRUParameters(method=3))
@@ -433,8 +442,9 @@ def test_state_carries_the_trace_like_the_reference(backend):
     g = torch.Generator().manual_seed(4)
     y0, c0, tr0 = (0.3 * torch.randn(B, H, generator=g, dtype=D) for _ in range(3))
     x = _x(13)
-    ref = ref_layer(x, y0, c0, tr0, {n: getattr(cell, n).detach() for n in NAMES},
-                    reset="subtract", spike=ref_triangle(0.7, 1.0))
+    ref = ref_layer(
+        x, y0, c0, tr0, {n: getattr(cell, n).detach() for n in NAMES}, reset="subtract", spike=ref_triangle(0.7, 1.0)
+    )
     assert 0.05 < (ref["y"] != 0).double().mean() < 0.7
     state, traces = EGRURecurrentState(y0, c0, tr0), []
     for t in range(T):
@@ -451,8 +461,15 @@ def test_state_carries_the_trace_like_the_reference(backend):
     # no trace (the former two-field state, or a plain (y, c) tuple) means a zero trace
     _, s2 = layer(x, EGRURecurrentState(y0, c0))
     _, s3 = layer(x, (y0, c0))
-    ref0 = ref_layer(x, y0, c0, torch.zeros(B, H, dtype=D), {n: getattr(cell, n).detach() for n in NAMES},
-                     reset="subtract", spike=ref_triangle(0.7, 1.0))
+    ref0 = ref_layer(
+        x,
+        y0,
+        c0,
+        torch.zeros(B, H, dtype=D),
+        {n: getattr(cell, n).detach() for n in NAMES},
+        reset="subtract",
+        spike=ref_triangle(0.7, 1.0),
+    )
     torch.testing.assert_close(s2.trace, ref0["trace"][-1], rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(s3.trace, s2.trace, rtol=0, atol=0)
     with pytest.raises(ValueError, match=r"state\.trace must have shape \[3, 6\].*got \[6\]"):
@@ -482,12 +499,22 @@ def test_former_state_name_is_a_deprecated_alias():
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
         norse_flavour.nope  # noqa: B018  (the attribute access is what raises)
     import pickle
+
     s = EGRURecurrentState(torch.zeros(2), torch.ones(2), None)
     assert pickle.loads(pickle.dumps(s)).c.tolist() == [1.0, 1.0]
 
 
-@pytest.mark.parametrize("kwargs", [dict(hidden_size=0), dict(bias="yes"), dict(thr_mean=1.0),
-                                    dict(learn_threshold=1), dict(init="xavier"), dict(threshold_clamp=None)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(hidden_size=0),
+        dict(bias="yes"),
+        dict(thr_mean=1.0),
+        dict(learn_threshold=1),
+        dict(init="xavier"),
+        dict(threshold_clamp=None),
+    ],
+)
 def test_setup_checks_are_the_same_in_every_flavour(kwargs):
     # one table checks the constructor arguments of EGRUCell, EGRU and the Norse flavour
     args = dict(input_size=I, hidden_size=H)
@@ -498,5 +525,5 @@ def test_setup_checks_are_the_same_in_every_flavour(kwargs):
             cls(**args)
         messages.add((err.type, str(err.value)))
     assert len(messages) == 1, messages
-    (_, msg), = messages
+    ((_, msg),) = messages
     assert msg.startswith(next(iter(kwargs)))

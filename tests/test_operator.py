@@ -12,7 +12,7 @@ import torch
 import torch.utils._pytree as pytree
 
 import snntorch_egru as se
-from snntorch_egru import _engine, _op, backends, cuda, sparse
+from snntorch_egru import _engine, backends, cuda, sparse
 from snntorch_egru import functional as F
 from snntorch_egru.bench import calibrate_thresholds
 from snntorch_egru.cuda._emulator import EmulatorLauncher
@@ -58,11 +58,29 @@ def _assert_equal_runs(a, b, rtol=1e-5, atol=1e-6):
 def test_opcheck_schema_fake_and_autograd_registration():
     g = torch.Generator().manual_seed(0)
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
-    args = (r(T, B, I).requires_grad_(), r(B, H), r(B, H), r(B, H), r(3 * H, I).requires_grad_(),
-            r(3 * H, H).requires_grad_(), r(3 * H).requires_grad_(), r(3 * H), torch.full((H,), 0.2, dtype=torch.float64),
-            None, 0.0, 0, 0.7, 1.0, False, True)
-    torch.library.opcheck(torch.ops.snntorch_egru.egru_layer.default, args,
-                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+    args = (
+        r(T, B, I).requires_grad_(),
+        r(B, H),
+        r(B, H),
+        r(B, H),
+        r(3 * H, I).requires_grad_(),
+        r(3 * H, H).requires_grad_(),
+        r(3 * H).requires_grad_(),
+        r(3 * H),
+        torch.full((H,), 0.2, dtype=torch.float64),
+        None,
+        0.0,
+        0,
+        0.7,
+        1.0,
+        False,
+        True,
+    )
+    torch.library.opcheck(
+        torch.ops.snntorch_egru.egru_layer.default,
+        args,
+        test_utils=("test_schema", "test_autograd_registration", "test_faketensor"),
+    )
 
 
 def test_op_matches_reference_float64_all_gradients():
@@ -337,14 +355,17 @@ def test_wrong_shaped_recurrent_weight_through_data_at_h4096():
             rnn(torch.randn(3, 1, 2))
 
 
-@pytest.mark.parametrize("name,value,match", [
-    ("bias_hh_l0", lambda: torch.randn(3 * H - 1), r"bias_hh must have shape \[48\]"),
-    ("bias_ih_l0", lambda: torch.randn(3 * H + 5), r"bias_ih must have shape \[48\]"),
-    ("threshold_l0", lambda: torch.rand(H - 3), r"threshold must have shape \[16\]"),
-    ("threshold_l0", lambda: torch.rand(2, H), r"threshold must have shape \[16\]"),
-    ("weight_ih_l0", lambda: torch.randn(3 * H, I + 1), r"weight_ih must have shape \[48, 5\]"),
-    ("weight_hh_l0", lambda: torch.randn(3 * H, H, dtype=torch.float64), r"weight_hh has dtype|dtype"),
-])
+@pytest.mark.parametrize(
+    "name,value,match",
+    [
+        ("bias_hh_l0", lambda: torch.randn(3 * H - 1), r"bias_hh must have shape \[48\]"),
+        ("bias_ih_l0", lambda: torch.randn(3 * H + 5), r"bias_ih must have shape \[48\]"),
+        ("threshold_l0", lambda: torch.rand(H - 3), r"threshold must have shape \[16\]"),
+        ("threshold_l0", lambda: torch.rand(2, H), r"threshold must have shape \[16\]"),
+        ("weight_ih_l0", lambda: torch.randn(3 * H, I + 1), r"weight_ih must have shape \[48, 5\]"),
+        ("weight_hh_l0", lambda: torch.randn(3 * H, H, dtype=torch.float64), r"weight_hh has dtype|dtype"),
+    ],
+)
 @pytest.mark.parametrize("backend", ["torch", "reference"])
 def test_bad_parameter_data_is_a_clear_error(name, value, match, backend):
     rnn = se.EGRU(I, H, backend=backend)
@@ -431,11 +452,27 @@ def test_native_forward_guard_refuses_mismatched_buffers():
     s = torch.zeros(B, H)
     w_t = torch.zeros(H, 3 * H)
     outs = [torch.zeros(T, B, H) for _ in range(4)]
-    good = dict(gi=gi, y0=s, c0=s, tr0=s, w_t=w_t, b_hh=torch.zeros(3 * H), theta=torch.zeros(H), zo=None,
-                outs=outs, saved=(None, None, None), gh=torch.zeros(B, 3 * H))
+    good = dict(
+        gi=gi,
+        y0=s,
+        c0=s,
+        tr0=s,
+        w_t=w_t,
+        b_hh=torch.zeros(3 * H),
+        theta=torch.zeros(H),
+        zo=None,
+        outs=outs,
+        saved=(None, None, None),
+        gh=torch.zeros(B, 3 * H),
+    )
     sparse.check_native_forward(**good)
-    for key, bad in [("w_t", torch.zeros(H, 1)), ("theta", torch.zeros(1)), ("b_hh", torch.zeros(3 * H - 1)),
-                     ("y0", torch.zeros(H, B).t()), ("gh", torch.zeros(B, 3 * H, dtype=torch.float64))]:
+    for key, bad in [
+        ("w_t", torch.zeros(H, 1)),
+        ("theta", torch.zeros(1)),
+        ("b_hh", torch.zeros(3 * H - 1)),
+        ("y0", torch.zeros(H, B).t()),
+        ("gh", torch.zeros(B, 3 * H, dtype=torch.float64)),
+    ]:
         with pytest.raises(RuntimeError, match=key):
             sparse.check_native_forward(**{**good, key: bad})
 

@@ -45,8 +45,10 @@ def test_readme_is_for_users_first():
     install = _section(text, "Install")
     assert "pip install snntorch-egru" in install and "[cuda12]" in install and "[data]" in install
     # users first: install, quickstart and the main job come before the contributor set-up
-    order = [next(k for k, h in enumerate(headings) if h.startswith(name))
-             for name in ("Install", "Quickstart", "The main job", "Development")]
+    order = [
+        next(k for k, h in enumerate(headings) if h.startswith(name))
+        for name in ("Install", "Quickstart", "The main job", "Development")
+    ]
     assert order == sorted(order), headings
 
 

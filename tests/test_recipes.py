@@ -47,8 +47,9 @@ def test_warp_identity_rotation_and_crop_against_references():
     rot = torch.tensor([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])  # output (u, v) samples input (-v, u)
     np.testing.assert_allclose(_dvs.warp(x, rot).numpy(), torch.rot90(x, 1, (-2, -1)).numpy(), atol=1e-6)
     crop = torch.tensor([[0.5, 0, 0], [0, 0.5, 0], [0, 0, 1]])  # central 4x4 resized to 8x8
-    ref = torch.nn.functional.interpolate(x[..., 2:6, 2:6].reshape(6, 1, 4, 4), size=8, mode="bilinear",
-                                          align_corners=False).reshape(3, 2, 8, 8)
+    ref = torch.nn.functional.interpolate(
+        x[..., 2:6, 2:6].reshape(6, 1, 4, 4), size=8, mode="bilinear", align_corners=False
+    ).reshape(3, 2, 8, 8)
     # interior only: at the crop's border interpolate() clamps, the warp reads the true neighbours outside it
     np.testing.assert_allclose(_dvs.warp(x, crop)[..., 1:7, 1:7].numpy(), ref[..., 1:7, 1:7].numpy(), atol=1e-6)
     src = [(-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0)]
@@ -283,8 +284,25 @@ def test_mnist_selects_on_validation_and_tests_the_best_epoch(mnist_dir, monkeyp
 
     calls = _record_evaluations(monkeypatch)
     out = mnist_dir / "run"
-    rc = main(["--task", "smnist", "--data-dir", str(mnist_dir / "data"), "--out", str(out), "--hidden-size", "6",
-               "--batch-size", "8", "--eval-batch-size", "8", "--lr", "0.05", *TINY])
+    rc = main(
+        [
+            "--task",
+            "smnist",
+            "--data-dir",
+            str(mnist_dir / "data"),
+            "--out",
+            str(out),
+            "--hidden-size",
+            "6",
+            "--batch-size",
+            "8",
+            "--eval-batch-size",
+            "8",
+            "--lr",
+            "0.05",
+            *TINY,
+        ]
+    )
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     assert (m["train_samples"], m["valid_samples"], m["test_samples"]) == (16, 4, 6)
@@ -337,9 +355,34 @@ def test_lm_awd_windows_scale_the_lr_and_the_best_valid_model_is_tested(tmp_path
     calls = _record_evaluations(monkeypatch)
     starts, ends = _record_layer_states(monkeypatch)
     out = tmp_path / "run"
-    rc = main(["--task", "ptb", "--data-dir", str(d), "--out", str(out), "--hidden-sizes", "8", "6", "--emb-size", "6",
-               "--batch-size", "2", "--eval-batch-size", "2", "--bptt", "8", "--dropconnect", "0",
-               "--schedule", "none", "--lr", "0.01", *TINY])
+    rc = main(
+        [
+            "--task",
+            "ptb",
+            "--data-dir",
+            str(d),
+            "--out",
+            str(out),
+            "--hidden-sizes",
+            "8",
+            "6",
+            "--emb-size",
+            "6",
+            "--batch-size",
+            "2",
+            "--eval-batch-size",
+            "2",
+            "--bptt",
+            "8",
+            "--dropconnect",
+            "0",
+            "--schedule",
+            "none",
+            "--lr",
+            "0.01",
+            *TINY,
+        ]
+    )
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["protocol"] == "best validation epoch, tested once at batch 1"  # validation at batch 2, test at 1
@@ -371,12 +414,13 @@ def test_lm_awd_windows_scale_the_lr_and_the_best_valid_model_is_tested(tmp_path
     nll, n, states = 0.0, 0, None
     with torch.no_grad():
         for i in range(0, test.shape[0] - 1, 8):  # evaluation keeps fixed windows
-            x, y = test[i:i + 8], test[i + 1:i + 9]
+            x, y = test[i : i + 8], test[i + 1 : i + 9]
             if states is not None:  # independent of the model's own reset: pass y_T only
                 states = [type(s)(s.y, torch.zeros_like(s.c), torch.zeros_like(s.trace)) for s in states]
             logits, states, _ = model(x[: y.shape[0]], states)
-            nll += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
-                                                     reduction="sum").item()
+            nll += torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum"
+            ).item()
             n += y.numel()
     assert m["test_perplexity"] == pytest.approx(math.exp(nll / n), rel=1e-5)
 
@@ -387,8 +431,25 @@ def test_dvs_recipe_trains_at_full_resolution(tmp_path):
     _write_dvs(tmp_path / "data", np.random.default_rng(3))
     out = tmp_path / "run"
     with mock.patch.object(DVSGesture, "_check_exists", return_value=True):
-        rc = main(["--task", "dvsgesture", "--data-dir", str(tmp_path / "data"), "--out", str(out),
-                   "--hidden-size", "8", "--batch-size", "2", "--eval-batch-size", "2", *TINY[2:], "--epochs", "1"])
+        rc = main(
+            [
+                "--task",
+                "dvsgesture",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--out",
+                str(out),
+                "--hidden-size",
+                "8",
+                "--batch-size",
+                "2",
+                "--eval-batch-size",
+                "2",
+                *TINY[2:],
+                "--epochs",
+                "1",
+            ]
+        )
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["dense_macs"] == 68 * 3 * 8 * (512 + 8)  # AlexNet-like CNN -> Linear(256, 512) -> EGRU
@@ -484,6 +545,7 @@ def test_lm_dropout_masks_per_step_shared_by_batch():
     cfg = _lm_cfg(dropout_mask="batch", dropout_emb=0.5, dropout=0.5, dropout_out=0.5)
     model = LanguageModel(cfg, 20).train()
     inputs, outputs = [], []
+
     def keep(module, args, out):
         inputs.append(args[0].detach())
         outputs.append(out[0].detach())
@@ -495,7 +557,7 @@ def test_lm_dropout_masks_per_step_shared_by_batch():
     tokens = torch.full((8, 4), 3)  # the same token everywhere: only the masks vary
     model(tokens)
     x = inputs[0]  # embedding after dropout, [T, B, E]
-    mask = (x != 0)
+    mask = x != 0
     assert torch.equal(mask, mask[:, :1].expand_as(mask))  # shared by the batch (mask [T, 1, E])
     assert not torch.equal(mask[0], mask[1])  # a new mask at every step
     # between layers and before the decoder: the dropped tensor / the layer's events is the mask
@@ -528,8 +590,10 @@ def test_layer_gradient_clip_scales_each_layer_to_the_limit():
     # independent norms: parameters of layer k plus the gradient of its initial events y_0
     ref = []
     for k, _layer in enumerate(model.layers):
-        sq = sum(before[f"layers.{k}.{name}_l0"].double().pow(2).sum()
-                 for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "threshold"))
+        sq = sum(
+            before[f"layers.{k}.{name}_l0"].double().pow(2).sum()
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "threshold")
+        )
         assert states[k].y.grad is not None and states[k].y.grad.abs().sum() > 0
         ref.append(float((sq + states[k].y.grad.double().pow(2).sum()).sqrt()))
     limit = 0.5 * min(ref)
@@ -540,9 +604,11 @@ def test_layer_gradient_clip_scales_each_layer_to_the_limit():
         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "threshold"):
             key = f"layers.{k}.{name}_l0"
             torch.testing.assert_close(model.get_parameter(key).grad, before[key] * coef)
-        after = sum(model.get_parameter(f"layers.{k}.{n}_l0").grad.double().pow(2).sum()
-                    for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "threshold"))
-        assert float((after + states[k].y.grad.double().pow(2).sum() * coef ** 2).sqrt()) <= limit * (1 + 1e-6)
+        after = sum(
+            model.get_parameter(f"layers.{k}.{n}_l0").grad.double().pow(2).sum()
+            for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "threshold")
+        )
+        assert float((after + states[k].y.grad.double().pow(2).sum() * coef**2).sqrt()) <= limit * (1 + 1e-6)
     torch.testing.assert_close(model.embedding.weight.grad, before["embedding.weight"])  # not an EGRU layer
     torch.testing.assert_close(model.decoder.bias.grad, before["decoder.bias"])
     # under the limit: nothing changes
@@ -575,9 +641,29 @@ def test_smnist_preset_clips_each_layer_before_the_global_clip(mnist_dir, monkey
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
     monkeypatch.setattr(_loop._Run, "_step", step)
-    rc = main(["--task", "smnist", "--data-dir", str(mnist_dir / "data"), "--out", str(mnist_dir / "run"),
-               "--hidden-size", "6", "--batch-size", "8", "--eval-batch-size", "8", "--lr", "0.05",
-               "--layer-grad-clip", "1e-4", *TINY[:1], "1", *TINY[2:]])
+    rc = main(
+        [
+            "--task",
+            "smnist",
+            "--data-dir",
+            str(mnist_dir / "data"),
+            "--out",
+            str(mnist_dir / "run"),
+            "--hidden-size",
+            "6",
+            "--batch-size",
+            "8",
+            "--eval-batch-size",
+            "8",
+            "--lr",
+            "0.05",
+            "--layer-grad-clip",
+            "1e-4",
+            *TINY[:1],
+            "1",
+            *TINY[2:],
+        ]
+    )
     assert rc == 0 and len(seen) == 2  # 16 training samples, batch 8
     assert all(n <= 1e-4 * (1 + 1e-6) for norms in seen for n in norms)
 
@@ -589,8 +675,25 @@ def _conv_out(s, k, stride=1, pad=0):
 def test_dvs_frontend_is_the_recipes_layer_list_and_macs():
     net = _dvs.build_frontend("alexnet", 1, 128)
     names = [type(m).__name__ for m in net.net]
-    assert names == ["Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "MaxPool2d",
-                     "Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "Flatten", "Linear", "Dropout"]  # no ReLU, no GAP
+    assert names == [
+        "Conv2d",
+        "ReLU",
+        "MaxPool2d",
+        "Conv2d",
+        "ReLU",
+        "MaxPool2d",
+        "Conv2d",
+        "ReLU",
+        "MaxPool2d",
+        "Conv2d",
+        "ReLU",
+        "MaxPool2d",
+        "Conv2d",
+        "ReLU",
+        "Flatten",
+        "Linear",
+        "Dropout",
+    ]  # no ReLU, no GAP
     # independent MAC count: feature-map sides 128 -conv1-> 31 -pool-> 15 -conv2-> 15 -pool-> 7 -conv3-> 7 -pool-> 3
     # -conv4-> 3 -pool-> 1 -conv5-> 1
     s1 = _conv_out(128, 11, 4, 2)
@@ -599,12 +702,19 @@ def test_dvs_frontend_is_the_recipes_layer_list_and_macs():
     s4 = _conv_out(s3, 3, 2)
     s5 = _conv_out(s4, 3, 2)
     assert (s1, s2, s3, s4, s5) == (31, 15, 7, 3, 1)
-    recipe = (64 * 1 * 121 * s1 ** 2 + 192 * 64 * 25 * s2 ** 2 + 384 * 192 * 9 * s3 ** 2 + 256 * 384 * 9 * s4 ** 2
-              + 256 * 256 * 9 * s5 ** 2 + 256 * 512)
+    recipe = (
+        64 * 1 * 121 * s1**2
+        + 192 * 64 * 25 * s2**2
+        + 384 * 192 * 9 * s3**2
+        + 256 * 384 * 9 * s4**2
+        + 256 * 256 * 9 * s5**2
+        + 256 * 512
+    )
     assert _dvs.conv_macs_per_frame(net, 1, 128) == recipe == 117_759_552
     gap = _dvs.build_frontend("alexnet-gap", 1, 128)  # the package's earlier variant: conv3-5 at 7x7
-    assert _dvs.conv_macs_per_frame(gap, 1, 128) == (64 * 121 * 31 ** 2 + 192 * 64 * 25 * 15 ** 2
-                                                     + (384 * 192 + 256 * 384 + 256 * 256) * 9 * 7 ** 2 + 256 * 512)
+    assert _dvs.conv_macs_per_frame(gap, 1, 128) == (
+        64 * 121 * 31**2 + 192 * 64 * 25 * 15**2 + (384 * 192 + 256 * 384 + 256 * 256) * 9 * 7**2 + 256 * 512
+    )
     assert _dvs.conv_macs_per_frame(gap, 1, 128) / recipe == pytest.approx(1.541, abs=1e-3)  # +54 %
     assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in gap.parameters()) == 2_585_792
     net.eval()
@@ -621,8 +731,9 @@ def test_dvs_readout_dropout_placement(mode):
     from snntorch_egru.training._models import SequenceClassifier
 
     torch.manual_seed(3)
-    model = SequenceClassifier(EGRU(4, 16, thr_mean=0.05), 11, readout="mean", dropout=0.5,
-                               readout_dropout=mode).train()
+    model = SequenceClassifier(
+        EGRU(4, 16, thr_mean=0.05), 11, readout="mean", dropout=0.5, readout_dropout=mode
+    ).train()
     seen = {}
     model.drop.register_forward_hook(lambda m, a, out: seen.update(inp=a[0].detach(), out=out.detach()))
     logits, rec = model(torch.randn(9, 3, 4))
@@ -668,8 +779,9 @@ def test_evnn_regularisers_by_hand():
     torch.testing.assert_close(c.grad, torch.full_like(c, 0.01 / (5 * 3 * 4)))  # linear: a constant push
     assert model[0].threshold_l0.grad is None  # theta is detached
     smooth = regularisers(TrainConfig(activity_reg=0.01, voltage_reg=0.01, voltage_target=0.05), [rec])
-    assert smooth.item() == pytest.approx(0.01 * (act - 0.05) ** 2 + 0.01 * ((c.detach() - 0.05) ** 2).mean().item(),
-                                          rel=1e-5)
+    assert smooth.item() == pytest.approx(
+        0.01 * (act - 0.05) ** 2 + 0.01 * ((c.detach() - 0.05) ** 2).mean().item(), rel=1e-5
+    )
     with pytest.raises(ValueError, match="reg_form 'evnn' needs the model"):
         regularisers(cfg, [rec])
 
@@ -683,8 +795,8 @@ def test_dvs_and_smnist_presets_are_the_recipe():
     assert (d.seed, d.test_drop_last, d.grad_clip, d.layer_grad_clip) == (3000, False, 0.0, 0.0)
     # v0.1.0 init: theta = sigmoid(N(-0.2465, sd sqrt 2)); its mean, independently by quadrature
     z = torch.linspace(-8, 8, 200001, dtype=torch.float64)
-    w = torch.exp(-z ** 2 / 2)
-    mean = float((torch.sigmoid(-0.2465 + 2 ** 0.5 * z) * w).sum() / w.sum())
+    w = torch.exp(-(z**2) / 2)
+    mean = float((torch.sigmoid(-0.2465 + 2**0.5 * z) * w).sum() / w.sum())
     assert d.thr_mean == pytest.approx(mean, abs=5e-4)
     for task in ("smnist", "psmnist"):
         s = preset(task)
@@ -696,8 +808,25 @@ def test_smnist_reports_both_protocols(mnist_dir):
     from snntorch_egru.training._tasks import TrainConfig
 
     out = mnist_dir / "run"
-    rc = main(["--task", "smnist", "--data-dir", str(mnist_dir / "data"), "--out", str(out), "--hidden-size", "6",
-               "--batch-size", "8", "--eval-batch-size", "8", "--lr", "0.05", *TINY])
+    rc = main(
+        [
+            "--task",
+            "smnist",
+            "--data-dir",
+            str(mnist_dir / "data"),
+            "--out",
+            str(out),
+            "--hidden-size",
+            "6",
+            "--batch-size",
+            "8",
+            "--eval-batch-size",
+            "8",
+            "--lr",
+            "0.05",
+            *TINY,
+        ]
+    )
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["protocol"] == "best validation epoch, tested once"
@@ -722,9 +851,29 @@ def test_dvs_reports_the_recipes_best_over_epochs_on_test(tmp_path):
     _write_dvs(tmp_path / "data", np.random.default_rng(4))
     out = tmp_path / "run"
     with mock.patch.object(DVSGesture, "_check_exists", return_value=True):
-        rc = main(["--task", "dvsgesture", "--data-dir", str(tmp_path / "data"), "--out", str(out), "--cnn", "small",
-                   "--frame-size", "32", "--hidden-size", "8", "--batch-size", "2", "--eval-batch-size", "2",
-                   "--lr", "0.05", *TINY])
+        rc = main(
+            [
+                "--task",
+                "dvsgesture",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--out",
+                str(out),
+                "--cnn",
+                "small",
+                "--frame-size",
+                "32",
+                "--hidden-size",
+                "8",
+                "--batch-size",
+                "2",
+                "--eval-batch-size",
+                "2",
+                "--lr",
+                "0.05",
+                *TINY,
+            ]
+        )
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     accs = [h["eval_accuracy"] for h in m["history"]]
@@ -734,10 +883,27 @@ def test_dvs_reports_the_recipes_best_over_epochs_on_test(tmp_path):
     assert rp["test_accuracy"] == max(accs) and rp["epoch"] == 1 + accs.index(max(accs))
     assert "test set doubles as validation" in rp["label"] and "optimistic" in rp["label"]
     digits = tmp_path / "digits"
-    assert main(["--out", str(digits), "--hidden-size", "4", "--limit-train", "16", "--limit-test", "16", *TINY[2:],
-                 "--epochs", "1"]) == 0
+    assert (
+        main(
+            [
+                "--out",
+                str(digits),
+                "--hidden-size",
+                "4",
+                "--limit-train",
+                "16",
+                "--limit-test",
+                "16",
+                *TINY[2:],
+                "--epochs",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert json.loads((digits / "metrics.json").read_text())["recipe_protocol"] == {
-        "label": "no EvNN recipe for this task"}
+        "label": "no EvNN recipe for this task"
+    }
 
 
 def test_test_batch_and_drop_last_options():
@@ -758,12 +924,14 @@ def test_test_batch_and_drop_last_options():
     dropped = loader(eval_batch_size=7, test_batch_size=100, test_drop_last=True)
     assert len(dropped) == 3 and dropped.batch_size == 100  # EvNN's DVS loader: the partial batch is dropped
     cfg = preset("digits")
-    for name, bad, msg in (("lm_state", "c", "--lm-state must be one of full, y, got 'c'"),
-                           ("readout_dropout", "x", "--readout-dropout must be one of pooled, step, got 'x'"),
-                           ("reg_form", "l1", "--reg-form must be one of smooth, evnn, got 'l1'"),
-                           ("bptt_lr_scale", "seq", "--bptt-lr-scale must be one of nominal, bptt, got 'seq'"),
-                           ("test_batch_size", -1, r"--test-batch-size must be an integer >= 0 .*got -1"),
-                           ("layer_grad_clip", -0.1, r"--layer-grad-clip must be a finite number >= 0 .*got -0.1")):
+    for name, bad, msg in (
+        ("lm_state", "c", "--lm-state must be one of full, y, got 'c'"),
+        ("readout_dropout", "x", "--readout-dropout must be one of pooled, step, got 'x'"),
+        ("reg_form", "l1", "--reg-form must be one of smooth, evnn, got 'l1'"),
+        ("bptt_lr_scale", "seq", "--bptt-lr-scale must be one of nominal, bptt, got 'seq'"),
+        ("test_batch_size", -1, r"--test-batch-size must be an integer >= 0 .*got -1"),
+        ("layer_grad_clip", -0.1, r"--layer-grad-clip must be a finite number >= 0 .*got -0.1"),
+    ):
         c = preset("digits")
         setattr(c, name, bad)
         with pytest.raises(ValueError, match=msg):
@@ -778,9 +946,11 @@ def test_converted_evnn_lm_checkpoint_runs_with_the_recipes_state():
     torch.manual_seed(5)
     src = LanguageModel(_lm_cfg(lm_state="y"), 20).eval()
     # an EvNN-layout checkpoint of the same network (keys as EvNN's LanguageModel.state_dict())
-    ckpt = {"embeddings.weight": src.embedding.weight.detach().clone(),
-            "decoder.decoder.weight": src.embedding.weight.detach().clone(),
-            "decoder.decoder.bias": torch.randn(20)}
+    ckpt = {
+        "embeddings.weight": src.embedding.weight.detach().clone(),
+        "decoder.decoder.weight": src.embedding.weight.detach().clone(),
+        "decoder.decoder.bias": torch.randn(20),
+    }
     for k, layer in enumerate(src.layers):
         ckpt.update({f"rnns.{k}.{n}": t for n, t in torch_to_evnn(layer.state_dict(), suffix="_l0").items()})
     dst = LanguageModel(_lm_cfg(lm_state="y"), 20).eval()

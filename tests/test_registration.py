@@ -145,8 +145,14 @@ def _snn_nir_net(seed: int = 0) -> torch.nn.Module:
         se.EGRUCell(16, 16, init_hidden=True, thr_mean=0.1),
         torch.nn.Linear(16, 3),
         # the NIR LIF snnTorch imports: zero reset without delay; vector parameters (nir 1.0.8 needs them)
-        snn.Leaky(beta=torch.full((3,), 0.8), threshold=torch.full((3,), 0.05), init_hidden=True,
-                  reset_mechanism="zero", reset_delay=False, output=True),
+        snn.Leaky(
+            beta=torch.full((3,), 0.8),
+            threshold=torch.full((3,), 0.05),
+            init_hidden=True,
+            reset_mechanism="zero",
+            reset_delay=False,
+            output=True,
+        ),
     )
     with torch.no_grad():
         net[2].weight.mul_(4.0)
@@ -159,8 +165,14 @@ def test_snntorch_export_import_round_trip_equal_over_20_steps(registered, tmp_p
 
     net = _snn_nir_net()
     graph = export_to_nir(net, torch.randn(1, 4), ignore_dims=[0])
-    assert sorted(type(n).__name__ for n in graph.nodes.values()) == \
-        ["Affine", "Affine", "EGRU", "Input", "LIF", "Output"]
+    assert sorted(type(n).__name__ for n in graph.nodes.values()) == [
+        "Affine",
+        "Affine",
+        "EGRU",
+        "Input",
+        "LIF",
+        "Output",
+    ]
     path = tmp_path / "net.nir"
     nir.write(path, graph)
     imported = import_from_nir(nir.read(path))
@@ -178,8 +190,8 @@ def test_snntorch_export_import_round_trip_equal_over_20_steps(registered, tmp_p
             out.append(o)
     ref_spk, out, events = torch.stack(ref_spk), torch.stack(out), torch.stack(ref_events)
     activity = events.ne(0).float().mean().item()
-    assert 0.05 < activity < 0.95, activity   # real EGRU activity
-    assert 0 < ref_spk.mean().item() < 1      # and real output spikes
+    assert 0.05 < activity < 0.95, activity  # real EGRU activity
+    assert 0 < ref_spk.mean().item() < 1  # and real output spikes
     torch.testing.assert_close(out, ref_spk, rtol=0, atol=0)
 
 
@@ -194,8 +206,9 @@ def test_snntorch_export_unchanged_for_snntorch_nets(tmp_path):
     from snntorch.export_nir import export_to_nir
 
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(4, 3), snn.Leaky(beta=torch.full((3,), 0.8),
-                                                               threshold=torch.ones(3), init_hidden=True))
+    net = torch.nn.Sequential(
+        torch.nn.Linear(4, 3), snn.Leaky(beta=torch.full((3,), 0.8), threshold=torch.ones(3), init_hidden=True)
+    )
     registration.register()
     g_on = export_to_nir(net, torch.randn(1, 4), ignore_dims=[0])
     registration.unregister()
@@ -239,8 +252,9 @@ def test_norse_to_nir_from_nir_round_trip_equal_over_20_steps(registered, tmp_pa
     from snntorch_egru.norse import EGRURecurrentCell
 
     torch.manual_seed(0)
-    model = norse.SequentialState(torch.nn.Linear(4, 16), EGRURecurrentCell(16, 16, thr_mean=0.1),
-                                  torch.nn.Linear(16, 3))
+    model = norse.SequentialState(
+        torch.nn.Linear(4, 16), EGRURecurrentCell(16, 16, thr_mean=0.1), torch.nn.Linear(16, 3)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         graph = norse.to_nir(model, torch.randn(4))  # Norse keeps the sample's shape: pass one sample
@@ -284,15 +298,23 @@ def test_unregister_restores_every_upstream_object():
     import snntorch.export_nir as sexp
 
     registration.register()
-    wrapped = (snntorch.utils.reset, sexp._extract_snntorch_module, nexp._extract_norse_module,
-               nimp._import_norse_module)
+    wrapped = (
+        snntorch.utils.reset,
+        sexp._extract_snntorch_module,
+        nexp._extract_norse_module,
+        nimp._import_norse_module,
+    )
     originals = tuple(f.__wrapped__ for f in wrapped)
     registration.register()  # idempotent: nothing is wrapped twice
     assert (snntorch.utils.reset, sexp._extract_snntorch_module) == wrapped[:2]
     registration.unregister()
     try:
-        assert (snntorch.utils.reset, sexp._extract_snntorch_module, nexp._extract_norse_module,
-                nimp._import_norse_module) == originals
+        assert (
+            snntorch.utils.reset,
+            sexp._extract_snntorch_module,
+            nexp._extract_norse_module,
+            nimp._import_norse_module,
+        ) == originals
         assert not hasattr(snntorch, "EGRUCell") and not hasattr(snntorch, "EGRU")
         from snntorch_egru import nir as senir
 
@@ -306,8 +328,14 @@ def test_unregister_restores_every_upstream_object():
 
 def _run(code: str, **env: str) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **env}
-    return subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True,
-                          env=full_env, timeout=300, cwd=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=300,
+        cwd=str(ROOT),
+    )
 
 
 def test_norse_is_hooked_when_imported_later_and_not_imported_by_us():
@@ -356,9 +384,14 @@ def _norse_test_outcomes(register: bool) -> dict:
         f"pytest.main(['-q', '-p', 'no:cacheprovider', *{files!r}], plugins=[r])\n"
         "print('RESULT' + json.dumps(r.out))\n"
     )
-    res = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, timeout=300,
-                         cwd=str(test_dir),
-                         env={**os.environ, "PYTHONPATH": str(ROOT), registration.ENV_VAR: "1" if register else "0"})
+    res = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=str(test_dir),
+        env={**os.environ, "PYTHONPATH": str(ROOT), registration.ENV_VAR: "1" if register else "0"},
+    )
     m = re.search(r"RESULT(\{.*\})", res.stdout)
     assert m, res.stdout[-2000:] + res.stderr[-2000:]
     return json.loads(m.group(1))
@@ -426,8 +459,9 @@ def test_own_export_after_a_training_step_leaves_the_model_as_it_was():
     from snntorch_egru import nir as senir
 
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(4, 16), se.EGRUCell(16, 16, init_hidden=True, thr_mean=0.1),
-                              torch.nn.Linear(16, 3))
+    net = torch.nn.Sequential(
+        torch.nn.Linear(4, 16), se.EGRUCell(16, 16, init_hidden=True, thr_mean=0.1), torch.nn.Linear(16, 3)
+    )
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     x = torch.randn(6, 5, 4)
     loss = torch.stack([net(x_t) for x_t in x]).pow(2).mean()
@@ -438,7 +472,7 @@ def test_own_export_after_a_training_step_leaves_the_model_as_it_was():
     assert not cell.c.is_leaf
     before = (cell.y, cell.c, cell.trace, cell.y.clone(), cell.c.clone())
     graph = senir.export_to_nir(net, torch.randn(5, 4))
-    assert (cell.y, cell.c, cell.trace) == before[:3]   # the same tensor objects
+    assert (cell.y, cell.c, cell.trace) == before[:3]  # the same tensor objects
     assert torch.equal(cell.y, before[3]) and torch.equal(cell.c, before[4]) and net.training
     # NIR's naming convention for the graph's ends, and the exported weights are the trained ones
     assert isinstance(graph.nodes["input"], nir.Input) and isinstance(graph.nodes["output"], nir.Output)
@@ -452,8 +486,9 @@ def test_own_export_of_norse_sequential_state_and_lift(tmp_path):
     from snntorch_egru.norse import EGRURecurrentCell
 
     torch.manual_seed(1)
-    model = norse.SequentialState(torch.nn.Linear(4, 16), EGRURecurrentCell(16, 16, thr_mean=0.1),
-                                  norse.Lift(torch.nn.Linear(16, 3)))
+    model = norse.SequentialState(
+        torch.nn.Linear(4, 16), EGRURecurrentCell(16, 16, thr_mean=0.1), norse.Lift(torch.nn.Linear(16, 3))
+    )
     graph = senir.export_to_nir(model, torch.randn(5, 4))
     path = tmp_path / "seqstate.nir"
     senir.write(path, graph)

@@ -39,12 +39,35 @@ def path(request, monkeypatch):
     return request.param
 
 
-def _pair(dtype=torch.float64, *, layers=1, reset="subtract", activity=0.3, bias=True, spike_grad=None,
-          surrogate_disable=False, dropconnect=0.0, zoneout=0.0, dropout=0.0, eps=1.3, seed=0):
+def _pair(
+    dtype=torch.float64,
+    *,
+    layers=1,
+    reset="subtract",
+    activity=0.3,
+    bias=True,
+    spike_grad=None,
+    surrogate_disable=False,
+    dropconnect=0.0,
+    zoneout=0.0,
+    dropout=0.0,
+    eps=1.3,
+    seed=0,
+):
     torch.manual_seed(seed)
-    kw = dict(num_layers=layers, reset_mechanism=reset, bias=bias, spike_grad=spike_grad,
-              surrogate_disable=surrogate_disable, dropconnect=dropconnect, zoneout=zoneout, dropout=dropout,
-              pseudo_derivative_support=eps, threshold_clamp=False, init="torch")
+    kw = dict(
+        num_layers=layers,
+        reset_mechanism=reset,
+        bias=bias,
+        spike_grad=spike_grad,
+        surrogate_disable=surrogate_disable,
+        dropconnect=dropconnect,
+        zoneout=zoneout,
+        dropout=dropout,
+        pseudo_derivative_support=eps,
+        threshold_clamp=False,
+        init="torch",
+    )
     fused = se.EGRU(I, H, backend="torch", **kw).to(dtype)
     ref = se.EGRU(I, H, backend="reference", **kw).to(dtype)
     with torch.no_grad():
@@ -70,7 +93,7 @@ def _run(model, x, state, up, seed=7):
     state = [s.clone().requires_grad_(True) for s in state]
     torch.manual_seed(seed)  # same dropconnect / zoneout / dropout masks for both backends
     out, new_state, rec = model(x, EGRUState(*state), return_internals=True)
-    loss = sum((r * u).sum() for r, u in zip(rec, up)) + (out ** 2).sum() + (new_state.c ** 2).sum()
+    loss = sum((r * u).sum() for r, u in zip(rec, up)) + (out**2).sum() + (new_state.c**2).sum()
     params = [p for p in model.parameters()]
     grads = torch.autograd.grad(loss, [x, *state, *params], allow_unused=True)
     return out, new_state, rec, grads
@@ -186,9 +209,18 @@ def test_auto_backend_is_torch_on_cpu_and_no_grad_path_matches():
     rnn = se.EGRU(I, H)
     x = torch.randn(T, B, I)
     call_x = x
-    call = backends.LayerCall(x=call_x, y0=torch.zeros(B, H), c0=torch.zeros(B, H), trace0=torch.zeros(B, H),
-                              weight_ih=rnn.weight_ih_l0, weight_hh=rnn.weight_hh_l0, bias_ih=rnn.bias_ih_l0,
-                              bias_hh=rnn.bias_hh_l0, threshold=rnn.threshold_l0, spike_fn=rnn.spike_grad)
+    call = backends.LayerCall(
+        x=call_x,
+        y0=torch.zeros(B, H),
+        c0=torch.zeros(B, H),
+        trace0=torch.zeros(B, H),
+        weight_ih=rnn.weight_ih_l0,
+        weight_hh=rnn.weight_hh_l0,
+        bias_ih=rnn.bias_ih_l0,
+        bias_hh=rnn.bias_hh_l0,
+        threshold=rnn.threshold_l0,
+        spike_fn=rnn.spike_grad,
+    )
     assert backends.resolve_backend("auto", call).name == "torch"
     with torch.no_grad():
         out_ng, _ = rnn(x)
@@ -211,8 +243,13 @@ def test_weight_cache_follows_in_place_updates():
 
 
 def test_empty_sequence_and_bad_arguments():
-    w = dict(weight_ih=torch.randn(3 * H, I), weight_hh=torch.randn(3 * H, H), bias_ih=None, bias_hh=None,
-             threshold=torch.zeros(H))
+    w = dict(
+        weight_ih=torch.randn(3 * H, I),
+        weight_hh=torch.randn(3 * H, H),
+        bias_ih=None,
+        bias_hh=None,
+        threshold=torch.zeros(H),
+    )
     s = torch.zeros(B, H)
     out = sparse.egru_sequence_fused(torch.randn(0, B, I), s, s, s, *w.values())
     assert out.y.shape == (0, B, H)
@@ -224,6 +261,7 @@ def test_empty_sequence_and_bad_arguments():
 
 def test_saved_memory_below_reference():
     """Bytes saved for backward (packed by autograd) are well below the reference's tape."""
+
     def saved_bytes(model, x):
         total = [0]
 

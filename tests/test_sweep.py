@@ -16,8 +16,24 @@ from snntorch_egru.training import _loop, main
 from snntorch_egru.training._cli import UsageError, _validate
 from snntorch_egru.training._tasks import TrainConfig
 
-TINY = ["--hidden-size", "8", "--batch-size", "16", "--limit-train", "32", "--limit-test", "24",
-        "--eval-batch-size", "24", "--no-progress", "--no-nir", "--seed", "4", "--epochs", "1"]
+TINY = [
+    "--hidden-size",
+    "8",
+    "--batch-size",
+    "16",
+    "--limit-train",
+    "32",
+    "--limit-test",
+    "24",
+    "--eval-batch-size",
+    "24",
+    "--no-progress",
+    "--no-nir",
+    "--seed",
+    "4",
+    "--epochs",
+    "1",
+]
 HAS_MPL = importlib.util.find_spec("matplotlib") is not None
 
 
@@ -41,13 +57,15 @@ def _count_runs(monkeypatch):
 def test_sweep_with_seeds_and_gru_writes_the_runs_and_their_figures(tmp_path, capsys, monkeypatch):
     out = tmp_path / "sweep"
     trained = _count_runs(monkeypatch)
-    assert main(["--out", str(out), *TINY, "--activity-targets", "0.3,0.02", "--baseline", "gru",
-                 "--seeds", "0,1"]) == 0
+    assert (
+        main(["--out", str(out), *TINY, "--activity-targets", "0.3,0.02", "--baseline", "gru", "--seeds", "0,1"]) == 0
+    )
     top = _read(out / "metrics.json")
     assert top["task"] == "digits" and top["targets"] == [0.3, 0.02] and top["seeds"] == [0, 1]
     # one EGRU run per target and seed, each with its own target; the GRU trained once per seed, in gru/
-    assert sorted(trained) == sorted(str(out / d / f"seed-{s}") for d in ("target-0.3", "target-0.02", "gru")
-                                     for s in (0, 1))
+    assert sorted(trained) == sorted(
+        str(out / d / f"seed-{s}") for d in ("target-0.3", "target-0.02", "gru") for s in (0, 1)
+    )
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("gru")) == ["gru"]
     for row, t in zip(top["per_target"], (0.3, 0.02)):
         runs = [_read(out / f"target-{t}" / f"seed-{s}" / "metrics.json") for s in (0, 1)]
@@ -83,8 +101,10 @@ def test_sweep_with_seeds_and_gru_writes_the_runs_and_their_figures(tmp_path, ca
     assert f"{100 * acc['mean']:.2f} ± {100 * acc['sd']:.2f}%" in last and "| GRU test accuracy " in last
     # the same folder without --seeds: refused, nothing trained or replaced
     assert main(["--out", str(out), *TINY, "--activity-targets", "0.3"]) == 2
-    assert f"{str(out / 'target-0.3' / 'metrics.json')!r} holds a --seeds run (seed-<s>/ folders)" in \
-        capsys.readouterr().err
+    assert (
+        f"{str(out / 'target-0.3' / 'metrics.json')!r} holds a --seeds run (seed-<s>/ folders)"
+        in capsys.readouterr().err
+    )
     assert len(trained) == 6 and _read(out / "metrics.json") == top
 
 
@@ -121,8 +141,10 @@ def test_finished_runs_are_reused_and_runs_made_alone_assembled(tmp_path, capsys
     assert "holds a finished run made with other settings: --hidden-size 8 (this sweep: 4)" in err
     # and a folder of one run is not turned into a --seeds folder
     assert main(["--out", str(out), *TINY, "--activity-targets", "0.1", "--seeds", "0"]) == 2
-    assert f"{str(out / 'target-0.1' / 'metrics.json')!r} holds a single run and this sweep has --seeds" in \
-        capsys.readouterr().err
+    assert (
+        f"{str(out / 'target-0.1' / 'metrics.json')!r} holds a single run and this sweep has --seeds"
+        in capsys.readouterr().err
+    )
     assert (out / "target-0.1" / "metrics.json").stat().st_mtime_ns == alone
     assert len(trained) == 2
 
@@ -178,24 +200,38 @@ def _one_line_error(capsys, argv, message):
     assert message in err[0], (message, err[0])
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--activity-targets", "0.1,x"], "argument --activity-targets: expected distinct comma-separated numbers in "
-                                      "[0, 1] such as 0.02,0.05,0.1,0.2, got '0.1,x'"),
-    (["--activity-targets", "0.1,0.1"], "got '0.1,0.1'"),
-    (["--activity-targets", "0.1,1.5"], "expected distinct comma-separated numbers in [0, 1]"),
-    (["--activity-targets", "nan"], "expected distinct comma-separated numbers in [0, 1]"),
-    (["--activity-targets", ""], "expected distinct comma-separated numbers in [0, 1]"),
-    (["--activity-targets", "0.1", "--activity-reg", "0"],
-     "--activity-targets needs an activity regulariser, but --activity-reg is 0.0 (task 'digits'); give "
-     "--activity-reg > 0"),
-    (["--task", "smnist", "--activity-targets", "0.1"], "--activity-reg is 0.0 (task 'smnist')"),
-    (["--activity-targets", "0.1", "--model", "gru"],
-     "--activity-targets sweeps the EGRU's activity regulariser target and needs --model egru, got --model gru"),
-    (["--task", "ptb", "--activity-targets", "0.1"],
-     "--activity-targets is for classification tasks; task 'ptb' is a language model"),
-    (["--resume", "runs/x", "--activity-targets", "0.1"],
-     "--resume continues one run folder; an --activity-targets sweep has one per target"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--activity-targets", "0.1,x"],
+            "argument --activity-targets: expected distinct comma-separated numbers in "
+            "[0, 1] such as 0.02,0.05,0.1,0.2, got '0.1,x'",
+        ),
+        (["--activity-targets", "0.1,0.1"], "got '0.1,0.1'"),
+        (["--activity-targets", "0.1,1.5"], "expected distinct comma-separated numbers in [0, 1]"),
+        (["--activity-targets", "nan"], "expected distinct comma-separated numbers in [0, 1]"),
+        (["--activity-targets", ""], "expected distinct comma-separated numbers in [0, 1]"),
+        (
+            ["--activity-targets", "0.1", "--activity-reg", "0"],
+            "--activity-targets needs an activity regulariser, but --activity-reg is 0.0 (task 'digits'); give "
+            "--activity-reg > 0",
+        ),
+        (["--task", "smnist", "--activity-targets", "0.1"], "--activity-reg is 0.0 (task 'smnist')"),
+        (
+            ["--activity-targets", "0.1", "--model", "gru"],
+            "--activity-targets sweeps the EGRU's activity regulariser target and needs --model egru, got --model gru",
+        ),
+        (
+            ["--task", "ptb", "--activity-targets", "0.1"],
+            "--activity-targets is for classification tasks; task 'ptb' is a language model",
+        ),
+        (
+            ["--resume", "runs/x", "--activity-targets", "0.1"],
+            "--resume continues one run folder; an --activity-targets sweep has one per target",
+        ),
+    ],
+)
 def test_sweep_refusals_are_one_line(capsys, tmp_path, argv, message):
     _one_line_error(capsys, ["--out", str(tmp_path / "o"), *argv], message)
     assert not (tmp_path / "o").exists()
@@ -203,8 +239,11 @@ def test_sweep_refusals_are_one_line(capsys, tmp_path, argv, message):
 
 def test_python_api_checks_the_targets():
     for targets in ([], [0.1, 0.1], [0.1, -0.1], "0.1", [True]):
-        with pytest.raises(UsageError, match=r"--activity-targets must be a non-empty list of distinct numbers "
-                                             r"in \[0, 1\], got "):
+        with pytest.raises(
+            UsageError,
+            match=r"--activity-targets must be a non-empty list of distinct numbers "
+            r"in \[0, 1\], got ",
+        ):
             _validate(TrainConfig(activity_reg=1.0, activity_targets=targets), 1)
     _validate(TrainConfig(activity_reg=1.0, activity_targets=[0, 1, 0.5]), 1)  # the ends are allowed
 
@@ -213,8 +252,18 @@ def test_a_gru_made_without_the_egru_only_options_is_reused(tmp_path, capsys, mo
     """Zoneout, DropConnect, thresholds, init and the per-layer clip belong to the EGRU layer: a GRU trained
     without them is the sweep's GRU (and gives the same weights as one trained with them, checked here)."""
     out = tmp_path / "sweep"
-    egru_only = ["--zoneout", "0.1", "--dropconnect", "0.2", "--thr-mean", "0.2", "--init", "torch",
-                 "--layer-grad-clip", "0.5"]
+    egru_only = [
+        "--zoneout",
+        "0.1",
+        "--dropconnect",
+        "0.2",
+        "--thr-mean",
+        "0.2",
+        "--init",
+        "torch",
+        "--layer-grad-clip",
+        "0.5",
+    ]
     assert main(["--out", str(out / "gru"), *TINY, "--model", "gru"]) == 0
     assert main(["--out", str(tmp_path / "gru-with"), *TINY, "--model", "gru", *egru_only]) == 0
     a = torch.load(out / "gru" / "best.pt", weights_only=False)["model"]
@@ -222,21 +271,40 @@ def test_a_gru_made_without_the_egru_only_options_is_reused(tmp_path, capsys, mo
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
     trained = _count_runs(monkeypatch)
-    assert main(["--out", str(out), *TINY, "--activity-targets", "0.1", "--baseline", "gru", "--no-plot",
-                 *egru_only]) == 0
+    assert (
+        main(["--out", str(out), *TINY, "--activity-targets", "0.1", "--baseline", "gru", "--no-plot", *egru_only]) == 0
+    )
     assert trained == [str(out / "target-0.1")]
     assert "gru: reusing the finished run" in capsys.readouterr().out
     # a setting the GRU does use (its learning rate) is still refused
     (out / "target-0.1" / "metrics.json").unlink()
-    assert main(["--out", str(out / "other"), *TINY, "--activity-targets", "0.1", "--baseline", "gru",
-                 "--no-plot", "--lr", "0.5", *egru_only]) == 0  # (a fresh sweep folder: trains both)
+    assert (
+        main(
+            [
+                "--out",
+                str(out / "other"),
+                *TINY,
+                "--activity-targets",
+                "0.1",
+                "--baseline",
+                "gru",
+                "--no-plot",
+                "--lr",
+                "0.5",
+                *egru_only,
+            ]
+        )
+        == 0
+    )  # (a fresh sweep folder: trains both)
     (out / "other" / "gru").rename(out / "gru-lr")
     import shutil
+
     shutil.rmtree(out / "gru")
     (out / "gru-lr").rename(out / "gru")
     capsys.readouterr()
-    assert main(["--out", str(out), *TINY, "--activity-targets", "0.1", "--baseline", "gru", "--no-plot",
-                 *egru_only]) == 2
+    assert (
+        main(["--out", str(out), *TINY, "--activity-targets", "0.1", "--baseline", "gru", "--no-plot", *egru_only]) == 2
+    )
     err = capsys.readouterr().err
     assert "gru" in err and "--lr 0.5 (this sweep: " in err
 
@@ -246,11 +314,11 @@ def test_a_sweep_stopped_early_says_so_in_every_figure(tmp_path, capsys):
     say which entries are unfinished, and the same command without it finishes them and clears the flag."""
     out = tmp_path / "sweep"
     two = [*TINY, "--epochs", "2"]
-    assert main(["--out", str(out), *two, "--activity-targets", "0.3,0.05", "--baseline", "gru",
-                 "--stop-after", "1"]) == 0
+    assert (
+        main(["--out", str(out), *two, "--activity-targets", "0.3,0.05", "--baseline", "gru", "--stop-after", "1"]) == 0
+    )
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert "| UNFINISHED (target 0.3, target 0.05, GRU stopped early: give the same command again to continue)" \
-        in last
+    assert "| UNFINISHED (target 0.3, target 0.05, GRU stopped early: give the same command again to continue)" in last
     top = _read(out / "metrics.json")
     assert top["finished"] is False
     assert [r["finished"] for r in top["per_target"]] == [False, False] and top["gru"]["finished"] is False
@@ -269,9 +337,11 @@ def test_a_sweep_stopped_early_says_so_in_every_figure(tmp_path, capsys):
 
 
 def test_one_target_and_a_sweep_of_targets_are_not_both_taken(tmp_path, capsys):
-    _one_line_error(capsys, ["--out", str(tmp_path / "o"), *TINY, "--activity-target", "0.2",
-                             "--activity-targets", "0.1,0.3"],
-                    "--activity-target 0.2 and --activity-targets 0.1,0.3 were both given")
+    _one_line_error(
+        capsys,
+        ["--out", str(tmp_path / "o"), *TINY, "--activity-target", "0.2", "--activity-targets", "0.1,0.3"],
+        "--activity-target 0.2 and --activity-targets 0.1,0.3 were both given",
+    )
     assert not (tmp_path / "o").exists()
 
 

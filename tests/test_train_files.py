@@ -19,8 +19,25 @@ import torch
 from snntorch_egru.training import main
 from snntorch_egru.training._data import MAX_IDX_ITEMS, read_idx
 
-TINY = ["--hidden-size", "8", "--batch-size", "16", "--limit-train", "32", "--limit-test", "16",
-        "--eval-batch-size", "16", "--no-progress", "--no-nir", "--no-plot", "--seed", "3", "--threads", "1"]
+TINY = [
+    "--hidden-size",
+    "8",
+    "--batch-size",
+    "16",
+    "--limit-train",
+    "32",
+    "--limit-test",
+    "16",
+    "--eval-batch-size",
+    "16",
+    "--no-progress",
+    "--no-nir",
+    "--no-plot",
+    "--seed",
+    "3",
+    "--threads",
+    "1",
+]
 
 
 def _one_line_error(capsys, argv, message):
@@ -114,23 +131,31 @@ def test_idx_reader_refuses_devices_fifos_and_links_to_them(tmp_path):
 def test_out_is_a_dangling_symlink(capsys, tmp_path):
     out = tmp_path / "out"
     out.symlink_to(tmp_path / "gone")
-    _one_line_error(capsys, ["--out", str(out), *TINY],
-                    f"--out {str(out)!r} is a symbolic link to {str(tmp_path / 'gone')!r}, which does not exist")
+    _one_line_error(
+        capsys,
+        ["--out", str(out), *TINY],
+        f"--out {str(out)!r} is a symbolic link to {str(tmp_path / 'gone')!r}, which does not exist",
+    )
 
 
 def test_data_dir_is_a_file(capsys, tmp_path):
     f = tmp_path / "data.txt"
     f.write_text("x")
-    _one_line_error(capsys, ["--task", "smnist", "--data-dir", str(f), "--out", str(tmp_path / "r"), *TINY],
-                    f"--data-dir {str(f)!r} is a file; expected the folder holding the dataset files of task 'smnist'")
+    _one_line_error(
+        capsys,
+        ["--task", "smnist", "--data-dir", str(f), "--out", str(tmp_path / "r"), *TINY],
+        f"--data-dir {str(f)!r} is a file; expected the folder holding the dataset files of task 'smnist'",
+    )
 
 
 # ----------------------------------------------------------------------------- the folder lock
 def _hold_lock(folder):
     """A process holding the run folder's lock as a running ``snntorch-egru train`` does."""
-    code = ("import fcntl, os, sys, time; f = open(os.path.join(sys.argv[1], '.lock'), 'a+'); "
-            "fcntl.flock(f, fcntl.LOCK_EX); f.seek(0); f.truncate(); f.write(f'pid {os.getpid()}\\n'); f.flush(); "
-            "print('locked', flush=True); time.sleep(60)")
+    code = (
+        "import fcntl, os, sys, time; f = open(os.path.join(sys.argv[1], '.lock'), 'a+'); "
+        "fcntl.flock(f, fcntl.LOCK_EX); f.seek(0); f.truncate(); f.write(f'pid {os.getpid()}\\n'); f.flush(); "
+        "print('locked', flush=True); time.sleep(60)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"
     return proc
@@ -143,8 +168,9 @@ def test_two_runs_into_one_folder_the_second_is_refused(capsys, tmp_path, done_r
     proc = _hold_lock(run_dir)
     try:
         for argv in (["--out", str(run_dir), *TINY, "--epochs", "2"], ["--resume", str(run_dir), "--epochs", "3"]):
-            _one_line_error(capsys, argv, f"run folder {str(run_dir)!r} is in use by another snntorch-egru train "
-                                          f"(pid {proc.pid})")
+            _one_line_error(
+                capsys, argv, f"run folder {str(run_dir)!r} is in use by another snntorch-egru train (pid {proc.pid})"
+            )
     finally:
         proc.kill()
         proc.wait()
@@ -157,13 +183,21 @@ def test_a_running_train_command_holds_its_folder(capsys, tmp_path):
     out = tmp_path / "busy"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "snntorch_egru", "train", "--out", str(out), *TINY,
-                             "--epochs", "200"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snntorch_egru", "train", "--out", str(out), *TINY, "--epochs", "200"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         header = proc.stdout.readline()  # printed once the folder is locked and the model built
         assert header.startswith("snntorch-egru train: task digits") and str(out) in header
-        _one_line_error(capsys, ["--out", str(out), *TINY, "--epochs", "2"],
-                        f"run folder {str(out)!r} is in use by another snntorch-egru train (pid {proc.pid})")
+        _one_line_error(
+            capsys,
+            ["--out", str(out), *TINY, "--epochs", "2"],
+            f"run folder {str(out)!r} is in use by another snntorch-egru train (pid {proc.pid})",
+        )
     finally:
         proc.kill()
         proc.wait()
@@ -179,14 +213,17 @@ def test_full_disk_inside_torch_save_names_the_file(capsys, monkeypatch, tmp_pat
     before = (run_dir / "checkpoint.pt").read_bytes()
 
     def full(obj, f, *a, **k):  # what torch.save raises when the device fills up under it
-        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
-                           "data/0: file write failed")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
+            "data/0: file write failed"
+        )
 
     monkeypatch.setattr(torch, "save", full)
     monkeypatch.setattr(os, "statvfs", lambda p: os.statvfs_result((4096, 4096, 10, 0, 0, 10, 0, 0, 0, 255)))
     path = str(run_dir / "checkpoint.pt")
-    _one_line_error(capsys, ["--resume", str(run_dir), "--epochs", "3"],
-                    f"no space left on device (disk full): {path!r}")
+    _one_line_error(
+        capsys, ["--resume", str(run_dir), "--epochs", "3"], f"no space left on device (disk full): {path!r}"
+    )
     assert (run_dir / "checkpoint.pt").read_bytes() == before
     assert not [n for n in os.listdir(run_dir) if n.endswith(".tmp")]
 
@@ -213,8 +250,11 @@ def _rewrite(run_dir, change):
 def test_text_file_as_checkpoint(capsys, tmp_path, done_run):
     run_dir = _copy(done_run, tmp_path)
     (run_dir / "checkpoint.pt").write_text("these are my notes\n" * 20)
-    _one_line_error(capsys, ["--resume", str(run_dir), "--epochs", "3"],
-                    f"{str(run_dir / 'checkpoint.pt')!r} is not a readable checkpoint (truncated or corrupt?)")
+    _one_line_error(
+        capsys,
+        ["--resume", str(run_dir), "--epochs", "3"],
+        f"{str(run_dir / 'checkpoint.pt')!r} is not a readable checkpoint (truncated or corrupt?)",
+    )
 
 
 def _optimizer_string(ck):
@@ -231,18 +271,24 @@ def _foreign_history(ck):
     ck["history"][1] = {"epoch": 2, "train_loss": "low"}
 
 
-@pytest.mark.parametrize("change, message", [
-    (_optimizer_string, "optimizer state 'exp_avg' of parameter 0 is str 'zeros', expected a tensor or a number"),
-    (_int64_weights, "is torch.int64, the model's is torch.float32"),
-    (lambda ck: ck["config"].update(colour="red", mood=1), "has settings this version does not know: colour, mood"),
-    (_foreign_history, "'history' row 2 has 'train_loss' = 'low', expected a number"),
-    (lambda ck: ck["history"].append({"epoch": 9}), "'history' has 3 rows for 2 completed epochs"),
-    (lambda ck: ck["history"].__setitem__(0, [1, 2]), "'history' row 0 is '[1, 2]', expected a dict with 'epoch': 1"),
-    (lambda ck: ck.update(format=99), "has checkpoint format 99, written by a newer snntorch-egru"),
-    (lambda ck: ck.update(format="1"), "'format' is '1', expected a positive integer"),
-    (lambda ck: ck.update(scheduler=[1]), "'scheduler' is a list, expected a dict"),
-    (lambda ck: ck["model"].update(extra=[1.0]), "'model' must map parameter names to tensors"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (_optimizer_string, "optimizer state 'exp_avg' of parameter 0 is str 'zeros', expected a tensor or a number"),
+        (_int64_weights, "is torch.int64, the model's is torch.float32"),
+        (lambda ck: ck["config"].update(colour="red", mood=1), "has settings this version does not know: colour, mood"),
+        (_foreign_history, "'history' row 2 has 'train_loss' = 'low', expected a number"),
+        (lambda ck: ck["history"].append({"epoch": 9}), "'history' has 3 rows for 2 completed epochs"),
+        (
+            lambda ck: ck["history"].__setitem__(0, [1, 2]),
+            "'history' row 0 is '[1, 2]', expected a dict with 'epoch': 1",
+        ),
+        (lambda ck: ck.update(format=99), "has checkpoint format 99, written by a newer snntorch-egru"),
+        (lambda ck: ck.update(format="1"), "'format' is '1', expected a positive integer"),
+        (lambda ck: ck.update(scheduler=[1]), "'scheduler' is a list, expected a dict"),
+        (lambda ck: ck["model"].update(extra=[1.0]), "'model' must map parameter names to tensors"),
+    ],
+)
 def test_checkpoints_are_validated_before_training(capsys, tmp_path, done_run, change, message):
     run_dir = _copy(done_run, tmp_path)
     _rewrite(run_dir, change)

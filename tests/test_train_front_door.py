@@ -16,8 +16,24 @@ from snntorch_egru.training import _loop, _records, build_parser, load_run, main
 from snntorch_egru.training._data import collate_time_first, load_digits_data
 from snntorch_egru.training._tasks import TrainConfig
 
-TINY = ["--hidden-size", "8", "--batch-size", "16", "--limit-train", "32", "--limit-test", "40",
-        "--eval-batch-size", "16", "--no-progress", "--no-nir", "--seed", "3", "--threads", "1"]
+TINY = [
+    "--hidden-size",
+    "8",
+    "--batch-size",
+    "16",
+    "--limit-train",
+    "32",
+    "--limit-test",
+    "40",
+    "--eval-batch-size",
+    "16",
+    "--no-progress",
+    "--no-nir",
+    "--seed",
+    "3",
+    "--threads",
+    "1",
+]
 
 
 def test_header_line_names_task_model_epochs_batch_threads_and_folder(tmp_path, capsys):
@@ -27,15 +43,23 @@ def test_header_line_names_task_model_epochs_batch_threads_and_folder(tmp_path, 
     headers = [ln for ln in lines if ln.startswith("snntorch-egru train: task ")]
     assert len(headers) == 1, lines
     n_params = json.loads((out / "metrics.json").read_text())["parameters"]
-    assert headers[0] == (f"snntorch-egru train: task digits, EGRU(8), {n_params:,} parameters, 1 epoch, batch 16, "
-                          f"1 thread, device cpu, run folder {out}")
+    assert headers[0] == (
+        f"snntorch-egru train: task digits, EGRU(8), {n_params:,} parameters, 1 epoch, batch 16, "
+        f"1 thread, device cpu, run folder {out}"
+    )
     assert lines.index(headers[0]) < len(lines) - 1  # before the summary line
     assert lines[-1].startswith("digits: test accuracy ")
 
 
-@pytest.mark.parametrize("argv, wrong", [(["--epoch", "3"], "--epoch"), (["--hidden", "8"], "--hidden"),
-                                         (["--lr", "0.1", "--weight", "0.1"], "--weight"),
-                                         (["--no-prog"], "--no-prog")])
+@pytest.mark.parametrize(
+    "argv, wrong",
+    [
+        (["--epoch", "3"], "--epoch"),
+        (["--hidden", "8"], "--hidden"),
+        (["--lr", "0.1", "--weight", "0.1"], "--weight"),
+        (["--no-prog"], "--no-prog"),
+    ],
+)
 def test_flags_are_never_abbreviated(argv, wrong, capsys):
     with pytest.raises(SystemExit) as stop:
         parse_config(argv)
@@ -58,8 +82,10 @@ def test_note_when_epochs_are_below_the_preset(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "r"), *TINY, "--epochs", "1", "--no-plot"]) == 0
     out = capsys.readouterr().out
     cfg = preset("digits")
-    assert (f"note: --epochs 1 is below the digits preset's {cfg.epochs}: the cosine learning-rate schedule is "
-            "compressed into 1 epochs") in out
+    assert (
+        f"note: --epochs 1 is below the digits preset's {cfg.epochs}: the cosine learning-rate schedule is "
+        "compressed into 1 epochs"
+    ) in out
     assert _loop._epochs_note(cfg, {"epochs": cfg.epochs}) is None  # the preset's own number: no note
     assert _loop._epochs_note(dataclasses.replace(cfg, epochs=5), {}) is None  # not given: no note
     sm = dataclasses.replace(preset("smnist"), epochs=3)
@@ -105,8 +131,9 @@ def test_resume_says_what_it_continues(tmp_path, capsys):
     assert main(["--resume", str(out), "--no-progress"]) == 0
     lines = capsys.readouterr().out.splitlines()
     best = ck["best"]
-    expected = (f"resuming {out}: epoch 2 of 3 completed, best valid accuracy {best['value']:.2%} "
-                f"(epoch {best['epoch']})")
+    expected = (
+        f"resuming {out}: epoch 2 of 3 completed, best valid accuracy {best['value']:.2%} (epoch {best['epoch']})"
+    )
     assert expected in lines, lines
 
 
@@ -129,14 +156,23 @@ def test_every_flag_has_help_with_the_task_presets_value(task):
         name = action.dest
         if name in fields and name != "task":
             value = getattr(defaults, name)
-            shown = ("none" if value is None else ",".join(map(str, value)) if isinstance(value, list)
-                     else ("on" if value else "off") if isinstance(value, bool) else str(value))
+            shown = (
+                "none"
+                if value is None
+                else ",".join(map(str, value))
+                if isinstance(value, list)
+                else ("on" if value else "off")
+                if isinstance(value, bool)
+                else str(value)
+            )
             assert action.help.endswith(f"({task} preset: {shown.replace('%', '%%')})"), (name, action.help)
             checked += 1
     assert checked == len(fields) - 1
     text = " ".join(parser.format_help().split())
-    assert f"--epochs EPOCHS number of training epochs (the learning-rate schedule spans them) ({task} preset: " \
-           f"{defaults.epochs})" in text
+    assert (
+        f"--epochs EPOCHS number of training epochs (the learning-rate schedule spans them) ({task} preset: "
+        f"{defaults.epochs})" in text
+    )
 
 
 def test_help_follows_the_task_given(capsys):
@@ -157,8 +193,17 @@ def test_plot_has_loss_and_accuracy_curves_with_integer_epoch_ticks(tmp_path, mo
         return path
 
     monkeypatch.setattr(_records, "_save_png", keep)
-    history = [{"epoch": e, "train_loss": 2.0 / e, "train_activity": 0.1, "eval_activity": 0.2,
-                "eval_accuracy": 0.3 + 0.1 * e, "eval_split": "valid"} for e in (1, 2, 3)]
+    history = [
+        {
+            "epoch": e,
+            "train_loss": 2.0 / e,
+            "train_activity": 0.1,
+            "eval_activity": 0.2,
+            "eval_accuracy": 0.3 + 0.1 * e,
+            "eval_split": "valid",
+        }
+        for e in (1, 2, 3)
+    ]
     assert _records._plot(str(tmp_path / "a.png"), None, history, "t") == str(tmp_path / "a.png")
     fig = captured["fig"]
     curves = fig.axes[2]
@@ -209,7 +254,6 @@ def test_load_run_of_a_gru_model(tmp_path):
     assert cfg.model == "gru" and isinstance(model.egru, torch.nn.GRU)
 
 
-
 def test_load_run_of_a_language_model(tmp_path):
     from snntorch_egru.training._data import LM_FILES
 
@@ -217,11 +261,39 @@ def test_load_run_of_a_language_model(tmp_path):
     data.mkdir()
     words = "the cat sat on the mat and the dog ran to the cat".split()
     for i, name in enumerate(LM_FILES["ptb"]):
-        (data / name).write_text("\n".join(" ".join(words[(i + j) % 5:] + words[:(i + j) % 5]) for j in range(8)))
+        (data / name).write_text("\n".join(" ".join(words[(i + j) % 5 :] + words[: (i + j) % 5]) for j in range(8)))
     out = tmp_path / "lm"
-    assert main(["--task", "ptb", "--data-dir", str(data), "--out", str(out), "--hidden-sizes", "8", "6",
-                 "--emb-size", "6", "--batch-size", "2", "--eval-batch-size", "2", "--bptt", "5", "--epochs", "1",
-                 "--no-progress", "--no-nir", "--no-plot", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "--task",
+                "ptb",
+                "--data-dir",
+                str(data),
+                "--out",
+                str(out),
+                "--hidden-sizes",
+                "8",
+                "6",
+                "--emb-size",
+                "6",
+                "--batch-size",
+                "2",
+                "--eval-batch-size",
+                "2",
+                "--bptt",
+                "5",
+                "--epochs",
+                "1",
+                "--no-progress",
+                "--no-nir",
+                "--no-plot",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     model, cfg = load_run(str(out))
     ck = torch.load(out / "checkpoint.pt", weights_only=True)
     assert cfg.task == "ptb" and cfg.hidden_sizes == [8, 6] and ck["spec"]["vocab_size"] == 10

@@ -17,8 +17,21 @@ from snntorch_egru.training._loop import _lr_factor, _validate, regularisers
 from snntorch_egru.training._models import SequenceClassifier, build_egru
 from snntorch_egru.training._tasks import TrainConfig
 
-TINY = ["--hidden-size", "8", "--batch-size", "16", "--limit-train", "48", "--limit-test", "40",
-        "--eval-batch-size", "40", "--no-progress", "--seed", "5"]
+TINY = [
+    "--hidden-size",
+    "8",
+    "--batch-size",
+    "16",
+    "--limit-train",
+    "48",
+    "--limit-test",
+    "40",
+    "--eval-batch-size",
+    "40",
+    "--no-progress",
+    "--seed",
+    "5",
+]
 
 
 def _run(out, *extra):
@@ -28,9 +41,11 @@ def _run(out, *extra):
 
 
 def test_import_does_not_load_training_or_heavy_libraries():
-    code = ("import sys, snntorch_egru; "
-            "print(sorted(m for m in ('snntorch_egru.training', 'sklearn', 'tonic', 'torchvision', 'matplotlib') "
-            "if m in sys.modules))")
+    code = (
+        "import sys, snntorch_egru; "
+        "print(sorted(m for m in ('snntorch_egru.training', 'sklearn', 'tonic', 'torchvision', 'matplotlib') "
+        "if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -38,8 +53,9 @@ def test_import_does_not_load_training_or_heavy_libraries():
 def test_presets_and_overrides():
     cfg, resume, given = parse_config([])
     assert cfg == preset("digits") and resume is None and given == {}
-    cfg, resume, given = parse_config(["--task", "ptb", "--lr", "0.5", "--no-learn-threshold", "--hidden-sizes",
-                                       "20", "10", "--resume", "runs/x"])
+    cfg, resume, given = parse_config(
+        ["--task", "ptb", "--lr", "0.5", "--no-learn-threshold", "--hidden-sizes", "20", "10", "--resume", "runs/x"]
+    )
     assert (cfg.task, cfg.lr, cfg.learn_threshold, cfg.hidden_sizes, resume) == ("ptb", 0.5, False, [20, 10], "runs/x")
     assert (cfg.bptt, cfg.optimizer, cfg.weight_decay, cfg.dropconnect, cfg.seed) == (70, "adamw", 0.10, 0.7, 9612)
     sm = preset("smnist")
@@ -93,8 +109,19 @@ def test_activity_regulariser_formula_and_gradient():
 def test_digits_run_metrics_json(tmp_path):
     m = _run(tmp_path / "run", "--epochs", "2")
     run = tmp_path / "run"
-    for key in ("test_accuracy", "activity", "backward_sparsity", "effective_macs", "dense_macs", "wall_time_s",
-                "command", "history", "files", "parameters", "batch_union_activity"):
+    for key in (
+        "test_accuracy",
+        "activity",
+        "backward_sparsity",
+        "effective_macs",
+        "dense_macs",
+        "wall_time_s",
+        "command",
+        "history",
+        "files",
+        "parameters",
+        "batch_union_activity",
+    ):
         assert key in m, key
     assert m["command"].startswith("snntorch-egru train --out ")
     assert m["epochs_completed"] == 2 and len(m["history"]) == 2 and m["wall_time_s"] > 0
@@ -143,8 +170,9 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert resumed["test_accuracy"] == full["test_accuracy"]
     assert resumed["activity"] == full["activity"]
     drop = ("lr", "time_s")
-    assert [{k: v for k, v in h.items() if k not in drop} for h in resumed["history"]] == \
-        [{k: v for k, v in h.items() if k not in drop} for h in full["history"]]
+    assert [{k: v for k, v in h.items() if k not in drop} for h in resumed["history"]] == [
+        {k: v for k, v in h.items() if k not in drop} for h in full["history"]
+    ]
 
 
 def test_cli_entry_point(tmp_path, capsys):
@@ -165,8 +193,9 @@ def test_rate_readout_is_the_exported_nir_graph_averaged_over_time(tmp_path):
 
     torch.manual_seed(3)
     cfg = TrainConfig(thr_mean=0.05)
-    model = SequenceClassifier(build_egru(cfg, 4, 6), 3, frontend=torch.nn.Linear(1, 4), readout="rate",
-                               dropout=0.5).eval()
+    model = SequenceClassifier(
+        build_egru(cfg, 4, 6), 3, frontend=torch.nn.Linear(1, 4), readout="rate", dropout=0.5
+    ).eval()
     T, B = 12, 5
     x = torch.rand(T, B, 1)
     with torch.no_grad():
@@ -201,8 +230,8 @@ def _gru_logits_reference(state, x, readout, readout_steps=0):
         gi = z[t] @ sd["egru.weight_ih_l0"].T + sd["egru.bias_ih_l0"]
         gh = h @ sd["egru.weight_hh_l0"].T + sd["egru.bias_hh_l0"]
         r = torch.sigmoid(gi[:, :H] + gh[:, :H])
-        u = torch.sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
-        n = torch.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+        u = torch.sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H])
+        n = torch.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
         h = (1 - u) * n + u * h
         outs.append(h)
     hs = torch.stack(outs)
@@ -217,8 +246,12 @@ def test_gru_baseline_and_seeds_report_both_with_mean_and_sd(tmp_path, capsys):
     import statistics
 
     out = tmp_path / "cmp"
-    assert main(["--out", str(out), *TINY, "--epochs", "2", "--no-plot", "--no-nir", "--baseline", "gru",
-                 "--seeds", "0,1"]) == 0
+    assert (
+        main(
+            ["--out", str(out), *TINY, "--epochs", "2", "--no-plot", "--no-nir", "--baseline", "gru", "--seeds", "0,1"]
+        )
+        == 0
+    )
     agg = json.loads((out / "metrics.json").read_text())
     assert agg["seeds"] == [0, 1]
     per = {s: json.loads((out / f"seed-{s}" / "metrics.json").read_text()) for s in (0, 1)}
@@ -238,7 +271,8 @@ def test_gru_baseline_and_seeds_report_both_with_mean_and_sd(tmp_path, capsys):
         assert g["dense_macs"] == g["effective_macs"] == e["dense_macs"] == T * 3 * H * (I + H)
         assert g["activity"] == 1.0 and 0 < e["activity"] < 1
         assert e["comparison"]["egru_minus_gru_accuracy_points"] == pytest.approx(
-            100 * (e["test_accuracy"] - g["test_accuracy"]))
+            100 * (e["test_accuracy"] - g["test_accuracy"])
+        )
     # the GRU's reported count of correct test answers, recomputed from its tested weights (float64 reference)
     cfg = TrainConfig.from_dict(gru[1]["config"])
     best = torch.load(out / "seed-1" / "gru" / "best.pt", weights_only=False)
@@ -274,8 +308,20 @@ def test_validation_split_is_held_out_of_train_and_the_test_split_is_read_once(t
         return out
 
     monkeypatch.setattr(_run_classify._ClassifyRun, "_build", build)
-    m = _run(tmp_path / "run", "--epochs", "2", "--limit-train", "64", "--limit-test", "0", "--hidden-size", "4",
-             "--eval-batch-size", "400", "--no-plot")
+    m = _run(
+        tmp_path / "run",
+        "--epochs",
+        "2",
+        "--limit-train",
+        "64",
+        "--limit-test",
+        "0",
+        "--hidden-size",
+        "4",
+        "--eval-batch-size",
+        "400",
+        "--no-plot",
+    )
     assert reads == ["test"]  # two epochs selected on validation; the test split once, at the end
     assert (m["train_samples"], m["valid_samples"], m["test_samples"]) == (64, 287, 360)
     assert m["selected_on"] == "valid" and all(h["eval_split"] == "valid" for h in m["history"])
@@ -309,27 +355,32 @@ def test_default_task_nir_file_reproduces_the_reported_test_count(tmp_path):
             outs.append(o)
     outs = torch.stack(outs)
     if cfg.readout_steps:
-        outs = outs[-cfg.readout_steps:]
+        outs = outs[-cfg.readout_steps :]
     correct = int((outs.mean(0).argmax(1) == y).sum())
     assert m["test_samples"] == 360 and m["test_correct"] == correct
     assert m["test_accuracy"] == pytest.approx(correct / 360, abs=1e-12)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--seeds", "1,x"], "--seeds: expected comma-separated integers"),
-    (["--seeds", "1,1"], "--seeds: expected distinct integers"),
-    (["--model", "lstm"], "--model: invalid choice: 'lstm'"),
-    (["--valid-fraction", "1"], "--valid-fraction: expected a number in [0, 1)"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--seeds", "1,x"], "--seeds: expected comma-separated integers"),
+        (["--seeds", "1,1"], "--seeds: expected distinct integers"),
+        (["--model", "lstm"], "--model: invalid choice: 'lstm'"),
+        (["--valid-fraction", "1"], "--valid-fraction: expected a number in [0, 1)"),
+    ],
+)
 def test_new_flags_refuse_bad_values(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
 
 
 def test_gru_options_are_checked_before_training(tmp_path):
-    for kw, msg in ((dict(task="ptb", baseline="gru"), "--baseline gru are for classification tasks"),
-                    (dict(model="gru", baseline="gru"), "--baseline gru trains a GRU next to the EGRU"),
-                    (dict(seeds=[0, 0]), "--seeds must be a non-empty list of distinct integers")):
+    for kw, msg in (
+        (dict(task="ptb", baseline="gru"), "--baseline gru are for classification tasks"),
+        (dict(model="gru", baseline="gru"), "--baseline gru trains a GRU next to the EGRU"),
+        (dict(seeds=[0, 0]), "--seeds must be a non-empty list of distinct integers"),
+    ):
         cfg = TrainConfig(**kw)
         with pytest.raises(ValueError, match=msg):
             _validate(cfg, 1)
@@ -341,8 +392,25 @@ def test_gru_model_accepts_the_per_layer_clip_that_only_egru_layers_have(tmp_pat
     outs = {}
     for name, extra in (("clip", ["--layer-grad-clip", "0.25"]), ("plain", [])):
         outs[name] = tmp_path / name
-        assert main(["--out", str(outs[name]), *TINY, "--epochs", "1", "--no-plot", "--no-nir", "--model", "gru",
-                     "--threads", "1", *extra]) == 0
+        assert (
+            main(
+                [
+                    "--out",
+                    str(outs[name]),
+                    *TINY,
+                    "--epochs",
+                    "1",
+                    "--no-plot",
+                    "--no-nir",
+                    "--model",
+                    "gru",
+                    "--threads",
+                    "1",
+                    *extra,
+                ]
+            )
+            == 0
+        )
     a = torch.load(outs["clip"] / "best.pt", weights_only=False)["model"]
     b = torch.load(outs["plain"] / "best.pt", weights_only=False)["model"]
     assert a.keys() == b.keys()

@@ -47,9 +47,19 @@ def main() -> None:
     p.add_argument("--input-size", type=int, default=64)
     p.add_argument("--out", default=None)
     a = p.parse_args()
-    rows = ["| H | B | activity | mode | fwd µs/step | fwd+bwd µs/step | measured activity |", "|---|---|---|---|---|---|---|"]
-    for H, B, act in [(1024, 1, 0.1), (2048, 1, 0.1), (1024, 16, 0.1), (1024, 32, 0.1), (1024, 128, 0.1),
-                      (256, 1, 0.1), (1024, 1, 0.02)]:
+    rows = [
+        "| H | B | activity | mode | fwd µs/step | fwd+bwd µs/step | measured activity |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for H, B, act in [
+        (1024, 1, 0.1),
+        (2048, 1, 0.1),
+        (1024, 16, 0.1),
+        (1024, 32, 0.1),
+        (1024, 128, 0.1),
+        (256, 1, 0.1),
+        (1024, 1, 0.02),
+    ]:
         T = a.steps
         x = torch.randn(T, B, a.input_size, device="cuda")
         gru = torch.nn.GRU(a.input_size, H).cuda()
@@ -69,8 +79,10 @@ def main() -> None:
             fb = timed(lambda: rnn(xg)[0].sum().backward()) / T
             rows.append(f"| {H} | {B} | {act} | cupy {mode} | {fw:.2f} | {fb:.2f} | {measured:.3f} |")
         print("\n".join(rows[-4:]), flush=True)
-    text = f"device: {torch.cuda.get_device_name()}, T = {a.steps}, I = {a.input_size}, fp32, TF32 " \
-           f"{'on' if torch.backends.cudnn.allow_tf32 else 'off'} for cuDNN\n\n" + "\n".join(rows) + "\n"
+    text = (
+        f"device: {torch.cuda.get_device_name()}, T = {a.steps}, I = {a.input_size}, fp32, TF32 "
+        f"{'on' if torch.backends.cudnn.allow_tf32 else 'off'} for cuDNN\n\n" + "\n".join(rows) + "\n"
+    )
     print(text)
     if a.out:
         with open(a.out, "w") as f:

@@ -46,12 +46,32 @@ class _NoDevice(_cupy.CupyLauncher):
 
 def tensors(T: int, B: int, H: int) -> tuple:
     z = lambda *s: torch.zeros(*s)  # noqa: E731
-    fwd = {"gi": z(T, B, 3 * H), "whh_t": z(H, 3 * H), "bhh": z(3 * H), "theta": z(H), "y0": z(B, H),
-           "c0": z(B, H), "tr0": z(B, H), "zmask": None}
+    fwd = {
+        "gi": z(T, B, 3 * H),
+        "whh_t": z(H, 3 * H),
+        "bhh": z(3 * H),
+        "theta": z(H),
+        "y0": z(B, H),
+        "c0": z(B, H),
+        "tr0": z(B, H),
+        "zmask": None,
+    }
     fwd.update({k: z(T, B, H) for k in ("y", "c", "o", "tr", "s_r", "s_z", "s_n", "s_hn")})
     bwd = {k: fwd[k] for k in ("whh_t", "theta", "c0", "zmask", "y", "c", "o", "s_r", "s_z", "s_n", "s_hn")}
-    bwd.update({"g_y": z(T, B, H), "g_c": None, "g_o": None, "g_tr": None, "ga": z(T, B, 3 * H),
-                "gqn": z(T, B, H), "dy": z(B, H), "dc": z(B, H), "tb": z(B, H), "dth": z(B, H)})
+    bwd.update(
+        {
+            "g_y": z(T, B, H),
+            "g_c": None,
+            "g_o": None,
+            "g_tr": None,
+            "ga": z(T, B, 3 * H),
+            "gqn": z(T, B, H),
+            "dy": z(B, H),
+            "dc": z(B, H),
+            "tb": z(B, H),
+            "dth": z(B, H),
+        }
+    )
     return fwd, bwd
 
 
@@ -74,8 +94,10 @@ def main(argv=None) -> None:
             runs.append((time.perf_counter() - t0) / _NoDevice.launches * 1e6)
         per[name] = (min(runs), statistics.median(runs), _NoDevice.launches)
     for name, (best, med, n) in per.items():
-        print(f"{name:8s}: {best:6.2f} us (median {med:6.2f}) of launcher host work per launch "
-              f"({n} launches, T={a.steps})")
+        print(
+            f"{name:8s}: {best:6.2f} us (median {med:6.2f}) of launcher host work per launch "
+            f"({n} launches, T={a.steps})"
+        )
 
 
 if __name__ == "__main__":

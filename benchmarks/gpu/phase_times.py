@@ -53,11 +53,20 @@ def _launcher_class(dry: bool):
             self.events.setdefault(key, []).append((a, b))
 
         if dry:  # no device: constants for the queries, names for the kernels
+
             def _setup(self, ref, store):
-                cp = type("cp", (), {"cuda": type("c", (), {"Device": staticmethod(
-                    lambda d: contextlib.nullcontext())})})
-                return cp, 0, "float", 0, self.mode if self.mode != "auto" else "persistent", 132, \
-                    contextlib.nullcontext()
+                cp = type(
+                    "cp", (), {"cuda": type("c", (), {"Device": staticmethod(lambda d: contextlib.nullcontext())})}
+                )
+                return (
+                    cp,
+                    0,
+                    "float",
+                    0,
+                    self.mode if self.mode != "auto" else "persistent",
+                    132,
+                    contextlib.nullcontext(),
+                )
 
             def _kernel(self, name, real, wstore, units):
                 return type("k", (), {"name": name})()
@@ -88,15 +97,13 @@ def main(argv=None) -> int:
     if dry:
         a.hidden, a.batch, a.steps = 32, 2, 8
     dev = torch.device("cpu" if dry else "cuda")
-    rnn = _egru(Cell(a.hidden, a.batch, a.activity, "fwdbwd", input_size=a.input_size, steps=a.steps), dev,
-                "reference")
+    rnn = _egru(Cell(a.hidden, a.batch, a.activity, "fwdbwd", input_size=a.input_size, steps=a.steps), dev, "reference")
     g = torch.Generator().manual_seed(1)
     x = torch.randn(a.steps, a.batch, a.input_size, generator=g).to(dev)
     calibrate_thresholds(rnn, x, a.activity)
     H = a.hidden
     z = torch.zeros(a.batch, H, device=dev)
-    w_ih, w_hh, b_ih, b_hh = (p.detach() for p in (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0,
-                                                     rnn.bias_hh_l0))
+    w_ih, w_hh, b_ih, b_hh = (p.detach() for p in (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0))
     theta = rnn.threshold_l0.detach().reshape(-1).expand(H).contiguous()
     cfg = KernelConfig(reset_mode=0, zoneout_p=0.0, gamma=0.3, eps=1.0)
     Timed = _launcher_class(dry)
@@ -114,8 +121,25 @@ def main(argv=None) -> int:
             if not dry:
                 torch.cuda.synchronize()
             t1 = time.perf_counter()
-            kernel_backward(L, cfg, t["whh_t"], t["theta"], t["c0"], None, t["y"], t["c"], t["o"], t["s_r"],
-                            t["s_z"], t["s_n"], t["s_hn"], torch.ones_like(t["y"]), None, None, None)
+            kernel_backward(
+                L,
+                cfg,
+                t["whh_t"],
+                t["theta"],
+                t["c0"],
+                None,
+                t["y"],
+                t["c"],
+                t["o"],
+                t["s_r"],
+                t["s_z"],
+                t["s_n"],
+                t["s_hn"],
+                torch.ones_like(t["y"]),
+                None,
+                None,
+                None,
+            )
             if not dry:
                 torch.cuda.synchronize()
             t2 = time.perf_counter()
@@ -128,11 +152,18 @@ def main(argv=None) -> int:
         label = "dense" if dense == "on" else mode
         for key, vals in host.items():
             rows.append((label, key, statistics.median(vals)))
-    flags = (f"TF32: torch.backends.cuda.matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}, "
-             f"cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}")
+    flags = (
+        f"TF32: torch.backends.cuda.matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}, "
+        f"cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}"
+    )
     name = "dry run (CPU, nothing launched)" if dry else torch.cuda.get_device_name()
-    lines = [f"Per-phase times, {name}: H={a.hidden}, B={a.batch}, T={a.steps}, I={a.input_size}, "
-             f"activity {a.activity}; {flags}", "", "| mode | phase | us per step |", "|---|---|---|"]
+    lines = [
+        f"Per-phase times, {name}: H={a.hidden}, B={a.batch}, T={a.steps}, I={a.input_size}, "
+        f"activity {a.activity}; {flags}",
+        "",
+        "| mode | phase | us per step |",
+        "|---|---|---|",
+    ]
     lines += [f"| {m} | {k} | {v:.2f} |" for m, k, v in rows]
     text = "\n".join(lines) + "\n"
     print(text)

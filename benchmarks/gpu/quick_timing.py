@@ -54,7 +54,7 @@ def peak_train_mib(step: Callable[[], object], device: torch.device) -> Optional
     base = torch.cuda.memory_allocated(device)
     step()
     torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
 
 
 def calibrate(rnn: se.EGRU, x: torch.Tensor, activity: float) -> None:
@@ -98,8 +98,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     t_start = time.time()
     H, I, T = a.hidden, a.input_size, a.steps
     tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    rows = ["| B | model | fwd µs/step | fwd+bwd µs/step | peak MiB (train step) | fwd+bwd vs cuDNN TF32 on | activity |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| B | model | fwd µs/step | fwd+bwd µs/step | peak MiB (train step) | fwd+bwd vs cuDNN TF32 on | activity |",
+        "|---|---|---|---|---|---|---|",
+    ]
     status = 0
     for B in a.batches:
         if time.time() - t_start > a.budget_s:
@@ -117,11 +119,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             fb = timed(lambda: gru(xg)[0].sum().backward(), device) / T
             mem = peak_train_mib(lambda: gru(xg)[0].sum().backward(), device)
             cudnn_fb = fb if flag else cudnn_fb
-            rows.append(f"| {B} | cuDNN GRU, TF32 {'on' if flag else 'off'} | {fmt(fw * 1e6)} | {fmt(fb * 1e6)} | "
-                        f"{fmt(mem, 1)} | {fmt(cudnn_fb / fb if cudnn_fb else None)} | - |")
+            rows.append(
+                f"| {B} | cuDNN GRU, TF32 {'on' if flag else 'off'} | {fmt(fw * 1e6)} | {fmt(fb * 1e6)} | "
+                f"{fmt(mem, 1)} | {fmt(cudnn_fb / fb if cudnn_fb else None)} | - |"
+            )
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
-        for name, backend, steps in ((f"EGRU {egru_backend} (launch auto)", egru_backend, T),
-                                     ("EGRU per-step PyTorch loop", "reference", a.loop_steps)):
+        for name, backend, steps in (
+            (f"EGRU {egru_backend} (launch auto)", egru_backend, T),
+            ("EGRU per-step PyTorch loop", "reference", a.loop_steps),
+        ):
             try:
                 rnn = se.EGRU(I, H, backend=backend).to(device)
                 xs, xsg = x[:steps], xg[:steps].detach().requires_grad_()
@@ -129,19 +135,25 @@ def main(argv: Optional[List[str]] = None) -> int:
                 with torch.no_grad():
                     fw = timed(lambda: rnn(xs), device, repeats=3 if backend == "reference" else 5) / steps
                     act = rnn(xs, return_internals=True)[2].o.float().mean().item()
-                fb = timed(lambda: rnn(xsg)[0].sum().backward(), device,
-                           repeats=3 if backend == "reference" else 5) / steps
+                fb = (
+                    timed(lambda: rnn(xsg)[0].sum().backward(), device, repeats=3 if backend == "reference" else 5)
+                    / steps
+                )
                 mem = peak_train_mib(lambda: rnn(xsg)[0].sum().backward(), device)
-                rows.append(f"| {B} | {name} | {fmt(fw * 1e6)} | {fmt(fb * 1e6)} | {fmt(mem, 1)} | "
-                            f"{fmt(cudnn_fb / fb if cudnn_fb else None)} | {act:.3f} |")
+                rows.append(
+                    f"| {B} | {name} | {fmt(fw * 1e6)} | {fmt(fb * 1e6)} | {fmt(mem, 1)} | "
+                    f"{fmt(cudnn_fb / fb if cudnn_fb else None)} | {act:.3f} |"
+                )
             except Exception as e:  # keep going: one failing row must not hide the others
                 status = 1
                 rows.append(f"| {B} | {name} | FAILED: {type(e).__name__}: {str(e).splitlines()[0][:120]} | | | | |")
         print("\n".join(rows[-4:]), flush=True)
     dev = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (dry run)"
-    text = (f"device: {dev}; H = {H}, I = {I}, T = {T} (per-step loop: {a.loop_steps}), target activity "
-            f"{a.activity}, float32; default TF32 flags matmul/cudnn = {tf32}; "
-            f"launch env {os.environ.get('SNNTORCH_EGRU_CUPY_LAUNCH', 'auto')}\n\n" + "\n".join(rows) + "\n")
+    text = (
+        f"device: {dev}; H = {H}, I = {I}, T = {T} (per-step loop: {a.loop_steps}), target activity "
+        f"{a.activity}, float32; default TF32 flags matmul/cudnn = {tf32}; "
+        f"launch env {os.environ.get('SNNTORCH_EGRU_CUPY_LAUNCH', 'auto')}\n\n" + "\n".join(rows) + "\n"
+    )
     print(text)
     if a.out:
         with open(a.out, "w") as f:

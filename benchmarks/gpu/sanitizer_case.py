@@ -29,9 +29,20 @@ def call(dtype, H=2100, B=3, T=5, I=8, seed=0):
 
     zm = (torch.rand(T, B, H, generator=g) > 0.3).to(dtype).cuda()
     th = (torch.rand(H, generator=g, dtype=torch.float64) * 0.3).to(dtype).cuda().requires_grad_()
-    return LayerCall(x=r(T, B, I, scale=1.0), y0=r(B, H), c0=r(B, H), trace0=r(B, H), weight_ih=r(3 * H, I),
-                     weight_hh=r(3 * H, H, scale=H ** -0.5), bias_ih=r(3 * H), bias_hh=r(3 * H), threshold=th,
-                     spike_fn=EGRUSurrogate(0.7, 2.0), reset="subtract", zoneout_mask=zm)
+    return LayerCall(
+        x=r(T, B, I, scale=1.0),
+        y0=r(B, H),
+        c0=r(B, H),
+        trace0=r(B, H),
+        weight_ih=r(3 * H, I),
+        weight_hh=r(3 * H, H, scale=H**-0.5),
+        bias_ih=r(3 * H),
+        bias_hh=r(3 * H),
+        threshold=th,
+        spike_fn=EGRUSurrogate(0.7, 2.0),
+        reset="subtract",
+        zoneout_mask=zm,
+    )
 
 
 def run(c, fn):
@@ -62,8 +73,10 @@ def main() -> int:
                 bad += not ok
                 print(f"{mode} {dtype}: max |kernel - reference| = {err:.2e} {'ok' if ok else 'MISMATCH'}")
             else:
-                print(f"{mode} {dtype}: activity {out[2].float().mean().item():.3f}, "
-                      f"finite {all(torch.isfinite(g).all().item() for g in grads)}")
+                print(
+                    f"{mode} {dtype}: activity {out[2].float().mean().item():.3f}, "
+                    f"finite {all(torch.isfinite(g).all().item() for g in grads)}"
+                )
     return 1 if bad else 0
 
 

@@ -56,8 +56,13 @@ def public_names(modname: str) -> list[str]:
     mod = importlib.import_module(modname)
     names = getattr(mod, "__all__", None)
     if names is None:
-        names = [n for n, o in vars(mod).items() if not n.startswith("_")
-                 and getattr(o, "__module__", None) == modname and (inspect.isclass(o) or inspect.isfunction(o))]
+        names = [
+            n
+            for n, o in vars(mod).items()
+            if not n.startswith("_")
+            and getattr(o, "__module__", None) == modname
+            and (inspect.isclass(o) or inspect.isfunction(o))
+        ]
     return [n for n in names if not n.startswith("__") and not inspect.ismodule(getattr(mod, n, None))]
 
 

@@ -74,19 +74,25 @@ def supports(call: LayerCall) -> Optional[str]:
     """
     params = call.kernel_params if call.kernel_params is not None else _surrogate_params(call.spike_fn)
     if params is None:
-        return ("the 'cupy' backend supports spike_grad=None / snntorch_egru.surrogate.pseudo_derivative(...) "
-                f"(the paper's triangle) or surrogate_disable=True, got spike_fn {call.spike_fn!r}; "
-                "use backend='reference' for other surrogates")
+        return (
+            "the 'cupy' backend supports spike_grad=None / snntorch_egru.surrogate.pseudo_derivative(...) "
+            f"(the paper's triangle) or surrogate_disable=True, got spike_fn {call.spike_fn!r}; "
+            "use backend='reference' for other surrogates"
+        )
     if call.x.dtype not in _SUPPORTED_DTYPES:
         return f"the 'cupy' backend supports float32/float64/float16/bfloat16 inputs, got {call.x.dtype}"
     if not cupy_available():
         return f"the 'cupy' backend needs CuPy, which is not installed; {INSTALL_HINT}"
     if not torch.cuda.is_available():
-        return ("the 'cupy' backend needs an NVIDIA GPU and a CUDA build of PyTorch, but "
-                f"torch.cuda.is_available() is False; on a GPU machine {INSTALL_HINT}")
+        return (
+            "the 'cupy' backend needs an NVIDIA GPU and a CUDA build of PyTorch, but "
+            f"torch.cuda.is_available() is False; on a GPU machine {INSTALL_HINT}"
+        )
     if not call.x.is_cuda:
-        return (f"the 'cupy' backend runs on CUDA tensors, got x on {call.x.device}; move the module and its "
-                f"inputs to the GPU (module.cuda(), x.cuda()) or use backend='auto'/'reference' on the CPU")
+        return (
+            f"the 'cupy' backend runs on CUDA tensors, got x on {call.x.device}; move the module and its "
+            f"inputs to the GPU (module.cuda(), x.cuda()) or use backend='auto'/'reference' on the CPU"
+        )
     return None
 
 

@@ -184,7 +184,9 @@ class CupyLauncher:
                 f"snntorch_egru 'cupy' backend: the persistent (cooperative) launch of {key[0]} failed "
                 f"({type(e).__name__}: {e}); falling back to launch mode 'step' (one launch per step) for "
                 "this variant in this process. Set SNNTORCH_EGRU_CUPY_LAUNCH=step to choose it explicitly.",
-                RuntimeWarning, stacklevel=4)
+                RuntimeWarning,
+                stacklevel=4,
+            )
             return False
 
     def _dense(self, B: int, backward: bool = False) -> bool:
@@ -243,15 +245,38 @@ class CupyLauncher:
         nitems = B * ((H + units - 1) // units)
 
         gh = gi.new_empty((B, H3)) if self._dense(B) else None
-        args = _Args([
-            ("gi", _ptr(gi)), ("whh_t", _ptr(t["whh_t"])), ("bhh", _ptr(t["bhh"])), ("theta", _ptr(t["theta"])),
-            ("y0", _ptr(t["y0"])), ("c0", _ptr(t["c0"])), ("tr0", _ptr(t["tr0"])), ("zmask", _ptr(t["zmask"])),
-            ("zo_p", rt(cfg.zoneout_p)), ("zo_keep", rt(1.0 - cfg.zoneout_p)),
-            ("reset_mode", np.int32(cfg.reset_mode)), ("tr_decay", rt(TRACE_DECAY)),
-            ("tr_gain", rt(1.0 - TRACE_DECAY)), ("y", _ptr(t["y"])), ("c", _ptr(t["c"])), ("o", _ptr(t["o"])),
-            ("tr", _ptr(t["tr"])), ("s_r", _ptr(t["s_r"])), ("s_z", _ptr(t["s_z"])), ("s_n", _ptr(t["s_n"])),
-            ("s_hn", _ptr(t["s_hn"])), ("T", np.int32(T)), ("B", np.int32(B)), ("H", np.int32(H)),
-            ("t_begin", np.int32(0)), ("t_end", np.int32(T)), ("gh", _ptr(gh)), ("barrier", _ptr(None))])
+        args = _Args(
+            [
+                ("gi", _ptr(gi)),
+                ("whh_t", _ptr(t["whh_t"])),
+                ("bhh", _ptr(t["bhh"])),
+                ("theta", _ptr(t["theta"])),
+                ("y0", _ptr(t["y0"])),
+                ("c0", _ptr(t["c0"])),
+                ("tr0", _ptr(t["tr0"])),
+                ("zmask", _ptr(t["zmask"])),
+                ("zo_p", rt(cfg.zoneout_p)),
+                ("zo_keep", rt(1.0 - cfg.zoneout_p)),
+                ("reset_mode", np.int32(cfg.reset_mode)),
+                ("tr_decay", rt(TRACE_DECAY)),
+                ("tr_gain", rt(1.0 - TRACE_DECAY)),
+                ("y", _ptr(t["y"])),
+                ("c", _ptr(t["c"])),
+                ("o", _ptr(t["o"])),
+                ("tr", _ptr(t["tr"])),
+                ("s_r", _ptr(t["s_r"])),
+                ("s_z", _ptr(t["s_z"])),
+                ("s_n", _ptr(t["s_n"])),
+                ("s_hn", _ptr(t["s_hn"])),
+                ("T", np.int32(T)),
+                ("B", np.int32(B)),
+                ("H", np.int32(H)),
+                ("t_begin", np.int32(0)),
+                ("t_end", np.int32(T)),
+                ("gh", _ptr(gh)),
+                ("barrier", _ptr(None)),
+            ]
+        )
 
         with cp.cuda.Device(dev), stream:
             if gh is not None:  # dense mode
@@ -281,14 +306,29 @@ class CupyLauncher:
         nitems1 = B * ((H + BLOCK - 1) // BLOCK)
         nblocks2 = min(B * ((H + BLOCK // 32 - 1) // (BLOCK // 32)), 65535)  # items (b, tile of 8 rows)
 
-        named = [("whh_t", _ptr(t["whh_t"])), ("theta", _ptr(t["theta"])), ("c0", _ptr(t["c0"])),
-                 ("zmask", _ptr(t["zmask"])), ("zo_p", rt(cfg.zoneout_p)), ("zo_keep", rt(1.0 - cfg.zoneout_p)),
-                 ("reset_mode", np.int32(cfg.reset_mode)), ("gamma", rt(cfg.gamma)), ("eps", rt(cfg.eps)),
-                 ("tr_decay", rt(TRACE_DECAY)), ("tr_gain", rt(1.0 - TRACE_DECAY))]
-        named += [(k, _ptr(t[k])) for k in ("y", "c", "o", "s_r", "s_z", "s_n", "s_hn", "g_y", "g_c", "g_o",
-                                             "g_tr", "ga", "gqn", "dy", "dc", "tb", "dth")]
-        named += [("T", np.int32(T)), ("B", np.int32(B)), ("H", np.int32(H)), ("t_begin", np.int32(T)),
-                  ("t_end", np.int32(0)), ("phases", np.int32(3)), ("barrier", _ptr(None))]
+        named = [
+            ("whh_t", _ptr(t["whh_t"])),
+            ("theta", _ptr(t["theta"])),
+            ("c0", _ptr(t["c0"])),
+            ("zmask", _ptr(t["zmask"])),
+            ("zo_p", rt(cfg.zoneout_p)),
+            ("zo_keep", rt(1.0 - cfg.zoneout_p)),
+            ("reset_mode", np.int32(cfg.reset_mode)),
+            ("gamma", rt(cfg.gamma)),
+            ("eps", rt(cfg.eps)),
+            ("tr_decay", rt(TRACE_DECAY)),
+            ("tr_gain", rt(1.0 - TRACE_DECAY)),
+        ]
+        named += [(k, _ptr(t[k])) for k in "y c o s_r s_z s_n s_hn g_y g_c g_o g_tr ga gqn dy dc tb dth".split()]
+        named += [
+            ("T", np.int32(T)),
+            ("B", np.int32(B)),
+            ("H", np.int32(H)),
+            ("t_begin", np.int32(T)),
+            ("t_end", np.int32(0)),
+            ("phases", np.int32(3)),
+            ("barrier", _ptr(None)),
+        ]
         args = _Args(named)
         one, two = np.int32(1), np.int32(2)
 
@@ -299,11 +339,11 @@ class CupyLauncher:
             if self._dense(B, backward=True):
                 kern = self._kernel("egru_backward", real, wstore, 32)
                 w = t["whh_t"].to(y.dtype)  # [H, 3H] = W_eff^T
-                w_rz, w_n = w[:, :2 * H].t(), w[:, 2 * H:].t()
+                w_rz, w_n = w[:, : 2 * H].t(), w[:, 2 * H :].t()
                 for step in range(T - 1, -1, -1):
                     self._run(kern, nitems1, step_args(step, one))
                     if step >= 1:  # dy = q_t W_eff with q_t = [a_r, a_z | q_n]
-                        torch.mm(t["ga"][step, :, :2 * H], w_rz, out=t["dy"])
+                        torch.mm(t["ga"][step, :, : 2 * H], w_rz, out=t["dy"])
                         t["dy"].addmm_(t["gqn"][step], w_n)
                 return
 

@@ -44,9 +44,9 @@ def block_compact(src: torch.Tensor, gbase: int, block: int, tile: int):
         v = torch.where(inb, src[k.clamp(max=n - 1)], src.new_zeros(()))
         flag = v != 0
         fw = flag.view(nwarps, 32).long()
-        popc = fw.sum(1)                                   # __popc(ballot) per warp
+        popc = fw.sum(1)  # __popc(ballot) per warp
         lanes_below = (torch.cumsum(fw, 1) - fw).view(-1)  # __popc(ballot & lanemask_lt)
-        s_scan = torch.cumsum(popc, 0) - popc              # exclusive scan by thread 0
+        s_scan = torch.cumsum(popc, 0) - popc  # exclusive scan by thread 0
         pos = total + s_scan[warp] + lanes_below
         pos, kk, vv = pos[flag], k[flag], v[flag]
         assert (pos.numel() == 0 or int(pos.max()) < tile) and len(set(pos.tolist())) == pos.numel()
@@ -96,7 +96,7 @@ class EmulatorLauncher:
         valid, ic = i < H, i.clamp(max=H - 1)
         acc = torch.zeros(3, block, dtype=wr.dtype)
         for base in range(0, H, self.tile):
-            s_idx, s_val, count = block_compact(yprev[base:base + min(self.tile, H - base)], base, block, self.tile)
+            s_idx, s_val, count = block_compact(yprev[base : base + min(self.tile, H - base)], base, block, self.tile)
             n_m = (count + ksplit - 1) // ksplit
             if n_m == 0:
                 continue
@@ -125,7 +125,7 @@ class EmulatorLauncher:
                     _backward_pointwise(cfg, t, step, b, ii[ii < H])
             if step >= 1 and self.dense:  # host GEMMs instead of phase 2
                 w_eff = t["whh_t"].to(t["y"].dtype).t()
-                t["dy"].copy_(t["ga"][step, :, :2 * H] @ w_eff[:2 * H] + t["gqn"][step] @ w_eff[2 * H:])
+                t["dy"].copy_(t["ga"][step, :, : 2 * H] @ w_eff[: 2 * H] + t["gqn"][step] @ w_eff[2 * H :])
             elif step >= 1:
                 t["dy"].copy_(_recurrent_dy(cfg, t, step))
 
@@ -208,7 +208,7 @@ def _recurrent_dy(cfg: KernelConfig, t: dict, step: int, depth: int = 2) -> torc
     H3, span = 3 * H, 32 * depth
     nblk = (H3 + span - 1) // span
     q = torch.zeros(B, nblk * span, dtype=real)
-    q[:, :2 * H], q[:, 2 * H:H3] = t["ga"][step, :, :2 * H], t["gqn"][step]  # q_t = [a_r, a_z | q_n]
+    q[:, : 2 * H], q[:, 2 * H : H3] = t["ga"][step, :, : 2 * H], t["gqn"][step]  # q_t = [a_r, a_z | q_n]
     w = torch.zeros(H, nblk * span, dtype=real)
     w[:, :H3] = t["whh_t"].to(real)
     q, w = q.view(B, 1, nblk, depth, 32), w.view(1, H, nblk, depth, 32)

@@ -22,9 +22,20 @@ import torch
 from .._checks import RESET_CODES
 from .._engine import real_dtype
 
-__all__ = ["KernelConfig", "Launcher", "RESET_CODES", "check_tensor", "kernel_forward", "kernel_backward",
-           "IMPL_TORCH", "IMPL_CUPY", "launcher_impl", "registered_launcher", "requested_impl",
-           "use_launcher"]
+__all__ = [
+    "KernelConfig",
+    "Launcher",
+    "RESET_CODES",
+    "check_tensor",
+    "kernel_forward",
+    "kernel_backward",
+    "IMPL_TORCH",
+    "IMPL_CUPY",
+    "launcher_impl",
+    "registered_launcher",
+    "requested_impl",
+    "use_launcher",
+]
 
 _STORE_CODES = {torch.float16: 1, torch.bfloat16: 2}
 
@@ -45,8 +56,9 @@ class Launcher(Protocol):
     def backward(self, cfg: KernelConfig, t: dict) -> None: ...
 
 
-def check_tensor(name: str, x: Optional[torch.Tensor], shape: tuple, dtype: torch.dtype,
-                 device: torch.device, optional: bool = False) -> None:
+def check_tensor(
+    name: str, x: Optional[torch.Tensor], shape: tuple, dtype: torch.dtype, device: torch.device, optional: bool = False
+) -> None:
     """Check one kernel argument before launch: presence, shape, dtype, device, contiguity.
 
     Raises ``TypeError`` (not a tensor / wrong dtype) or ``ValueError`` (shape,
@@ -108,8 +120,9 @@ def _c(x: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
     return None if x is None else x.detach().to(dtype).contiguous()
 
 
-def kernel_forward(launcher: Launcher, cfg: KernelConfig, x, y0, c0, tr0, w_ih, w_eff, b_ih, b_hh, theta,
-                   zo_mask, need_saved: bool) -> dict:
+def kernel_forward(
+    launcher: Launcher, cfg: KernelConfig, x, y0, c0, tr0, w_ih, w_eff, b_ih, b_hh, theta, zo_mask, need_saved: bool
+) -> dict:
     """Prepare the forward-kernel tensors (input projection, ``W_eff^T``), check them, launch.
 
     ``w_eff`` is the effective (DropConnect-masked) recurrent weight ``[3H, H]``. Returns
@@ -122,8 +135,12 @@ def kernel_forward(launcher: Launcher, cfg: KernelConfig, x, y0, c0, tr0, w_ih, 
     t = {
         "gi": gi.contiguous(),
         "whh_t": w_eff.detach().to(real).t().contiguous().to(store),
-        "bhh": _c(b_hh, real), "theta": _c(theta, real),
-        "y0": _c(y0, real), "c0": _c(c0, real), "tr0": _c(tr0, real), "zmask": _c(zo_mask, real),
+        "bhh": _c(b_hh, real),
+        "theta": _c(theta, real),
+        "y0": _c(y0, real),
+        "c0": _c(c0, real),
+        "tr0": _c(tr0, real),
+        "zmask": _c(zo_mask, real),
     }
     for k in ("y", "c", "o", "tr"):
         t[k] = gi.new_empty((T, B, H))
@@ -134,18 +151,34 @@ def kernel_forward(launcher: Launcher, cfg: KernelConfig, x, y0, c0, tr0, w_ih, 
     return t
 
 
-def kernel_backward(launcher: Launcher, cfg: KernelConfig, whh_t, theta, c0, zmask, y, c, o, s_r, s_z, s_n,
-                    s_hn, g_y, g_c, g_o, g_tr):
+def kernel_backward(
+    launcher: Launcher, cfg: KernelConfig, whh_t, theta, c0, zmask, y, c, o, s_r, s_z, s_n, s_hn, g_y, g_c, g_o, g_tr
+):
     """Check and launch the backward kernel; returns ``(ga, gqn, dc, tb, dth)`` for
     :func:`snntorch_egru._grad.grad_products` (the gradient products shared by every launcher)."""
     T, B, H = y.shape
     real = y.dtype
     t = {
-        "whh_t": whh_t, "theta": theta, "c0": c0, "zmask": zmask, "y": y, "c": c, "o": o,
-        "s_r": s_r, "s_z": s_z, "s_n": s_n, "s_hn": s_hn,
-        "g_y": _c(g_y, real), "g_c": _c(g_c, real), "g_o": _c(g_o, real), "g_tr": _c(g_tr, real),
-        "ga": y.new_empty((T, B, 3 * H)), "gqn": y.new_empty((T, B, H)),
-        "dy": y.new_zeros((B, H)), "dc": y.new_zeros((B, H)), "tb": y.new_zeros((B, H)),
+        "whh_t": whh_t,
+        "theta": theta,
+        "c0": c0,
+        "zmask": zmask,
+        "y": y,
+        "c": c,
+        "o": o,
+        "s_r": s_r,
+        "s_z": s_z,
+        "s_n": s_n,
+        "s_hn": s_hn,
+        "g_y": _c(g_y, real),
+        "g_c": _c(g_c, real),
+        "g_o": _c(g_o, real),
+        "g_tr": _c(g_tr, real),
+        "ga": y.new_empty((T, B, 3 * H)),
+        "gqn": y.new_empty((T, B, H)),
+        "dy": y.new_zeros((B, H)),
+        "dc": y.new_zeros((B, H)),
+        "tb": y.new_zeros((B, H)),
         "dth": y.new_zeros((B, H)),
     }
     check_backward_args(t, T, B, H, real, whh_t.dtype)

@@ -20,8 +20,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-__all__ = ["Compiler", "find_compilers", "nvcc_compiler", "CompileError", "Resources", "parse_ptxas_info",
-           "REGISTER_BUDGET", "SPILL_BUDGET", "check_budget", "resource_table", "format_table"]
+__all__ = [
+    "Compiler",
+    "find_compilers",
+    "nvcc_compiler",
+    "CompileError",
+    "Resources",
+    "parse_ptxas_info",
+    "REGISTER_BUDGET",
+    "SPILL_BUDGET",
+    "check_budget",
+    "resource_table",
+    "format_table",
+]
 
 #: Registers per thread allowed for every kernel variant (256-thread blocks: 64 registers
 #: still give 4 co-resident blocks per SM; the plain builds use 32-48).
@@ -117,8 +128,12 @@ def check_budget(res: Resources) -> Optional[str]:
 def _nvrtc_candidates() -> List[str]:
     found: List[str] = []
     roots = [p for p in sys.path if p and os.path.isdir(p)]
-    patterns = ["nvidia/cuda_nvrtc/lib/libnvrtc.so*", "nvidia/cu1*/lib/libnvrtc.so*",
-                "nvidia/cuda_nvrtc/bin/nvrtc64_*.dll", "nvidia/cu1*/bin/nvrtc64_*.dll"]
+    patterns = [
+        "nvidia/cuda_nvrtc/lib/libnvrtc.so*",
+        "nvidia/cu1*/lib/libnvrtc.so*",
+        "nvidia/cuda_nvrtc/bin/nvrtc64_*.dll",
+        "nvidia/cu1*/bin/nvrtc64_*.dll",
+    ]
     for root in roots:
         for pat in patterns:
             found.extend(sorted(glob.glob(os.path.join(root, pat))))
@@ -160,8 +175,9 @@ def _nvrtc_compile(path: str, source: str, name: str, arch: int, options: Sequen
     if rc != 0:
         raise CompileError(f"nvrtcCreateProgram failed: {lib.nvrtcGetErrorString(rc).decode()}")
     try:
-        opts = ([f"--gpu-architecture=sm_{arch}", "--ptxas-options=-v"] if cubin
-                else [f"--gpu-architecture=compute_{arch}"]) + list(options)
+        opts = (
+            [f"--gpu-architecture=sm_{arch}", "--ptxas-options=-v"] if cubin else [f"--gpu-architecture=compute_{arch}"]
+        ) + list(options)
         arr = (ctypes.c_char_p * len(opts))(*[o.encode() for o in opts])
         rc = lib.nvrtcCompileProgram(prog, len(opts), arr)
         size = ctypes.c_size_t()
@@ -203,8 +219,9 @@ def _nvcc_compile(path: str, source: str, name: str, arch: int, options: Sequenc
 def nvcc_compiler() -> Optional[Compiler]:
     """nvcc from ``PATH`` / ``$CUDA_HOME``, or ``None``."""
     cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
-    nvcc = shutil.which("nvcc") or (os.path.join(cuda_home, "bin", "nvcc")
-                                    if os.path.exists(os.path.join(cuda_home, "bin", "nvcc")) else None)
+    nvcc = shutil.which("nvcc") or (
+        os.path.join(cuda_home, "bin", "nvcc") if os.path.exists(os.path.join(cuda_home, "bin", "nvcc")) else None
+    )
     if not nvcc:
         return None
     try:
@@ -214,15 +231,16 @@ def nvcc_compiler() -> Optional[Compiler]:
     return Compiler("nvcc", nvcc, ver)
 
 
-def resource_table(compiler: Compiler, archs: Sequence[int] = (80, 90), variants: Optional[Sequence] = None
-                   ) -> List[tuple]:
+def resource_table(
+    compiler: Compiler, archs: Sequence[int] = (80, 90), variants: Optional[Sequence] = None
+) -> List[tuple]:
     """``(variant, Resources, problem or None)`` of every kernel source x variant (default: all of
     ``VARIANTS``) x arch, compiled to cubin."""
     from ._sources import VARIANTS, kernel_files, kernel_source, variant_options
 
     rows = []
     for f in kernel_files():
-        for v in (VARIANTS if variants is None else variants):
+        for v in VARIANTS if variants is None else variants:
             for arch in archs:
                 _, res = compiler.compile_cubin(kernel_source(f.name), f.name, arch, variant_options(*v))
                 rows += [(v, r, check_budget(r)) for r in res]
@@ -231,12 +249,16 @@ def resource_table(compiler: Compiler, archs: Sequence[int] = (80, 90), variants
 
 def format_table(rows: List[tuple]) -> str:
     """Markdown table of :func:`resource_table` rows."""
-    lines = ["| kernel | real | wstore | units | arch | registers | spill st/ld (B) | stack (B) | smem (B) | budget |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| kernel | real | wstore | units | arch | registers | spill st/ld (B) | stack (B) | smem (B) | budget |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for (real, wstore, units), r, bad in rows:
-        lines.append(f"| {r.kernel} | {real} | {('real', 'fp16', 'bf16')[wstore]} | {units} | sm_{r.arch} | "
-                     f"{r.registers} | {r.spill_stores}/{r.spill_loads} | {r.stack} | {r.smem} | "
-                     f"{'ok' if bad is None else 'OVER: ' + bad} |")
+        lines.append(
+            f"| {r.kernel} | {real} | {('real', 'fp16', 'bf16')[wstore]} | {units} | sm_{r.arch} | "
+            f"{r.registers} | {r.spill_stores}/{r.spill_loads} | {r.stack} | {r.smem} | "
+            f"{'ok' if bad is None else 'OVER: ' + bad} |"
+        )
     return "\n".join(lines)
 
 

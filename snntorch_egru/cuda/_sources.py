@@ -17,7 +17,11 @@ _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.MULTILINE)
 #: Compile-time variants: (real type, weight storage code, forward units per block).
 #: Storage codes: 0 = the real type, 1 = fp16, 2 = bf16.
 VARIANTS: List[Tuple[str, int, int]] = [
-    ("float", 0, 32), ("float", 0, 256), ("float", 1, 32), ("float", 2, 64), ("double", 0, 128),
+    ("float", 0, 32),
+    ("float", 0, 256),
+    ("float", 1, 32),
+    ("float", 2, 64),
+    ("double", 0, 128),
 ]
 
 
@@ -28,7 +32,8 @@ def kernel_dir() -> Path:
     if missing:
         raise FileNotFoundError(
             f"the EGRU CUDA kernel sources {missing} were not found in {d} (package data of "
-            "snntorch_egru.cuda); the installation is incomplete: reinstall snntorch-egru")
+            "snntorch_egru.cuda); the installation is incomplete: reinstall snntorch-egru"
+        )
     return d
 
 

@@ -70,10 +70,13 @@ def find_cxx() -> Optional[Tuple[str, str]]:
             continue
         with tempfile.TemporaryDirectory() as tmp:
             src = Path(tmp) / "t.cpp"
-            src.write_text("#include <bit>\n#include <thread>\nint main(){std::thread t([]{}); t.join();"
-                           " return std::bit_cast<int>(0.0f);}\n")
-            proc = subprocess.run([cand, "-std=c++20", "-pthread", str(src), "-o", str(Path(tmp) / "t")],
-                                  capture_output=True, text=True)
+            src.write_text(
+                "#include <bit>\n#include <thread>\nint main(){std::thread t([]{}); t.join();"
+                " return std::bit_cast<int>(0.0f);}\n"
+            )
+            proc = subprocess.run(
+                [cand, "-std=c++20", "-pthread", str(src), "-o", str(Path(tmp) / "t")], capture_output=True, text=True
+            )
             if proc.returncode == 0:
                 ver = subprocess.run([cand, "--version"], capture_output=True, text=True).stdout.splitlines()
                 found = (shutil.which(cand), ver[0] if ver else "?")
@@ -98,8 +101,10 @@ def require(ok: bool, what: str) -> None:
 
 
 def require_cxx() -> None:
-    require(find_cxx() is not None,
-            "no C++20 compiler (g++ >= 10 or clang++ >= 12; or set CXX): the CPU kernel harness cannot run")
+    require(
+        find_cxx() is not None,
+        "no C++20 compiler (g++ >= 10 or clang++ >= 12; or set CXX): the CPU kernel harness cannot run",
+    )
 
 
 _SAN_OK: Dict[str, bool] = {}
@@ -113,10 +118,13 @@ def sanitizer_works(kind: str) -> bool:
         if cxx is not None:
             with tempfile.TemporaryDirectory() as tmp:
                 src = Path(tmp) / "t.cpp"
-                src.write_text("#include <thread>\nint main(){int x=0; std::thread t([&]{x=1;}); t.join(); return x-1;}\n")
+                src.write_text(
+                    "#include <thread>\nint main(){int x=0; std::thread t([&]{x=1;}); t.join(); return x-1;}\n"
+                )
                 exe = Path(tmp) / "t"
-                b = subprocess.run([cxx[0], "-std=c++20", "-pthread", *SANITIZERS[kind], str(src), "-o", str(exe)],
-                                   capture_output=True)
+                b = subprocess.run(
+                    [cxx[0], "-std=c++20", "-pthread", *SANITIZERS[kind], str(src), "-o", str(exe)], capture_output=True
+                )
                 ok = b.returncode == 0 and subprocess.run([str(exe)], capture_output=True).returncode == 0
         _SAN_OK[kind] = ok
     return _SAN_OK[kind]
@@ -132,9 +140,17 @@ def _hash_sources(kernels: Path, flags: Sequence[str], cxx: Tuple[str, str]) -> 
     return h.hexdigest()[:16]
 
 
-def build(real: str = "double", wstore: int = 0, units: int = 32, *, sanitize: Optional[str] = None,
-          replay: bool = False, kernels: Optional[Path] = None, opt: str = "-O1",
-          barrier_test: bool = False) -> Path:
+def build(
+    real: str = "double",
+    wstore: int = 0,
+    units: int = 32,
+    *,
+    sanitize: Optional[str] = None,
+    replay: bool = False,
+    kernels: Optional[Path] = None,
+    opt: str = "-O1",
+    barrier_test: bool = False,
+) -> Path:
     """Compile the harness for one kernel variant; returns the ``.so`` (or, with ``replay``,
     the launch-replay executable). Cached by source hash; raises ``RuntimeError`` with the
     compiler log on failure and when no C++20 compiler exists."""
@@ -142,14 +158,28 @@ def build(real: str = "double", wstore: int = 0, units: int = 32, *, sanitize: O
     if cxx is None:
         raise RuntimeError("no C++20 compiler found (set CXX, or install g++ >= 10 / clang++ >= 12)")
     kernels = Path(kernels) if kernels is not None else KERNELS
-    flags = [opt, "-g", "-std=c++20", "-pthread", "-fexceptions", "-Wall", "-Wno-unknown-pragmas",
-             "-Wno-unused-parameter", f"-DEGRU_REAL={real}", f"-DEGRU_WSTORE={wstore}", f"-DEGRU_UNITS={units}",
-             f"-DEGRU_HOST_SLOTS={SLOTS}", *SANITIZERS[sanitize]]
+    flags = [
+        opt,
+        "-g",
+        "-std=c++20",
+        "-pthread",
+        "-fexceptions",
+        "-Wall",
+        "-Wno-unknown-pragmas",
+        "-Wno-unused-parameter",
+        f"-DEGRU_REAL={real}",
+        f"-DEGRU_WSTORE={wstore}",
+        f"-DEGRU_UNITS={units}",
+        f"-DEGRU_HOST_SLOTS={SLOTS}",
+        *SANITIZERS[sanitize],
+    ]
     flags += ["-DEGRU_HOST_MAIN"] if replay else ["-shared", "-fPIC"]
     flags += ["-DEGRU_HOST_BARRIER_TEST"] if barrier_test else []
     key = _hash_sources(kernels, flags, cxx)
-    name = (f"egru_{real}_w{wstore}_u{units}{'_' + sanitize if sanitize else ''}{'_replay' if replay else ''}"
-            f"{'_bt' if barrier_test else ''}")
+    name = (
+        f"egru_{real}_w{wstore}_u{units}{'_' + sanitize if sanitize else ''}{'_replay' if replay else ''}"
+        f"{'_bt' if barrier_test else ''}"
+    )
     out = build_dir() / f"{name}-{key}{'' if replay else '.so'}"
     with _LOCK:
         if out.exists():
@@ -189,8 +219,15 @@ class HostKernels:
         self.path = path
         self.lib = ctypes.CDLL(str(path))
         self.lib.egru_host_launch.restype = ctypes.c_int
-        self.lib.egru_host_launch.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                                              ctypes.POINTER(ctypes.c_uint64), ctypes.c_char_p, ctypes.c_int]
+        self.lib.egru_host_launch.argtypes = [
+            ctypes.c_char_p,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.POINTER(ctypes.c_uint64),
+            ctypes.c_char_p,
+            ctypes.c_int,
+        ]
         self.params = {n: kernel_params(n, kernels) for n in ("egru_forward", "egru_backward")}
         for n, ps in self.params.items():
             got = self.lib.egru_host_nargs(n.encode())
@@ -232,8 +269,10 @@ class HostKernels:
         rc = self.lib.egru_host_launch(name.encode(), grid, int(cooperative), len(words), arr, err, len(err))
         if rc != 0:
             refused = rc == 2
-            raise (HostLaunchRefused if refused else HostKernelError)(f"host launch of {name} (grid {grid}, cooperative={cooperative}) failed: "
-                               f"{err.value.decode(errors='replace')}")
+            raise (HostLaunchRefused if refused else HostKernelError)(
+                f"host launch of {name} (grid {grid}, cooperative={cooperative}) failed: "
+                f"{err.value.decode(errors='replace')}"
+            )
 
 
 @dataclass
@@ -332,8 +371,12 @@ class HostLauncher(_cupy.CupyLauncher):
         rec = Path(self.record)
         rec.mkdir(parents=True, exist_ok=True)
         ptrs = list(bufs)
-        parts = [b"EGRULAUNCH1\n", struct.pack("<I", len(kern.name)), kern.name.encode(),
-                 struct.pack("<iii", grid, int(cooperative), len(named))]
+        parts = [
+            b"EGRULAUNCH1\n",
+            struct.pack("<I", len(kern.name)),
+            kern.name.encode(),
+            struct.pack("<iii", grid, int(cooperative), len(named)),
+        ]
         for n, v in named:
             if isinstance(v, np.uint64) and int(v) in bufs:
                 parts.append(struct.pack("<BQ", 1, ptrs.index(int(v))))
