@@ -12,7 +12,7 @@ or export, runs the plain torch step :func:`snntorch_egru.functional.egru_step`,
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import torch
 
@@ -106,10 +106,14 @@ def try_step(cell: Any, x: torch.Tensor, y: Optional[torch.Tensor], c: Optional[
         return None  # the torch step checks, sizes a new state or raises the clear error
     # the raw threshold, read by the native step itself (clamped there as _effective_threshold does;
     # a NaN propagates as in the torch step): nothing cached, so an edit through .data is seen
+    # each entry of state is a Tensor (the isinstance check above); the cast tells mypy so
+    y0, c0, tr0 = (cast(torch.Tensor, t).view(b, h) for t in state)
     yn, cn, trn = inference_step(
         fn,
         x,
-        *(t.view(b, h) for t in state),
+        y0,
+        c0,
+        tr0,
         w_ih,
         w_hh,
         b_ih,

@@ -142,16 +142,16 @@ def _backward_chunk(
     lo = max(0, start - 1)
     L, B, H = cf.o.shape
     decay, gain = F.TRACE_DECAY, 1.0 - F.TRACE_DECAY
-    keep = cr.gth is not None
-    y_tot = cf.o.new_empty(L, B, H) if keep else None
-    c_tot = cf.o.new_empty(L, B, H) if keep else None
+    gth = cr.gth
+    y_tot = cf.o.new_empty(L, B, H) if gth is not None else None
+    c_tot = cf.o.new_empty(L, B, H) if gth is not None else None
     cbar = cf.o.new_empty(L, B, H)
     for t in range(end - 1, start - 1, -1):
         k = t - start
         torch.add(gtr[t], cr.tacc, alpha=decay, out=cr.tacc)  # trace gradient
         torch.add(gy[t], cr.tacc, alpha=gain, out=cr.Y).add_(cr.dy)
         torch.add(gc[t], cr.dc, out=cr.C)
-        if keep:
+        if y_tot is not None and c_tot is not None:
             y_tot[k].copy_(cr.Y)
             c_tot[k].copy_(cr.C)
         cb = torch.mul(cf.a_y[k], cr.Y, out=cbar[k])
@@ -166,8 +166,8 @@ def _backward_chunk(
         if t > 0:  # the gradient at y0 comes from q_0 in grad_products
             cr.dy = _recurrent_grad(q, w_t, cf.absorb[t - 1 - lo], dense, native, switch)
     torch.mul(cf.k_n, cbar, out=cr.a_n[start:end])
-    if keep:
-        _theta_grad(cf, cr.gth, go[start:end], y_tot, c_tot)
+    if gth is not None and y_tot is not None and c_tot is not None:
+        _theta_grad(cf, gth, go[start:end], y_tot, c_tot)
 
 
 def _theta_grad(

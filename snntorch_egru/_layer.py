@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, Callable, ContextManager, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, ContextManager, Iterable, Optional, Sequence, Tuple, Type, Union, overload
 
 import torch
 from torch import nn
@@ -53,6 +53,12 @@ def float32_region(x: torch.Tensor) -> ContextManager[Any]:
     return contextlib.nullcontext()
 
 
+@overload
+def to_param_dtype(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor: ...
+@overload
+def to_param_dtype(x: None, ref: torch.Tensor) -> None: ...
+@overload
+def to_param_dtype(x: Optional[torch.Tensor], ref: torch.Tensor) -> Optional[torch.Tensor]: ...
 def to_param_dtype(x: Optional[torch.Tensor], ref: torch.Tensor) -> Optional[torch.Tensor]:
     """Under autocast, a lower-precision floating input is cast to the parameters' dtype."""
     if x is not None and x.dtype != ref.dtype and x.dtype in _LOW_PRECISION and autocast_active(x):
@@ -145,7 +151,7 @@ def state_tensor(name: str, s: Any, expected_shape: tuple[int, ...], ref: torch.
     return same_place(name, s, ref)
 
 
-def in_param_dtype(x: torch.Tensor, state: Any, ref: torch.Tensor, state_type: type) -> Tuple[torch.Tensor, Any]:
+def in_param_dtype(x: torch.Tensor, state: Any, ref: torch.Tensor, state_type: Type[Any]) -> Tuple[torch.Tensor, Any]:
     """Autocast policy: a lower-precision input (and a state of ``state_type``) cast to the parameters' dtype."""
     x = to_param_dtype(x, ref)
     if isinstance(state, state_type):
@@ -217,7 +223,7 @@ class EGRULayerBase(EGRUBase):
         self,
         x: torch.Tensor,
         state: Tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-        tensors: Sequence[Optional[torch.Tensor]],
+        tensors: Iterable[Optional[torch.Tensor]],
         layer_index: int = 0,
     ) -> LayerCall:
         """The :class:`~snntorch_egru.backends.LayerCall` of one layer: ``x`` ``[T, B, I]``, ``state``
@@ -319,6 +325,9 @@ class EGRU(EGRULayerBase):
         >>> out, state, rec = rnn(x, return_internals=True)
         >>> activity = rec.o.mean()          # fraction of units firing
     """
+
+    # the first layer's input weight, registered by name in EGRUBase._register_layer (every layer has one)
+    weight_ih_l0: torch.Tensor
 
     def __init__(
         self,
@@ -524,7 +533,8 @@ class EGRU(EGRULayerBase):
         """
         if not isinstance(gru, nn.GRU):
             raise TypeError(f"gru must be a torch.nn.GRU, got {type(gru).__name__}")
-        if gru.bidirectional or getattr(gru, "proj_size", 0):
+        proj_size: int = getattr(gru, "proj_size", 0)
+        if gru.bidirectional or proj_size:
             raise ValueError("gru must be unidirectional without projections (bidirectional=False)")
         for name in ("num_layers", "bias"):  # the copied weights fix these: refuse another value
             if name in kwargs and kwargs[name] != getattr(gru, name):
@@ -534,7 +544,7 @@ class EGRU(EGRULayerBase):
                     f"{name}={kwargs[name]!r})"
                 )
         ref = gru.weight_ih_l0
-        options = dict(
+        options: dict[str, Any] = dict(
             num_layers=gru.num_layers,
             bias=gru.bias,
             batch_first=gru.batch_first,

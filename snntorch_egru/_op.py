@@ -213,6 +213,16 @@ _GradOut = Tuple[
 ]
 
 
+def _in(t: torch.Tensor, real: torch.dtype) -> torch.Tensor:
+    """``t`` detached, in ``real`` and contiguous (the backward's working copy)."""
+    return t.detach().to(real).contiguous()
+
+
+def _optional_in(t: Optional[torch.Tensor], real: torch.dtype) -> Optional[torch.Tensor]:
+    """:func:`_in` of a tensor that may be missing (``None`` stays ``None``)."""
+    return None if t is None else _in(t, real)
+
+
 @torch.library.custom_op("snntorch_egru::egru_layer_backward", mutates_args=())
 def egru_layer_backward_op(
     g_y: Optional[torch.Tensor],
@@ -245,9 +255,8 @@ def egru_layer_backward_op(
     Missing upstream gradients are ``None`` (the CUDA kernels skip them; the CPU loop gets
     zeros). Entries not in ``need`` are empty tensors."""
     real = w_t.dtype
-    cv = lambda t: None if t is None else t.detach().to(real).contiguous()  # noqa: E731
-    args = [cv(t) for t in (g_y, g_c, g_o, g_tr, x, y0, c0, w_ih, theta, zoneout_mask, y, c, o)]
-    g_y, g_c, g_o, g_tr, xr, y0r, c0r, w_ihr, thr, zo, yr, cr, or_ = args
+    g_y, g_c, g_o, g_tr, zo = (_optional_in(t, real) for t in (g_y, g_c, g_o, g_tr, zoneout_mask))
+    xr, y0r, c0r, w_ihr, thr, yr, cr, or_ = (_in(t, real) for t in (x, y0, c0, w_ih, theta, y, c, o))
     if impl == IMPL_TORCH:
         g_y, g_c, g_o, g_tr = (torch.zeros_like(yr) if g is None else g for g in (g_y, g_c, g_o, g_tr))
         ga, gqn, dc, tb, dth = cpu_backward(

@@ -34,7 +34,7 @@ Example::
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Mapping, Optional, Sequence, Union, cast
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -406,7 +406,7 @@ def to_snntorch(
     options.update(kwargs)
     cls = EGRU if sequence else EGRUCell
     dst = cls(module.input_size, module.hidden_size, **options)
-    ref = cast(torch.Tensor, module.weight_hh)  # registered by the Norse module, undeclared on its class
+    ref = module.weight_hh
     dst = dst.to(dtype=ref.dtype, device=ref.device)
     return copy_parameters(dst, module)  # type: ignore[return-value]
 

@@ -45,7 +45,7 @@ Example::
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, NamedTuple, Optional, Tuple, Union, cast
 
 import torch
 
@@ -237,6 +237,15 @@ class _NorseEGRUBase(EGRULayerBase):
     by the same table as those of ``EGRUCell`` and ``EGRU``.
     """
 
+    # the step (cell) or sequence (layer) run of the subclasses
+    _run: Callable[[torch.Tensor, Optional[EGRURecurrentState]], Tuple[torch.Tensor, EGRURecurrentState]]
+    # registered by name in EGRUBase._register_layer (suffix "")
+    weight_ih: torch.Tensor
+    weight_hh: torch.Tensor
+    bias_ih: Optional[torch.Tensor]
+    bias_hh: Optional[torch.Tensor]
+    threshold: torch.Tensor
+
     def __init__(
         self,
         input_size: int,
@@ -261,13 +270,15 @@ class _NorseEGRUBase(EGRULayerBase):
         """Re-draw weights (per ``init``), zero the biases and re-draw the thresholds."""
         self._reset_layer("")
 
+    # EGRUBase declares reset_mechanism and spike_grad as plain attributes; this flavour derives both
+    # from p, read-only (they are not assigned on it), hence the override ignores
     @property
-    def reset_mechanism(self) -> str:
+    def reset_mechanism(self) -> str:  # type: ignore[override]
         """The reset mechanism ``p.reset`` (the name ``EGRUCell`` uses)."""
         return self.p.reset
 
     @property
-    def spike_grad(self) -> SpikeFn:
+    def spike_grad(self) -> SpikeFn:  # type: ignore[override]
         """The spike function built from ``p`` (the name ``EGRUCell`` uses)."""
         cache = self._spike_cache
         if cache is None or cache[0] is not self.p:
@@ -393,7 +404,7 @@ class EGRURecurrentCell(_NorseEGRUBase):
             input_tensor,
             state.y,
             state.c,
-            state.trace,
+            cast(torch.Tensor, state.trace),  # set: initial_state and _check_state give a trace tensor
             self.weight_ih,
             self.weight_hh,
             self.bias_ih,
@@ -485,9 +496,10 @@ class EGRURecurrent(_NorseEGRUBase):
         else:
             state = self._check_state(state, (self.hidden_size,) if unbatched else (B, self.hidden_size))
             if unbatched:
-                state = EGRURecurrentState(*(f.unsqueeze(0) for f in state))
+                state = EGRURecurrentState(*(cast(torch.Tensor, f).unsqueeze(0) for f in state))
         tensors = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.threshold)
-        seq = self._run_layer(self._layer_call(x, (state.y, state.c, state.trace), tensors))
+        # every field of state is a tensor here (zeros above, or _check_state, which fills a missing trace)
+        seq = self._run_layer(self._layer_call(x, (state.y, state.c, cast(torch.Tensor, state.trace)), tensors))
         out = seq.y
         if self.record_states:
             new_state = EGRURecurrentState(seq.y, seq.c, seq.trace)
@@ -498,7 +510,7 @@ class EGRURecurrent(_NorseEGRUBase):
         if unbatched:
             out = out.squeeze(1)
             dim = 1 if self.record_states else 0
-            new_state = EGRURecurrentState(*(f.squeeze(dim) for f in new_state))
+            new_state = EGRURecurrentState(*(cast(torch.Tensor, f).squeeze(dim) for f in new_state))
         return out, new_state
 
     def extra_repr(self) -> str:

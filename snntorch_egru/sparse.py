@@ -289,6 +289,8 @@ def _torch_sequence(
     H2 = 2 * H
     new = gi.new_empty
     ys, cs, os_, trs = outs
+    rz_l: Sequence[torch.Tensor]
+    n_l: Sequence[torch.Tensor]
     if need_cache:
         rz_all, n_all, hn_all = new(T, B, H2), new(T, B, H), new(T, B, H)
         rz_l, n_l, hn_l = rz_all.unbind(0), n_all.unbind(0), hn_all.unbind(0)
@@ -365,10 +367,10 @@ def _native_sequence(
 ) -> Tuple[torch.Tensor, ...]:
     T, B, _ = gi.shape
     H = y0.shape[-1]
+    cache: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
     if need_cache:
-        rz, n, hn = gi.new_empty(T, B, 2 * H), gi.new_empty(T, B, H), gi.new_empty(T, B, H)
-    else:
-        rz = n = hn = None
+        cache = (gi.new_empty(T, B, 2 * H), gi.new_empty(T, B, H), gi.new_empty(T, B, H))
+    rz, n, hn = cache if cache is not None else (None, None, None)
     gh = gi.new_empty(B, 3 * H)
     check_native_forward(gi, y0, c0, trace0, w_t, b_hh, theta, zo_mask, (ys, cs, os_, trs), (rz, n, hn), gh)
     ptr = lambda t: None if t is None else t.data_ptr()  # noqa: E731
@@ -397,8 +399,8 @@ def _native_sequence(
         ptr(hn),
         ptr(gh),
     )
-    if need_cache:
-        return ys, cs, os_, trs, rz, n, hn, w_t
+    if cache is not None:
+        return (ys, cs, os_, trs, *cache, w_t)
     return ys, cs, os_, trs
 
 

@@ -4,7 +4,7 @@ defined here so that every module can tell the two flavours' states apart)."""
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, cast
 
 import torch
 
@@ -157,9 +157,12 @@ def _register_for_serialization() -> None:
     # An exported module flattens its namedtuple inputs with d[i], which EGRUState refuses (its fields
     # go by name): flatten every namedtuple with tuple.__getitem__ instead, the same values for any
     # namedtuple that keeps tuple's indexing.
-    exact = fx_pytree.SUPPORTED_NODES_EXACT_MATCH.get(namedtuple)
+    # torch's pytree keys every namedtuple under the factory function ``namedtuple`` itself (its tables
+    # are typed by ``type``): the cast names that key for mypy, the value is ``namedtuple`` unchanged
+    nt_key = cast(type, namedtuple)
+    exact = fx_pytree.SUPPORTED_NODES_EXACT_MATCH.get(nt_key)
     fx_pytree.register_pytree_flatten_spec(
-        namedtuple, lambda d, spec: [tuple.__getitem__(d, i) for i in range(spec.num_children)], exact
+        nt_key, lambda d, spec: [tuple.__getitem__(d, i) for i in range(spec.num_children)], exact
     )
 
     for cls, name in (

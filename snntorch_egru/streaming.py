@@ -9,17 +9,29 @@ module machinery. Its numbers equal the model's own forward pass in eval mode.
 
 from __future__ import annotations
 
-from typing import Union
+from typing import List, Optional, TypedDict, Union
 
 import torch
 
 from . import _cell_fast
 from . import functional as F
 from ._layer import nan_threshold_propagates
+from ._layer_setup import LAYER_TENSOR_NAMES
 from .modules import EGRU, EGRUCell
 from .state import EGRUState
 
 __all__ = ["Streamer"]
+
+
+class _LayerWeights(TypedDict):
+    """One layer's contiguous weights as :meth:`Streamer.step` reads them (a plain dict at runtime)."""
+
+    w_ih: torch.Tensor
+    w_hh: torch.Tensor
+    w_t: torch.Tensor
+    b_ih: Optional[torch.Tensor]
+    b_hh: Optional[torch.Tensor]
+    theta: torch.Tensor
 
 
 class Streamer:
@@ -81,17 +93,19 @@ class Streamer:
                 ]
             else:
                 tensors = [m.layer_tensors(k) for k in range(m.num_layers)]
-            self._layers = []
+            self._layers: List[_LayerWeights] = []
             for t in tensors:
-                w_hh = t["weight_hh"].detach().contiguous()
+                w_ih, w_hh, b_ih, b_hh, theta = (t[name] for name in LAYER_TENSOR_NAMES)
+                assert w_ih is not None and w_hh is not None and theta is not None  # only the biases may be None
+                w_hh = w_hh.detach().contiguous()
                 self._layers.append(
-                    dict(
-                        w_ih=t["weight_ih"].detach().contiguous(),
+                    _LayerWeights(
+                        w_ih=w_ih.detach().contiguous(),
                         w_hh=w_hh,
                         w_t=w_hh.t().contiguous(),
-                        b_ih=None if t["bias_ih"] is None else t["bias_ih"].detach().contiguous(),
-                        b_hh=None if t["bias_hh"] is None else t["bias_hh"].detach().contiguous(),
-                        theta=m._effective_threshold(t["threshold"].detach()).contiguous(),
+                        b_ih=None if b_ih is None else b_ih.detach().contiguous(),
+                        b_hh=None if b_hh is None else b_hh.detach().contiguous(),
+                        theta=m._effective_threshold(theta.detach()).contiguous(),
                     )
                 )
         ref = self._layers[0]["w_ih"]

@@ -182,7 +182,7 @@ def clamp_thresholds_(module: nn.Module, low: float = 0.0, high: float = 1.0) ->
     # Only EGRU thresholds: snnTorch neurons also call their parameter ``threshold``.
     for m in module.modules():
         if isinstance(m, (EGRUCell, EGRURecurrentCell, EGRURecurrent)):
-            cast(torch.Tensor, m.threshold).clamp_(low, high)  # the cells register it, undeclared on the class
+            m.threshold.clamp_(low, high)
         elif isinstance(m, EGRU):
             for k in range(m.num_layers):
                 getattr(m, f"threshold_l{k}").clamp_(low, high)

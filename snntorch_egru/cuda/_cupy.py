@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from typing import ClassVar, Dict, Tuple
+from typing import ClassVar, Dict, Tuple, Type
 
 import numpy as np
 import torch
@@ -159,7 +159,7 @@ class CupyLauncher:
     dense: str = "auto"
 
     #: Errors of a persistent attempt that make the launcher fall back to step mode.
-    _fallback_errors: ClassVar[Tuple[type, ...]] = (Exception,)
+    _fallback_errors: ClassVar[Tuple[Type[BaseException], ...]] = (Exception,)
 
     # ---- the device-specific pieces (the CPU harness overrides exactly these)
     def _kernel(self, name: str, real: str, wstore: int, units: int):
