@@ -181,6 +181,15 @@ def nan_threshold_propagates(theta: torch.Tensor, out: F.EGRUStepOutput) -> F.EG
     return out._replace(y=out.y + term, c=out.c + term, trace=out.trace + term)
 
 
+def _same_attrs(old: Optional[dict], new: dict) -> bool:
+    """Whether a spike function's attributes still equal the copy taken with its kernel parameters (a tensor
+    attribute, whose ``==`` is elementwise, counts as changed)."""
+    try:
+        return bool(old == new)
+    except (RuntimeError, TypeError, ValueError):
+        return False
+
+
 # ------------------------------------------------------------------------------------------
 # the per-call half of every EGRU module
 
@@ -213,7 +222,7 @@ class EGRULayerBase(EGRUBase):
         fn = self.spike_grad
         attrs = getattr(fn, "__dict__", None)
         hit = self._kp_cache
-        if hit is not None and hit[0] is fn and attrs is not None and hit[1] == attrs:
+        if hit is not None and hit[0] is fn and attrs is not None and _same_attrs(hit[1], attrs):
             return hit[2]
         params = kernel_params(fn)
         self._kp_cache = (fn, dict(attrs) if attrs is not None else None, params)
