@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Sized, Tuple, cast
+from typing import Any, Callable, Dict, List, Optional, Sequence, Sized, Tuple, cast
 
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from ._idx import _IDX_HINT, MAX_IDX_ITEMS, read_idx  # noqa: F401  (MAX_IDX_ITEMS, read_idx: re-exported)
+from ._tasks import config_options
 
 __all__ = [
     "ClassificationData",
@@ -28,6 +29,7 @@ __all__ = [
     "download_mnist",
     "read_idx",
     "load_classification",
+    "load_task_classification",
     "load_corpus",
     "split_train_valid",
 ]
@@ -484,6 +486,15 @@ def load_classification(
     raise ValueError(
         f"task must be a classification task (digits, row-mnist, smnist, psmnist, dvsgesture, shd), got {task!r}"
     )
+
+
+#: the :func:`load_classification` options that :func:`load_task_classification` takes from a training config
+CONFIG_DATA_OPTIONS = ("frame_size", "time_bins", "polarity", "augment")
+
+
+def load_task_classification(cfg: Any, download: bool) -> ClassificationData:
+    """:func:`load_classification` of ``cfg.task`` in ``cfg.data_dir``, with the config's data options."""
+    return load_classification(cfg.task, cfg.data_dir, download=download, **config_options(cfg, CONFIG_DATA_OPTIONS))
 
 
 # --------------------------------------------------------------------------- language models

@@ -33,17 +33,9 @@ def _spec_from_data(cfg: TrainConfig) -> Dict[str, Any]:
         from ._data import load_corpus
 
         return {"vocab_size": len(load_corpus(cfg.task, cfg.data_dir).vocab)}
-    from ._data import load_classification
+    from ._data import load_task_classification
 
-    data = load_classification(
-        cfg.task,
-        cfg.data_dir,
-        frame_size=cfg.frame_size,
-        time_bins=cfg.time_bins,
-        download=False,
-        polarity=cfg.polarity,
-        augment=cfg.augment,
-    )
+    data = load_task_classification(cfg, download=False)
     return {"input_shape": list(data.input_shape), "num_classes": data.num_classes}
 
 

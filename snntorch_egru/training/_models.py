@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, cast
 
 import torch
@@ -11,6 +12,7 @@ from ..init import calibrate_thresholds
 from ..modules import EGRU
 from ..state import EGRURecord, EGRUState
 from ._lm import locked_dropout
+from ._tasks import config_options
 
 __all__ = [
     "SequenceClassifier",
@@ -53,6 +55,18 @@ def window_start_state(state: EGRUState, mode: str) -> EGRUState:
     raise ValueError(f"lm_state must be 'full' or 'y', got {mode!r}")
 
 
+#: the :class:`~snntorch_egru.EGRU` arguments that :func:`build_egru` takes from the config as they are
+EGRU_OPTIONS = (
+    "zoneout",
+    "dampening_factor",
+    "pseudo_derivative_support",
+    "thr_mean",
+    "learn_threshold",
+    "init",
+    "backend",
+)
+
+
 def build_egru(
     cfg, input_size: int, hidden_size: int, num_layers: int = 1, dropconnect: Optional[float] = None
 ) -> EGRU:
@@ -63,13 +77,7 @@ def build_egru(
         num_layers=num_layers,
         dropout=cfg.dropout if num_layers > 1 else 0.0,
         dropconnect=cfg.dropconnect if dropconnect is None else dropconnect,
-        zoneout=cfg.zoneout,
-        dampening_factor=cfg.dampening_factor,
-        pseudo_derivative_support=cfg.pseudo_derivative_support,
-        thr_mean=cfg.thr_mean,
-        learn_threshold=cfg.learn_threshold,
-        init=cfg.init,
-        backend=cfg.backend,
+        **config_options(cfg, EGRU_OPTIONS),
     )
 
 
@@ -283,7 +291,9 @@ class DenseRecord(NamedTuple):
 class GRUClassifier(SequenceClassifier):
     """The same classifier around a dense :class:`torch.nn.GRU` (the baseline of ``--baseline gru``).
 
-    Same front end, hidden size, layers, readout and dropout as the EGRU classifier; the GRU's
+    Same front end, hidden size, layers, readout and dropout as the EGRU classifier: the arguments after
+    ``num_layers`` are :class:`SequenceClassifier`'s after ``num_classes`` (``frontend``, ``readout``,
+    ``dropout``, ``readout_steps``, ``readout_dropout``), by position or name. The GRU's
     output ``h`` plays the part of the events, of the trace and (``h_T``) of the final state.
     ``forward`` returns ``(logits, DenseRecord)``; a dense GRU's activity is the fraction of
     non-zero outputs (1.0 in practice).
@@ -299,27 +309,15 @@ class GRUClassifier(SequenceClassifier):
     """
 
     def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_classes: int,
-        num_layers: int = 1,
-        frontend: Optional[nn.Module] = None,
-        readout: str = "last",
-        dropout: float = 0.0,
-        readout_steps: int = 0,
-        readout_dropout: str = "pooled",
+        self, input_size: int, hidden_size: int, num_classes: int, num_layers: int = 1, *args: Any, **kwargs: Any
     ) -> None:
+        # the rest are SequenceClassifier's arguments after num_classes, checked by its signature
+        options = inspect.signature(SequenceClassifier.__init__).bind(self, None, num_classes, *args, **kwargs)
+        options.apply_defaults()
+        dropout = options.arguments["dropout"]
         gru = nn.GRU(input_size, hidden_size, num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0)
-        super().__init__(
-            gru,  # type: ignore[arg-type]  # a dense nn.GRU in the EGRU's place: called alike, has hidden_size
-            num_classes,
-            frontend=frontend,
-            readout=readout,
-            dropout=dropout,
-            readout_steps=readout_steps,
-            readout_dropout=readout_dropout,
-        )
+        # a dense nn.GRU in the EGRU's place: called alike, has hidden_size
+        super().__init__(gru, num_classes, *args, **kwargs)  # type: ignore[arg-type]
 
     def _sequences(self, x: torch.Tensor, state: Optional[Any]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
         h, _ = self.egru(x, state)

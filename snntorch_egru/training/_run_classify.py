@@ -15,15 +15,18 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
-from ._data import VALID_SEED, collate_time_first, dataset_len, load_classification, split_train_valid
+from ._data import VALID_SEED, collate_time_first, dataset_len, load_task_classification, split_train_valid
 from ._dvs import build_frontend
 from ._models import GRUClassifier, SequenceClassifier, build_egru, calibrate_classifier, dense_gru_macs, zero_state
 from ._run_base import FinalTest, _Run, regularisers
+from ._tasks import config_options
 
 __all__: List[str] = []
 
 #: tasks whose EvNN code tests the final epoch's model (reported next to the best validation epoch's)
 EVNN_FINAL_EPOCH_TASKS = ("smnist", "psmnist")
+#: the classifier arguments that :func:`classifier_model` takes from the config as they are
+READOUT_OPTIONS = ("readout", "dropout", "readout_steps", "readout_dropout")
 
 
 def classifier_model(cfg: Any, input_shape: List[int], num_classes: int) -> SequenceClassifier:
@@ -37,13 +40,7 @@ def classifier_model(cfg: Any, input_shape: List[int], num_classes: int) -> Sequ
     elif cfg.input_encoder:
         frontend = nn.Linear(in_size, cfg.input_encoder)
         in_size = cfg.input_encoder
-    readout = dict(
-        frontend=frontend,
-        readout=cfg.readout,
-        dropout=cfg.dropout,
-        readout_steps=cfg.readout_steps,
-        readout_dropout=cfg.readout_dropout,
-    )
+    readout = dict(frontend=frontend, **config_options(cfg, READOUT_OPTIONS))
     model: SequenceClassifier
     if cfg.model == "gru":
         model = GRUClassifier(in_size, cfg.hidden_size, num_classes, num_layers=cfg.num_layers, **readout)
@@ -101,15 +98,7 @@ class _ClassifyRun(_Run):
 
     def _build(self) -> Tuple[nn.Module, bool]:
         cfg, info = self.cfg, self.info
-        data = load_classification(
-            cfg.task,
-            cfg.data_dir,
-            frame_size=cfg.frame_size,
-            time_bins=cfg.time_bins,
-            download=cfg.download,
-            polarity=cfg.polarity,
-            augment=cfg.augment,
-        )
+        data = load_task_classification(cfg, cfg.download)
         train, valid, test = self._splits(data)
         self.sampler: DistributedSampler[Any] = DistributedSampler(
             train, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed, drop_last=False

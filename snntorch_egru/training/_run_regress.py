@@ -22,9 +22,12 @@ from torch.nn import functional as F
 
 from . import _mackey_glass as MG
 from ._mg_models import Forecaster
+from ._tasks import config_options
 
 #: NeuroBench's example LSTM configuration (examples/mackey_glass/lstm_benchmark.py defaults)
 EXAMPLE = dict(window=50, hidden=40, epochs=200, lr=0.005, weight_decay=0.001)
+#: the :func:`train_model` arguments of the EGRU that come from the config under their own names
+EGRU_TRAINING = ("epochs", "lr", "weight_decay", "thr_mean", "activity_reg", "activity_target")
 #: NeuroBench 2.3 leaderboard, Mackey-Glass tau=17 (official mg_17.npy), for reference only
 LEADERBOARD = {
     "LSTM": {"sMAPE": 13.37, "activation_sparsity": 0.530, "effective_macs": 6.03e4},
@@ -102,19 +105,7 @@ def benchmark(model: Forecaster, split: MG.Split) -> Dict[str, Any]:
 
 
 def _model_specs(cfg: Any) -> Dict[str, Dict[str, Any]]:
-    specs = {
-        "EGRU": dict(
-            kind="egru",
-            window=cfg.window,
-            hidden=cfg.hidden_size,
-            epochs=cfg.epochs,
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
-            thr_mean=cfg.thr_mean,
-            activity_reg=cfg.activity_reg,
-            activity_target=cfg.activity_target,
-        )
-    }
+    specs = {"EGRU": dict(kind="egru", window=cfg.window, hidden=cfg.hidden_size, **config_options(cfg, EGRU_TRAINING))}
     if cfg.baseline != "none":
         base = dict(EXAMPLE, epochs=cfg.epochs)  # the example's configuration, at the run's epoch budget
         specs["LSTM"] = dict(kind="lstm", **base)

@@ -72,9 +72,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["TASKS", "TrainConfig", "preset"]
+__all__ = ["TASKS", "TrainConfig", "preset", "config_options"]
 
 LM_TASKS = ("ptb", "wikitext2")
 REGRESS_TASKS = ("mackey-glass",)
@@ -193,158 +193,90 @@ class TrainConfig:
 # = 0.4554 (Monte Carlo, 1e7 draws), as the Beta init's mean.
 DVS_THR_MEAN = 0.455
 
-#: sMNIST and psMNIST share the recipe (psMNIST only permutes the pixels)
-_SEQUENTIAL_MNIST: Dict[str, Any] = dict(
-    hidden_size=590,
-    num_layers=1,
-    epochs=200,
-    batch_size=500,
-    lr=1e-3,
-    grad_clip=0.25,
-    layer_grad_clip=0.25,
-    dampening_factor=0.7,
-    pseudo_derivative_support=1.0,
-    readout="last",
-    eval_batch_size=500,
-    seed=3000,
-    threshold_init="beta",
-)
+#: the columns of :data:`_PRESET_TABLE`: one a task (psMNIST reads sMNIST's, see :data:`_SAME_AS`)
+_COLUMNS = ("digits", "row-mnist", "smnist", "dvsgesture", "shd", "mackey-glass", "ptb", "wikitext2")
+#: tasks that share another task's column: psMNIST only permutes sMNIST's pixels
+_SAME_AS = {"psmnist": "smnist"}
 
-#: what the PTB and WikiText-2 recipes share (each task adds its epochs, batch, lr, decay, schedule and seed)
-_LM_RECIPE: Dict[str, Any] = dict(
-    hidden_sizes=[1350, 1350, 750],
-    emb_size=750,
-    test_batch_size=1,
-    lm_state="y",
-    dropout_mask="batch",
-    bptt_lr_scale="nominal",
-    bptt=70,
-    optimizer="adamw",
-    beta1=0.0,
-    schedule="cosine_tail",
-    dropout_words=0.1,
-    dropout=0.25,
-    dropout_out=0.5,
-    dropconnect=0.7,
-    grad_clip=0.1,
-    layer_grad_clip=0.1,
-    thr_mean=0.01,
-    learn_threshold=False,
-    dampening_factor=3.6,
-    pseudo_derivative_support=3.6,
-    variable_bptt=True,
-    threshold_init="beta",
-)
-
-_PRESETS: Dict[str, Dict[str, Any]] = {
-    "digits": dict(
-        hidden_size=256,
-        num_layers=1,
-        input_encoder=0,
-        thr_mean=0.1,
-        init="evnn",
-        epochs=20,
-        batch_size=16,
-        lr=1e-2,
-        schedule="cosine",
-        grad_clip=1.0,
-        dropout=0.2,
-        activity_reg=1.0,
-        activity_target=0.1,
-        readout="rate",
-        readout_steps=0,
-    ),
-    "row-mnist": dict(
-        hidden_size=256,
-        num_layers=1,
-        epochs=18,
-        batch_size=100,
-        lr=5e-3,
-        schedule="cosine",
-        grad_clip=1.0,
-        thr_mean=0.3,
-        readout="last",
-        activity_reg=1.0,
-        activity_target=0.1,
-        eval_batch_size=500,
-    ),
-    "smnist": _SEQUENTIAL_MNIST,
-    "psmnist": _SEQUENTIAL_MNIST,
-    "dvsgesture": dict(
-        hidden_size=795,
-        num_layers=1,
-        epochs=500,
-        batch_size=40,
-        lr=9.975e-4,
-        schedule="step",
-        step_size=56,
-        step_gamma=0.8747,
-        dropconnect=0.08134,
-        zoneout=0.2319,
-        dropout=0.6321,
-        pseudo_derivative_support=1.7,
-        activity_reg=0.01,
-        activity_target=0.05,
-        voltage_reg=0.01,
-        readout="mean",
-        eval_batch_size=40,
-        frame_size=128,
-        cnn="alexnet",
-        readout_dropout="step",
-        reg_form="evnn",
-        voltage_target=0.05,
-        thr_mean=DVS_THR_MEAN,
-        seed=3000,
-        valid_fraction=0.0,
-        threshold_init="beta",
-    ),
-    "shd": dict(
-        hidden_size=256,
-        num_layers=1,
-        epochs=50,
-        batch_size=64,
-        lr=1e-3,
-        grad_clip=1.0,
-        readout="mean",
-        time_bins=100,
-        activity_reg=0.01,
-        activity_target=0.05,
-    ),
-    "mackey-glass": dict(
-        hidden_size=64,
-        window=1,
-        epochs=200,
-        lr=5e-3,
-        weight_decay=1e-3,
-        thr_mean=0.3,
-        activity_reg=1.0,
-        activity_target=0.1,
-        baseline="gru",
-        nir=False,
-    ),
-    "ptb": dict(
-        _LM_RECIPE,
-        epochs=1000,
-        batch_size=64,
-        eval_batch_size=64,
-        lr=1.2e-3,
-        weight_decay=0.10,
-        cosine_start=0.7,
-        dropout_emb=0.6,
-        seed=9612,
-    ),
-    "wikitext2": dict(
-        _LM_RECIPE,
-        epochs=800,
-        batch_size=128,
-        eval_batch_size=128,
-        lr=1e-3,
-        weight_decay=0.12,
-        cosine_start=0.5,
-        dropout_emb=0.7,
-        seed=913420,
-    ),
+#: The presets, one row a setting of :class:`TrainConfig`: its value for each task of :data:`_COLUMNS`
+#: (None: the task keeps the field's default). PTB and WikiText-2 share the LM recipe but for their epochs,
+#: batch, lr, weight decay, cosine start, embedding dropout and seed.
+_PRESET_TABLE: Dict[str, Tuple[Any, ...]] = {
+    # digits, row-mnist, smnist/psmnist, dvsgesture, shd, mackey-glass, ptb, wikitext2
+    # model
+    "baseline": (None, None, None, None, None, "gru", None, None),
+    "hidden_size": (256, 256, 590, 795, 256, 64, None, None),
+    "num_layers": (1, 1, 1, 1, 1, None, None, None),
+    "hidden_sizes": (None, None, None, None, None, None, [1350, 1350, 750], [1350, 1350, 750]),
+    "emb_size": (None, None, None, None, None, None, 750, 750),
+    "input_encoder": (0, None, None, None, None, None, None, None),
+    "dampening_factor": (None, None, 0.7, None, None, None, 3.6, 3.6),
+    "pseudo_derivative_support": (None, None, 1.0, 1.7, None, None, 3.6, 3.6),
+    "thr_mean": (0.1, 0.3, None, DVS_THR_MEAN, None, 0.3, 0.01, 0.01),
+    "learn_threshold": (None, None, None, None, None, None, False, False),
+    "init": ("evnn", None, None, None, None, None, None, None),
+    "threshold_init": (None, None, "beta", "beta", None, None, "beta", "beta"),
+    "dropout": (0.2, None, None, 0.6321, None, None, 0.25, 0.25),
+    "dropconnect": (None, None, None, 0.08134, None, None, 0.7, 0.7),
+    "zoneout": (None, None, None, 0.2319, None, None, None, None),
+    "dropout_emb": (None, None, None, None, None, None, 0.6, 0.7),
+    "dropout_words": (None, None, None, None, None, None, 0.1, 0.1),
+    "dropout_out": (None, None, None, None, None, None, 0.5, 0.5),
+    "readout": ("rate", "last", "last", "mean", "mean", None, None, None),
+    "readout_steps": (0, None, None, None, None, None, None, None),
+    "readout_dropout": (None, None, None, "step", None, None, None, None),
+    "frame_size": (None, None, None, 128, None, None, None, None),
+    "cnn": (None, None, None, "alexnet", None, None, None, None),
+    "time_bins": (None, None, None, None, 100, None, None, None),
+    "window": (None, None, None, None, None, 1, None, None),
+    # optimisation
+    "epochs": (20, 18, 200, 500, 50, 200, 1000, 800),
+    "batch_size": (16, 100, 500, 40, 64, None, 64, 128),
+    "eval_batch_size": (None, 500, 500, 40, None, None, 64, 128),
+    "optimizer": (None, None, None, None, None, None, "adamw", "adamw"),
+    "lr": (1e-2, 5e-3, 1e-3, 9.975e-4, 1e-3, 5e-3, 1.2e-3, 1e-3),
+    "weight_decay": (None, None, None, None, None, 1e-3, 0.10, 0.12),
+    "beta1": (None, None, None, None, None, None, 0.0, 0.0),
+    "schedule": ("cosine", "cosine", None, "step", None, None, "cosine_tail", "cosine_tail"),
+    "step_size": (None, None, None, 56, None, None, None, None),
+    "step_gamma": (None, None, None, 0.8747, None, None, None, None),
+    "cosine_start": (None, None, None, None, None, None, 0.7, 0.5),
+    "grad_clip": (1.0, 1.0, 0.25, None, 1.0, None, 0.1, 0.1),
+    "layer_grad_clip": (None, None, 0.25, None, None, None, 0.1, 0.1),
+    "bptt": (None, None, None, None, None, None, 70, 70),
+    "variable_bptt": (None, None, None, None, None, None, True, True),
+    "bptt_lr_scale": (None, None, None, None, None, None, "nominal", "nominal"),
+    "dropout_mask": (None, None, None, None, None, None, "batch", "batch"),
+    "lm_state": (None, None, None, None, None, None, "y", "y"),
+    "test_batch_size": (None, None, None, None, None, None, 1, 1),
+    "activity_reg": (1.0, 1.0, None, 0.01, 0.01, 1.0, None, None),
+    "activity_target": (0.1, 0.1, None, 0.05, 0.05, 0.1, None, None),
+    "voltage_reg": (None, None, None, 0.01, None, None, None, None),
+    "voltage_target": (None, None, None, 0.05, None, None, None, None),
+    "reg_form": (None, None, None, "evnn", None, None, None, None),
+    # run control
+    "seed": (None, None, 3000, 3000, None, None, 9612, 913420),
+    "valid_fraction": (None, None, None, 0.0, None, None, None, None),
+    "nir": (None, None, None, None, None, False, None, None),
 }
+
+
+def _preset_settings(task: str) -> Dict[str, Any]:
+    """The settings that :data:`_PRESET_TABLE` gives ``task`` (copies: no two presets share a list)."""
+    column = _COLUMNS.index(_SAME_AS.get(task, task))
+    settings = {name: row[column] for name, row in _PRESET_TABLE.items() if row[column] is not None}
+    return copy.deepcopy(settings)
+
+
+def config_options(cfg: Any, names: Sequence[str]) -> Dict[str, Any]:
+    """``{name: cfg.<name>}`` for each of ``names``: settings of a config passed on as keyword arguments.
+
+    Example::
+
+        >>> config_options(TrainConfig(hidden_size=64), ["hidden_size", "lr"])
+        {'hidden_size': 64, 'lr': 0.001}
+    """
+    return {name: getattr(cfg, name) for name in names}
 
 
 def preset(task: str) -> TrainConfig:
@@ -359,6 +291,6 @@ def preset(task: str) -> TrainConfig:
         >>> preset("smnist").hidden_size
         590
     """
-    if task not in _PRESETS:
+    if task not in TASKS:
         raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
-    return TrainConfig(task=task, **copy.deepcopy(_PRESETS[task]))
+    return TrainConfig(task=task, **_preset_settings(task))
