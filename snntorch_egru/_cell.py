@@ -100,27 +100,13 @@ class EGRUCell(EGRULayerBase):
     trace: torch.Tensor
 
     def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        bias: bool = True,
-        dropconnect: float = 0.0,
-        zoneout: float = 0.0,
-        dampening_factor: float = 0.7,
-        pseudo_derivative_support: float = 1.0,
-        thr_mean: float = 0.3,
-        reset_mechanism: str = "subtract",
-        learn_threshold: bool = True,
-        spike_grad: Optional[SpikeFn] = None,
-        surrogate_disable: bool = False,
-        init_hidden: bool = False,
-        output: bool = False,
-        *,
-        threshold_clamp: bool = True,
-        init: str = "evnn",
-        device: Optional[Union[torch.device, str]] = None,
+        self, input_size: int, hidden_size: int, bias: bool = True, dropconnect: float = 0.0, zoneout: float = 0.0,
+        dampening_factor: float = 0.7, pseudo_derivative_support: float = 1.0, thr_mean: float = 0.3,
+        reset_mechanism: str = "subtract", learn_threshold: bool = True, spike_grad: Optional[SpikeFn] = None,
+        surrogate_disable: bool = False, init_hidden: bool = False, output: bool = False, *,
+        threshold_clamp: bool = True, init: str = "evnn", device: Optional[Union[torch.device, str]] = None,
         dtype: Optional[torch.dtype] = None,
-    ) -> None:
+    ) -> None:  # fmt: skip
         super().__init__()
         self._setup(locals())  # every argument checked by one table (_layer_setup.OPTION_CHECKS)
         self._register_layer("", self.input_size, device=device, dtype=dtype)

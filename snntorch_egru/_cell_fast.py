@@ -132,21 +132,10 @@ def try_step(cell: Any, x: torch.Tensor, y: Optional[torch.Tensor], c: Optional[
 
 
 def inference_step(
-    fn: Any,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    c: torch.Tensor,
-    trace: torch.Tensor,
-    w_ih: torch.Tensor,
-    w_hh: torch.Tensor,
-    b_ih: Optional[torch.Tensor],
-    b_hh: Optional[torch.Tensor],
-    theta: torch.Tensor,
-    reset: str,
-    zoneout_p: float,
-    w_t: Optional[torch.Tensor] = None,
-    clamp: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    fn: Any, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, trace: torch.Tensor, w_ih: torch.Tensor,
+    w_hh: torch.Tensor, b_ih: Optional[torch.Tensor], b_hh: Optional[torch.Tensor], theta: torch.Tensor, reset: str,
+    zoneout_p: float, w_t: Optional[torch.Tensor] = None, clamp: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """``(y, c, trace)`` after one step, from tensors whose shapes, dtype, device and contiguity the
     caller checked (:func:`try_step`, :class:`~snntorch_egru.Streamer`); new tensors, the
     inputs are not written. ``theta`` is clamped to [0, 1] in the step with ``clamp``; a NaN threshold

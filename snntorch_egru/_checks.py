@@ -100,3 +100,13 @@ def spike_grad(value: Any) -> None:
         raise TypeError(
             f"spike_grad must be {_SPIKE_GRAD_KINDS}; spike_grad(v) on a probe v of shape [5] returned {got}"
         )
+
+
+def tensor_of_shape(name: str, t: Any, shape: Sequence[int], why: str = "", after: str = "") -> torch.Tensor:
+    """``t`` if it is a tensor of exactly ``shape`` (no broadcast), else a ``TypeError`` / ``ValueError`` that names
+    ``name``, the expected shape (``why`` says where it comes from) and what was given (``after``: a hint)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {list(shape)}, got {type(t).__name__}")
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {list(shape)}{why}, got {list(t.shape)}{after}")
+    return t

@@ -17,7 +17,7 @@ from typing import Any, Callable, ContextManager, Iterable, Optional, Sequence, 
 import torch
 from torch import nn
 
-from . import _packed
+from . import _checks, _packed
 from . import functional as F
 from ._layer_setup import LAYER_TENSOR_NAMES, EGRUBase
 from .backends import LayerCall, resolve_backend
@@ -141,14 +141,8 @@ def same_device(name: str, x: torch.Tensor, ref: torch.Tensor) -> None:
 
 
 def state_tensor(name: str, s: Any, expected_shape: tuple[int, ...], ref: torch.Tensor) -> torch.Tensor:
-    if not isinstance(s, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape {list(expected_shape)}, got {type(s).__name__}")
-    if tuple(s.shape) != tuple(expected_shape):
-        raise ValueError(
-            f"{name} must have shape {list(expected_shape)} to match the input's batch size and hidden_size, "
-            f"got {list(s.shape)}"
-        )
-    return same_place(name, s, ref)
+    why = " to match the input's batch size and hidden_size"
+    return same_place(name, _checks.tensor_of_shape(name, s, expected_shape, why), ref)
 
 
 def in_param_dtype(x: torch.Tensor, state: Any, ref: torch.Tensor, state_type: Type[Any]) -> Tuple[torch.Tensor, Any]:
@@ -339,29 +333,13 @@ class EGRU(EGRULayerBase):
     weight_ih_l0: torch.Tensor
 
     def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        dropconnect: float = 0.0,
-        zoneout: float = 0.0,
-        dampening_factor: float = 0.7,
-        pseudo_derivative_support: float = 1.0,
-        thr_mean: float = 0.3,
-        reset_mechanism: str = "subtract",
-        learn_threshold: bool = True,
-        spike_grad: Optional[SpikeFn] = None,
-        *,
-        surrogate_disable: bool = False,
-        threshold_clamp: bool = True,
-        init: str = "evnn",
-        backend: str = "auto",
-        device: Optional[Union[torch.device, str]] = None,
-        dtype: Optional[torch.dtype] = None,
-    ) -> None:
+        self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True, batch_first: bool = False,
+        dropout: float = 0.0, dropconnect: float = 0.0, zoneout: float = 0.0, dampening_factor: float = 0.7,
+        pseudo_derivative_support: float = 1.0, thr_mean: float = 0.3, reset_mechanism: str = "subtract",
+        learn_threshold: bool = True, spike_grad: Optional[SpikeFn] = None, *, surrogate_disable: bool = False,
+        threshold_clamp: bool = True, init: str = "evnn", backend: str = "auto",
+        device: Optional[Union[torch.device, str]] = None, dtype: Optional[torch.dtype] = None,
+    ) -> None:  # fmt: skip
         super().__init__()
         self._setup(locals())  # every argument checked by one table (_layer_setup.OPTION_CHECKS)
         if self.dropout > 0.0 and self.num_layers == 1:

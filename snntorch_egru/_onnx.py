@@ -41,21 +41,11 @@ def scan_available() -> bool:
 
 
 def egru_sequence_export(
-    x: torch.Tensor,
-    y0: torch.Tensor,
-    c0: torch.Tensor,
-    trace0: torch.Tensor,
-    weight_ih: torch.Tensor,
-    weight_hh: torch.Tensor,
-    bias_ih: Optional[torch.Tensor],
-    bias_hh: Optional[torch.Tensor],
-    threshold: torch.Tensor,
-    *,
-    spike_fn: Optional[F.SpikeFn] = None,
-    reset: str = "subtract",
-    zoneout_mask: Optional[torch.Tensor] = None,
+    x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0: torch.Tensor, weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor, bias_ih: Optional[torch.Tensor], bias_hh: Optional[torch.Tensor], threshold: torch.Tensor,
+    *, spike_fn: Optional[F.SpikeFn] = None, reset: str = "subtract", zoneout_mask: Optional[torch.Tensor] = None,
     zoneout_p: float = 0.0,
-) -> F.EGRUStepOutput:
+) -> F.EGRUStepOutput:  # fmt: skip
     """:func:`snntorch_egru.functional.egru_sequence` as one ``scan`` over time (same arguments, same values).
 
     Used while a model is exported (``torch.onnx.export``): the graph holds one loop whose length is the
@@ -75,39 +65,15 @@ def egru_sequence_export(
     """
     scan = _scan()
     if scan is None:  # pragma: no cover - torch without the scan operator
-        return F.egru_sequence(
-            x,
-            y0,
-            c0,
-            trace0,
-            weight_ih,
-            weight_hh,
-            bias_ih,
-            bias_hh,
-            threshold,
-            spike_fn=spike_fn,
-            reset=reset,
-            zoneout_mask=zoneout_mask,
-            zoneout_p=zoneout_p,
-        )
+        tensors = (x, y0, c0, trace0, weight_ih, weight_hh, bias_ih, bias_hh, threshold)
+        return F.egru_sequence(*tensors, spike_fn=spike_fn, reset=reset, zoneout_mask=zoneout_mask, zoneout_p=zoneout_p)
+    run_step = F.layer_step(weight_hh, bias_hh, threshold, spike_fn=spike_fn, reset=reset, zoneout_p=zoneout_p)
     gi_all = F.input_projection(x, weight_ih, bias_ih)
 
     def step(carry: Any, xs: Any) -> Any:
         y, c, tr = carry
         gi, mask = xs if zoneout_mask is not None else (xs, None)
-        out = F.egru_step_projected(
-            gi,
-            y,
-            c,
-            tr,
-            weight_hh,
-            bias_hh,
-            threshold,
-            spike_fn=spike_fn,
-            reset=reset,
-            zoneout_mask=mask,
-            zoneout_p=zoneout_p,
-        )
+        out = run_step(gi, y, c, tr, mask)
         # scan's outputs must not alias its inputs or each other: the carry and the per-step outputs are copies
         return (out.y.clone(), out.c.clone(), out.trace.clone()), (
             out.y.clone(),

@@ -35,10 +35,13 @@ step-by-step reference (:func:`snntorch_egru.functional.egru_sequence`).
 
 from __future__ import annotations
 
+import collections
+import inspect
 import sys
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
+from torch import Tensor
 
 from . import functional as F
 from . import sparse
@@ -90,166 +93,42 @@ def _empty(ref: torch.Tensor) -> torch.Tensor:
     return ref.new_empty(0)
 
 
-_OpOut = Tuple[
-    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
-]
+_OpOut = Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
+_GradOut = Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
+OptTensor = Optional[Tensor]
 
 
-@torch.library.custom_op("snntorch_egru::egru_layer", mutates_args=())
-def egru_layer_op(
-    x: torch.Tensor,
-    y0: torch.Tensor,
-    c0: torch.Tensor,
-    trace0: torch.Tensor,
-    w_ih: torch.Tensor,
-    w_hh: torch.Tensor,
-    b_ih: Optional[torch.Tensor],
-    b_hh: Optional[torch.Tensor],
-    theta: torch.Tensor,
-    zoneout_mask: Optional[torch.Tensor],
-    zoneout_p: float,
-    reset: int,
-    gamma: float,
-    eps: float,
-    input_is_events: bool,
-    need_saved: bool,
-    impl: int = 0,
-) -> _OpOut:
+# The operators' signatures are their schemas (torch.library reads the annotations); the fake kernels and
+# the autograd context read the same arguments by name through tuples built from these signatures.
+def _egru_layer(
+    x: Tensor, y0: Tensor, c0: Tensor, trace0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: OptTensor,
+    b_hh: OptTensor, theta: Tensor, zoneout_mask: OptTensor, zoneout_p: float, reset: int, gamma: float, eps: float,
+    input_is_events: bool, need_saved: bool, impl: int = 0,
+) -> _OpOut:  # fmt: skip
     """One EGRU layer over ``[T, B, I]`` -> ``(y, c, o, trace, rz, n, hn, w_t)`` (rz, n, hn: saved state;
     w_t: always empty, kept in the schema). ``impl``: ``IMPL_TORCH`` (the CPU launcher: torch ops on any
     device, the native helper on the CPU), ``IMPL_CUPY`` or a registered kernel launcher (``cuda._function``)."""
+    tensors = (x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta, zoneout_mask)
     if impl == IMPL_TORCH:
-        res = _cpu_forward(
-            x,
-            y0,
-            c0,
-            trace0,
-            w_ih,
-            w_hh,
-            b_ih,
-            b_hh,
-            theta,
-            zoneout_mask,
-            zoneout_p,
-            reset,
-            input_is_events,
-            need_saved,
-        )
+        res = _cpu_forward(*tensors, zoneout_p, reset, input_is_events, need_saved)
     else:
-        res = _kernel_forward(
-            impl,
-            x,
-            y0,
-            c0,
-            trace0,
-            w_ih,
-            w_hh,
-            b_ih,
-            b_hh,
-            theta,
-            zoneout_mask,
-            zoneout_p,
-            reset,
-            gamma,
-            eps,
-            need_saved,
-        )
+        res = _kernel_forward(impl, *tensors, zoneout_p, reset, gamma, eps, need_saved)
     dt = x.dtype
     y, c, o, tr = (t.to(dt) for t in res[:4])
     if need_saved:
         # W_hh^T is not an output (it may be a view of w_hh or a cached copy, and an op output may
-        # alias neither): the backward takes it from the saved w_hh (sparse.transposed_weight)
+        # alias neither): the backward takes it from the saved w_hh (_engine.transposed_weight)
         return (y, c, o, tr, res[4], res[5], res[6], _empty(res[4]))
     e = _empty(res[0])
     return y, c, o, tr, e, e.clone(), e.clone(), e.clone()
 
 
-@egru_layer_op.register_fake
-def _(
-    x,
-    y0,
-    c0,
-    trace0,
-    w_ih,
-    w_hh,
-    b_ih,
-    b_hh,
-    theta,
-    zoneout_mask,
-    zoneout_p,
-    reset,
-    gamma,
-    eps,
-    input_is_events,
-    need_saved,
-    impl=0,
-):
-    T, B, _ = x.shape
-    H = w_hh.shape[1]
-    real = real_dtype(x.dtype)
-    outs = [x.new_empty(T, B, H) for _ in range(4)]
-    if need_saved:
-        saved = [
-            x.new_empty(T, B, 2 * H, dtype=real),
-            x.new_empty(T, B, H, dtype=real),
-            x.new_empty(T, B, H, dtype=real),
-            x.new_empty(0, dtype=real),
-        ]
-    else:
-        saved = [x.new_empty(0, dtype=real) for _ in range(4)]
-    return (*outs, *saved)
-
-
-_GradOut = Tuple[
-    torch.Tensor,
-    torch.Tensor,
-    torch.Tensor,
-    torch.Tensor,
-    torch.Tensor,
-    torch.Tensor,
-    torch.Tensor,
-    torch.Tensor,
-    torch.Tensor,
-]
-
-
-def _in(t: torch.Tensor, real: torch.dtype) -> torch.Tensor:
-    """``t`` detached, in ``real`` and contiguous (the backward's working copy)."""
-    return t.detach().to(real).contiguous()
-
-
-def _optional_in(t: Optional[torch.Tensor], real: torch.dtype) -> Optional[torch.Tensor]:
-    """:func:`_in` of a tensor that may be missing (``None`` stays ``None``)."""
-    return None if t is None else _in(t, real)
-
-
-@torch.library.custom_op("snntorch_egru::egru_layer_backward", mutates_args=())
-def egru_layer_backward_op(
-    g_y: Optional[torch.Tensor],
-    g_c: Optional[torch.Tensor],
-    g_o: Optional[torch.Tensor],
-    g_tr: Optional[torch.Tensor],
-    x: torch.Tensor,
-    y0: torch.Tensor,
-    c0: torch.Tensor,
-    w_ih: torch.Tensor,
-    theta: torch.Tensor,
-    zoneout_mask: Optional[torch.Tensor],
-    y: torch.Tensor,
-    c: torch.Tensor,
-    o: torch.Tensor,
-    rz: torch.Tensor,
-    n: torch.Tensor,
-    hn: torch.Tensor,
-    w_t: torch.Tensor,
-    zoneout_p: float,
-    reset: int,
-    gamma: float,
-    eps: float,
-    input_is_events: bool,
-    need: List[bool],
-    impl: int = 0,
-) -> _GradOut:
+def _egru_layer_backward(
+    g_y: OptTensor, g_c: OptTensor, g_o: OptTensor, g_tr: OptTensor, x: Tensor, y0: Tensor, c0: Tensor,
+    w_ih: Tensor, theta: Tensor, zoneout_mask: OptTensor, y: Tensor, c: Tensor, o: Tensor, rz: Tensor, n: Tensor,
+    hn: Tensor, w_t: Tensor, zoneout_p: float, reset: int, gamma: float, eps: float, input_is_events: bool,
+    need: List[bool], impl: int = 0,
+) -> _GradOut:  # fmt: skip
     """Gradients of ``egru_layer`` w.r.t. ``(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta)``.
 
     Missing upstream gradients are ``None`` (the CUDA kernels skip them; the CPU loop gets
@@ -265,119 +144,102 @@ def egru_layer_backward_op(
     else:
         cfg = KernelConfig(reset_mode=int(reset), zoneout_p=float(zoneout_p), gamma=float(gamma), eps=float(eps))
         H = w_t.shape[0]
+        s_r, s_z = rz[..., :H].contiguous(), rz[..., H:].contiguous()
+        saved = (yr, cr, or_, s_r, s_z, n, hn)
         ga, gqn, dc, tb, dth = _kernels.kernel_backward(
-            launcher(impl),
-            cfg,
-            w_t,
-            thr,
-            c0r,
-            zo,
-            yr,
-            cr,
-            or_,
-            rz[..., :H].contiguous(),
-            rz[..., H:].contiguous(),
-            n,
-            hn,
-            g_y,
-            g_c,
-            g_o,
-            g_tr,
+            launcher(impl), cfg, w_t, thr, c0r, zo, *saved, g_y, g_c, g_o, g_tr
         )
     grads = grad_products(ga, gqn, dc, tb, dth, xr, y0r, yr, w_ihr, w_t, need, input_is_events)
     dtypes = (x.dtype, y0.dtype, c0.dtype, y0.dtype, w_ih.dtype, w_ih.dtype, w_ih.dtype, w_ih.dtype, theta.dtype)
     # strides as the fake declares: dW_hh (and dW_ih from events) are transposed views
     transposed = {5} | ({4} if input_is_events else set())
-    return tuple(
-        _empty(x) if g is None else _layout(g.to(dt), k in transposed)  # type: ignore[return-value]
-        for k, (g, dt) in enumerate(zip(grads, dtypes))
+    return tuple(  # type: ignore[return-value]
+        _empty(x) if g is None else _layout(g.to(dt), k in transposed) for k, (g, dt) in enumerate(zip(grads, dtypes))
     )
 
 
-def _layout(g: torch.Tensor, transposed: bool) -> torch.Tensor:
+def _argument_tuple(fn: Callable[..., Any]) -> Any:
+    """A named tuple of ``fn``'s parameters (with its defaults): the op's arguments by name."""
+    params = inspect.signature(fn).parameters.values()
+    defaults = [p.default for p in params if p.default is not inspect.Parameter.empty]
+    return collections.namedtuple(f"{fn.__name__}_args", [p.name for p in params], defaults=defaults)
+
+
+_LayerArgs = _argument_tuple(_egru_layer)
+_GradArgs = _argument_tuple(_egru_layer_backward)
+egru_layer_op = torch.library.custom_op("snntorch_egru::egru_layer", mutates_args=())(_egru_layer)
+egru_layer_backward_op = torch.library.custom_op("snntorch_egru::egru_layer_backward", mutates_args=())(
+    _egru_layer_backward
+)
+
+
+def _in(t: Tensor, real: torch.dtype) -> Tensor:
+    """``t`` detached, in ``real`` and contiguous (the backward's working copy)."""
+    return t.detach().to(real).contiguous()
+
+
+def _optional_in(t: OptTensor, real: torch.dtype) -> OptTensor:
+    """:func:`_in` of a tensor that may be missing (``None`` stays ``None``)."""
+    return None if t is None else _in(t, real)
+
+
+@egru_layer_op.register_fake
+def _(*args: Any, **kwargs: Any) -> _OpOut:
+    a = _LayerArgs(*args, **kwargs)
+    x = a.x
+    T, B, _ = x.shape
+    H = a.w_hh.shape[1]
+    real = real_dtype(x.dtype)
+    outs = [x.new_empty(T, B, H) for _ in range(4)]
+    if a.need_saved:
+        shapes: List[Tuple[int, ...]] = [(T, B, 2 * H), (T, B, H), (T, B, H), (0,)]
+    else:
+        shapes = [(0,)] * 4
+    return (*outs, *(x.new_empty(s, dtype=real) for s in shapes))
+
+
+def _layout(g: Tensor, transposed: bool) -> Tensor:
     if transposed:
         return g if g.t().is_contiguous() else g.t().contiguous().t()
     return g.contiguous()
 
 
 @egru_layer_backward_op.register_fake
-def _(
-    g_y,
-    g_c,
-    g_o,
-    g_tr,
-    x,
-    y0,
-    c0,
-    w_ih,
-    theta,
-    zoneout_mask,
-    y,
-    c,
-    o,
-    rz,
-    n,
-    hn,
-    w_t,
-    zoneout_p,
-    reset,
-    gamma,
-    eps,
-    input_is_events,
-    need,
-    impl=0,
-):
-    T, B, I = x.shape
-    H = y0.shape[-1]
+def _(*args: Any, **kwargs: Any) -> _GradOut:
+    a = _GradArgs(*args, **kwargs)
+    T, B, I = a.x.shape
+    H = a.y0.shape[-1]
     shapes = [(T, B, I), (B, H), (B, H), (B, H), (3 * H, I), (3 * H, H), (3 * H,), (3 * H,), (H,)]
-    refs = [x, y0, c0, y0, w_ih, w_ih, w_ih, w_ih, theta]
-    transposed = {5} | ({4} if input_is_events else set())
+    refs = [a.x, a.y0, a.c0, a.y0, a.w_ih, a.w_ih, a.w_ih, a.w_ih, a.theta]
+    transposed = {5} | ({4} if a.input_is_events else set())
     return tuple(
         (r.new_empty(s[::-1]).t() if i in transposed else r.new_empty(s)) if k else r.new_empty(0)
-        for i, (s, r, k) in enumerate(zip(shapes, refs, need))
+        for i, (s, r, k) in enumerate(zip(shapes, refs, a.need))
     )
 
 
-def _setup_context(ctx, inputs, output):
-    (
-        x,
-        y0,
-        c0,
-        trace0,
-        w_ih,
-        w_hh,
-        b_ih,
-        b_hh,
-        theta,
-        zoneout_mask,
-        zoneout_p,
-        reset,
-        gamma,
-        eps,
-        input_is_events,
-        need_saved,
-        impl,
-    ) = inputs
+def _setup_context(ctx: Any, inputs: Tuple[Any, ...], output: Tuple[Tensor, ...]) -> None:
+    a = _LayerArgs(*inputs)
     y, c, o, tr, rz, n, hn, w_t = output
-    if not need_saved:
+    if not a.need_saved:
         ctx.unusable = True
         return
     ctx.unusable = False
-    ctx.save_for_backward(x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n, hn, w_hh)
-    ctx.scalars = (zoneout_p, reset, gamma, eps, input_is_events)
-    ctx.impl = impl
-    ctx.has_bias = (b_ih is not None, b_hh is not None)
+    ctx.save_for_backward(a.x, a.y0, a.c0, a.w_ih, a.theta, a.zoneout_mask, y, c, o, rz, n, hn, a.w_hh)
+    ctx.scalars = (a.zoneout_p, a.reset, a.gamma, a.eps, a.input_is_events)
+    ctx.impl = a.impl
+    ctx.has_bias = (a.b_ih is not None, a.b_hh is not None)
     ctx.set_materialize_grads(False)  # missing sequence gradients reach the backward op as None
 
 
-def _saved_w_t(w_hh: torch.Tensor, real: torch.dtype) -> torch.Tensor:
+def _saved_w_t(w_hh: Tensor, real: torch.dtype) -> Tensor:
     """Contiguous ``W_hh^T`` [H, 3H] in ``real`` of the saved weight (the forward's cached copy on the CPU)."""
     if w_hh.device.type == "cpu" and w_hh.dtype == real:
         return transposed_weight(w_hh)
     return w_hh.detach().to(real).t().contiguous()
 
 
-def _backward(ctx, g_y, g_c, g_o, g_tr, *_saved_grads):
+def _backward(ctx: Any, g_y: OptTensor, g_c: OptTensor, g_o: OptTensor, g_tr: OptTensor, *_saved: Any) -> Tuple:
     if ctx.unusable:
         raise RuntimeError(
             "snntorch_egru::egru_layer was called with need_saved=False; its outputs cannot be differentiated"
@@ -389,23 +251,14 @@ def _backward(ctx, g_y, g_c, g_o, g_tr, *_saved_grads):
         )
     x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n, hn, w_hh = ctx.saved_tensors
     w_t = _saved_w_t(w_hh, rz.dtype)
-    ni = ctx.needs_input_grad
-    need = [
-        bool(ni[0]),
-        bool(ni[1]),
-        bool(ni[2]),
-        bool(ni[3]),
-        bool(ni[4]),
-        bool(ni[5]),
-        bool(ni[6]) and ctx.has_bias[0],
-        bool(ni[7]) and ctx.has_bias[1],
-        bool(ni[8]),
-    ]
+    need = [bool(k) for k in ctx.needs_input_grad[:9]]
+    need[6] = need[6] and ctx.has_bias[0]
+    need[7] = need[7] and ctx.has_bias[1]
     grads = torch.ops.snntorch_egru.egru_layer_backward(
         g_y, g_c, g_o, g_tr, x, y0, c0, w_ih, theta, zoneout_mask, y, c, o, rz, n, hn, w_t, *ctx.scalars, need, ctx.impl
     )
     out = [g if k else None for g, k in zip(grads, need)]
-    return (*out, None, None, None, None, None, None, None, None)
+    return (*out, *([None] * (len(_LayerArgs._fields) - len(out))))
 
 
 egru_layer_op.register_autograd(_backward, setup_context=_setup_context)
@@ -477,66 +330,23 @@ def egru_layer_call(call: LayerCall, impl: int = IMPL_TORCH) -> F.EGRUStepOutput
     if x.shape[0] == 0:
         return zero_length(x, y0, w_ih, call.weight_hh)
     params = call.kernel_params if call.kernel_params is not None else surrogate_params(call.spike_fn)
+    tensors = (x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta)
+    options: Dict[str, Any] = {"spike_fn": call.spike_fn, "reset": call.reset, "zoneout_mask": zo, "zoneout_p": zo_p}
     if exporting_to_onnx():  # one scan over time: the ONNX graph keeps a dynamic sequence length
-        return egru_sequence_export(
-            x,
-            y0,
-            c0,
-            trace0,
-            w_ih,
-            w_hh,
-            b_ih,
-            b_hh,
-            theta,
-            spike_fn=call.spike_fn,
-            reset=call.reset,
-            zoneout_mask=zo,
-            zoneout_p=zo_p,
-        )
+        return egru_sequence_export(*tensors, **options)
     if (
         params is None
         or x.device.type not in ("cpu", "cuda")
         or (impl != IMPL_TORCH and x.shape[1] == 0)
-        or under_transform(x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta)
+        or under_transform(*tensors)
     ):
         # any other spike function, another device, no samples for a kernel, or a torch.func transform /
         # forward-mode AD (the operator has a backward formula only): the step-by-step decomposition
-        return F.egru_sequence(
-            x,
-            y0,
-            c0,
-            trace0,
-            w_ih,
-            w_hh,
-            b_ih,
-            b_hh,
-            theta,
-            spike_fn=call.spike_fn,
-            reset=call.reset,
-            zoneout_mask=zo,
-            zoneout_p=zo_p,
-        )
-    need_saved = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, y0, c0, trace0, w_ih, w_hh, b_ih, b_hh, theta)
-    )
+        return F.egru_sequence(*tensors, **options)
+    need_saved = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    input_is_events = bool(call.input_is_events)
     res = torch.ops.snntorch_egru.egru_layer(
-        x,
-        y0,
-        c0,
-        trace0,
-        w_ih,
-        w_hh,
-        b_ih,
-        b_hh,
-        theta,
-        zo,
-        zo_p,
-        reset,
-        params[0],
-        params[1],
-        bool(call.input_is_events),
-        need_saved,
-        impl,
+        *tensors, zo, zo_p, reset, params[0], params[1], input_is_events, need_saved, impl
     )
     return F.EGRUStepOutput(res[0], res[1], res[2], res[3])
 

@@ -463,21 +463,9 @@ def _run_reference(call: LayerCall) -> F.EGRUStepOutput:
     w_hh = call.weight_hh if call.dropconnect_mask is None else call.weight_hh * call.dropconnect_mask
     if call.x.shape[0] == 0:  # empty sequences that still belong to the graph (as torch.nn.GRU's)
         return zero_length(call.x, call.y0, call.weight_ih, w_hh)
-    return F.egru_sequence(
-        call.x,
-        call.y0,
-        call.c0,
-        call.trace0,
-        call.weight_ih,
-        w_hh,
-        call.bias_ih,
-        call.bias_hh,
-        call.threshold,
-        spike_fn=call.spike_fn,
-        reset=call.reset,
-        zoneout_mask=call.zoneout_mask,
-        zoneout_p=call.zoneout_p,
-    )
+    state, tensors = (call.x, call.y0, call.c0, call.trace0), (call.weight_ih, w_hh, call.bias_ih, call.bias_hh)
+    options: Dict[str, Any] = {"spike_fn": call.spike_fn, "reset": call.reset, "zoneout_mask": call.zoneout_mask}
+    return F.egru_sequence(*state, *tensors, call.threshold, zoneout_p=call.zoneout_p, **options)
 
 
 register_backend("reference", _run_reference, priority=-1)

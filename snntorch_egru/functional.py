@@ -266,22 +266,44 @@ def egru_step_projected(
     return EGRUStepOutput(y, c, o, trace)
 
 
+def layer_step(
+    weight_hh: torch.Tensor, bias_hh: Optional[torch.Tensor], threshold: torch.Tensor, *,
+    spike_fn: Optional[SpikeFn] = None, reset: str = "subtract", zoneout_p: float = 0.0,
+) -> Callable[..., EGRUStepOutput]:  # fmt: skip
+    """:func:`egru_step_projected` with one layer's recurrent weights and options bound: a function
+    ``(gi, y_prev, c_prev, trace_prev, zoneout_mask=None) -> EGRUStepOutput`` (what every loop over time
+    runs: :func:`egru_step`, :func:`egru_sequence` and the exporters' scan)."""
+
+    def step(
+        gi: torch.Tensor,
+        y: torch.Tensor,
+        c: torch.Tensor,
+        tr: torch.Tensor,
+        zoneout_mask: Optional[torch.Tensor] = None,
+    ) -> EGRUStepOutput:
+        return egru_step_projected(
+            gi,
+            y,
+            c,
+            tr,
+            weight_hh,
+            bias_hh,
+            threshold,
+            spike_fn=spike_fn,
+            reset=reset,
+            zoneout_mask=zoneout_mask,
+            zoneout_p=zoneout_p,
+        )
+
+    return step
+
+
 def egru_step(
-    x: torch.Tensor,
-    y_prev: torch.Tensor,
-    c_prev: torch.Tensor,
-    trace_prev: torch.Tensor,
-    weight_ih: torch.Tensor,
-    weight_hh: torch.Tensor,
-    bias_ih: Optional[torch.Tensor],
-    bias_hh: Optional[torch.Tensor],
-    threshold: torch.Tensor,
-    *,
-    spike_fn: Optional[SpikeFn] = None,
-    reset: str = "subtract",
-    zoneout_mask: Optional[torch.Tensor] = None,
+    x: torch.Tensor, y_prev: torch.Tensor, c_prev: torch.Tensor, trace_prev: torch.Tensor, weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor, bias_ih: Optional[torch.Tensor], bias_hh: Optional[torch.Tensor], threshold: torch.Tensor,
+    *, spike_fn: Optional[SpikeFn] = None, reset: str = "subtract", zoneout_mask: Optional[torch.Tensor] = None,
     zoneout_p: float = 0.0,
-) -> EGRUStepOutput:
+) -> EGRUStepOutput:  # fmt: skip
     """One EGRU step from the raw input ``x`` ``[B, I]``.
 
     Same as :func:`egru_step_projected` after ``gi = input_projection(x, weight_ih, bias_ih)``.
@@ -297,38 +319,16 @@ def egru_step(
         >>> out.y.shape, out.o.dtype
         (torch.Size([2, 4]), torch.float32)
     """
-    gi = input_projection(x, weight_ih, bias_ih)
-    return egru_step_projected(
-        gi,
-        y_prev,
-        c_prev,
-        trace_prev,
-        weight_hh,
-        bias_hh,
-        threshold,
-        spike_fn=spike_fn,
-        reset=reset,
-        zoneout_mask=zoneout_mask,
-        zoneout_p=zoneout_p,
-    )
+    step = layer_step(weight_hh, bias_hh, threshold, spike_fn=spike_fn, reset=reset, zoneout_p=zoneout_p)
+    return step(input_projection(x, weight_ih, bias_ih), y_prev, c_prev, trace_prev, zoneout_mask)
 
 
 def egru_sequence(
-    x: torch.Tensor,
-    y0: torch.Tensor,
-    c0: torch.Tensor,
-    trace0: torch.Tensor,
-    weight_ih: torch.Tensor,
-    weight_hh: torch.Tensor,
-    bias_ih: Optional[torch.Tensor],
-    bias_hh: Optional[torch.Tensor],
-    threshold: torch.Tensor,
-    *,
-    spike_fn: Optional[SpikeFn] = None,
-    reset: str = "subtract",
-    zoneout_mask: Optional[torch.Tensor] = None,
+    x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0: torch.Tensor, weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor, bias_ih: Optional[torch.Tensor], bias_hh: Optional[torch.Tensor], threshold: torch.Tensor,
+    *, spike_fn: Optional[SpikeFn] = None, reset: str = "subtract", zoneout_mask: Optional[torch.Tensor] = None,
     zoneout_p: float = 0.0,
-) -> EGRUStepOutput:
+) -> EGRUStepOutput:  # fmt: skip
     """Run one EGRU layer over a sequence, step by step (the reference path).
 
     Autograd records every step; this is the plain PyTorch reference that every
@@ -364,20 +364,9 @@ def egru_sequence(
     gi_all = input_projection(x, weight_ih, bias_ih)
     y, c, tr = y0, c0, trace0
     ys, cs, os_, trs = [], [], [], []
+    run_step = layer_step(weight_hh, bias_hh, threshold, spike_fn=spike_fn, reset=reset, zoneout_p=zoneout_p)
     for t in range(x.shape[0]):
-        step = egru_step_projected(
-            gi_all[t],
-            y,
-            c,
-            tr,
-            weight_hh,
-            bias_hh,
-            threshold,
-            spike_fn=spike_fn,
-            reset=reset,
-            zoneout_mask=None if zoneout_mask is None else zoneout_mask[t],
-            zoneout_p=zoneout_p,
-        )
+        step = run_step(gi_all[t], y, c, tr, None if zoneout_mask is None else zoneout_mask[t])
         y, c, tr = step.y, step.c, step.trace
         ys.append(y)
         cs.append(c)

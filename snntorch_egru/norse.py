@@ -247,17 +247,9 @@ class _NorseEGRUBase(EGRULayerBase):
     threshold: torch.Tensor
 
     def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        p: EGRUParameters = EGRUParameters(),
-        bias: bool = True,
-        thr_mean: float = 0.3,
-        learn_threshold: bool = True,
-        *,
-        threshold_clamp: bool = True,
-        init: str = "evnn",
-    ) -> None:
+        self, input_size: int, hidden_size: int, p: EGRUParameters = EGRUParameters(), bias: bool = True,
+        thr_mean: float = 0.3, learn_threshold: bool = True, *, threshold_clamp: bool = True, init: str = "evnn",
+    ) -> None:  # fmt: skip
         super().__init__()
         self._setup(locals())
         self.p = _check_parameters(p)
@@ -462,19 +454,10 @@ class EGRURecurrent(_NorseEGRUBase):
     """
 
     def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        p: EGRUParameters = EGRUParameters(),
-        bias: bool = True,
-        thr_mean: float = 0.3,
-        learn_threshold: bool = True,
-        record_states: bool = False,
-        *,
-        threshold_clamp: bool = True,
-        init: str = "evnn",
-        backend: str = "auto",
-    ) -> None:
+        self, input_size: int, hidden_size: int, p: EGRUParameters = EGRUParameters(), bias: bool = True,
+        thr_mean: float = 0.3, learn_threshold: bool = True, record_states: bool = False, *,
+        threshold_clamp: bool = True, init: str = "evnn", backend: str = "auto",
+    ) -> None:  # fmt: skip
         super().__init__(
             input_size, hidden_size, p, bias, thr_mean, learn_threshold, threshold_clamp=threshold_clamp, init=init
         )

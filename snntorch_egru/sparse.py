@@ -49,6 +49,38 @@ from inside the operator, after every argument was checked. When it is missing
 or cannot be loaded, a warning names the cause once and the same computation
 runs in pure torch; ``SNNTORCH_EGRU_NATIVE=0`` switches it off silently.
 
+Tunables (read and set as attributes of this module, e.g. ``sparse.GATHER_MAX_FRACTION = 0.1``;
+the launchers read the current value on every call):
+
+``GATHER_MAX_FRACTION``
+    Gather only when at most this fraction of the ``H`` rows is needed. Measured on the 2-vCPU
+    Xeon dev machine (torch 2.14, 1 thread, H = 1024, fp32): ``index_select`` of the active rows
+    + ``addmm`` costs 100 us at 10 % (dense 440 us), 426 us at 29 % and 728 us at 52 % (batch
+    1); batch 16 union 26 %: 520 us vs dense 1013 us, union 82 %: 1800 us vs 1020 us. Break-even
+    is near 30 %; 0.25 keeps a margin for noise.
+
+``SMALL_WEIGHT_BYTES``
+    Below this size of ``W_hh`` (bytes) the dense product wins at every activity (the matrix
+    stays in cache; measured at H = 256: dense matvec 9 us, gather at 2 % 18 us).
+
+``CSR_MAX_DENSITY``
+    Products with event matrices (stacked input projection, ``dW_hh`` and ``dW_ih``) use a
+    sparse CSR operand only at densities up to this value (measured, T*B = 300, 1024 x 3072: CSR
+    3.0 ms vs dense 11-16 ms at 1 %, CSR slower from ~10 %).
+
+``NATIVE_MAX_FRACTION``
+    The native per-sample gather is used while the batch holds at most this many events per unit
+    row of ``W_hh^T`` (``nnz <= NATIVE_MAX_FRACTION * H``); above, one dense BLAS product
+    reading every row once is cheaper than re-reading rows per sample.
+
+``NATIVE_SEQ_MAX_BATCH``
+    Up to this batch size the whole forward time loop (per-sample event gather, gates,
+    threshold, reset, trace) runs in one native call: no per-step Python/dispatch cost, which
+    otherwise exceeds a whole ``torch.nn.GRU`` step at H = 256.
+
+``DENSE_HOLD_STEPS``
+    Steps that skip the sparsity check after a dense step (activity changes slowly over time).
+
 Surrogates: :class:`~snntorch_egru.surrogate.EGRUSurrogate` (triangle, compact
 support) and :func:`~snntorch_egru.surrogate.heaviside` take the sparse path.
 Any other spike function (e.g. ``snntorch.surrogate.atan()``, a Python callable
@@ -92,62 +124,7 @@ from ._engine import (  # noqa: F401 - public here: the event path's switches an
 from .backends import LayerCall, get_backend
 from .surrogate import EGRUSurrogate
 
-__all__ = [
-    "egru_sequence_fused",
-    "GATHER_MAX_FRACTION",
-    "SMALL_WEIGHT_BYTES",
-    "CSR_MAX_DENSITY",
-    "force_dense",
-    "native_library",
-    "fast_layout",
-    "transposed_weight",
-    "clear_transposed_cache",
-    "NATIVE_MAX_FRACTION",
-    "NATIVE_SEQ_MAX_BATCH",
-    "DENSE_HOLD_STEPS",
-]
-
-#: Gather only when at most this fraction of the ``H`` rows is needed. Measured on the
-#: 2-vCPU Xeon dev machine (torch 2.14, 1 thread, H = 1024, fp32): ``index_select`` of the
-#: active rows + ``addmm`` costs 100 us at 10 % (dense 440 us), 426 us at 29 % and 728 us at
-#: 52 % (batch 1); batch 16 union 26 %: 520 us vs dense 1013 us, union 82 %: 1800 us vs 1020 us.
-#: Break-even is near 30 %; 0.25 keeps a margin for noise.
-GATHER_MAX_FRACTION = _engine.GATHER_MAX_FRACTION
-
-#: Below this size of ``W_hh`` (bytes) the dense product wins at every activity (the
-#: matrix stays in cache; measured at H = 256: dense matvec 9 us, gather at 2 % 18 us).
-SMALL_WEIGHT_BYTES = _engine.SMALL_WEIGHT_BYTES
-
-#: Products with event matrices (stacked input projection, ``dW_hh`` and ``dW_ih``) use a
-#: sparse CSR operand only at densities up to this value (measured, T*B = 300, 1024 x 3072:
-#: CSR 3.0 ms vs dense 11-16 ms at 1 %, CSR slower from ~10 %).
-CSR_MAX_DENSITY = _engine.CSR_MAX_DENSITY
-
-
-#: The native per-sample gather is used while the batch holds at most this many events per
-#: unit row of ``W_hh^T`` (``nnz <= NATIVE_MAX_FRACTION * H``); above, one dense BLAS product
-#: reading every row once is cheaper than re-reading rows per sample.
-NATIVE_MAX_FRACTION = _engine.NATIVE_MAX_FRACTION
-
-#: Up to this batch size the whole forward time loop (per-sample event gather, gates,
-#: threshold, reset, trace) runs in one native call: no per-step Python/dispatch cost, which
-#: otherwise exceeds a whole ``torch.nn.GRU`` step at H = 256.
-NATIVE_SEQ_MAX_BATCH = _engine.NATIVE_SEQ_MAX_BATCH
-
-#: Steps that skip the sparsity check after a dense step (activity changes slowly over time).
-DENSE_HOLD_STEPS = _engine.DENSE_HOLD_STEPS
-
-
-class _TunablesModule(types.ModuleType):
-    """This module's class: setting a tunable here (``sparse.GATHER_MAX_FRACTION = 0.1``) sets the value the
-    launchers read (in ``_engine``), so the documented names keep working as switches."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _TUNABLES:
-            setattr(_engine, name, value)
-        super().__setattr__(name, value)
-
-
+#: The event path's tunables (values in ``_engine``; see the module docstring).
 _TUNABLES = (
     "GATHER_MAX_FRACTION",
     "SMALL_WEIGHT_BYTES",
@@ -156,6 +133,33 @@ _TUNABLES = (
     "NATIVE_SEQ_MAX_BATCH",
     "DENSE_HOLD_STEPS",
 )
+__all__ = [
+    "egru_sequence_fused",
+    "force_dense",
+    "native_library",
+    "fast_layout",
+    "transposed_weight",
+    "clear_transposed_cache",
+    *_TUNABLES,
+]
+
+
+class _TunablesModule(types.ModuleType):
+    """This module's class: the tunables are read from and written to ``_engine`` (where the launchers read
+    them), so ``sparse.GATHER_MAX_FRACTION = 0.1`` keeps working as a switch."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _TUNABLES:
+            return getattr(_engine, name)
+        raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _TUNABLES:
+            setattr(_engine, name, value)
+        else:
+            super().__setattr__(name, value)
+
+
 sys.modules[__name__].__class__ = _TunablesModule
 
 SUBTRACT, ZERO = RESET_CODES["subtract"], RESET_CODES["zero"]
@@ -267,21 +271,10 @@ def _run_forward(
 
 
 def _torch_sequence(
-    reset: int,
-    zoneout_p: float,
-    gi: torch.Tensor,
-    y0: torch.Tensor,
-    c0: torch.Tensor,
-    trace0: torch.Tensor,
-    w_t: torch.Tensor,
-    b_hh: torch.Tensor,
-    theta: torch.Tensor,
-    zo_mask: Optional[torch.Tensor],
-    need_cache: bool,
-    outs: Tuple[torch.Tensor, ...],
-    dense: bool,
-    native: Optional[Tuple[Any, ...]],
-) -> Tuple[torch.Tensor, ...]:
+    reset: int, zoneout_p: float, gi: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0: torch.Tensor,
+    w_t: torch.Tensor, b_hh: torch.Tensor, theta: torch.Tensor, zo_mask: Optional[torch.Tensor], need_cache: bool,
+    outs: Tuple[torch.Tensor, ...], dense: bool, native: Optional[Tuple[Any, ...]],
+) -> Tuple[torch.Tensor, ...]:  # fmt: skip
     """The forward time loop in torch ops (batches above :data:`NATIVE_SEQ_MAX_BATCH`, or no
     native helper): preallocated buffers, ``out=`` ops, the recurrent product over active rows."""
     T, B, _ = gi.shape
@@ -348,23 +341,10 @@ def _torch_sequence(
 
 
 def _native_sequence(
-    fn: Any,
-    reset: int,
-    zoneout_p: float,
-    gi: torch.Tensor,
-    y0: torch.Tensor,
-    c0: torch.Tensor,
-    trace0: torch.Tensor,
-    w_t: torch.Tensor,
-    b_hh: torch.Tensor,
-    theta: torch.Tensor,
-    zo_mask: Optional[torch.Tensor],
-    need_cache: bool,
-    ys: torch.Tensor,
-    cs: torch.Tensor,
-    os_: torch.Tensor,
-    trs: torch.Tensor,
-) -> Tuple[torch.Tensor, ...]:
+    fn: Any, reset: int, zoneout_p: float, gi: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0: torch.Tensor,
+    w_t: torch.Tensor, b_hh: torch.Tensor, theta: torch.Tensor, zo_mask: Optional[torch.Tensor], need_cache: bool,
+    ys: torch.Tensor, cs: torch.Tensor, os_: torch.Tensor, trs: torch.Tensor,
+) -> Tuple[torch.Tensor, ...]:  # fmt: skip
     T, B, _ = gi.shape
     H = y0.shape[-1]
     cache: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
@@ -431,18 +411,10 @@ def _check_kernel_tensor(
 
 
 def check_native_forward(
-    gi: torch.Tensor,
-    y0: torch.Tensor,
-    c0: torch.Tensor,
-    tr0: torch.Tensor,
-    w_t: torch.Tensor,
-    b_hh: torch.Tensor,
-    theta: torch.Tensor,
-    zo: Optional[torch.Tensor],
-    outs: Sequence[torch.Tensor],
-    saved: Sequence[Optional[torch.Tensor]],
-    gh: torch.Tensor,
-) -> None:
+    gi: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, tr0: torch.Tensor, w_t: torch.Tensor, b_hh: torch.Tensor,
+    theta: torch.Tensor, zo: Optional[torch.Tensor], outs: Sequence[torch.Tensor],
+    saved: Sequence[Optional[torch.Tensor]], gh: torch.Tensor,
+) -> None:  # fmt: skip
     """Last line of defence before ``egru_fwd_*``: exact shapes, dtype, CPU, contiguous."""
     T, B, H3 = gi.shape
     H = H3 // 3
@@ -466,23 +438,12 @@ def check_native_forward(
 
 
 def egru_sequence_fused(
-    x: torch.Tensor,
-    y0: torch.Tensor,
-    c0: torch.Tensor,
-    trace0: torch.Tensor,
-    weight_ih: torch.Tensor,
-    weight_hh: torch.Tensor,
-    bias_ih: Optional[torch.Tensor],
-    bias_hh: Optional[torch.Tensor],
-    threshold: torch.Tensor,
-    *,
-    spike_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-    reset: str = "subtract",
-    zoneout_mask: Optional[torch.Tensor] = None,
-    zoneout_p: float = 0.0,
-    dropconnect_mask: Optional[torch.Tensor] = None,
-    input_is_events: bool = False,
-) -> F.EGRUStepOutput:
+    x: torch.Tensor, y0: torch.Tensor, c0: torch.Tensor, trace0: torch.Tensor, weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor, bias_ih: Optional[torch.Tensor], bias_hh: Optional[torch.Tensor], threshold: torch.Tensor,
+    *, spike_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, reset: str = "subtract",
+    zoneout_mask: Optional[torch.Tensor] = None, zoneout_p: float = 0.0,
+    dropconnect_mask: Optional[torch.Tensor] = None, input_is_events: bool = False,
+) -> F.EGRUStepOutput:  # fmt: skip
     """Event-driven EGRU layer over a whole sequence with a fused sparse backward.
 
     Same contract and numbers as :func:`snntorch_egru.functional.egru_sequence`
@@ -520,16 +481,9 @@ def egru_sequence_fused(
     """
     if spike_fn is None:
         spike_fn = EGRUSurrogate(0.7, 1.0)
+    tensors = (x, y0, c0, trace0, weight_ih, weight_hh, bias_ih, bias_hh, threshold)
     call = LayerCall(
-        x,
-        y0,
-        c0,
-        trace0,
-        weight_ih,
-        weight_hh,
-        bias_ih,
-        bias_hh,
-        threshold,
+        *tensors,
         spike_fn,
         reset,
         zoneout_mask=zoneout_mask,

@@ -9,7 +9,7 @@ module machinery. Its numbers equal the model's own forward pass in eval mode.
 
 from __future__ import annotations
 
-from typing import List, Optional, TypedDict, Union
+from typing import List, NamedTuple, Optional, Tuple, Union
 
 import torch
 
@@ -23,15 +23,15 @@ from .state import EGRUState
 __all__ = ["Streamer"]
 
 
-class _LayerWeights(TypedDict):
-    """One layer's contiguous weights as :meth:`Streamer.step` reads them (a plain dict at runtime)."""
+_Tensors = Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor], torch.Tensor]
 
-    w_ih: torch.Tensor
-    w_hh: torch.Tensor
+
+class _Layer(NamedTuple):
+    """One layer as :meth:`Streamer.step` reads it: its five tensors (``LAYER_TENSOR_NAMES`` order, detached,
+    contiguous, the threshold clamped as the model clamps it) and the contiguous ``W_hh^T``."""
+
+    tensors: _Tensors
     w_t: torch.Tensor
-    b_ih: Optional[torch.Tensor]
-    b_hh: Optional[torch.Tensor]
-    theta: torch.Tensor
 
 
 class Streamer:
@@ -93,22 +93,15 @@ class Streamer:
                 ]
             else:
                 tensors = [m.layer_tensors(k) for k in range(m.num_layers)]
-            self._layers: List[_LayerWeights] = []
+            self._layers: List[_Layer] = []
             for t in tensors:
                 w_ih, w_hh, b_ih, b_hh, theta = (t[name] for name in LAYER_TENSOR_NAMES)
                 assert w_ih is not None and w_hh is not None and theta is not None  # only the biases may be None
-                w_hh = w_hh.detach().contiguous()
-                self._layers.append(
-                    _LayerWeights(
-                        w_ih=w_ih.detach().contiguous(),
-                        w_hh=w_hh,
-                        w_t=w_hh.t().contiguous(),
-                        b_ih=None if b_ih is None else b_ih.detach().contiguous(),
-                        b_hh=None if b_hh is None else b_hh.detach().contiguous(),
-                        theta=m._effective_threshold(theta.detach()).contiguous(),
-                    )
-                )
-        ref = self._layers[0]["w_ih"]
+                b_ih, b_hh = (None if b is None else b.detach().contiguous() for b in (b_ih, b_hh))
+                w_ih, w_hh = w_ih.detach().contiguous(), w_hh.detach().contiguous()
+                theta = m._effective_threshold(theta.detach()).contiguous()
+                self._layers.append(_Layer((w_ih, w_hh, b_ih, b_hh, theta), w_hh.t().contiguous()))
+        ref = self._layers[0].tensors[0]
         self.dtype, self.device = ref.dtype, ref.device
         self.input_size, self.hidden_size = m.input_size, m.hidden_size
         self._step_fn = _cell_fast.step_function(self.dtype) if self.device.type == "cpu" else None
@@ -159,36 +152,12 @@ class Streamer:
             y0, c0, tr0 = self._y[k], self._c[k], self._tr[k]
             if self._step_fn is not None:
                 y, c, tr = _cell_fast.inference_step(
-                    self._step_fn,
-                    x,
-                    y0,
-                    c0,
-                    tr0,
-                    L["w_ih"],
-                    L["w_hh"],
-                    L["b_ih"],
-                    L["b_hh"],
-                    L["theta"],
-                    self._reset,
-                    self._zoneout,
-                    L["w_t"],
+                    self._step_fn, x, y0, c0, tr0, *L.tensors, self._reset, self._zoneout, L.w_t
                 )
             else:
                 with torch.no_grad():
-                    out = F.egru_step(
-                        x,
-                        y0,
-                        c0,
-                        tr0,
-                        L["w_ih"],
-                        L["w_hh"],
-                        L["b_ih"],
-                        L["b_hh"],
-                        L["theta"],
-                        reset=self._reset,
-                        zoneout_p=self._zoneout,
-                    )
-                    out = nan_threshold_propagates(L["theta"], out)
+                    out = F.egru_step(x, y0, c0, tr0, *L.tensors, reset=self._reset, zoneout_p=self._zoneout)
+                    out = nan_threshold_propagates(L.tensors[4], out)
                 y, c, tr = out.y, out.c, out.trace
             self._y[k], self._c[k], self._tr[k] = y, c, tr
             x = y

@@ -19,8 +19,24 @@
 #else
 #define EGRU_HOT
 #endif
+#if defined(__GNUC__)
+#define EGRU_INLINE static inline __attribute__((always_inline))  /* inlined into each clone of its caller */
+#else
+#define EGRU_INLINE static inline
+#endif
 
 #define DEFINE(T, SUF)                                                                      \
+/* o[0:n] += sum over j with ys[j] != 0 of ys[j] * w[j, 0:n]: the rows of the units that fired */\
+EGRU_INLINE void axpy_rows_##SUF(const T* ys, int64_t h, const T* restrict w, int64_t n,  \
+                                 T* restrict o) {                                        \
+    for (int64_t j = 0; j < h; ++j) {                                                    \
+        const T a = ys[j];                                                               \
+        if (a != 0) {                                                                    \
+            const T* restrict row = w + j * n;                                           \
+            for (int64_t k = 0; k < n; ++k) o[k] += a * row[k];                          \
+        }                                                                                \
+    }                                                                                    \
+}                                                                                        \
 EGRU_HOT int gather_axpy_##SUF(const T* y, int64_t b, int64_t h, const T* w, int64_t n,          \
                       const T* bias, T* out, int64_t max_nnz) {                           \
     int64_t nnz = 0;                                                                      \
@@ -29,14 +45,7 @@ EGRU_HOT int gather_axpy_##SUF(const T* y, int64_t b, int64_t h, const T* w, int
     for (int64_t s = 0; s < b; ++s) {                                                     \
         T* restrict o = out + s * n;                                                      \
         memcpy(o, bias, (size_t)n * sizeof(T));                                           \
-        const T* ys = y + s * h;                                                          \
-        for (int64_t j = 0; j < h; ++j) {                                                 \
-            const T a = ys[j];                                                            \
-            if (a != 0) {                                                                 \
-                const T* restrict row = w + j * n;                                        \
-                for (int64_t k = 0; k < n; ++k) o[k] += a * row[k];                       \
-            }                                                                             \
-        }                                                                                 \
+        axpy_rows_##SUF(y + s * h, h, w, n, o);                                          \
     }                                                                                     \
     return 0;                                                                             \
 }                                                                                         \
@@ -135,14 +144,7 @@ EGRU_HOT void egru_step_##SUF(int64_t b, int64_t h, int64_t in, const T* x, cons
     for (int64_t s = 0; s < b; ++s) {                                                     \
         T* restrict g = gh + s * g3;                                                      \
         if (bhh) memcpy(g, bhh, (size_t)g3 * sizeof(T)); else memset(g, 0, (size_t)g3 * sizeof(T)); \
-        const T* yp = y0 + s * h;                                                         \
-        for (int64_t j = 0; j < h; ++j) {                                                 \
-            const T a = yp[j];                                                            \
-            if (a != 0) {                                                                 \
-                const T* restrict row = wt + j * g3;                                      \
-                for (int64_t k = 0; k < g3; ++k) g[k] += a * row[k];                      \
-            }                                                                             \
-        }                                                                                 \
+        axpy_rows_##SUF(y0 + s * h, h, wt, g3, g);                                       \
         T* restrict q = gi + s * g3;                                                      \
         const T* restrict xs = x + s * in;                                                \
         for (int64_t k = 0; k < g3; ++k) {                                                \

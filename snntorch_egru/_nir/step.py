@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .. import functional as F
+from .._checks import tensor_of_shape
 from .._layer_setup import recurrent_layout
 from ..state import EGRUState
 from ..surrogate import heaviside
@@ -28,15 +29,8 @@ def _state_tensor(state: Any, key: str, like: Tuple[int, ...], where: str) -> to
         raise ValueError(
             f"{where}: state lacks {key!r} (got keys {sorted(state)}); pass state=None to start from zeros"
         )
-    t = state[key]
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{where}: state[{key!r}] must be a tensor, got {type(t).__name__}")
-    if tuple(t.shape) != tuple(like):
-        raise ValueError(
-            f"{where}: state[{key!r}] must have shape {list(like)} (batch and features of the input), "
-            f"got {list(t.shape)}; a state is not broadcast across the batch"
-        )
-    return t
+    why, after = " (batch and features of the input)", "; a state is not broadcast across the batch"
+    return tensor_of_shape(f"{where}: state[{key!r}]", state[key], like, why, after)
 
 
 def _check_state_keys(state: Dict[str, Any], expected: Any, where: str) -> None:
@@ -116,20 +110,8 @@ class EGRUStep(nn.Module):
                         f"EGRU step: state.{name} must have shape {list(want)} (batch of the input, "
                         f"hidden size), got {got}; a state is not broadcast across the batch"
                     )
-        s = F.egru_step(
-            x,
-            state.y,
-            state.c,
-            state.trace,
-            self.weight_ih,
-            self.weight_hh,
-            self.bias_ih,
-            self.bias_hh,
-            self.threshold,
-            spike_fn=self.spike_fn,
-            reset=self.reset,
-            zoneout_p=self.zoneout,
-        )
+        params = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.threshold)
+        s = F.egru_step(x, *state, *params, spike_fn=self.spike_fn, reset=self.reset, zoneout_p=self.zoneout)
         new = EGRUState(s.y, s.c, s.trace)
         return (s.y if self.output == "y" else s.trace), new
 

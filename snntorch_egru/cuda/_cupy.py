@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from typing import ClassVar, Dict, Tuple, Type
+from typing import Any, ClassVar, Dict, Tuple, Type
 
 import numpy as np
 import torch
@@ -91,6 +91,19 @@ def get_kernel(name: str, real: str, wstore: int, units: int):
 
 def _ptr(x) -> np.uint64:
     return np.uint64(0 if x is None else x.data_ptr())
+
+
+def _scalars(cfg: KernelConfig, rt: Any, surrogate: bool) -> list:
+    """The kernels' scalar arguments after the tensors, in their order (the backward also takes the
+    surrogate's ``gamma`` and ``eps``)."""
+    named = [
+        ("zo_p", rt(cfg.zoneout_p)),
+        ("zo_keep", rt(1.0 - cfg.zoneout_p)),
+        ("reset_mode", np.int32(cfg.reset_mode)),
+    ]
+    if surrogate:
+        named += [("gamma", rt(cfg.gamma)), ("eps", rt(cfg.eps))]
+    return named + [("tr_decay", rt(TRACE_DECAY)), ("tr_gain", rt(1.0 - TRACE_DECAY))]
 
 
 class _Args:
@@ -245,38 +258,11 @@ class CupyLauncher:
         nitems = B * ((H + units - 1) // units)
 
         gh = gi.new_empty((B, H3)) if self._dense(B) else None
-        args = _Args(
-            [
-                ("gi", _ptr(gi)),
-                ("whh_t", _ptr(t["whh_t"])),
-                ("bhh", _ptr(t["bhh"])),
-                ("theta", _ptr(t["theta"])),
-                ("y0", _ptr(t["y0"])),
-                ("c0", _ptr(t["c0"])),
-                ("tr0", _ptr(t["tr0"])),
-                ("zmask", _ptr(t["zmask"])),
-                ("zo_p", rt(cfg.zoneout_p)),
-                ("zo_keep", rt(1.0 - cfg.zoneout_p)),
-                ("reset_mode", np.int32(cfg.reset_mode)),
-                ("tr_decay", rt(TRACE_DECAY)),
-                ("tr_gain", rt(1.0 - TRACE_DECAY)),
-                ("y", _ptr(t["y"])),
-                ("c", _ptr(t["c"])),
-                ("o", _ptr(t["o"])),
-                ("tr", _ptr(t["tr"])),
-                ("s_r", _ptr(t["s_r"])),
-                ("s_z", _ptr(t["s_z"])),
-                ("s_n", _ptr(t["s_n"])),
-                ("s_hn", _ptr(t["s_hn"])),
-                ("T", np.int32(T)),
-                ("B", np.int32(B)),
-                ("H", np.int32(H)),
-                ("t_begin", np.int32(0)),
-                ("t_end", np.int32(T)),
-                ("gh", _ptr(gh)),
-                ("barrier", _ptr(None)),
-            ]
-        )
+        named = [("gi", _ptr(gi))] + [(k, _ptr(t[k])) for k in "whh_t bhh theta y0 c0 tr0 zmask".split()]
+        named += _scalars(cfg, rt, surrogate=False)
+        named += [(k, _ptr(t[k])) for k in "y c o tr s_r s_z s_n s_hn".split()]
+        named += [(k, np.int32(v)) for k, v in (("T", T), ("B", B), ("H", H), ("t_begin", 0), ("t_end", T))]
+        args = _Args(named + [("gh", _ptr(gh)), ("barrier", _ptr(None))])
 
         with cp.cuda.Device(dev), stream:
             if gh is not None:  # dense mode
@@ -306,30 +292,10 @@ class CupyLauncher:
         nitems1 = B * ((H + BLOCK - 1) // BLOCK)
         nblocks2 = min(B * ((H + BLOCK // 32 - 1) // (BLOCK // 32)), 65535)  # items (b, tile of 8 rows)
 
-        named = [
-            ("whh_t", _ptr(t["whh_t"])),
-            ("theta", _ptr(t["theta"])),
-            ("c0", _ptr(t["c0"])),
-            ("zmask", _ptr(t["zmask"])),
-            ("zo_p", rt(cfg.zoneout_p)),
-            ("zo_keep", rt(1.0 - cfg.zoneout_p)),
-            ("reset_mode", np.int32(cfg.reset_mode)),
-            ("gamma", rt(cfg.gamma)),
-            ("eps", rt(cfg.eps)),
-            ("tr_decay", rt(TRACE_DECAY)),
-            ("tr_gain", rt(1.0 - TRACE_DECAY)),
-        ]
+        named = [(k, _ptr(t[k])) for k in "whh_t theta c0 zmask".split()] + _scalars(cfg, rt, surrogate=True)
         named += [(k, _ptr(t[k])) for k in "y c o s_r s_z s_n s_hn g_y g_c g_o g_tr ga gqn dy dc tb dth".split()]
-        named += [
-            ("T", np.int32(T)),
-            ("B", np.int32(B)),
-            ("H", np.int32(H)),
-            ("t_begin", np.int32(T)),
-            ("t_end", np.int32(0)),
-            ("phases", np.int32(3)),
-            ("barrier", _ptr(None)),
-        ]
-        args = _Args(named)
+        named += [(k, np.int32(v)) for k, v in (("T", T), ("B", B), ("H", H), ("t_begin", T), ("t_end", 0))]
+        args = _Args(named + [("phases", np.int32(3)), ("barrier", _ptr(None))])
         one, two = np.int32(1), np.int32(2)
 
         def step_args(step: int, phases: np.int32) -> list:
