@@ -145,22 +145,18 @@ __all__ = [
 
 
 class _TunablesModule(types.ModuleType):
-    """This module's class: the tunables are read from and written to ``_engine`` (where the launchers read
-    them), so ``sparse.GATHER_MAX_FRACTION = 0.1`` keeps working as a switch."""
-
-    def __getattr__(self, name: str) -> Any:
-        if name in _TUNABLES:
-            return getattr(_engine, name)
-        raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
+    """This module's class: setting a tunable here (``sparse.GATHER_MAX_FRACTION = 0.1``) also sets the value
+    the launchers read in ``_engine``, so the documented names work as switches."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _TUNABLES:
             setattr(_engine, name, value)
-        else:
-            super().__setattr__(name, value)
+        super().__setattr__(name, value)
 
 
 sys.modules[__name__].__class__ = _TunablesModule
+for _name in _TUNABLES:  # this module's copies, kept equal to _engine's by every assignment made here
+    globals()[_name] = getattr(_engine, _name)
 
 SUBTRACT, ZERO = RESET_CODES["subtract"], RESET_CODES["zero"]
 _COMPUTE_DTYPES = (torch.float32, torch.float64)
