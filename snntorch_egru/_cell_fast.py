@@ -12,13 +12,15 @@ or export, runs the plain torch step :func:`snntorch_egru.functional.egru_step`,
 
 from __future__ import annotations
 
-from typing import Any, Optional, cast
+import sys
+import weakref
+from typing import Any, Optional, Tuple, cast
 
 import torch
 
 from . import _engine
 from ._checks import RESET_CODES
-from ._engine import native_library, transposed_weight
+from ._engine import native_library
 from .functional import TRACE_DECAY
 from .surrogate import SpikeFunction
 
@@ -34,24 +36,62 @@ def tracing() -> bool:
 
 
 def step_function(dtype: torch.dtype) -> Optional[Any]:
-    """The native ``egru_step`` for ``dtype``, or ``None`` (no helper, an old build, another dtype)."""
-    if dtype not in _FLOATS:
+    """The native ``egru_step`` for ``dtype`` (the extension module's own Python function, not ctypes:
+    it is called once per time step), or ``None`` (no helper, an old build, another dtype)."""
+    if _native_function("weight_probe", dtype) is None:  # absent from a helper built before this step
         return None
-    if not _engine._USE_NATIVE:
+    module = sys.modules.get(_engine._NATIVE_MODULE)
+    return getattr(module, "egru_step_f32" if dtype == torch.float32 else "egru_step_f64", None)
+
+
+def _native_function(name: str, dtype: torch.dtype) -> Optional[Any]:
+    if dtype not in _FLOATS or not _engine._USE_NATIVE:
         return None
     lib = native_library()
     if lib is None:
         return None
-    return getattr(lib, "egru_step_f32" if dtype == torch.float32 else "egru_step_f64", None)
+    return getattr(lib, f"{name}_f32" if dtype == torch.float32 else f"{name}_f64", None)
 
 
-#: ``egru_step`` per dtype, looked up once (kept here, not on the modules: ctypes objects do not pickle).
-_STEP_FNS: dict[torch.dtype, Any] = {}
-_UNKNOWN = object()
+#: ``(egru_step, weight_probe, transpose)`` per dtype, looked up once (kept here, not on the modules:
+#: ctypes objects do not pickle); ``None`` when the helper lacks one of them.
+_FNS: dict[torch.dtype, Optional[Tuple[Any, Any, Any]]] = {}
+
+
+def _functions(dtype: torch.dtype) -> Optional[Tuple[Any, Any, Any]]:
+    if dtype not in _FNS:
+        found = (step_function(dtype), _native_function("weight_probe", dtype), _native_function("transpose", dtype))
+        _FNS[dtype] = None if any(f is None for f in found) else found
+    return _FNS[dtype]
+
+
+class _Plan:
+    """What the event path keeps per cell between steps: a contiguous ``W_hh^T`` copy of the weight it
+    was made from (identified by object, storage address and version counter) and that weight's probe
+    (one group of four elements from every row, the groups spread over the columns; ``weight_probe``
+    in ``_native/egru_native.c``), which the native step compares before it reads the copy: an edit
+    through ``.data`` (which keeps the version counter) of any row, of any column or of more than a
+    few scattered elements makes the step copy again."""
+
+    __slots__ = ("w_hh", "key", "wt", "probe")
+
+    def __init__(self, w_hh: torch.Tensor, key: tuple, fns: Tuple[Any, Any, Any]) -> None:
+        _, probe, transpose = fns
+        rows, cols = w_hh.shape
+        self.w_hh, self.key = w_hh, key
+        self.wt = w_hh.new_empty(cols, rows)
+        self.probe = w_hh.new_empty(rows * min(cols, 4))
+        transpose(w_hh.data_ptr(), rows, cols, self.wt.data_ptr())
+        probe(w_hh.data_ptr(), rows, cols, self.probe.data_ptr())
+
+
+#: One plan per cell (weakly keyed: a cell that is deleted takes its copies with it; nothing is added
+#: to the cell itself, so copying or pickling a cell carries no cache).
+_PLANS: "weakref.WeakKeyDictionary[Any, _Plan]" = weakref.WeakKeyDictionary()
 
 
 def _ok(t: Optional[torch.Tensor], shape: tuple[int, ...], dtype: torch.dtype) -> bool:
-    return t is None or (t.shape == shape and t.dtype == dtype and t.device.type == "cpu" and t.is_contiguous())
+    return t is None or (t.dtype is dtype and t.is_cpu and t.shape == shape and t.is_contiguous())
 
 
 def try_step(cell: Any, x: torch.Tensor, y: Optional[torch.Tensor], c: Optional[torch.Tensor]) -> Optional[Any]:
@@ -61,7 +101,8 @@ def try_step(cell: Any, x: torch.Tensor, y: Optional[torch.Tensor], c: Optional[
 
     It reads and writes the cell's parameters and state buffers directly (no module attribute
     machinery per step) and returns what :meth:`EGRUCell.forward` returns. Every tensor's shape,
-    dtype, device and contiguity is checked here before a pointer reaches the native helper.
+    dtype, device and contiguity is checked here before a pointer reaches the native helper; the
+    transposed weight copies are checked against their weights by the helper (see :class:`_Plan`).
     """
     if torch.is_grad_enabled() or type(x) is not torch.Tensor or cell._layer_observers:
         return None
@@ -69,10 +110,9 @@ def try_step(cell: Any, x: torch.Tensor, y: Optional[torch.Tensor], c: Optional[
         return None  # the torch step gives the error
     if not _engine._USE_NATIVE:  # switched off (tests cover the torch path so)
         return None
-    fn = _STEP_FNS.get(x.dtype, _UNKNOWN)
-    if fn is _UNKNOWN:
-        fn = _STEP_FNS[x.dtype] = step_function(x.dtype)
-    if fn is None:
+    dt = x.dtype
+    fns = _functions(dt)
+    if fns is None:
         return None
     if (
         (cell.training and (cell.zoneout > 0.0 or cell.dropconnect > 0.0))
@@ -83,7 +123,6 @@ def try_step(cell: Any, x: torch.Tensor, y: Optional[torch.Tensor], c: Optional[
     params, bufs = cell._parameters, cell._buffers
     w_ih, w_hh, b_ih, b_hh = params["weight_ih"], params["weight_hh"], params.get("bias_ih"), params.get("bias_hh")
     theta = params["threshold"] if "threshold" in params else bufs["threshold"]
-    dt = x.dtype
     unbatched = x.dim() == 1
     if unbatched:
         x = x.unsqueeze(0)
@@ -93,81 +132,74 @@ def try_step(cell: Any, x: torch.Tensor, y: Optional[torch.Tensor], c: Optional[
     h = cell.hidden_size
     state = (y, c, bufs["trace"]) if y is not None else (bufs["y"], bufs["c"], bufs["trace"])
     sshape = (h,) if unbatched else (b, h)
-    g3 = torch.Size((3 * h,))
+    g3 = (3 * h,)
     if not (
-        _ok(x, (b, i), dt)
+        w_ih is not None
+        and w_hh is not None
+        and _ok(x, (b, i), dt)
         and _ok(w_ih, (3 * h, i), dt)
         and _ok(w_hh, (3 * h, h), dt)
         and _ok(theta, (h,), dt)
         and _ok(b_ih, g3, dt)
         and _ok(b_hh, g3, dt)
-        and all(isinstance(t, torch.Tensor) and _ok(t, sshape, dt) for t in state)
+        and all(type(t) is torch.Tensor and _ok(t, sshape, dt) for t in state)
     ):
         return None  # the torch step checks, sizes a new state or raises the clear error
+    key = (w_hh.data_ptr(), w_hh._version)
+    plan = _PLANS.get(cell)
+    if plan is None or plan.key != key or plan.w_hh is not w_hh:
+        if w_hh.is_inference():
+            return None  # no version counter to key a copy on
+        plan = _PLANS[cell] = _Plan(w_hh, key, fns)
     # the raw threshold, read by the native step itself (clamped there as _effective_threshold does;
     # a NaN propagates as in the torch step): nothing cached, so an edit through .data is seen
-    # each entry of state is a Tensor (the isinstance check above); the cast tells mypy so
-    y0, c0, tr0 = (cast(torch.Tensor, t).view(b, h) for t in state)
-    yn, cn, trn = inference_step(
-        fn,
-        x,
-        y0,
-        c0,
-        tr0,
-        w_ih,
-        w_hh,
-        b_ih,
-        b_hh,
-        theta,
-        cell.reset_mechanism,
-        cell.zoneout if not cell.training else 0.0,
-        clamp=cell.threshold_clamp,
-    )
-    if unbatched:
-        yn, cn, trn = yn.view(h), cn.view(h), trn.view(h)
+    y0, c0, tr0 = cast(Tuple[torch.Tensor, torch.Tensor, torch.Tensor], state)  # each checked above
+    zo = cell.zoneout if not cell.training else 0.0
+    for _ in range(2):
+        out = _run(fns[0], x, y0, c0, tr0, w_ih, b_ih, b_hh, theta, cell.reset_mechanism, zo, cell.threshold_clamp,
+                   plan.wt, (w_hh, plan.probe))  # fmt: skip
+        if out is not None:
+            break
+        # the weight was edited through .data since its copy was made (the probe differs): copy again
+        plan = _PLANS[cell] = _Plan(w_hh, key, fns)
+    else:
+        return None
+    yn, cn, trn = out
     bufs["y"], bufs["c"], bufs["trace"] = yn, cn, trn
     if cell.init_hidden and not cell.output:
         return yn
     return yn, cn
 
 
+def _run(
+    fn: Any, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, trace: torch.Tensor, w_ih: torch.Tensor,
+    b_ih: Optional[torch.Tensor], b_hh: Optional[torch.Tensor], theta: torch.Tensor, reset: str, zoneout_p: float,
+    clamp: bool, w_hh_t: torch.Tensor, probe: Optional[Tuple[torch.Tensor, torch.Tensor]],
+) -> Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:  # fmt: skip
+    """``(y, c, trace)`` (shaped as ``y``) after one step, or ``None`` when the helper found the probe
+    ``(w_hh, saved)`` changed (or could not allocate its scratch); new tensors, the inputs are not
+    written. The caller checked every tensor: ``x`` ``[b, I]``, the states ``b * H`` elements,
+    ``w_ih`` ``[3H, I]``, ``w_hh_t`` ``[H, 3H]``, all contiguous CPU tensors of one dtype."""
+    b, h = x.shape[0], w_hh_t.shape[0]
+    y_new, c_new, tr_new = torch.empty_like(y), torch.empty_like(y), torch.empty_like(y)
+    pr = (None, None) if probe is None else (probe[0].data_ptr(), probe[1].data_ptr())
+    rc = fn(b, h, x.shape[1], x.data_ptr(), w_ih.data_ptr(), None if b_ih is None else b_ih.data_ptr(),
+            y.data_ptr(), c.data_ptr(), trace.data_ptr(), w_hh_t.data_ptr(), None if b_hh is None else b_hh.data_ptr(),
+            theta.data_ptr(), int(clamp), float(zoneout_p), RESET_CODES[reset], TRACE_DECAY, 1.0 - TRACE_DECAY,
+            y_new.data_ptr(), c_new.data_ptr(), tr_new.data_ptr(), *pr)  # fmt: skip
+    return None if rc else (y_new, c_new, tr_new)
+
+
 def inference_step(
     fn: Any, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, trace: torch.Tensor, w_ih: torch.Tensor,
-    w_hh: torch.Tensor, b_ih: Optional[torch.Tensor], b_hh: Optional[torch.Tensor], theta: torch.Tensor, reset: str,
-    zoneout_p: float, w_t: Optional[torch.Tensor] = None, clamp: bool = False,
+    w_hh_t: torch.Tensor, b_ih: Optional[torch.Tensor], b_hh: Optional[torch.Tensor], theta: torch.Tensor, reset: str,
+    zoneout_p: float, clamp: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-    """``(y, c, trace)`` after one step, from tensors whose shapes, dtype, device and contiguity the
-    caller checked (:func:`try_step`, :class:`~snntorch_egru.Streamer`); new tensors, the
-    inputs are not written. ``theta`` is clamped to [0, 1] in the step with ``clamp``; a NaN threshold
-    makes its unit's outputs NaN. ``w_t`` is a contiguous
-    ``W_hh^T`` the caller keeps (default: :func:`~snntorch_egru.sparse.transposed_weight`)."""
-    b, h = y.shape
-    if w_t is None:
-        w_t = transposed_weight(w_hh)
-    y_new, c_new, tr_new = torch.empty_like(y), torch.empty_like(y), torch.empty_like(y)
-    scratch = torch.empty((2, b, 3 * h), dtype=y.dtype)
-    fn(
-        b,
-        h,
-        x.shape[1],
-        x.data_ptr(),
-        w_ih.data_ptr(),
-        b_ih.data_ptr() if b_ih is not None else None,
-        y.data_ptr(),
-        c.data_ptr(),
-        trace.data_ptr(),
-        w_t.data_ptr(),
-        b_hh.data_ptr() if b_hh is not None else None,
-        theta.data_ptr(),
-        int(clamp),
-        float(zoneout_p),
-        RESET_CODES[reset],
-        TRACE_DECAY,
-        1.0 - TRACE_DECAY,
-        y_new.data_ptr(),
-        c_new.data_ptr(),
-        tr_new.data_ptr(),
-        scratch[0].data_ptr(),
-        scratch[1].data_ptr(),
-    )
-    return y_new, c_new, tr_new
+    """``(y, c, trace)`` ``[b, H]`` after one step, from tensors whose shapes, dtype, device and contiguity
+    the caller checked (:class:`~snntorch_egru.Streamer`): ``W_ih`` ``[3H, I]`` and a contiguous
+    ``W_hh^T`` ``[H, 3H]`` the caller keeps; new tensors, the inputs are not written. ``theta`` is
+    clamped to [0, 1] in the step with ``clamp``; a NaN threshold makes its unit's outputs NaN."""
+    out = _run(fn, x, y, c, trace, w_ih, b_ih, b_hh, theta, reset, zoneout_p, clamp, w_hh_t, None)
+    if out is None:
+        raise MemoryError("snntorch_egru: the native step could not allocate its scratch buffer")
+    return out

@@ -329,9 +329,13 @@ def _load_native() -> Any:
                 [i64, i64, i64]
                 + [vp] * 9
                 + [ctypes.c_int, ctypes.c_double, ctypes.c_int, ctypes.c_double, ctypes.c_double]
-                + [vp] * 5
+                + [vp] * 7
             )
-            fn.restype = None
+            fn.restype = ctypes.c_int
+        fn = getattr(lib, f"weight_probe_{suf}", None)
+        if fn is not None:
+            fn.argtypes = [vp, i64, i64, vp]
+            fn.restype = ctypes.c_int
     return lib
 
 

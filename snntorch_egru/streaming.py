@@ -31,7 +31,7 @@ class _Layer(NamedTuple):
     contiguous, the threshold clamped as the model clamps it) and the contiguous ``W_hh^T``."""
 
     tensors: _Tensors
-    w_t: torch.Tensor
+    w_hh_t: torch.Tensor
 
 
 class Streamer:
@@ -151,8 +151,9 @@ class Streamer:
         for k, L in enumerate(self._layers):
             y0, c0, tr0 = self._y[k], self._c[k], self._tr[k]
             if self._step_fn is not None:
+                w_ih, _, b_ih, b_hh, theta = L.tensors
                 y, c, tr = _cell_fast.inference_step(
-                    self._step_fn, x, y0, c0, tr0, *L.tensors, self._reset, self._zoneout, L.w_t
+                    self._step_fn, x, y0, c0, tr0, w_ih, L.w_hh_t, b_ih, b_hh, theta, self._reset, self._zoneout
                 )
             else:
                 with torch.no_grad():

@@ -27,13 +27,14 @@ pytestmark = pytest.mark.skipif(
 def calls(monkeypatch):
     """Counts the calls that took the native path."""
     n = [0]
-    orig = _cell_fast.inference_step
+    orig = _cell_fast._run
 
     def counting(*args, **kwargs):
-        n[0] += 1
-        return orig(*args, **kwargs)
+        out = orig(*args, **kwargs)
+        n[0] += out is not None
+        return out
 
-    monkeypatch.setattr(_cell_fast, "inference_step", counting)
+    monkeypatch.setattr(_cell_fast, "_run", counting)
     return n
 
 
@@ -295,3 +296,67 @@ def test_streamer_propagates_a_nan_threshold_and_keeps_its_state_on_its_device()
     stream = se.Streamer(se.EGRU(3, 6).double())
     stream.state = se.EGRUState(*(torch.zeros(1, 1, 6, dtype=torch.float32) for _ in range(3)))
     assert all(t.dtype == torch.float64 and t.device.type == "cpu" for t in stream.state)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "whole",  # w.data.copy_(...): every element
+        "row",  # one gate row of one unit: every row is probed
+        "column",  # one unit's outgoing weights: every group of four columns is probed
+        "scattered",  # a pruning mask over 5 % of the elements
+        "version",  # a torch in-place edit under no_grad (the version counter moves)
+        "replaced",  # .data = a new tensor (a new storage)
+    ],
+)
+def test_recurrent_weight_edits_are_seen_by_the_next_inference_step(calls, edit):
+    """The cell keeps a transposed copy of weight_hh between steps; each kind of edit, including edits
+    through .data that keep the version counter, must reach the next native step (float64, equal to the
+    torch step on the edited weights)."""
+    torch.manual_seed(5)
+    H = 24
+    cell = se.EGRUCell(5, H, thr_mean=0.1).double()
+    xs = 2 * torch.randn(8, 2, 5, dtype=torch.float64)
+    with torch.no_grad():
+        for x in xs[:3]:
+            cell(x)
+        w = cell.weight_hh
+        if edit == "whole":
+            w.data.copy_(torch.randn_like(w))
+        elif edit == "row":
+            w.data[H + 7] = 3.0
+        elif edit == "column":
+            w.data[:, 13] = -2.0
+        elif edit == "scattered":
+            w.data[torch.rand_like(w) < 0.05] = 4.0
+        elif edit == "version":
+            w.mul_(-1.5)
+        else:
+            w.data = torch.randn_like(w)
+        before = calls[0]
+        state = (cell.y.clone(), cell.c.clone(), cell.trace.clone())
+        got = torch.stack([cell(x)[0] for x in xs[3:]])
+    cell.y, cell.c, cell.trace = state
+    want = torch.stack([cell(x)[0] for x in xs[3:]]).detach()
+    assert calls[0] - before == 5  # the edited steps took the native path
+    assert (want != 0).double().mean() > 0.02
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_float32_gates_match_torch_over_a_wide_range():
+    """The native float32 gates use their own vectorized exp/tanh: over pre-activations from -100 to 100
+    (and 0, and tiny values) the step equals torch's own step within float32 rounding."""
+    torch.manual_seed(2)
+    H = 64
+    cell = se.EGRUCell(H, H, bias=False, thr_mean=0.5, reset_mechanism="none").eval()
+    with torch.no_grad():
+        cell.weight_ih.copy_(torch.cat([torch.eye(H)] * 3))  # gi = x in each gate: the gates see x directly
+        cell.weight_hh.zero_()
+        cell.threshold.fill_(1.0)  # no unit fires: y = 0, c = c_hat
+        x = torch.cat([torch.linspace(-100, 100, H - 4), torch.tensor([0.0, 1e-30, -1e-6, 3e-4])])
+        c0 = torch.linspace(-1, 1, H)
+        y0 = torch.zeros(H)
+        _, c_fast = cell(x, y0, c0)
+    with torch.enable_grad():
+        _, c_ref = cell(x, y0, c0)
+    torch.testing.assert_close(c_fast, c_ref.detach(), rtol=2e-6, atol=1e-7)
