@@ -53,15 +53,15 @@ def _native_function(name: str, dtype: torch.dtype) -> Optional[Any]:
     return getattr(lib, f"{name}_f32" if dtype == torch.float32 else f"{name}_f64", None)
 
 
-#: ``(egru_step, weight_probe, transpose)`` per dtype, looked up once (kept here, not on the modules:
-#: ctypes objects do not pickle); ``None`` when the helper lacks one of them.
-_FNS: dict[torch.dtype, Optional[Tuple[Any, Any, Any]]] = {}
+#: ``(egru_step, weight_probe)`` per dtype, looked up once (kept here, not on the modules: ctypes
+#: objects do not pickle); ``None`` when the helper lacks one of them.
+_FNS: dict[torch.dtype, Optional[Tuple[Any, Any]]] = {}
 
 
-def _functions(dtype: torch.dtype) -> Optional[Tuple[Any, Any, Any]]:
+def _functions(dtype: torch.dtype) -> Optional[Tuple[Any, Any]]:
     if dtype not in _FNS:
-        found = (step_function(dtype), _native_function("weight_probe", dtype), _native_function("transpose", dtype))
-        _FNS[dtype] = None if any(f is None for f in found) else found
+        step, probe = step_function(dtype), _native_function("weight_probe", dtype)
+        _FNS[dtype] = None if step is None or probe is None else (step, probe)
     return _FNS[dtype]
 
 
@@ -75,13 +75,11 @@ class _Plan:
 
     __slots__ = ("w_hh", "key", "wt", "probe")
 
-    def __init__(self, w_hh: torch.Tensor, key: tuple, fns: Tuple[Any, Any, Any]) -> None:
-        _, probe, transpose = fns
+    def __init__(self, w_hh: torch.Tensor, key: tuple, probe: Any) -> None:
         rows, cols = w_hh.shape
         self.w_hh, self.key = w_hh, key
-        self.wt = w_hh.new_empty(cols, rows)
+        self.wt = _engine._transpose(w_hh, _engine._native_fns(w_hh.dtype))
         self.probe = w_hh.new_empty(rows * min(cols, 4))
-        transpose(w_hh.data_ptr(), rows, cols, self.wt.data_ptr())
         probe(w_hh.data_ptr(), rows, cols, self.probe.data_ptr())
 
 
@@ -150,20 +148,18 @@ def try_step(cell: Any, x: torch.Tensor, y: Optional[torch.Tensor], c: Optional[
     if plan is None or plan.key != key or plan.w_hh is not w_hh:
         if w_hh.is_inference():
             return None  # no version counter to key a copy on
-        plan = _PLANS[cell] = _Plan(w_hh, key, fns)
+        plan = _PLANS[cell] = _Plan(w_hh, key, fns[1])
     # the raw threshold, read by the native step itself (clamped there as _effective_threshold does;
     # a NaN propagates as in the torch step): nothing cached, so an edit through .data is seen
     y0, c0, tr0 = cast(Tuple[torch.Tensor, torch.Tensor, torch.Tensor], state)  # each checked above
     zo = cell.zoneout if not cell.training else 0.0
-    for _ in range(2):
-        out = _run(fns[0], x, y0, c0, tr0, w_ih, b_ih, b_hh, theta, cell.reset_mechanism, zo, cell.threshold_clamp,
-                   plan.wt, (w_hh, plan.probe))  # fmt: skip
-        if out is not None:
-            break
-        # the weight was edited through .data since its copy was made (the probe differs): copy again
-        plan = _PLANS[cell] = _Plan(w_hh, key, fns)
-    else:
-        return None
+    args = (x, y0, c0, tr0, w_ih, b_ih, b_hh, theta, cell.reset_mechanism, zo, cell.threshold_clamp)
+    out = _run(fns[0], *args, plan.wt, (w_hh, plan.probe))
+    if out is None:  # the weight was edited through .data since its copy was made (the probe differs)
+        plan = _PLANS[cell] = _Plan(w_hh, key, fns[1])
+        out = _run(fns[0], *args, plan.wt, (w_hh, plan.probe))
+        if out is None:  # the helper could not allocate its scratch: the torch step
+            return None
     yn, cn, trn = out
     bufs["y"], bufs["c"], bufs["trace"] = yn, cn, trn
     if cell.init_hidden and not cell.output:

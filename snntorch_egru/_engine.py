@@ -326,15 +326,6 @@ def _load_native() -> Any:
             [i64, i64, i64] + [vp] * 8 + [ctypes.c_double, ctypes.c_int, ctypes.c_double, ctypes.c_double] + [vp] * 8
         )
         fn.restype = None
-        fn = getattr(lib, f"egru_step_{suf}", None)  # absent from a helper built before it existed
-        if fn is not None:
-            fn.argtypes = (
-                [i64, i64, i64]
-                + [vp] * 9
-                + [ctypes.c_int, ctypes.c_double, ctypes.c_int, ctypes.c_double, ctypes.c_double]
-                + [vp] * 7
-            )
-            fn.restype = ctypes.c_int
         fn = getattr(lib, f"weight_probe_{suf}", None)
         if fn is not None:
             fn.argtypes = [vp, i64, i64, vp]
