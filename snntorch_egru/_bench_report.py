@@ -1,15 +1,33 @@
 """What ``snntorch-egru bench`` records and prints: the machine, the commit, the result columns and the
-Markdown report (for :mod:`snntorch_egru.bench`)."""
+Markdown report (for :mod:`snntorch_egru.bench`), and how its commands turn errors into one line."""
 
 from __future__ import annotations
 
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Sequence
 
 import torch
+
+
+def guarded(prog: str, debug: bool, run: Callable[[], int]) -> int:
+    """``run()``'s exit status; a user error (``ValueError``, ``OSError``, ``ImportError``) becomes one line
+    ``<prog>: error: ...`` on stderr and status 2 (with ``debug``: the traceback), Ctrl-C status 130."""
+    try:
+        return run()
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, ImportError) as err:
+        if debug:
+            raise
+        from .cli import error_line
+
+        print(f"{prog}: error: {error_line(err)}", file=sys.stderr)
+        return 2
 
 
 def _machine(device: torch.device) -> Dict[str, str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 import weakref
-from typing import Any, Optional, Tuple, cast
+from typing import Any, Optional, Tuple
 
 import torch
 
@@ -79,6 +79,7 @@ class _Plan:
         rows, cols = w_hh.shape
         self.w_hh, self.key = w_hh, key
         self.wt = _engine._transpose(w_hh, _engine._native_fns(w_hh.dtype))
+        _engine.advise_huge_pages(w_hh)  # the probe reads one group from each of its rows, every step
         self.probe = w_hh.new_empty(rows * min(cols, 4))
         probe(w_hh.data_ptr(), rows, cols, self.probe.data_ptr())
 
@@ -92,6 +93,15 @@ def _ok(t: Optional[torch.Tensor], shape: tuple[int, ...], dtype: torch.dtype) -
     return t is None or (t.dtype is dtype and t.is_cpu and t.shape == shape and t.is_contiguous())
 
 
+def _state_ok(t: Any, shape: tuple[int, ...], dtype: torch.dtype) -> bool:
+    return type(t) is torch.Tensor and t.dtype is dtype and t.is_cpu and t.shape == shape and t.is_contiguous()
+
+
+_is_tracing = torch._C._is_tracing
+_is_compiling = torch.compiler.is_compiling
+_is_exporting = torch.compiler.is_exporting
+
+
 def try_step(cell: Any, x: torch.Tensor, y: Optional[torch.Tensor], c: Optional[torch.Tensor]) -> Optional[Any]:
     """One step of ``cell`` (an :class:`~snntorch_egru.EGRUCell`) on the native event path, or ``None``
     when this call needs the torch step (gradients on, tracing, training masks, a spike function other
@@ -101,21 +111,21 @@ def try_step(cell: Any, x: torch.Tensor, y: Optional[torch.Tensor], c: Optional[
     machinery per step) and returns what :meth:`EGRUCell.forward` returns. Every tensor's shape,
     dtype, device and contiguity is checked here before a pointer reaches the native helper; the
     transposed weight copies are checked against their weights by the helper (see :class:`_Plan`).
+    (Written for a low cost per call: it runs once per time step.)
     """
-    if torch.is_grad_enabled() or type(x) is not torch.Tensor or cell._layer_observers:
+    if torch.is_grad_enabled() or type(x) is not torch.Tensor or cell._layer_observers or not _engine._USE_NATIVE:
         return None
     if (y is None) != (c is None) or (y is not None and cell.init_hidden):
         return None  # the torch step gives the error
-    if not _engine._USE_NATIVE:  # switched off (tests cover the torch path so)
-        return None
     dt = x.dtype
-    fns = _functions(dt)
-    if fns is None:
-        return None
+    fns = _FNS.get(dt) or _functions(dt)
     if (
-        (cell.training and (cell.zoneout > 0.0 or cell.dropconnect > 0.0))
+        fns is None
+        or (cell.training and (cell.zoneout > 0.0 or cell.dropconnect > 0.0))
         or not isinstance(cell.spike_grad, SpikeFunction)
-        or tracing()
+        or _is_compiling()  # first: torch.compile folds it (and could not trace the raw _is_tracing)
+        or _is_exporting()
+        or _is_tracing()
     ):
         return None
     params, bufs = cell._parameters, cell._buffers
@@ -128,21 +138,25 @@ def try_step(cell: Any, x: torch.Tensor, y: Optional[torch.Tensor], c: Optional[
         return None
     b, i = x.shape
     h = cell.hidden_size
-    state = (y, c, bufs["trace"]) if y is not None else (bufs["y"], bufs["c"], bufs["trace"])
+    y0, c0, tr0 = (y, c, bufs["trace"]) if y is not None else (bufs["y"], bufs["c"], bufs["trace"])
     sshape = (h,) if unbatched else (b, h)
     g3 = (3 * h,)
     if not (
         w_ih is not None
         and w_hh is not None
-        and _ok(x, (b, i), dt)
+        and x.is_cpu  # its dtype is dt and its shape (b, i)
+        and x.is_contiguous()
         and _ok(w_ih, (3 * h, i), dt)
         and _ok(w_hh, (3 * h, h), dt)
         and _ok(theta, (h,), dt)
         and _ok(b_ih, g3, dt)
         and _ok(b_hh, g3, dt)
-        and all(type(t) is torch.Tensor and _ok(t, sshape, dt) for t in state)
+        and _state_ok(y0, sshape, dt)
+        and _state_ok(c0, sshape, dt)
+        and _state_ok(tr0, sshape, dt)
     ):
         return None  # the torch step checks, sizes a new state or raises the clear error
+    assert y0 is not None and c0 is not None and tr0 is not None  # checked above (for the type checker)
     key = (w_hh.data_ptr(), w_hh._version)
     plan = _PLANS.get(cell)
     if plan is None or plan.key != key or plan.w_hh is not w_hh:
@@ -151,7 +165,6 @@ def try_step(cell: Any, x: torch.Tensor, y: Optional[torch.Tensor], c: Optional[
         plan = _PLANS[cell] = _Plan(w_hh, key, fns[1])
     # the raw threshold, read by the native step itself (clamped there as _effective_threshold does;
     # a NaN propagates as in the torch step): nothing cached, so an edit through .data is seen
-    y0, c0, tr0 = cast(Tuple[torch.Tensor, torch.Tensor, torch.Tensor], state)  # each checked above
     zo = cell.zoneout if not cell.training else 0.0
     args = (x, y0, c0, tr0, w_ih, b_ih, b_hh, theta, cell.reset_mechanism, zo, cell.threshold_clamp)
     out = _run(fns[0], *args, plan.wt, (w_hh, plan.probe))
@@ -165,6 +178,10 @@ def try_step(cell: Any, x: torch.Tensor, y: Optional[torch.Tensor], c: Optional[
     if cell.init_hidden and not cell.output:
         return yn
     return yn, cn
+
+
+def _split(units: int) -> Tuple[int, int]:
+    return _engine.native_split(units)
 
 
 def _run(
@@ -182,7 +199,7 @@ def _run(
     rc = fn(b, h, x.shape[1], x.data_ptr(), w_ih.data_ptr(), None if b_ih is None else b_ih.data_ptr(),
             y.data_ptr(), c.data_ptr(), trace.data_ptr(), w_hh_t.data_ptr(), None if b_hh is None else b_hh.data_ptr(),
             theta.data_ptr(), int(clamp), float(zoneout_p), RESET_CODES[reset], TRACE_DECAY, 1.0 - TRACE_DECAY,
-            y_new.data_ptr(), c_new.data_ptr(), tr_new.data_ptr(), *pr)  # fmt: skip
+            y_new.data_ptr(), c_new.data_ptr(), tr_new.data_ptr(), *pr, *_split(b * h))  # fmt: skip
     return None if rc else (y_new, c_new, tr_new)
 
 

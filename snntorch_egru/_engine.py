@@ -148,6 +148,33 @@ NATIVE_MAX_FRACTION = 0.5
 #: 10 %: B = 16 55 ms vs 101 ms, B = 64 217 vs 286; 30 %, B = 64: 314 vs 317).
 NATIVE_SEQ_MAX_BATCH = 64
 
+#: From ``B * H`` units on, a native step of the per-step cell (``egru_step``: ``EGRUCell`` under
+#: ``no_grad``, :class:`~snntorch_egru.Streamer`) is cut into two ranges of units: the calling thread runs
+#: one, the helper's own worker thread the other (when ``torch.get_num_threads() > 1``; the worker never
+#: delays a step: a part it has not taken runs on the calling thread), and the weight probe is cut the
+#: same way. Each range is computed as one thread would, so the numbers do not depend on the cut. Below
+#: it the hand-over costs more than it saves. Measured on the 2-core dev machine (B = 1, I = 64, 10 %,
+#: fp32, 2026-12-07): ``EGRUCell`` per step H = 1024 69-70 us on two threads against 115-119 us on one,
+#: H = 512 36 us against 43 us, H = 256 (not cut) 24 us.
+SPLIT_MIN_UNITS = 512
+
+#: The same cut for each step of the native forward time loop (``egru_fwd``, the sequence path); ``None``
+#: keeps it on one thread. Off by default: on the 2-core dev machine it was slower at every size tried
+#: (H = 1024, T = 200, 10 %: B = 1, I = 64 11.8 ms against 9.9 ms on one thread; I = 1024 21.8 against
+#: 18.9 ms; B = 16, T = 100 129 against 126 ms): the steps follow each other without a pause, and each
+#: reads every unit's events, half of them just written by the other core.
+SEQ_SPLIT_MIN_UNITS: Optional[int] = None
+
+
+def native_split(units: int, sequence: bool = False) -> Tuple[int, int]:
+    """``(threads, ranges of units)`` for a native step of ``units`` = B * H (see :data:`SPLIT_MIN_UNITS`,
+    :data:`SEQ_SPLIT_MIN_UNITS`); torch's thread setting caps the threads (``torch.set_num_threads(1)``
+    keeps every step on one)."""
+    least = SEQ_SPLIT_MIN_UNITS if sequence else SPLIT_MIN_UNITS
+    if least is None or units < least:
+        return 1, 1
+    return min(2, torch.get_num_threads()), 2
+
 
 class _Switch:
     """Density switch with hysteresis: after a step found too dense for a gather, the next
@@ -284,13 +311,32 @@ def clear_transposed_cache() -> None:
 
 def _transpose(w_hh: torch.Tensor, native: Optional[Tuple[Any, ...]]) -> torch.Tensor:
     """A new contiguous ``W_hh^T`` [H, 3H] (tiled native transpose when available: torch's strided
-    copy of a large matrix is ~10x slower than a plain copy)."""
+    copy of a large matrix is ~10x slower than a plain copy), on huge pages where the kernel gives them
+    (:func:`advise_huge_pages`)."""
     rows, cols = w_hh.shape
     out = w_hh.new_empty(cols, rows)
     if native is not None and w_hh.is_contiguous() and _native_ok(w_hh, out):
+        advise_huge_pages(out, collapse=False)  # before the first write: the pages fault in huge
         native[3](w_hh.data_ptr(), rows, cols, out.data_ptr())
+        advise_huge_pages(out)  # memory reused from an earlier tensor was touched already
         return out
     return out.copy_(w_hh.t())
+
+
+#: Tensors smaller than this are not advised (no whole 2 MiB page inside, or too few to matter).
+HUGE_PAGE_MIN_BYTES = 4 << 20
+
+
+def advise_huge_pages(t: torch.Tensor, collapse: bool = True) -> int:
+    """Ask the kernel to back ``t``'s memory with 2 MiB pages (Linux, native helper built; best effort, the
+    data is unchanged): the event path reads scattered rows of large weights, and with 4 KiB pages nearly
+    every such read also misses the TLB. Returns the bytes advised (0: nothing done)."""
+    lib = native_library()
+    fn = getattr(lib, "advise_huge", None) if lib is not None else None
+    nbytes = t.numel() * t.element_size()
+    if fn is None or t.device.type != "cpu" or not t.is_contiguous() or nbytes < HUGE_PAGE_MIN_BYTES:
+        return 0
+    return int(fn(t.data_ptr(), nbytes, int(collapse)))
 
 
 # ------------------------------------------------------------------------------------------
@@ -323,13 +369,21 @@ def _load_native() -> Any:
         fn.restype = None
         fn = getattr(lib, f"egru_fwd_{suf}")
         fn.argtypes = (
-            [i64, i64, i64] + [vp] * 8 + [ctypes.c_double, ctypes.c_int, ctypes.c_double, ctypes.c_double] + [vp] * 8
+            [i64, i64, i64]
+            + [vp] * 8
+            + [ctypes.c_double, ctypes.c_int, ctypes.c_double, ctypes.c_double]
+            + [vp] * 8
+            + [ctypes.c_int, ctypes.c_int]
         )
         fn.restype = None
         fn = getattr(lib, f"weight_probe_{suf}", None)
         if fn is not None:
             fn.argtypes = [vp, i64, i64, vp]
             fn.restype = ctypes.c_int
+    fn = getattr(lib, "advise_huge", None)
+    if fn is not None:
+        fn.argtypes = [vp, i64, ctypes.c_int]
+        fn.restype = i64
     return lib
 
 

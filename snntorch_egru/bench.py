@@ -27,10 +27,16 @@ interleaved round by round (fairer ratios on a shared, noisy machine). Results a
 printed as a table and written as CSV and Markdown (with date, machine, torch
 version, command and git commit) into ``--out`` (default ``benchmarks/results``).
 
+``--events`` runs the CPU event-path report instead (:mod:`snntorch_egru._bench_events`): the per-step
+``EGRUCell`` and ``Streamer`` against ``torch.nn.GRUCell``, whole sequences and a training step against
+``torch.nn.GRU`` (with the backward density), each next to this machine's roofline ratio, and the
+speed-up against activity as a plot; ``snntorch-egru bench --events --help`` lists its options.
+
 Example (shell)::
 
     snntorch-egru bench --quick                      # target cells, < 3 min on 2 CPU cores
     snntorch-egru bench --hidden 1024 --batch 1 --activity 0.1 --mode fwd
+    snntorch-egru bench --events                     # cpu-events-DATE.{md,csv,png} in benchmarks/results
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, cast
 import torch
 
 from . import functional as F
-from ._bench_report import COLUMNS, _git_commit, _machine, _markdown
+from ._bench_report import COLUMNS, _git_commit, _machine, _markdown, guarded
 
 __all__ = ["main", "Cell", "calibrate_thresholds", "run_cell"]
 
@@ -338,6 +344,12 @@ def _parser() -> argparse.ArgumentParser:
 
     p = OneLineErrorParser(prog="snntorch-egru bench", description=__doc__.split("\n")[0])
     p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+    p.add_argument(
+        "--events",
+        action="store_true",
+        help="instead: the CPU event-path report (per-step cell, Streamer, sequence, training step, activity "
+        "sweep, each with its roofline ratio); its options: snntorch-egru bench --events --help",
+    )
     p.add_argument("--quick", action="store_true", help="only the target cells (< 3 min on 2 CPU cores)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--backend", default=None, help="EGRU backend (default: 'torch' on CPU, 'auto' on CUDA)")
@@ -384,23 +396,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         (0, True)
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
+    if "--events" in argv:  # the CPU event-path report has its own options
+        from . import _bench_events
+
+        return _bench_events.main(argv)
     try:
         args = _parser().parse_args(argv)
     except SystemExit as stop:  # argparse already printed its one-line message
         return int(stop.code or 0)
-    try:
-        return _bench(args, argv)
-    except KeyboardInterrupt:
-        print("snntorch-egru bench: interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, OSError, ImportError) as err:
-        if debug:
-            raise
-        from .cli import error_line
-
-        print(f"snntorch-egru bench: error: {error_line(err)}", file=sys.stderr)
-        return 2
+    return guarded("snntorch-egru bench", args.debug, lambda: _bench(args, argv))
 
 
 def _check_args(args: argparse.Namespace) -> None:

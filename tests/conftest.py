@@ -131,6 +131,7 @@ SLOW_TESTS = frozenset(
         "tests/test_registration.py::test_norse_is_hooked_when_imported_later_and_not_imported_by_us",
         "tests/test_registration.py::test_opt_out_environment_variable",
         "tests/test_kernel_sanitizers.py",
+        "tests/test_native_threads.py",
         "tests/test_distributed.py",
         "tests/test_fault_injection.py",
         "tests/test_kernel_harness.py::test_two_compaction_tiles_and_256_units",

@@ -53,6 +53,8 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
             "init",
             "_nb_hooks",
             "_bench_report",
+            "_bench_events",
+            "_roofline",
         ),
     ),
     ("training", ("training",)),

@@ -80,10 +80,7 @@ SKIPPED = [b for b in _all_blocks() if b.skip is not None]
 
 # Pages whose blocks fail today, owned by other work in progress (strict: an entry that passes fails the
 # test, so the list can only shrink). Each needs the names its snippet uses defined in the snippet.
-KNOWN_FAILING = {
-    "docs/guide/neurobench.md": "the 'Use' snippet uses net and test_loader without defining them",
-    "docs/guide/nir.md": "the 'Import' snippet iterates over x without defining it",
-}
+KNOWN_FAILING: dict = {}
 
 
 def _page_param(page):

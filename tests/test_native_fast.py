@@ -309,10 +309,13 @@ def test_streamer_propagates_a_nan_threshold_and_keeps_its_state_on_its_device()
         "replaced",  # .data = a new tensor (a new storage)
     ],
 )
-def test_recurrent_weight_edits_are_seen_by_the_next_inference_step(calls, edit):
+@pytest.mark.parametrize("split", [False, True])
+def test_recurrent_weight_edits_are_seen_by_the_next_inference_step(calls, monkeypatch, edit, split):
     """The cell keeps a transposed copy of weight_hh between steps; each kind of edit, including edits
     through .data that keep the version counter, must reach the next native step (float64, equal to the
-    torch step on the edited weights)."""
+    torch step on the edited weights), also when the step and its probe are cut into parts on two threads."""
+    if split:
+        monkeypatch.setattr(_cell_fast, "_split", lambda units: (2, 2))
     torch.manual_seed(5)
     H = 24
     cell = se.EGRUCell(5, H, thr_mean=0.1).double()
@@ -360,3 +363,123 @@ def test_float32_gates_match_torch_over_a_wide_range():
     with torch.enable_grad():
         _, c_ref = cell(x, y0, c0)
     torch.testing.assert_close(c_fast, c_ref.detach(), rtol=2e-6, atol=1e-7)
+
+
+def _stepped(cell, xs):
+    """``y`` and ``c`` after each step of the cell's native path (``no_grad``), as one tensor each."""
+    cell.reset_mem()
+    ys, cs = [], []
+    with torch.no_grad():
+        for x in xs:
+            y, c = cell(x)
+            ys.append(y.clone())
+            cs.append(c.clone())
+    return torch.stack(ys), torch.stack(cs)
+
+
+def _active_cell(dtype, hidden, inp, seed, **kw):
+    torch.manual_seed(seed)
+    cell = se.EGRUCell(inp, hidden, **kw).to(dtype).eval()
+    with torch.no_grad():
+        cell.threshold.uniform_(0.02, 0.3)
+    return cell
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("hidden,batch", [(40, 1), (200, 3), (1000, 1)])
+@pytest.mark.parametrize("kw", [{}, {"zoneout": 0.3, "reset_mechanism": "zero", "threshold_clamp": True}])
+def test_the_step_cut_into_parts_on_two_threads_equals_one_thread_bit_for_bit(monkeypatch, calls, dtype, hidden, batch,
+                                                                              kw):  # fmt: skip
+    """The native step cut into 1-5 ranges of units run by the calling thread and the helper thread gives the
+    very numbers of one range on one thread, and those equal the torch step (float64) with real activity."""
+    cell = _active_cell(dtype, hidden, 16, 3, **kw)
+    xs = torch.randn(30, batch, 16, dtype=dtype)
+    monkeypatch.setattr(_cell_fast, "_split", lambda units: (1, 1))
+    _stepped(cell, xs[:2])  # sizes the state (a torch step): every step below is a native one
+    calls[0] = 0
+    ref_y, ref_c = _stepped(cell, xs)
+    assert 0.005 < ref_y.ne(0).double().mean().item() < 0.9  # real activity, not all-zero nor all-firing
+    assert calls[0] == 30
+    for parts in (2, 3, 5):
+        monkeypatch.setattr(_cell_fast, "_split", lambda units, p=parts: (2, p))
+        y, c = _stepped(cell, xs)
+        assert torch.equal(y, ref_y) and torch.equal(c, ref_c), parts
+    assert calls[0] == 4 * 30
+    if dtype == torch.float64:
+        torch_y, torch_c, _ = _run(cell, xs, False, torch.enable_grad)
+        torch.testing.assert_close(ref_y, torch_y, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(ref_c, torch_c, rtol=1e-12, atol=1e-12)
+
+
+def test_the_helper_thread_survives_fork_and_concurrent_python_threads(monkeypatch):
+    """A child forked after the helper thread started steps correctly (it has no helper: the calling thread runs
+    every part), and Python threads stepping their own cells at once get each their own numbers."""
+    import multiprocessing
+    import threading
+
+    cell = _active_cell(torch.float64, 600, 8, 5)
+    xs = torch.randn(40, 1, 8, dtype=torch.float64)
+    _stepped(cell, xs[:2])  # sizes the state: from here on every step is a native one
+    ref = _stepped(cell, xs)
+    monkeypatch.setattr(_cell_fast, "_split", lambda units: (2, 3))
+
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    proc = ctx.Process(target=lambda: q.put(torch.equal(_stepped(cell, xs)[0], ref[0])))
+    proc.start()
+    got = q.get(timeout=60)
+    proc.join(timeout=60)
+    assert got is True and proc.exitcode == 0
+
+    cells = [_active_cell(torch.float64, 600, 8, seed) for seed in (6, 7, 8)]
+    refs = [(_stepped(c, xs[:2]), _stepped(c, xs))[1] for c in cells]
+    outs: list = [None] * 3
+
+    def work(k):
+        outs[k] = _stepped(cells[k], xs)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for out, r in zip(outs, refs):
+        assert torch.equal(out[0], r[0]) and torch.equal(out[1], r[1])
+
+
+def test_streamer_sees_model_edits_only_after_refresh():
+    """The Streamer holds copies: an in-place edit of any of the model's tensors changes nothing until refresh(),
+    which then gives the edited model's own numbers."""
+    torch.manual_seed(9)
+    rnn = se.EGRU(6, 20, thr_mean=0.1).double().eval()
+    x = torch.randn(12, 1, 6, dtype=torch.float64)
+    stream = se.Streamer(rnn)
+    before = torch.stack([stream.step(x_t[0]) for x_t in x])
+    with torch.no_grad():
+        for p in (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0, rnn.threshold_l0):
+            p.mul_(0.8)
+    stream.reset()
+    assert torch.equal(torch.stack([stream.step(x_t[0]) for x_t in x]), before)
+    stream.refresh()
+    after = torch.stack([stream.step(x_t[0]) for x_t in x])
+    with torch.no_grad():
+        want = rnn(x)[0][:, 0]
+    assert not torch.equal(after, before)
+    torch.testing.assert_close(after, want, rtol=1e-12, atol=1e-12)
+
+
+def test_the_split_policy_follows_its_tunables_and_torch_threads(monkeypatch):
+    from snntorch_egru import _engine, sparse
+
+    assert _engine.native_split(sparse.SPLIT_MIN_UNITS - 1) == (1, 1)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert _engine.native_split(sparse.SPLIT_MIN_UNITS) == (2, 2)
+        assert _engine.native_split(1 << 20, sequence=True) == (1, 1)  # the sequence loop: off by default
+        monkeypatch.setattr(sparse, "SEQ_SPLIT_MIN_UNITS", 64)
+        assert _engine.native_split(64, sequence=True) == (2, 2)
+        torch.set_num_threads(1)
+        assert _engine.native_split(1 << 20) == (1, 2)  # one thread: the parts run one after the other
+    finally:
+        torch.set_num_threads(threads)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import pytest
@@ -365,3 +366,26 @@ def test_transpose_helper_is_exact(dtype):
     native = sparse._native_fns(dtype)
     for fns in ([native] if native is not None else []) + [None]:
         assert torch.equal(_engine._transpose(w, fns), w.t())
+
+
+@pytest.mark.parametrize("parts", [2, 3, 5])
+@pytest.mark.parametrize("zoneout", [0.0, 0.3])
+def test_native_time_loop_cut_into_parts_on_two_threads_equals_one_thread(monkeypatch, parts, zoneout):
+    """Each step of the native forward loop cut into ranges of units, some run by the helper thread, gives the
+    very numbers of one range on one thread (outputs, saved internals, every gradient), and those equal the
+    step-by-step reference in float64."""
+    if sparse.native_library() is None:
+        pytest.skip("no C compiler: native helpers unavailable")
+    monkeypatch.setattr(sys.modules[__name__], "H", 40)  # 2-3 ranges of whole cache lines (16 units each)
+    monkeypatch.setattr(sparse, "NATIVE_SEQ_MAX_BATCH", B)
+    fused, ref = _pair(layers=2, zoneout=zoneout, activity=0.2)
+    x, state, up = _inputs(torch.float64, 2)
+    fused.train(zoneout > 0)
+    ref.train(zoneout > 0)
+    monkeypatch.setattr(_engine, "native_split", lambda units, sequence=False: (1, 1))
+    one = _run(fused, x, state, up)
+    assert 0.02 < one[2].o.double().mean().item() < 0.9  # real activity
+    monkeypatch.setattr(_engine, "native_split", lambda units, sequence=False: (2, parts))
+    cut = _run(fused, x, state, up)
+    _assert_same(one, cut, rtol=0, atol=0)
+    _assert_same(cut, _run(ref, x, state, up), rtol=1e-9, atol=1e-10)

@@ -114,12 +114,13 @@ EGRU_HOT int masked_rowdot_##SUF(const T* q, const uint8_t* mask, int64_t b, int
 }
 DEFINE(float, f32)
 DEFINE(double, f64)
-/* The gates of one sample, in place over the recurrent pre-activations g [3H]: g[0:H] = r,
- * g[H:2H] = z, g[2H:3H] = n, from the input pre-activations q [3H] (one loop the compiler vectorizes). */
+/* The gates of len units of one sample, in place over the recurrent pre-activations g: g[i] = r,
+ * g[h + i] = z, g[2h + i] = n, from the input pre-activations q (same layout; one loop the compiler
+ * vectorizes). */
 #define GATES(T, SUF)                                                                       \
-EGRU_INLINE void gates_##SUF(int64_t h, const T* restrict q, T* restrict g) {              \
+EGRU_INLINE void gates_##SUF(int64_t len, int64_t h, const T* restrict q, T* restrict g) { \
     _Pragma("omp simd")                                                                   \
-    for (int64_t i = 0; i < h; ++i) {                                                     \
+    for (int64_t i = 0; i < len; ++i) {                                                   \
         const T r = sigm_##SUF(q[i] + g[i]);                                              \
         g[h + i] = sigm_##SUF(q[h + i] + g[h + i]);                                       \
         g[2 * h + i] = tanh_##SUF(q[2 * h + i] + r * g[2 * h + i]);                       \
@@ -171,13 +172,13 @@ UPDATE(double, f64)
  * otherwise 1 is returned when one differs from probe bit for bit, else 0. */
 #define PROBE_WIDTH 4
 #define PROBE(T, SUF, BITS)                                                                     \
-EGRU_INLINE int probe_rows_##SUF(const T* w, int64_t rows, int64_t cols, T* probe, int write) { \
-    if (rows <= 0 || cols <= 0) return 0;                                                 \
+EGRU_INLINE int probe_rows_##SUF(const T* w, int64_t r0, int64_t r1, int64_t cols, T* probe, int write) { \
+    if (r1 <= r0 || cols <= 0) return 0;                                                  \
     const int64_t width = cols < PROBE_WIDTH ? cols : PROBE_WIDTH;                        \
     const int64_t groups = cols / width;                                                  \
     int stale = 0;                                                                        \
-    int64_t grp = 0;  /* (k * 5) mod groups, kept without a division per row */           \
-    for (int64_t k = 0; k < rows; ++k, grp += 5) {                                        \
+    int64_t grp = (r0 % groups) * 5 % groups;  /* (k * 5) mod groups, kept without a division per row */ \
+    for (int64_t k = r0; k < r1; ++k, grp += 5) {                                         \
         while (grp >= groups) grp -= groups;                                              \
         const T* src = w + k * cols + grp * width;                                        \
         for (int64_t e = 0; e < width; ++e) {                                             \
@@ -191,61 +192,11 @@ EGRU_INLINE int probe_rows_##SUF(const T* w, int64_t rows, int64_t cols, T* prob
     return stale;                                                                         \
 }                                                                                         \
 int weight_probe_##SUF(const T* w, int64_t rows, int64_t cols, T* probe) {                \
-    return probe_rows_##SUF(w, rows, cols, probe, 1);                                     \
+    return probe_rows_##SUF(w, 0, rows, cols, probe, 1);                                  \
 }
 PROBE(float, f32, uint32_t)
 PROBE(double, f64, uint64_t)
 
-#define SEQ(T, SUF)                                                                         \
-EGRU_HOT void egru_fwd_##SUF(int64_t tn, int64_t b, int64_t h, const T* gi, const T* y0,          \
-        const T* c0, const T* tr0, const T* w, const T* bhh, const T* theta, const T* zo, \
-        double zo_p, int reset, double decay, double gain, T* ys, T* cs, T* os, T* trs,    \
-        T* rz_out, T* n_out, T* hn_out, T* gh) {                                          \
-    const int64_t g3 = 3 * h;                                                             \
-    const T p = (T)zo_p, keep = (T)(1.0 - zo_p), dec = (T)decay, inc = (T)gain;           \
-    for (int64_t t = 0; t < tn; ++t) {                                                    \
-        const T* yp = t ? ys + (t - 1) * b * h : y0;                                      \
-        const T* cp = t ? cs + (t - 1) * b * h : c0;                                      \
-        const T* tp = t ? trs + (t - 1) * b * h : tr0;                                    \
-        for (int64_t s = 0; s < b; ++s) memcpy(gh + s * g3, bhh, (size_t)g3 * sizeof(T)); \
-        /* each row of an active unit is read once and applied to every sample using it */ \
-        for (int64_t j = 0; j < h; ++j) {                                                 \
-            const T* restrict row = w + j * g3;                                           \
-            for (int64_t s = 0; s < b; ++s) {                                             \
-                const T a = yp[s * h + j];                                                \
-                if (a != 0) {                                                             \
-                    T* restrict g = gh + s * g3;                                          \
-                    for (int64_t k = 0; k < g3; ++k) g[k] += a * row[k];                  \
-                }                                                                         \
-            }                                                                             \
-        }                                                                                 \
-        for (int64_t s = 0; s < b; ++s) {                                                 \
-            T* restrict g = gh + s * g3;                                                  \
-            const int64_t base = (t * b + s) * h;                                         \
-            if (hn_out) memcpy(hn_out + base, g + 2 * h, (size_t)h * sizeof(T));          \
-            gates_##SUF(h, gi + (t * b + s) * g3, g);                                     \
-            if (rz_out) {                                                                 \
-                memcpy(rz_out + (t * b + s) * 2 * h, g, (size_t)(2 * h) * sizeof(T));     \
-                memcpy(n_out + base, g + 2 * h, (size_t)h * sizeof(T));                   \
-            }                                                                             \
-            const T* restrict zs = g + h;                                                 \
-            const T* restrict ns = g + 2 * h;                                             \
-            const T* restrict cq = cp + s * h;                                            \
-            const T* restrict tq = tp + s * h;                                            \
-            const T* restrict zm = zo ? zo + base : NULL;                                 \
-            T* restrict yo = ys + base;                                                   \
-            T* restrict co = cs + base;                                                   \
-            T* restrict oo = os + base;                                                   \
-            T* restrict to = trs + base;                                                  \
-            if (zm) update_##SUF(h, zs, ns, cq, tq, theta, zm, 1, 0, p, keep, 0, 0, reset, dec, inc, \
-                                 yo, co, to, oo, 1);                                      \
-            else update_##SUF(h, zs, ns, cq, tq, theta, NULL, 0, zo_p > 0, p, keep, 0, 0, reset, \
-                              dec, inc, yo, co, to, oo, 1);                               \
-        }                                                                                 \
-    }                                                                                     \
-}
-SEQ(float, f32)
-SEQ(double, f64)
 
 
 /* Scratch of the per-step cell (gi and gh, [b, 3H] each), one buffer per thread, grown as needed (NULL
@@ -262,6 +213,224 @@ static void* scratch_bytes(size_t n) {
     return scratch_buf;
 }
 
+/* The helper thread of the per-step cell: one worker that takes parts of a step while the calling
+ * thread works on the others (a part is a range of units, or a range of rows of the weight probe).
+ * The caller never waits for the worker to start: it claims parts itself from the same counter, and
+ * waits only for parts the worker has claimed and is running. So a worker that sleeps, is not
+ * scheduled, could not be started or does not exist (a child after fork) costs no latency: the caller
+ * then runs every part. Each part writes its own outputs with the same arithmetic in the same order
+ * as one thread, so results do not depend on who ran which part.
+ *
+ * The current job is (fn, arg, n) with a ticket (seq << 8) | next part; between jobs the next part is
+ * 255 (nothing to claim). A part is claimed by a compare-and-swap of the ticket it was read under, so a
+ * claim succeeds only for the job whose parameters were read (they are rewritten only after every part
+ * of the job before is done). The worker spins about SPIN_NS after its last part, then sleeps on a
+ * condition variable until the next job. Jobs come from one thread at a time (job_lock; a caller that
+ * finds it taken runs its parts alone). */
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <time.h>
+#include <sched.h>
+typedef void (*part_fn)(void* arg, int part);
+#define POOL_IDLE 255u
+#define SPIN_NS 300000
+static struct {
+    _Atomic uint64_t ticket;
+    _Atomic int done, sleeping, started;  /* started: 0 not yet, 1 running, -1 could not start */
+    _Atomic(part_fn) fn;
+    _Atomic(void*) arg;
+    _Atomic int n;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_mutex_t job_lock;
+} pool = {POOL_IDLE, 0, 0, 0, NULL, NULL, 0, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+          PTHREAD_MUTEX_INITIALIZER};
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+/* Claim and run one part of the job under ticket t (read by the caller); 1 when one ran. */
+static int pool_try_part(uint64_t t) {
+    const int n = atomic_load_explicit(&pool.n, memory_order_relaxed);
+    const part_fn fn = atomic_load_explicit(&pool.fn, memory_order_relaxed);
+    void* arg = atomic_load_explicit(&pool.arg, memory_order_relaxed);
+    const int k = (int)(t & 0xffu);
+    if (k >= n || !fn) return 0;
+    if (!atomic_compare_exchange_strong_explicit(&pool.ticket, &t, t + 1, memory_order_acq_rel,
+                                                 memory_order_acquire)) return 1;  /* lost: look again */
+    fn(arg, k);
+    atomic_fetch_add_explicit(&pool.done, 1, memory_order_release);
+    return 1;
+}
+static void* pool_worker(void* unused) {
+    (void)unused;
+    for (;;) {
+        int64_t idle_since = now_ns();
+        unsigned spins = 0;
+        uint64_t t;
+        for (;;) {
+            t = atomic_load_explicit(&pool.ticket, memory_order_acquire);
+            if (pool_try_part(t)) { idle_since = 0; spins = 0; continue; }
+            if (!idle_since) idle_since = now_ns();
+            cpu_relax();
+            if ((++spins & 63u) == 0) {
+                if (now_ns() - idle_since > SPIN_NS) break;
+                if ((spins & 1023u) == 0) sched_yield();  /* let a runnable thread of this core go first */
+            }
+        }
+        pthread_mutex_lock(&pool.mu);
+        atomic_store(&pool.sleeping, 1);
+        while (atomic_load(&pool.ticket) == t) pthread_cond_wait(&pool.cv, &pool.mu);
+        atomic_store(&pool.sleeping, 0);
+        pthread_mutex_unlock(&pool.mu);
+    }
+    return NULL;
+}
+static void pool_after_fork(void) {  /* the child has no worker: start afresh (lazily) */
+    pthread_mutex_init(&pool.mu, NULL);
+    pthread_cond_init(&pool.cv, NULL);
+    pthread_mutex_init(&pool.job_lock, NULL);
+    atomic_store(&pool.ticket, (uint64_t)POOL_IDLE);
+    atomic_store(&pool.sleeping, 0);
+    atomic_store(&pool.started, 0);
+}
+static int pool_start(void) {  /* called with job_lock held */
+    int st = atomic_load(&pool.started);
+    if (st) return st > 0;
+    static int atfork_registered = 0;  /* a child inherits both the handler and this flag */
+    if (!atfork_registered) atfork_registered = pthread_atfork(NULL, NULL, pool_after_fork) == 0;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);  /* the worker takes no signals: they stay with Python */
+    pthread_attr_t at;
+    pthread_t th;
+    int ok = pthread_attr_init(&at) == 0;
+    ok = ok && pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED) == 0;
+    ok = ok && pthread_create(&th, &at, pool_worker, NULL) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    atomic_store(&pool.started, ok ? 1 : -1);
+    return ok;
+}
+/* Run parts 0..n-1 of fn (n <= 64), with the worker when threads > 1. */
+static void pool_run(part_fn fn, void* arg, int n, int threads) {
+    if (threads < 2 || n < 2 || pthread_mutex_trylock(&pool.job_lock) != 0) {
+        for (int k = 0; k < n; ++k) fn(arg, k);
+        return;
+    }
+    if (!pool_start()) {
+        pthread_mutex_unlock(&pool.job_lock);
+        for (int k = 0; k < n; ++k) fn(arg, k);
+        return;
+    }
+    const uint64_t seq = (atomic_load(&pool.ticket) >> 8) + 1;
+    atomic_store_explicit(&pool.fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&pool.arg, arg, memory_order_relaxed);
+    atomic_store_explicit(&pool.n, n, memory_order_relaxed);
+    atomic_store_explicit(&pool.done, 0, memory_order_relaxed);
+    atomic_store(&pool.ticket, seq << 8);  /* publish (seq_cst: pairs with the worker's sleeping flag) */
+    if (atomic_load(&pool.sleeping)) {
+        pthread_mutex_lock(&pool.mu);
+        pthread_cond_signal(&pool.cv);
+        pthread_mutex_unlock(&pool.mu);
+    }
+    for (;;) {
+        const uint64_t t = atomic_load_explicit(&pool.ticket, memory_order_acquire);
+        if ((t & 0xffu) >= (uint64_t)n) break;
+        pool_try_part(t);
+    }
+    while (atomic_load_explicit(&pool.done, memory_order_acquire) < n) cpu_relax();
+    atomic_store(&pool.ticket, (seq << 8) | POOL_IDLE);
+    pthread_mutex_unlock(&pool.job_lock);
+}
+
+/* The forward time loop of one layer (the sequence path, inside the operator): for each step t,
+ *   gh = b_hh + sum over units j that fired at t - 1 of y[t-1, j] * W^T[j, :]   (each row read once for all
+ *        samples that use it), then the gates, zoneout, threshold, reset and trace of every unit;
+ * with rz_out, the gates r, z, n and W_hn h are saved for the backward. Each step is cut into ranges of
+ * units (parts; the helper thread takes some when threads > 1, see pool_run): a part accumulates its
+ * units' segments of gh over the same rows in the same order as one range would, so the numbers do not
+ * depend on the cut. gh is scratch [b, 3H]. */
+typedef struct {
+    int64_t t, b, h, chunk;
+    const void *gi, *y0, *c0, *tr0, *w, *bhh, *theta, *zo;
+    double zo_p, decay, gain;
+    int reset;
+    void *ys, *cs, *os, *trs, *rz_out, *n_out, *hn_out, *gh;
+} seq_args;
+#define SEQ(T, SUF)                                                                         \
+EGRU_HOT static void seq_part_##SUF(void* arg, int part) {                                  \
+    const seq_args* A = (const seq_args*)arg;                                             \
+    const int64_t t = A->t, b = A->b, h = A->h, g3 = 3 * h;                               \
+    const int64_t i0 = part * A->chunk, i1 = i0 + A->chunk < h ? i0 + A->chunk : h, len = i1 - i0; \
+    if (len <= 0) return;                                                                 \
+    T *ys = (T*)A->ys, *cs = (T*)A->cs, *trs = (T*)A->trs, *gh = (T*)A->gh;               \
+    const T* yp = t ? ys + (t - 1) * b * h : (const T*)A->y0;                             \
+    const T* cp = t ? cs + (t - 1) * b * h : (const T*)A->c0;                             \
+    const T* tp = t ? trs + (t - 1) * b * h : (const T*)A->tr0;                           \
+    const T *w = (const T*)A->w, *bhh = (const T*)A->bhh, *gi = (const T*)A->gi;          \
+    const T p = (T)A->zo_p, keep = (T)(1.0 - A->zo_p), dec = (T)A->decay, inc = (T)A->gain; \
+    for (int64_t s = 0; s < b; ++s)                                                       \
+        for (int64_t c = 0; c < 3; ++c)                                                   \
+            memcpy(gh + s * g3 + c * h + i0, bhh + c * h + i0, (size_t)len * sizeof(T));  \
+    for (int64_t j = 0; j < h; ++j) {                                                     \
+        const T* restrict row = w + j * g3 + i0;                                          \
+        for (int64_t s = 0; s < b; ++s) {                                                 \
+            const T a = yp[s * h + j];                                                    \
+            if (a == 0) continue;                                                         \
+            for (int64_t c = 0; c < 3; ++c) {                                             \
+                T* restrict g = gh + s * g3 + c * h + i0;                                 \
+                const T* restrict rw = row + c * h;                                       \
+                for (int64_t k = 0; k < len; ++k) g[k] += a * rw[k];                      \
+            }                                                                             \
+        }                                                                                 \
+    }                                                                                     \
+    for (int64_t s = 0; s < b; ++s) {                                                     \
+        T* restrict g = gh + s * g3 + i0;                                                 \
+        const int64_t base = (t * b + s) * h + i0;                                        \
+        if (A->hn_out) memcpy((T*)A->hn_out + base, g + 2 * h, (size_t)len * sizeof(T)); \
+        gates_##SUF(len, h, gi + (t * b + s) * g3 + i0, g);                               \
+        if (A->rz_out) {                                                                  \
+            T* rz = (T*)A->rz_out + (t * b + s) * 2 * h + i0;                             \
+            memcpy(rz, g, (size_t)len * sizeof(T));                                       \
+            memcpy(rz + h, g + h, (size_t)len * sizeof(T));                               \
+            memcpy((T*)A->n_out + base, g + 2 * h, (size_t)len * sizeof(T));              \
+        }                                                                                 \
+        const T* zm = A->zo ? (const T*)A->zo + base : NULL;                              \
+        const T *cq = cp + s * h + i0, *tq = tp + s * h + i0, *th = (const T*)A->theta + i0; \
+        T *yo = ys + base, *co = cs + base, *oo = (T*)A->os + base, *to = trs + base;     \
+        if (zm) update_##SUF(len, g + h, g + 2 * h, cq, tq, th, zm, 1, 0, p, keep, 0, 0, A->reset, \
+                             dec, inc, yo, co, to, oo, 1);                                \
+        else update_##SUF(len, g + h, g + 2 * h, cq, tq, th, NULL, 0, A->zo_p > 0, p, keep, 0, 0, \
+                          A->reset, dec, inc, yo, co, to, oo, 1);                         \
+    }                                                                                     \
+}                                                                                         \
+EGRU_HOT void egru_fwd_##SUF(int64_t tn, int64_t b, int64_t h, const T* gi, const T* y0,          \
+        const T* c0, const T* tr0, const T* w, const T* bhh, const T* theta, const T* zo, \
+        double zo_p, int reset, double decay, double gain, T* ys, T* cs, T* os, T* trs,    \
+        T* rz_out, T* n_out, T* hn_out, T* gh, int threads, int parts) {                  \
+    seq_args A = {0, b, h, 0, gi, y0, c0, tr0, w, bhh, theta, zo, zo_p, decay, gain, reset, ys, cs, \
+                  os, trs, rz_out, n_out, hn_out, gh};                                    \
+    if (parts < 1) parts = 1;                                                             \
+    if (parts > 64) parts = 64;                                                           \
+    A.chunk = (h + parts - 1) / parts;                                                    \
+    A.chunk = (A.chunk + 15) / 16 * 16;  /* whole cache lines of float and double */      \
+    const int n = (int)((h + A.chunk - 1) / A.chunk);                                     \
+    for (int64_t t = 0; t < tn; ++t) {                                                    \
+        A.t = t;                                                                          \
+        pool_run(seq_part_##SUF, &A, n, threads);                                         \
+    }                                                                                     \
+}
+SEQ(float, f32)
+SEQ(double, f64)
+
 /* One inference step of one layer for a few samples (the per-step cell under no_grad):
  *   gh = b_hh + sum over units j that fired of y_prev[j] * W_hh^T[j, :]    (rows of active units only)
  *   gi = b_ih + W_ih x                                                      (W_ih [3H, I] row-major)
@@ -269,52 +438,118 @@ static void* scratch_bytes(size_t n) {
  * (the modules' threshold_clamp); a NaN threshold makes its unit's y, c and trace NaN, as the torch step
  * does (snntorch_egru._layer_setup.nan_threshold_propagates).
  * With whh (the row-major W_hh [3H, H] that wt was copied from) and probe (its weight_probe), the
- * step first checks the probe and returns 1 without writing anything when it differs (the copy wt
- * is stale); otherwise it returns 0.
- * gi and gh are scratch [b, 3H] (NULL: this thread's own; 2 is returned when it cannot be allocated);
- * y, c, tr are written (they may not alias the inputs). */
-#define STEP(T, SUF)                                                                        \
+ * step also checks the probe and returns 1 when it differs (the copy wt is stale; the outputs are then
+ * to be thrown away); otherwise it returns 0.
+ * The work is cut into parts: ranges of units (each computes its units' segments of gh, gi, the gates
+ * and the update, for every sample) and ranges of probe rows; with threads > 1 the helper thread takes
+ * some of them (see pool_run). gi and gh are the calling thread's scratch [b, 3H] (2 is returned when
+ * it cannot be allocated); y, c, tr are written (they may not alias the inputs). */
+#define STEP_MAX_PARTS 16
+typedef struct {
+    int64_t b, h, in, chunk, nunit, nprobe;
+    const void *x, *wih, *bih, *y0, *c0, *tr0, *wt, *bhh, *theta, *whh;
+    void *probe, *ys, *cs, *trs, *gi, *gh;
+    int clamp, reset, use_p;
+    double zo_p, decay, gain;
+    _Atomic int stale;
+} step_args;
+#define STEP(T, SUF, BITS)                                                                  \
+EGRU_HOT static void step_part_##SUF(void* arg, int part) {                                          \
+    step_args* A = (step_args*)arg;                                                       \
+    const int64_t b = A->b, h = A->h, in = A->in, g3 = 3 * h;                             \
+    if (part >= A->nunit) {  /* a range of probe rows */                                  \
+        const int64_t k = part - A->nunit, per = (g3 + A->nprobe - 1) / A->nprobe;        \
+        const int64_t r0 = k * per, r1 = r0 + per < g3 ? r0 + per : g3;                   \
+        if (r0 < r1 && probe_rows_##SUF((const T*)A->whh, r0, r1, h, (T*)A->probe, 0))    \
+            atomic_store_explicit(&A->stale, 1, memory_order_relaxed);                    \
+        return;                                                                           \
+    }                                                                                     \
+    const int64_t i0 = part * A->chunk, i1 = i0 + A->chunk < h ? i0 + A->chunk : h;       \
+    const int64_t len = i1 - i0;                                                          \
+    if (len <= 0) return;                                                                 \
+    const T *x = (const T*)A->x, *wih = (const T*)A->wih, *bih = (const T*)A->bih;        \
+    const T *y0 = (const T*)A->y0, *wt = (const T*)A->wt, *bhh = (const T*)A->bhh;        \
+    const T p = (T)A->zo_p, keep = (T)(1.0 - A->zo_p), dec = (T)A->decay, inc = (T)A->gain; \
+    for (int64_t s = 0; s < b; ++s) {                                                     \
+        T* restrict g = (T*)A->gh + s * g3;                                               \
+        T* restrict q = (T*)A->gi + s * g3;                                               \
+        for (int64_t c = 0; c < 3; ++c) {                                                 \
+            if (bhh) memcpy(g + c * h + i0, bhh + c * h + i0, (size_t)len * sizeof(T));   \
+            else memset(g + c * h + i0, 0, (size_t)len * sizeof(T));                      \
+        }                                                                                 \
+        const T* ys = y0 + s * h;                                                         \
+        for (int64_t j = 0; j < h; ++j) {                                                 \
+            const T a = ys[j];                                                            \
+            if (a == 0) continue;                                                         \
+            const T* restrict row = wt + j * g3;                                          \
+            for (int64_t c = 0; c < 3; ++c) {                                             \
+                T* restrict o = g + c * h + i0;                                           \
+                const T* restrict rw = row + c * h + i0;                                  \
+                for (int64_t k = 0; k < len; ++k) o[k] += a * rw[k];                      \
+            }                                                                             \
+        }                                                                                 \
+        const T* restrict xs = x + s * in;                                                \
+        for (int64_t c = 0; c < 3; ++c)                                                   \
+            for (int64_t k = c * h + i0; k < c * h + i1; ++k) {                           \
+                const T* restrict wr = wih + k * in;                                      \
+                T acc = bih ? bih[k] : (T)0;                                              \
+                _Pragma("omp simd reduction(+:acc)")                                      \
+                for (int64_t i = 0; i < in; ++i) acc += wr[i] * xs[i];                    \
+                q[k] = acc;                                                               \
+            }                                                                             \
+        gates_##SUF(len, h, q + i0, g + i0);                                              \
+        update_##SUF(len, g + h + i0, g + 2 * h + i0, (const T*)A->c0 + s * h + i0,       \
+                     (const T*)A->tr0 + s * h + i0, (const T*)A->theta + i0, NULL, 0, A->use_p, \
+                     p, keep, A->clamp, 1, A->reset, dec, inc, (T*)A->ys + s * h + i0,    \
+                     (T*)A->cs + s * h + i0, (T*)A->trs + s * h + i0, NULL, 0);           \
+    }                                                                                     \
+}                                                                                         \
 EGRU_HOT int egru_step_##SUF(int64_t b, int64_t h, int64_t in, const T* x, const T* wih,           \
         const T* bih, const T* y0, const T* c0, const T* tr0, const T* wt, const T* bhh,  \
         const T* theta, int clamp, double zo_p, int reset, double decay, double gain,      \
-        T* ys, T* cs, T* trs, T* gi, T* gh, const T* whh, T* probe) {                     \
-    if (whh && probe && probe_rows_##SUF(whh, 3 * h, h, probe, 0)) return 1;              \
+        T* ys, T* cs, T* trs, const T* whh, T* probe, int threads, int nunit) {           \
     const int64_t g3 = 3 * h;                                                             \
-    if (!gi || !gh) {                                                                     \
-        T* buf = (T*)scratch_bytes((size_t)(2 * b * g3) * sizeof(T));                     \
-        if (!buf) return 2;                                                               \
-        gi = buf;                                                                         \
-        gh = buf + b * g3;                                                                \
-    }                                                                                     \
-    const T p = (T)zo_p, keep = (T)(1.0 - zo_p), dec = (T)decay, inc = (T)gain;           \
-    for (int64_t s = 0; s < b; ++s) {                                                     \
-        T* restrict g = gh + s * g3;                                                      \
-        if (bhh) memcpy(g, bhh, (size_t)g3 * sizeof(T)); else memset(g, 0, (size_t)g3 * sizeof(T)); \
-        axpy_rows_##SUF(y0 + s * h, h, wt, g3, g);                                       \
-        T* restrict q = gi + s * g3;                                                      \
-        const T* restrict xs = x + s * in;                                                \
-        for (int64_t k = 0; k < g3; ++k) {                                                \
-            const T* restrict wr = wih + k * in;                                          \
-            T acc = bih ? bih[k] : (T)0;                                                  \
-            _Pragma("omp simd reduction(+:acc)")                                          \
-            for (int64_t i = 0; i < in; ++i) acc += wr[i] * xs[i];                        \
-            q[k] = acc;                                                                   \
-        }                                                                                 \
-        gates_##SUF(h, q, g);                                                             \
-        const T* restrict zs = g + h;                                                     \
-        const T* restrict ns = g + 2 * h;                                                 \
-        const T* restrict cq = c0 + s * h;                                                \
-        const T* restrict tq = tr0 + s * h;                                               \
-        T* restrict yo = ys + s * h;                                                      \
-        T* restrict co = cs + s * h;                                                      \
-        T* restrict to = trs + s * h;                                                     \
-        update_##SUF(h, zs, ns, cq, tq, theta, NULL, 0, zo_p > 0, p, keep, clamp, 1, reset, dec, inc, \
-                     yo, co, to, NULL, 0);                                                \
-    }                                                                                     \
-    return 0;                                                                             \
+    T* buf = (T*)scratch_bytes((size_t)(2 * b * g3) * sizeof(T));                         \
+    if (!buf) return 2;                                                                   \
+    if (nunit < 1) nunit = 1;                                                             \
+    if (nunit > STEP_MAX_PARTS - 2) nunit = STEP_MAX_PARTS - 2;                           \
+    step_args A = {b, h, in, 0, 0, 0, x, wih, bih, y0, c0, tr0, wt, bhh, theta, whh, probe, ys, cs, \
+                   trs, buf, buf + b * g3, clamp, reset, zo_p > 0, zo_p, decay, gain, 0};  \
+    A.chunk = (h + nunit - 1) / nunit;                                                    \
+    A.chunk = (A.chunk + 15) / 16 * 16;  /* whole cache lines of float and double */      \
+    A.nunit = (h + A.chunk - 1) / A.chunk;                                                \
+    A.nprobe = whh && probe ? 2 : 0;                                                      \
+    const int n = (int)(A.nunit + A.nprobe);                                              \
+    pool_run(step_part_##SUF, &A, n, threads);                                            \
+    return atomic_load(&A.stale) ? 1 : 0;                                                 \
 }
-STEP(float, f32)
-STEP(double, f64)
+STEP(float, f32, uint32_t)
+STEP(double, f64, uint64_t)
+
+/* Ask the kernel to back the whole 2 MiB pages inside [p, p + n) with huge pages (MADV_HUGEPAGE, then,
+ * with collapse, MADV_COLLAPSE for pages already touched; Linux only, best effort: an error changes
+ * nothing). The per-step cell reads one group from each of the 3H rows of W_hh and a few rows of the
+ * large W_hh^T copy per step: with 4 KiB pages nearly every such read also misses the TLB. The data
+ * is not changed. Returns the number of bytes advised. */
+#if defined(__linux__)
+#include <sys/mman.h>
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+#endif
+int64_t advise_huge(void* p, int64_t n, int collapse) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const uintptr_t huge = (uintptr_t)1 << 21;
+    const uintptr_t s = ((uintptr_t)p + huge - 1) & ~(huge - 1), e = ((uintptr_t)p + (uintptr_t)n) & ~(huge - 1);
+    if (n <= 0 || e <= s) return 0;
+    if (madvise((void*)s, e - s, MADV_HUGEPAGE) != 0) return 0;
+    if (collapse) (void)madvise((void*)s, e - s, MADV_COLLAPSE);
+    return (int64_t)(e - s);
+#else
+    (void)p; (void)n; (void)collapse;
+    return 0;
+#endif
+}
 
 /* dst[cols, rows] = src[rows, cols]^T in 32 x 32 tiles (a plain strided copy of a large matrix
  * misses the cache on every element of one side). */
@@ -335,17 +570,19 @@ TRANSPOSE(double, f64)
 
 /* egru_step for Python without ctypes' per-call cost (the per-step cell calls it once per time step):
  * egru_step_f32(b, h, in, x, wih, bih, y0, c0, tr0, wt, bhh, theta, clamp, zo_p, reset, decay, gain,
- * ys, cs, trs, whh, probe), every pointer a Python int (or None) -> the step's return code; the scratch
- * is the thread's own. The caller (snntorch_egru._cell_fast) checked every tensor. */
+ * ys, cs, trs, whh, probe, threads, parts), every pointer a Python int (or None) -> the step's return
+ * code. The caller (snntorch_egru._cell_fast) checked every tensor. */
 static void* arg_ptr(PyObject* o) { return o == Py_None ? NULL : PyLong_AsVoidPtr(o); }
+#define PYSTEP_ARGS 24
 #define PYSTEP(T, SUF)                                                                      \
 static PyObject* py_egru_step_##SUF(PyObject* self, PyObject* const* a, Py_ssize_t n) {    \
     (void)self;                                                                           \
-    if (n != 22) {                                                                        \
-        PyErr_Format(PyExc_TypeError, "egru_step_" #SUF " takes 22 arguments (%zd given)", n); \
+    if (n != PYSTEP_ARGS) {                                                               \
+        PyErr_Format(PyExc_TypeError, "egru_step_" #SUF " takes %d arguments (%zd given)", \
+                     PYSTEP_ARGS, n);                                                     \
         return NULL;                                                                      \
     }                                                                                     \
-    void* q[22] = {NULL};                                                                 \
+    void* q[PYSTEP_ARGS] = {NULL};                                                        \
     for (int i = 3; i < 22; ++i)                                                          \
         if (i < 12 || i > 16) q[i] = arg_ptr(a[i]);                                       \
     const int64_t b = PyLong_AsLongLong(a[0]), h = PyLong_AsLongLong(a[1]);               \
@@ -353,12 +590,13 @@ static PyObject* py_egru_step_##SUF(PyObject* self, PyObject* const* a, Py_ssize
     const int clamp = (int)PyLong_AsLong(a[12]), reset = (int)PyLong_AsLong(a[14]);       \
     const double zo_p = PyFloat_AsDouble(a[13]);                                          \
     const double decay = PyFloat_AsDouble(a[15]), gain = PyFloat_AsDouble(a[16]);         \
+    const int threads = (int)PyLong_AsLong(a[22]), parts = (int)PyLong_AsLong(a[23]);     \
     if (PyErr_Occurred()) return NULL;                                                    \
     int rc;                                                                               \
     Py_BEGIN_ALLOW_THREADS                                                                \
     rc = egru_step_##SUF(b, h, in, q[3], q[4], q[5], q[6], q[7], q[8], q[9], q[10], q[11], \
-                         clamp, zo_p, reset, decay, gain, q[17], q[18], q[19], NULL, NULL, \
-                         q[20], q[21]);                                                   \
+                         clamp, zo_p, reset, decay, gain, q[17], q[18], q[19], q[20], q[21], \
+                         threads, parts);                                                 \
     Py_END_ALLOW_THREADS                                                                  \
     return PyLong_FromLong(rc);                                                           \
 }
