@@ -21,7 +21,7 @@ from setuptools import Extension, setup
 # -fno-trapping-math: FP exceptions are never enabled, and it lets GCC if-convert (vectorize) the gate loops
 extra = ["-O3", "-pthread", "-fopenmp-simd", "-std=c11", "-fno-strict-aliasing", "-fno-trapping-math"]
 extra += shlex.split(os.environ.get("SNNTORCH_EGRU_NATIVE_CFLAGS", ""))
-link = shlex.split(os.environ.get("SNNTORCH_EGRU_NATIVE_LDFLAGS", "")) + ["-lm", "-pthread"]
+link = shlex.split(os.environ.get("SNNTORCH_EGRU_NATIVE_LDFLAGS", "")) + ["-lm", "-pthread", "-ldl"]
 
 setup(
     ext_modules=[

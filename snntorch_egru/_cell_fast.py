@@ -188,13 +188,15 @@ def _run(
     fn: Any, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, trace: torch.Tensor, w_ih: torch.Tensor,
     b_ih: Optional[torch.Tensor], b_hh: Optional[torch.Tensor], theta: torch.Tensor, reset: str, zoneout_p: float,
     clamp: bool, w_hh_t: torch.Tensor, probe: Optional[Tuple[torch.Tensor, torch.Tensor]],
+    outs: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
 ) -> Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:  # fmt: skip
     """``(y, c, trace)`` (shaped as ``y``) after one step, or ``None`` when the helper found the probe
-    ``(w_hh, saved)`` changed (or could not allocate its scratch); new tensors, the inputs are not
-    written. The caller checked every tensor: ``x`` ``[b, I]``, the states ``b * H`` elements,
-    ``w_ih`` ``[3H, I]``, ``w_hh_t`` ``[H, 3H]``, all contiguous CPU tensors of one dtype."""
+    ``(w_hh, saved)`` changed (or could not allocate its scratch); new tensors (or ``outs``, three
+    tensors shaped and laid out as ``y`` that alias no input), the inputs are not written. The caller
+    checked every tensor: ``x`` ``[b, I]``, the states ``b * H`` elements, ``w_ih`` ``[3H, I]``,
+    ``w_hh_t`` ``[H, 3H]``, all contiguous CPU tensors of one dtype."""
     b, h = x.shape[0], w_hh_t.shape[0]
-    y_new, c_new, tr_new = torch.empty_like(y), torch.empty_like(y), torch.empty_like(y)
+    y_new, c_new, tr_new = outs if outs is not None else (torch.empty_like(y), torch.empty_like(y), torch.empty_like(y))
     pr = (None, None) if probe is None else (probe[0].data_ptr(), probe[1].data_ptr())
     rc = fn(b, h, x.shape[1], x.data_ptr(), w_ih.data_ptr(), None if b_ih is None else b_ih.data_ptr(),
             y.data_ptr(), c.data_ptr(), trace.data_ptr(), w_hh_t.data_ptr(), None if b_hh is None else b_hh.data_ptr(),
@@ -206,13 +208,14 @@ def _run(
 def inference_step(
     fn: Any, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, trace: torch.Tensor, w_ih: torch.Tensor,
     w_hh_t: torch.Tensor, b_ih: Optional[torch.Tensor], b_hh: Optional[torch.Tensor], theta: torch.Tensor, reset: str,
-    zoneout_p: float, clamp: bool = False,
+    zoneout_p: float, clamp: bool = False, outs: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """``(y, c, trace)`` ``[b, H]`` after one step, from tensors whose shapes, dtype, device and contiguity
     the caller checked (:class:`~snntorch_egru.Streamer`): ``W_ih`` ``[3H, I]`` and a contiguous
-    ``W_hh^T`` ``[H, 3H]`` the caller keeps; new tensors, the inputs are not written. ``theta`` is
-    clamped to [0, 1] in the step with ``clamp``; a NaN threshold makes its unit's outputs NaN."""
-    out = _run(fn, x, y, c, trace, w_ih, b_ih, b_hh, theta, reset, zoneout_p, clamp, w_hh_t, None)
+    ``W_hh^T`` ``[H, 3H]`` the caller keeps; new tensors, or ``outs`` (the caller's own buffers, shaped and
+    laid out as ``y``, aliasing no input); the inputs are not written. ``theta`` is clamped to [0, 1] in
+    the step with ``clamp``; a NaN threshold makes its unit's outputs NaN."""
+    out = _run(fn, x, y, c, trace, w_ih, b_ih, b_hh, theta, reset, zoneout_p, clamp, w_hh_t, None, outs)
     if out is None:
         raise MemoryError("snntorch_egru: the native step could not allocate its scratch buffer")
     return out

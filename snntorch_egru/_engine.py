@@ -148,30 +148,23 @@ NATIVE_MAX_FRACTION = 0.5
 #: 10 %: B = 16 55 ms vs 101 ms, B = 64 217 vs 286; 30 %, B = 64: 314 vs 317).
 NATIVE_SEQ_MAX_BATCH = 64
 
-#: From ``B * H`` units on, a native step of the per-step cell (``egru_step``: ``EGRUCell`` under
-#: ``no_grad``, :class:`~snntorch_egru.Streamer`) is cut into two ranges of units: the calling thread runs
-#: one, the helper's own worker thread the other (when ``torch.get_num_threads() > 1``; the worker never
-#: delays a step: a part it has not taken runs on the calling thread), and the weight probe is cut the
-#: same way. Each range is computed as one thread would, so the numbers do not depend on the cut. Below
-#: it the hand-over costs more than it saves. Measured on the 2-core dev machine (B = 1, I = 64, 10 %,
-#: fp32, 2026-12-07): ``EGRUCell`` per step H = 1024 69-70 us on two threads against 115-119 us on one,
-#: H = 512 36 us against 43 us, H = 256 (not cut) 24 us.
+#: From ``B * H`` units on, a native step (the per-step cell's ``egru_step``: ``EGRUCell`` under ``no_grad``,
+#: :class:`~snntorch_egru.Streamer`; each step of the forward time loop ``egru_fwd``) is cut into two
+#: ranges of units run at once on two threads of torch's own OpenMP runtime (one parallel region per step:
+#: the threads torch's parallel ops use, so nothing competes with them for the cores; a worker thread of
+#: the helper's own where that runtime is not found). The per-step cell's weight probe is cut the same way.
+#: Each range is computed as one thread would, so the numbers do not depend on the cut, nor on the
+#: thread count (``torch.set_num_threads(1)`` keeps every step on one thread). Below it the hand-over
+#: costs more than it saves. Measured on the 2-core dev machine (I = 64, 10 %, fp32, 2026-12-07): ``EGRUCell``
+#: per step, B = 1, H = 1024: 62-68 us on two threads against 91-96 us on one; H = 512: 36 against 43 us;
+#: the sequence loop, B = 1, T = 200, H = 1024: 5.8 against 9.4 ms (I = 64), 13.0 against 15.9 ms (I = H).
 SPLIT_MIN_UNITS = 512
 
-#: The same cut for each step of the native forward time loop (``egru_fwd``, the sequence path); ``None``
-#: keeps it on one thread. Off by default: on the 2-core dev machine it was slower at every size tried
-#: (H = 1024, T = 200, 10 %: B = 1, I = 64 11.8 ms against 9.9 ms on one thread; I = 1024 21.8 against
-#: 18.9 ms; B = 16, T = 100 129 against 126 ms): the steps follow each other without a pause, and each
-#: reads every unit's events, half of them just written by the other core.
-SEQ_SPLIT_MIN_UNITS: Optional[int] = None
 
-
-def native_split(units: int, sequence: bool = False) -> Tuple[int, int]:
-    """``(threads, ranges of units)`` for a native step of ``units`` = B * H (see :data:`SPLIT_MIN_UNITS`,
-    :data:`SEQ_SPLIT_MIN_UNITS`); torch's thread setting caps the threads (``torch.set_num_threads(1)``
-    keeps every step on one)."""
-    least = SEQ_SPLIT_MIN_UNITS if sequence else SPLIT_MIN_UNITS
-    if least is None or units < least:
+def native_split(units: int) -> Tuple[int, int]:
+    """``(threads, ranges of units)`` for a native step of ``units`` = B * H (see :data:`SPLIT_MIN_UNITS`);
+    torch's thread setting caps the threads (``torch.set_num_threads(1)`` keeps every step on one)."""
+    if units < SPLIT_MIN_UNITS:
         return 1, 1
     return min(2, torch.get_num_threads()), 2
 
@@ -384,7 +377,31 @@ def _load_native() -> Any:
     if fn is not None:
         fn.argtypes = [vp, i64, ctypes.c_int]
         fn.restype = i64
+    fn = getattr(lib, "pool_use_openmp", None)
+    runtime = _openmp_runtime()
+    if fn is not None and runtime is not None:
+        fn.argtypes = [ctypes.c_char_p]
+        fn.restype = ctypes.c_int
+        fn(os.fsencode(runtime))
     return lib
+
+
+def _openmp_runtime() -> Optional[str]:
+    """The file of the OpenMP runtime loaded in this process that torch runs on (Linux: from
+    ``/proc/self/maps``, torch's own copy first), or ``None``. The native helper's parallel steps run on
+    its threads (``pool_use_openmp`` in ``_native/egru_native.c``)."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if ".so" in line}
+    except OSError:
+        return None
+    names = ("libgomp", "libiomp5", "libomp")
+    found = sorted(p for p in paths if os.path.basename(p).startswith(names))
+    torch_dir = os.path.dirname(torch.__file__)
+    for p in found:
+        if p.startswith(torch_dir):
+            return p
+    return found[0] if found else None
 
 
 def native_library() -> Any:

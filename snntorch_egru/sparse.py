@@ -81,16 +81,12 @@ the launchers read the current value on every call):
     batch up to 64, H = 256 and 1024, 10 % and 30 % activity (H = 1024, 10 %, B = 16: 55 ms vs 101 ms).
 
 ``SPLIT_MIN_UNITS``
-    From ``B * H`` units on, each native step of the per-step cell (``EGRUCell`` under ``no_grad``,
-    the :class:`~snntorch_egru.Streamer`) is cut into two ranges of units, one run by the calling
-    thread and one by the native helper's worker thread (when ``torch.get_num_threads() > 1``; the
-    numbers do not depend on the cut). Default 512: below it the hand-over costs more than it saves
-    (2-core dev machine, B = 1: H = 1024 69-70 us per step against 115-119 us on one thread).
-
-``SEQ_SPLIT_MIN_UNITS``
-    The same cut for each step of the native forward time loop; ``None`` (the default) keeps it on
-    one thread, which was faster on the 2-core dev machine at every size tried (H = 1024, T = 200,
-    B = 1: 9.9 ms on one thread against 11.8 ms cut; B = 16: 126 against 129 ms).
+    From ``B * H`` units on, each native step (the per-step cell's under ``no_grad``, the
+    :class:`~snntorch_egru.Streamer`'s, each step of the native forward time loop) is cut into two
+    ranges of units run at once on two threads of torch's own OpenMP runtime (when
+    ``torch.get_num_threads() > 1``; the numbers do not depend on the cut). Default 512: below it the
+    hand-over costs more than it saves (2-core dev machine, B = 1, H = 1024: the cell 62-68 us per
+    step against 91-96 us on one thread; the sequence loop, T = 200, I = 64: 5.8 against 9.4 ms).
 
 ``DENSE_HOLD_STEPS``
     Steps that skip the sparsity check after a dense step (activity changes slowly over time).
@@ -146,7 +142,6 @@ _TUNABLES = (
     "NATIVE_MAX_FRACTION",
     "NATIVE_SEQ_MAX_BATCH",
     "SPLIT_MIN_UNITS",
-    "SEQ_SPLIT_MIN_UNITS",
     "DENSE_HOLD_STEPS",
 )
 __all__ = [
@@ -390,7 +385,7 @@ def _native_sequence(
         ptr(n),
         ptr(hn),
         ptr(gh),
-        *_engine.native_split(B * H, sequence=True),
+        *_engine.native_split(B * H),
     )
     if cache is not None:
         return (ys, cs, os_, trs, *cache, w_t)

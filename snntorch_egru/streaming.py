@@ -423,6 +423,7 @@ class Streamer:
         self._y, self._c, self._tr = (
             [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self._layers] for _ in range(3)
         )
+        self._spare: List[Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = [None] * len(self._layers)
 
     @property
     def state(self) -> EGRUState:
@@ -442,6 +443,7 @@ class Streamer:
         self._y, self._c, self._tr = (
             list(t.detach().to(device=self.device, dtype=self.dtype, copy=True).contiguous().unbind(0)) for t in fields
         )
+        self._spare = [None] * len(self._layers)
 
     def step(self, x_t: torch.Tensor) -> torch.Tensor:
         """One time step: the last layer's events ``y`` for input ``x_t`` (``[I]`` or ``[B, I]``)."""
@@ -456,13 +458,24 @@ class Streamer:
         if x.dtype != self.dtype or x.device != self.device:
             raise ValueError(f"x_t must be {self.dtype} on {self.device} (the model's), got {x.dtype} on {x.device}")
         x = x.contiguous()
+        last = len(self._layers) - 1
         for k, L in enumerate(self._layers):
             y0, c0, tr0 = self._y[k], self._c[k], self._tr[k]
             if self._step_fn is not None:
                 w_ih, _, b_ih, b_hh, theta = L.tensors
-                y, c, tr = _cell_fast.inference_step(
-                    self._step_fn, x, y0, c0, tr0, w_ih, L.w_hh_t, b_ih, b_hh, theta, self._reset, self._zoneout
+                # c and trace (and an inner layer's y) go into the buffers freed by the step before: only
+                # the returned y is a new tensor (fewer allocations per step)
+                spare = self._spare[k]
+                outs = (
+                    torch.empty_like(y0) if k == last or spare is None else spare[0],
+                    torch.empty_like(c0) if spare is None else spare[1],
+                    torch.empty_like(tr0) if spare is None else spare[2],
                 )
+                y, c, tr = _cell_fast.inference_step(
+                    self._step_fn, x, y0, c0, tr0, w_ih, L.w_hh_t, b_ih, b_hh, theta, self._reset, self._zoneout,
+                    outs=outs,
+                )  # fmt: skip
+                self._spare[k] = (y0, c0, tr0)
             else:
                 with torch.no_grad():
                     out = F.egru_step(x, y0, c0, tr0, *L.tensors, reset=self._reset, zoneout_p=self._zoneout)

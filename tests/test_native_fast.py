@@ -468,7 +468,7 @@ def test_streamer_sees_model_edits_only_after_refresh():
     torch.testing.assert_close(after, want, rtol=1e-12, atol=1e-12)
 
 
-def test_the_split_policy_follows_its_tunables_and_torch_threads(monkeypatch):
+def test_the_split_policy_follows_its_tunable_and_torch_threads(monkeypatch):
     from snntorch_egru import _engine, sparse
 
     assert _engine.native_split(sparse.SPLIT_MIN_UNITS - 1) == (1, 1)
@@ -476,9 +476,8 @@ def test_the_split_policy_follows_its_tunables_and_torch_threads(monkeypatch):
     try:
         torch.set_num_threads(2)
         assert _engine.native_split(sparse.SPLIT_MIN_UNITS) == (2, 2)
-        assert _engine.native_split(1 << 20, sequence=True) == (1, 1)  # the sequence loop: off by default
-        monkeypatch.setattr(sparse, "SEQ_SPLIT_MIN_UNITS", 64)
-        assert _engine.native_split(64, sequence=True) == (2, 2)
+        monkeypatch.setattr(sparse, "SPLIT_MIN_UNITS", 64)
+        assert _engine.native_split(64) == (2, 2)
         torch.set_num_threads(1)
         assert _engine.native_split(1 << 20) == (1, 2)  # one thread: the parts run one after the other
     finally:

@@ -382,10 +382,10 @@ def test_native_time_loop_cut_into_parts_on_two_threads_equals_one_thread(monkey
     x, state, up = _inputs(torch.float64, 2)
     fused.train(zoneout > 0)
     ref.train(zoneout > 0)
-    monkeypatch.setattr(_engine, "native_split", lambda units, sequence=False: (1, 1))
+    monkeypatch.setattr(_engine, "native_split", lambda units: (1, 1))
     one = _run(fused, x, state, up)
     assert 0.02 < one[2].o.double().mean().item() < 0.9  # real activity
-    monkeypatch.setattr(_engine, "native_split", lambda units, sequence=False: (2, parts))
+    monkeypatch.setattr(_engine, "native_split", lambda units: (2, parts))
     cut = _run(fused, x, state, up)
     _assert_same(one, cut, rtol=0, atol=0)
     _assert_same(cut, _run(ref, x, state, up), rtol=1e-9, atol=1e-10)

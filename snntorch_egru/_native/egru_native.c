@@ -294,7 +294,13 @@ static void* pool_worker(void* unused) {
     }
     return NULL;
 }
+typedef void (*gomp_parallel_t)(void (*)(void*), void*, unsigned, unsigned);
+static _Atomic(gomp_parallel_t) gomp_parallel = NULL;
+static int atfork_registered = 0;  /* pool_after_fork is registered (a child inherits it and this flag) */
 static void pool_after_fork(void) {  /* the child has no worker: start afresh (lazily) */
+    /* nor the OpenMP runtime's threads: a parallel region of GNU libgomp in a child forked after the
+     * parent ran one never returns, so the child runs its parts with its own worker */
+    atomic_store(&gomp_parallel, NULL);
     pthread_mutex_init(&pool.mu, NULL);
     pthread_cond_init(&pool.cv, NULL);
     pthread_mutex_init(&pool.job_lock, NULL);
@@ -305,7 +311,6 @@ static void pool_after_fork(void) {  /* the child has no worker: start afresh (l
 static int pool_start(void) {  /* called with job_lock held */
     int st = atomic_load(&pool.started);
     if (st) return st > 0;
-    static int atfork_registered = 0;  /* a child inherits both the handler and this flag */
     if (!atfork_registered) atfork_registered = pthread_atfork(NULL, NULL, pool_after_fork) == 0;
     sigset_t all, old;
     sigfillset(&all);
@@ -319,8 +324,41 @@ static int pool_start(void) {  /* called with job_lock held */
     atomic_store(&pool.started, ok ? 1 : -1);
     return ok;
 }
-/* Run parts 0..n-1 of fn (n <= 64), with the worker when threads > 1. */
+/* The OpenMP runtime torch itself runs on (set by pool_use_openmp): when known, a job runs as one
+ * parallel region of its threads (GOMP_parallel, exported by GNU libgomp and, for compatibility, by
+ * LLVM's libomp and Intel's libiomp5), so it takes the very threads torch's own parallel ops use and
+ * keep spinning between them, rather than competing with them for the cores as a thread of our own
+ * would. The threads of the region claim parts from a counter; the region ends when every part ran. */
+#include <dlfcn.h>
+int pool_use_openmp(const char* path) {
+    void* lib = path ? dlopen(path, RTLD_LAZY | RTLD_NOLOAD) : NULL;  /* only a runtime already loaded */
+    gomp_parallel_t f = lib ? (gomp_parallel_t)dlsym(lib, "GOMP_parallel") : NULL;
+    pthread_mutex_lock(&pool.job_lock);
+    if (f && !atfork_registered) atfork_registered = pthread_atfork(NULL, NULL, pool_after_fork) == 0;
+    atomic_store(&gomp_parallel, atfork_registered ? f : NULL);
+    pthread_mutex_unlock(&pool.job_lock);
+    return atomic_load(&gomp_parallel) != NULL;
+}
+typedef struct {
+    part_fn fn;
+    void* arg;
+    int n;
+    _Atomic int next;
+} omp_job;
+static void omp_body(void* data) {
+    omp_job* J = (omp_job*)data;
+    for (int k; (k = atomic_fetch_add_explicit(&J->next, 1, memory_order_relaxed)) < J->n;) J->fn(J->arg, k);
+}
+
+/* Run parts 0..n-1 of fn (n <= 64), on up to threads threads: in one parallel region of torch's OpenMP
+ * runtime when pool_use_openmp found it, else with the worker above. */
 static void pool_run(part_fn fn, void* arg, int n, int threads) {
+    const gomp_parallel_t par = atomic_load_explicit(&gomp_parallel, memory_order_relaxed);
+    if (par && threads >= 2 && n >= 2) {
+        omp_job J = {fn, arg, n, 0};
+        par(omp_body, &J, (unsigned)(threads < n ? threads : n), 0);
+        return;
+    }
     if (threads < 2 || n < 2 || pthread_mutex_trylock(&pool.job_lock) != 0) {
         for (int k = 0; k < n; ++k) fn(arg, k);
         return;
