@@ -110,8 +110,60 @@ def _csr_if_sparse(a: torch.Tensor) -> Any:
         return a.to_sparse_csr()
 
 
+#: The backward's products with transposed events (``dW_hh = Y^T Q``, ``Y`` [T*B, H] the layer's events) run in
+#: the native helper up to this density of ``Y`` (its nonzeros listed by unit; for each unit, a chunk of the
+#: result summed in registers over the rows of ``Q`` where the unit fired; on two threads); above it, one
+#: dense GEMM. Measured on the 2-core dev machine (T*B = 1584, H = 1024, ``Q`` [T*B, 3H], fp32, 2026-12-07):
+#: 8.2 / 16.5 / 24.5 / 42.5 / 61.0 ms at 1 / 5 / 10 / 20 / 30 % against 53-70 ms for the dense GEMM.
+NATIVE_EVENTS_MAX_DENSITY = 0.2
+
+
+def _native_events_t_mm(a: torch.Tensor, bs: Sequence[torch.Tensor], outs: Sequence[torch.Tensor]) -> bool:
+    """``outs[i] = a @ bs[i]`` by the native helper when ``a`` is the transpose of a contiguous events matrix
+    ``[n, H]`` on the CPU and every operand has the layout its pointers are read with (unit column strides,
+    inside their storage); ``False`` (nothing written) when it does not apply or the events are too dense."""
+    if _FORCE_DENSE or not _USE_NATIVE or a.device.type != "cpu" or a.dtype not in (torch.float32, torch.float64):
+        return False
+    lib = native_library()
+    suf = "f32" if a.dtype == torch.float32 else "f64"
+    fn = getattr(lib, f"events_t_mm_{suf}", None) if lib is not None else None
+    e = a.t()
+    h, n = a.shape
+    if fn is None or n == 0 or h == 0 or not e.is_contiguous() or a.requires_grad or not _within_storage(e):
+        return False
+    for b, o in zip(bs, outs):
+        g = b.shape[-1]
+        if not (
+            b.dim() == 2 and o.dim() == 2 and b.dtype == a.dtype and o.dtype == a.dtype
+            and b.device == a.device and o.device == a.device and tuple(b.shape) == (n, g) and tuple(o.shape) == (h, g)
+            and b.stride(1) == 1 and o.stride(1) == 1 and b.stride(0) >= g and o.stride(0) >= g
+            and _within_storage(b) and _within_storage(o)
+        ):  # fmt: skip
+            return False
+    desc = [v for b, o in zip(bs, outs) for v in (b.data_ptr(), b.shape[1], b.stride(0), o.data_ptr(), o.stride(0))]
+    threads = min(2, torch.get_num_threads())
+    max_nnz = int(NATIVE_EVENTS_MAX_DENSITY * n * h)
+    rc = fn(e.data_ptr(), n, h, len(bs), (ctypes.c_int64 * len(desc))(*desc), max_nnz, threads)
+    if rc == 2:
+        raise MemoryError("snntorch_egru: the native events product could not allocate its list of events")
+    return rc == 0  # 1: too dense, nothing written (the dense GEMM runs)
+
+
+def _within_storage(t: torch.Tensor) -> bool:
+    """Every element ``t``'s strides reach lies inside its storage (where a pointer walk reads or writes)."""
+    if t.numel() == 0:
+        return True
+    last = t.storage_offset() + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()))
+    return bool(t.storage_offset() >= 0 and (last + 1) * t.element_size() <= t.untyped_storage().nbytes())
+
+
 def _sparse_left_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` with ``a`` 2-D and mostly zeros: CSR product when sparse enough, else dense."""
+    """``a @ b`` with ``a`` 2-D and mostly zeros: the native product when ``a`` is transposed events
+    (:func:`_native_events_t_mm`), else a CSR product when sparse enough, else dense."""
+    if a.dim() == 2 and b.dim() == 2 and b.stride(-1) == 1 and a.t().is_contiguous():
+        out = b.new_empty(a.shape[0], b.shape[1])
+        if _native_events_t_mm(a, (b,), (out,)):
+            return out
     csr = _csr_if_sparse(a)
     if csr is None:
         return a @ b
@@ -123,7 +175,10 @@ def _sparse_left_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _sparse_left_mm_into(a: torch.Tensor, bs: Sequence[torch.Tensor], outs: Sequence[torch.Tensor]) -> None:
     """``outs[i] = a @ bs[i]`` in place (``outs`` may be column blocks of one matrix), ``a`` 2-D and
-    mostly zeros: one density count and one CSR conversion of ``a`` serve every product."""
+    mostly zeros: the native helper's product with the transposed events when ``a`` is one
+    (:func:`_native_events_t_mm`), else one density count and one CSR conversion of ``a`` serve every product."""
+    if _native_events_t_mm(a, bs, outs):
+        return
     csr = _csr_if_sparse(a)
     for b, o in zip(bs, outs):
         if csr is None:
@@ -372,6 +427,11 @@ def _load_native() -> Any:
         fn = getattr(lib, f"weight_probe_{suf}", None)
         if fn is not None:
             fn.argtypes = [vp, i64, i64, vp]
+            fn.restype = ctypes.c_int
+    for suf in ("f32", "f64"):
+        fn = getattr(lib, f"events_t_mm_{suf}", None)
+        if fn is not None:
+            fn.argtypes = [vp, i64, i64, i64, ctypes.POINTER(ctypes.c_int64), i64, ctypes.c_int]
             fn.restype = ctypes.c_int
     fn = getattr(lib, "advise_huge", None)
     if fn is not None:

@@ -389,3 +389,37 @@ def test_native_time_loop_cut_into_parts_on_two_threads_equals_one_thread(monkey
     cut = _run(fused, x, state, up)
     _assert_same(one, cut, rtol=0, atol=0)
     _assert_same(cut, _run(ref, x, state, up), rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("density", [0.0, 0.04, 0.15])
+def test_native_product_with_transposed_events_equals_float64(dtype, density, monkeypatch):
+    """dW_hh = Y^T Q from the events' nonzeros (native, column blocks of larger matrices as the backward passes
+    them, sizes that leave a partial chunk), on one and on two threads, equals the float64 product; events
+    denser than NATIVE_EVENTS_MAX_DENSITY are left to the dense GEMM (nothing written)."""
+    if sparse.native_library() is None:
+        pytest.skip("no C compiler: native helpers unavailable")
+    g = torch.Generator().manual_seed(3)
+    n, h = 37, 50
+    y = torch.randn(n, h, generator=g, dtype=dtype) * (torch.rand(n, h, generator=g) < density)
+    q = torch.randn(n, 3 * h + 7, generator=g, dtype=dtype)[:, 3:-4]  # row stride 3h + 7, offset 3
+    want = y.double().t() @ q.double()
+    outs = []
+    for threads in (1, 2):
+        monkeypatch.setattr(torch, "get_num_threads", lambda t=threads: t)
+        out = torch.full((h, 3 * h + 5), float("nan"), dtype=dtype)
+        blocks = (out[:, : 2 * h], out[:, 2 * h : 3 * h])
+        assert _engine._native_events_t_mm(y.t(), (q[:, : 2 * h], q[:, 2 * h :]), blocks)
+        assert torch.isnan(out[:, 3 * h :]).all()  # nothing outside the blocks is written
+        got = out[:, : 3 * h]
+        tol = 1e-12 if dtype == torch.float64 else 1e-4
+        torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol)
+        outs.append(got)
+    assert torch.equal(outs[0], outs[1])  # the same numbers on two threads
+    dense = y.clone()
+    dense[dense == 0] = 1.0  # every element an event
+    out = torch.full((h, 3 * h), 7.0, dtype=dtype)
+    assert not _engine._native_events_t_mm(dense.t(), (q,), (out,))
+    assert (out == 7.0).all()
+    assert torch.equal(_engine._sparse_left_mm(y.t(), q), _engine._sparse_left_mm(y.t(), q))
+    torch.testing.assert_close(_engine._sparse_left_mm(y.t(), q).double(), want, rtol=1e-4, atol=1e-4)

@@ -469,6 +469,97 @@ EGRU_HOT void egru_fwd_##SUF(int64_t tn, int64_t b, int64_t h, const T* gi, cons
 SEQ(float, f32)
 SEQ(double, f64)
 
+/* out[j, 0:g] = sum over rows r of e[r, j] * q[r, 0:g] for every j < h: e^T q with e [n, h] mostly zeros
+ * (the events; the backward's dW_hh = Y^T Q). The nonzeros of e are listed by column (rows ascending);
+ * the columns of q and out are cut into chunks of EVT_LANES * 8 elements, the parts of one job (see
+ * pool_run): for each j, eight vector registers sum the chunk over the nonzeros of e's column j (a
+ * chunk of q, n rows, stays in the cache while every j reads it) and out is written once. Each element
+ * sums its terms in the order of r, whichever thread runs its chunk. Several products with the same e
+ * share one list (desc: per product the address of q, g, q's row stride, the address of out, out's row
+ * stride; column blocks of larger matrices, unit column strides). Returns 1 (nothing written) when e
+ * holds more than max_nnz nonzeros (a dense GEMM is faster then), 2 when their list cannot be
+ * allocated, else 0. */
+typedef struct {
+    int64_t h, g, ldq, ldo;
+    const int64_t* cstart;  /* column j's nonzeros: rows[cstart[j] .. cstart[j + 1]) */
+    const int64_t* rows;
+    const void *val, *q;
+    void* out;
+} evt_args;
+#define EVT(T, SUF, LANES)                                                                  \
+typedef T v_##SUF __attribute__((vector_size(LANES * sizeof(T))));                          \
+EGRU_HOT static void evt_part_##SUF(void* arg, int part) {                                  \
+    const evt_args* A = (const evt_args*)arg;                                             \
+    const int64_t CH = 8 * LANES, k0 = (int64_t)part * CH;                                \
+    const int64_t len = k0 + CH <= A->g ? CH : A->g - k0;                                 \
+    const T *val = (const T*)A->val, *q = (const T*)A->q + k0;                            \
+    T* out = (T*)A->out + k0;                                                             \
+    for (int64_t j = 0; j < A->h; ++j) {                                                  \
+        const int64_t e0 = A->cstart[j], e1 = A->cstart[j + 1];                           \
+        T* o = out + j * A->ldo;                                                          \
+        if (len == CH) {                                                                  \
+            v_##SUF acc[8];                                                               \
+            memset(acc, 0, sizeof acc);                                                   \
+            for (int64_t e = e0; e < e1; ++e) {                                           \
+                const T* qr = q + A->rows[e] * A->ldq;                                    \
+                const T v = val[e];                                                       \
+                for (int u = 0; u < 8; ++u) {                                             \
+                    v_##SUF x;                                                            \
+                    memcpy(&x, qr + u * LANES, sizeof x);                                 \
+                    acc[u] += v * x;                                                      \
+                }                                                                         \
+            }                                                                             \
+            memcpy(o, acc, sizeof acc);                                                   \
+        } else {  /* the last, partial chunk */                                           \
+            for (int64_t k = 0; k < len; ++k) o[k] = 0;                                   \
+            for (int64_t e = e0; e < e1; ++e) {                                           \
+                const T* qr = q + A->rows[e] * A->ldq;                                    \
+                const T v = val[e];                                                       \
+                for (int64_t k = 0; k < len; ++k) o[k] += v * qr[k];                      \
+            }                                                                             \
+        }                                                                                 \
+    }                                                                                     \
+}                                                                                         \
+EGRU_HOT int events_t_mm_##SUF(const T* e, int64_t n, int64_t h, int64_t pairs, const int64_t* desc, \
+                               int64_t max_nnz, int threads) {                            \
+    /* desc: per product (q address, g, ldq, out address, ldo); one list of nonzeros serves them all */ \
+    int64_t* cstart = (int64_t*)calloc((size_t)(h + 1), sizeof(int64_t));                 \
+    if (!cstart) return 2;                                                                \
+    int64_t nnz = 0;                                                                      \
+    for (int64_t r = 0; r < n; ++r)                                                       \
+        for (int64_t j = 0; j < h; ++j)                                                   \
+            if (e[r * h + j] != 0) { ++cstart[j + 1]; ++nnz; }                            \
+    if (nnz > max_nnz) { free(cstart); return 1; }                                        \
+    int64_t* rows = (int64_t*)malloc((size_t)(nnz ? nnz : 1) * sizeof(int64_t));          \
+    T* val = (T*)malloc((size_t)(nnz ? nnz : 1) * sizeof(T));                             \
+    int64_t* fill = (int64_t*)malloc((size_t)(h ? h : 1) * sizeof(int64_t));              \
+    if (!rows || !val || !fill) { free(cstart); free(rows); free(val); free(fill); return 2; } \
+    for (int64_t j = 0; j < h; ++j) cstart[j + 1] += cstart[j];                           \
+    memcpy(fill, cstart, (size_t)h * sizeof(int64_t));                                    \
+    for (int64_t r = 0; r < n; ++r)                                                       \
+        for (int64_t j = 0; j < h; ++j)                                                   \
+            if (e[r * h + j] != 0) { rows[fill[j]] = r; val[fill[j]] = e[r * h + j]; ++fill[j]; } \
+    free(fill);                                                                           \
+    const int64_t CH = 8 * LANES;                                                         \
+    for (int64_t p = 0; p < pairs; ++p) {                                                 \
+        const T* q = (const T*)(uintptr_t)desc[5 * p];                                    \
+        const int64_t g = desc[5 * p + 1], ldq = desc[5 * p + 2], ldo = desc[5 * p + 4];   \
+        T* out = (T*)(uintptr_t)desc[5 * p + 3];                                          \
+        const int64_t chunks = (g + CH - 1) / CH;                                         \
+        for (int64_t c0 = 0; c0 < chunks; c0 += 64) {  /* at most 64 parts per job */     \
+            const int nc = (int)(chunks - c0 < 64 ? chunks - c0 : 64);                    \
+            evt_args A = {h, g - c0 * CH, ldq, ldo, cstart, rows, val, q + c0 * CH, out + c0 * CH}; \
+            pool_run(evt_part_##SUF, &A, nc, threads);                                    \
+        }                                                                                 \
+    }                                                                                     \
+    free(cstart);                                                                         \
+    free(rows);                                                                           \
+    free(val);                                                                            \
+    return 0;                                                                             \
+}
+EVT(float, f32, 8)
+EVT(double, f64, 4)
+
 /* One inference step of one layer for a few samples (the per-step cell under no_grad):
  *   gh = b_hh + sum over units j that fired of y_prev[j] * W_hh^T[j, :]    (rows of active units only)
  *   gi = b_ih + W_ih x                                                      (W_ih [3H, I] row-major)

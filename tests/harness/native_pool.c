@@ -2,7 +2,8 @@
  * -include snntorch_egru/_native/egru_native.c. Three threads step at once (only one may hand parts to the
  * worker; the others run theirs alone); every step cut into 1-5 parts on two threads must equal one part on
  * one thread bit for bit, a stale weight probe must be reported on every step, and the sequence loop cut
- * into parts must equal one part. Exit code 0 when all holds. */
+ * into parts must equal one part, and so must the product with transposed events. Exit code 0 when all
+ * holds. */
 #include <stdio.h>
 #include <assert.h>
 #define H 300
@@ -60,6 +61,21 @@ int main(void) {
         for (int rep = 0; rep < 30; ++rep) {
             egru_fwd_f32(TN, B, H, gi, y0, c0, t0, wt, bhh, th, NULL, 0.0, 0, 0.5, 0.5, ys2, cs2, os2, tr2, rz2, n2, hn2, gh, 2, 2 + rep % 4);
             if (memcmp(ys1, ys2, sizeof ys1) || memcmp(cs1, cs2, sizeof cs1) || memcmp(rz1, rz2, sizeof rz1) || memcmp(hn1, hn2, sizeof hn1)) fails++;
+        }
+    }
+    /* the product with transposed events: two threads equal one, bit for bit */
+    {
+        enum { N = 60, G = 3 * H };
+        static float ev[N * H], q[N * G], o1[H * G], o2[H * G];
+        unsigned z = 9;
+        for (int i = 0; i < N * H; ++i) ev[i] = (frand(&z) > 0.4f) ? frand(&z) : 0.0f;
+        for (int i = 0; i < N * G; ++i) q[i] = frand(&z);
+        int64_t d1[5] = {(int64_t)(uintptr_t)q, G, G, (int64_t)(uintptr_t)o1, G};
+        int64_t d2[5] = {(int64_t)(uintptr_t)q, G, G, (int64_t)(uintptr_t)o2, G};
+        if (events_t_mm_f32(ev, N, H, 1, d1, (int64_t)N * H, 1) != 0) fails++;
+        for (int rep = 0; rep < 10; ++rep) {
+            if (events_t_mm_f32(ev, N, H, 1, d2, (int64_t)N * H, 2) != 0) fails++;
+            if (memcmp(o1, o2, sizeof o1)) fails++;
         }
     }
     /* a stale probe is reported */
