@@ -199,6 +199,84 @@ PROBE(double, f64, uint64_t)
 
 
 
+/* q[k] = bias[k] + w[k, :] . x for k in [k0, k1) (w [rows, in] row-major; bias may be NULL): the input
+ * product of the per-step cell. Each row's products are summed in 8 lanes (i mod 8), the lanes in a fixed
+ * tree ((0+1)+(2+3))+((4+5)+(6+7)), then the in mod 8 last products and the bias: the same order for a row
+ * whether it is one of a block of 8 rows summed together in vector registers (float: no horizontal sum per
+ * row) or alone, so the result of a row does not depend on the range it belongs to. */
+typedef float v8sf __attribute__((vector_size(32)));
+typedef int32_t v8si __attribute__((vector_size(32)));
+#if defined(__clang__)
+#define SHUF8(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define SHUF8(a, b, ...) __builtin_shuffle(a, b, (v8si){__VA_ARGS__})
+#endif
+#define ROWS_DOT_ONE(T)                                                                     \
+    T lane[8] = {0};                                                                      \
+    for (int64_t i = 0; i < iv; i += 8)                                                   \
+        for (int l = 0; l < 8; ++l) lane[l] += wr[i + l] * x[i + l];                       \
+    T t = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+EGRU_INLINE void rows_dot_f64(const double* w, int64_t in, const double* x, const double* bias, int64_t k0,
+                              int64_t k1, double* q) {
+    const int64_t iv = in / 8 * 8;
+    for (int64_t k = k0; k < k1; ++k) {
+        const double* wr = w + k * in;
+        ROWS_DOT_ONE(double)
+        for (int64_t i = iv; i < in; ++i) t += wr[i] * x[i];
+        q[k] = (bias ? bias[k] : 0.0) + t;
+    }
+}
+EGRU_INLINE void rows_dot_f32(const float* w, int64_t in, const float* x, const float* bias, int64_t k0,
+                              int64_t k1, float* q) {
+    const int64_t iv = in / 8 * 8;
+    int64_t k = k0;
+    for (; k + 8 <= k1; k += 8) {  /* 8 rows at once: lanes in registers, one tree for all 8 */
+        const float* w0 = w + k * in;
+        v8sf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+        for (int64_t i = 0; i < iv; i += 8) {
+            v8sf xv, v0, v1, v2, v3, v4, v5, v6, v7;
+            memcpy(&xv, x + i, sizeof xv);
+            memcpy(&v0, w0 + i, sizeof v0);
+            memcpy(&v1, w0 + in + i, sizeof v1);
+            memcpy(&v2, w0 + 2 * in + i, sizeof v2);
+            memcpy(&v3, w0 + 3 * in + i, sizeof v3);
+            memcpy(&v4, w0 + 4 * in + i, sizeof v4);
+            memcpy(&v5, w0 + 5 * in + i, sizeof v5);
+            memcpy(&v6, w0 + 6 * in + i, sizeof v6);
+            memcpy(&v7, w0 + 7 * in + i, sizeof v7);
+            a0 += v0 * xv;
+            a1 += v1 * xv;
+            a2 += v2 * xv;
+            a3 += v3 * xv;
+            a4 += v4 * xv;
+            a5 += v5 * xv;
+            a6 += v6 * xv;
+            a7 += v7 * xv;
+        }
+        const v8sf s01 = SHUF8(a0, a1, 0, 8, 2, 10, 4, 12, 6, 14) + SHUF8(a0, a1, 1, 9, 3, 11, 5, 13, 7, 15);
+        const v8sf s23 = SHUF8(a2, a3, 0, 8, 2, 10, 4, 12, 6, 14) + SHUF8(a2, a3, 1, 9, 3, 11, 5, 13, 7, 15);
+        const v8sf s45 = SHUF8(a4, a5, 0, 8, 2, 10, 4, 12, 6, 14) + SHUF8(a4, a5, 1, 9, 3, 11, 5, 13, 7, 15);
+        const v8sf s67 = SHUF8(a6, a7, 0, 8, 2, 10, 4, 12, 6, 14) + SHUF8(a6, a7, 1, 9, 3, 11, 5, 13, 7, 15);
+        const v8sf t03 = SHUF8(s01, s23, 0, 1, 8, 9, 4, 5, 12, 13) + SHUF8(s01, s23, 2, 3, 10, 11, 6, 7, 14, 15);
+        const v8sf t47 = SHUF8(s45, s67, 0, 1, 8, 9, 4, 5, 12, 13) + SHUF8(s45, s67, 2, 3, 10, 11, 6, 7, 14, 15);
+        const v8sf tot = SHUF8(t03, t47, 0, 1, 2, 3, 8, 9, 10, 11) + SHUF8(t03, t47, 4, 5, 6, 7, 12, 13, 14, 15);
+        float sums[8];
+        memcpy(sums, &tot, sizeof sums);
+        for (int r = 0; r < 8; ++r) {
+            const float* wr = w + (k + r) * in;
+            float t = sums[r];
+            for (int64_t i = iv; i < in; ++i) t += wr[i] * x[i];
+            q[k + r] = (bias ? bias[k + r] : 0.0f) + t;
+        }
+    }
+    for (; k < k1; ++k) {
+        const float* wr = w + k * in;
+        ROWS_DOT_ONE(float)
+        for (int64_t i = iv; i < in; ++i) t += wr[i] * x[i];
+        q[k] = (bias ? bias[k] : 0.0f) + t;
+    }
+}
+
 /* Scratch of the per-step cell (gi and gh, [b, 3H] each), one buffer per thread, grown as needed (NULL
  * when out of memory). */
 static _Thread_local void* scratch_buf = NULL;
@@ -617,15 +695,8 @@ EGRU_HOT static void step_part_##SUF(void* arg, int part) {                     
                 for (int64_t k = 0; k < len; ++k) o[k] += a * rw[k];                      \
             }                                                                             \
         }                                                                                 \
-        const T* restrict xs = x + s * in;                                                \
         for (int64_t c = 0; c < 3; ++c)                                                   \
-            for (int64_t k = c * h + i0; k < c * h + i1; ++k) {                           \
-                const T* restrict wr = wih + k * in;                                      \
-                T acc = bih ? bih[k] : (T)0;                                              \
-                _Pragma("omp simd reduction(+:acc)")                                      \
-                for (int64_t i = 0; i < in; ++i) acc += wr[i] * xs[i];                    \
-                q[k] = acc;                                                               \
-            }                                                                             \
+            rows_dot_##SUF(wih, in, x + s * in, bih, c * h + i0, c * h + i1, q);          \
         gates_##SUF(len, h, q + i0, g + i0);                                              \
         update_##SUF(len, g + h + i0, g + 2 * h + i0, (const T*)A->c0 + s * h + i0,       \
                      (const T*)A->tr0 + s * h + i0, (const T*)A->theta + i0, NULL, 0, A->use_p, \
