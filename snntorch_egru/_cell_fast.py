@@ -30,11 +30,6 @@ MAX_BATCH = 8
 _FLOATS = (torch.float32, torch.float64)
 
 
-def tracing() -> bool:
-    """Whether a trace, ``torch.compile`` or ``torch.export`` is recording (the plain torch step runs then)."""
-    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
-
-
 def step_function(dtype: torch.dtype) -> Optional[Any]:
     """The native ``egru_step`` for ``dtype`` (the extension module's own Python function, not ctypes:
     it is called once per time step), or ``None`` (no helper, an old build, another dtype)."""
@@ -180,10 +175,6 @@ def try_step(cell: Any, x: torch.Tensor, y: Optional[torch.Tensor], c: Optional[
     return yn, cn
 
 
-def _split(units: int) -> Tuple[int, int]:
-    return _engine.native_split(units)
-
-
 def _run(
     fn: Any, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, trace: torch.Tensor, w_ih: torch.Tensor,
     b_ih: Optional[torch.Tensor], b_hh: Optional[torch.Tensor], theta: torch.Tensor, reset: str, zoneout_p: float,
@@ -201,7 +192,7 @@ def _run(
     rc = fn(b, h, x.shape[1], x.data_ptr(), w_ih.data_ptr(), None if b_ih is None else b_ih.data_ptr(),
             y.data_ptr(), c.data_ptr(), trace.data_ptr(), w_hh_t.data_ptr(), None if b_hh is None else b_hh.data_ptr(),
             theta.data_ptr(), int(clamp), float(zoneout_p), RESET_CODES[reset], TRACE_DECAY, 1.0 - TRACE_DECAY,
-            y_new.data_ptr(), c_new.data_ptr(), tr_new.data_ptr(), *pr, *_split(b * h))  # fmt: skip
+            y_new.data_ptr(), c_new.data_ptr(), tr_new.data_ptr(), *pr, *_engine.native_split(b * h))  # fmt: skip
     return None if rc else (y_new, c_new, tr_new)
 
 

@@ -268,14 +268,14 @@ class Streamer:
             layers with different reset mechanisms, zoneouts or hidden sizes): the error names the node,
             its type and what was expected (``import_from_nir(...)`` runs general graphs step by step).
 
-    Latency per step on 2 CPU cores (float32, B = 1, I = 64, 10 % activity; ``benchmarks/cpu_events.py``,
-    ``benchmarks/results/cpu-events-2026-12-06-b.md``):
+    Latency per step on 2 CPU cores (float32, B = 1, I = 64, 10 % activity; ``snntorch-egru bench --events``,
+    ``benchmarks/results/cpu-events-2026-12-07.md``):
 
     ====  ===============  ==========================  ===========================
     H     ``Streamer``     ``EGRUCell`` (``no_grad``)  ``torch.nn.GRUCell``
     ====  ===============  ==========================  ===========================
-    256   17.6 µs          25.1 µs                     50.8 µs
-    1024  80.1 µs          121.4 µs                    362.4 µs
+    256   15.3 µs          22.8 µs                     50.8 µs
+    1024  52.9 µs          69.3 µs                     310.3 µs
     ====  ===============  ==========================  ===========================
 
     Shape:

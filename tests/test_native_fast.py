@@ -13,7 +13,7 @@ import snntorch as snn
 import torch
 
 import snntorch_egru as se
-from snntorch_egru import _cell_fast
+from snntorch_egru import _cell_fast, _engine
 from snntorch_egru import functional as F
 from snntorch_egru.sparse import native_library
 
@@ -315,7 +315,7 @@ def test_recurrent_weight_edits_are_seen_by_the_next_inference_step(calls, monke
     through .data that keep the version counter, must reach the next native step (float64, equal to the
     torch step on the edited weights), also when the step and its probe are cut into parts on two threads."""
     if split:
-        monkeypatch.setattr(_cell_fast, "_split", lambda units: (2, 2))
+        monkeypatch.setattr(_engine, "native_split", lambda units: (2, 2))
     torch.manual_seed(5)
     H = 24
     cell = se.EGRUCell(5, H, thr_mean=0.1).double()
@@ -394,14 +394,14 @@ def test_the_step_cut_into_parts_on_two_threads_equals_one_thread_bit_for_bit(mo
     very numbers of one range on one thread, and those equal the torch step (float64) with real activity."""
     cell = _active_cell(dtype, hidden, 16, 3, **kw)
     xs = torch.randn(30, batch, 16, dtype=dtype)
-    monkeypatch.setattr(_cell_fast, "_split", lambda units: (1, 1))
+    monkeypatch.setattr(_engine, "native_split", lambda units: (1, 1))
     _stepped(cell, xs[:2])  # sizes the state (a torch step): every step below is a native one
     calls[0] = 0
     ref_y, ref_c = _stepped(cell, xs)
     assert 0.005 < ref_y.ne(0).double().mean().item() < 0.9  # real activity, not all-zero nor all-firing
     assert calls[0] == 30
     for parts in (2, 3, 5):
-        monkeypatch.setattr(_cell_fast, "_split", lambda units, p=parts: (2, p))
+        monkeypatch.setattr(_engine, "native_split", lambda units, p=parts: (2, p))
         y, c = _stepped(cell, xs)
         assert torch.equal(y, ref_y) and torch.equal(c, ref_c), parts
     assert calls[0] == 4 * 30
@@ -421,7 +421,7 @@ def test_the_helper_thread_survives_fork_and_concurrent_python_threads(monkeypat
     xs = torch.randn(40, 1, 8, dtype=torch.float64)
     _stepped(cell, xs[:2])  # sizes the state: from here on every step is a native one
     ref = _stepped(cell, xs)
-    monkeypatch.setattr(_cell_fast, "_split", lambda units: (2, 3))
+    monkeypatch.setattr(_engine, "native_split", lambda units: (2, 3))
 
     ctx = multiprocessing.get_context("fork")
     q = ctx.Queue()
@@ -469,7 +469,7 @@ def test_streamer_sees_model_edits_only_after_refresh():
 
 
 def test_the_split_policy_follows_its_tunable_and_torch_threads(monkeypatch):
-    from snntorch_egru import _engine, sparse
+    from snntorch_egru import sparse
 
     assert _engine.native_split(sparse.SPLIT_MIN_UNITS - 1) == (1, 1)
     threads = torch.get_num_threads()

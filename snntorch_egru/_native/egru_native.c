@@ -291,8 +291,10 @@ static void* scratch_bytes(size_t n) {
     return scratch_buf;
 }
 
-/* The helper thread of the per-step cell: one worker that takes parts of a step while the calling
- * thread works on the others (a part is a range of units, or a range of rows of the weight probe).
+/* Parts of a job (ranges of units of a step, rows of the weight probe, column chunks of a product) run on
+ * two threads (pool_run): in one parallel region of torch's OpenMP runtime when it was found (below),
+ * otherwise with the helper's own worker thread, which takes parts while the calling thread works on the
+ * others.
  * The caller never waits for the worker to start: it claims parts itself from the same counter, and
  * waits only for parts the worker has claimed and is running. So a worker that sleeps, is not
  * scheduled, could not be started or does not exist (a child after fork) costs no latency: the caller
@@ -398,6 +400,7 @@ static int pool_start(void) {  /* called with job_lock held */
     int ok = pthread_attr_init(&at) == 0;
     ok = ok && pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED) == 0;
     ok = ok && pthread_create(&th, &at, pool_worker, NULL) == 0;
+    pthread_attr_destroy(&at);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     atomic_store(&pool.started, ok ? 1 : -1);
     return ok;
