@@ -482,3 +482,22 @@ def test_the_split_policy_follows_its_tunable_and_torch_threads(monkeypatch):
         assert _engine.native_split(1 << 20) == (1, 2)  # one thread: the parts run one after the other
     finally:
         torch.set_num_threads(threads)
+
+
+def test_the_portable_variant_of_the_helper_compiles(tmp_path):
+    """Without POSIX threads or GCC/Clang vector types (Windows, other compilers) the helper runs every job's
+    parts in order on the calling thread; that variant (-DEGRU_PORTABLE) must still compile cleanly."""
+    import shutil
+    import subprocess
+    import sysconfig
+    from pathlib import Path
+
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    src = Path(__file__).resolve().parents[1] / "snntorch_egru/_native/egru_native.c"
+    cmd = [cc, "-c", "-O1", "-std=c11", "-Wall", "-fopenmp-simd", "-DEGRU_PORTABLE", "-I" + sysconfig.get_paths()["include"],
+           str(src), "-o", str(tmp_path / "portable.o")]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "warning" not in res.stderr, res.stderr

@@ -25,6 +25,22 @@
 #else
 #define EGRU_INLINE static inline
 #endif
+/* The two-thread jobs need POSIX threads and C11 atomics, the 8-row input product GCC/Clang vector types:
+ * elsewhere (or with -DEGRU_PORTABLE) every job runs its parts in order on the calling thread and the
+ * input product is plain C, with the same numbers. */
+#if !defined(EGRU_PORTABLE) && (defined(_WIN32) || !defined(__GNUC__))
+#define EGRU_PORTABLE 1
+#endif
+#ifndef EGRU_PORTABLE
+#include <stdatomic.h>
+#define EGRU_FLAG _Atomic int
+#define FLAG_SET(p) atomic_store_explicit((p), 1, memory_order_relaxed)
+#define FLAG_GET(p) atomic_load(p)
+#else
+#define EGRU_FLAG int
+#define FLAG_SET(p) (*(p) = 1)
+#define FLAG_GET(p) (*(p))
+#endif
 
 
 /* The gates' sigmoid and tanh. float: branch-free polynomial forms that GCC vectorizes inside the
@@ -204,12 +220,14 @@ PROBE(double, f64, uint64_t)
  * tree ((0+1)+(2+3))+((4+5)+(6+7)), then the in mod 8 last products and the bias: the same order for a row
  * whether it is one of a block of 8 rows summed together in vector registers (float: no horizontal sum per
  * row) or alone, so the result of a row does not depend on the range it belongs to. */
+#ifndef EGRU_PORTABLE
 typedef float v8sf __attribute__((vector_size(32)));
 typedef int32_t v8si __attribute__((vector_size(32)));
 #if defined(__clang__)
 #define SHUF8(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
 #else
 #define SHUF8(a, b, ...) __builtin_shuffle(a, b, (v8si){__VA_ARGS__})
+#endif
 #endif
 #define ROWS_DOT_ONE(T)                                                                     \
     T lane[8] = {0};                                                                      \
@@ -230,6 +248,7 @@ EGRU_INLINE void rows_dot_f32(const float* w, int64_t in, const float* x, const 
                               int64_t k1, float* q) {
     const int64_t iv = in / 8 * 8;
     int64_t k = k0;
+#ifndef EGRU_PORTABLE
     for (; k + 8 <= k1; k += 8) {  /* 8 rows at once: lanes in registers, one tree for all 8 */
         const float* w0 = w + k * in;
         v8sf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
@@ -269,6 +288,7 @@ EGRU_INLINE void rows_dot_f32(const float* w, int64_t in, const float* x, const 
             q[k + r] = (bias ? bias[k + r] : 0.0f) + t;
         }
     }
+#endif
     for (; k < k1; ++k) {
         const float* wr = w + k * in;
         ROWS_DOT_ONE(float)
@@ -307,9 +327,9 @@ static void* scratch_bytes(size_t n) {
  * of the job before is done). The worker spins about SPIN_NS after its last part, then sleeps on a
  * condition variable until the next job. Jobs come from one thread at a time (job_lock; a caller that
  * finds it taken runs its parts alone). */
+#ifndef EGRU_PORTABLE
 #include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <time.h>
 #include <sched.h>
 typedef void (*part_fn)(void* arg, int part);
@@ -469,6 +489,17 @@ static void pool_run(part_fn fn, void* arg, int n, int threads) {
     atomic_store(&pool.ticket, (seq << 8) | POOL_IDLE);
     pthread_mutex_unlock(&pool.job_lock);
 }
+#else
+typedef void (*part_fn)(void* arg, int part);
+int pool_use_openmp(const char* path) {
+    (void)path;
+    return 0;
+}
+static void pool_run(part_fn fn, void* arg, int n, int threads) {
+    (void)threads;
+    for (int k = 0; k < n; ++k) fn(arg, k);
+}
+#endif
 
 /* The forward time loop of one layer (the sequence path, inside the operator): for each step t,
  *   gh = b_hh + sum over units j that fired at t - 1 of y[t-1, j] * W^T[j, :]   (each row read once for all
@@ -661,7 +692,7 @@ typedef struct {
     void *probe, *ys, *cs, *trs, *gi, *gh;
     int clamp, reset, use_p;
     double zo_p, decay, gain;
-    _Atomic int stale;
+    EGRU_FLAG stale;
 } step_args;
 #define STEP(T, SUF, BITS)                                                                  \
 EGRU_HOT static void step_part_##SUF(void* arg, int part) {                                          \
@@ -671,7 +702,7 @@ EGRU_HOT static void step_part_##SUF(void* arg, int part) {                     
         const int64_t k = part - A->nunit, per = (g3 + A->nprobe - 1) / A->nprobe;        \
         const int64_t r0 = k * per, r1 = r0 + per < g3 ? r0 + per : g3;                   \
         if (r0 < r1 && probe_rows_##SUF((const T*)A->whh, r0, r1, h, (T*)A->probe, 0))    \
-            atomic_store_explicit(&A->stale, 1, memory_order_relaxed);                    \
+            FLAG_SET(&A->stale);                                                          \
         return;                                                                           \
     }                                                                                     \
     const int64_t i0 = part * A->chunk, i1 = i0 + A->chunk < h ? i0 + A->chunk : h;       \
@@ -724,7 +755,7 @@ EGRU_HOT int egru_step_##SUF(int64_t b, int64_t h, int64_t in, const T* x, const
     A.nprobe = whh && probe ? 2 : 0;                                                      \
     const int n = (int)(A.nunit + A.nprobe);                                              \
     pool_run(step_part_##SUF, &A, n, threads);                                            \
-    return atomic_load(&A.stale) ? 1 : 0;                                                 \
+    return FLAG_GET(&A.stale) ? 1 : 0;                                                    \
 }
 STEP(float, f32, uint32_t)
 STEP(double, f64, uint64_t)
