@@ -484,9 +484,12 @@ def test_the_split_policy_follows_its_tunable_and_torch_threads(monkeypatch):
         torch.set_num_threads(threads)
 
 
-def test_the_portable_variant_of_the_helper_compiles(tmp_path):
+def test_the_portable_variant_of_the_helper_gives_the_same_numbers(tmp_path):
     """Without POSIX threads or GCC/Clang vector types (Windows, other compilers) the helper runs every job's
-    parts in order on the calling thread; that variant (-DEGRU_PORTABLE) must still compile cleanly."""
+    parts in order on the calling thread and sums the input product in plain C. That variant (-DEGRU_PORTABLE)
+    compiles without a warning, and its steps (the input product, the recurrent rows, the probe) equal the
+    built helper's, cut in two on two threads, bit for bit."""
+    import ctypes
     import shutil
     import subprocess
     import sysconfig
@@ -496,8 +499,35 @@ def test_the_portable_variant_of_the_helper_compiles(tmp_path):
     if cc is None:
         pytest.skip("no C compiler")
     src = Path(__file__).resolve().parents[1] / "snntorch_egru/_native/egru_native.c"
-    cmd = [cc, "-c", "-O1", "-std=c11", "-Wall", "-fopenmp-simd", "-DEGRU_PORTABLE", "-I" + sysconfig.get_paths()["include"],
-           str(src), "-o", str(tmp_path / "portable.o")]  # fmt: skip
+    so = tmp_path / "portable.so"
+    cmd = [cc, "-shared", "-fPIC", "-O2", "-std=c11", "-Wall", "-fopenmp-simd", "-fno-trapping-math", "-DEGRU_PORTABLE",
+           "-I" + sysconfig.get_paths()["include"], str(src), "-o", str(so), "-lm"]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "warning" not in res.stderr, res.stderr
+    vp, i64, ci, cd = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
+    argtypes = [i64] * 3 + [vp] * 9 + [ci, cd, ci, cd, cd] + [vp] * 5 + [ci, ci]
+    g = torch.Generator().manual_seed(4)
+    b, h, i = 2, 203, 37  # a partial 8-row block, an input size with a tail of 5
+    x = torch.randn(b, i, generator=g)
+    w_ih, w_hh = torch.randn(3 * h, i, generator=g) * 0.3, torch.randn(3 * h, h, generator=g) * 0.3
+    b_ih, b_hh, theta = torch.randn(3 * h, generator=g), torch.randn(3 * h, generator=g), torch.rand(h, generator=g)
+    y0 = torch.randn(b, h, generator=g) * (torch.rand(b, h, generator=g) < 0.2)
+    c0, tr0 = torch.randn(b, h, generator=g), torch.rand(b, h, generator=g)
+    w_t = w_hh.t().contiguous()
+    outs = []
+    for lib, threads, parts in ((ctypes.CDLL(str(so)), 1, 1), (native_library(), 2, 2)):
+        fn = lib.egru_step_f32
+        fn.argtypes, fn.restype = argtypes, ctypes.c_int
+        probe = torch.empty(3 * h * 4)
+        lib.weight_probe_f32.argtypes = [vp, i64, i64, vp]
+        lib.weight_probe_f32(w_hh.data_ptr(), 3 * h, h, probe.data_ptr())
+        y, c, tr = torch.empty(b, h), torch.empty(b, h), torch.empty(b, h)
+        ptrs = [t.data_ptr() for t in (x, w_ih, b_ih, y0, c0, tr0, w_t, b_hh, theta)]
+        rc = fn(b, h, i, *ptrs, 0, 0.0, 0, F.TRACE_DECAY, 1 - F.TRACE_DECAY, y.data_ptr(), c.data_ptr(), tr.data_ptr(),
+                w_hh.data_ptr(), probe.data_ptr(), threads, parts)  # fmt: skip
+        assert rc == 0
+        outs.append((y, c, tr))
+    for u, v in zip(*outs):
+        assert torch.equal(u, v)
+    assert 0 < outs[0][0].ne(0).double().mean() < 1  # real activity
